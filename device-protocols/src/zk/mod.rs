@@ -1,0 +1,1 @@
+//! The ZK binary protocol: framing, checksum, commands, record layouts and bulk reads.

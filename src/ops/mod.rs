@@ -1,0 +1,3 @@
+//! Operations: logging for field technicians (and later status and metrics).
+
+pub mod logging;
