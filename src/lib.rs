@@ -4,7 +4,16 @@
 //! The binary (`src/main.rs`) is a thin CLI over this library so that integration tests and
 //! benchmarks drive exactly the code that runs on the box.
 
-pub mod agent;
 pub mod config;
 pub mod ops;
 pub mod store;
+
+/// One line naming the build, for `edge-agent version`, logs and health messages.
+pub fn version_line() -> String {
+    format!(
+        "edge-agent {} ({} {})",
+        env!("CARGO_PKG_VERSION"),
+        std::env::consts::ARCH,
+        std::env::consts::OS
+    )
+}

@@ -1,3 +1,5 @@
-//! Operations: logging for field technicians (and later status and metrics).
+//! Operations: logging for field technicians, systemd integration (and later status and
+//! metrics).
 
 pub mod logging;
+pub mod systemd;
