@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Runs every test of edge-agent: installs what the tests need when it is missing (idempotent,
+# safe to run again), then the format check, the lint and the whole test suite.
+#
+#   bash scripts/test.sh            # everything
+#   bash scripts/test.sh -E 'test(config)'   # extra arguments go to cargo nextest
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+
+say() { printf '\n== %s\n' "$*"; }
+
+say "checking test prerequisites"
+if ! command -v cargo >/dev/null; then
+  echo "cargo is missing: install the Rust toolchain (rustup, Rust >= 1.85) first" >&2
+  exit 2
+fi
+missing=()
+command -v mosquitto >/dev/null || missing+=(mosquitto)
+command -v socat >/dev/null || missing+=(socat)
+command -v strace >/dev/null || missing+=(strace)
+command -v python3 >/dev/null || missing+=(python3)
+python3 -m venv --help >/dev/null 2>&1 || missing+=(python3-venv)
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
+command -v cc >/dev/null || missing+=(gcc)
+if ((${#missing[@]})); then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    echo "missing: ${missing[*]} — install them (as root: apt-get install -y ${missing[*]})" >&2
+    exit 2
+  fi
+fi
+
+# Independent protocol peers run as separate processes (pyzk is GPL: never vendored).
+if [ -f tests/peers/requirements.txt ]; then
+  venv="$root/target/peers-venv"
+  if [ ! -x "$venv/bin/python" ]; then
+    python3 -m venv "$venv"
+  fi
+  if ! "$venv/bin/python" -c 'import zk' 2>/dev/null; then
+    "$venv/bin/pip" install -q -r tests/peers/requirements.txt
+  fi
+  export PEER_PYTHON="$venv/bin/python"
+fi
+if [ -f tests/peers/package.json ] && [ ! -d tests/peers/node_modules ]; then
+  (cd tests/peers && npm install --no-audit --no-fund --silent)
+fi
+
+say "cargo fmt --check"
+cargo fmt --all -- --check
+
+say "cargo clippy (warnings are errors)"
+cargo clippy --workspace --all-targets -- -D warnings
+
+say "dependency policy: TLS through rustls+ring only"
+for banned in openssl-sys aws-lc-sys aws-lc-rs; do
+  if cargo tree --workspace --edges normal,build -i "$banned" >/dev/null 2>&1; then
+    echo "forbidden dependency in the tree: $banned" >&2
+    cargo tree --workspace -i "$banned" >&2
+    exit 1
+  fi
+done
+echo "no openssl, no aws-lc"
+
+say "tests"
+if command -v cargo-nextest >/dev/null; then
+  cargo nextest run --workspace --no-fail-fast "$@"
+else
+  cargo test --workspace --no-fail-fast -- "$@"
+fi
