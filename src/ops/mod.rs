@@ -1,3 +1,5 @@
 //! Operations: logging for field technicians (and later status and metrics).
 
 pub mod logging;
+pub mod rate_limit;
+pub mod rotating_file;
