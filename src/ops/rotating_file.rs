@@ -16,7 +16,6 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -287,34 +286,46 @@ impl RotatingFile {
     }
 
     fn remove_surplus_rotations(&self) -> io::Result<()> {
-        let path = &self.policy.path;
-        let (Some(dir), Some(base)) = (path.parent(), path.file_name()) else {
-            return Ok(());
-        };
-        let dir = if dir.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            dir
-        };
-        let entries = match fs::read_dir(dir) {
-            Ok(entries) => entries,
-            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(error) => return Err(error),
-        };
-        let prefix = format!("{}.", base.to_string_lossy());
-        for entry in entries {
-            let entry = entry?;
-            let name = entry.file_name();
-            let index = name
-                .to_str()
-                .and_then(|name| name.strip_prefix(&prefix))
-                .and_then(|suffix| suffix.parse::<u32>().ok());
-            if index.is_some_and(|index| index >= self.policy.max_files) {
-                remove_if_present(&entry.path())?;
+        for (index, path) in rotated_files(&self.policy.path)? {
+            if index >= self.policy.max_files {
+                remove_if_present(&path)?;
             }
         }
         Ok(())
     }
+}
+
+/// The rotated files that exist beside `live` (`live.1`, `live.2`, …) with their index, in no
+/// particular order. Found by listing the directory rather than from a configured count, so
+/// leftovers of an earlier configuration are seen too.
+pub fn rotated_files(live: &Path) -> io::Result<Vec<(u32, PathBuf)>> {
+    let (Some(dir), Some(base)) = (live.parent(), live.file_name()) else {
+        return Ok(Vec::new());
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(error) => return Err(error),
+    };
+    let prefix = format!("{}.", base.to_string_lossy());
+    let mut found = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        let index = entry
+            .file_name()
+            .to_str()
+            .and_then(|name| name.strip_prefix(&prefix))
+            .and_then(|suffix| suffix.parse::<u32>().ok());
+        if let Some(index) = index.filter(|&index| index > 0) {
+            found.push((index, entry.path()));
+        }
+    }
+    Ok(found)
 }
 
 /// Truncates a record that alone exceeds the file size, keeping whole UTF-8 characters and
@@ -392,7 +403,6 @@ fn keep_newest_bytes(path: &Path, limit: u64) -> io::Result<()> {
 #[derive(Debug, Clone)]
 pub struct RotatingFileWriter {
     inner: Arc<Mutex<RotatingFile>>,
-    dropped: Arc<AtomicU64>,
 }
 
 impl RotatingFileWriter {
@@ -404,14 +414,13 @@ impl RotatingFileWriter {
     /// Wraps an already configured file (tests set short retry intervals this way).
     pub fn from_file(file: RotatingFile) -> Self {
         Self {
-            dropped: Arc::new(AtomicU64::new(file.dropped_records())),
             inner: Arc::new(Mutex::new(file)),
         }
     }
 
-    /// Records lost to I/O errors since start, readable without taking the file lock.
+    /// Records lost to I/O errors since start.
     pub fn dropped_records(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.lock().dropped_records()
     }
 
     /// The most recent I/O problem, if the file is currently unusable.
@@ -436,11 +445,7 @@ pub struct RecordWriter<'a> {
 
 impl Write for RecordWriter<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let mut file = self.owner.lock();
-        file.write_record(buf);
-        self.owner
-            .dropped
-            .store(file.dropped_records(), Ordering::Relaxed);
+        self.owner.lock().write_record(buf);
         Ok(buf.len())
     }
 
