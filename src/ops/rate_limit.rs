@@ -129,7 +129,7 @@ impl<K: Hash + Eq + Clone> RepeatLimiter<K> {
     {
         let length = self.window;
         if let Some(window) = self.windows.get_mut(key) {
-            return advance(window, Some(key.to_owned()), now, length);
+            return advance(window, now, length, || Some(key.to_owned()));
         }
         if self.windows.len() >= self.max_keys {
             self.forget_quiet_windows(now);
@@ -139,7 +139,7 @@ impl<K: Hash + Eq + Clone> RepeatLimiter<K> {
             return Verdict::Log;
         }
         match self.overflow.as_mut() {
-            Some(window) => advance(window, None, now, length),
+            Some(window) => advance(window, now, length, || None),
             None => {
                 self.overflow = Some(Window::new(now));
                 Verdict::Log
@@ -185,14 +185,20 @@ impl<K: Hash + Eq + Clone> RepeatLimiter<K> {
 }
 
 /// Counts one occurrence in `window`, or starts a new window when the old one is over.
-fn advance<K>(window: &mut Window, key: Option<K>, now: Instant, length: Duration) -> Verdict<K> {
+/// The key is only materialised for a summary, so the common suppressed path never allocates.
+fn advance<K>(
+    window: &mut Window,
+    now: Instant,
+    length: Duration,
+    key: impl FnOnce() -> Option<K>,
+) -> Verdict<K> {
     if !window.has_ended(now, length) {
         window.occurrences += 1;
         return Verdict::Suppress;
     }
     let ended = std::mem::replace(window, Window::new(now));
     if ended.occurrences > 1 {
-        Verdict::LogWithSummary(summary(key, &ended, length))
+        Verdict::LogWithSummary(summary(key(), &ended, length))
     } else {
         Verdict::Log
     }

@@ -578,6 +578,35 @@ mod tests {
     }
 
     #[test]
+    fn a_deleted_live_file_is_recreated_on_the_next_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let policy = policy(dir.path(), 1000, 2);
+        let mut file =
+            RotatingFile::open(policy.clone()).with_intervals(Duration::ZERO, Duration::ZERO);
+        file.write_record(b"first\n");
+
+        fs::remove_file(policy.path()).unwrap();
+        file.write_record(b"second\n");
+
+        assert_eq!(read(policy.path()), "second\n");
+        assert_eq!(file.dropped_records(), 0);
+    }
+
+    #[test]
+    fn a_full_disk_costs_the_line_but_neither_panics_nor_errors() {
+        // /dev/full accepts the open and fails every write with ENOSPC, like a full SD card.
+        // Its size stays 0, so the writer never tries to rotate (rename or remove) it.
+        let policy = RotationPolicy::new(PathBuf::from("/dev/full"), 1000, 1).unwrap();
+        let mut file = RotatingFile::open(policy);
+
+        file.write_record(b"lost\n");
+
+        assert_eq!(file.dropped_records(), 1);
+        let error = file.last_error().unwrap();
+        assert!(error.starts_with("cannot write log file"), "{error}");
+    }
+
+    #[test]
     fn failed_opens_are_not_retried_before_the_interval() {
         let dir = tempfile::tempdir().unwrap();
         let blocker = dir.path().join("not-a-dir");
