@@ -1,7 +1,9 @@
 //! Logging setup (feature O2): where log lines go, in what shape, and the run-time level hook.
 //!
 //! - Under systemd (`JOURNAL_STREAM` set) events go to journald with their fields as structured
-//!   journal fields (`journalctl -u edge-agent -o json`).
+//!   journal fields: `device_id = "ai06-1"` becomes `F_DEVICE_ID=ai06-1`, the target `TARGET=…`
+//!   (`journalctl -u edge-agent F_DEVICE_ID=ai06-1`, or `-o json` for everything). The `F_`
+//!   prefix keeps event fields from overwriting journald's own (`PRIORITY`, `MESSAGE`).
 //! - When a log file is configured, events also go to a size-capped rotating file
 //!   ([`rotating_file`](super::rotating_file)) in one plain line per event that a technician
 //!   reads with `less` or `tail -F`, no colours:
@@ -392,6 +394,7 @@ fn write_one_line(writer: &mut Writer<'_>, text: &str) -> fmt::Result {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     fn options_with_file(path: PathBuf) -> LogOptions {
         LogOptions {
@@ -406,6 +409,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("edge-agent.log");
         let (dispatch, handle) = build(&options_with_file(path.clone())).unwrap();
+        handle.set_level("info").unwrap(); // whatever RUST_LOG says
 
         tracing::dispatcher::with_default(&dispatch, || {
             tracing::debug!("hidden at info");
@@ -432,7 +436,8 @@ mod tests {
     fn file_lines_have_the_documented_shape_with_spans_and_fields() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("edge-agent.log");
-        let (dispatch, _handle) = build(&options_with_file(path.clone())).unwrap();
+        let (dispatch, handle) = build(&options_with_file(path.clone())).unwrap();
+        handle.set_level("info").unwrap(); // whatever RUST_LOG says
 
         tracing::dispatcher::with_default(&dispatch, || {
             let span = tracing::info_span!("device", id = "ai06-1");
@@ -488,6 +493,19 @@ mod tests {
         assert!(!JournaldMode::Auto.wanted(false));
         assert!(JournaldMode::Always.wanted(false));
         assert!(!JournaldMode::Never.wanted(true));
+    }
+
+    #[test]
+    fn required_journald_fails_loudly_when_the_journal_is_absent() {
+        if Path::new("/run/systemd/journal/socket").exists() {
+            return; // journald runs here, so "always" rightly succeeds.
+        }
+        let options = LogOptions {
+            journald: JournaldMode::Always,
+            ..LogOptions::default()
+        };
+        let error = build(&options).unwrap_err();
+        assert!(matches!(error, LogError::JournaldUnavailable(_)), "{error}");
     }
 
     #[test]

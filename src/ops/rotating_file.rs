@@ -384,7 +384,8 @@ fn keep_newest_bytes(path: &Path, limit: u64) -> io::Result<()> {
     if len <= limit {
         return Ok(());
     }
-    file.seek(SeekFrom::Start(len - limit))?;
+    // Start one byte early: if that byte ends a line, the kept part begins with a whole line.
+    file.seek(SeekFrom::Start(len - limit - 1))?;
     let mut tail = Vec::new();
     file.read_to_end(&mut tail)?;
     let first_whole_line = tail
@@ -627,14 +628,16 @@ mod tests {
         let mut old_live = "x".repeat(100) + "\n";
         old_live.push_str("newest old line\n");
         fs::write(policy.file_path(0), &old_live).unwrap();
-        fs::write(policy.file_path(1), "one\n").unwrap();
         fs::write(policy.file_path(2), "surplus\n").unwrap();
         fs::write(policy.file_path(7), "surplus\n").unwrap();
+        // Exactly 64 bytes of whole lines at the end of an oversized rotated file.
+        let old_rotated = "y".repeat(100) + "\n" + &"z".repeat(63) + "\n";
+        fs::write(policy.file_path(1), &old_rotated).unwrap();
 
         let _file = RotatingFile::open(policy.clone());
 
         assert_eq!(read(&policy.file_path(0)), "newest old line\n");
-        assert_eq!(read(&policy.file_path(1)), "one\n");
+        assert_eq!(read(&policy.file_path(1)), "z".repeat(63) + "\n");
         assert!(!policy.file_path(2).exists());
         assert!(!policy.file_path(7).exists());
     }
