@@ -1,5 +1,8 @@
-//! Operations: logging for field technicians, systemd integration (and later status and
-//! metrics).
+//! Operations: logging for field technicians (size-capped file, journald, rate-limited repeats,
+//! tail), systemd integration (and later status and metrics).
 
+pub mod log_tail;
 pub mod logging;
+pub mod rate_limit;
+pub mod rotating_file;
 pub mod systemd;
