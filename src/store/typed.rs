@@ -1,0 +1,90 @@
+//! Typed reads and writes: callers hand over and get back [`Record`] values; the envelope and
+//! sled's byte API stay inside the store.
+
+use super::envelope::{self, Record};
+use super::error::StoreError;
+use super::trees::TreeName;
+use super::Store;
+
+impl Store {
+    /// Reads the value at `key`, upgrading an older record version if needed.
+    pub fn get<R: Record>(
+        &self,
+        tree: TreeName,
+        key: impl AsRef<[u8]>,
+    ) -> Result<Option<R>, StoreError> {
+        let key = key.as_ref();
+        let value = self.tree(tree).get(key).map_err(StoreError::sled("get"))?;
+        value.map(|bytes| decode(tree, key, &bytes)).transpose()
+    }
+
+    /// Writes `value` at `key`, replacing what was there. Not yet durable: call
+    /// [`Store::make_durable`] before acknowledging anything that depends on it.
+    pub fn insert<R: Record>(
+        &self,
+        tree: TreeName,
+        key: impl AsRef<[u8]>,
+        value: &R,
+    ) -> Result<(), StoreError> {
+        let key = key.as_ref();
+        let bytes = encode(tree, key, value)?;
+        self.tree(tree)
+            .insert(key, bytes)
+            .map_err(StoreError::sled("insert"))?;
+        Ok(())
+    }
+
+    /// Removes the value at `key` and returns it. (The buffer of device users is never
+    /// removed from; this is for queues such as the outbox and for expiring nonces.)
+    pub fn remove<R: Record>(
+        &self,
+        tree: TreeName,
+        key: impl AsRef<[u8]>,
+    ) -> Result<Option<R>, StoreError> {
+        let key = key.as_ref();
+        let old = self
+            .tree(tree)
+            .remove(key)
+            .map_err(StoreError::sled("remove"))?;
+        old.map(|bytes| decode(tree, key, &bytes)).transpose()
+    }
+
+    /// Every entry whose key starts with `prefix`, in key order (an empty prefix visits the
+    /// whole tree). Each item fails on its own, so one damaged value does not hide the rest.
+    pub fn scan_prefix<R: Record>(
+        &self,
+        tree: TreeName,
+        prefix: impl AsRef<[u8]>,
+    ) -> impl Iterator<Item = Result<(Vec<u8>, R), StoreError>> {
+        self.tree(tree).scan_prefix(prefix).map(move |entry| {
+            let (key, bytes) = entry.map_err(StoreError::sled("scan"))?;
+            let value = decode(tree, &key, &bytes)?;
+            Ok((key.to_vec(), value))
+        })
+    }
+
+    /// A number larger than every number this store handed out before, also across restarts
+    /// and crashes (sled persists the counter ahead of use). Use it with
+    /// [`crate::store::keys::sequence`] for time-ordered keys. Never call it inside a
+    /// transaction closure: sled may block there (sled issue #1139); take it before.
+    pub fn next_sequence(&self) -> Result<u64, StoreError> {
+        self.inner
+            .db
+            .generate_id()
+            .map_err(StoreError::sled("generate sequence number"))
+    }
+}
+
+/// Wraps `value` in its envelope, naming the tree and key if that fails.
+pub(crate) fn encode<R: Record>(
+    tree: TreeName,
+    key: &[u8],
+    value: &R,
+) -> Result<Vec<u8>, StoreError> {
+    envelope::encode(value).map_err(|error| StoreError::value(tree, key, error))
+}
+
+/// Unwraps a stored value, naming the tree and key if that fails.
+pub(crate) fn decode<R: Record>(tree: TreeName, key: &[u8], bytes: &[u8]) -> Result<R, StoreError> {
+    envelope::decode(bytes).map_err(|error| StoreError::value(tree, key, error))
+}
