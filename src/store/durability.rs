@@ -18,6 +18,7 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use super::error::{DurabilityError, StoreError};
@@ -29,6 +30,7 @@ pub(crate) struct Durability {
     data_file: SyncedPath,
     directory: SyncedPath,
     first_failure: Mutex<Option<DurabilityError>>,
+    completed: AtomicU64,
 }
 
 /// An open handle kept only to fsync it, with its path for error messages.
@@ -63,6 +65,7 @@ impl Durability {
             data_file: SyncedPath::open(store_dir.join("db"))?,
             directory: SyncedPath::open(store_dir.to_path_buf())?,
             first_failure: Mutex::new(None),
+            completed: AtomicU64::new(0),
         })
     }
 
@@ -73,11 +76,21 @@ impl Durability {
             return Err(DurabilityError::Poisoned(Box::new(earlier)));
         }
         let outcome = self.flush_and_fsync();
-        if let Err(error) = &outcome {
-            let mut first = self.first_failure.lock().unwrap_or_else(|e| e.into_inner());
-            first.get_or_insert_with(|| error.clone());
+        match &outcome {
+            Ok(()) => {
+                self.completed.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(error) => {
+                let mut first = self.first_failure.lock().unwrap_or_else(|e| e.into_inner());
+                first.get_or_insert_with(|| error.clone());
+            }
         }
         outcome
+    }
+
+    /// How many flush-and-fsync rounds have succeeded.
+    pub(crate) fn completed(&self) -> u64 {
+        self.completed.load(Ordering::Relaxed)
     }
 
     fn earlier_failure(&self) -> Option<DurabilityError> {
@@ -118,5 +131,11 @@ impl Store {
             .durability
             .make_durable()
             .map_err(StoreError::from)
+    }
+
+    /// How many flush-and-fsync rounds have succeeded since open. With group commit this is
+    /// smaller than the number of durability requests; exported for metrics.
+    pub fn durable_flushes(&self) -> u64 {
+        self.inner.durability.completed()
     }
 }

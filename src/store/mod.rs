@@ -142,3 +142,40 @@ impl Store {
         &self.inner.trees[name.index()]
     }
 }
+
+/// Helpers shared by the store's unit tests.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use serde::{Deserialize, Serialize};
+
+    use super::{Record, Store, StoreOptions};
+
+    /// A small record for exercising the typed API.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub(crate) struct Item {
+        pub(crate) name: String,
+        pub(crate) count: u32,
+    }
+
+    impl Record for Item {
+        const KIND: &'static str = "test_item";
+        const VERSION: u32 = 1;
+    }
+
+    /// An item called `name`.
+    pub(crate) fn item(name: &str, count: u32) -> Item {
+        Item {
+            name: name.into(),
+            count,
+        }
+    }
+
+    /// A fresh store in a temporary directory (kept alive by the returned guard).
+    pub(crate) fn temp_store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let store = Store::open(&StoreOptions::at(dir.path().join("store")))
+            .expect("open a fresh store")
+            .store;
+        (dir, store)
+    }
+}

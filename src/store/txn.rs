@@ -125,3 +125,74 @@ impl Store {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::test_support::{item, temp_store, Item};
+
+    #[test]
+    fn writes_to_several_trees_commit_together() {
+        let (_dir, store) = temp_store();
+        store
+            .transaction(&[TreeName::Buffer, TreeName::Outbox], |tx| {
+                tx.insert(TreeName::Buffer, b"u", &item("user", 1))?;
+                tx.insert(TreeName::Outbox, b"e", &item("event", 2))?;
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(store.get::<Item>(TreeName::Buffer, b"u").unwrap(), Some(item("user", 1)));
+        assert_eq!(store.get::<Item>(TreeName::Outbox, b"e").unwrap(), Some(item("event", 2)));
+    }
+
+    #[test]
+    fn an_abort_keeps_none_of_the_writes() {
+        let (_dir, store) = temp_store();
+        let err = store
+            .transaction(&[TreeName::Buffer, TreeName::Outbox], |tx| {
+                tx.insert(TreeName::Buffer, b"u", &item("user", 1))?;
+                tx.insert(TreeName::Outbox, b"e", &item("event", 2))?;
+                Err::<(), _>(TxError::abort("snapshot changed underneath"))
+            })
+            .unwrap_err();
+        assert!(
+            matches!(&err, StoreError::TransactionAborted { reason } if reason == "snapshot changed underneath")
+        );
+        assert_eq!(store.get::<Item>(TreeName::Buffer, b"u").unwrap(), None);
+        assert_eq!(store.get::<Item>(TreeName::Outbox, b"e").unwrap(), None);
+    }
+
+    #[test]
+    fn reads_see_earlier_writes_of_the_same_transaction() {
+        let (_dir, store) = temp_store();
+        store.insert(TreeName::Buffer, b"u", &item("user", 1)).unwrap();
+        let seen = store
+            .transaction(&[TreeName::Buffer], |tx| {
+                let mut current: Item = tx.get(TreeName::Buffer, b"u")?.expect("present");
+                current.count += 1;
+                tx.insert(TreeName::Buffer, b"u", &current)?;
+                let removed = tx.remove(TreeName::Buffer, b"missing")?;
+                Ok((tx.get::<Item>(TreeName::Buffer, b"u")?, removed))
+            })
+            .unwrap();
+        assert_eq!(seen, (Some(item("user", 2)), false));
+    }
+
+    #[test]
+    fn touching_an_undeclared_tree_aborts_with_a_clear_error() {
+        let (_dir, store) = temp_store();
+        let err = store
+            .transaction(&[TreeName::Buffer], |tx| {
+                tx.insert(TreeName::Buffer, b"u", &item("user", 1))?;
+                tx.insert(TreeName::Audit, b"a", &item("audit", 1))
+            })
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            StoreError::TreeNotInTransaction {
+                tree: TreeName::Audit
+            }
+        ));
+        assert_eq!(store.get::<Item>(TreeName::Buffer, b"u").unwrap(), None);
+    }
+}

@@ -88,3 +88,105 @@ pub(crate) fn encode<R: Record>(
 pub(crate) fn decode<R: Record>(tree: TreeName, key: &[u8], bytes: &[u8]) -> Result<R, StoreError> {
     envelope::decode(bytes).map_err(|error| StoreError::value(tree, key, error))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::keys;
+    use crate::store::test_support::{item, temp_store, Item};
+    use crate::store::{EnvelopeError, StoreOptions};
+
+    #[test]
+    fn insert_get_remove_round_trip() {
+        let (_dir, store) = temp_store();
+        let key = keys::device_user("dev1", "7").unwrap();
+        assert_eq!(store.get::<Item>(TreeName::Buffer, &key).unwrap(), None);
+        store.insert(TreeName::Buffer, &key, &item("ann", 1)).unwrap();
+        assert_eq!(
+            store.get::<Item>(TreeName::Buffer, &key).unwrap(),
+            Some(item("ann", 1))
+        );
+        assert_eq!(
+            store.remove::<Item>(TreeName::Buffer, &key).unwrap(),
+            Some(item("ann", 1))
+        );
+        assert_eq!(store.get::<Item>(TreeName::Buffer, &key).unwrap(), None);
+    }
+
+    #[test]
+    fn trees_are_separate_namespaces() {
+        let (_dir, store) = temp_store();
+        store.insert(TreeName::Buffer, b"k", &item("a", 1)).unwrap();
+        assert_eq!(store.get::<Item>(TreeName::Snapshots, b"k").unwrap(), None);
+    }
+
+    #[test]
+    fn scan_prefix_visits_one_device_in_key_order() {
+        let (_dir, store) = temp_store();
+        for (device, user) in [("dev1", "b"), ("dev10", "a"), ("dev1", "a"), ("dev2", "a")] {
+            let key = keys::device_user(device, user).unwrap();
+            store
+                .insert(TreeName::Buffer, key, &item(&format!("{device}/{user}"), 0))
+                .unwrap();
+        }
+        let prefix = keys::device_prefix("dev1").unwrap();
+        let names: Vec<String> = store
+            .scan_prefix::<Item>(TreeName::Buffer, prefix)
+            .map(|entry| entry.unwrap().1.name)
+            .collect();
+        assert_eq!(names, ["dev1/a", "dev1/b"]);
+    }
+
+    #[test]
+    fn a_damaged_value_names_tree_key_and_kind() {
+        let (_dir, store) = temp_store();
+        store.tree(TreeName::Devices).insert(b"d\x001", &[9u8][..]).unwrap();
+        let err = store.get::<Item>(TreeName::Devices, b"d\x001").unwrap_err();
+        let message = err.to_string();
+        assert!(
+            matches!(
+                err,
+                StoreError::Value {
+                    tree: TreeName::Devices,
+                    source: EnvelopeError::FutureVersion { found: 9, .. },
+                    ..
+                }
+            ),
+            "{message}"
+        );
+        assert!(message.contains("'devices'"), "{message}");
+        assert!(message.contains("d\\x001"), "{message}");
+        assert!(message.contains("test_item record has version 9"), "{message}");
+    }
+
+    #[test]
+    fn sequence_numbers_increase_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = StoreOptions::at(dir.path().join("store"));
+        let before = {
+            let store = Store::open(&options).unwrap().store;
+            let first = store.next_sequence().unwrap();
+            let second = store.next_sequence().unwrap();
+            assert!(second > first);
+            second
+        };
+        let store = Store::open(&options).unwrap().store;
+        assert!(store.next_sequence().unwrap() > before);
+    }
+
+    #[test]
+    fn values_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = StoreOptions::at(dir.path().join("store"));
+        {
+            let store = Store::open(&options).unwrap().store;
+            store.insert(TreeName::Outbox, keys::sequence(1), &item("e", 3)).unwrap();
+            store.make_durable_blocking().unwrap();
+        }
+        let store = Store::open(&options).unwrap().store;
+        assert_eq!(
+            store.get::<Item>(TreeName::Outbox, keys::sequence(1)).unwrap(),
+            Some(item("e", 3))
+        );
+    }
+}
