@@ -129,7 +129,8 @@ fn spawn_writer(wrapper: &[&str], store: &Path, writers: u32, limit: Option<u32>
 }
 
 /// Reads the child's stdout on a thread, sending each complete `ACK` line's key. A line cut
-/// off by the kill (no newline) is not an acknowledgement and is dropped.
+/// off by the kill (no newline) is not an acknowledgement and is dropped. The first `ACK`
+/// shares its line with the test harness's `test writer_child ... ` banner.
 fn acknowledgements(child: &mut Child) -> mpsc::Receiver<u64> {
     let stdout = child.stdout.take().expect("piped stdout");
     let (sender, receiver) = mpsc::channel();
@@ -137,7 +138,8 @@ fn acknowledgements(child: &mut Child) -> mpsc::Receiver<u64> {
         let mut reader = BufReader::new(stdout);
         let mut line = String::new();
         while reader.read_line(&mut line).unwrap_or(0) > 0 {
-            if let Some(key) = line.strip_suffix('\n').and_then(|l| l.strip_prefix(ACK)) {
+            let acknowledged = line.strip_suffix('\n').and_then(|l| l.split_once(ACK));
+            if let Some((_, key)) = acknowledged {
                 let key = key.parse().expect("acknowledged key is a number");
                 if sender.send(key).is_err() {
                     return;
@@ -206,4 +208,124 @@ fn every_acknowledged_record_survives_sigkill() {
         "too few acknowledgements ({}) to prove anything",
         acknowledged.len()
     );
+}
+
+/// One system call of interest, in the order strace logged it.
+#[derive(Debug, PartialEq)]
+enum Traced {
+    /// A write into the store's `db` file started.
+    DataWrite,
+    /// An fsync/fdatasync of the `db` file started.
+    SyncStart,
+    /// An fsync/fdatasync of the `db` file returned successfully.
+    SyncDone,
+    /// The child started printing `ACK <key>`.
+    Ack(u64),
+}
+
+/// Turns `strace -f -y` output into [`Traced`] events. strace splits a call that another
+/// thread interrupts into `<unfinished ...>` and `<... name resumed>` lines; the resumed line
+/// has no path, so pending syncs are remembered per thread id.
+fn traced_events(trace: &str) -> Vec<Traced> {
+    let mut pending_sync = std::collections::HashSet::new();
+    let mut events = Vec::new();
+    for line in trace.lines() {
+        let Some((pid, call)) = line.split_once(' ') else {
+            continue;
+        };
+        let call = call.trim_start();
+        let is_sync = call.starts_with("fsync(") || call.starts_with("fdatasync(");
+        let on_db_file = call.contains("/store/db>");
+        if call.starts_with("<... fsync resumed>") || call.starts_with("<... fdatasync resumed>") {
+            if pending_sync.remove(pid) && call.ends_with("= 0") {
+                events.push(Traced::SyncDone);
+            }
+        } else if is_sync && on_db_file {
+            events.push(Traced::SyncStart);
+            if call.ends_with("<unfinished ...>") {
+                pending_sync.insert(pid.to_owned());
+            } else if call.ends_with("= 0") {
+                events.push(Traced::SyncDone);
+            }
+        } else if on_db_file && (call.starts_with("pwrite") || call.starts_with("write(")) {
+            events.push(Traced::DataWrite);
+        } else if let Some(rest) = call.split_once(&format!("\"{ACK}")).map(|(_, r)| r) {
+            if call.starts_with("write(1") {
+                let key = rest.split('\\').next().unwrap_or_default();
+                events.push(Traced::Ack(key.parse().expect("ACK key in trace")));
+            }
+        }
+    }
+    events
+}
+
+/// Whether `strace` can trace a child here (installed, and ptrace allowed).
+fn strace_works() -> bool {
+    Command::new("strace")
+        .args(["-f", "-o", "/dev/null", "true"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+#[test]
+fn an_fsync_of_the_data_file_lies_between_each_write_and_its_acknowledgement() {
+    if !strace_works() {
+        eprintln!(
+            "\n*** SKIPPED an_fsync_of_the_data_file_lies_between_each_write_and_its_acknowledgement: \
+             strace is not installed or may not trace here (apt-get install strace) ***\n"
+        );
+        return;
+    }
+    const RECORDS: u32 = 20;
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let trace_file = dir.path().join("strace.log");
+    let trace_arg = trace_file.to_str().expect("utf-8 temp path");
+    let wrapper = [
+        "strace",
+        "-f",
+        "-y",
+        "-qq",
+        "-e",
+        "trace=write,pwrite64,pwritev,pwritev2,fsync,fdatasync,sync_file_range",
+        "-o",
+        trace_arg,
+    ];
+    let mut child = spawn_writer(&wrapper, &dir.path().join("store"), 1, Some(RECORDS));
+    let acks: Vec<u64> = acknowledgements(&mut child).iter().collect();
+    assert!(
+        child.wait().expect("wait for strace").success(),
+        "traced writer failed"
+    );
+    assert_eq!(acks.len(), RECORDS as usize, "the writer did not finish");
+
+    let trace = std::fs::read_to_string(&trace_file).expect("read the strace log");
+    let events = traced_events(&trace);
+    let mut checked = 0;
+    let mut last_ack = 0;
+    for (position, event) in events.iter().enumerate() {
+        let Traced::Ack(key) = event else { continue };
+        let since_last_ack = &events[last_ack..position];
+        let last_write = since_last_ack
+            .iter()
+            .rposition(|e| *e == Traced::DataWrite)
+            .unwrap_or_else(|| panic!("ACK {key}: no write to the db file since the previous ACK"));
+        let after_write = &since_last_ack[last_write..];
+        let sync_started = after_write
+            .iter()
+            .position(|e| *e == Traced::SyncStart)
+            .unwrap_or_else(|| panic!("ACK {key}: no fsync of the db file after its last write"));
+        assert!(
+            after_write[sync_started..].contains(&Traced::SyncDone),
+            "ACK {key}: the fsync of the db file had not returned before the acknowledgement"
+        );
+        checked += 1;
+        last_ack = position;
+    }
+    assert_eq!(
+        checked, RECORDS,
+        "not every acknowledgement was found in the trace"
+    );
+    println!("strace: an fsync of the db file preceded each of {checked} acknowledgements");
 }

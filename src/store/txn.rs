@@ -141,8 +141,14 @@ mod tests {
                 Ok(())
             })
             .unwrap();
-        assert_eq!(store.get::<Item>(TreeName::Buffer, b"u").unwrap(), Some(item("user", 1)));
-        assert_eq!(store.get::<Item>(TreeName::Outbox, b"e").unwrap(), Some(item("event", 2)));
+        assert_eq!(
+            store.get::<Item>(TreeName::Buffer, b"u").unwrap(),
+            Some(item("user", 1))
+        );
+        assert_eq!(
+            store.get::<Item>(TreeName::Outbox, b"e").unwrap(),
+            Some(item("event", 2))
+        );
     }
 
     #[test]
@@ -165,7 +171,9 @@ mod tests {
     #[test]
     fn reads_see_earlier_writes_of_the_same_transaction() {
         let (_dir, store) = temp_store();
-        store.insert(TreeName::Buffer, b"u", &item("user", 1)).unwrap();
+        store
+            .insert(TreeName::Buffer, b"u", &item("user", 1))
+            .unwrap();
         let seen = store
             .transaction(&[TreeName::Buffer], |tx| {
                 let mut current: Item = tx.get(TreeName::Buffer, b"u")?.expect("present");

@@ -101,7 +101,9 @@ mod tests {
         let (_dir, store) = temp_store();
         let key = keys::device_user("dev1", "7").unwrap();
         assert_eq!(store.get::<Item>(TreeName::Buffer, &key).unwrap(), None);
-        store.insert(TreeName::Buffer, &key, &item("ann", 1)).unwrap();
+        store
+            .insert(TreeName::Buffer, &key, &item("ann", 1))
+            .unwrap();
         assert_eq!(
             store.get::<Item>(TreeName::Buffer, &key).unwrap(),
             Some(item("ann", 1))
@@ -140,7 +142,10 @@ mod tests {
     #[test]
     fn a_damaged_value_names_tree_key_and_kind() {
         let (_dir, store) = temp_store();
-        store.tree(TreeName::Devices).insert(b"d\x001", &[9u8][..]).unwrap();
+        store
+            .tree(TreeName::Devices)
+            .insert(b"d\x001", &[9u8][..])
+            .unwrap();
         let err = store.get::<Item>(TreeName::Devices, b"d\x001").unwrap_err();
         let message = err.to_string();
         assert!(
@@ -156,7 +161,10 @@ mod tests {
         );
         assert!(message.contains("'devices'"), "{message}");
         assert!(message.contains("d\\x001"), "{message}");
-        assert!(message.contains("test_item record has version 9"), "{message}");
+        assert!(
+            message.contains("test_item record has version 9"),
+            "{message}"
+        );
     }
 
     #[test]
@@ -180,12 +188,16 @@ mod tests {
         let options = StoreOptions::at(dir.path().join("store"));
         {
             let store = Store::open(&options).unwrap().store;
-            store.insert(TreeName::Outbox, keys::sequence(1), &item("e", 3)).unwrap();
+            store
+                .insert(TreeName::Outbox, keys::sequence(1), &item("e", 3))
+                .unwrap();
             store.make_durable_blocking().unwrap();
         }
         let store = Store::open(&options).unwrap().store;
         assert_eq!(
-            store.get::<Item>(TreeName::Outbox, keys::sequence(1)).unwrap(),
+            store
+                .get::<Item>(TreeName::Outbox, keys::sequence(1))
+                .unwrap(),
             Some(item("e", 3))
         );
     }
