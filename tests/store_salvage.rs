@@ -61,11 +61,16 @@ fn assert_salvaged(options: &StoreOptions, reason_contains: &str) -> SalvageRepo
         moved_name.len() == "store.corrupt-20261122T100509Z".len() && moved_name.ends_with('Z'),
         "moved-aside name {moved_name} is not <name>.corrupt-<yyyymmddThhmmssZ>"
     );
-    assert!(report.moved_to.join("db").exists(), "the damaged data was not kept");
+    assert!(
+        report.moved_to.join("db").exists(),
+        "the damaged data was not kept"
+    );
 
     let store = opened.store;
     assert_eq!(
-        store.get::<Note>(TreeName::Buffer, keys::sequence(0)).unwrap(),
+        store
+            .get::<Note>(TreeName::Buffer, keys::sequence(0))
+            .unwrap(),
         None,
         "the salvaged store is not empty"
     );
@@ -139,12 +144,16 @@ fn a_store_held_by_another_instance_is_an_error_not_damage() {
     let dir = tempfile::tempdir().unwrap();
     let options = populated_store(dir.path(), 1);
     let first = Store::open(&options).expect("first instance").store;
-    let second = Store::open(&options).err().expect("second instance must fail");
+    let second = Store::open(&options)
+        .err()
+        .expect("second instance must fail");
     assert!(
         matches!(second, StoreError::AlreadyInUse { .. }),
         "{second}"
     );
-    assert!(second.to_string().contains("already open in another process"));
+    assert!(second
+        .to_string()
+        .contains("already open in another process"));
     assert!(moved_aside(dir.path()).is_empty());
     assert_eq!(
         first
@@ -201,5 +210,9 @@ fn a_schema_newer_than_this_build_is_refused_and_left_untouched() {
     assert!(err.to_string().contains("newer edge-agent"), "{err}");
     assert!(moved_aside(dir.path()).is_empty());
     let raw = sled::open(&options.path).unwrap();
-    assert_eq!(raw.open_tree("buffer").unwrap().len(), 1, "data was touched");
+    assert_eq!(
+        raw.open_tree("buffer").unwrap().len(),
+        1,
+        "data was touched"
+    );
 }
