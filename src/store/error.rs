@@ -212,6 +212,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn errors_can_cross_threads_and_be_wrapped_by_anyhow() {
+        fn assert_thread_safe<T: Send + Sync + 'static>() {}
+        assert_thread_safe::<StoreError>();
+        assert_thread_safe::<DurabilityError>();
+    }
+
+    #[test]
     fn keys_are_printed_with_separators_escaped() {
         assert_eq!(printable_key(b"dev1\x0042"), "dev1\\x0042");
     }

@@ -42,8 +42,10 @@
 //! # Durability
 //!
 //! Writes are not durable until [`Store::make_durable`] (async, group commit) or
-//! [`Store::make_durable_blocking`] returns; nothing may be acknowledged before that. See
-//! [`durability`] for why sled's own flush is not enough.
+//! [`Store::make_durable_blocking`] returns; nothing may be acknowledged before that. sled's
+//! own flush is not enough: on Linux it uses `sync_file_range`, which survives a process
+//! crash but not a power cut (sled issue #1452), so the store also fsyncs the `db` file and
+//! the store directory.
 
 mod alarm;
 mod durability;

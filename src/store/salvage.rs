@@ -13,7 +13,9 @@
 //! - a `db` file truncated or garbled from the start: sled opens *silently empty*. The store
 //!   catches this case itself: a directory that already had a `db` file but no schema version
 //!   in the meta tree lost its contents (the schema version is the first thing a new store
-//!   writes and makes durable).
+//!   writes and makes durable). The one false alarm: an agent killed during the very first
+//!   open of a new store, after sled created `db` but before the version was durable; that
+//!   salvage moves aside an empty store, which costs nothing.
 //! - a garbled `conf` file gives `Error::Unsupported`, which is *not* salvaged, because the
 //!   same error means "written by another sled version", where moving the store aside would
 //!   throw away good data. Lock conflicts and file-system errors are not salvaged either.
