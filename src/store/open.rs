@@ -29,9 +29,17 @@ enum OpenFailure {
     Fatal(StoreError),
 }
 
+/// Errors after sled itself opened (opening trees, reading the schema) are damage only when
+/// sled says so.
 impl From<StoreError> for OpenFailure {
     fn from(error: StoreError) -> Self {
-        OpenFailure::Fatal(error)
+        match error {
+            StoreError::Sled {
+                operation,
+                source: source @ (sled::Error::Corruption { .. } | sled::Error::ReportableBug(_)),
+            } => OpenFailure::Damaged(format!("sled failed during '{operation}': {source}")),
+            other => OpenFailure::Fatal(other),
+        }
     }
 }
 
@@ -44,7 +52,7 @@ impl Store {
     /// another process, file-system errors, and a schema newer than this build are returned as
     /// errors and leave the directory untouched.
     pub fn open(options: &StoreOptions) -> Result<Opened, StoreError> {
-        let reason = match open_and_check(options) {
+        let reason = match attempt(options) {
             Ok(store) => {
                 return Ok(Opened {
                     store,
@@ -62,7 +70,7 @@ impl Store {
             "the store was damaged: moved it aside and started with an empty store, which will \
              be rebuilt from the devices"
         );
-        let store = open_and_check(options).map_err(|failure| match failure {
+        let store = attempt(options).map_err(|failure| match failure {
             OpenFailure::Fatal(error) => error,
             OpenFailure::Damaged(reason) => StoreError::FreshStoreFailed {
                 path: options.path.clone(),
@@ -78,7 +86,21 @@ impl Store {
     }
 }
 
-/// One attempt to open the store and bring its schema up to date.
+/// One attempt to open the store and bring its schema up to date. sled 0.34 panics on some
+/// damage instead of returning an error (while writing its start-up snapshot, or "cannot find
+/// pid" on reads, sled issue #1443), so a panic anywhere in the attempt counts as damage; the
+/// store's own code on this path does not panic.
+fn attempt(options: &StoreOptions) -> Result<Store, OpenFailure> {
+    match catch_unwind(AssertUnwindSafe(|| open_and_check(options))) {
+        Ok(outcome) => outcome,
+        Err(panic) => Err(OpenFailure::Damaged(format!(
+            "sled panicked while opening it: {}",
+            panic_message(panic.as_ref())
+        ))),
+    }
+}
+
+/// Opens sled on the directory, wraps it and checks the schema version.
 fn open_and_check(options: &StoreOptions) -> Result<Store, OpenFailure> {
     // Checked before sled creates the file: a directory that already had data but comes up
     // without a schema version has silently lost its contents.
@@ -105,20 +127,14 @@ fn open_and_check(options: &StoreOptions) -> Result<Store, OpenFailure> {
     Ok(store)
 }
 
-/// Starts sled, turning its panics and corruption errors into [`OpenFailure::Damaged`].
+/// Starts sled with the store's settings, sorting its errors.
 fn open_sled(options: &StoreOptions) -> Result<sled::Db, OpenFailure> {
-    let config = sled::Config::new()
+    sled::Config::new()
         .path(&options.path)
         .cache_capacity(options.cache_capacity)
-        .flush_every_ms(Some(options.flush_every_ms).filter(|ms| *ms > 0));
-    match catch_unwind(AssertUnwindSafe(|| config.open())) {
-        Ok(Ok(db)) => Ok(db),
-        Ok(Err(error)) => Err(classify(&options.path, error)),
-        Err(panic) => Err(OpenFailure::Damaged(format!(
-            "sled panicked while opening it: {}",
-            panic_message(panic.as_ref())
-        ))),
-    }
+        .flush_every_ms(Some(options.flush_every_ms).filter(|ms| *ms > 0))
+        .open()
+        .map_err(|error| classify(&options.path, error))
 }
 
 /// Sorts a sled open error into damage (salvage) or a plain error.

@@ -15,7 +15,7 @@ pub struct StoreOptions {
     pub cache_capacity: u64,
     /// How often sled's background thread makes writes durable on its own (milliseconds).
     /// This only bounds loss for writes nobody waited for; acknowledged writes always go
-    /// through the store's explicit durability call.
+    /// through the store's explicit durability call. Zero turns the background flusher off.
     pub flush_every_ms: u64,
     /// How long the group committer lingers after the first durability request before it
     /// flushes, so that requests arriving close together share one flush and fsync. Zero
