@@ -111,10 +111,11 @@ impl Durability {
 
 impl Store {
     /// Waits until every write made before this call is durable (flushed and fsynced), sharing
-    /// one flush and fsync with every other caller that asked within the group-commit window.
+    /// one flush and fsync with the other callers that asked at about the same time.
     ///
-    /// This is the call tokio tasks use before acknowledging anything; see the module rule.
-    /// The fsync runs on the store's committer thread, so the runtime is never blocked.
+    /// This is the call tokio tasks use before acknowledging anything: nothing that depends on
+    /// the writes may be acknowledged before it returns `Ok`. The fsync runs on the store's
+    /// committer thread, so the runtime is never blocked.
     pub async fn make_durable(&self) -> Result<(), StoreError> {
         let answer = self.inner.committer.request();
         answer
@@ -137,5 +138,34 @@ impl Store {
     /// smaller than the number of durability requests; exported for metrics.
     pub fn durable_flushes(&self) -> u64 {
         self.inner.durability.completed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_fsync_poisons_every_later_attempt() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        // fsync of /dev/null fails with EINVAL, standing in for a failing disk.
+        let durability = Durability {
+            db,
+            data_file: SyncedPath::open(PathBuf::from("/dev/null")).unwrap(),
+            directory: SyncedPath::open(std::env::temp_dir()).unwrap(),
+            first_failure: Mutex::new(None),
+            completed: AtomicU64::new(0),
+        };
+        let first = durability.make_durable().unwrap_err();
+        assert!(
+            matches!(&first, DurabilityError::Fsync { path, .. } if path == Path::new("/dev/null")),
+            "{first}"
+        );
+        let later = durability.make_durable().unwrap_err();
+        assert!(
+            matches!(&later, DurabilityError::Poisoned(cause) if matches!(**cause, DurabilityError::Fsync { .. })),
+            "{later}"
+        );
+        assert_eq!(durability.completed(), 0);
     }
 }
