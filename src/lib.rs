@@ -4,6 +4,7 @@
 //! The binary (`src/main.rs`) is a thin CLI over this library so that integration tests and
 //! benchmarks drive exactly the code that runs on the box.
 
+pub mod agent;
 pub mod config;
 pub mod ops;
 pub mod store;

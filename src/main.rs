@@ -43,10 +43,7 @@ enum Command {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::Run { config } => {
-            let _ = config;
-            ExitCode::FAILURE
-        }
+        Command::Run { config } => edge_agent::agent::run_blocking(config),
         Command::CheckConfig { file } => check_config(&file),
         Command::Version => {
             println!("{}", edge_agent::version_line());

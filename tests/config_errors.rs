@@ -127,7 +127,7 @@ const CASES: &[(&str, &str, &str, usize, &str)] = &[
         "[agent]\nid = \"a\"\n[log]\nlevel = \"verbose\"\n",
         "log.level",
         4,
-        "not a log level",
+        "invalid log level",
     ),
     (
         "upstream without a token",

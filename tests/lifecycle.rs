@@ -108,7 +108,11 @@ fn sighup_keeps_a_good_config_over_a_broken_one_and_sigterm_exits_cleanly() {
 fn a_broken_config_at_start_exits_with_code_2_and_names_the_problem() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("agent.toml");
-    std::fs::write(&config, "[agent]\nid = \"x\"\n[monitor]\ninterval = \"often\"\n").unwrap();
+    std::fs::write(
+        &config,
+        "[agent]\nid = \"x\"\n[monitor]\ninterval = \"often\"\n",
+    )
+    .unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_edge-agent"))
         .args(["run", "--config"])
         .arg(&config)
@@ -116,7 +120,10 @@ fn a_broken_config_at_start_exits_with_code_2_and_names_the_problem() {
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains(":4: monitor.interval: invalid duration"), "{stderr}");
+    assert!(
+        stderr.contains(":4: monitor.interval: invalid duration"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -126,7 +133,11 @@ fn check_config_accepts_the_reference_and_prints_the_resolved_config() {
         .args(["check-config", reference])
         .output()
         .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("is valid"), "{stdout}");
     assert!(stdout.contains("interval = \"5m\""), "{stdout}");

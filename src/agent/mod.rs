@@ -122,7 +122,15 @@ async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    shutdown(stop_reason, tasks, &store, &config_tx, &mut signals, &logging).await
+    shutdown(
+        stop_reason,
+        tasks,
+        &store,
+        &config_tx,
+        &mut signals,
+        &logging,
+    )
+    .await
 }
 
 async fn open_store(config: &Config) -> anyhow::Result<Store> {

@@ -185,33 +185,9 @@ fn valid_host_port(address: &str) -> bool {
     }
 }
 
-/// A level name or a `target=level` filter; a bare word that is not a level is almost always a
-/// typo, even though tracing would read it as a target name.
-pub(crate) fn valid_log_filter(filter: &str) -> bool {
-    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
-    let is_level = |word: &str| LEVELS.contains(&word.trim().to_ascii_lowercase().as_str());
-    !filter.trim().is_empty()
-        && filter
-            .split(',')
-            .all(|directive| match directive.rsplit_once('=') {
-                Some((target, level)) => !target.trim().is_empty() && is_level(level),
-                None => is_level(directive),
-            })
-        && tracing_subscriber::EnvFilter::builder()
-            .parse(filter)
-            .is_ok()
-}
-
 fn check_log(findings: &mut Findings, config: &Config) {
-    if !valid_log_filter(&config.log.level) {
-        findings.error(
-            "log.level",
-            format!(
-                "{:?} is not a log level or filter: use error, warn, info, debug or trace, or \
-                 target=level pairs such as \"info,edge_agent::device=debug\"",
-                config.log.level
-            ),
-        );
+    if let Err(err) = crate::ops::logging::parse_level(&config.log.level) {
+        findings.error("log.level", err.to_string());
     }
     if config.log.max_files == 0 {
         findings.error("log.max_files", "must be at least 1");
