@@ -45,8 +45,8 @@ pub enum ReplyBody {
     UserInfo(UserCredential),
     /// `getnewlog` / `getalllog`: one page of punches.
     Logs(Page<LogRecord>),
-    /// `getdevcap`: capacities and used counts.
-    DevCap(DevCap),
+    /// `getdevcap`: capacities and used counts (boxed: it is by far the largest body).
+    DevCap(Box<DevCap>),
     /// `gettime`: the device clock, raw.
     Time(String),
     /// Any other command: the fields as sent (`setuserinfo` echoes `enrollid`, `getdevinfo`

@@ -109,8 +109,8 @@ pub struct PinEntry {
 /// A device-initiated frame.
 #[derive(Debug, Clone, PartialEq)]
 pub enum DeviceReport {
-    /// `reg`.
-    Reg(Registration),
+    /// `reg` (boxed: it is much larger than the other reports).
+    Reg(Box<Registration>),
     /// `sendlog`.
     SendLog(LogUpload),
     /// `senduser`.
