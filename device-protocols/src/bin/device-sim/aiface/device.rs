@@ -1,0 +1,524 @@
+//! The emulated terminal's state and its answers to commands. No I/O here: the session feeds
+//! received commands in and sends back what this returns, so the behaviour can be reasoned
+//! about (and tested) apart from the sockets.
+
+use std::collections::{BTreeMap, HashMap};
+
+use device_protocols::aiface::{
+    lenient, BackupNum, Capacity, Command, CommandName, DevCap, DevInfo, DeviceMessage,
+    DeviceReply, DeviceReport, LogRecord, Page, ReceivedCommand, Registration, ReplyBody,
+    ReplyOutcome, UserPush,
+};
+use serde_json::{json, Map, Value};
+
+use super::clock::DeviceClock;
+use super::scenario::{CountMeans, FaultKind, FaultSpec, Scenario};
+use super::users::{self, SimUser};
+
+/// What the session should do in answer to a command.
+#[derive(Debug, PartialEq)]
+pub enum Answer {
+    /// Send this text frame.
+    Reply(String),
+    /// Send nothing (`reboot` has no reply) and restart the link.
+    Reboot,
+    /// Misbehave as configured.
+    Fault(FaultKind),
+}
+
+/// A punch stored on the device.
+struct StoredLog {
+    record: LogRecord,
+    delivered: bool,
+    /// The `sendlog` batch it was pushed in, if it was pushed.
+    logindex: Option<u64>,
+}
+
+/// A `getnewlog`/`getalllog` read in progress: the logs it covers, fixed at `stn:true`.
+struct LogRead {
+    command: CommandName,
+    logs: Vec<usize>,
+    next: usize,
+}
+
+/// The terminal.
+pub struct Device {
+    scenario: Scenario,
+    /// Users enrolled now.
+    pub users: BTreeMap<u64, SimUser>,
+    logs: Vec<StoredLog>,
+    user_cursor: usize,
+    log_read: Option<LogRead>,
+    received_per_command: HashMap<String, u32>,
+    /// Faults that have fired, in order.
+    pub faults_fired: Vec<String>,
+    /// The device clock.
+    pub clock: DeviceClock,
+    /// Credentials written by `setuserinfo`.
+    pub credentials_written: u64,
+    next_logindex: u64,
+}
+
+impl Device {
+    /// A terminal in the scenario's starting state.
+    pub fn new(scenario: Scenario) -> Self {
+        let mut device = Device {
+            users: users::initial_users(&scenario),
+            logs: Vec::new(),
+            user_cursor: 0,
+            log_read: None,
+            received_per_command: HashMap::new(),
+            faults_fired: Vec::new(),
+            clock: DeviceClock::from_host(),
+            credentials_written: 0,
+            next_logindex: 1,
+            scenario,
+        };
+        for i in 0..device.scenario.stored_logs + device.scenario.new_logs {
+            let delivered = i < device.scenario.stored_logs;
+            let record = device.log_record(i);
+            device.logs.push(StoredLog {
+                record,
+                delivered,
+                logindex: None,
+            });
+        }
+        device
+    }
+
+    fn log_record(&self, i: u64) -> LogRecord {
+        let enrollid = self
+            .users
+            .keys()
+            .nth(i as usize % self.users.len().max(1))
+            .copied()
+            .unwrap_or(1);
+        LogRecord {
+            enrollid,
+            time: self.clock.now(),
+            mode: Some(json!(8)),
+            inout: Some(json!(i % 2)),
+            event: Some(json!(0)),
+            verifymode: None,
+            name: self.users.get(&enrollid).map(|u| u.name.clone()),
+            temp: None,
+            image: None,
+            extras: Default::default(),
+        }
+    }
+
+    fn capacity(&self) -> Capacity {
+        let count = |pick: fn(BackupNum) -> bool| {
+            let n = self
+                .users
+                .values()
+                .flat_map(|u| u.credentials.keys())
+                .filter(|b| pick(**b))
+                .count();
+            Some(n as u64)
+        };
+        Capacity {
+            usersize: Some(5000),
+            facesize: Some(5000),
+            fpsize: Some(10_000),
+            cardsize: Some(5000),
+            pwdsize: Some(5000),
+            logsize: Some(500_000),
+            useduser: Some(self.users.len() as u64),
+            usedface: count(|b| b == BackupNum::PHOTO),
+            usedfp: count(|b| b.0 < 10),
+            usedcard: count(|b| b == BackupNum::CARD),
+            usedpwd: count(|b| b == BackupNum::PASSWORD),
+            usedlog: Some(self.logs.len() as u64),
+            usednewlog: Some(self.logs.iter().filter(|l| !l.delivered).count() as u64),
+            ..Capacity::default()
+        }
+    }
+
+    /// The `reg` frame sent first on every connection.
+    pub fn registration(&self) -> String {
+        let devinfo = DevInfo {
+            modelname: Some("AiFace".into()),
+            fpalgo: Some("thbio3.0".into()),
+            firmware: Some(self.scenario.firmware.clone()),
+            time: Some(self.clock.now()),
+            mac: Some("00-0A-1B-2C-3D-4E".into()),
+            capacity: self.capacity(),
+            extras: Default::default(),
+        };
+        let reg = Registration {
+            sn: self.scenario.sn.clone(),
+            cpusn: None,
+            devinfo,
+            extras: Default::default(),
+        };
+        DeviceMessage::Report(DeviceReport::Reg(Box::new(reg))).to_json()
+    }
+
+    fn reply(&self, ret: CommandName, body: ReplyBody) -> Answer {
+        let reply = DeviceReply {
+            ret,
+            sn: Some(self.scenario.sn.clone()),
+            outcome: ReplyOutcome::Success(body),
+        };
+        Answer::Reply(DeviceMessage::Reply(reply).to_json())
+    }
+
+    fn ack(&self, ret: CommandName, fields: Value) -> Answer {
+        let Value::Object(map) = fields else {
+            unreachable!("acks are built from json!({{..}})")
+        };
+        self.reply(ret, ReplyBody::Fields(map))
+    }
+
+    fn refuse(&self, ret: CommandName) -> Answer {
+        let outcome = ReplyOutcome::Failure {
+            reason: Some(json!(1)),
+            extras: Map::new(),
+        };
+        let reply = DeviceReply {
+            ret,
+            sn: Some(self.scenario.sn.clone()),
+            outcome,
+        };
+        Answer::Reply(DeviceMessage::Reply(reply).to_json())
+    }
+
+    /// Counts the command and returns the fault it triggers, if any (each fires once).
+    fn due_fault(&mut self, name: &str) -> Option<FaultKind> {
+        let seen = self
+            .received_per_command
+            .entry(name.to_owned())
+            .or_default();
+        *seen += 1;
+        let spec = self
+            .scenario
+            .faults
+            .iter()
+            .find(|f| f.cmd == name && f.nth == *seen)
+            .cloned()?;
+        self.faults_fired.push(FaultSpec::to_string(&spec));
+        Some(spec.kind)
+    }
+
+    /// The answer to one received command.
+    pub fn answer(&mut self, received: &ReceivedCommand) -> Answer {
+        let name = received.name.clone();
+        match self.due_fault(name.as_str()) {
+            Some(FaultKind::Refuse) => return self.refuse(name),
+            Some(kind) => return Answer::Fault(kind),
+            None => {}
+        }
+        match &received.command {
+            Ok(command) => self.answer_command(command),
+            Err(_) => self.answer_other(name, &received.frame),
+        }
+    }
+
+    fn answer_command(&mut self, command: &Command) -> Answer {
+        let name = command.name();
+        match command {
+            Command::GetUserList { stn } => {
+                let entries = users::list_entries(&self.users);
+                if *stn {
+                    self.user_cursor = 0;
+                }
+                let (page, next) = page_of(
+                    &entries,
+                    self.user_cursor,
+                    self.scenario.page_size,
+                    self.scenario.count_means,
+                );
+                self.user_cursor = next;
+                self.reply(name, ReplyBody::UserList(page))
+            }
+            Command::GetUserInfo {
+                enrollid,
+                backupnum,
+            } => {
+                match self
+                    .users
+                    .get(enrollid)
+                    .and_then(|u| users::credential(*enrollid, u, *backupnum))
+                {
+                    Some(credential) => self.reply(name, ReplyBody::UserInfo(credential)),
+                    None => self.refuse(name),
+                }
+            }
+            Command::SetUserInfo(set) => {
+                let user = self.users.entry(set.enrollid).or_insert_with(|| SimUser {
+                    name: set.name.clone(),
+                    admin: set.admin,
+                    enabled: true,
+                    credentials: BTreeMap::new(),
+                });
+                user.name = set.name.clone();
+                user.admin = set.admin;
+                user.credentials.insert(set.backupnum, set.record.clone());
+                self.credentials_written += 1;
+                self.ack(name, json!({ "enrollid": set.enrollid }))
+            }
+            Command::GetUserName { enrollid } => match self.users.get(enrollid) {
+                Some(user) => self.ack(name, json!({ "enrollid": enrollid, "record": user.name })),
+                None => self.refuse(name),
+            },
+            Command::EnableUser { enrollid, enflag } => match self.users.get_mut(enrollid) {
+                Some(user) => {
+                    user.enabled = *enflag == 1;
+                    self.ack(name, json!({}))
+                }
+                None => self.refuse(name),
+            },
+            Command::GetNewLog { stn } | Command::GetAllLog { stn, .. } => {
+                self.answer_logs(command, *stn)
+            }
+            Command::GetTime => self.reply(name, ReplyBody::Time(self.clock.now())),
+            Command::SetTime { cloudtime } => {
+                if self.clock.set(cloudtime) {
+                    self.ack(name, json!({}))
+                } else {
+                    self.refuse(name)
+                }
+            }
+            Command::GetDevInfo => self.ack(
+                name,
+                json!({"deviceid": 1, "language": 0, "volume": 6, "screensaver": 0, "verifymode": 0,
+                       "sleep": 0, "userfpnum": 3, "loghint": 1000, "reverifytime": 0}),
+            ),
+            Command::GetDevCap => {
+                let cap = DevCap {
+                    capacity: self.capacity(),
+                    extras: Default::default(),
+                };
+                self.reply(name, ReplyBody::DevCap(Box::new(cap)))
+            }
+        }
+    }
+
+    fn answer_logs(&mut self, command: &Command, stn: bool) -> Answer {
+        let name = command.name();
+        let restart = stn
+            || self
+                .log_read
+                .as_ref()
+                .is_none_or(|read| read.command != name);
+        if restart {
+            let logs = (0..self.logs.len())
+                .filter(|&i| match command {
+                    Command::GetNewLog { .. } => !self.logs[i].delivered,
+                    Command::GetAllLog { from, to, .. } => {
+                        in_window(&self.logs[i].record.time, from, to)
+                    }
+                    _ => unreachable!("only log commands come here"),
+                })
+                .collect();
+            self.log_read = Some(LogRead {
+                command: name.clone(),
+                logs,
+                next: 0,
+            });
+        }
+        let read = self.log_read.as_mut().expect("set above");
+        let (page, next) = page_of(
+            &read.logs,
+            read.next,
+            self.scenario.log_page_size,
+            self.scenario.count_means,
+        );
+        read.next = next;
+        let mut records = Vec::with_capacity(page.records.len());
+        for &i in &page.records {
+            if name == CommandName::GetNewLog {
+                // Served means delivered, as far as this emulation is concerned.
+                self.logs[i].delivered = true;
+            }
+            records.push(self.logs[i].record.clone());
+        }
+        let page = Page {
+            count: page.count,
+            from: page.from,
+            to: page.to,
+            records,
+        };
+        self.reply(name, ReplyBody::Logs(page))
+    }
+
+    /// Commands the agent's `Command` type cannot express: carried out as the firmware would
+    /// (a destructive one really destroys, so a test would see the damage too).
+    fn answer_other(&mut self, name: CommandName, frame: &Map<String, Value>) -> Answer {
+        let field = |key: &str| frame.get(key).and_then(lenient::as_u64);
+        match name {
+            CommandName::DeleteUser => {
+                let (Some(enrollid), Some(slot)) = (field("enrollid"), field("backupnum")) else {
+                    return self.refuse(name);
+                };
+                match (self.users.get_mut(&enrollid), slot) {
+                    (None, _) => return self.refuse(name),
+                    (Some(_), 13) => {
+                        self.users.remove(&enrollid);
+                    }
+                    (Some(user), 12) => user.credentials.retain(|b, _| b.0 >= 10),
+                    (Some(user), slot) => {
+                        user.credentials.remove(&BackupNum(slot as u16));
+                    }
+                }
+                self.ack(name, json!({}))
+            }
+            CommandName::CleanUser => {
+                self.users.clear();
+                self.ack(name, json!({}))
+            }
+            CommandName::CleanLog => {
+                self.logs.clear();
+                self.ack(name, json!({}))
+            }
+            CommandName::InitSys => {
+                self.users.clear();
+                self.logs.clear();
+                self.ack(name, json!({}))
+            }
+            CommandName::CleanAdmin => {
+                self.users.values_mut().for_each(|u| u.admin = 0);
+                self.ack(name, json!({}))
+            }
+            CommandName::Reboot => Answer::Reboot,
+            CommandName::Other(_) => self.refuse(name),
+            // Known settings and door commands: accepted without effect on the emulated data.
+            known => self.ack(known, json!({})),
+        }
+    }
+
+    /// Deletes users as a keypad operator would; returns the ones that existed.
+    pub fn delete_users(&mut self, enrollids: &[u64]) -> Vec<u64> {
+        enrollids
+            .iter()
+            .copied()
+            .filter(|id| self.users.remove(id).is_some())
+            .collect()
+    }
+
+    /// Enrols a new user on the keypad; returns the `senduser` frames, one per credential.
+    pub fn enrol(&mut self) -> Vec<String> {
+        let enrollid = self
+            .users
+            .keys()
+            .next_back()
+            .map_or(self.scenario.first_enrollid, |id| id + 1);
+        let user = users::generate(enrollid, format!("keypad{enrollid}"), &self.scenario);
+        let frames = user
+            .credentials
+            .keys()
+            .filter_map(|&b| users::credential(enrollid, &user, b))
+            .map(|credential| {
+                let push = UserPush {
+                    sn: self.scenario.sn.clone(),
+                    credential,
+                };
+                DeviceMessage::Report(DeviceReport::SendUser(push)).to_json()
+            })
+            .collect();
+        self.users.insert(enrollid, user);
+        frames
+    }
+
+    /// Records a verification now; returns its `logindex` and the `sendlog` frame.
+    pub fn punch(&mut self) -> (u64, String) {
+        let record = self.log_record(self.logs.len() as u64);
+        let logindex = self.next_logindex;
+        self.next_logindex += 1;
+        let frame = json!({"cmd": "sendlog", "sn": self.scenario.sn, "count": 1, "logindex": logindex,
+                           "record": [record]});
+        self.logs.push(StoredLog {
+            record,
+            delivered: false,
+            logindex: Some(logindex),
+        });
+        (logindex, frame.to_string())
+    }
+
+    /// Marks a punch delivered once the server acknowledged it.
+    pub fn punch_delivered(&mut self, logindex: u64) {
+        if let Some(log) = self.logs.iter_mut().find(|l| l.logindex == Some(logindex)) {
+            log.delivered = true;
+        }
+    }
+}
+
+/// One page starting at `start`, and where the next page starts.
+fn page_of<T: Clone>(
+    items: &[T],
+    start: usize,
+    size: usize,
+    means: CountMeans,
+) -> (Page<T>, usize) {
+    let end = (start + size.max(1)).min(items.len());
+    if start >= end {
+        return (
+            Page {
+                count: 0,
+                from: 0,
+                to: 0,
+                records: Vec::new(),
+            },
+            start,
+        );
+    }
+    let records = items[start..end].to_vec();
+    let count = match means {
+        CountMeans::Total => items.len(),
+        CountMeans::PerPage => records.len(),
+    } as u64;
+    (
+        Page {
+            count,
+            from: start as u64,
+            to: end as u64 - 1,
+            records,
+        },
+        end,
+    )
+}
+
+/// Whether a device time falls in a `getalllog` date window; dates may be unpadded
+/// (`2018-11-1`), as in the vendor's example.
+fn in_window(time: &str, from: &Option<String>, to: &Option<String>) -> bool {
+    let date = |text: &str| -> Option<(u32, u32, u32)> {
+        let mut parts = text
+            .split_whitespace()
+            .next()?
+            .split('-')
+            .map(|p| p.parse().ok());
+        Some((parts.next()??, parts.next()??, parts.next()??))
+    };
+    let Some(at) = date(time) else { return true };
+    let after_start = from
+        .as_deref()
+        .and_then(date)
+        .is_none_or(|start| at >= start);
+    let before_end = to.as_deref().and_then(date).is_none_or(|end| at <= end);
+    after_start && before_end
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_follow_the_configured_count_meaning() {
+        let items: Vec<u32> = (0..41).collect();
+        let (first, next) = page_of(&items, 0, 40, CountMeans::Total);
+        assert_eq!((first.count, first.from, first.to, next), (41, 0, 39, 40));
+        let (last, next) = page_of(&items, next, 40, CountMeans::PerPage);
+        assert_eq!((last.count, last.from, last.to, next), (1, 40, 40, 41));
+        let (empty, _) = page_of(&items, next, 40, CountMeans::PerPage);
+        assert_eq!((empty.count, empty.records.len()), (0, 0));
+    }
+
+    #[test]
+    fn date_windows_accept_unpadded_dates() {
+        let (from, to) = (Some("2018-11-1".to_owned()), Some("2018-11-30".to_owned()));
+        assert!(in_window("2018-11-05 08:00:00", &from, &to));
+        assert!(!in_window("2018-12-01 08:00:00", &from, &to));
+        assert!(in_window("2018-12-01 08:00:00", &None, &None));
+    }
+}
