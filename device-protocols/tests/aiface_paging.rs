@@ -2,9 +2,9 @@
 //! per-credential fetch.
 
 use device_protocols::aiface::{
-    check_user_count, page_cap, parse_device_message, BackupNum, Capacity, Command, CommandName,
-    CompletenessError, CredentialFetch, CredentialRef, DeviceMessage, DeviceReply, FetchError,
-    PagedRead, PagingError, Step, UserListEntry,
+    check_complete, check_user_count, page_cap, parse_device_message, BackupNum, Capacity, Command,
+    CommandName, CompletenessError, CredentialFetch, CredentialRef, DeviceMessage, DeviceReply,
+    FetchError, PagedRead, PagingError, Step, UserListEntry,
 };
 use serde_json::json;
 
@@ -373,5 +373,56 @@ fn a_list_is_complete_only_when_it_matches_useduser() {
     assert_eq!(
         check_user_count(&list, &cap(None)),
         Err(CompletenessError::NoUserCount)
+    );
+}
+
+#[test]
+fn a_total_that_changes_between_pages_fails_the_read() {
+    // Users deleted on the keypad mid-read: the total drops from 100 to 60 between pages.
+    let mut read = PagedRead::users(10);
+    read.on_reply(user_page(100, 0, 40, CountMeans::Total))
+        .unwrap();
+    let error = read
+        .on_reply(user_page(60, 40, 40, CountMeans::Total))
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            PagingError::TotalChanged {
+                before: 100,
+                after: 60,
+                page: 2,
+                ..
+            }
+        ),
+        "{error}"
+    );
+}
+
+#[test]
+fn counters_that_move_during_the_read_make_it_incomplete() {
+    let list: Vec<UserListEntry> = (1..=3)
+        .map(|id| serde_json::from_value(json!({"enrollid": id, "backupnum": 50})).unwrap())
+        .collect();
+    let cap = |users: u64, faces: u64| Capacity {
+        useduser: Some(users),
+        usedface: Some(faces),
+        ..Capacity::default()
+    };
+    assert_eq!(
+        check_complete(&list, &cap(3, 3), &cap(3, 3)).unwrap().users,
+        3
+    );
+    // Same final count as the list, but a face was re-enrolled meanwhile: not complete.
+    let error = check_complete(&list, &cap(3, 2), &cap(3, 3)).unwrap_err();
+    assert!(
+        matches!(
+            error,
+            CompletenessError::CountersChanged {
+                counter: "usedface",
+                ..
+            }
+        ),
+        "{error}"
     );
 }

@@ -60,6 +60,17 @@ pub enum CompletenessError {
     /// The device did not report `useduser`, so completeness cannot be shown.
     #[error("the device did not report \"useduser\"; cannot confirm the user list is complete")]
     NoUserCount,
+    /// A credential counter changed between the `getdevcap` before and after the read: users
+    /// were enrolled or deleted while it ran, so the list may mix old and new pages.
+    #[error("device counter {counter} changed from {before:?} to {after:?} during the read; users changed mid-read, read again")]
+    CountersChanged {
+        /// Which counter.
+        counter: &'static str,
+        /// Value before the read.
+        before: Option<u64>,
+        /// Value after the read.
+        after: Option<u64>,
+    },
     /// The list has a different number of users than the device reports.
     #[error("the user list has {listed} users but the device reports useduser={reported}; the read is incomplete (or users changed during it), read again")]
     UserCountMismatch {
@@ -70,9 +81,42 @@ pub enum CompletenessError {
     },
 }
 
-/// Checks a complete `getuserlist` result against `useduser`; returns the tallies when they
-/// agree. Other counters (`usedface`, `usedfp`, …) are not checked because which slots the
-/// firmware counts in them is unverified; they are in the summary for display.
+/// Reads one credential counter out of a [`Capacity`].
+type CounterOf = fn(&Capacity) -> Option<u64>;
+
+/// Checks a finished `getuserlist` result against `getdevcap` taken just before and just after
+/// it: the credential counters must not have moved during the read, and the distinct users
+/// listed must equal `useduser`. Returns the tallies when all holds; only then is the read
+/// complete.
+pub fn check_complete(
+    entries: &[UserListEntry],
+    before: &Capacity,
+    after: &Capacity,
+) -> Result<ListSummary, CompletenessError> {
+    let counters: [(&'static str, CounterOf); 6] = [
+        ("useduser", |c| c.useduser),
+        ("usedface", |c| c.usedface),
+        ("usedfp", |c| c.usedfp),
+        ("usedcard", |c| c.usedcard),
+        ("usedpwd", |c| c.usedpwd),
+        ("usedpalm", |c| c.usedpalm),
+    ];
+    for (counter, read) in counters {
+        let (before, after) = (read(before), read(after));
+        if before != after {
+            return Err(CompletenessError::CountersChanged {
+                counter,
+                before,
+                after,
+            });
+        }
+    }
+    check_user_count(entries, after)
+}
+
+/// Checks a finished `getuserlist` result against `useduser`; returns the tallies when they
+/// agree. Other counters (`usedface`, `usedfp`, …) are not compared with the list because
+/// which slots the firmware counts in them is unverified; they are in the summary for display.
 pub fn check_user_count(
     entries: &[UserListEntry],
     capacity: &Capacity,

@@ -10,7 +10,8 @@
 //!   after the punches are durable — key them with [`LogRecord::key`]);
 //! * send [`Command`]s (which cannot express a destructive command), one in flight at a time;
 //! * run [`PagedRead`] for user/log lists, [`CredentialFetch`] for values, and
-//!   [`check_user_count`] against `getdevcap` before calling a user read complete.
+//!   [`check_complete`] against `getdevcap` taken before and after the list, before calling a
+//!   user read complete.
 //!
 //! For a device emulator: [`parse_server_message`] classifies what arrives (with
 //! [`CommandName::is_destructive`]), and [`DeviceMessage::to_json`] writes the answers.
@@ -33,7 +34,7 @@ mod server_reply;
 
 pub use command::{Command, SetUserInfo};
 pub use command_name::{is_destructive, CommandName};
-pub use completeness::{check_user_count, CompletenessError, ListSummary};
+pub use completeness::{check_complete, check_user_count, CompletenessError, ListSummary};
 pub use credential::{BackupNum, CredentialKind, CredentialRef, CredentialValue, UserCredential};
 pub use device_message::{parse_device_message, DeviceMessage};
 pub use devinfo::{Capacity, DevCap, DevInfo};

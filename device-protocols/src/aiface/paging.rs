@@ -12,7 +12,11 @@
 //! * otherwise the next page is requested (`stn:false`);
 //! * guards: each page must continue at the previous `to + 1`, a repeated page, a restart at 0
 //!   (device rebooted mid-read) or a gap fails the read, as do a page whose `from..=to` does not
-//!   match its record count, and more pages than the cap.
+//!   match its record count, a total that changes between pages, and more pages than the cap.
+//!
+//! Guards on the pages cannot see every change made while a read runs (with per-page counts a
+//! deletion just shifts the boundaries), so a caller also brackets the read with `getdevcap`
+//! and calls [`super::check_complete`].
 //!
 //! No other command may be interleaved while a read runs: replies carry no request ID.
 
@@ -111,6 +115,19 @@ pub enum PagingError {
         announced: u64,
         /// Records collected.
         received: usize,
+    },
+    /// `count` proved to be a total, then a later page announced a different total: users
+    /// were added or deleted during the read, so page boundaries shifted under it.
+    #[error("{command} total changed from {before} to {after} during the read (page {page}); data changed mid-read, read again")]
+    TotalChanged {
+        /// The paged command.
+        command: CommandName,
+        /// 1-based page number.
+        page: u32,
+        /// The earlier total.
+        before: u64,
+        /// The new total.
+        after: u64,
     },
     /// More pages than the cap: the device keeps paging (a loop) or the cap is too low.
     #[error("{command} exceeded the cap of {cap} pages; the device may be looping (raise the cap if it really holds that much)")]
@@ -319,6 +336,15 @@ impl<T: PagedRecord> PagedRead<T> {
         self.previous = Some((page.from, page.to));
         self.records.extend(page.records);
         if page.count > held as u64 {
+            if let Some(before) = self.announced_total.filter(|&total| total != page.count) {
+                let after = page.count;
+                return Err(PagingError::TotalChanged {
+                    command,
+                    page: page_no,
+                    before,
+                    after,
+                });
+            }
             self.announced_total = Some(page.count);
             if page.to + 1 >= page.count {
                 return self.complete();

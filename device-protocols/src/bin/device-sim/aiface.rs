@@ -41,15 +41,16 @@ pub struct Args {
     /// Stop after this many seconds (otherwise run until SIGTERM/SIGINT).
     #[arg(long)]
     run_for: Option<f64>,
+    /// Boxed: the knobs are many, and the dispatching enum in `main.rs` should stay small.
     #[command(flatten)]
-    knobs: Scenario,
+    knobs: Box<Scenario>,
 }
 
 /// Runs the aiface emulator until it is told to stop.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let scenario = match &args.scenario {
         Some(path) => args.knobs.overlay_file(path)?,
-        None => args.knobs.clone(),
+        None => (*args.knobs).clone(),
     };
     let log = CommandLog::open(args.command_log.as_deref())?;
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -61,6 +62,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "stats": stats,
         "users_on_device": simulator.device.users.len(),
         "credentials_written": simulator.device.credentials_written,
+        "disabled_users": simulator.device.disabled_users(),
         "faults_fired": simulator.device.faults_fired,
     });
     println!("{summary}");

@@ -388,6 +388,15 @@ impl Device {
         }
     }
 
+    /// Users switched off by `enableuser` with `enflag:0`.
+    pub fn disabled_users(&self) -> Vec<u64> {
+        self.users
+            .iter()
+            .filter(|(_, u)| !u.enabled)
+            .map(|(&id, _)| id)
+            .collect()
+    }
+
     /// Deletes users as a keypad operator would; returns the ones that existed.
     pub fn delete_users(&mut self, enrollids: &[u64]) -> Vec<u64> {
         enrollids

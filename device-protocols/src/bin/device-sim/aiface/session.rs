@@ -195,7 +195,7 @@ impl Simulator {
                     match parse_server_message(&text) {
                         Err(error) => self.unparsed(session, Value::from(format!("{error}: {}", text.as_str()))),
                         Ok(ServerMessage::Reply(reply)) => {
-                            let message = serde_json::to_value(&reply).unwrap_or_default();
+                            let message = serde_json::from_str(&text).unwrap_or_default();
                             self.log.record(session, FrameKind::Reply, None, false, message);
                             match reply {
                                 ServerReply::Reg(reg) if !reg.result => {

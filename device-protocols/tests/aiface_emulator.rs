@@ -1,0 +1,894 @@
+//! The `device-sim aiface` binary against a tiny agent built from the sans-IO types: complete
+//! reads in both paging semantics, a 1.5 MB photo, punch resends, every fault knob, and the
+//! command log (every command the agent sent is there, and none is destructive).
+
+use std::path::PathBuf;
+use std::process::{Child, Command as Process, Stdio};
+use std::time::{Duration, Instant};
+
+use device_protocols::aiface::{
+    check_complete, parse_device_message, BackupNum, Capacity, Command, CompletenessError,
+    CredentialFetch, CredentialValue, DeviceMessage, DeviceReply, DeviceReport, FetchError,
+    ListSummary, LogUpload, PagedRead, PagingError, ParseError, RegReply, Registration, ReplyBody,
+    ReplyOutcome, SendLogReply, SendUserReply, ServerReply, SetUserInfo, Step, UserCredential,
+    UserListEntry, UserPush,
+};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::timeout;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+/// Longest any single step may take before the test calls it hung.
+const STEP: Duration = Duration::from_secs(15);
+const CLOUDTIME: &str = "2026-03-04 08:00:00";
+
+// ---------------------------------------------------------------------------------------------
+// The emulator process.
+
+struct Emulator {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Emulator {
+    /// Starts the emulator; its command log goes to `aiface-command-logs/<test>.jsonl` under
+    /// the test temp dir (where a suite-wide check can find every log).
+    fn spawn(url: &str, test: &str, knobs: &[&str]) -> Emulator {
+        Self::spawn_logging_to("aiface-command-logs", url, test, knobs)
+    }
+
+    fn spawn_logging_to(dir: &str, url: &str, test: &str, knobs: &[&str]) -> Emulator {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join(format!("{test}.jsonl"));
+        let child = Process::new(env!("CARGO_BIN_EXE_device-sim"))
+            .args(["aiface", "--url", url, "--command-log"])
+            .arg(&log)
+            .args(["--run-for", "120", "--reconnect-delay-ms", "100"])
+            .args(knobs)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("device-sim starts");
+        Emulator { child, log }
+    }
+
+    /// Sends SIGTERM and returns the summary the emulator prints on stop.
+    fn stop(mut self) -> Value {
+        let status = Process::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let started = Instant::now();
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(started.elapsed() < STEP, "emulator did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mut out = String::new();
+        std::io::Read::read_to_string(self.child.stdout.as_mut().unwrap(), &mut out).unwrap();
+        assert!(
+            self.child.wait().unwrap().success(),
+            "exit code 0 means no destructive command"
+        );
+        serde_json::from_str(out.lines().last().expect("a summary line")).expect("summary is JSON")
+    }
+
+    /// The logged commands, in order.
+    fn commands_logged(&self) -> Vec<Value> {
+        let text = std::fs::read_to_string(&self.log).unwrap();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        for line in &lines {
+            assert_eq!(
+                line["destructive"], false,
+                "destructive frame logged: {line}"
+            );
+            assert_ne!(
+                line["kind"], "unparsed",
+                "the agent sent a bad frame: {line}"
+            );
+        }
+        lines
+            .into_iter()
+            .filter(|l| l["kind"] == "command")
+            .map(|l| l["message"].clone())
+            .collect()
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A minimal agent: one command in flight, reports acknowledged, everything through the
+// sans-IO types.
+
+#[derive(Debug)]
+enum LinkError {
+    Closed,
+    TimedOut,
+    Garbage(ParseError),
+}
+
+#[derive(Debug)]
+enum ReadError {
+    Link(LinkError),
+    Paging(PagingError),
+    Fetch(FetchError),
+    Incomplete(CompletenessError),
+}
+
+impl From<LinkError> for ReadError {
+    fn from(error: LinkError) -> Self {
+        ReadError::Link(error)
+    }
+}
+
+struct Agent {
+    listener: TcpListener,
+    ws: Option<WebSocketStream<TcpStream>>,
+    /// Every command sent, as JSON, in order (compared with the emulator's log).
+    sent: Vec<Value>,
+    reply_timeout: Duration,
+    ack_punches: bool,
+    nosenduser: bool,
+    punches: Vec<LogUpload>,
+    pushes: Vec<UserPush>,
+}
+
+impl Agent {
+    async fn bind() -> (Agent, String) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}/pub/chat", listener.local_addr().unwrap());
+        let agent = Agent {
+            listener,
+            ws: None,
+            sent: Vec::new(),
+            reply_timeout: Duration::from_secs(10),
+            ack_punches: true,
+            nosenduser: true,
+            punches: Vec::new(),
+            pushes: Vec::new(),
+        };
+        (agent, url)
+    }
+
+    /// Accepts the terminal's connection and answers its `reg`.
+    async fn accept_device(&mut self) -> Registration {
+        let (tcp, _) = timeout(STEP, self.listener.accept())
+            .await
+            .expect("device dials in")
+            .unwrap();
+        let config = WebSocketConfig::default()
+            .max_frame_size(Some(8 << 20))
+            .max_message_size(Some(8 << 20));
+        self.ws = Some(
+            tokio_tungstenite::accept_async_with_config(tcp, Some(config))
+                .await
+                .unwrap(),
+        );
+        match self.recv(STEP).await.expect("reg arrives") {
+            DeviceMessage::Report(DeviceReport::Reg(reg)) => {
+                let reply = ServerReply::Reg(RegReply::accepted(CLOUDTIME, self.nosenduser));
+                self.send_text(reply.to_json()).await;
+                *reg
+            }
+            other => panic!("expected reg first, got {other:?}"),
+        }
+    }
+
+    async fn send_text(&mut self, text: String) {
+        self.ws
+            .as_mut()
+            .unwrap()
+            .send(Message::text(text))
+            .await
+            .unwrap();
+    }
+
+    async fn recv(&mut self, wait: Duration) -> Result<DeviceMessage, LinkError> {
+        let ws = self.ws.as_mut().ok_or(LinkError::Closed)?;
+        loop {
+            let frame = timeout(wait, ws.next())
+                .await
+                .map_err(|_| LinkError::TimedOut)?;
+            match frame {
+                Some(Ok(Message::Text(text))) => {
+                    return parse_device_message(&text).map_err(LinkError::Garbage)
+                }
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
+                    self.ws = None;
+                    return Err(LinkError::Closed);
+                }
+                Some(Ok(_)) => continue,
+            }
+        }
+    }
+
+    /// Handles a report the device pushed while we waited for something else.
+    async fn on_report(&mut self, report: DeviceReport) {
+        match report {
+            DeviceReport::SendLog(upload) => {
+                if self.ack_punches {
+                    self.send_text(
+                        ServerReply::SendLog(SendLogReply::ack(&upload, CLOUDTIME)).to_json(),
+                    )
+                    .await;
+                }
+                self.punches.push(upload);
+            }
+            DeviceReport::SendUser(push) => {
+                self.send_text(
+                    ServerReply::SendUser(SendUserReply::ack(&push, CLOUDTIME)).to_json(),
+                )
+                .await;
+                self.pushes.push(push);
+            }
+            other => panic!("unexpected report {other:?}"),
+        }
+    }
+
+    /// Waits for the next report, answering it.
+    async fn next_report(&mut self) -> DeviceReport {
+        match self.recv(STEP).await.unwrap() {
+            DeviceMessage::Report(report) => {
+                self.on_report(report.clone()).await;
+                report
+            }
+            other => panic!("expected a report, got {other:?}"),
+        }
+    }
+
+    async fn request(&mut self, command: &Command) -> Result<DeviceReply, LinkError> {
+        self.sent
+            .push(serde_json::from_str(&command.to_json()).unwrap());
+        self.send_text(command.to_json()).await;
+        loop {
+            match self.recv(self.reply_timeout).await? {
+                DeviceMessage::Reply(reply) => return Ok(reply),
+                DeviceMessage::Report(report) => self.on_report(report).await,
+            }
+        }
+    }
+
+    async fn read_users(&mut self) -> Result<Vec<UserListEntry>, ReadError> {
+        let mut read = PagedRead::users(100);
+        let mut command = read.first_request();
+        loop {
+            let reply = self.request(&command).await?;
+            match read.on_reply(reply).map_err(ReadError::Paging)? {
+                Step::Request(next) => command = next,
+                Step::Complete(entries) => return Ok(entries),
+            }
+        }
+    }
+
+    async fn devcap(&mut self) -> Result<Capacity, ReadError> {
+        match self.request(&Command::GetDevCap).await?.outcome {
+            ReplyOutcome::Success(ReplyBody::DevCap(cap)) => Ok(cap.capacity),
+            other => panic!("getdevcap failed: {other:?}"),
+        }
+    }
+
+    /// The complete user read of the issue: devcap, list, devcap, check, then every credential.
+    async fn complete_read(&mut self) -> Result<(ListSummary, Vec<UserCredential>), ReadError> {
+        let before = self.devcap().await?;
+        let entries = self.read_users().await?;
+        let after = self.devcap().await?;
+        let summary = check_complete(&entries, &before, &after).map_err(ReadError::Incomplete)?;
+        let mut fetch = CredentialFetch::new(entries.iter().map(UserListEntry::credential_ref));
+        let mut step = fetch.start();
+        loop {
+            match step {
+                Step::Request(command) => {
+                    let reply = self.request(&command).await?;
+                    step = fetch.on_reply(reply).map_err(ReadError::Fetch)?;
+                }
+                Step::Complete(credentials) => return Ok((summary, credentials)),
+            }
+        }
+    }
+
+    /// Stops the emulator and checks its log holds exactly the commands sent, none destructive.
+    fn finish(self, emulator: Emulator) -> Value {
+        let logged = emulator.commands_logged();
+        assert_eq!(
+            logged, self.sent,
+            "the command log must hold every command the agent sent, in order"
+        );
+        let summary = emulator.stop();
+        assert_eq!(summary["stats"]["destructive_commands"], 0);
+        summary
+    }
+}
+
+fn text(value: &CredentialValue) -> String {
+    value.as_text()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The tests.
+
+#[tokio::test]
+async fn complete_read_returns_the_configured_users_in_both_paging_semantics() {
+    for means in ["total", "per-page"] {
+        let (mut agent, url) = Agent::bind().await;
+        let emulator = Emulator::spawn(
+            &url,
+            &format!("complete-read-{means}"),
+            &[
+                "--users",
+                "45",
+                "--photo-kb",
+                "2",
+                "--passwords",
+                "true",
+                "--fingerprints",
+                "1",
+                "--names",
+                "amina,yonas",
+                "--count-means",
+                means,
+                "--sn",
+                "AYTE00000042",
+            ],
+        );
+        let reg = agent.accept_device().await;
+        assert_eq!(reg.sn, "AYTE00000042");
+        assert_eq!(reg.devinfo.capacity.useduser, Some(45));
+        assert_eq!(reg.devinfo.firmware.as_deref(), Some("ai806_f06v_v5.17"));
+
+        let (summary, credentials) = agent.complete_read().await.unwrap();
+        assert_eq!((summary.users, summary.photos, summary.cards), (45, 45, 45));
+        assert_eq!((summary.passwords, summary.fingerprints), (45, 45));
+        assert_eq!(
+            credentials.len(),
+            180,
+            "four credentials per user, each fetched once"
+        );
+        for credential in &credentials {
+            let id = credential.enrollid;
+            assert!((1..=45).contains(&id));
+            let expected_name = match id {
+                1 => "amina".to_owned(),
+                2 => "yonas".to_owned(),
+                _ => format!("user{id}"),
+            };
+            assert_eq!(credential.name.as_deref(), Some(expected_name.as_str()));
+            match credential.backupnum {
+                BackupNum::CARD => assert_eq!(
+                    credential.record,
+                    CredentialValue::Number((3_000_000_000 + id).into())
+                ),
+                BackupNum::PASSWORD => assert_eq!(
+                    credential.record,
+                    CredentialValue::Number((100_000 + id).into())
+                ),
+                BackupNum::PHOTO => {
+                    let photo = text(&credential.record);
+                    assert_eq!(photo.len(), 2048, "2 KB of base64");
+                    assert!(photo.starts_with("/9j/"), "a JPEG");
+                }
+                BackupNum(0) => assert!(text(&credential.record).starts_with("TSS21(128)")),
+                other => panic!("unexpected slot {other}"),
+            }
+        }
+        agent.finish(emulator);
+    }
+}
+
+#[tokio::test]
+async fn zero_users_read_completes_empty() {
+    let (mut agent, url) = Agent::bind().await;
+    let emulator = Emulator::spawn(&url, "zero-users", &["--users", "0"]);
+    agent.accept_device().await;
+    let (summary, credentials) = agent.complete_read().await.unwrap();
+    assert_eq!((summary.users, credentials.len()), (0, 0));
+    agent.finish(emulator);
+}
+
+#[tokio::test]
+async fn a_photo_frame_of_one_and_a_half_megabytes_passes() {
+    let (mut agent, url) = Agent::bind().await;
+    let emulator = Emulator::spawn(
+        &url,
+        "big-photo",
+        &["--users", "1", "--photo-kb", "1536", "--cards", "false"],
+    );
+    agent.accept_device().await;
+    let reply = agent
+        .request(&Command::GetUserInfo {
+            enrollid: 1,
+            backupnum: BackupNum::PHOTO,
+        })
+        .await
+        .unwrap();
+    let ReplyOutcome::Success(ReplyBody::UserInfo(photo)) = reply.outcome else {
+        panic!("{reply:?}")
+    };
+    assert_eq!(text(&photo.record).len(), 1536 * 1024);
+    agent.finish(emulator);
+}
+
+#[tokio::test]
+async fn a_punch_is_resent_until_acknowledged() {
+    let (mut agent, url) = Agent::bind().await;
+    let emulator = Emulator::spawn(
+        &url,
+        "punch-resend",
+        &["--punches", "1", "--punch-resend-ms", "300"],
+    );
+    agent.accept_device().await;
+    agent.ack_punches = false;
+    let DeviceReport::SendLog(first) = agent.next_report().await else {
+        panic!("not a sendlog")
+    };
+    let DeviceReport::SendLog(again) = agent.next_report().await else {
+        panic!("not a sendlog")
+    };
+    assert_eq!(again, first, "the same batch, same logindex, is resent");
+    agent.ack_punches = true;
+    let DeviceReport::SendLog(last) = agent.next_report().await else {
+        panic!("not a sendlog")
+    };
+    assert_eq!(last, first);
+    assert_eq!(first.records.len(), 1);
+    assert_eq!(first.logindex, Some(Value::from(1)));
+    // Acknowledged: nothing more is sent.
+    assert!(matches!(
+        agent.recv(Duration::from_millis(800)).await,
+        Err(LinkError::TimedOut)
+    ));
+    let summary = agent.finish(emulator);
+    assert_eq!(summary["stats"]["punches_acked"], 1);
+    assert_eq!(summary["stats"]["sendlog_resends"], 2);
+}
+
+#[tokio::test]
+async fn fault_drop_mid_page_fails_the_read_and_the_terminal_reconnects() {
+    let (mut agent, url) = Agent::bind().await;
+    let emulator = Emulator::spawn(
+        &url,
+        "fault-drop",
+        &["--users", "45", "--fault", "drop:getuserlist:2"],
+    );
+    agent.accept_device().await;
+    assert!(matches!(
+        agent.complete_read().await,
+        Err(ReadError::Link(LinkError::Closed))
+    ));
+    agent.accept_device().await;
+    let (summary, _) = agent.complete_read().await.unwrap();
+    assert_eq!(summary.users, 45);
+    let summary = agent.finish(emulator);
+    assert_eq!(summary["stats"]["sessions"], 2);
+    assert_eq!(
+        summary["faults_fired"],
+        serde_json::json!(["drop:getuserlist:2"])
+    );
+}
+
+#[tokio::test]
+async fn fault_garbage_frame_is_reported_as_not_json() {
+    let (mut agent, url) = Agent::bind().await;
+    let emulator = Emulator::spawn(
+        &url,
+        "fault-garbage",
+        &["--users", "45", "--fault", "garbage:getuserlist:2"],
+    );
+    agent.accept_device().await;
+    let error = agent.complete_read().await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            ReadError::Link(LinkError::Garbage(ParseError::NotJson(_)))
+        ),
+        "{error:?}"
+    );
+    // The fault fires once: a fresh read on the same link succeeds.
+    assert_eq!(agent.complete_read().await.unwrap().0.users, 45);
+    agent.finish(emulator);
+}
+
+#[tokio::test]
+async fn fault_silence_times_out_then_the_terminal_drops_and_returns() {
+    let (mut agent, url) = Agent::bind().await;
+    let emulator = Emulator::spawn(
+        &url,
+        "fault-silence",
+        &[
+            "--users",
+            "3",
+            "--fault",
+            "silence:getuserlist:1",
+            "--silence-ms",
+            "800",
+        ],
+    );
+    agent.accept_device().await;
+    agent.reply_timeout = Duration::from_millis(300);
+    assert!(matches!(
+        agent.complete_read().await,
+        Err(ReadError::Link(LinkError::TimedOut))
+    ));
+    agent.reply_timeout = Duration::from_secs(10);
+    agent.accept_device().await;
+    assert_eq!(agent.complete_read().await.unwrap().0.users, 3);
+    agent.finish(emulator);
+}
+
+#[tokio::test]
+async fn fault_refuse_is_a_failure_not_an_empty_answer() {
+    let (mut agent, url) = Agent::bind().await;
+    let emulator = Emulator::spawn(
+        &url,
+        "fault-refuse",
+        &[
+            "--users",
+            "45",
+            "--fault",
+            "refuse:getuserlist:2",
+            "--fault",
+            "refuse:getuserinfo:3",
+        ],
+    );
+    agent.accept_device().await;
+    let error = agent.complete_read().await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            ReadError::Paging(PagingError::Refused { page: 2, .. })
+        ),
+        "{error:?}"
+    );
+    let error = agent.complete_read().await.unwrap_err();
+    assert!(
+        matches!(error, ReadError::Fetch(FetchError::Refused { .. })),
+        "{error:?}"
+    );
+    agent.finish(emulator);
+}
+
+#[tokio::test]
+async fn operator_deletion_during_a_read_makes_it_incomplete() {
+    // Deleted before the second page is answered (command 3: devcap, page 1, page 2).
+    for (means, expect_total_changed) in [("total", true), ("per-page", false)] {
+        let (mut agent, url) = Agent::bind().await;
+        let emulator = Emulator::spawn(
+            &url,
+            &format!("delete-mid-read-{means}"),
+            &[
+                "--users",
+                "6",
+                "--photo-kb",
+                "0",
+                "--page-size",
+                "2",
+                "--count-means",
+                means,
+                "--delete-users",
+                "2,3",
+                "--delete-after-commands",
+                "3",
+            ],
+        );
+        agent.accept_device().await;
+        let error = agent.complete_read().await.unwrap_err();
+        match error {
+            ReadError::Paging(PagingError::TotalChanged {
+                before: 6,
+                after: 4,
+                ..
+            }) if expect_total_changed => {}
+            ReadError::Incomplete(CompletenessError::CountersChanged {
+                counter: "useduser",
+                ..
+            }) if !expect_total_changed => {}
+            other => panic!("{means}: {other:?}"),
+        }
+        // The next read sees the deletion as a complete, consistent fact.
+        let (summary, credentials) = agent.complete_read().await.unwrap();
+        assert_eq!(summary.users, 4);
+        let mut ids: Vec<u64> = credentials.iter().map(|c| c.enrollid).collect();
+        ids.dedup();
+        assert_eq!(ids, [1, 4, 5, 6]);
+        let summary = agent.finish(emulator);
+        assert_eq!(summary["stats"]["deleted_users"], serde_json::json!([2, 3]));
+    }
+}
+
+#[tokio::test]
+async fn operator_deletion_at_a_time_shows_in_the_next_complete_read() {
+    let (mut agent, url) = Agent::bind().await;
+    let emulator = Emulator::spawn(
+        &url,
+        "delete-at-time",
+        &[
+            "--users",
+            "3",
+            "--delete-users",
+            "2",
+            "--delete-after-ms",
+            "1500",
+        ],
+    );
+    agent.accept_device().await;
+    assert_eq!(agent.complete_read().await.unwrap().0.users, 3);
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    assert_eq!(agent.complete_read().await.unwrap().0.users, 2);
+    agent.finish(emulator);
+}
+
+#[tokio::test]
+async fn keypad_enrolments_are_pushed_unless_the_server_declines() {
+    let (mut agent, url) = Agent::bind().await;
+    agent.nosenduser = false;
+    let emulator = Emulator::spawn(
+        &url,
+        "enrol-pushed",
+        &[
+            "--users",
+            "2",
+            "--photo-kb",
+            "1",
+            "--enrol",
+            "1",
+            "--enrol-after-ms",
+            "100",
+        ],
+    );
+    agent.accept_device().await;
+    let DeviceReport::SendUser(card) = agent.next_report().await else {
+        panic!("not senduser")
+    };
+    let DeviceReport::SendUser(photo) = agent.next_report().await else {
+        panic!("not senduser")
+    };
+    assert_eq!(
+        (card.credential.enrollid, card.credential.backupnum),
+        (3, BackupNum::CARD)
+    );
+    assert_eq!(
+        (photo.credential.enrollid, photo.credential.backupnum),
+        (3, BackupNum::PHOTO)
+    );
+    assert_eq!(photo.credential.name.as_deref(), Some("keypad3"));
+    assert_eq!(agent.complete_read().await.unwrap().0.users, 3);
+    let summary = agent.finish(emulator);
+    assert_eq!(summary["stats"]["senduser_acks"], 2);
+
+    let (mut agent, url) = Agent::bind().await;
+    let emulator = Emulator::spawn(
+        &url,
+        "enrol-declined",
+        &["--users", "2", "--enrol", "1", "--enrol-after-ms", "100"],
+    );
+    agent.accept_device().await;
+    assert!(matches!(
+        agent.recv(Duration::from_millis(600)).await,
+        Err(LinkError::TimedOut)
+    ));
+    let summary = agent.finish(emulator);
+    assert_eq!(
+        (
+            summary["stats"]["enrolled"].clone(),
+            summary["stats"]["senduser_frames"].clone()
+        ),
+        (1.into(), 0.into())
+    );
+}
+
+#[tokio::test]
+async fn latency_delays_every_reply() {
+    let (mut agent, url) = Agent::bind().await;
+    let emulator = Emulator::spawn(&url, "latency", &["--latency-ms", "300"]);
+    agent.accept_device().await;
+    let started = Instant::now();
+    agent.request(&Command::GetTime).await.unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "the reply came before the configured latency"
+    );
+    agent.finish(emulator);
+}
+
+#[tokio::test]
+async fn writes_and_other_reads_are_answered_and_recorded() {
+    let (mut agent, url) = Agent::bind().await;
+    let emulator = Emulator::spawn(
+        &url,
+        "writes",
+        &["--users", "1", "--new-logs", "3", "--stored-logs", "2"],
+    );
+    agent.accept_device().await;
+    let card = CredentialValue::Number(4_000_000_077u64.into());
+    let set = SetUserInfo {
+        enrollid: 77,
+        name: "restored".into(),
+        backupnum: BackupNum::CARD,
+        admin: 0,
+        record: card.clone(),
+    };
+    let reply = agent.request(&Command::SetUserInfo(set)).await.unwrap();
+    assert!(matches!(reply.outcome, ReplyOutcome::Success(_)));
+    let reply = agent
+        .request(&Command::GetUserInfo {
+            enrollid: 77,
+            backupnum: BackupNum::CARD,
+        })
+        .await
+        .unwrap();
+    let ReplyOutcome::Success(ReplyBody::UserInfo(back)) = reply.outcome else {
+        panic!()
+    };
+    assert_eq!(
+        (back.record, back.name.as_deref()),
+        (card, Some("restored"))
+    );
+    let reply = agent
+        .request(&Command::SetTime {
+            cloudtime: "2031-01-02 03:04:05".into(),
+        })
+        .await
+        .unwrap();
+    assert!(matches!(reply.outcome, ReplyOutcome::Success(_)));
+    let reply = agent.request(&Command::GetTime).await.unwrap();
+    let ReplyOutcome::Success(ReplyBody::Time(time)) = reply.outcome else {
+        panic!()
+    };
+    assert!(time.starts_with("2031-01-02 03:0"), "{time}");
+    let reply = agent
+        .request(&Command::EnableUser {
+            enrollid: 77,
+            enflag: 0,
+        })
+        .await
+        .unwrap();
+    assert!(matches!(reply.outcome, ReplyOutcome::Success(_)));
+    let reply = agent.request(&Command::GetDevInfo).await.unwrap();
+    let ReplyOutcome::Success(ReplyBody::Fields(settings)) = reply.outcome else {
+        panic!()
+    };
+    assert!(settings.contains_key("volume"));
+    let reply = agent
+        .request(&Command::GetUserName { enrollid: 77 })
+        .await
+        .unwrap();
+    let ReplyOutcome::Success(ReplyBody::Fields(fields)) = reply.outcome else {
+        panic!()
+    };
+    assert_eq!(fields["record"], "restored");
+
+    let mut read = PagedRead::new_logs(10);
+    let mut command = read.first_request();
+    let logs = loop {
+        match read
+            .on_reply(agent.request(&command).await.unwrap())
+            .unwrap()
+        {
+            Step::Request(next) => command = next,
+            Step::Complete(logs) => break logs,
+        }
+    };
+    assert_eq!(logs.len(), 3, "only the undelivered logs");
+    let mut read = PagedRead::all_logs(10);
+    let mut command = read.first_request();
+    let logs = loop {
+        match read
+            .on_reply(agent.request(&command).await.unwrap())
+            .unwrap()
+        {
+            Step::Request(next) => command = next,
+            Step::Complete(logs) => break logs,
+        }
+    };
+    assert_eq!(logs.len(), 5);
+    let summary = agent.finish(emulator);
+    assert_eq!(summary["credentials_written"], 1);
+    assert_eq!(summary["users_on_device"], 2);
+    assert_eq!(summary["disabled_users"], serde_json::json!([77]));
+}
+
+#[tokio::test]
+async fn punches_flow_at_the_configured_rate_with_rising_logindex() {
+    let (mut agent, url) = Agent::bind().await;
+    let emulator = Emulator::spawn(
+        &url,
+        "punch-rate",
+        &["--users", "2", "--punches", "3", "--punch-rate", "20"],
+    );
+    agent.accept_device().await;
+    let mut indexes = Vec::new();
+    for _ in 0..3 {
+        let DeviceReport::SendLog(upload) = agent.next_report().await else {
+            panic!("not a sendlog")
+        };
+        let record = &upload.records[0];
+        assert_eq!(
+            record.mode,
+            Some(Value::from(8)),
+            "face, as real AiFace firmware reports it"
+        );
+        assert!(record.name.is_some());
+        indexes.push(upload.logindex.clone().unwrap());
+    }
+    assert_eq!(indexes, [1, 2, 3].map(Value::from));
+    let summary = agent.finish(emulator);
+    assert_eq!(
+        (
+            summary["stats"]["punches_acked"].clone(),
+            summary["stats"]["sendlog_resends"].clone()
+        ),
+        (3.into(), 0.into())
+    );
+}
+
+#[tokio::test]
+async fn websocket_pings_are_answered() {
+    let (mut agent, url) = Agent::bind().await;
+    let emulator = Emulator::spawn(&url, "ping", &[]);
+    agent.accept_device().await;
+    let ws = agent.ws.as_mut().unwrap();
+    ws.send(Message::Ping(b"liveness".to_vec().into()))
+        .await
+        .unwrap();
+    let pong = timeout(STEP, ws.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(pong, Message::Pong(b"liveness".to_vec().into()));
+    agent.finish(emulator);
+}
+
+/// The safety net itself must work: a destructive command (which the agent's `Command` type
+/// cannot express, so it is sent as raw text here) is flagged in the log and fails the run.
+/// Its log goes to a separate directory so suite-wide "no destructive command" checks stay
+/// meaningful.
+#[tokio::test]
+async fn a_destructive_command_is_flagged_and_fails_the_run() {
+    let (mut agent, url) = Agent::bind().await;
+    let emulator = Emulator::spawn_logging_to(
+        "aiface-command-logs-negative",
+        &url,
+        "destructive",
+        &["--users", "2"],
+    );
+    agent.accept_device().await;
+    agent
+        .send_text(r#"{"cmd":"deleteuser","enrollid":1,"backupnum":13}"#.into())
+        .await;
+    let DeviceMessage::Reply(reply) = agent.recv(STEP).await.unwrap() else {
+        panic!("no reply")
+    };
+    assert!(
+        matches!(reply.outcome, ReplyOutcome::Success(_)),
+        "the emulated firmware obeys, as a real one would"
+    );
+    let log = std::fs::read_to_string(&emulator.log).unwrap();
+    let flagged: Value = log
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|l| l["kind"] == "command")
+        .unwrap();
+    assert_eq!(
+        (flagged["cmd"].as_str(), flagged["destructive"].as_bool()),
+        (Some("deleteuser"), Some(true))
+    );
+    let mut emulator = emulator;
+    Process::new("kill")
+        .args(["-TERM", &emulator.child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = emulator.child.wait().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(3),
+        "exit code 3 marks a run that received a destructive command"
+    );
+}
