@@ -164,6 +164,12 @@ impl Agent {
 
     /// Accepts the terminal's connection and answers its `reg`.
     async fn accept_device(&mut self) -> Registration {
+        let accepted = RegReply::accepted(CLOUDTIME, self.nosenduser);
+        self.accept_device_with(accepted).await
+    }
+
+    /// Accepts the terminal's connection and answers its `reg` with `answer`.
+    async fn accept_device_with(&mut self, answer: RegReply) -> Registration {
         let (tcp, _) = timeout(STEP, self.listener.accept())
             .await
             .expect("device dials in")
@@ -178,8 +184,7 @@ impl Agent {
         );
         match self.recv(STEP).await.expect("reg arrives") {
             DeviceMessage::Report(DeviceReport::Reg(reg)) => {
-                let reply = ServerReply::Reg(RegReply::accepted(CLOUDTIME, self.nosenduser));
-                self.send_text(reply.to_json()).await;
+                self.send_text(ServerReply::Reg(answer).to_json()).await;
                 *reg
             }
             other => panic!("expected reg first, got {other:?}"),
@@ -891,4 +896,19 @@ async fn a_destructive_command_is_flagged_and_fails_the_run() {
         Some(3),
         "exit code 3 marks a run that received a destructive command"
     );
+}
+
+#[tokio::test]
+async fn a_refused_registration_is_retried() {
+    let (mut agent, url) = Agent::bind().await;
+    let emulator = Emulator::spawn(&url, "reg-refused", &["--sn", "UNKNOWN01"]);
+    let first = agent
+        .accept_device_with(RegReply::rejected("sn not allowed"))
+        .await;
+    assert_eq!(first.sn, "UNKNOWN01");
+    let again = agent.accept_device().await;
+    assert_eq!(again.sn, "UNKNOWN01");
+    assert!(agent.request(&Command::GetDevCap).await.is_ok());
+    let summary = agent.finish(emulator);
+    assert_eq!(summary["stats"]["sessions"], 2);
 }

@@ -241,6 +241,25 @@ proptest! {
     }
 
     #[test]
+    fn quoted_numbers_and_padded_keys_decode_like_clean_ones(
+        enrollid in any::<u64>(), mode in 0i64..30, inout in 0i64..2, pad in " {0,2}",
+    ) {
+        let time = "2026-03-04 08:00:00";
+        let clean = json!({"cmd": "sendlog", "sn": "S", "count": 1, "logindex": 4,
+            "record": [{"enrollid": enrollid, "time": time, "mode": mode, "inout": inout}]});
+        let loose = format!(
+            r#"{{"{pad}cmd{pad}":"{pad}sendlog{pad}","sn":"S","count":"1","logindex":"4","record":[{{"{pad}enrollid":"{pad}{enrollid}{pad}","time":"{time}","mode":"{mode}","inout":"{pad}{inout}"}}]}}"#
+        );
+        let decode = |text: &str| match parse_device_message(text).unwrap() {
+            DeviceMessage::Report(DeviceReport::SendLog(upload)) => upload,
+            other => panic!("{other:?}"),
+        };
+        let (clean, loose) = (decode(&clean.to_string()), decode(&loose));
+        prop_assert_eq!(clean.records[0].key("S"), loose.records[0].key("S"));
+        prop_assert_eq!(loose.records[0].enrollid, enrollid);
+    }
+
+    #[test]
     fn the_decoder_never_panics_on_arbitrary_text(text in "\\PC{0,200}") {
         let _ = parse_device_message(&text);
         let _ = parse_server_message(&text);

@@ -46,6 +46,13 @@ pub enum FetchError {
         /// The pair in the reply.
         got: CredentialRef,
     },
+    /// A `getuserinfo` success whose body is not a credential (only possible for a reply built
+    /// by hand rather than decoded).
+    #[error("the getuserinfo reply for {credential} carries no credential")]
+    MalformedReply {
+        /// The pair asked for.
+        credential: CredentialRef,
+    },
     /// A reply arrived when nothing was asked.
     #[error("a getuserinfo reply arrived but no credential was requested")]
     NothingInFlight,
@@ -96,7 +103,9 @@ impl CredentialFetch {
         }
         let credential = match reply.outcome {
             ReplyOutcome::Success(ReplyBody::UserInfo(credential)) => credential,
-            ReplyOutcome::Success(_) => unreachable!("getuserinfo replies decode as UserInfo"),
+            ReplyOutcome::Success(_) => {
+                return Err(FetchError::MalformedReply { credential: asked })
+            }
             ReplyOutcome::Failure { reason, .. } => {
                 return Err(FetchError::Refused {
                     credential: asked,

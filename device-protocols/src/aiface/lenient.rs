@@ -56,14 +56,15 @@ pub fn as_i64(value: &Value) -> Option<i64> {
 pub fn as_bool(value: &Value) -> Option<bool> {
     match value {
         Value::Bool(b) => Some(*b),
-        Value::Number(_) | Value::String(_) => match as_u64(value) {
+        Value::Number(n) => match n.as_u64() {
             Some(0) => Some(false),
             Some(1) => Some(true),
-            _ => match value.as_str().map(str::trim) {
-                Some("true") => Some(true),
-                Some("false") => Some(false),
-                _ => None,
-            },
+            _ => None,
+        },
+        Value::String(s) => match s.trim() {
+            "0" | "false" => Some(false),
+            "1" | "true" => Some(true),
+            _ => None,
         },
         _ => None,
     }

@@ -13,6 +13,26 @@
 //!   [`check_complete`] against `getdevcap` taken before and after the list, before calling a
 //!   user read complete.
 //!
+//! A paged read, with `exchange` standing for the driver's "send this command, wait for its
+//! reply" (one command in flight, timeouts and retries are the driver's job):
+//!
+//! ```
+//! use device_protocols::aiface::{page_cap, Command, DeviceReply, PagedRead, PagingError, Step, UserListEntry};
+//!
+//! fn read_users(
+//!     mut exchange: impl FnMut(&Command) -> DeviceReply,
+//! ) -> Result<Vec<UserListEntry>, PagingError> {
+//!     let mut read = PagedRead::users(page_cap(5000, 3, 40));
+//!     let mut command = read.first_request();
+//!     loop {
+//!         match read.on_reply(exchange(&command))? {
+//!             Step::Request(next) => command = next,
+//!             Step::Complete(entries) => return Ok(entries),
+//!         }
+//!     }
+//! }
+//! ```
+//!
 //! For a device emulator: [`parse_server_message`] classifies what arrives (with
 //! [`CommandName::is_destructive`]), and [`DeviceMessage::to_json`] writes the answers.
 

@@ -58,6 +58,13 @@ pub enum PagingError {
         /// What arrived.
         got: CommandName,
     },
+    /// A reply with the right `ret` whose body is not a page of this read's records (only
+    /// possible for a reply built by hand rather than decoded).
+    #[error("a {command} reply does not carry a page of the expected records")]
+    MalformedReply {
+        /// The paged command.
+        command: CommandName,
+    },
     /// The same page (same `from`/`to`) came twice.
     #[error("{command} page {page} repeats records {from}..={to}; the device did not advance")]
     Repeated {
@@ -292,7 +299,9 @@ impl<T: PagedRecord> PagedRead<T> {
                 })
             }
         };
-        let page = T::take_page(body).expect("reply bodies are decoded by `ret`, which matched");
+        let page = T::take_page(body).ok_or(PagingError::MalformedReply {
+            command: command.clone(),
+        })?;
         let held = page.records.len();
         if held == 0 || page.count == 0 {
             return self.complete();

@@ -48,6 +48,7 @@ pub struct Device {
     pub users: BTreeMap<u64, SimUser>,
     logs: Vec<StoredLog>,
     user_cursor: usize,
+    all_users_cursor: usize,
     log_read: Option<LogRead>,
     received_per_command: HashMap<String, u32>,
     /// Faults that have fired, in order.
@@ -66,6 +67,7 @@ impl Device {
             users: users::initial_users(&scenario),
             logs: Vec::new(),
             user_cursor: 0,
+            all_users_cursor: 0,
             log_read: None,
             received_per_command: HashMap::new(),
             faults_fired: Vec::new(),
@@ -382,6 +384,33 @@ impl Device {
                 self.ack(name, json!({}))
             }
             CommandName::Reboot => Answer::Reboot,
+            CommandName::GetAllUsers => {
+                self.answer_all_users(frame.get("stn").and_then(lenient::as_bool).unwrap_or(false))
+            }
+            CommandName::GetUserLock | CommandName::GetUserProfile => match field("enrollid") {
+                Some(id) if self.users.contains_key(&id) || id == 0 => {
+                    let fields = if name == CommandName::GetUserLock {
+                        json!({"enrollid": id, "weekzone": 1, "group": 0, "starttime": "2000-01-01", "endtime": "2099-12-31"})
+                    } else {
+                        json!({"enrollid": id, "record": ""})
+                    };
+                    self.ack(name, fields)
+                }
+                _ => self.refuse(name),
+            },
+            // Access-control and questionnaire reads: a terminal with those features unused.
+            CommandName::GetDevLock => self.ack(
+                name,
+                json!({"opendelay": 5, "doorsensor": 0, "alarmdelay": 0, "threat": 0, "InputAlarm": 0,
+                       "antpass": 0, "interlock": 0, "mutiopen": 0, "tryalarm": 0, "tamper": 0,
+                       "wgformat": 0, "wgoutput": 0, "cardoutput": 0, "access_times": 0, "punchtimes": 0}),
+            ),
+            CommandName::GetQuestionnaire => self.ack(
+                name,
+                json!({"title": "", "voice": false, "errmsg": "", "radio": true, "optionflag": 0,
+                       "usequestion": false, "useschedule": false, "card": false, "items": [], "schedules": []}),
+            ),
+            CommandName::GetHoliday => self.ack(name, json!({"holidays": []})),
             CommandName::Other(_) => self.refuse(name),
             // Known settings and door commands: accepted without effect on the emulated data.
             known => self.ack(known, json!({})),
@@ -395,6 +424,30 @@ impl Device {
             .filter(|(_, u)| !u.enabled)
             .map(|(&id, _)| id)
             .collect()
+    }
+
+    /// The vendor demo's `getallusers`: one credential per reply, `index` of `count`; the
+    /// server continues with `stn:false` while `index < count - 1`.
+    fn answer_all_users(&mut self, stn: bool) -> Answer {
+        let entries = users::list_entries(&self.users);
+        if stn {
+            self.all_users_cursor = 0;
+        }
+        let index = self.all_users_cursor;
+        let Some(entry) = entries.get(index) else {
+            return self.ack(
+                CommandName::GetAllUsers,
+                json!({"count": entries.len(), "index": index}),
+            );
+        };
+        self.all_users_cursor += 1;
+        let user = &self.users[&entry.enrollid];
+        let credential =
+            users::credential(entry.enrollid, user, entry.backupnum).expect("listed, so present");
+        let mut fields = serde_json::to_value(credential).expect("JSON-safe");
+        fields["count"] = json!(entries.len());
+        fields["index"] = json!(index);
+        self.ack(CommandName::GetAllUsers, fields)
     }
 
     /// Deletes users as a keypad operator would; returns the ones that existed.
@@ -511,6 +564,7 @@ fn in_window(time: &str, from: &Option<String>, to: &Option<String>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use device_protocols::aiface::{parse_server_message, ServerMessage};
 
     #[test]
     fn pages_follow_the_configured_count_meaning() {
@@ -521,6 +575,79 @@ mod tests {
         assert_eq!((last.count, last.from, last.to, next), (1, 40, 40, 41));
         let (empty, _) = page_of(&items, next, 40, CountMeans::PerPage);
         assert_eq!((empty.count, empty.records.len()), (0, 0));
+    }
+
+    fn device(knobs: &[&str]) -> Device {
+        #[derive(clap::Parser)]
+        struct Knobs {
+            #[command(flatten)]
+            scenario: Scenario,
+        }
+        let args = std::iter::once("device-sim").chain(knobs.iter().copied());
+        Device::new(<Knobs as clap::Parser>::parse_from(args).scenario)
+    }
+
+    fn ask(device: &mut Device, frame: &str) -> Value {
+        let ServerMessage::Command(received) = parse_server_message(frame).unwrap() else {
+            panic!()
+        };
+        match device.answer(&received) {
+            Answer::Reply(text) => serde_json::from_str(&text).unwrap(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn getallusers_walks_one_credential_per_reply() {
+        let mut device = device(&["--users", "2", "--photo-kb", "0"]);
+        let first = ask(&mut device, r#"{"cmd":"getallusers","stn":true}"#);
+        assert_eq!(
+            (
+                first["count"].clone(),
+                first["index"].clone(),
+                first["record"].clone()
+            ),
+            (json!(2), json!(0), json!(3_000_000_001u64))
+        );
+        let second = ask(&mut device, r#"{"cmd":"getallusers","stn":false}"#);
+        assert_eq!(
+            (second["index"].clone(), second["enrollid"].clone()),
+            (json!(1), json!(2))
+        );
+    }
+
+    #[test]
+    fn destructive_commands_really_destroy() {
+        let mut device = device(&["--users", "3"]);
+        assert_eq!(
+            ask(
+                &mut device,
+                r#"{"cmd":"deleteuser","enrollid":2,"backupnum":13}"#
+            )["result"],
+            true
+        );
+        assert_eq!(device.users.keys().copied().collect::<Vec<_>>(), [1, 3]);
+        ask(&mut device, r#"{"cmd":"cleanuser"}"#);
+        assert!(device.users.is_empty());
+        assert_eq!(
+            ask(&mut device, r#"{"cmd":"formatdisk"}"#)["result"],
+            false,
+            "unknown commands are refused"
+        );
+    }
+
+    #[test]
+    fn faults_fire_once_on_the_nth_receipt() {
+        let mut device = device(&["--fault", "garbage:getdevcap:2"]);
+        let ServerMessage::Command(received) =
+            parse_server_message(r#"{"cmd":"getdevcap"}"#).unwrap()
+        else {
+            panic!()
+        };
+        assert!(matches!(device.answer(&received), Answer::Reply(_)));
+        assert_eq!(device.answer(&received), Answer::Fault(FaultKind::Garbage));
+        assert!(matches!(device.answer(&received), Answer::Reply(_)));
+        assert_eq!(device.faults_fired, ["garbage:getdevcap:2"]);
     }
 
     #[test]
