@@ -7,11 +7,11 @@ use std::process::{Child, Command as Process, Stdio};
 use std::time::{Duration, Instant};
 
 use device_protocols::aiface::{
-    check_complete, parse_device_message, BackupNum, Capacity, Command, CompletenessError,
-    CredentialFetch, CredentialValue, DeviceMessage, DeviceReply, DeviceReport, FetchError,
-    ListSummary, LogUpload, PagedRead, PagingError, ParseError, RegReply, Registration, ReplyBody,
-    ReplyOutcome, SendLogReply, SendUserReply, ServerReply, SetUserInfo, Step, UserCredential,
-    UserListEntry, UserPush,
+    check_complete, page_cap, parse_device_message, BackupNum, Capacity, Command,
+    CompletenessError, CredentialFetch, CredentialValue, DeviceMessage, DeviceReply, DeviceReport,
+    FetchError, ListSummary, LogUpload, PagedRead, PagingError, ParseError, RegReply, Registration,
+    ReplyBody, ReplyOutcome, SendLogReply, SendUserReply, ServerReply, SetUserInfo, Step,
+    UserCredential, UserListEntry, UserPush,
 };
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
@@ -265,8 +265,14 @@ impl Agent {
         }
     }
 
-    async fn read_users(&mut self) -> Result<Vec<UserListEntry>, ReadError> {
-        let mut read = PagedRead::users(100);
+    /// `getuserlist` to completion, capped at the pages a full device could need (up to 13
+    /// credentials per user: 10 fingerprints, password, card, photo).
+    async fn read_users(&mut self, capacity: &Capacity) -> Result<Vec<UserListEntry>, ReadError> {
+        let users = capacity
+            .usersize
+            .unwrap_or(0)
+            .max(capacity.useduser.unwrap_or(0));
+        let mut read = PagedRead::users(page_cap(users, 13, 40));
         let mut command = read.first_request();
         loop {
             let reply = self.request(&command).await?;
@@ -287,7 +293,7 @@ impl Agent {
     /// The complete user read of the issue: devcap, list, devcap, check, then every credential.
     async fn complete_read(&mut self) -> Result<(ListSummary, Vec<UserCredential>), ReadError> {
         let before = self.devcap().await?;
-        let entries = self.read_users().await?;
+        let entries = self.read_users(&before).await?;
         let after = self.devcap().await?;
         let summary = check_complete(&entries, &before, &after).map_err(ReadError::Incomplete)?;
         let mut fetch = CredentialFetch::new(entries.iter().map(UserListEntry::credential_ref));
@@ -911,4 +917,32 @@ async fn a_refused_registration_is_retried() {
     assert!(agent.request(&Command::GetDevCap).await.is_ok());
     let summary = agent.finish(emulator);
     assert_eq!(summary["stats"]["sessions"], 2);
+}
+
+/// Figures, not assertions: how long the emulator takes to serve a complete read of 5,000
+/// users with a 10 KB photo and a card each to this minimal agent. Run with
+/// `cargo test -p device-protocols --test aiface_emulator -- --ignored --nocapture`.
+#[tokio::test]
+#[ignore = "measurement; prints figures"]
+async fn measure_complete_read_of_5000_users() {
+    let (mut agent, url) = Agent::bind().await;
+    let emulator = Emulator::spawn(
+        &url,
+        "measure-5000",
+        &["--users", "5000", "--photo-kb", "10"],
+    );
+    agent.accept_device().await;
+    let started = Instant::now();
+    let (summary, credentials) = agent.complete_read().await.unwrap();
+    let elapsed = started.elapsed();
+    let bytes: usize = credentials.iter().map(|c| c.record.wire_len()).sum();
+    println!(
+        "complete read: {} users, {} credentials, {} record bytes, {} round trips, {:.2} s",
+        summary.users,
+        credentials.len(),
+        bytes,
+        agent.sent.len(),
+        elapsed.as_secs_f64()
+    );
+    agent.finish(emulator);
 }

@@ -4,6 +4,7 @@
 
 use serde_json::{Map, Value};
 
+use super::command::Command;
 use super::command_name::CommandName;
 use super::credential::UserCredential;
 use super::devinfo::DevCap;
@@ -55,6 +56,25 @@ pub enum ReplyBody {
 }
 
 impl DeviceReply {
+    /// Whether this reply answers `command`: same `ret`, and for a successful `getuserinfo` the
+    /// same `(enrollid, backupnum)`. Replies carry no request ID, so a driver uses this to tell
+    /// the reply it waits for from a stale one (to be logged and ignored).
+    pub fn answers(&self, command: &Command) -> bool {
+        if self.ret != command.name() {
+            return false;
+        }
+        match (command, &self.outcome) {
+            (
+                Command::GetUserInfo {
+                    enrollid,
+                    backupnum,
+                },
+                ReplyOutcome::Success(ReplyBody::UserInfo(got)),
+            ) => got.enrollid == *enrollid && got.backupnum == *backupnum,
+            _ => true,
+        }
+    }
+
     /// Decodes a reply from a normalised object (see [`super::parse_device_message`]).
     pub(crate) fn from_object(
         ret: String,
@@ -148,5 +168,57 @@ impl ReplyBody {
             Value::Object(map) => map,
             _ => unreachable!("every reply body serialises as an object"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aiface::{parse_device_message, BackupNum, DeviceMessage};
+
+    fn reply(text: &str) -> DeviceReply {
+        match parse_device_message(text).unwrap() {
+            DeviceMessage::Reply(reply) => reply,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_reply_answers_only_its_own_command() {
+        let info = reply(
+            r#"{"ret":"getuserinfo","result":true,"enrollid":5,"backupnum":50,"record":"x"}"#,
+        );
+        assert!(info.answers(&Command::GetUserInfo {
+            enrollid: 5,
+            backupnum: BackupNum(50)
+        }));
+        assert!(
+            !info.answers(&Command::GetUserInfo {
+                enrollid: 5,
+                backupnum: BackupNum(11)
+            }),
+            "stale"
+        );
+        assert!(!info.answers(&Command::GetDevCap));
+        let refused = reply(r#"{"ret":"getuserinfo","result":false,"reason":1}"#);
+        assert!(refused.answers(&Command::GetUserInfo {
+            enrollid: 9,
+            backupnum: BackupNum(0)
+        }));
+    }
+
+    #[test]
+    fn photo_and_template_fetches_get_the_long_timeout() {
+        assert!(Command::GetUserInfo {
+            enrollid: 1,
+            backupnum: BackupNum::PHOTO
+        }
+        .expects_large_reply());
+        assert!(!Command::GetUserInfo {
+            enrollid: 1,
+            backupnum: BackupNum::CARD
+        }
+        .expects_large_reply());
+        assert!(!Command::GetUserList { stn: true }.expects_large_reply());
     }
 }
