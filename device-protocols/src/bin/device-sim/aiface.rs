@@ -9,6 +9,7 @@
 mod clock;
 mod command_log;
 mod device;
+mod pages;
 mod scenario;
 mod session;
 mod users;

@@ -5,14 +5,17 @@
 use std::collections::{BTreeMap, HashMap};
 
 use device_protocols::aiface::{
-    lenient, BackupNum, Capacity, Command, CommandName, DevCap, DevInfo, DeviceMessage,
-    DeviceReply, DeviceReport, LogRecord, Page, ReceivedCommand, Registration, ReplyBody,
-    ReplyOutcome, UserPush,
+    BackupNum, Capacity, Command, CommandName, DevCap, DevInfo, DeviceMessage, DeviceReply,
+    DeviceReport, LogRecord, Page, ReceivedCommand, Registration, ReplyBody, ReplyOutcome,
+    UserPush,
 };
 use serde_json::{json, Map, Value};
 
+mod unlisted;
+
 use super::clock::DeviceClock;
-use super::scenario::{CountMeans, FaultKind, FaultSpec, Scenario};
+use super::pages::{in_window, page_of};
+use super::scenario::{FaultKind, FaultSpec, Scenario};
 use super::users::{self, SimUser};
 
 /// What the session should do in answer to a command.
@@ -345,78 +348,6 @@ impl Device {
         self.reply(name, ReplyBody::Logs(page))
     }
 
-    /// Commands the agent's `Command` type cannot express: carried out as the firmware would
-    /// (a destructive one really destroys, so a test would see the damage too).
-    fn answer_other(&mut self, name: CommandName, frame: &Map<String, Value>) -> Answer {
-        let field = |key: &str| frame.get(key).and_then(lenient::as_u64);
-        match name {
-            CommandName::DeleteUser => {
-                let (Some(enrollid), Some(slot)) = (field("enrollid"), field("backupnum")) else {
-                    return self.refuse(name);
-                };
-                match (self.users.get_mut(&enrollid), slot) {
-                    (None, _) => return self.refuse(name),
-                    (Some(_), 13) => {
-                        self.users.remove(&enrollid);
-                    }
-                    (Some(user), 12) => user.credentials.retain(|b, _| b.0 >= 10),
-                    (Some(user), slot) => {
-                        user.credentials.remove(&BackupNum(slot as u16));
-                    }
-                }
-                self.ack(name, json!({}))
-            }
-            CommandName::CleanUser => {
-                self.users.clear();
-                self.ack(name, json!({}))
-            }
-            CommandName::CleanLog => {
-                self.logs.clear();
-                self.ack(name, json!({}))
-            }
-            CommandName::InitSys => {
-                self.users.clear();
-                self.logs.clear();
-                self.ack(name, json!({}))
-            }
-            CommandName::CleanAdmin => {
-                self.users.values_mut().for_each(|u| u.admin = 0);
-                self.ack(name, json!({}))
-            }
-            CommandName::Reboot => Answer::Reboot,
-            CommandName::GetAllUsers => {
-                self.answer_all_users(frame.get("stn").and_then(lenient::as_bool).unwrap_or(false))
-            }
-            CommandName::GetUserLock | CommandName::GetUserProfile => match field("enrollid") {
-                Some(id) if self.users.contains_key(&id) || id == 0 => {
-                    let fields = if name == CommandName::GetUserLock {
-                        json!({"enrollid": id, "weekzone": 1, "group": 0, "starttime": "2000-01-01", "endtime": "2099-12-31"})
-                    } else {
-                        json!({"enrollid": id, "record": ""})
-                    };
-                    self.ack(name, fields)
-                }
-                _ => self.refuse(name),
-            },
-            // Access-control and questionnaire reads: a terminal with those features unused.
-            CommandName::GetDevLock => self.ack(
-                name,
-                json!({"opendelay": 5, "doorsensor": 0, "alarmdelay": 0, "threat": 0, "InputAlarm": 0,
-                       "antpass": 0, "interlock": 0, "mutiopen": 0, "tryalarm": 0, "tamper": 0,
-                       "wgformat": 0, "wgoutput": 0, "cardoutput": 0, "access_times": 0, "punchtimes": 0}),
-            ),
-            CommandName::GetQuestionnaire => self.ack(
-                name,
-                json!({"title": "", "voice": false, "errmsg": "", "radio": true, "optionflag": 0,
-                       "usequestion": false, "useschedule": false, "card": false, "items": [], "schedules": []}),
-            ),
-            CommandName::GetHoliday => self.ack(name, json!({"holidays": []})),
-            CommandName::Other(_) => self.refuse(name),
-            // Known settings and door commands: accepted without effect on the emulated data.
-            known => self.ack(known, json!({})),
-        }
-    }
-
     /// Users switched off by `enableuser` with `enflag:0`.
     pub fn disabled_users(&self) -> Vec<u64> {
         self.users
@@ -424,30 +355,6 @@ impl Device {
             .filter(|(_, u)| !u.enabled)
             .map(|(&id, _)| id)
             .collect()
-    }
-
-    /// The vendor demo's `getallusers`: one credential per reply, `index` of `count`; the
-    /// server continues with `stn:false` while `index < count - 1`.
-    fn answer_all_users(&mut self, stn: bool) -> Answer {
-        let entries = users::list_entries(&self.users);
-        if stn {
-            self.all_users_cursor = 0;
-        }
-        let index = self.all_users_cursor;
-        let Some(entry) = entries.get(index) else {
-            return self.ack(
-                CommandName::GetAllUsers,
-                json!({"count": entries.len(), "index": index}),
-            );
-        };
-        self.all_users_cursor += 1;
-        let user = &self.users[&entry.enrollid];
-        let credential =
-            users::credential(entry.enrollid, user, entry.backupnum).expect("listed, so present");
-        let mut fields = serde_json::to_value(credential).expect("JSON-safe");
-        fields["count"] = json!(entries.len());
-        fields["index"] = json!(index);
-        self.ack(CommandName::GetAllUsers, fields)
     }
 
     /// Deletes users as a keypad operator would; returns the ones that existed.
@@ -506,76 +413,10 @@ impl Device {
     }
 }
 
-/// One page starting at `start`, and where the next page starts.
-fn page_of<T: Clone>(
-    items: &[T],
-    start: usize,
-    size: usize,
-    means: CountMeans,
-) -> (Page<T>, usize) {
-    let end = (start + size.max(1)).min(items.len());
-    if start >= end {
-        return (
-            Page {
-                count: 0,
-                from: 0,
-                to: 0,
-                records: Vec::new(),
-            },
-            start,
-        );
-    }
-    let records = items[start..end].to_vec();
-    let count = match means {
-        CountMeans::Total => items.len(),
-        CountMeans::PerPage => records.len(),
-    } as u64;
-    (
-        Page {
-            count,
-            from: start as u64,
-            to: end as u64 - 1,
-            records,
-        },
-        end,
-    )
-}
-
-/// Whether a device time falls in a `getalllog` date window; dates may be unpadded
-/// (`2018-11-1`), as in the vendor's example.
-fn in_window(time: &str, from: &Option<String>, to: &Option<String>) -> bool {
-    let date = |text: &str| -> Option<(u32, u32, u32)> {
-        let mut parts = text
-            .split_whitespace()
-            .next()?
-            .split('-')
-            .map(|p| p.parse().ok());
-        Some((parts.next()??, parts.next()??, parts.next()??))
-    };
-    let Some(at) = date(time) else { return true };
-    let after_start = from
-        .as_deref()
-        .and_then(date)
-        .is_none_or(|start| at >= start);
-    let before_end = to.as_deref().and_then(date).is_none_or(|end| at <= end);
-    after_start && before_end
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use device_protocols::aiface::{parse_server_message, ServerMessage};
-
-    #[test]
-    fn pages_follow_the_configured_count_meaning() {
-        let items: Vec<u32> = (0..41).collect();
-        let (first, next) = page_of(&items, 0, 40, CountMeans::Total);
-        assert_eq!((first.count, first.from, first.to, next), (41, 0, 39, 40));
-        let (last, next) = page_of(&items, next, 40, CountMeans::PerPage);
-        assert_eq!((last.count, last.from, last.to, next), (1, 40, 40, 41));
-        let (empty, _) = page_of(&items, next, 40, CountMeans::PerPage);
-        assert_eq!((empty.count, empty.records.len()), (0, 0));
-    }
 
     fn device(knobs: &[&str]) -> Device {
         #[derive(clap::Parser)]
@@ -648,13 +489,5 @@ mod tests {
         assert_eq!(device.answer(&received), Answer::Fault(FaultKind::Garbage));
         assert!(matches!(device.answer(&received), Answer::Reply(_)));
         assert_eq!(device.faults_fired, ["garbage:getdevcap:2"]);
-    }
-
-    #[test]
-    fn date_windows_accept_unpadded_dates() {
-        let (from, to) = (Some("2018-11-1".to_owned()), Some("2018-11-30".to_owned()));
-        assert!(in_window("2018-11-05 08:00:00", &from, &to));
-        assert!(!in_window("2018-12-01 08:00:00", &from, &to));
-        assert!(in_window("2018-12-01 08:00:00", &None, &None));
     }
 }
