@@ -268,6 +268,54 @@ async fn fault_refuse_is_a_failure_not_an_empty_answer() {
 }
 
 #[tokio::test]
+async fn fault_repeated_or_restarted_pages_fail_the_read() {
+    let (mut agent, url) = Agent::bind().await;
+    let emulator = Emulator::spawn(
+        &url,
+        "fault-repeat-restart",
+        &[
+            "--users",
+            "100",
+            "--photo-kb",
+            "0",
+            "--fault",
+            "repeat:getuserlist:2",
+            "--fault",
+            "restart:getuserlist:5",
+        ],
+    );
+    agent.accept_device().await;
+    let error = agent.complete_read().await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            ReadError::Paging(PagingError::Repeated {
+                page: 2,
+                from: 0,
+                to: 39,
+                ..
+            })
+        ),
+        "{error:?}"
+    );
+    // Second read: requests 3 and 4 are its pages 1-2; the 5th request restarts at 0.
+    let error = agent.complete_read().await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            ReadError::Paging(PagingError::Restarted {
+                page: 3,
+                expected: 80,
+                ..
+            })
+        ),
+        "{error:?}"
+    );
+    assert_eq!(agent.complete_read().await.unwrap().0.users, 100);
+    agent.finish(emulator);
+}
+
+#[tokio::test]
 async fn operator_deletion_during_a_read_makes_it_incomplete() {
     // Deleted before the second page is answered (command 3: devcap, page 1, page 2).
     for (means, expect_total_changed) in [("total", true), ("per-page", false)] {

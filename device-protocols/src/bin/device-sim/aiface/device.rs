@@ -14,7 +14,7 @@ use serde_json::{json, Map, Value};
 mod unlisted;
 
 use super::clock::DeviceClock;
-use super::pages::{in_window, page_of};
+use super::pages::{in_window, Cursor};
 use super::scenario::{FaultKind, FaultSpec, Scenario};
 use super::users::{self, SimUser};
 
@@ -25,8 +25,12 @@ pub enum Answer {
     Reply(String),
     /// Send nothing (`reboot` has no reply) and restart the link.
     Reboot,
-    /// Misbehave as configured.
-    Fault(FaultKind),
+    /// Close the link without answering (`drop` fault).
+    Drop,
+    /// Send a frame that is not JSON instead of the answer (`garbage` fault).
+    Garbage,
+    /// Neither read nor write on this link any more (`silence` fault).
+    Silence,
 }
 
 /// A punch stored on the device.
@@ -41,7 +45,7 @@ struct StoredLog {
 struct LogRead {
     command: CommandName,
     logs: Vec<usize>,
-    next: usize,
+    cursor: Cursor,
 }
 
 /// The terminal.
@@ -50,7 +54,7 @@ pub struct Device {
     /// Users enrolled now.
     pub users: BTreeMap<u64, SimUser>,
     logs: Vec<StoredLog>,
-    user_cursor: usize,
+    user_cursor: Cursor,
     all_users_cursor: usize,
     log_read: Option<LogRead>,
     received_per_command: HashMap<String, u32>,
@@ -69,7 +73,7 @@ impl Device {
         let mut device = Device {
             users: users::initial_users(&scenario),
             logs: Vec::new(),
-            user_cursor: 0,
+            user_cursor: Cursor::default(),
             all_users_cursor: 0,
             log_read: None,
             received_per_command: HashMap::new(),
@@ -211,7 +215,11 @@ impl Device {
         let name = received.name.clone();
         match self.due_fault(name.as_str()) {
             Some(FaultKind::Refuse) => return self.refuse(name),
-            Some(kind) => return Answer::Fault(kind),
+            Some(FaultKind::Drop) => return Answer::Drop,
+            Some(FaultKind::Garbage) => return Answer::Garbage,
+            Some(FaultKind::Silence) => return Answer::Silence,
+            Some(FaultKind::Repeat) => self.paged_cursor(&name).map_or((), Cursor::repeat_last),
+            Some(FaultKind::Restart) => self.paged_cursor(&name).map_or((), Cursor::restart),
             None => {}
         }
         match &received.command {
@@ -220,21 +228,25 @@ impl Device {
         }
     }
 
+    /// The listing position of a paged command, for the repeat/restart faults.
+    fn paged_cursor(&mut self, name: &CommandName) -> Option<&mut Cursor> {
+        match name {
+            CommandName::GetUserList => Some(&mut self.user_cursor),
+            _ => self
+                .log_read
+                .as_mut()
+                .filter(|read| read.command == *name)
+                .map(|read| &mut read.cursor),
+        }
+    }
+
     fn answer_command(&mut self, command: &Command) -> Answer {
         let name = command.name();
         match command {
             Command::GetUserList { stn } => {
                 let entries = users::list_entries(&self.users);
-                if *stn {
-                    self.user_cursor = 0;
-                }
-                let (page, next) = page_of(
-                    &entries,
-                    self.user_cursor,
-                    self.scenario.page_size,
-                    self.scenario.count_means,
-                );
-                self.user_cursor = next;
+                let (size, means) = (self.scenario.page_size, self.scenario.count_means);
+                let page = self.user_cursor.serve(&entries, *stn, size, means);
                 self.reply(name, ReplyBody::UserList(page))
             }
             Command::GetUserInfo {
@@ -320,17 +332,12 @@ impl Device {
             self.log_read = Some(LogRead {
                 command: name.clone(),
                 logs,
-                next: 0,
+                cursor: Cursor::default(),
             });
         }
         let read = self.log_read.as_mut().expect("set above");
-        let (page, next) = page_of(
-            &read.logs,
-            read.next,
-            self.scenario.log_page_size,
-            self.scenario.count_means,
-        );
-        read.next = next;
+        let (size, means) = (self.scenario.log_page_size, self.scenario.count_means);
+        let page = read.cursor.serve(&read.logs, false, size, means);
         let mut records = Vec::with_capacity(page.records.len());
         for &i in &page.records {
             if name == CommandName::GetNewLog {
@@ -486,7 +493,7 @@ mod tests {
             panic!()
         };
         assert!(matches!(device.answer(&received), Answer::Reply(_)));
-        assert_eq!(device.answer(&received), Answer::Fault(FaultKind::Garbage));
+        assert_eq!(device.answer(&received), Answer::Garbage);
         assert!(matches!(device.answer(&received), Answer::Reply(_)));
         assert_eq!(device.faults_fired, ["garbage:getdevcap:2"]);
     }

@@ -5,8 +5,44 @@ use device_protocols::aiface::Page;
 
 use super::scenario::CountMeans;
 
+/// Where a paged listing stands: the next record to send and where the last page began.
+#[derive(Debug, Default)]
+pub struct Cursor {
+    next: usize,
+    page_start: usize,
+}
+
+impl Cursor {
+    /// The next page of `items` (from the first one when `stn` is true).
+    pub fn serve<T: Clone>(
+        &mut self,
+        items: &[T],
+        stn: bool,
+        size: usize,
+        means: CountMeans,
+    ) -> Page<T> {
+        if stn {
+            self.next = 0;
+        }
+        self.page_start = self.next;
+        let (page, next) = page_of(items, self.next, size, means);
+        self.next = next;
+        page
+    }
+
+    /// Makes the next page a copy of the last one (the `repeat` fault).
+    pub fn repeat_last(&mut self) {
+        self.next = self.page_start;
+    }
+
+    /// Makes the next page the first one (the `restart` fault).
+    pub fn restart(&mut self) {
+        self.next = 0;
+    }
+}
+
 /// One page starting at `start`, and where the next page starts.
-pub fn page_of<T: Clone>(
+fn page_of<T: Clone>(
     items: &[T],
     start: usize,
     size: usize,

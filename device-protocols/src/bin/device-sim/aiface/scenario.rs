@@ -35,6 +35,11 @@ pub enum FaultKind {
     Silence,
     /// Answer `result:false, reason:1`.
     Refuse,
+    /// Answer a paged command with the previous page again (firmware that did not advance).
+    Repeat,
+    /// Answer a paged command from the first page again (firmware that restarted the listing,
+    /// as after a reboot).
+    Restart,
 }
 
 /// A fault that fires once, on the `nth` (1-based, counted over the whole run) receipt of
@@ -66,9 +71,11 @@ impl FromStr for FaultSpec {
             "garbage" => FaultKind::Garbage,
             "silence" => FaultKind::Silence,
             "refuse" => FaultKind::Refuse,
+            "repeat" => FaultKind::Repeat,
+            "restart" => FaultKind::Restart,
             other => {
                 return Err(format!(
-                    "unknown fault kind {other:?}; use drop, garbage, silence or refuse"
+                    "unknown fault kind {other:?}; use drop, garbage, silence, refuse, repeat or restart"
                 ))
             }
         };
@@ -154,7 +161,8 @@ pub struct Scenario {
     /// Logs stored at start and not yet delivered (for `getnewlog`).
     #[arg(long, default_value_t = 0)]
     pub new_logs: u64,
-    /// Faults, `KIND:CMD:N` (repeatable): drop, garbage, silence or refuse on the Nth `CMD`.
+    /// Faults, `KIND:CMD:N` (repeatable): drop, garbage, silence, refuse, repeat or restart on
+    /// the Nth `CMD` (repeat/restart apply to the paged commands).
     #[arg(long = "fault")]
     pub faults: Vec<FaultSpec>,
     /// How long a `silence` fault lasts before the terminal drops the link, in ms.

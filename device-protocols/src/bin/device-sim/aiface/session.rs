@@ -17,7 +17,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::command_log::{CommandLog, FrameKind};
 use super::device::{Answer, Device};
-use super::scenario::{FaultKind, Scenario};
+use super::scenario::Scenario;
 
 /// Largest frame and message accepted: the vendor demo allows ~2 MB; photos can be large.
 const MAX_FRAME_BYTES: usize = 8 << 20;
@@ -230,16 +230,15 @@ impl Simulator {
                             match answer {
                                 Answer::Reply(reply) => ws.send(Message::text(reply)).await?,
                                 Answer::Reboot => return Ok(SessionEnd::Dropped("reboot")),
-                                Answer::Fault(FaultKind::Drop) => return Ok(SessionEnd::Dropped("drop fault")),
-                                Answer::Fault(FaultKind::Garbage) => ws.send(Message::text(GARBAGE_FRAME)).await?,
-                                Answer::Fault(FaultKind::Silence) => {
+                                Answer::Drop => return Ok(SessionEnd::Dropped("drop fault")),
+                                Answer::Garbage => ws.send(Message::text(GARBAGE_FRAME)).await?,
+                                Answer::Silence => {
                                     tokio::select! {
                                         _ = sleep(Duration::from_millis(self.scenario.silence_ms)) => {}
                                         _ = stop.changed() => return Ok(SessionEnd::Stopped),
                                     }
                                     return Ok(SessionEnd::Dropped("end of silence"));
                                 }
-                                Answer::Fault(FaultKind::Refuse) => unreachable!("refusals are answered as replies"),
                             }
                         }
                     }
