@@ -1,10 +1,137 @@
-//! The aiface emulator (not built yet).
+//! The AI06 (AiFace) emulator: dials the agent's WebSocket URL and behaves like the terminal.
+//!
+//! It registers with `reg` (with devinfo), answers every read command, takes the
+//! non-destructive writes, pushes punches (resending until acknowledged) and keypad
+//! enrolments, and misbehaves on request (see [`scenario::Scenario`]). Every frame it receives
+//! goes to the command log. On SIGTERM/SIGINT or after `--run-for` it prints a JSON summary;
+//! the exit code is 3 if any destructive command was received, 0 otherwise.
+
+mod clock;
+mod command_log;
+mod device;
+mod pages;
+mod scenario;
+mod session;
+mod users;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::sync::watch;
+
+use command_log::CommandLog;
+use scenario::Scenario;
+use session::{SessionEnd, Simulator};
+
+/// Exit code when the terminal received a destructive command.
+const EXIT_DESTRUCTIVE: i32 = 3;
 
 /// Options of the aiface emulator.
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// The agent's WebSocket URL, e.g. ws://127.0.0.1:7788/pub/chat.
+    #[arg(long)]
+    url: String,
+    /// JSON file of scenario knobs (same names as the flags, with underscores); wins over flags.
+    #[arg(long)]
+    scenario: Option<PathBuf>,
+    /// Append every received frame to this file as JSON lines.
+    #[arg(long)]
+    command_log: Option<PathBuf>,
+    /// Stop after this many seconds (otherwise run until SIGTERM/SIGINT).
+    #[arg(long)]
+    run_for: Option<f64>,
+    /// Boxed: the knobs are many, and the dispatching enum in `main.rs` should stay small.
+    #[command(flatten)]
+    knobs: Box<Scenario>,
+}
 
 /// Runs the aiface emulator until it is told to stop.
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("the aiface emulator is not built into this version yet")
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let scenario = match &args.scenario {
+        Some(path) => args.knobs.overlay_file(path)?,
+        None => (*args.knobs).clone(),
+    };
+    let log = CommandLog::open(args.command_log.as_deref())?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let simulator = runtime.block_on(emulate(&args.url, scenario, log, args.run_for))?;
+    let stats = &simulator.stats;
+    let summary = json!({
+        "stats": stats,
+        "users_on_device": simulator.device.users.len(),
+        "credentials_written": simulator.device.credentials_written,
+        "disabled_users": simulator.device.disabled_users(),
+        "faults_fired": simulator.device.faults_fired,
+    });
+    println!("{summary}");
+    if stats.destructive_commands > 0 {
+        eprintln!(
+            "device-sim aiface: {} destructive command(s) received",
+            stats.destructive_commands
+        );
+        std::process::exit(EXIT_DESTRUCTIVE);
+    }
+    Ok(())
+}
+
+async fn emulate(
+    url: &str,
+    scenario: Scenario,
+    log: CommandLog,
+    run_for: Option<f64>,
+) -> anyhow::Result<Simulator> {
+    let (stop_tx, mut stop) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_stop(run_for).await;
+        let _ = stop_tx.send(true);
+    });
+    let (reconnect, delay) = (
+        scenario.reconnect,
+        Duration::from_millis(scenario.reconnect_delay_ms),
+    );
+    let mut simulator = Simulator::new(scenario, log);
+    loop {
+        match simulator.run_session(url, &mut stop).await {
+            Ok(SessionEnd::Stopped) => break,
+            Ok(end) => eprintln!("device-sim aiface: session ended: {end}"),
+            Err(error) => eprintln!("device-sim aiface: link to {url} failed: {error:#}"),
+        }
+        if !reconnect {
+            break;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stop.changed() => break,
+        }
+    }
+    Ok(simulator)
+}
+
+async fn wait_for_stop(run_for: Option<f64>) {
+    let deadline = async {
+        match run_for {
+            Some(seconds) => tokio::time::sleep(Duration::from_secs_f64(seconds)).await,
+            None => std::future::pending().await,
+        }
+    };
+    let signals = async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    };
+    tokio::select! {
+        _ = deadline => {}
+        _ = signals => {}
+    }
 }
