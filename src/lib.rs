@@ -6,8 +6,10 @@
 
 pub mod agent;
 pub mod config;
+pub mod device;
 pub mod events;
 pub mod ops;
+pub mod probe;
 pub mod store;
 
 /// One line naming the build, for `edge-agent version`, logs and health messages.

@@ -37,6 +37,27 @@ enum Command {
         /// The config file to check.
         file: PathBuf,
     },
+    /// For a technician at a terminal: wait for one device, read it completely, and print a
+    /// summary (users, credentials per type, the list checked against the device's own count,
+    /// clock skew) or the exact reason the read was incomplete. Stores nothing; punches stay on
+    /// the device. Stop the agent first, or use --listen with another port.
+    Probe {
+        /// The config file.
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Id of the device to probe (a `[[device]]` id).
+        #[arg(long)]
+        device: String,
+        /// Listen here instead of the device's configured address (AI06).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// How long to wait for the device to connect, e.g. 2m.
+        #[arg(long, default_value = "2m")]
+        wait: edge_agent::config::HumanDuration,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the version and build details.
     Version,
 }
@@ -45,9 +66,63 @@ fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Run { config } => edge_agent::agent::run_blocking(config),
         Command::CheckConfig { file } => check_config(&file),
+        Command::Probe {
+            config,
+            device,
+            listen,
+            wait,
+            json,
+        } => probe(&config, &device, listen, wait.get(), json),
         Command::Version => {
             println!("{}", edge_agent::version_line());
             ExitCode::SUCCESS
+        }
+    }
+}
+
+fn probe(
+    config: &std::path::Path,
+    device: &str,
+    listen: Option<std::net::SocketAddr>,
+    wait: std::time::Duration,
+    json: bool,
+) -> ExitCode {
+    let config = match edge_agent::config::load(config) {
+        Ok(loaded) => loaded.config,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("edge-agent probe: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(edge_agent::probe::probe(
+        &config, device, listen, wait, !json,
+    ));
+    match outcome {
+        Ok(report) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).unwrap_or_default()
+                );
+            } else {
+                print!("{}", report.to_text());
+            }
+            if report.complete {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(3)
+            }
+        }
+        Err(err) => {
+            eprintln!("edge-agent probe: {err:#}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -33,7 +33,7 @@
 //! | `audit`        | sequence u64 BE                      | audit entry (what was done, by whom, why)     |
 //! | `outbox`       | sequence u64 BE                      | event to forward upstream, with its idempotency key |
 //! | `dead_letters` | sequence u64 BE (from the outbox)    | event given up on, with the last error        |
-//! | `punches`      | `device_id \0` sequence u64 BE       | attendance punch as read from the device      |
+//! | `punches`      | `device_id \0` punch key (sn/user/time/mode/inout) | attendance punch as read from the device (idempotent key) |
 //! | `nonces`       | nonce bytes                          | expiry of an accepted signed command          |
 //!
 //! Every value except `meta/schema_version` is an [`envelope`] around a type implementing

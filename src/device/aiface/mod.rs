@@ -1,0 +1,37 @@
+//! The AI06 (AiFace) driver: a WebSocket server the terminals dial into, one command in flight
+//! per device, complete user reads, durable punches, keypad-enrolment notices.
+
+mod connection;
+mod hub;
+mod read;
+mod server;
+mod session;
+
+pub use connection::MAX_FRAME_BYTES;
+pub use hub::AifaceHub;
+pub use server::{AifaceServer, Notice};
+pub use session::{AifaceSession, ExchangeError, Timeouts, MAX_ATTEMPTS};
+
+use super::{Credential, DeviceSession, FetchMode, ReadError, ReadSink, UserRead};
+use std::future::Future;
+
+impl DeviceSession for AifaceSession {
+    fn device_id(&self) -> &str {
+        AifaceSession::device_id(self)
+    }
+
+    fn read_users<'a>(
+        &'a self,
+        mode: FetchMode,
+        sink: &'a mut (dyn ReadSink + Send),
+    ) -> impl Future<Output = Result<UserRead, ReadError>> + Send + 'a {
+        read::read_users(self, mode, sink)
+    }
+
+    fn write_credential<'a>(
+        &'a self,
+        credential: &'a Credential,
+    ) -> impl Future<Output = Result<(), ReadError>> + Send + 'a {
+        read::write_credential(self, credential)
+    }
+}

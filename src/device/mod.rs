@@ -1,0 +1,48 @@
+//! Device drivers: they drive the sans-IO protocol code in `device-protocols` over real I/O and
+//! produce *complete reads* or errors — never a partial list that could be mistaken for users
+//! having left (invariant 2).
+//!
+//! Drivers can only add or update users on a device. The command types they use
+//! (`device_protocols::aiface::Command`, the ZK command type) have no destructive variant, so
+//! no code path here can delete a user, clear data or clear logs (invariant 1).
+//!
+//! Credentials are numbered the AiFace way across all drivers (the `slot`): 0–9 fingerprints,
+//! 10 password, 11 card, 20–27 face templates, 30–41 palm, 50 face photo. It is the richest
+//! numbering of the two protocols, and ZK's credentials map onto it.
+
+pub mod aiface;
+pub mod punches;
+mod read;
+pub mod registry;
+
+pub use read::{
+    slot_kind_name, Credential, FetchMode, HeldCredential, MemorySink, ReadError, ReadProgress,
+    ReadSink, ReadUser, UserRead,
+};
+
+use std::future::Future;
+
+/// An open session with one device, whatever its protocol.
+///
+/// The session is used under the device lock; a driver never runs two sessions with one device
+/// at a time (terminals allow one).
+pub trait DeviceSession: Send + Sync {
+    /// The configured id of the device this session talks to.
+    fn device_id(&self) -> &str;
+
+    /// Reads every user completely: the list, the device's own count to check it against, and
+    /// each credential the sink does not already hold (or all of them with [`FetchMode::All`]).
+    /// Anything short of a checked, complete list is an error.
+    fn read_users<'a>(
+        &'a self,
+        mode: FetchMode,
+        sink: &'a mut (dyn ReadSink + Send),
+    ) -> impl Future<Output = Result<UserRead, ReadError>> + Send + 'a;
+
+    /// Writes one credential of one user (adds it, or replaces that credential). This is how a
+    /// backup restores a lost user; there is no operation that removes anything.
+    fn write_credential<'a>(
+        &'a self,
+        credential: &'a Credential,
+    ) -> impl Future<Output = Result<(), ReadError>> + Send + 'a;
+}

@@ -1,0 +1,214 @@
+//! `edge-agent probe`: for a field technician standing at a terminal. Waits for the device,
+//! performs one complete read, and prints either a summary (users, credentials per type, the
+//! list checked against the device's own count, clock skew) or the exact reason the read is
+//! incomplete. Nothing is stored and punches are left on the device.
+
+use crate::agent::Tasks;
+use crate::config::{Config, DeviceConfig, Driver};
+use crate::device::aiface::AifaceServer;
+use crate::device::{Credential, HeldCredential};
+use crate::device::{DeviceSession, FetchMode, ReadProgress, ReadSink, UserRead};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// What a probe found, printable as text or JSON.
+#[derive(Debug, Serialize)]
+pub struct ProbeReport {
+    /// Configured device id.
+    pub device: String,
+    /// Serial number the device registered with.
+    pub sn: String,
+    /// Firmware as reported.
+    pub firmware: Option<String>,
+    /// Device clock minus agent clock (seconds).
+    pub clock_skew_s: Option<i64>,
+    /// `true` when the read was complete and checked.
+    pub complete: bool,
+    /// The reason, when it was not.
+    pub error: Option<String>,
+    /// Distinct users read.
+    pub users: usize,
+    /// The device's own user count (`useduser`).
+    pub device_user_count: Option<u64>,
+    /// Credentials by type.
+    pub credentials: BTreeMap<String, usize>,
+    /// Commands sent during the read.
+    pub round_trips: u64,
+    /// Reply bytes received during the read.
+    pub bytes_received: u64,
+    /// Wall time of the read.
+    pub seconds: f64,
+}
+
+/// Probes one configured device; `listen` overrides its listen address (to probe while the
+/// agent itself holds the usual port).
+pub async fn probe(
+    config: &Config,
+    device_id: &str,
+    listen: Option<SocketAddr>,
+    wait: Duration,
+    show_progress: bool,
+) -> anyhow::Result<ProbeReport> {
+    let mut device: DeviceConfig = config
+        .device
+        .iter()
+        .find(|d| d.id == device_id)
+        .cloned()
+        .ok_or_else(|| {
+            let known: Vec<_> = config.device.iter().map(|d| d.id.as_str()).collect();
+            anyhow::anyhow!(
+                "no device `{device_id}` in the config (configured: {})",
+                known.join(", ")
+            )
+        })?;
+    if device.driver != Driver::Aiface {
+        anyhow::bail!(
+            "probing `{}` devices is not available in this build yet",
+            "zk"
+        );
+    }
+    if listen.is_some() {
+        device.listen = listen;
+    }
+    let server = AifaceServer::bind(std::slice::from_ref(&device), None, None).await?;
+    let hub = server.hub();
+    let addresses: Vec<String> = server.local_addrs().iter().map(|a| a.to_string()).collect();
+    eprintln!(
+        "waiting up to {wait:?} for {device_id} (sn {}) to connect on {}; punches stay on the device",
+        device.allowed_sn.join(" or "),
+        addresses.join(", ")
+    );
+    let mut tasks = Tasks::new();
+    tasks.spawn("aiface-listener", move |stop| server.run(stop));
+    let Some(session) = hub.session(device_id, wait).await else {
+        tasks.stop(Duration::from_secs(1)).await;
+        anyhow::bail!(
+            "{device_id} did not connect within {wait:?}: check the terminal's cloud server \
+             address and port ({}), its network, and that its sn is in allowed_sn",
+            addresses.join(", ")
+        );
+    };
+    let registration = session.registration().clone();
+    let started = Instant::now();
+    let mut sink = ProbeSink {
+        show_progress,
+        ..ProbeSink::default()
+    };
+    let outcome = session.read_users(FetchMode::All, &mut sink).await;
+    let seconds = started.elapsed().as_secs_f64();
+    tasks.stop(Duration::from_secs(1)).await;
+    let mut report = ProbeReport {
+        device: device_id.to_string(),
+        sn: registration.sn,
+        firmware: registration.firmware,
+        clock_skew_s: registration.clock_skew_s,
+        complete: outcome.is_ok(),
+        error: None,
+        users: 0,
+        device_user_count: None,
+        credentials: sink.kinds,
+        round_trips: 0,
+        bytes_received: 0,
+        seconds,
+    };
+    match outcome {
+        Ok(read) => fill(&mut report, &read),
+        Err(err) => report.error = Some(err.to_string()),
+    }
+    Ok(report)
+}
+
+fn fill(report: &mut ProbeReport, read: &UserRead) {
+    report.users = read.users.len();
+    report.device_user_count = Some(read.device_user_count);
+    report.round_trips = read.round_trips;
+    report.bytes_received = read.bytes_received;
+}
+
+impl ProbeReport {
+    /// The report as a technician reads it.
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        let skew = self
+            .clock_skew_s
+            .map_or("unknown".to_string(), |s| format!("{s:+} s"));
+        out.push_str(&format!(
+            "device {} (sn {}, firmware {}), clock skew {skew}\n",
+            self.device,
+            self.sn,
+            self.firmware.as_deref().unwrap_or("unknown")
+        ));
+        match &self.error {
+            None => {
+                out.push_str(&format!(
+                    "COMPLETE read: {} users (device reports {}), {} round trips, {} KiB in {:.1} s\n",
+                    self.users,
+                    self.device_user_count.unwrap_or_default(),
+                    self.round_trips,
+                    self.bytes_received / 1024,
+                    self.seconds
+                ));
+                for (kind, count) in &self.credentials {
+                    out.push_str(&format!("  {kind:<12} {count}\n"));
+                }
+            }
+            Some(reason) => out.push_str(&format!(
+                "INCOMPLETE read after {:.1} s: {reason}\nNothing may be concluded about users \
+                 missing from this read.\n",
+                self.seconds
+            )),
+        }
+        out
+    }
+}
+
+/// Counts credentials by type and prints progress; keeps no values.
+#[derive(Default)]
+struct ProbeSink {
+    kinds: BTreeMap<String, usize>,
+    show_progress: bool,
+}
+
+impl ReadSink for ProbeSink {
+    fn held(&self, _user_id: &str, _slot: u16) -> Option<HeldCredential> {
+        None
+    }
+
+    fn credential(&mut self, credential: Credential) -> Result<(), String> {
+        let kind = crate::device::slot_kind_name(credential.slot);
+        *self.kinds.entry(kind.to_string()).or_default() += 1;
+        Ok(())
+    }
+
+    fn progress(&mut self, progress: ReadProgress) {
+        if self.show_progress {
+            eprintln!("  {}", progress_line(&progress));
+        }
+    }
+}
+
+/// One progress line for a person watching.
+pub fn progress_line(progress: &ReadProgress) -> String {
+    match progress {
+        ReadProgress::ListPage {
+            pages,
+            entries,
+            announced,
+        } => format!(
+            "user list: page {pages}, {entries} entries{}",
+            announced.map_or(String::new(), |n| format!(" of {n}"))
+        ),
+        ReadProgress::ListComplete {
+            users,
+            credentials,
+            to_fetch,
+        } => format!(
+            "user list complete and checked: {users} users, {credentials} credentials, {to_fetch} to fetch"
+        ),
+        ReadProgress::Credentials { fetched, total } => {
+            format!("credentials: {fetched}/{total}")
+        }
+    }
+}
