@@ -99,6 +99,7 @@ async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
 
     let (config_tx, _config_rx) = watch::channel(Arc::clone(&config));
     let mut tasks = Tasks::new();
+    let _devices = start_devices(&mut tasks, &config, &store).await?;
     if let Some(interval) = systemd::watchdog_interval() {
         tasks.spawn("systemd-watchdog", move |stop| watchdog(interval, stop));
     }
@@ -131,6 +132,33 @@ async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
         &logging,
     )
     .await
+}
+
+/// What the device side of the agent offers the rest of it.
+pub struct Devices {
+    /// Live AI06 sessions.
+    pub aiface: Arc<crate::device::aiface::AifaceHub>,
+}
+
+/// Starts the AI06 listener (punches stored durably before they are acknowledged).
+async fn start_devices(
+    tasks: &mut Tasks,
+    config: &Config,
+    store: &Store,
+) -> anyhow::Result<Devices> {
+    let punches = crate::device::punches::PunchLog::new(store.clone());
+    let server = crate::device::aiface::AifaceServer::bind(
+        &config.device,
+        Some(store.clone()),
+        Some(punches),
+    )
+    .await?;
+    for address in server.local_addrs() {
+        tracing::info!(%address, "listening for AI06 terminals");
+    }
+    let aiface = server.hub();
+    tasks.spawn("aiface-listener", move |stop| server.run(stop));
+    Ok(Devices { aiface })
 }
 
 async fn open_store(config: &Config) -> anyhow::Result<Store> {

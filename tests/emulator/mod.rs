@@ -108,6 +108,21 @@ impl Emulator {
             .unwrap_or(serde_json::Value::Null)
     }
 
+    /// Waits for an emulator started with `--run-for` to stop by itself, then checks it like
+    /// [`Emulator::finish`].
+    pub fn finish_after_run(mut self) -> serde_json::Value {
+        let child = self.child.as_mut().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while child.try_wait().unwrap().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "device-sim did not stop by itself"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.finish()
+    }
+
     /// Asserts the command log holds no destructive command.
     pub fn assert_no_destructive_command(&self) {
         for command in self.commands() {

@@ -211,6 +211,20 @@ async fn read_frames(
     }
 }
 
+/// Test fault point: with `EDGE_AGENT_FAULT=kill-after-punch-store` the process kills itself
+/// with SIGKILL after punches are durable and before the device hears about it, the window
+/// the durability rule exists for. Tests use it to prove the device resends and nothing is
+/// stored twice.
+fn crash_point_after_punch_store() {
+    if std::env::var_os("EDGE_AGENT_FAULT").is_some_and(|fault| fault == "kill-after-punch-store") {
+        tracing::warn!("fault injection: killing the agent after storing punches, before replying");
+        // SAFETY: plain syscalls on our own pid.
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGKILL);
+        }
+    }
+}
+
 async fn answer_report(
     report: DeviceReport,
     session: &AifaceSession,
@@ -234,6 +248,7 @@ async fn answer_report(
                         repeated = batch.duplicates,
                         "punches stored"
                     );
+                    crash_point_after_punch_store();
                     ServerReply::SendLog(SendLogReply::ack(&upload, registry::local_cloudtime()))
                 }
                 Err(err) => {
