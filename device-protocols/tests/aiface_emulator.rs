@@ -4,6 +4,7 @@
 
 mod aiface_support;
 
+use std::path::PathBuf;
 use std::process::Command as Process;
 use std::time::{Duration, Instant};
 
@@ -125,6 +126,57 @@ async fn a_photo_frame_of_one_and_a_half_megabytes_passes() {
         panic!("{reply:?}")
     };
     assert_eq!(text(&photo.record).len(), 1536 * 1024);
+    // And the other way: restoring that photo to another user is one 1.5 MB frame too.
+    let restore = SetUserInfo {
+        enrollid: 2,
+        name: "copy".into(),
+        backupnum: BackupNum::PHOTO,
+        admin: 0,
+        record: photo.record.clone(),
+    };
+    let reply = agent.request(&Command::SetUserInfo(restore)).await.unwrap();
+    assert!(
+        matches!(reply.outcome, ReplyOutcome::Success(_)),
+        "{reply:?}"
+    );
+    let reply = agent
+        .request(&Command::GetUserInfo {
+            enrollid: 2,
+            backupnum: BackupNum::PHOTO,
+        })
+        .await
+        .unwrap();
+    let ReplyOutcome::Success(ReplyBody::UserInfo(copy)) = reply.outcome else {
+        panic!("{reply:?}")
+    };
+    assert_eq!(copy.record, photo.record);
+    agent.finish(emulator);
+}
+
+#[tokio::test]
+async fn a_scenario_file_sets_the_knobs() {
+    let (mut agent, url) = Agent::bind().await;
+    let file =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/aiface/scenario-small.json");
+    let path = file.to_str().unwrap();
+    let emulator = Emulator::spawn(
+        &url,
+        "scenario-file",
+        &["--users", "99", "--scenario", path],
+    );
+    let reg = agent.accept_device().await;
+    assert_eq!(reg.sn, "AYTE00000777");
+    let (summary, credentials) = agent.complete_read().await.unwrap();
+    assert_eq!(
+        (summary.users, summary.passwords, summary.photos),
+        (3, 3, 0),
+        "the file wins over --users 99"
+    );
+    let names: Vec<_> = credentials.iter().filter_map(|c| c.name.clone()).collect();
+    assert!(
+        names.contains(&"selam".to_owned()) && names.contains(&"user12".to_owned()),
+        "{names:?}"
+    );
     agent.finish(emulator);
 }
 
