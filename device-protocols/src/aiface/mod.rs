@@ -17,7 +17,9 @@
 //! reply" (one command in flight, timeouts and retries are the driver's job):
 //!
 //! ```
-//! use device_protocols::aiface::{page_cap, Command, DeviceReply, PagedRead, PagingError, Step, UserListEntry};
+//! use device_protocols::aiface::{
+//!     page_cap, Command, DeviceReply, PagedRead, PagingError, Step, UserListEntry,
+//! };
 //!
 //! fn read_users(
 //!     mut exchange: impl FnMut(&Command) -> DeviceReply,
