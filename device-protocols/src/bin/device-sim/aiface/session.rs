@@ -297,6 +297,10 @@ impl Simulator {
                 }
             }
             ServerReply::SendLog(ack) => {
+                // The vendor's demo syncs the clock from this reply too.
+                if let Some(cloudtime) = &ack.cloudtime {
+                    self.device.clock.set(cloudtime);
+                }
                 self.on_sendlog_reply(ack.result, ack.logindex, &mut link.resend_at)
             }
             ServerReply::SendUser(_) => self.stats.senduser_acks += 1,
