@@ -191,6 +191,10 @@ pub fn page_cap(capacity: u64, records_per_item: u64, page_size: u64) -> u32 {
 
 /// One paged read in progress. Create it, send [`PagedRead::first_request`], then feed every
 /// reply to [`PagedRead::on_reply`] until it completes or fails.
+///
+/// Timeouts are the driver's: the machine only judges replies, so after a timeout the driver
+/// may resend the same request. If the device had served the lost page already, the next
+/// reply will not continue at `to + 1` and the read fails safely rather than skip records.
 #[derive(Debug, Clone)]
 pub struct PagedRead<T> {
     request: fn(bool) -> Command,
