@@ -621,6 +621,33 @@ async fn writes_and_other_reads_are_answered_and_recorded() {
     assert_eq!(summary["disabled_users"], serde_json::json!([77]));
 }
 
+/// What the agent's "killed between store and reply" test relies on: an unacknowledged punch
+/// is resent on the next connection, after the new `reg`.
+#[tokio::test]
+async fn an_unacknowledged_punch_is_resent_after_reconnecting() {
+    let (mut agent, url) = Agent::bind().await;
+    let emulator = Emulator::spawn(
+        &url,
+        "punch-across-reconnect",
+        &["--punches", "1", "--punch-resend-ms", "60000"],
+    );
+    agent.accept_device().await;
+    agent.ack_punches = false;
+    let DeviceReport::SendLog(first) = agent.next_report().await else {
+        panic!("not a sendlog")
+    };
+    agent.ws = None; // the agent dies: the TCP connection closes without a reply
+    agent.ack_punches = true;
+    agent.accept_device().await;
+    let DeviceReport::SendLog(again) = agent.next_report().await else {
+        panic!("not a sendlog")
+    };
+    assert_eq!(again, first);
+    let summary = agent.finish(emulator);
+    assert_eq!(summary["stats"]["punches_acked"], 1);
+    assert_eq!(summary["stats"]["sessions"], 2);
+}
+
 #[tokio::test]
 async fn punches_flow_at_the_configured_rate_with_rising_logindex() {
     let (mut agent, url) = Agent::bind().await;
