@@ -186,7 +186,7 @@ async fn a_punch_is_resent_until_acknowledged() {
     let emulator = Emulator::spawn(
         &url,
         "punch-resend",
-        &["--punches", "1", "--punch-resend-ms", "300"],
+        &["--punches", "1", "--punch-resend-ms", "1000"],
     );
     agent.accept_device().await;
     agent.ack_punches = false;
@@ -204,9 +204,9 @@ async fn a_punch_is_resent_until_acknowledged() {
     assert_eq!(last, first);
     assert_eq!(first.records.len(), 1);
     assert_eq!(first.logindex, Some(Value::from(1)));
-    // Acknowledged: nothing more is sent.
+    // Acknowledged: nothing more is sent, even after another resend interval.
     assert!(matches!(
-        agent.recv(Duration::from_millis(800)).await,
+        agent.recv(Duration::from_millis(1500)).await,
         Err(LinkError::TimedOut)
     ));
     let summary = agent.finish(emulator);

@@ -164,18 +164,14 @@ impl Simulator {
         link.send(self.device.registration()).await?;
         loop {
             let (punch_due, enrol_due, delete_due) = self.timers(&link);
+            // Biased: a frame already received (say, the `sendlog` reply) is handled before a
+            // timer that fell due meanwhile (say, that punch's resend).
             tokio::select! {
+                biased;
                 _ = stop.changed() => {
                     let _ = link.ws.close(None).await;
                     return Ok(SessionEnd::Stopped);
                 }
-                _ = sleep_until(punch_due) => {
-                    if let Some(frame) = self.next_punch_frame(&mut link.resend_at) {
-                        link.send(frame).await?;
-                    }
-                }
-                _ = sleep_until(enrol_due) => self.enrol(&mut link).await?,
-                _ = sleep_until(delete_due) => self.delete_users(),
                 frame = link.ws.next() => {
                     let text = match frame {
                         None | Some(Ok(Message::Close(_))) => return Ok(SessionEnd::PeerClosed),
@@ -192,6 +188,13 @@ impl Simulator {
                         return Ok(end);
                     }
                 }
+                _ = sleep_until(punch_due) => {
+                    if let Some(frame) = self.next_punch_frame(&mut link.resend_at) {
+                        link.send(frame).await?;
+                    }
+                }
+                _ = sleep_until(enrol_due) => self.enrol(&mut link).await?,
+                _ = sleep_until(delete_due) => self.delete_users(),
             }
         }
     }
