@@ -4,6 +4,7 @@
 
 mod aiface_support;
 
+use std::path::PathBuf;
 use std::process::Command as Process;
 use std::time::{Duration, Instant};
 
@@ -125,6 +126,57 @@ async fn a_photo_frame_of_one_and_a_half_megabytes_passes() {
         panic!("{reply:?}")
     };
     assert_eq!(text(&photo.record).len(), 1536 * 1024);
+    // And the other way: restoring that photo to another user is one 1.5 MB frame too.
+    let restore = SetUserInfo {
+        enrollid: 2,
+        name: "copy".into(),
+        backupnum: BackupNum::PHOTO,
+        admin: 0,
+        record: photo.record.clone(),
+    };
+    let reply = agent.request(&Command::SetUserInfo(restore)).await.unwrap();
+    assert!(
+        matches!(reply.outcome, ReplyOutcome::Success(_)),
+        "{reply:?}"
+    );
+    let reply = agent
+        .request(&Command::GetUserInfo {
+            enrollid: 2,
+            backupnum: BackupNum::PHOTO,
+        })
+        .await
+        .unwrap();
+    let ReplyOutcome::Success(ReplyBody::UserInfo(copy)) = reply.outcome else {
+        panic!("{reply:?}")
+    };
+    assert_eq!(copy.record, photo.record);
+    agent.finish(emulator);
+}
+
+#[tokio::test]
+async fn a_scenario_file_sets_the_knobs() {
+    let (mut agent, url) = Agent::bind().await;
+    let file =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/aiface/scenario-small.json");
+    let path = file.to_str().unwrap();
+    let emulator = Emulator::spawn(
+        &url,
+        "scenario-file",
+        &["--users", "99", "--scenario", path],
+    );
+    let reg = agent.accept_device().await;
+    assert_eq!(reg.sn, "AYTE00000777");
+    let (summary, credentials) = agent.complete_read().await.unwrap();
+    assert_eq!(
+        (summary.users, summary.passwords, summary.photos),
+        (3, 3, 0),
+        "the file wins over --users 99"
+    );
+    let names: Vec<_> = credentials.iter().filter_map(|c| c.name.clone()).collect();
+    assert!(
+        names.contains(&"selam".to_owned()) && names.contains(&"user12".to_owned()),
+        "{names:?}"
+    );
     agent.finish(emulator);
 }
 
@@ -134,7 +186,7 @@ async fn a_punch_is_resent_until_acknowledged() {
     let emulator = Emulator::spawn(
         &url,
         "punch-resend",
-        &["--punches", "1", "--punch-resend-ms", "300"],
+        &["--punches", "1", "--punch-resend-ms", "1000"],
     );
     agent.accept_device().await;
     agent.ack_punches = false;
@@ -152,9 +204,9 @@ async fn a_punch_is_resent_until_acknowledged() {
     assert_eq!(last, first);
     assert_eq!(first.records.len(), 1);
     assert_eq!(first.logindex, Some(Value::from(1)));
-    // Acknowledged: nothing more is sent.
+    // Acknowledged: nothing more is sent, even after another resend interval.
     assert!(matches!(
-        agent.recv(Duration::from_millis(800)).await,
+        agent.recv(Duration::from_millis(1500)).await,
         Err(LinkError::TimedOut)
     ));
     let summary = agent.finish(emulator);
@@ -224,9 +276,11 @@ async fn fault_silence_times_out_then_the_terminal_drops_and_returns() {
         ],
     );
     agent.accept_device().await;
+    let capacity = agent.devcap().await.unwrap();
+    // Only the listing waits briefly: the terminal has gone quiet on its first page.
     agent.reply_timeout = Duration::from_millis(300);
     assert!(matches!(
-        agent.complete_read().await,
+        agent.read_users(&capacity).await,
         Err(ReadError::Link(LinkError::TimedOut))
     ));
     agent.reply_timeout = Duration::from_secs(10);
@@ -375,14 +429,26 @@ async fn operator_deletion_at_a_time_shows_in_the_next_complete_read() {
             "--delete-users",
             "2",
             "--delete-after-ms",
-            "1500",
+            "3000",
         ],
     );
     agent.accept_device().await;
     assert_eq!(agent.complete_read().await.unwrap().0.users, 3);
-    tokio::time::sleep(Duration::from_millis(1600)).await;
-    assert_eq!(agent.complete_read().await.unwrap().0.users, 2);
-    agent.finish(emulator);
+    // Poll as an agent would; the deletion shows up as a complete read with one user fewer.
+    let deadline = Instant::now() + STEP;
+    loop {
+        let (summary, _) = agent.complete_read().await.unwrap();
+        if summary.users == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the scheduled deletion never showed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let summary = agent.finish(emulator);
+    assert_eq!(summary["stats"]["deleted_users"], serde_json::json!([2]));
 }
 
 #[tokio::test]
@@ -553,6 +619,33 @@ async fn writes_and_other_reads_are_answered_and_recorded() {
     assert_eq!(summary["credentials_written"], 1);
     assert_eq!(summary["users_on_device"], 2);
     assert_eq!(summary["disabled_users"], serde_json::json!([77]));
+}
+
+/// What the agent's "killed between store and reply" test relies on: an unacknowledged punch
+/// is resent on the next connection, after the new `reg`.
+#[tokio::test]
+async fn an_unacknowledged_punch_is_resent_after_reconnecting() {
+    let (mut agent, url) = Agent::bind().await;
+    let emulator = Emulator::spawn(
+        &url,
+        "punch-across-reconnect",
+        &["--punches", "1", "--punch-resend-ms", "60000"],
+    );
+    agent.accept_device().await;
+    agent.ack_punches = false;
+    let DeviceReport::SendLog(first) = agent.next_report().await else {
+        panic!("not a sendlog")
+    };
+    agent.ws = None; // the agent dies: the TCP connection closes without a reply
+    agent.ack_punches = true;
+    agent.accept_device().await;
+    let DeviceReport::SendLog(again) = agent.next_report().await else {
+        panic!("not a sendlog")
+    };
+    assert_eq!(again, first);
+    let summary = agent.finish(emulator);
+    assert_eq!(summary["stats"]["punches_acked"], 1);
+    assert_eq!(summary["stats"]["sessions"], 2);
 }
 
 #[tokio::test]

@@ -4,8 +4,9 @@
 use device_protocols::aiface::{
     check_complete, check_user_count, page_cap, parse_device_message, BackupNum, Capacity, Command,
     CommandName, CompletenessError, CredentialFetch, CredentialRef, DeviceMessage, DeviceReply,
-    FetchError, PagedRead, PagingError, Step, UserListEntry,
+    FetchError, PagedRead, PagingError, ReplyBody, ReplyOutcome, Step, UserListEntry,
 };
+use proptest::prelude::*;
 use serde_json::json;
 
 /// How the simulated device fills `count`.
@@ -425,4 +426,137 @@ fn counters_that_move_during_the_read_make_it_incomplete() {
         ),
         "{error}"
     );
+}
+
+#[test]
+fn a_first_page_that_does_not_start_at_zero_fails_the_read() {
+    let mut read = PagedRead::users(10);
+    let error = read
+        .on_reply(user_page(100, 40, 40, CountMeans::Total))
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            PagingError::Discontinuous {
+                page: 1,
+                from: 40,
+                expected: 0,
+                ..
+            }
+        ),
+        "{error}"
+    );
+}
+
+#[test]
+fn records_with_a_zero_or_too_small_count_are_not_an_end() {
+    for count in [0, 1] {
+        let mut read = PagedRead::users(10);
+        let page = decode(
+            json!({"ret": "getuserlist", "result": true, "count": count, "from": 0, "to": 1,
+            "record": [{"enrollid": 1, "backupnum": 50}, {"enrollid": 2, "backupnum": 50}]}),
+        );
+        let error = read.on_reply(page).unwrap_err();
+        assert!(
+            matches!(error, PagingError::InconsistentPage { records: 2, .. }),
+            "count {count}: {error}"
+        );
+    }
+}
+
+/// A way a device can misbehave on one page.
+#[derive(Debug, Clone, Copy)]
+enum Misstep {
+    /// Serve the page after the one asked for.
+    Skip,
+    /// Serve the previous page again.
+    Repeat,
+    /// Serve the first page again.
+    Restart,
+    /// Answer with an empty page although records remain.
+    EmptyTooEarly,
+    /// Announce a total one higher than the truth.
+    CountTooHigh,
+    /// Announce a total one lower than the truth.
+    CountTooLow,
+}
+
+fn misstep() -> impl Strategy<Value = Misstep> {
+    prop_oneof![
+        Just(Misstep::Skip),
+        Just(Misstep::Repeat),
+        Just(Misstep::Restart),
+        Just(Misstep::EmptyTooEarly),
+        Just(Misstep::CountTooHigh),
+        Just(Misstep::CountTooLow),
+    ]
+}
+
+fn page_reply(
+    total: usize,
+    start: usize,
+    size: usize,
+    means: CountMeans,
+    announced: usize,
+) -> DeviceReply {
+    let reply = user_page(total, start, size, means);
+    match (means, reply.outcome) {
+        (CountMeans::Total, ReplyOutcome::Success(ReplyBody::UserList(mut page)))
+            if !page.records.is_empty() =>
+        {
+            page.count = announced as u64;
+            DeviceReply {
+                outcome: ReplyOutcome::Success(ReplyBody::UserList(page)),
+                ..reply
+            }
+        }
+        (_, outcome) => DeviceReply { outcome, ..reply },
+    }
+}
+
+proptest! {
+    /// The safety property behind D6: whatever one page does wrong, a read that the paging
+    /// machine completes *and* that matches `useduser` holds exactly the device's records.
+    #[test]
+    fn a_read_that_passes_every_check_is_exactly_the_device_list(
+        total in 0usize..150,
+        size in 1usize..45,
+        per_page in any::<bool>(),
+        fault in proptest::option::of((0usize..8, misstep())),
+    ) {
+        let means = if per_page { CountMeans::PerPage } else { CountMeans::Total };
+        let mut read = PagedRead::users(page_cap(total as u64, 1, size as u64));
+        let (mut next, mut previous, mut request) = (0usize, 0usize, 0usize);
+        let outcome = loop {
+            let mut start = next;
+            let mut announced = total;
+            let mut served_total = total;
+            match fault {
+                Some((at, step)) if at == request => match step {
+                    Misstep::Skip => start = next + size,
+                    Misstep::Repeat => start = previous,
+                    Misstep::Restart => start = 0,
+                    Misstep::EmptyTooEarly => served_total = start,
+                    Misstep::CountTooHigh => announced = total + 1,
+                    Misstep::CountTooLow => announced = total.saturating_sub(1),
+                },
+                _ => {}
+            }
+            let reply = page_reply(served_total, start, size, means, announced);
+            previous = start;
+            next = start + size;
+            request += 1;
+            match read.on_reply(reply) {
+                Ok(Step::Request(_)) => continue,
+                other => break other,
+            }
+        };
+        if let Ok(Step::Complete(records)) = outcome {
+            let cap = Capacity { useduser: Some(total as u64), ..Capacity::default() };
+            if check_user_count(&records, &cap).is_ok() {
+                let ids: Vec<u64> = records.iter().map(|r| r.enrollid).collect();
+                prop_assert_eq!(ids, (1..=total as u64).collect::<Vec<_>>());
+            }
+        }
+    }
 }

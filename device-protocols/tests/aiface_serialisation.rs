@@ -210,6 +210,63 @@ fn log_upload() -> impl Strategy<Value = DeviceMessage> {
     })
 }
 
+/// Frame names the decoders treat specially, plus random ones.
+fn frame_name() -> impl Strategy<Value = String> {
+    const KNOWN: &[&str] = &[
+        "reg",
+        "sendlog",
+        "senduser",
+        "getuserlist",
+        "getuserinfo",
+        "getnewlog",
+        "getdevcap",
+        "gettime",
+        "deleteuser",
+    ];
+    prop_oneof![
+        proptest::sample::select(KNOWN).prop_map(str::to_owned),
+        "[a-z]{1,8}"
+    ]
+}
+
+/// Field names the decoders read, plus random ones (some with stray spaces).
+fn field_name() -> impl Strategy<Value = String> {
+    const KNOWN: &[&str] = &[
+        "sn",
+        "record",
+        "count",
+        "from",
+        "to",
+        "result",
+        "enrollid",
+        "backupnum",
+        "devinfo",
+    ];
+    prop_oneof![
+        proptest::sample::select(KNOWN).prop_map(str::to_owned),
+        "[a-z ]{1,6}"
+    ]
+}
+
+fn json_value() -> impl Strategy<Value = serde_json::Value> {
+    let leaf = prop_oneof![
+        Just(serde_json::Value::Null),
+        any::<bool>().prop_map(serde_json::Value::from),
+        any::<i64>().prop_map(serde_json::Value::from),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(serde_json::Value::from),
+        "[0-9a-z -]{0,12}".prop_map(serde_json::Value::from),
+    ];
+    leaf.prop_recursive(3, 24, 4, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+            proptest::collection::btree_map("[a-z]{1,8}", inner, 0..4)
+                .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
 proptest! {
     #[test]
     fn every_command_round_trips_and_none_is_destructive(command in command()) {
@@ -257,6 +314,19 @@ proptest! {
         let (clean, loose) = (decode(&clean.to_string()), decode(&loose));
         prop_assert_eq!(clean.records[0].key("S"), loose.records[0].key("S"));
         prop_assert_eq!(loose.records[0].enrollid, enrollid);
+    }
+
+    #[test]
+    fn the_decoder_never_panics_on_wild_frames(
+        tag in prop_oneof![Just("cmd"), Just("ret")],
+        name in frame_name(),
+        fields in proptest::collection::btree_map(field_name(), json_value(), 0..8),
+    ) {
+        let mut frame: serde_json::Map<String, serde_json::Value> = fields.into_iter().collect();
+        frame.insert(tag.to_owned(), json!(name));
+        let text = serde_json::Value::Object(frame).to_string();
+        let _ = parse_device_message(&text);
+        let _ = parse_server_message(&text);
     }
 
     #[test]

@@ -17,7 +17,9 @@
 //! reply" (one command in flight, timeouts and retries are the driver's job):
 //!
 //! ```
-//! use device_protocols::aiface::{page_cap, Command, DeviceReply, PagedRead, PagingError, Step, UserListEntry};
+//! use device_protocols::aiface::{
+//!     page_cap, Command, DeviceReply, PagedRead, PagingError, Step, UserListEntry,
+//! };
 //!
 //! fn read_users(
 //!     mut exchange: impl FnMut(&Command) -> DeviceReply,
@@ -32,6 +34,21 @@
 //!     }
 //! }
 //! ```
+//!
+//! How the contradictions in the vendor material are settled here:
+//! * `count` per page or total: [`PagedRead`] completes only on evidence valid under both.
+//!   One deliberate deviation from the research notes: `count:0` on a page that *holds*
+//!   records is malformed, not an end (ending there would drop those records).
+//! * `mode`/`inout`/`event`/`verifymode` tables disagree: kept as raw JSON, never mapped.
+//! * `backupnum` 10/11 labels swapped, palm at 30–37 or 40–41: the raw [`BackupNum`] is kept;
+//!   [`BackupNum::kind`] follows the main table and is only for display and tallies.
+//! * `gettime`'s reply has no `result`: a missing `result` reads as success.
+//! * `reason` is a number in replies but text in a refused `reg`: kept as raw JSON.
+//! * the vendor's `enableuser` example misspells `enrollid`: we send `enrollid`.
+//! * the `getdevlock` failure example is labelled `setdevlock`: decoded as what it says, so a
+//!   driver sees an unmatched reply rather than a wrong success.
+//! * `getalllog` date format is unverified: [`PagedRead::all_logs`] sends no window.
+//! * commands are sent without `sn`, like the vendor's examples.
 //!
 //! For a device emulator: [`parse_server_message`] classifies what arrives (with
 //! [`CommandName::is_destructive`]), and [`DeviceMessage::to_json`] writes the answers.

@@ -6,13 +6,15 @@
 //! readings, and fails with a reason on anything odd:
 //!
 //! * `result:false` is a failure, never "no data";
-//! * an empty `record[]` or `count:0` ends the read;
+//! * an empty `record[]` ends the read (`count:0` with records in the page is malformed, not
+//!   an end: ending there would drop the records);
 //! * `count` larger than the page proves `count` is a total, and the read ends once `to + 1`
 //!   reaches it (with exactly `count` records collected);
 //! * otherwise the next page is requested (`stn:false`);
-//! * guards: each page must continue at the previous `to + 1`, a repeated page, a restart at 0
-//!   (device rebooted mid-read) or a gap fails the read, as do a page whose `from..=to` does not
-//!   match its record count, a total that changes between pages, and more pages than the cap.
+//! * guards: the first page must start at 0 and each next one at the previous `to + 1`; a
+//!   repeated page, a restart at 0 (device rebooted mid-read) or a gap fails the read, as do a
+//!   page whose `from..=to` or `count` does not fit its records, a total that changes between
+//!   pages, and more pages than the cap.
 //!
 //! Guards on the pages cannot see every change made while a read runs (with per-page counts a
 //! deletion just shifts the boundaries), so a caller also brackets the read with `getdevcap`
@@ -99,8 +101,11 @@ pub enum PagingError {
         /// The `from` that was expected.
         expected: u64,
     },
-    /// A page's `from..=to` does not match the number of records it holds.
-    #[error("{command} page {page} claims records {from}..={to} but holds {records}")]
+    /// A page's `from..=to` does not match the number of records it holds, or its `count` is
+    /// smaller than the records it holds.
+    #[error(
+        "{command} page {page} claims records {from}..={to} (count {count}) but holds {records}"
+    )]
     InconsistentPage {
         /// The paged command.
         command: CommandName,
@@ -110,6 +115,8 @@ pub enum PagingError {
         from: u64,
         /// The page's `to`.
         to: u64,
+        /// The page's `count`.
+        count: u64,
         /// How many records it held.
         records: usize,
     },
@@ -184,6 +191,10 @@ pub fn page_cap(capacity: u64, records_per_item: u64, page_size: u64) -> u32 {
 
 /// One paged read in progress. Create it, send [`PagedRead::first_request`], then feed every
 /// reply to [`PagedRead::on_reply`] until it completes or fails.
+///
+/// Timeouts are the driver's: the machine only judges replies, so after a timeout the driver
+/// may resend the same request. If the device had served the lost page already, the next
+/// reply will not continue at `to + 1` and the read fails safely rather than skip records.
 #[derive(Debug, Clone)]
 pub struct PagedRead<T> {
     request: fn(bool) -> Command,
@@ -303,17 +314,28 @@ impl<T: PagedRecord> PagedRead<T> {
             command: command.clone(),
         })?;
         let held = page.records.len();
-        if held == 0 || page.count == 0 {
+        if held == 0 {
             return self.complete();
         }
-        if page.to < page.from || page.to - page.from + 1 != held as u64 {
-            let (from, to) = (page.from, page.to);
+        // Records with `count:0`, or fewer counted than held, fit neither reading of `count`.
+        let range_fits = page.to >= page.from && page.to - page.from + 1 == held as u64;
+        if !range_fits || page.count < held as u64 {
+            let (from, to, count) = (page.from, page.to, page.count);
             return Err(PagingError::InconsistentPage {
                 command,
                 page: page_no,
                 from,
                 to,
+                count,
                 records: held,
+            });
+        }
+        if self.previous.is_none() && page.from != 0 {
+            return Err(PagingError::Discontinuous {
+                command,
+                page: page_no,
+                from: page.from,
+                expected: 0,
             });
         }
         if let Some((previous_from, previous_to)) = self.previous {

@@ -36,7 +36,7 @@ pub struct Args {
     /// JSON file of scenario knobs (same names as the flags, with underscores); wins over flags.
     #[arg(long)]
     scenario: Option<PathBuf>,
-    /// Append every received frame to this file as JSON lines.
+    /// Record every received frame in this file (created afresh) as JSON lines.
     #[arg(long)]
     command_log: Option<PathBuf>,
     /// Stop after this many seconds (otherwise run until SIGTERM/SIGINT).

@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use device_protocols::aiface::{
     BackupNum, Capacity, Command, CommandName, DevCap, DevInfo, DeviceMessage, DeviceReply,
-    DeviceReport, LogRecord, Page, ReceivedCommand, Registration, ReplyBody, ReplyOutcome,
-    UserPush,
+    DeviceReport, LogRecord, LogUpload, Page, ReceivedCommand, Registration, ReplyBody,
+    ReplyOutcome, UserPush,
 };
 use serde_json::{json, Map, Value};
 
@@ -402,14 +402,20 @@ impl Device {
         let record = self.log_record(self.logs.len() as u64);
         let logindex = self.next_logindex;
         self.next_logindex += 1;
-        let frame = json!({"cmd": "sendlog", "sn": self.scenario.sn, "count": 1, "logindex": logindex,
-                           "record": [record]});
+        let upload = LogUpload {
+            sn: self.scenario.sn.clone(),
+            count: Some(json!(1)),
+            logindex: Some(json!(logindex)),
+            records: vec![record.clone()],
+            extras: Default::default(),
+        };
         self.logs.push(StoredLog {
             record,
             delivered: false,
             logindex: Some(logindex),
         });
-        (logindex, frame.to_string())
+        let frame = DeviceMessage::Report(DeviceReport::SendLog(upload)).to_json();
+        (logindex, frame)
     }
 
     /// Marks a punch delivered once the server acknowledged it.

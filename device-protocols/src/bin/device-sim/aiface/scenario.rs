@@ -74,9 +74,8 @@ impl FromStr for FaultSpec {
             "repeat" => FaultKind::Repeat,
             "restart" => FaultKind::Restart,
             other => {
-                return Err(format!(
-                    "unknown fault kind {other:?}; use drop, garbage, silence, refuse, repeat or restart"
-                ))
+                let kinds = "drop, garbage, silence, refuse, repeat or restart";
+                return Err(format!("unknown fault kind {other:?}; use {kinds}"));
             }
         };
         let nth = nth.parse().ok().filter(|n| *n > 0).ok_or_else(usage)?;

@@ -10,10 +10,12 @@ use std::time::Duration;
 use device_protocols::aiface::{parse_server_message, ServerMessage, ServerReply};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
+use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{sleep, sleep_until, Instant};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use super::command_log::{CommandLog, FrameKind};
 use super::device::{Answer, Device};
@@ -87,6 +89,25 @@ struct PendingPunch {
     sent: bool,
 }
 
+/// One connection and what the terminal knows about it.
+struct Link {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    session: u64,
+    /// The server accepted `reg`; punches and pushes may flow.
+    registered: bool,
+    /// The server did not ask for `nosenduser:true`.
+    push_users: bool,
+    /// When to resend the `sendlog` in flight, if one is.
+    resend_at: Option<Instant>,
+}
+
+impl Link {
+    async fn send(&mut self, text: String) -> anyhow::Result<()> {
+        self.ws.send(Message::text(text)).await?;
+        Ok(())
+    }
+}
+
 /// Everything that survives a reconnect.
 pub struct Simulator {
     /// The device model.
@@ -127,124 +148,183 @@ impl Simulator {
         let config = WebSocketConfig::default()
             .max_frame_size(Some(MAX_FRAME_BYTES))
             .max_message_size(Some(MAX_FRAME_BYTES));
-        let (mut ws, _) = tokio::select! {
-            connected = tokio_tungstenite::connect_async_with_config(url, Some(config), true) => connected?,
+        let connect = tokio_tungstenite::connect_async_with_config(url, Some(config), true);
+        let (ws, _) = tokio::select! {
+            connected = connect => connected?,
             _ = stop.changed() => return Ok(SessionEnd::Stopped),
         };
         self.stats.sessions += 1;
-        let session = self.stats.sessions;
-        ws.send(Message::text(self.device.registration())).await?;
-        let mut registered = false;
-        let mut push_users = true;
-        let mut resend_at: Option<Instant> = None;
-        let far = || Instant::now() + Duration::from_secs(3600);
+        let mut link = Link {
+            ws,
+            session: self.stats.sessions,
+            registered: false,
+            push_users: true,
+            resend_at: None,
+        };
+        link.send(self.device.registration()).await?;
         loop {
-            let punch_due = match (registered, resend_at, self.punches.front()) {
-                (false, _, _) => far(),
-                (true, Some(at), _) => at,
-                (true, None, Some(_)) => Instant::now(),
-                (true, None, None) if self.stats.punches_made < self.scenario.punches => {
-                    self.next_punch_at.unwrap_or_else(Instant::now)
-                }
-                (true, None, None) => far(),
-            };
-            let enrol_due = if registered && !self.enrolled && self.scenario.enrol > 0 {
-                self.started + Duration::from_millis(self.scenario.enrol_after_ms)
-            } else {
-                far()
-            };
-            let delete_due = match (self.deleted, self.scenario.delete_after_ms) {
-                (false, Some(ms)) => self.started + Duration::from_millis(ms),
-                _ => far(),
-            };
+            let (punch_due, enrol_due, delete_due) = self.timers(&link);
+            // Biased: a frame already received (say, the `sendlog` reply) is handled before a
+            // timer that fell due meanwhile (say, that punch's resend).
             tokio::select! {
+                biased;
                 _ = stop.changed() => {
-                    let _ = ws.close(None).await;
+                    let _ = link.ws.close(None).await;
                     return Ok(SessionEnd::Stopped);
                 }
-                _ = sleep_until(punch_due) => {
-                    if let Some(frame) = self.next_punch_frame(&mut resend_at) {
-                        ws.send(Message::text(frame)).await?;
-                    }
-                }
-                _ = sleep_until(enrol_due) => {
-                    self.enrolled = true;
-                    self.stats.enrolled += self.scenario.enrol;
-                    for _ in 0..self.scenario.enrol {
-                        for frame in self.device.enrol() {
-                            // A terminal told `nosenduser:true` keeps keypad enrolments to itself.
-                            if push_users {
-                                self.stats.senduser_frames += 1;
-                                ws.send(Message::text(frame)).await?;
-                            }
-                        }
-                    }
-                }
-                _ = sleep_until(delete_due) => self.delete_users(),
-                frame = ws.next() => {
+                frame = link.ws.next() => {
                     let text = match frame {
                         None | Some(Ok(Message::Close(_))) => return Ok(SessionEnd::PeerClosed),
                         Some(Err(error)) => return Err(error.into()),
                         Some(Ok(Message::Text(text))) => text,
                         Some(Ok(Message::Binary(bytes))) => {
-                            self.unparsed(session, Value::from(format!("<{} binary bytes>", bytes.len())));
+                            let what = format!("<{} binary bytes>", bytes.len());
+                            self.unparsed(link.session, Value::from(what));
                             continue;
                         }
                         Some(Ok(_)) => continue, // ping/pong: answered by tungstenite
                     };
-                    match parse_server_message(&text) {
-                        Err(error) => self.unparsed(session, Value::from(format!("{error}: {}", text.as_str()))),
-                        Ok(ServerMessage::Reply(reply)) => {
-                            let message = serde_json::from_str(&text).unwrap_or_default();
-                            self.log.record(session, FrameKind::Reply, None, false, message);
-                            match reply {
-                                ServerReply::Reg(reg) if !reg.result => {
-                                    return Ok(SessionEnd::Rejected(reg.reason.unwrap_or_default()));
-                                }
-                                ServerReply::Reg(reg) => {
-                                    registered = true;
-                                    push_users = reg.nosenduser != Some(true);
-                                    if let Some(cloudtime) = reg.cloudtime {
-                                        self.device.clock.set(&cloudtime);
-                                    }
-                                }
-                                ServerReply::SendLog(ack) => self.on_sendlog_reply(ack.result, ack.logindex, &mut resend_at),
-                                ServerReply::SendUser(_) => self.stats.senduser_acks += 1,
-                            }
-                        }
-                        Ok(ServerMessage::Command(received)) => {
-                            self.stats.commands += 1;
-                            if received.is_destructive() {
-                                self.stats.destructive_commands += 1;
-                                eprintln!("device-sim aiface: DESTRUCTIVE command received: {}", text.as_str());
-                            }
-                            let message = Value::Object(received.frame.clone());
-                            self.log.record(session, FrameKind::Command, Some(received.name.as_str()), received.is_destructive(), message);
-                            if self.scenario.delete_after_commands == Some(self.stats.commands) {
-                                self.delete_users();
-                            }
-                            let answer = self.device.answer(&received);
-                            if self.scenario.latency_ms > 0 {
-                                sleep(Duration::from_millis(self.scenario.latency_ms)).await;
-                            }
-                            match answer {
-                                Answer::Reply(reply) => ws.send(Message::text(reply)).await?,
-                                Answer::Reboot => return Ok(SessionEnd::Dropped("reboot")),
-                                Answer::Drop => return Ok(SessionEnd::Dropped("drop fault")),
-                                Answer::Garbage => ws.send(Message::text(GARBAGE_FRAME)).await?,
-                                Answer::Silence => {
-                                    tokio::select! {
-                                        _ = sleep(Duration::from_millis(self.scenario.silence_ms)) => {}
-                                        _ = stop.changed() => return Ok(SessionEnd::Stopped),
-                                    }
-                                    return Ok(SessionEnd::Dropped("end of silence"));
-                                }
-                            }
-                        }
+                    if let Some(end) = self.on_frame(&mut link, text.as_str(), stop).await? {
+                        return Ok(end);
                     }
+                }
+                _ = sleep_until(punch_due) => {
+                    if let Some(frame) = self.next_punch_frame(&mut link.resend_at) {
+                        link.send(frame).await?;
+                    }
+                }
+                _ = sleep_until(enrol_due) => self.enrol(&mut link).await?,
+                _ = sleep_until(delete_due) => self.delete_users(),
+            }
+        }
+    }
+
+    /// When the punch, enrolment and deletion timers fire next (far away when idle).
+    fn timers(&self, link: &Link) -> (Instant, Instant, Instant) {
+        let far = Instant::now() + Duration::from_secs(3600);
+        let more_punches = self.stats.punches_made < self.scenario.punches;
+        let punch = match (link.registered, link.resend_at, self.punches.front()) {
+            (false, _, _) => far,
+            (true, Some(at), _) => at,
+            (true, None, Some(_)) => Instant::now(),
+            (true, None, None) if more_punches => self.next_punch_at.unwrap_or_else(Instant::now),
+            (true, None, None) => far,
+        };
+        let enrol = if link.registered && !self.enrolled && self.scenario.enrol > 0 {
+            self.started + Duration::from_millis(self.scenario.enrol_after_ms)
+        } else {
+            far
+        };
+        let delete = match (self.deleted, self.scenario.delete_after_ms) {
+            (false, Some(ms)) => self.started + Duration::from_millis(ms),
+            _ => far,
+        };
+        (punch, enrol, delete)
+    }
+
+    /// Handles one text frame from the server; `Some` ends the session.
+    async fn on_frame(
+        &mut self,
+        link: &mut Link,
+        text: &str,
+        stop: &mut watch::Receiver<bool>,
+    ) -> anyhow::Result<Option<SessionEnd>> {
+        match parse_server_message(text) {
+            Err(error) => {
+                self.unparsed(link.session, Value::from(format!("{error}: {text}")));
+                Ok(None)
+            }
+            Ok(ServerMessage::Reply(reply)) => {
+                let message = serde_json::from_str(text).unwrap_or_default();
+                self.log
+                    .record(link.session, FrameKind::Reply, None, false, message);
+                Ok(self.on_server_reply(link, reply))
+            }
+            Ok(ServerMessage::Command(received)) => {
+                self.stats.commands += 1;
+                let destructive = received.is_destructive();
+                if destructive {
+                    self.stats.destructive_commands += 1;
+                    eprintln!("device-sim aiface: DESTRUCTIVE command received: {text}");
+                }
+                let message = Value::Object(received.frame.clone());
+                let name = Some(received.name.as_str());
+                self.log
+                    .record(link.session, FrameKind::Command, name, destructive, message);
+                if self.scenario.delete_after_commands == Some(self.stats.commands) {
+                    self.delete_users();
+                }
+                let answer = self.device.answer(&received);
+                if self.scenario.latency_ms > 0 {
+                    sleep(Duration::from_millis(self.scenario.latency_ms)).await;
+                }
+                self.carry_out(link, answer, stop).await
+            }
+        }
+    }
+
+    /// Sends the answer, or misbehaves as the answer says; `Some` ends the session.
+    async fn carry_out(
+        &mut self,
+        link: &mut Link,
+        answer: Answer,
+        stop: &mut watch::Receiver<bool>,
+    ) -> anyhow::Result<Option<SessionEnd>> {
+        match answer {
+            Answer::Reply(reply) => link.send(reply).await?,
+            Answer::Garbage => link.send(GARBAGE_FRAME.to_owned()).await?,
+            Answer::Reboot => return Ok(Some(SessionEnd::Dropped("reboot"))),
+            Answer::Drop => return Ok(Some(SessionEnd::Dropped("drop fault"))),
+            Answer::Silence => {
+                tokio::select! {
+                    _ = sleep(Duration::from_millis(self.scenario.silence_ms)) => {}
+                    _ = stop.changed() => return Ok(Some(SessionEnd::Stopped)),
+                }
+                return Ok(Some(SessionEnd::Dropped("end of silence")));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Takes the server's answer to one of the terminal's reports; `Some` ends the session.
+    fn on_server_reply(&mut self, link: &mut Link, reply: ServerReply) -> Option<SessionEnd> {
+        match reply {
+            ServerReply::Reg(reg) if !reg.result => {
+                return Some(SessionEnd::Rejected(reg.reason.unwrap_or_default()));
+            }
+            ServerReply::Reg(reg) => {
+                link.registered = true;
+                link.push_users = reg.nosenduser != Some(true);
+                if let Some(cloudtime) = reg.cloudtime {
+                    self.device.clock.set(&cloudtime);
+                }
+            }
+            ServerReply::SendLog(ack) => {
+                // The vendor's demo syncs the clock from this reply too.
+                if let Some(cloudtime) = &ack.cloudtime {
+                    self.device.clock.set(cloudtime);
+                }
+                self.on_sendlog_reply(ack.result, ack.logindex, &mut link.resend_at)
+            }
+            ServerReply::SendUser(_) => self.stats.senduser_acks += 1,
+        }
+        None
+    }
+
+    /// Enrols the configured users on the "keypad" and pushes them, unless the server said
+    /// `nosenduser:true` (then the terminal keeps them to itself, as real firmware does).
+    async fn enrol(&mut self, link: &mut Link) -> anyhow::Result<()> {
+        self.enrolled = true;
+        self.stats.enrolled += self.scenario.enrol;
+        for _ in 0..self.scenario.enrol {
+            for frame in self.device.enrol() {
+                if link.push_users {
+                    self.stats.senduser_frames += 1;
+                    link.send(frame).await?;
                 }
             }
         }
+        Ok(())
     }
 
     fn unparsed(&mut self, session: u64, message: Value) {

@@ -38,7 +38,9 @@ pub fn password(enrollid: u64) -> u64 {
 pub fn photo(enrollid: u64, kb: usize) -> String {
     let mut bytes = vec![0u8; kb * 1024 / 4 * 3];
     rand::rngs::StdRng::seed_from_u64(enrollid).fill_bytes(&mut bytes);
-    bytes[..3].copy_from_slice(&[0xFF, 0xD8, 0xFF]);
+    let magic = [0xFF, 0xD8, 0xFF];
+    let keep = magic.len().min(bytes.len());
+    bytes[..keep].copy_from_slice(&magic[..keep]);
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 

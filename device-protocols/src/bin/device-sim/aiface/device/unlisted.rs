@@ -55,7 +55,8 @@ impl Device {
             CommandName::GetUserLock | CommandName::GetUserProfile => match field("enrollid") {
                 Some(id) if self.users.contains_key(&id) || id == 0 => {
                     let fields = if name == CommandName::GetUserLock {
-                        json!({"enrollid": id, "weekzone": 1, "group": 0, "starttime": "2000-01-01", "endtime": "2099-12-31"})
+                        json!({"enrollid": id, "weekzone": 1, "group": 0,
+                               "starttime": "2000-01-01", "endtime": "2099-12-31"})
                     } else {
                         json!({"enrollid": id, "record": ""})
                     };
@@ -66,14 +67,16 @@ impl Device {
             // Access-control and questionnaire reads: a terminal with those features unused.
             CommandName::GetDevLock => self.ack(
                 name,
-                json!({"opendelay": 5, "doorsensor": 0, "alarmdelay": 0, "threat": 0, "InputAlarm": 0,
-                       "antpass": 0, "interlock": 0, "mutiopen": 0, "tryalarm": 0, "tamper": 0,
-                       "wgformat": 0, "wgoutput": 0, "cardoutput": 0, "access_times": 0, "punchtimes": 0}),
+                json!({"opendelay": 5, "doorsensor": 0, "alarmdelay": 0, "threat": 0,
+                       "InputAlarm": 0, "antpass": 0, "interlock": 0, "mutiopen": 0,
+                       "tryalarm": 0, "tamper": 0, "wgformat": 0, "wgoutput": 0,
+                       "cardoutput": 0, "access_times": 0, "punchtimes": 0}),
             ),
             CommandName::GetQuestionnaire => self.ack(
                 name,
                 json!({"title": "", "voice": false, "errmsg": "", "radio": true, "optionflag": 0,
-                       "usequestion": false, "useschedule": false, "card": false, "items": [], "schedules": []}),
+                       "usequestion": false, "useschedule": false, "card": false,
+                       "items": [], "schedules": []}),
             ),
             CommandName::GetHoliday => self.ack(name, json!({"holidays": []})),
             CommandName::Other(_) => self.refuse(name),
