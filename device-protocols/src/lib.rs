@@ -9,3 +9,6 @@
 
 pub mod aiface;
 pub mod zk;
+
+#[cfg(feature = "sim")]
+pub mod sim;

@@ -1,28 +1,14 @@
-//! The AI06 (AiFace) emulator: dials the agent's WebSocket URL and behaves like the terminal.
+//! `device-sim aiface`: the AI06 emulator ([`device_protocols::sim::aiface`]) as a process.
 //!
-//! It registers with `reg` (with devinfo), answers every read command, takes the
-//! non-destructive writes, pushes punches (resending until acknowledged) and keypad
-//! enrolments, and misbehaves on request (see [`scenario::Scenario`]). Every frame it receives
-//! goes to the command log. On SIGTERM/SIGINT or after `--run-for` it prints a JSON summary;
-//! the exit code is 3 if any destructive command was received, 0 otherwise.
-
-mod clock;
-mod command_log;
-mod device;
-mod pages;
-mod scenario;
-mod session;
-mod users;
+//! On SIGTERM/SIGINT or after `--run-for` it prints a JSON summary; the exit code is 3 if any
+//! destructive command was received, 0 otherwise.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+use device_protocols::sim::aiface::{emulate, CommandLog, Scenario};
 use serde_json::json;
 use tokio::sync::watch;
-
-use command_log::CommandLog;
-use scenario::Scenario;
-use session::{SessionEnd, Simulator};
 
 /// Exit code when the terminal received a destructive command.
 const EXIT_DESTRUCTIVE: i32 = 3;
@@ -57,7 +43,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let simulator = runtime.block_on(emulate(&args.url, scenario, log, args.run_for))?;
+    let simulator = runtime.block_on(async {
+        let (stop_tx, stop) = watch::channel(false);
+        let run_for = args.run_for;
+        tokio::spawn(async move {
+            wait_for_stop(run_for).await;
+            let _ = stop_tx.send(true);
+        });
+        emulate(&args.url, scenario, log, stop).await
+    });
     let stats = &simulator.stats;
     let summary = json!({
         "stats": stats,
@@ -75,39 +69,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         std::process::exit(EXIT_DESTRUCTIVE);
     }
     Ok(())
-}
-
-async fn emulate(
-    url: &str,
-    scenario: Scenario,
-    log: CommandLog,
-    run_for: Option<f64>,
-) -> anyhow::Result<Simulator> {
-    let (stop_tx, mut stop) = watch::channel(false);
-    tokio::spawn(async move {
-        wait_for_stop(run_for).await;
-        let _ = stop_tx.send(true);
-    });
-    let (reconnect, delay) = (
-        scenario.reconnect,
-        Duration::from_millis(scenario.reconnect_delay_ms),
-    );
-    let mut simulator = Simulator::new(scenario, log);
-    loop {
-        match simulator.run_session(url, &mut stop).await {
-            Ok(SessionEnd::Stopped) => break,
-            Ok(end) => eprintln!("device-sim aiface: session ended: {end}"),
-            Err(error) => eprintln!("device-sim aiface: link to {url} failed: {error:#}"),
-        }
-        if !reconnect {
-            break;
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = stop.changed() => break,
-        }
-    }
-    Ok(simulator)
 }
 
 async fn wait_for_stop(run_for: Option<f64>) {

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use base64::Engine;
-use device_protocols::aiface::{BackupNum, CredentialValue, UserCredential, UserListEntry};
+use crate::aiface::{BackupNum, CredentialValue, UserCredential, UserListEntry};
 use rand::{RngCore, SeedableRng};
 
 use super::scenario::Scenario;

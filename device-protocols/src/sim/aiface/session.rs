@@ -7,7 +7,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use device_protocols::aiface::{parse_server_message, ServerMessage, ServerReply};
+use crate::aiface::{parse_server_message, ServerMessage, ServerReply};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio::net::TcpStream;
@@ -377,7 +377,7 @@ impl Simulator {
         };
         let echoed = logindex
             .as_ref()
-            .and_then(device_protocols::aiface::lenient::as_u64);
+            .and_then(crate::aiface::lenient::as_u64);
         if result && echoed == Some(head.logindex) {
             self.device.punch_delivered(head.logindex);
             self.punches.pop_front();

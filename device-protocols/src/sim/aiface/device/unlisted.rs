@@ -3,7 +3,7 @@
 //! `getallusers`, and the access-control/questionnaire reads of a terminal that does not use
 //! those features.
 
-use device_protocols::aiface::{lenient, BackupNum, CommandName};
+use crate::aiface::{lenient, BackupNum, CommandName};
 use serde_json::{json, Map, Value};
 
 use super::super::users;

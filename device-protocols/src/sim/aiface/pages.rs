@@ -1,7 +1,7 @@
 //! Cutting a list into the pages a terminal sends for `getuserlist`, `getnewlog` and
 //! `getalllog`, with either meaning of `count`.
 
-use device_protocols::aiface::Page;
+use crate::aiface::Page;
 
 use super::scenario::CountMeans;
 

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use device_protocols::aiface::{
+use crate::aiface::{
     BackupNum, Capacity, Command, CommandName, DevCap, DevInfo, DeviceMessage, DeviceReply,
     DeviceReport, LogRecord, LogUpload, Page, ReceivedCommand, Registration, ReplyBody,
     ReplyOutcome, UserPush,
@@ -429,7 +429,7 @@ impl Device {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use device_protocols::aiface::{parse_server_message, ServerMessage};
+    use crate::aiface::{parse_server_message, ServerMessage};
 
     fn device(knobs: &[&str]) -> Device {
         #[derive(clap::Parser)]
