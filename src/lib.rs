@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod config;
+pub mod demo;
 pub mod device;
 pub mod events;
 pub mod ops;

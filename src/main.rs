@@ -37,6 +37,20 @@ enum Command {
         /// The config file to check.
         file: PathBuf,
     },
+    /// Run the agent's main job on an embedded default, with nothing to set up: an emulated
+    /// AI06 dials in on loopback, every user is read completely and kept, a punch is stored and
+    /// acknowledged; everything is explained as it happens. Exits 0 when all of it worked.
+    Demo {
+        /// Users enrolled on the emulated terminal.
+        #[arg(long, default_value_t = 25)]
+        users: u64,
+        /// Size of each user's face photo in KB.
+        #[arg(long, default_value_t = 8)]
+        photo_kb: usize,
+        /// Keep the demo's data directory afterwards.
+        #[arg(long)]
+        keep: bool,
+    },
     /// For a technician at a terminal: wait for one device, read it completely, and print a
     /// summary (users, credentials per type, the list checked against the device's own count,
     /// clock skew) or the exact reason the read was incomplete. Stores nothing; punches stay on
@@ -66,6 +80,15 @@ fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Run { config } => edge_agent::agent::run_blocking(config),
         Command::CheckConfig { file } => check_config(&file),
+        Command::Demo {
+            users,
+            photo_kb,
+            keep,
+        } => demo(edge_agent::demo::DemoOptions {
+            users,
+            photo_kb,
+            keep,
+        }),
         Command::Probe {
             config,
             device,
@@ -76,6 +99,23 @@ fn main() -> ExitCode {
         Command::Version => {
             println!("{}", edge_agent::version_line());
             ExitCode::SUCCESS
+        }
+    }
+}
+
+fn demo(options: edge_agent::demo::DemoOptions) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("edge-agent demo: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(edge_agent::demo::run(&options)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("edge-agent demo FAILED: {err:#}");
+            ExitCode::FAILURE
         }
     }
 }

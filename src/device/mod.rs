@@ -16,8 +16,8 @@ mod read;
 pub mod registry;
 
 pub use read::{
-    slot_kind_name, Credential, FetchMode, HeldCredential, MemorySink, ReadError, ReadProgress,
-    ReadSink, ReadUser, UserRead,
+    card_of, slot_kind_name, Credential, FetchMode, HeldCredential, MemorySink, ReadError,
+    ReadProgress, ReadSink, ReadUser, UserRead,
 };
 
 use std::future::Future;

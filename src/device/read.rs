@@ -187,7 +187,7 @@ impl UserRead {
 }
 
 /// The card number carried by a credential, if it is the card slot.
-pub(crate) fn card_of(slot: u16, value: &CredentialValue) -> Option<String> {
+pub fn card_of(slot: u16, value: &CredentialValue) -> Option<String> {
     (BackupNum(slot).kind() == CredentialKind::Card).then(|| value.as_text())
 }
 

@@ -375,9 +375,7 @@ impl Simulator {
         let Some(head) = self.punches.front() else {
             return;
         };
-        let echoed = logindex
-            .as_ref()
-            .and_then(crate::aiface::lenient::as_u64);
+        let echoed = logindex.as_ref().and_then(crate::aiface::lenient::as_u64);
         if result && echoed == Some(head.logindex) {
             self.device.punch_delivered(head.logindex);
             self.punches.pop_front();

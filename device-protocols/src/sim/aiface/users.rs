@@ -5,8 +5,8 @@
 
 use std::collections::BTreeMap;
 
-use base64::Engine;
 use crate::aiface::{BackupNum, CredentialValue, UserCredential, UserListEntry};
+use base64::Engine;
 use rand::{RngCore, SeedableRng};
 
 use super::scenario::Scenario;
