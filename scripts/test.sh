@@ -67,8 +67,19 @@ done
 echo "no openssl, no aws-lc"
 
 say "tests"
+rm -rf target/tmp/*-command-logs
+mkdir -p target
+status=0
 if command -v cargo-nextest >/dev/null; then
-  cargo nextest run --workspace --no-fail-fast "$@"
+  cargo nextest run --workspace --no-fail-fast "$@" 2>&1 | tee target/test-output.log || status=$?
 else
-  cargo test --workspace --no-fail-fast -- "$@"
+  cargo test --workspace --no-fail-fast -- "$@" 2>&1 | tee target/test-output.log || status=$?
 fi
+
+say "no destructive command reached any emulated terminal in the whole suite"
+python3 scripts/check-command-logs.py target/tmp || status=1
+
+# Repeat the test runner's closing summary as the last line, for whoever reads the tail.
+grep -E '^ *Summary \[|^test result:' target/test-output.log | tail -n 1 || true
+exit "$status"
+

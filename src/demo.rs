@@ -9,7 +9,9 @@ use crate::agent::Tasks;
 use crate::config::{self, Config};
 use crate::device::aiface::AifaceServer;
 use crate::device::punches::PunchLog;
-use crate::device::{Credential, DeviceSession, FetchMode, HeldCredential, ReadProgress, ReadSink};
+use crate::device::{
+    Credential, DeviceSession, FetchMode, HeldCredential, ReadProgress, ReadSink, SummarySink,
+};
 use crate::probe::progress_line;
 use crate::store::{Store, StoreOptions};
 use device_protocols::sim::aiface::{emulate, CommandLog, Scenario};
@@ -213,29 +215,20 @@ fn step(what: &str, detail: &str) {
     println!("✔ {what}: {detail}");
 }
 
-/// Keeps fetched credentials in memory for the second poll and prints progress.
+/// Remembers what the second poll needs and prints progress.
 #[derive(Default)]
 struct DemoSink {
-    held: std::collections::HashMap<(String, u16), HeldCredential>,
+    summaries: SummarySink,
     last_progress: Option<Instant>,
 }
 
 impl ReadSink for DemoSink {
     fn held(&self, user_id: &str, slot: u16) -> Option<HeldCredential> {
-        self.held.get(&(user_id.to_string(), slot)).cloned()
+        self.summaries.held(user_id, slot)
     }
 
     fn credential(&mut self, credential: Credential) -> Result<(), String> {
-        let card = crate::device::card_of(credential.slot, &credential.value);
-        self.held.insert(
-            (credential.user_id, credential.slot),
-            HeldCredential {
-                name: credential.name,
-                privilege: credential.privilege,
-                card,
-            },
-        );
-        Ok(())
+        self.summaries.credential(credential)
     }
 
     fn progress(&mut self, progress: ReadProgress) {

@@ -17,7 +17,7 @@ pub mod registry;
 
 pub use read::{
     card_of, slot_kind_name, Credential, FetchMode, HeldCredential, MemorySink, ReadError,
-    ReadProgress, ReadSink, ReadUser, UserRead,
+    ReadProgress, ReadSink, ReadUser, SummarySink, UserRead,
 };
 
 use std::future::Future;

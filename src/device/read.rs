@@ -234,3 +234,29 @@ pub fn slot_kind_name(slot: u16) -> &'static str {
         CredentialKind::Other(_) => "other",
     }
 }
+
+/// A sink that remembers only what a steady-state poll needs (name, privilege, card) and drops
+/// credential values: for the demo and for measuring the driver without a store.
+#[derive(Debug, Default)]
+pub struct SummarySink {
+    held: HashMap<(String, u16), HeldCredential>,
+}
+
+impl ReadSink for SummarySink {
+    fn held(&self, user_id: &str, slot: u16) -> Option<HeldCredential> {
+        self.held.get(&(user_id.to_string(), slot)).cloned()
+    }
+
+    fn credential(&mut self, credential: Credential) -> Result<(), String> {
+        let card = card_of(credential.slot, &credential.value);
+        self.held.insert(
+            (credential.user_id, credential.slot),
+            HeldCredential {
+                name: credential.name,
+                privilege: credential.privilege,
+                card,
+            },
+        );
+        Ok(())
+    }
+}

@@ -1,8 +1,8 @@
 //! Starts the `device-sim` emulator as a separate process, as a real terminal would be, and
 //! checks on the way out that it never received a destructive command (invariant 1).
 //!
-//! Every emulator writes its command log under `target/emulator-logs/`, and the test script
-//! scans all of them after the suite as one more check across every test.
+//! Every emulator writes its command log under `target/tmp/aiface-command-logs/`, and the test
+//! script scans all of them after the suite as one more check across every test.
 
 #![allow(dead_code)]
 
@@ -28,15 +28,10 @@ pub fn device_sim() -> PathBuf {
     path
 }
 
-/// Where every emulator's command log goes; the test script scans this directory.
+/// Where every emulator's command log goes (`target/tmp/aiface-command-logs`, shared with the
+/// emulator's own tests); the test script scans this directory after the suite.
 pub fn log_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .and_then(|profile| profile.parent())
-        .expect("target dir")
-        .join("emulator-logs");
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("aiface-command-logs");
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
