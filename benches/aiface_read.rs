@@ -35,8 +35,18 @@ fn env_or(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
+fn main() {
+    // The same allocator setting as the agent binary.
+    edge_agent::ops::memory::limit_malloc_arenas();
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(measure());
+}
+
+async fn measure() {
     let users = env_or("AIFACE_BENCH_USERS", 5000);
     let photo_kb = env_or("AIFACE_BENCH_PHOTO_KB", 10);
     let sim = std::env::current_exe()

@@ -77,6 +77,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    edge_agent::ops::memory::limit_malloc_arenas();
     match Cli::parse().command {
         Command::Run { config } => edge_agent::agent::run_blocking(config),
         Command::CheckConfig { file } => check_config(&file),
