@@ -9,6 +9,7 @@ pub mod config;
 pub mod events;
 pub mod ops;
 pub mod store;
+pub mod upstream;
 
 /// One line naming the build, for `edge-agent version`, logs and health messages.
 pub fn version_line() -> String {
