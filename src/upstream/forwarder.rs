@@ -8,8 +8,9 @@
 //!    an event the reply does not mention stays queued and is retried;
 //! 3. on a retryable failure (429, 5xx, timeout, connection error) wait with exponential
 //!    backoff and full jitter, at least the server's `Retry-After`; never a tight loop;
-//! 4. on a permanent refusal of a whole batch, halve the batch until the culprit is alone,
-//!    then dead-letter it, so one bad event never blocks the others;
+//! 4. on a permanent refusal of a whole batch, halve the batch (doubling again after each
+//!    success) until the culprit is alone, then dead-letter it, so one bad event never blocks
+//!    the others;
 //! 5. on 401/403 keep everything queued, raise an alarm and retry with backoff (the token file
 //!    is re-read), since a bad token is not the events' fault.
 //!
@@ -231,9 +232,13 @@ impl Forwarder {
         }
         self.backoff.succeed();
         self.auth_alarmed = false;
-        if whole {
-            self.batch_limit = self.batch_size;
-        }
+        self.batch_limit = if dead > 0 && whole {
+            // The refused event (if we were isolating one) is out of the way.
+            self.batch_size
+        } else {
+            // Grow back gradually while an event refused with its batch may still be ahead.
+            (self.batch_limit * 2).min(self.batch_size)
+        };
         Next::Continue
     }
 
