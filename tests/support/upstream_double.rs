@@ -119,6 +119,7 @@ struct Shared {
 pub struct UpstreamDouble {
     addr: SocketAddr,
     shared: Arc<Shared>,
+    scheme: &'static str,
     server: tokio::task::JoinHandle<()>,
 }
 
@@ -129,22 +130,15 @@ impl Drop for UpstreamDouble {
 }
 
 impl UpstreamDouble {
-    /// Starts on a free loopback port, accepting `token`. Needs a running tokio runtime.
+    /// Starts on a free loopback port over plain HTTP, accepting `token`. Needs a running
+    /// tokio runtime.
     pub async fn start(token: &str) -> UpstreamDouble {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind loopback");
         let addr = listener.local_addr().expect("local address");
-        let shared = Arc::new(Shared {
-            token: token.to_string(),
-            faults: Mutex::default(),
-            ledger: Mutex::default(),
-        });
-        let app = Router::new()
-            .route("/v1/events", post(post_events))
-            .route("/v1/mappings", get(get_mappings))
-            .route("/v1/persons/{id}", get(get_person))
-            .with_state(Arc::clone(&shared));
+        let shared = Shared::new(token);
+        let app = router(&shared);
         let server = tokio::spawn(async move {
             let listener = KillableListener(listener);
             let _ = axum::serve(listener, app.into_make_service_with_connect_info::<Conn>()).await;
@@ -152,13 +146,39 @@ impl UpstreamDouble {
         UpstreamDouble {
             addr,
             shared,
+            scheme: "http",
+            server,
+        }
+    }
+
+    /// Starts on a free loopback port over HTTPS with `tls` (dropped-connection faults are
+    /// not available there). The URL names `localhost`, so certificates are checked by name.
+    pub async fn start_tls(token: &str, tls: rustls::ServerConfig) -> UpstreamDouble {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
+        let addr = listener.local_addr().expect("local address");
+        let shared = Shared::new(token);
+        let app = router(&shared);
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+        let server = tokio::spawn(async move {
+            let listener = TlsListener { listener, acceptor };
+            let _ = axum::serve(listener, app.into_make_service_with_connect_info::<Conn>()).await;
+        });
+        UpstreamDouble {
+            addr,
+            shared,
+            scheme: "https",
             server,
         }
     }
 
     /// The base URL the agent is configured with.
     pub fn url(&self) -> String {
-        format!("http://{}/v1", self.addr)
+        match self.scheme {
+            "https" => format!("https://localhost:{}/v1", self.addr.port()),
+            _ => format!("http://{}/v1", self.addr),
+        }
     }
 
     // ---- fault injection ----
@@ -418,7 +438,23 @@ fn check_auth(shared: &Shared, headers: &HeaderMap) -> Option<Response> {
         .then(|| (StatusCode::UNAUTHORIZED, "missing or wrong bearer token").into_response())
 }
 
+fn router(shared: &Arc<Shared>) -> Router {
+    Router::new()
+        .route("/v1/events", post(post_events))
+        .route("/v1/mappings", get(get_mappings))
+        .route("/v1/persons/{id}", get(get_person))
+        .with_state(Arc::clone(shared))
+}
+
 impl Shared {
+    fn new(token: &str) -> Arc<Shared> {
+        Arc::new(Shared {
+            token: token.to_string(),
+            faults: Mutex::default(),
+            ledger: Mutex::default(),
+        })
+    }
+
     fn record(&self, at: Instant, endpoint: &'static str, events: usize, status: u16) {
         self.ledger.lock().unwrap().requests.push(Seen {
             at,
@@ -589,6 +625,44 @@ impl axum::serve::Listener for KillableListener {
 
 impl Connected<axum::serve::IncomingStream<'_, KillableListener>> for Conn {
     fn connect_info(stream: axum::serve::IncomingStream<'_, KillableListener>) -> Self {
+        stream.remote_addr().clone()
+    }
+}
+
+/// Accepts TLS connections; a failed handshake (the client distrusts the certificate) is
+/// skipped.
+struct TlsListener {
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<TcpStream>;
+    type Addr = Conn;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((stream, _)) = self.listener.accept().await else {
+                continue;
+            };
+            if let Ok(tls) = self.acceptor.accept(stream).await {
+                let conn = Conn {
+                    killed: Arc::default(),
+                };
+                return (tls, conn);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        Ok(Conn {
+            killed: Arc::default(),
+        })
+    }
+}
+
+impl Connected<axum::serve::IncomingStream<'_, TlsListener>> for Conn {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Self {
         stream.remote_addr().clone()
     }
 }
