@@ -416,3 +416,70 @@ impl Outbox {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{EventBody, EventKey};
+    use crate::store::StoreOptions;
+
+    fn alarm_event(n: u32) -> Event {
+        Event {
+            key: EventKey::command("alarm", "a", &n.to_string()),
+            agent_id: "a".into(),
+            device_id: String::new(),
+            occurred_at_ms: 1_000 + i64::from(n),
+            fencing_token: 0,
+            body: EventBody::Alarm {
+                kind: "test".into(),
+                message: format!("alarm {n}"),
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn counts_survive_reopening_and_settling_twice_frees_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = StoreOptions::at(dir.path().join("store"));
+        let before = {
+            let store = Store::open(&options).unwrap().store;
+            let outbox = Outbox::open(&store, u64::MAX).unwrap();
+            for n in 0..3 {
+                outbox.enqueue(alarm_event(n)).await.unwrap();
+            }
+            outbox.stats().unwrap()
+        };
+        let store = Store::open(&options).unwrap().store;
+        let outbox = Outbox::open(&store, u64::MAX).unwrap();
+        let after = outbox.stats().unwrap();
+        assert_eq!((after.depth, after.bytes), (before.depth, before.bytes));
+        assert_eq!(after.oldest_occurred_at_ms, Some(1_000));
+
+        let head: Vec<_> = outbox
+            .peek(1)
+            .unwrap()
+            .into_iter()
+            .map(|queued| (queued, Settlement::Delivered))
+            .collect();
+        outbox.settle(&head).await.unwrap();
+        outbox.settle(&head).await.unwrap();
+        let settled = outbox.stats().unwrap();
+        assert_eq!(settled.depth, 2);
+        assert_eq!(settled.bytes, before.bytes - head[0].0.size);
+        assert_eq!(settled.oldest_occurred_at_ms, Some(1_001));
+    }
+
+    #[tokio::test]
+    async fn requeueing_an_unknown_dead_letter_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&StoreOptions::at(dir.path().join("s")))
+            .unwrap()
+            .store;
+        let outbox = Outbox::open(&store, u64::MAX).unwrap();
+        let error = outbox.requeue(42).await.unwrap_err();
+        assert!(matches!(
+            error,
+            OutboxError::NoSuchDeadLetter { sequence: 42 }
+        ));
+    }
+}

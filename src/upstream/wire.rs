@@ -215,6 +215,28 @@ mod tests {
     }
 
     #[test]
+    fn the_contract_document_names_every_type_and_outcome() {
+        let contract = include_str!("../../docs/upstream-api.yaml");
+        let type_enum = contract
+            .lines()
+            .skip_while(|line| !line.trim_start().starts_with("type:"))
+            .find(|line| line.contains("enum: [user_discovered"))
+            .expect("the event type enum in docs/upstream-api.yaml");
+        let continued = contract
+            .lines()
+            .skip_while(|line| *line != type_enum)
+            .take(2)
+            .collect::<String>();
+        for name in TYPE_NAMES {
+            assert!(
+                continued.contains(name),
+                "{name} is missing from the contract's type enum"
+            );
+        }
+        assert!(contract.contains("enum: [accepted, duplicate, rejected]"));
+    }
+
+    #[test]
     fn outcomes_parse_from_the_documented_shape() {
         let reply: BatchReply = serde_json::from_value(json!({"results": [
             {"key": "a", "status": "accepted"},
