@@ -305,3 +305,64 @@ async fn a_person_is_confirmed_only_if_the_upstream_has_it() {
     );
     assert_eq!(client.person("nobody").await.unwrap(), None);
 }
+
+/// `upstream::start` as the agent calls it: from the config file's `[upstream]` section.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_follows_the_config_and_never_blocks_queueing() {
+    use edge_agent::agent::Tasks;
+    use edge_agent::upstream::{self, ForwarderState};
+
+    let double = UpstreamDouble::start(TOKEN).await;
+    let dir = tempfile::tempdir().unwrap();
+    let token = token_file(dir.path(), TOKEN);
+    let config = |upstream: &str| {
+        edge_agent::config::parse(&format!(
+            "[agent]\nid = \"agent-1\"\ndata_dir = \"{}\"\n[upstream]\n{upstream}",
+            dir.path().display()
+        ))
+        .unwrap()
+    };
+    let store = support::open_store(dir.path());
+
+    // Without a URL events are kept; with an unreadable token the forwarder is not started
+    // but events are still kept; both say why in status.
+    let mut tasks = Tasks::new();
+    let idle = upstream::start(&mut tasks, &config(""), &store).unwrap();
+    assert_eq!(
+        idle.status().unwrap().forwarder,
+        ForwarderState::NotConfigured
+    );
+    idle.outbox().enqueue(punch("dev1", 1, 1)).await.unwrap();
+    let broken = upstream::start(
+        &mut tasks,
+        &config(&format!(
+            "url = \"{}\"\ntoken_file = \"/nonexistent/token\"",
+            double.url()
+        )),
+        &store,
+    )
+    .unwrap();
+    let ForwarderState::Failed(reason) = broken.status().unwrap().forwarder else {
+        panic!("a missing token file must show as a failed forwarder");
+    };
+    assert!(reason.contains("/nonexistent/token"), "{reason}");
+    assert_eq!(broken.status().unwrap().queued, 1);
+
+    // Configured: the queued event goes out.
+    let running = upstream::start(
+        &mut tasks,
+        &config(&format!(
+            "url = \"{}\"\ntoken_file = \"{}\"",
+            double.url(),
+            token.display()
+        )),
+        &store,
+    )
+    .unwrap();
+    assert_eq!(running.status().unwrap().forwarder, ForwarderState::Running);
+    wait_for(LIMIT, "the queued event to be applied", || {
+        double.applications(&punch("dev1", 1, 1).key) == 1
+    })
+    .await;
+    assert!(tasks.stop(Duration::from_secs(5)).await.is_empty());
+}

@@ -40,7 +40,8 @@ pub struct SyncStatus {
     pub delivered: u64,
     /// Events moved to the dead letters since start.
     pub dead_lettered: u64,
-    /// Share of the last 100 requests that succeeded (`None` before the first).
+    /// Share of the last 100 requests the upstream answered for good (delivered, or refused
+    /// permanently) rather than with something to retry (`None` before the first).
     pub success_rate: Option<f64>,
     /// When a request last succeeded (UTC ms).
     pub last_success_at_ms: Option<i64>,
