@@ -148,6 +148,12 @@ async fn a_batch_refused_as_a_whole_is_split_until_the_bad_event_is_alone() {
         requests <= 20,
         "isolating one event took {requests} requests"
     );
+
+    double.accept_batches_with(&keys[37]);
+    assert_eq!(agent.outbox.requeue_all().await.unwrap(), 1);
+    agent.drained(LIMIT).await;
+    assert_eq!(double.applications(&keys[37]), 1);
+    assert!(agent.outbox.dead_letters().unwrap().is_empty());
     agent.stop().await;
 }
 

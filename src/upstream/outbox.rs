@@ -339,6 +339,17 @@ impl Outbox {
         Ok(sequence)
     }
 
+    /// Re-queues every dead letter, oldest first (after a fix that cleared them all, e.g. a
+    /// corrected upstream URL); returns how many were re-queued. Stops at the first failure,
+    /// such as the byte cap, leaving the rest as dead letters.
+    pub async fn requeue_all(&self) -> Result<usize, OutboxError> {
+        let letters = self.dead_letters()?;
+        for (sequence, _) in &letters {
+            self.requeue(*sequence).await?;
+        }
+        Ok(letters.len())
+    }
+
     /// Depth, bytes, oldest event, dead letters and whether new events are refused.
     pub fn stats(&self) -> Result<OutboxStats, OutboxError> {
         let tally = *self.lock_tally();

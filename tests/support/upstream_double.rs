@@ -220,6 +220,11 @@ impl UpstreamDouble {
         self.faults().refuse_batches_with.insert(key.to_string());
     }
 
+    /// Stops refusing batches that hold `key`.
+    pub fn accept_batches_with(&self, key: &str) {
+        self.faults().refuse_batches_with.remove(key);
+    }
+
     // ---- upstream data ----
 
     /// Adds a mapping change to the feed.
