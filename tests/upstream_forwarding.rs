@@ -372,3 +372,38 @@ async fn start_follows_the_config_and_never_blocks_queueing() {
     .await;
     assert!(tasks.stop(Duration::from_secs(5)).await.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mappings_are_pulled_again_when_the_upstream_comes_back() {
+    let double = UpstreamDouble::start(TOKEN).await;
+    double.set_outage(true);
+    let mut agent = AgentSide::new(CAP);
+    enqueue_punches(&agent, "dev1", 0..1).await;
+    // The schedule alone would pull again only in an hour.
+    agent.start(&options(
+        &double.url(),
+        &token_file(agent.dir.path(), TOKEN),
+    ));
+    wait_for(LIMIT, "a failed delivery", || {
+        !double.event_requests().is_empty()
+    })
+    .await;
+    wait_for(LIMIT, "the first mapping pull", || {
+        double.requests().iter().any(|r| r.endpoint == "mappings")
+    })
+    .await;
+    double.add_mapping(
+        "dev1",
+        "7",
+        json!({"person_id": "p7", "name": "Ana", "privilege": 0, "card": null}),
+        false,
+    );
+
+    double.set_outage(false);
+    let store = agent.store.clone();
+    wait_for(LIMIT, "the mapping pulled after reconnecting", || {
+        mapping::mapping(&store, "dev1", "7").unwrap().is_some()
+    })
+    .await;
+    agent.stop().await;
+}

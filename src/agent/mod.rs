@@ -100,6 +100,7 @@ async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
 
     let (config_tx, _config_rx) = watch::channel(Arc::clone(&config));
     let mut tasks = Tasks::new();
+    // Kept for the status surfaces (status socket, MQTT `status`) that read `status()`.
     let _upstream =
         upstream::start(&mut tasks, &config, &store).context("cannot open the upstream outbox")?;
     if let Some(interval) = systemd::watchdog_interval() {
