@@ -135,8 +135,10 @@ pub struct PersonAttributes {
     pub card: Option<String>,
 }
 
-/// How an administrator resolved a conflict.
+/// How an administrator resolved a conflict. Stored by variant index (postcard); the snake-case
+/// names are the upstream contract's JSON spelling.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Resolution {
     /// Forward the device's version upstream.
     UseDevice,

@@ -17,6 +17,7 @@ use crate::config::{self, Config};
 use crate::ops::logging::{self, LoggingHandle};
 use crate::ops::systemd;
 use crate::store::{Store, StoreOptions};
+use crate::upstream;
 use anyhow::Context as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -100,6 +101,9 @@ async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
     let (config_tx, _config_rx) = watch::channel(Arc::clone(&config));
     let mut tasks = Tasks::new();
     let _devices = start_devices(&mut tasks, &config, &store).await?;
+    // Kept for the status surfaces (status socket, MQTT `status`) that read `status()`.
+    let _upstream =
+        upstream::start(&mut tasks, &config, &store).context("cannot open the upstream outbox")?;
     if let Some(interval) = systemd::watchdog_interval() {
         tasks.spawn("systemd-watchdog", move |stop| watchdog(interval, stop));
     }

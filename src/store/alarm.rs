@@ -32,6 +32,20 @@ pub enum AlarmKind {
         /// Why it was judged damaged.
         reason: String,
     },
+    /// The outbox reached its byte cap: new events are refused (never dropped) until the
+    /// forwarder drains it.
+    OutboxFull {
+        /// Bytes queued when the first event was refused.
+        queued_bytes: u64,
+        /// The configured cap (`upstream.outbox_max_bytes`).
+        max_bytes: u64,
+    },
+    /// The upstream refused the agent's credentials (HTTP 401/403); forwarding waits for a
+    /// valid token.
+    UpstreamUnauthorized {
+        /// The HTTP status the upstream answered.
+        status: u16,
+    },
 }
 
 impl Record for Alarm {
