@@ -23,6 +23,7 @@ pub mod bulk;
 pub mod checksum;
 pub mod code;
 pub mod dataset;
+pub mod device;
 pub mod framing;
 pub mod layout;
 pub mod packet;

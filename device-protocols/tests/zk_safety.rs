@@ -1,0 +1,86 @@
+//! Invariant 1 for ZK: the agent's request type cannot express a destructive command.
+
+use device_protocols::zk::{
+    BulkDataset, Code, CommKey, DestructiveCommand, Request, TimeZones, UserId, UserLayout,
+    UserRecord, UserWrite, DeviceText,
+};
+
+/// One value of every variant. The match below stops compiling when a variant is added, so the
+/// list cannot silently fall behind the enum.
+fn every_request() -> Vec<Request> {
+    let user = UserRecord {
+        uid: 1,
+        privilege: 0,
+        password: DeviceText::ascii(""),
+        name: DeviceText::ascii("A"),
+        card: 0,
+        group: 1,
+        user_id: UserId::Text(DeviceText::ascii("1")),
+        time_zones: TimeZones::Extended {
+            own: 0,
+            zones: [0; 3],
+        },
+    };
+    let all = vec![
+        Request::Connect,
+        Request::Auth(CommKey(1)),
+        Request::Exit,
+        Request::EnableDevice,
+        Request::DisableDevice {
+            auto_enable_after_secs: 60,
+        },
+        Request::GetFreeSizes,
+        Request::GetTime,
+        Request::GetVersion,
+        Request::ReadOption("~SerialNumber".into()),
+        Request::PrepareBuffer(BulkDataset::Users),
+        Request::PrepareBuffer(BulkDataset::Attendance),
+        Request::ReadBuffer { offset: 0, len: 1 },
+        Request::FreeData,
+        Request::SetUser(UserWrite::new(&user, UserLayout::Extended72).unwrap()),
+        Request::RefreshData,
+    ];
+    for request in &all {
+        match request {
+            Request::Connect
+            | Request::Auth(_)
+            | Request::Exit
+            | Request::EnableDevice
+            | Request::DisableDevice { .. }
+            | Request::GetFreeSizes
+            | Request::GetTime
+            | Request::GetVersion
+            | Request::ReadOption(_)
+            | Request::PrepareBuffer(_)
+            | Request::ReadBuffer { .. }
+            | Request::FreeData
+            | Request::SetUser(_)
+            | Request::RefreshData => {}
+        }
+    }
+    all
+}
+
+#[test]
+fn no_request_is_destructive() {
+    for request in every_request() {
+        assert_eq!(
+            DestructiveCommand::recognise(request.code()),
+            None,
+            "{request:?} encodes a destructive command"
+        );
+    }
+}
+
+#[test]
+fn the_recogniser_knows_the_destructive_codes() {
+    for code in [
+        Code::DELETE_USER,
+        Code::CLEAR_DATA,
+        Code::CLEAR_ATTLOG,
+        Code::DELETE_USERTEMP,
+        Code::CLEAR_OPLOG,
+    ] {
+        assert!(DestructiveCommand::recognise(code).is_some(), "{code}");
+    }
+}
