@@ -1,0 +1,107 @@
+//! The emulator's record of every command it receives, one JSON object per line.
+//!
+//! Tests read this file to prove that no destructive command ever reached the device, and to see
+//! exactly what an independent client sent (including what firmware would silently drop).
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+
+use anyhow::Context;
+use device_protocols::zk::{Code, DestructiveCommand};
+use serde::Serialize;
+
+/// What the emulated firmware did with a packet.
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Disposition {
+    /// Executed and answered.
+    Answered,
+    /// Executed; firmware sends no reply (a client `ACK_OK`).
+    NoReply,
+    /// Same reply id as the previous request: the cached reply was resent, nothing executed.
+    ResentCached,
+    /// Dropped: bad checksum.
+    DroppedBadChecksum,
+    /// Dropped: not `CONNECT` and the session id is unknown.
+    DroppedUnknownSession,
+    /// Dropped: reply id lower than the last one.
+    DroppedStaleReplyId,
+    /// Dropped: serial frame for another RS485 address.
+    DroppedOtherAddress,
+    /// Swallowed by the silence fault.
+    Silenced,
+}
+
+/// One line of the log.
+#[derive(Serialize)]
+pub struct Entry<'a> {
+    pub transport: &'a str,
+    pub code: u16,
+    pub name: Option<&'static str>,
+    pub session_id: u16,
+    pub reply_id: u16,
+    pub data_len: usize,
+    pub destructive: bool,
+    pub destructive_kind: Option<String>,
+    pub disposition: Disposition,
+}
+
+impl Entry<'_> {
+    /// Fills the code-derived fields.
+    pub fn new(
+        transport: &str,
+        code: Code,
+        session_id: u16,
+        reply_id: u16,
+        data_len: usize,
+        disposition: Disposition,
+    ) -> Entry<'_> {
+        let destructive = DestructiveCommand::recognise(code);
+        Entry {
+            transport,
+            code: code.0,
+            name: code.name(),
+            session_id,
+            reply_id,
+            data_len,
+            destructive: destructive.is_some(),
+            destructive_kind: destructive.map(|d| format!("{d:?}")),
+            disposition,
+        }
+    }
+}
+
+/// Appends entries to a file (or nowhere when no file was given), flushing each line so a test
+/// can read it while the emulator runs.
+pub struct CommandLog {
+    out: Option<BufWriter<File>>,
+}
+
+impl CommandLog {
+    /// Opens (creating or appending to) `path`.
+    pub fn open(path: Option<&Path>) -> anyhow::Result<CommandLog> {
+        let out = match path {
+            Some(path) => Some(BufWriter::new(
+                File::options()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .with_context(|| format!("cannot open command log {}", path.display()))?,
+            )),
+            None => None,
+        };
+        Ok(CommandLog { out })
+    }
+
+    /// Records one entry; a write failure is reported on stderr but never stops the device.
+    pub fn record(&mut self, entry: &Entry<'_>) {
+        let Some(out) = self.out.as_mut() else {
+            return;
+        };
+        let line = serde_json::to_string(entry).expect("entry serialises");
+        if let Err(err) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+            eprintln!("device-sim zk: cannot write command log: {err}");
+        }
+    }
+}
