@@ -182,7 +182,7 @@ fn generated_user(uid: u16, layout: UserLayout, rng: &mut StdRng) -> UserRecord 
         UserLayout::Extended72 => (
             format!("{} {uid}", NAMES[rng.random_range(0..NAMES.len())]),
             if uid % 3 == 0 { "1234" } else { "" },
-            UserId::Text(DeviceText::ascii(&(100_000 + u32::from(uid)).to_string())),
+            UserId::Text(DeviceText::ascii(&(1000 + u32::from(uid)).to_string())),
             TimeZones::Extended {
                 own: 0,
                 zones: [0; 3],
@@ -196,7 +196,7 @@ fn generated_user(uid: u16, layout: UserLayout, rng: &mut StdRng) -> UserRecord 
         UserLayout::Compact28 => (
             format!("U{uid}"),
             if uid % 3 == 0 { "123" } else { "" },
-            UserId::Number(100_000 + u32::from(uid)),
+            UserId::Number(1000 + u32::from(uid)),
             TimeZones::Compact { bits: 0 },
             if uid % 2 == 0 {
                 u64::from(rng.random_range(1_000_000u32..9_999_999))

@@ -1,0 +1,295 @@
+//! The emulator driven over real sockets with the sans-IO types: complete reads over TCP and UDP
+//! in every record format, firmware semantics (§7 of the research notes) and the fault knobs.
+
+mod zk_common;
+
+use std::time::Duration;
+
+use device_protocols::zk::{
+    AttendanceLayout, BulkDataset, BulkError, Code, DeviceText, Packet, ReplyError, Request,
+    TimeZones, UserId, UserLayout, UserRecord, UserWrite, MAX_CHUNK_TCP, MAX_CHUNK_UDP,
+};
+use zk_common::{Emulator, TestClient};
+
+fn assert_complete(read: &zk_common::FullRead, users: u32, logs: u32) {
+    assert_eq!((read.sizes.users, read.sizes.records), (users, logs));
+    assert!(read.users.count_consistent && read.logs.count_consistent);
+    assert_eq!(read.users.users.len() as u32, users);
+    assert_eq!(read.logs.records.len() as u32, logs);
+}
+
+#[test]
+fn complete_read_over_tcp_with_default_pacing() {
+    let sim = Emulator::spawn(&["--tcp", "127.0.0.1:0", "--users", "300", "--logs", "700"]);
+    let mut client = TestClient::tcp(sim.tcp.unwrap());
+    client.connect(None).unwrap();
+    let read = client.full_read(MAX_CHUNK_TCP);
+    assert_complete(&read, 300, 700);
+    assert_eq!(read.users.layout, Some(UserLayout::Extended72));
+    assert_eq!(read.logs.layout, Some(AttendanceLayout::Full40));
+    let first = &read.users.users[0];
+    assert_eq!((first.uid, first.privilege), (1, 14));
+    assert_eq!(first.user_id.display(), "1001");
+    // Every record names an existing user, as generated.
+    for log in &read.logs.records {
+        let uid = log.uid.unwrap();
+        let user = &read.users.users[usize::from(uid) - 1];
+        assert_eq!(log.user_id.as_ref().unwrap(), &user.user_id);
+        assert!(log.time.is_plausible());
+    }
+    sim.assert_nothing_destructive();
+}
+
+#[test]
+fn complete_read_over_udp_in_compact_formats_with_many_small_slices() {
+    for log_format in ["16", "8"] {
+        let sim = Emulator::spawn(&[
+            "--udp",
+            "127.0.0.1:0",
+            "--users",
+            "120",
+            "--logs",
+            "900",
+            "--user-format",
+            "28",
+            "--log-format",
+            log_format,
+            "--pacing-ms",
+            "0",
+        ]);
+        let mut client = TestClient::udp(sim.udp.unwrap());
+        client.connect(None).unwrap();
+        // A 2000-byte slice limit forces a PREPARE/DATA/ACK cycle per slice and a short final
+        // slice answered by a lone DATA packet.
+        let read = client.full_read(2000);
+        assert_complete(&read, 120, 900);
+        assert_eq!(read.users.layout, Some(UserLayout::Compact28));
+        assert_eq!(read.users.users[4].user_id, UserId::Number(1005));
+        sim.assert_nothing_destructive();
+    }
+}
+
+#[test]
+fn unpaced_bursts_are_reassembled_over_tcp() {
+    let sim = Emulator::spawn(&[
+        "--tcp",
+        "127.0.0.1:0",
+        "--users",
+        "2000",
+        "--logs",
+        "3000",
+        "--pacing-ms",
+        "0",
+        "--tcp-fragment",
+        "65528",
+    ]);
+    let mut client = TestClient::tcp(sim.tcp.unwrap());
+    client.connect(None).unwrap();
+    assert_complete(&client.full_read(MAX_CHUNK_TCP), 2000, 3000);
+}
+
+#[test]
+fn udp_reads_with_the_udp_chunk_limit() {
+    let sim = Emulator::spawn(&["--udp", "127.0.0.1:0", "--users", "500", "--pacing-ms", "1"]);
+    let mut client = TestClient::udp(sim.udp.unwrap());
+    client.connect(None).unwrap();
+    assert_complete(&client.full_read(MAX_CHUNK_UDP), 500, 100);
+}
+
+#[test]
+fn comm_key_gates_every_command() {
+    let sim = Emulator::spawn(&["--tcp", "127.0.0.1:0", "--comm-key", "123456"]);
+    let mut wrong = TestClient::tcp(sim.tcp.unwrap());
+    assert_eq!(wrong.connect(Some(654_321)), Err(ReplyError::Unauthorized));
+    // Still unauthenticated: everything else is refused.
+    let reply = wrong.call(&Request::GetFreeSizes).unwrap();
+    assert_eq!(reply.code, Code::ACK_UNAUTH);
+    drop(wrong);
+
+    let mut right = TestClient::tcp(sim.tcp.unwrap());
+    right.connect(Some(123_456)).unwrap();
+    assert_complete(&right.full_read(MAX_CHUNK_TCP), 20, 100);
+}
+
+#[test]
+fn firmware_drops_what_firmware_drops_and_resends_its_cache() {
+    let sim = Emulator::spawn(&["--udp", "127.0.0.1:0"]);
+    let mut client = TestClient::udp(sim.udp.unwrap());
+    client.connect(None).unwrap();
+    client.set_timeout(Duration::from_millis(300));
+    let session = client.session.session_id();
+
+    // Bad checksum: silently dropped.
+    let mut corrupt = Packet::new(Code::GET_TIME, session, 10, Vec::new()).encode();
+    corrupt[2] ^= 0xFF;
+    client.send_raw(&corrupt);
+    assert_eq!(client.recv(), None);
+
+    // Unknown session: silently dropped.
+    client.send_raw(&Packet::new(Code::GET_TIME, session.wrapping_add(1), 11, Vec::new()).encode());
+    assert_eq!(client.recv(), None);
+
+    // A repeated reply id gets the cached reply, byte for byte, without re-executing.
+    let sizes = Packet::new(Code::GET_FREE_SIZES, session, 20, Vec::new()).encode();
+    client.send_raw(&sizes);
+    let first = client.recv().unwrap();
+    client.send_raw(&Packet::new(Code::GET_VERSION, session, 20, Vec::new()).encode());
+    assert_eq!(client.recv().unwrap(), first);
+
+    // A lower reply id is dropped.
+    client.send_raw(&Packet::new(Code::GET_TIME, session, 19, Vec::new()).encode());
+    assert_eq!(client.recv(), None);
+
+    // Unknown commands are answered, as pyzk's error recovery needs.
+    for (reply_id, code) in [(30, 2001), (31, 0xFFFF), (32, 4242)] {
+        client.send_raw(&Packet::new(Code(code), session, reply_id, Vec::new()).encode());
+        assert_eq!(client.recv().unwrap().code, Code::ACK_UNKNOWN);
+    }
+
+    // A client ACK_OK (event acknowledgement) gets no reply.
+    client.send_raw(&Packet::new(Code::ACK_OK, session, 0, Vec::new()).encode());
+    assert_eq!(client.recv(), None);
+
+    let dispositions: Vec<String> = sim
+        .commands()
+        .iter()
+        .map(|e| e["disposition"].as_str().unwrap().to_owned())
+        .collect();
+    for expected in [
+        "dropped-bad-checksum",
+        "dropped-unknown-session",
+        "resent-cached",
+        "dropped-stale-reply-id",
+        "no-reply",
+    ] {
+        assert!(dispositions.iter().any(|d| d == expected), "{expected} missing");
+    }
+}
+
+fn new_user(uid: u16, user_id: &str, name: &str) -> UserRecord {
+    UserRecord {
+        uid,
+        privilege: 0,
+        password: DeviceText::ascii(""),
+        name: DeviceText::ascii(name),
+        card: 4242,
+        group: 1,
+        user_id: UserId::Text(DeviceText::ascii(user_id)),
+        time_zones: TimeZones::Extended {
+            own: 0,
+            zones: [0; 3],
+        },
+    }
+}
+
+#[test]
+fn set_user_follows_firmware_rules_and_reads_back() {
+    let sim = Emulator::spawn(&["--tcp", "127.0.0.1:0", "--users", "5"]);
+    let mut client = TestClient::tcp(sim.tcp.unwrap());
+    client.connect(None).unwrap();
+    let write = |user: &UserRecord| {
+        Request::SetUser(UserWrite::new(user, UserLayout::Extended72).unwrap())
+    };
+
+    let added = new_user(50, "9050", "Zoe Added");
+    let reply = client.call(&write(&added)).unwrap();
+    client.session.expect_ok(&reply).unwrap();
+    client.call(&Request::RefreshData).unwrap();
+
+    // The user id 1001 belongs to uid 1: firmware refuses with detail 1.
+    let reply = client.call(&write(&new_user(51, "1001", "Clash"))).unwrap();
+    assert_eq!(
+        client.session.expect_ok(&reply),
+        Err(ReplyError::Refused {
+            request: Code::USER_WRQ,
+            detail: 1
+        })
+    );
+    // uid 2 exists with another user id: a uid's user id cannot be changed.
+    let reply = client.call(&write(&new_user(2, "7777", "Renamed"))).unwrap();
+    assert_eq!(reply.code, Code::ACK_ERROR);
+    // Same uid, same user id: an update.
+    let mut renamed = new_user(3, "1003", "Updated Three");
+    renamed.card = 1;
+    let reply = client.call(&write(&renamed)).unwrap();
+    client.session.expect_ok(&reply).unwrap();
+
+    let read = client.full_read(MAX_CHUNK_TCP);
+    assert_complete(&read, 6, 100);
+    assert!(read.users.users.contains(&added));
+    assert!(read.users.users.contains(&renamed));
+    sim.assert_nothing_destructive();
+}
+
+#[test]
+fn short_chunk_fault_is_detected() {
+    let sim = Emulator::spawn(&[
+        "--tcp", "127.0.0.1:0", "--users", "200", "--fault", "short-chunk", "--pacing-ms", "0",
+    ]);
+    let mut client = TestClient::tcp(sim.tcp.unwrap());
+    client.connect(None).unwrap();
+    let err = client.bulk(BulkDataset::Users, MAX_CHUNK_TCP).unwrap_err();
+    assert!(matches!(err, BulkError::ShortSlice { .. }), "{err}");
+}
+
+#[test]
+fn drop_mid_transfer_closes_the_connection_before_the_dataset_is_complete() {
+    let sim = Emulator::spawn(&[
+        "--tcp", "127.0.0.1:0", "--users", "200", "--fault", "drop-mid-transfer", "--pacing-ms",
+        "0",
+    ]);
+    let mut client = TestClient::tcp(sim.tcp.unwrap());
+    client.connect(None).unwrap();
+    let (mut read, first) = device_protocols::zk::BulkRead::start(BulkDataset::Users, MAX_CHUNK_TCP);
+    let announce = client.call(&first).unwrap();
+    let device_protocols::zk::BulkStep::Send(slice) = read.on_packet(&announce).unwrap() else {
+        panic!("200 users are too many to send inline");
+    };
+    let mut reply = client.call(&slice);
+    while let Some(packet) = reply {
+        assert!(
+            !matches!(
+                read.on_packet(&packet).unwrap(),
+                device_protocols::zk::BulkStep::Complete(_)
+            ),
+            "completed despite the dropped transfer"
+        );
+        reply = client.recv();
+    }
+    let (received, total) = read.progress();
+    assert!(received < total as usize);
+}
+
+#[test]
+fn wrong_counts_make_the_read_inconsistent() {
+    let sim = Emulator::spawn(&["--tcp", "127.0.0.1:0", "--fault", "wrong-counts"]);
+    let mut client = TestClient::tcp(sim.tcp.unwrap());
+    client.connect(None).unwrap();
+    let read = client.full_read(MAX_CHUNK_TCP);
+    assert_eq!(read.sizes.users, 21);
+    assert!(!read.users.count_consistent);
+    assert!(!read.logs.count_consistent);
+    assert_eq!(read.users.users.len(), 20);
+}
+
+#[test]
+fn silence_fault_answers_connect_only() {
+    let sim = Emulator::spawn(&["--udp", "127.0.0.1:0", "--fault", "silence"]);
+    let mut client = TestClient::udp(sim.udp.unwrap());
+    client.connect(None).unwrap();
+    client.set_timeout(Duration::from_millis(300));
+    assert_eq!(client.call(&Request::GetFreeSizes), None);
+}
+
+#[test]
+fn a_silent_tcp_client_is_disconnected_and_the_next_one_served() {
+    let sim = Emulator::spawn(&["--tcp", "127.0.0.1:0", "--first-packet-timeout-secs", "1"]);
+    let mut silent = TestClient::tcp(sim.tcp.unwrap());
+    // pyzk's probe: connect and close at once; it must not occupy the device.
+    drop(std::net::TcpStream::connect(sim.tcp.unwrap()).unwrap());
+    // The silent client is cut off: end of stream, not our own read timeout.
+    assert!(silent.closed_by_peer());
+    let mut next = TestClient::tcp(sim.tcp.unwrap());
+    next.connect(None).unwrap();
+    assert_complete(&next.full_read(MAX_CHUNK_TCP), 20, 100);
+}
