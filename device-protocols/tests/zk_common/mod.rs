@@ -306,3 +306,24 @@ impl TestClient {
         self.session.expect_ok(&reply).unwrap();
     }
 }
+
+/// Seconds since the Unix epoch of a naive "YYYY-MM-DDTHH:MM:SS" (for comparing device clocks).
+pub fn naive_seconds(text: &str) -> i64 {
+    let n = |range: std::ops::Range<usize>| text[range].parse::<i64>().expect("timestamp digits");
+    let (year, month, day) = (n(0..4), n(5..7), n(8..10));
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let doy = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
+    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+    days * 86_400 + n(11..13) * 3600 + n(14..16) * 60 + n(17..19)
+}
+
+/// Formats a ZK time the way the peer scripts print timestamps.
+pub fn zk_iso(time: device_protocols::zk::ZkTime) -> String {
+    let t = time.to_parts();
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+        t.year, t.month, t.day, t.hour, t.minute, t.second
+    )
+}

@@ -65,8 +65,8 @@ pub fn serve_serial(path: &Path, firmware: Arc<Mutex<Firmware>>, line: Line) -> 
             }
             let reply = device.handle(&frame.packet, Transport::Serial);
             drop(device);
-            send_paced(&reply, line.pacing, |bytes| {
-                let framed = frame_serial(address, bytes);
+            send_paced(&reply, line.pacing, |burst| {
+                let framed: Vec<u8> = burst.iter().flat_map(|p| frame_serial(address, p)).collect();
                 port.write_all(&framed)?;
                 if line.throttle {
                     // 10 bits per byte on an 8N1 line.
