@@ -51,7 +51,8 @@ fn run_peer(program: &str, script: &str, args: &[String]) -> Option<Value> {
     );
     // node-zklib prints "ok tcp"/"ok udp" itself; the JSON is the last line.
     let json = stdout.lines().last().expect("peer printed nothing");
-    Some(serde_json::from_str(json).unwrap_or_else(|e| panic!("{script} printed {json:?}: {e}")))
+    let shown: String = json.chars().take(2000).collect();
+    Some(serde_json::from_str(json).unwrap_or_else(|e| panic!("{script} printed {shown:?}…: {e}")))
 }
 
 fn skipped(script: &str, why: &str) {

@@ -119,9 +119,9 @@ async function main() {
   } finally {
     await zk.disconnect();
   }
-  process.stdout.write(JSON.stringify(out) + '\n');
-  // node-zklib leaves timers behind; exit explicitly once the output is written.
-  process.exit(0);
+  // node-zklib leaves timers behind, so exit explicitly, but only once stdout (a pipe, written
+  // asynchronously) has taken all of the output.
+  process.stdout.write(JSON.stringify(out) + '\n', () => process.exit(0));
 }
 
 main().catch((err) => {
