@@ -9,9 +9,9 @@ use device_protocols::zk::{
     AttendanceLayout, BulkDataset, BulkError, Code, DeviceText, Packet, ReplyError, Request,
     TimeZones, UserId, UserLayout, UserRecord, UserWrite, MAX_CHUNK_TCP, MAX_CHUNK_UDP,
 };
-use zk_common::{Emulator, TestClient};
+use zk_common::live::{Emulator, TestClient};
 
-fn assert_complete(read: &zk_common::FullRead, users: u32, logs: u32) {
+fn assert_complete(read: &zk_common::live::FullRead, users: u32, logs: u32) {
     assert_eq!((read.sizes.users, read.sizes.records), (users, logs));
     assert!(read.users.count_consistent && read.logs.count_consistent);
     assert_eq!(read.users.users.len() as u32, users);

@@ -13,7 +13,8 @@ use std::process::Command;
 
 use device_protocols::zk::{UserId, MAX_CHUNK_TCP};
 use serde_json::Value;
-use zk_common::{naive_seconds, zk_iso, Emulator, FullRead, TestClient};
+use zk_common::live::{Emulator, FullRead, TestClient};
+use zk_common::{naive_seconds, zk_iso};
 
 /// Exit status the peer scripts use for "client library not installed".
 const PEER_MISSING: i32 = 3;

@@ -213,6 +213,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }));
     }
     if let Some(path) = args.serial {
+        let port = serial::open_serial(&path, args.baud)?;
         announce("serial", &path.display().to_string());
         let line = serial::Line {
             baud: args.baud,
@@ -222,7 +223,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         };
         let firmware = Arc::clone(&firmware);
         workers.push(std::thread::spawn(move || {
-            serial::serve_serial(&path, firmware, line)
+            serial::serve_serial(port, firmware, line)
         }));
     }
     for worker in workers {

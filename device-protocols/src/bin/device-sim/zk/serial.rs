@@ -8,6 +8,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -30,14 +31,26 @@ pub struct Line {
     pub pacing: Duration,
 }
 
-/// Opens `path`, switches it to raw mode and serves it until it fails.
-pub fn serve_serial(path: &Path, firmware: Arc<Mutex<Firmware>>, line: Line) -> anyhow::Result<()> {
-    let mut port = OpenOptions::new()
+/// Opens `path` and switches it to raw mode, before the emulator announces it, so that nothing a
+/// client sends is ever mangled by the line discipline.
+pub fn open_serial(path: &Path, baud: u32) -> anyhow::Result<File> {
+    let port = OpenOptions::new()
         .read(true)
         .write(true)
+        // Never become the controlling terminal of a tty we merely serve.
+        .custom_flags(libc::O_NOCTTY)
         .open(path)
         .with_context(|| format!("cannot open serial device {}", path.display()))?;
-    make_raw(&port, line.baud).with_context(|| format!("cannot configure {}", path.display()))?;
+    make_raw(&port, baud).with_context(|| format!("cannot configure {}", path.display()))?;
+    Ok(port)
+}
+
+/// Serves an opened line until it fails.
+pub fn serve_serial(
+    mut port: File,
+    firmware: Arc<Mutex<Firmware>>,
+    line: Line,
+) -> anyhow::Result<()> {
     let mut reassembler = SerialReassembler::new();
     let mut buffer = [0u8; 4096];
     loop {
