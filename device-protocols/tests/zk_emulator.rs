@@ -162,7 +162,10 @@ fn firmware_drops_what_firmware_drops_and_resends_its_cache() {
         "dropped-stale-reply-id",
         "no-reply",
     ] {
-        assert!(dispositions.iter().any(|d| d == expected), "{expected} missing");
+        assert!(
+            dispositions.iter().any(|d| d == expected),
+            "{expected} missing"
+        );
     }
 }
 
@@ -187,9 +190,8 @@ fn set_user_follows_firmware_rules_and_reads_back() {
     let sim = Emulator::spawn(&["--tcp", "127.0.0.1:0", "--users", "5"]);
     let mut client = TestClient::tcp(sim.tcp.unwrap());
     client.connect(None).unwrap();
-    let write = |user: &UserRecord| {
-        Request::SetUser(UserWrite::new(user, UserLayout::Extended72).unwrap())
-    };
+    let write =
+        |user: &UserRecord| Request::SetUser(UserWrite::new(user, UserLayout::Extended72).unwrap());
 
     let added = new_user(50, "9050", "Zoe Added");
     let reply = client.call(&write(&added)).unwrap();
@@ -206,7 +208,9 @@ fn set_user_follows_firmware_rules_and_reads_back() {
         })
     );
     // uid 2 exists with another user id: a uid's user id cannot be changed.
-    let reply = client.call(&write(&new_user(2, "7777", "Renamed"))).unwrap();
+    let reply = client
+        .call(&write(&new_user(2, "7777", "Renamed")))
+        .unwrap();
     assert_eq!(reply.code, Code::ACK_ERROR);
     // Same uid, same user id: an update.
     let mut renamed = new_user(3, "1003", "Updated Three");
@@ -224,7 +228,14 @@ fn set_user_follows_firmware_rules_and_reads_back() {
 #[test]
 fn short_chunk_fault_is_detected() {
     let sim = Emulator::spawn(&[
-        "--tcp", "127.0.0.1:0", "--users", "200", "--fault", "short-chunk", "--pacing-ms", "0",
+        "--tcp",
+        "127.0.0.1:0",
+        "--users",
+        "200",
+        "--fault",
+        "short-chunk",
+        "--pacing-ms",
+        "0",
     ]);
     let mut client = TestClient::tcp(sim.tcp.unwrap());
     client.connect(None).unwrap();
@@ -235,12 +246,19 @@ fn short_chunk_fault_is_detected() {
 #[test]
 fn drop_mid_transfer_closes_the_connection_before_the_dataset_is_complete() {
     let sim = Emulator::spawn(&[
-        "--tcp", "127.0.0.1:0", "--users", "200", "--fault", "drop-mid-transfer", "--pacing-ms",
+        "--tcp",
+        "127.0.0.1:0",
+        "--users",
+        "200",
+        "--fault",
+        "drop-mid-transfer",
+        "--pacing-ms",
         "0",
     ]);
     let mut client = TestClient::tcp(sim.tcp.unwrap());
     client.connect(None).unwrap();
-    let (mut read, first) = device_protocols::zk::BulkRead::start(BulkDataset::Users, MAX_CHUNK_TCP);
+    let (mut read, first) =
+        device_protocols::zk::BulkRead::start(BulkDataset::Users, MAX_CHUNK_TCP);
     let announce = client.call(&first).unwrap();
     let device_protocols::zk::BulkStep::Send(slice) = read.on_packet(&announce).unwrap() else {
         panic!("200 users are too many to send inline");

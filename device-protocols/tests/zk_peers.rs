@@ -74,7 +74,9 @@ fn reference(sim: &Emulator, tcp: bool) -> (FullRead, i64) {
         TestClient::udp(sim.udp.unwrap())
     };
     client.connect(None).unwrap();
-    let reply = client.call(&device_protocols::zk::Request::GetTime).unwrap();
+    let reply = client
+        .call(&device_protocols::zk::Request::GetTime)
+        .unwrap();
     let now = naive_seconds(&zk_iso(client.session.time_reply(&reply).unwrap()));
     (client.full_read(MAX_CHUNK_TCP), now)
 }
@@ -162,7 +164,10 @@ fn pyzk_against(sim_args: &[&str], tcp: bool) {
             device_protocols::zk::AttendanceLayout::Extended16 => (want.state, want.verify),
             _ => (want.verify, want.state),
         };
-        assert_eq!((got["status"].clone(), got["punch"].clone()), (status.into(), punch.into()));
+        assert_eq!(
+            (got["status"].clone(), got["punch"].clone()),
+            (status.into(), punch.into())
+        );
     }
     assert_clock_close(&out["time"], clock);
 
@@ -185,8 +190,16 @@ fn pyzk_reads_and_writes_over_tcp() {
 fn pyzk_reads_and_writes_over_udp_in_compact_formats() {
     pyzk_against(
         &[
-            "--udp", "127.0.0.1:0", "--users", "150", "--logs", "600", "--user-format", "28",
-            "--log-format", "16",
+            "--udp",
+            "127.0.0.1:0",
+            "--users",
+            "150",
+            "--logs",
+            "600",
+            "--user-format",
+            "28",
+            "--log-format",
+            "16",
         ],
         false,
     );
@@ -221,7 +234,10 @@ fn node_zklib_reads_and_writes_over_tcp() {
     assert_eq!(logs.len(), expected.logs.records.len());
     for (got, want) in logs.iter().zip(&expected.logs.records) {
         assert_eq!(got["userSn"], want.uid.unwrap());
-        assert_eq!(got["deviceUserId"], want.user_id.as_ref().unwrap().display());
+        assert_eq!(
+            got["deviceUserId"],
+            want.user_id.as_ref().unwrap().display()
+        );
         assert_eq!(got["recordTime"], zk_iso(want.time));
     }
     assert_clock_close(&out["time"], clock);
@@ -239,8 +255,16 @@ fn node_zklib_reads_and_writes_over_udp() {
     // node-zklib assumes 28-byte users and 16-byte records on UDP, like the black-and-white
     // terminals that only speak UDP; 600 records keep the log above the inline threshold.
     let sim = Emulator::spawn(&[
-        "--udp", "127.0.0.1:0", "--users", "150", "--logs", "600", "--user-format", "28",
-        "--log-format", "16",
+        "--udp",
+        "127.0.0.1:0",
+        "--users",
+        "150",
+        "--logs",
+        "600",
+        "--user-format",
+        "28",
+        "--log-format",
+        "16",
     ]);
     let (expected, clock) = reference(&sim, false);
     let port = sim.udp.unwrap().port();

@@ -2,9 +2,9 @@
 
 use device_protocols::zk::device::{prepare_buffer_reply, read_buffer_replies, INLINE_THRESHOLD};
 use device_protocols::zk::{
-    frame_serial, frame_tcp, AttendanceLayout, AttendanceRecord, BulkDataset, BulkRead,
-    BulkStep, Code, DeviceSizes, DeviceText, FaceSizes, Packet, Request, SerialReassembler,
-    TcpReassembler, TextCodec, TimeZones, UserId, UserLayout, UserRecord, ZkDateTime, ZkTime,
+    frame_serial, frame_tcp, AttendanceLayout, AttendanceRecord, BulkDataset, BulkRead, BulkStep,
+    Code, DeviceSizes, DeviceText, FaceSizes, Packet, Request, SerialReassembler, TcpReassembler,
+    TextCodec, TimeZones, UserId, UserLayout, UserRecord, ZkDateTime, ZkTime,
 };
 use proptest::prelude::*;
 
@@ -106,14 +106,16 @@ fn attendance(layout: AttendanceLayout) -> BoxedStrategy<AttendanceRecord> {
             proptest::string::string_regex("[!-~]{0,24}").unwrap(),
             any::<u32>(),
         )
-            .prop_map(|((verify, state, time), uid, id, workcode)| AttendanceRecord {
-                uid: Some(uid),
-                user_id: Some(UserId::Text(DeviceText::ascii(&id))),
-                verify,
-                state,
-                time: ZkTime(time),
-                workcode: Some(workcode),
-            })
+            .prop_map(
+                |((verify, state, time), uid, id, workcode)| AttendanceRecord {
+                    uid: Some(uid),
+                    user_id: Some(UserId::Text(DeviceText::ascii(&id))),
+                    verify,
+                    state,
+                    time: ZkTime(time),
+                    workcode: Some(workcode),
+                },
+            )
             .boxed(),
         AttendanceLayout::Extended16 => (common, any::<u32>(), any::<u32>())
             .prop_map(|((verify, state, time), id, workcode)| AttendanceRecord {

@@ -6,10 +6,9 @@
 mod zk_common;
 
 use device_protocols::zk::{
-    decode_attendance, decode_users, frame_tcp, AttendanceLayout, BulkDataset, BulkRead,
-    BulkStep, ClientSession, Code, CommKey, DeviceSizes, Packet, Request, SessionState,
-    TcpReassembler, TextCodec, TimeZones, UserId, UserLayout, UserRecord, UserWrite, ZkTime,
-    MAX_CHUNK_TCP,
+    decode_attendance, decode_users, frame_tcp, AttendanceLayout, BulkDataset, BulkRead, BulkStep,
+    ClientSession, Code, CommKey, DeviceSizes, Packet, Request, SessionState, TcpReassembler,
+    TextCodec, TimeZones, UserId, UserLayout, UserRecord, UserWrite, ZkTime, MAX_CHUNK_TCP,
 };
 use zk_common::{fixture_segments, hex};
 
@@ -127,7 +126,10 @@ fn a_slice_closed_early_is_reported_as_short() {
     read.on_packet(&packets[3]).unwrap();
     read.on_packet(&packets[4]).unwrap();
     let err = read.on_packet(&packets[10]).unwrap_err();
-    assert!(err.to_string().contains("closed after 1008 of 5044 bytes"), "{err}");
+    assert!(
+        err.to_string().contains("closed after 1008 of 5044 bytes"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -188,7 +190,10 @@ fn zp_user_entry_decodes_field_by_field() {
     let record = &fixture_segments("zp_user72_ned.hex")[0];
     let user = UserRecord::decode(record, UserLayout::Extended72, &TextCodec::default());
     assert_eq!(user.uid, 0x0D);
-    assert_eq!(user.password.text, "444", "garbage after the NUL is ignored");
+    assert_eq!(
+        user.password.text, "444",
+        "garbage after the NUL is ignored"
+    );
     assert_eq!(user.name.text, "Ned");
     assert_eq!(user.card, 0xDE);
     assert_eq!(user.group, 2);
@@ -215,7 +220,10 @@ fn zp_user_write_frame_is_reproduced_byte_for_byte() {
     assert_eq!(user.name.text, "Nuevo");
     assert_eq!(user.card, 6543);
     assert_eq!(user.group, 1);
-    assert_eq!(user.user_id, UserId::Text(device_protocols::zk::DeviceText::ascii("11224488")));
+    assert_eq!(
+        user.user_id,
+        UserId::Text(device_protocols::zk::DeviceText::ascii("11224488"))
+    );
 
     // Our encoder writes the same record, except the SDK's garbage byte after the password NUL.
     let write = UserWrite::new(&user, UserLayout::Extended72).unwrap();

@@ -1,8 +1,8 @@
 //! Invariant 1 for ZK: the agent's request type cannot express a destructive command.
 
 use device_protocols::zk::{
-    BulkDataset, Code, CommKey, DestructiveCommand, Request, TimeZones, UserId, UserLayout,
-    UserRecord, UserWrite, DeviceText,
+    BulkDataset, Code, CommKey, DestructiveCommand, DeviceText, Request, TimeZones, UserId,
+    UserLayout, UserRecord, UserWrite,
 };
 
 /// One value of every variant. The match below stops compiling when a variant is added, so the

@@ -93,7 +93,11 @@ fn rs485_ignores_frames_for_another_address_and_rs232_does_not() {
     let sim = Emulator::spawn(&["--serial", &pty.slave_path, "--rs485", "--device-id", "7"]);
     let mut stranger = client(&pty, 8);
     stranger.set_timeout(Duration::from_millis(800));
-    assert_eq!(stranger.call(&Request::Connect), None, "answered another address");
+    assert_eq!(
+        stranger.call(&Request::Connect),
+        None,
+        "answered another address"
+    );
     assert!(sim
         .commands()
         .iter()

@@ -5,7 +5,9 @@
 
 use super::dataset::records_of;
 use super::layout::{detect, RecordLayout};
-use super::record::{is_printable_field, put_text, text_field, u16_at, u32_at, RecordError, UserId};
+use super::record::{
+    is_printable_field, put_text, text_field, u16_at, u32_at, RecordError, UserId,
+};
 use super::text::TextCodec;
 use super::time::ZkTime;
 
@@ -119,9 +121,8 @@ impl AttendanceRecord {
     /// Encodes the record in `layout` (the emulator's job); fields the layout needs must be set.
     pub fn encode(&self, layout: AttendanceLayout) -> Result<Vec<u8>, RecordError> {
         let name = layout.name();
-        let missing = |field: &str| {
-            RecordError::NotRepresentable(format!("a {name} record needs a {field}"))
-        };
+        let missing =
+            |field: &str| RecordError::NotRepresentable(format!("a {name} record needs a {field}"));
         let mut out = vec![0u8; layout.record_len()];
         out[layout.time_offset()..layout.time_offset() + 4]
             .copy_from_slice(&self.time.0.to_le_bytes());

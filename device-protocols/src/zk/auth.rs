@@ -19,7 +19,12 @@ impl CommKey {
         let b = mixed.to_le_bytes();
         let x = [b[0] ^ b'Z', b[1] ^ b'K', b[2] ^ b'S', b[3] ^ b'O'];
         let swapped = [x[2], x[3], x[0], x[1]];
-        [swapped[0] ^ ticks, swapped[1] ^ ticks, ticks, swapped[3] ^ ticks]
+        [
+            swapped[0] ^ ticks,
+            swapped[1] ^ ticks,
+            ticks,
+            swapped[3] ^ ticks,
+        ]
     }
 
     /// Whether `token` proves knowledge of this key for `session_id`, checking bytes 0, 1 and 3

@@ -47,7 +47,12 @@ pub fn read_buffer_replies(
     let end = start.saturating_add(len as usize).min(dataset.len());
     let slice = &dataset[start..end];
     if slice.len() <= SINGLE_PACKET_SLICE {
-        return vec![Packet::new(Code::DATA, session_id, reply_id, slice.to_vec())];
+        return vec![Packet::new(
+            Code::DATA,
+            session_id,
+            reply_id,
+            slice.to_vec(),
+        )];
     }
     let fragment_size = fragment_size.max(1);
     let mut data = (slice.len() as u32).to_le_bytes().to_vec();

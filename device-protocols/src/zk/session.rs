@@ -31,7 +31,9 @@ pub enum ReplyError {
     #[error("the device does not support {0} (ACK_UNKNOWN)")]
     Unsupported(Code),
     /// The device answered with an error.
-    #[error("the device answered {request} with ACK_ERROR (detail {detail}); the operation was refused")]
+    #[error(
+        "the device answered {request} with ACK_ERROR (detail {detail}); the operation was refused"
+    )]
     Refused {
         /// What was asked.
         request: Code,
@@ -143,13 +145,13 @@ impl ClientSession {
     /// Decodes the `GET_TIME` reply.
     pub fn time_reply(&self, reply: &Packet) -> Result<ZkTime, ReplyError> {
         let data = self.expect_ok(reply)?;
-        let bytes: [u8; 4] = data
-            .get(..4)
-            .and_then(|b| b.try_into().ok())
-            .ok_or(ReplyError::ShortReply {
-                request: self.last_code,
-                len: data.len(),
-            })?;
+        let bytes: [u8; 4] =
+            data.get(..4)
+                .and_then(|b| b.try_into().ok())
+                .ok_or(ReplyError::ShortReply {
+                    request: self.last_code,
+                    len: data.len(),
+                })?;
         Ok(ZkTime(u32::from_le_bytes(bytes)))
     }
 

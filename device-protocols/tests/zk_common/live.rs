@@ -1,8 +1,8 @@
 //! Helpers that need the emulator binary: spawning it and a minimal blocking client.
 
+use std::fs::File;
 use std::path::PathBuf;
 use std::sync::mpsc::Receiver;
-use std::fs::File;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use device_protocols::zk::{
     decode_attendance, decode_users, frame_serial, frame_tcp, AttendanceLog, BulkDataset,
-    BulkError, BulkRead, BulkStep, ClientSession, DeviceSizes, Packet, Request,
-    SerialReassembler, SessionState, TcpReassembler, TextCodec, UserTable,
+    BulkError, BulkRead, BulkStep, ClientSession, DeviceSizes, Packet, Request, SerialReassembler,
+    SessionState, TcpReassembler, TextCodec, UserTable,
 };
 
 /// A running `device-sim zk`, killed when dropped.
@@ -104,9 +104,14 @@ impl Emulator {
 }
 
 impl Drop for Emulator {
+    /// Stops the emulator and, unless the test already failed, checks invariant 1 for the whole
+    /// run: no destructive command reached the device, in any test that used one.
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if !std::thread::panicking() {
+            self.assert_nothing_destructive();
+        }
     }
 }
 
@@ -347,4 +352,3 @@ impl TestClient {
         self.session.expect_ok(&reply).unwrap();
     }
 }
-

@@ -75,10 +75,17 @@ pub enum Fault {
     WrongCounts,
 }
 
-/// Options of the zk emulator.
+/// Options of the zk emulator, boxed so the subcommand enum stays small.
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    options: Box<Options>,
+}
+
+/// Every knob of the zk emulator.
 #[derive(clap::Args)]
 #[command(group(clap::ArgGroup::new("listen").required(true).multiple(true).args(["tcp", "udp", "serial"])))]
-pub struct Args {
+pub struct Options {
     /// Listen for TCP on this address (port 0 picks a free port).
     #[arg(long, value_name = "ADDR")]
     tcp: Option<SocketAddr>,
@@ -146,6 +153,7 @@ pub struct Args {
 
 /// Runs the zk emulator until it is killed.
 pub fn run(args: Args) -> anyhow::Result<()> {
+    let args = *args.options;
     let user_layout = match args.user_format {
         UserFormat::Extended72 => UserLayout::Extended72,
         UserFormat::Compact28 => UserLayout::Compact28,
@@ -195,7 +203,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
     let mut workers = Vec::new();
     if let Some(addr) = args.tcp {
-        let listener = TcpListener::bind(addr).with_context(|| format!("cannot listen on tcp {addr}"))?;
+        let listener =
+            TcpListener::bind(addr).with_context(|| format!("cannot listen on tcp {addr}"))?;
         announce("tcp", &listener.local_addr()?.to_string());
         let firmware = Arc::clone(&firmware);
         workers.push(std::thread::spawn(move || {

@@ -356,10 +356,9 @@ impl Firmware {
         let key = request.data.split(|&b| b == 0).next().unwrap_or_default();
         let key = String::from_utf8_lossy(key);
         match self.options.get(key.as_ref()) {
-            Some(value) if !key.is_empty() => single(with_data(
-                request,
-                format!("{key}={value}\0").into_bytes(),
-            )),
+            Some(value) if !key.is_empty() => {
+                single(with_data(request, format!("{key}={value}\0").into_bytes()))
+            }
             _ => single(ack(Code::ACK_ERROR, request)),
         }
     }

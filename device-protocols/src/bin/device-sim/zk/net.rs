@@ -53,7 +53,9 @@ fn serve_connection(
         let n = match stream.read(&mut buffer) {
             Ok(0) => return Ok(()),
             Ok(n) => n,
-            Err(err) if first && matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+            Err(err)
+                if first && matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>
+            {
                 // No session for a client that stays silent (firmware's 8 s first-packet wait).
                 return Ok(());
             }

@@ -79,7 +79,10 @@ pub fn serve_serial(
             let reply = device.handle(&frame.packet, Transport::Serial);
             drop(device);
             send_paced(&reply, line.pacing, |burst| {
-                let framed: Vec<u8> = burst.iter().flat_map(|p| frame_serial(address, p)).collect();
+                let framed: Vec<u8> = burst
+                    .iter()
+                    .flat_map(|p| frame_serial(address, p))
+                    .collect();
                 port.write_all(&framed)?;
                 if line.throttle {
                     // 10 bits per byte on an 8N1 line.
