@@ -173,11 +173,11 @@ fn new_user(uid: u16, user_id: &str, name: &str) -> UserRecord {
     UserRecord {
         uid,
         privilege: 0,
-        password: DeviceText::ascii(""),
-        name: DeviceText::ascii(name),
+        password: DeviceText::utf8(""),
+        name: DeviceText::utf8(name),
         card: 4242,
         group: 1,
-        user_id: UserId::Text(DeviceText::ascii(user_id)),
+        user_id: UserId::Text(DeviceText::utf8(user_id)),
         time_zones: TimeZones::Extended {
             own: 0,
             zones: [0; 3],

@@ -36,13 +36,13 @@ fn cut(bytes: &[u8], mut cuts: Vec<usize>) -> Vec<&[u8]> {
 fn ascii(max: usize) -> impl Strategy<Value = DeviceText> {
     proptest::string::string_regex(&format!("[ -~]{{0,{max}}}"))
         .unwrap()
-        .prop_map(|s| DeviceText::ascii(&s))
+        .prop_map(|s| DeviceText::utf8(&s))
 }
 
 fn digits(max: usize) -> impl Strategy<Value = DeviceText> {
     proptest::string::string_regex(&format!("[0-9]{{0,{max}}}"))
         .unwrap()
-        .prop_map(|s| DeviceText::ascii(&s))
+        .prop_map(|s| DeviceText::utf8(&s))
 }
 
 fn user(layout: UserLayout) -> BoxedStrategy<UserRecord> {
@@ -66,7 +66,7 @@ fn user(layout: UserLayout) -> BoxedStrategy<UserRecord> {
                     name,
                     card: u64::from(card),
                     group,
-                    user_id: UserId::Text(DeviceText::ascii(&id)),
+                    user_id: UserId::Text(DeviceText::utf8(&id)),
                     time_zones: TimeZones::Extended { own, zones },
                 },
             )
@@ -109,7 +109,7 @@ fn attendance(layout: AttendanceLayout) -> BoxedStrategy<AttendanceRecord> {
             .prop_map(
                 |((verify, state, time), uid, id, workcode)| AttendanceRecord {
                     uid: Some(uid),
-                    user_id: Some(UserId::Text(DeviceText::ascii(&id))),
+                    user_id: Some(UserId::Text(DeviceText::utf8(&id))),
                     verify,
                     state,
                     time: ZkTime(time),

@@ -222,7 +222,7 @@ fn zp_user_write_frame_is_reproduced_byte_for_byte() {
     assert_eq!(user.group, 1);
     assert_eq!(
         user.user_id,
-        UserId::Text(device_protocols::zk::DeviceText::ascii("11224488"))
+        UserId::Text(device_protocols::zk::DeviceText::utf8("11224488"))
     );
 
     // Our encoder writes the same record, except the SDK's garbage byte after the password NUL.

@@ -11,11 +11,11 @@ fn every_request() -> Vec<Request> {
     let user = UserRecord {
         uid: 1,
         privilege: 0,
-        password: DeviceText::ascii(""),
-        name: DeviceText::ascii("A"),
+        password: DeviceText::utf8(""),
+        name: DeviceText::utf8("A"),
         card: 0,
         group: 1,
-        user_id: UserId::Text(DeviceText::ascii("1")),
+        user_id: UserId::Text(DeviceText::utf8("1")),
         time_zones: TimeZones::Extended {
             own: 0,
             zones: [0; 3],

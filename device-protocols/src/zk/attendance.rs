@@ -5,9 +5,7 @@
 
 use super::dataset::records_of;
 use super::layout::{detect, RecordLayout};
-use super::record::{
-    is_printable_field, put_text, text_field, u16_at, u32_at, RecordError, UserId,
-};
+use super::record::{is_printable_field, put_text, u16_at, u32_at, RecordError, UserId};
 use super::text::TextCodec;
 use super::time::ZkTime;
 
@@ -93,7 +91,7 @@ impl AttendanceRecord {
         match layout {
             AttendanceLayout::Full40 => AttendanceRecord {
                 uid: Some(u16_at(bytes, 0)),
-                user_id: Some(UserId::Text(text_field(codec, &bytes[2..26]))),
+                user_id: Some(UserId::Text(codec.decode_field(&bytes[2..26]))),
                 verify: bytes[26],
                 time: ZkTime(u32_at(bytes, 27)),
                 state: bytes[31],
@@ -134,7 +132,7 @@ impl AttendanceRecord {
                     Some(UserId::Text(text)) => put_text(&mut out[2..26], text, "user id", name)?,
                     Some(UserId::Number(n)) => put_text(
                         &mut out[2..26],
-                        &super::text::DeviceText::ascii(&n.to_string()),
+                        &super::text::DeviceText::utf8(&n.to_string()),
                         "user id",
                         name,
                     )?,

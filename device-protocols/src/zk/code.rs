@@ -23,6 +23,8 @@ impl Code {
     pub const DISABLE_DEVICE: Code = Code(1003);
     /// Applies data changes after a user write.
     pub const REFRESH_DATA: Code = Code(1013);
+    /// Applies option changes after an option write.
+    pub const REFRESH_OPTION: Code = Code(1014);
     /// Firmware version string.
     pub const GET_VERSION: Code = Code(1100);
     /// Comm-key answer to an `ACK_UNAUTH` connect reply.
@@ -59,8 +61,12 @@ impl Code {
     pub const DELETE_USERTEMP: Code = Code(19);
     /// Destructive: clears the operation log.
     pub const CLEAR_OPLOG: Code = Code(33);
+    /// Reads the operation log; inner command of a buffered oplog read.
+    pub const OPLOG_RRQ: Code = Code(34);
     /// Counters and capacities (80- or 92-byte reply).
     pub const GET_FREE_SIZES: Code = Code(50);
+    /// Width of the user-id string, in the first reply byte.
+    pub const GET_PINWIDTH: Code = Code(69);
     /// Starts verification; pyzk's live capture needs `ACK_OK` here.
     pub const START_VERIFY: Code = Code(60);
     /// Cancels a capture; pyzk sends it before live capture.
@@ -97,6 +103,9 @@ impl Code {
             Code::ENABLE_DEVICE => "ENABLE_DEVICE",
             Code::DISABLE_DEVICE => "DISABLE_DEVICE",
             Code::REFRESH_DATA => "REFRESH_DATA",
+            Code::REFRESH_OPTION => "REFRESH_OPTION",
+            Code::OPLOG_RRQ => "OPLOG_RRQ",
+            Code::GET_PINWIDTH => "GET_PINWIDTH",
             Code::GET_VERSION => "GET_VERSION",
             Code::AUTH => "AUTH",
             Code::PREPARE_DATA => "PREPARE_DATA",

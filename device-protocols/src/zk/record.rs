@@ -2,7 +2,7 @@
 
 use super::dataset::DatasetError;
 use super::layout::LayoutError;
-use super::text::{DeviceText, TextCodec};
+use super::text::DeviceText;
 
 /// A record or dataset that cannot be decoded or encoded.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -92,9 +92,4 @@ pub(crate) fn is_printable_field(field: &[u8]) -> bool {
         .iter()
         .take_while(|&&b| b != 0)
         .all(|b| b.is_ascii_graphic() || *b == b' ')
-}
-
-/// Decodes a field with the device codec.
-pub(crate) fn text_field(codec: &TextCodec, field: &[u8]) -> DeviceText {
-    codec.decode_field(field)
 }

@@ -20,12 +20,13 @@ pub struct DeviceText {
 }
 
 impl DeviceText {
-    /// Text made of plain ASCII, which decodes identically in every supported code page.
-    pub fn ascii(text: &str) -> DeviceText {
+    /// Text stored as UTF-8, the form newer firmware uses and the one [`TextCodec::decode`] tries
+    /// first; for ASCII it is also what every legacy code page would store.
+    pub fn utf8(text: &str) -> DeviceText {
         DeviceText {
             raw: text.as_bytes().to_vec(),
             text: text.to_owned(),
-            lossless: text.is_ascii(),
+            lossless: true,
         }
     }
 }

@@ -2,9 +2,7 @@
 
 use super::dataset::records_of;
 use super::layout::{detect, RecordLayout};
-use super::record::{
-    is_printable_field, put_text, text_field, u16_at, u32_at, RecordError, UserId,
-};
+use super::record::{is_printable_field, put_text, u16_at, u32_at, RecordError, UserId};
 use super::text::{DeviceText, TextCodec};
 
 /// The on-device user record layout.
@@ -95,15 +93,15 @@ impl UserRecord {
             UserLayout::Extended72 => UserRecord {
                 uid: u16_at(bytes, 0),
                 privilege: bytes[2],
-                password: text_field(codec, &bytes[3..11]),
-                name: text_field(codec, &bytes[11..35]),
+                password: codec.decode_field(&bytes[3..11]),
+                name: codec.decode_field(&bytes[11..35]),
                 card: u64::from(u32_at(bytes, 35)),
                 group: bytes[39],
                 time_zones: TimeZones::Extended {
                     own: u16_at(bytes, 40),
                     zones: [u16_at(bytes, 42), u16_at(bytes, 44), u16_at(bytes, 46)],
                 },
-                user_id: UserId::Text(text_field(codec, &bytes[48..72])),
+                user_id: UserId::Text(codec.decode_field(&bytes[48..72])),
             },
             UserLayout::Compact28 => {
                 let mut card = [0u8; 8];
@@ -111,8 +109,8 @@ impl UserRecord {
                 UserRecord {
                     uid: u16_at(bytes, 0),
                     privilege: bytes[2],
-                    password: text_field(codec, &bytes[3..8]),
-                    name: text_field(codec, &bytes[8..16]),
+                    password: codec.decode_field(&bytes[3..8]),
+                    name: codec.decode_field(&bytes[8..16]),
                     card: u64::from_le_bytes(card),
                     group: bytes[21],
                     time_zones: TimeZones::Compact {
@@ -153,7 +151,7 @@ impl UserRecord {
                 }
                 let user_id = match &self.user_id {
                     UserId::Text(text) => text.clone(),
-                    UserId::Number(number) => DeviceText::ascii(&number.to_string()),
+                    UserId::Number(number) => DeviceText::utf8(&number.to_string()),
                 };
                 put_text(&mut out[48..72], &user_id, "user id", name)?;
             }

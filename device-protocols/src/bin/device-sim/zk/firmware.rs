@@ -280,7 +280,10 @@ impl Firmware {
                 let skew = u32::from(self.config.faults.wrong_counts);
                 single(with_data(request, self.store.sizes(skew).encode()))
             }
-            Code::GET_TIME => single(with_data(request, self.clock.now().0.to_le_bytes().to_vec())),
+            Code::GET_TIME => single(with_data(
+                request,
+                self.clock.now().0.to_le_bytes().to_vec(),
+            )),
             Code::SET_TIME => match request.data.get(..4) {
                 Some(b) => {
                     self.clock
@@ -343,11 +346,11 @@ impl Firmware {
             Code::ENABLE_DEVICE
             | Code::DISABLE_DEVICE
             | Code::REFRESH_DATA
-            | Code(1014) // REFRESHOPTION
+            | Code::REFRESH_OPTION
             | Code::START_VERIFY
             | Code::CANCEL_CAPTURE
             | Code::REG_EVENT => ok(),
-            Code(69) => single(with_data(request, vec![9])), // GET_PINWIDTH
+            Code::GET_PINWIDTH => single(with_data(request, vec![9])),
             _ => single(ack(Code::ACK_UNKNOWN, request)),
         }
     }
@@ -372,7 +375,9 @@ impl Firmware {
             Some(Code::USERTEMP_RRQ) => self.store.user_dataset(),
             Some(Code::ATTLOG_RRQ) => self.store.log_dataset(),
             // Templates, operation log: this device holds none.
-            Some(Code::DB_RRQ) | Some(Code(34)) => device_protocols::zk::dataset::dataset_of(&[]),
+            Some(Code::DB_RRQ) | Some(Code::OPLOG_RRQ) => {
+                device_protocols::zk::dataset::dataset_of(&[])
+            }
             _ => return single(ack(Code::ACK_ERROR, request)),
         };
         let reply = prepare_buffer_reply(

@@ -62,7 +62,7 @@ impl Store {
             .map(|n| generated_user(n as u16, user_layout, &mut rng))
             .collect();
         let first = ZkTime::from_parts(FIRST_PUNCH).0;
-        let logs = (0..logs)
+        let logs: Vec<AttendanceRecord> = (0..logs)
             .map(|i| {
                 let owner = &users[(i as usize) % users.len().max(1)];
                 AttendanceRecord {
@@ -79,22 +79,18 @@ impl Store {
                 }
             })
             .collect();
+        // Typical TFT capacities, raised when the generated data would not fit.
+        let user_capacity = 10_000.max(users.len() as u32 + 1000);
+        let record_capacity = 100_000.max(logs.len() as u32 + 1000);
         Store {
             user_layout,
             log_layout,
             users,
             logs,
             face_sizes,
-            user_capacity: 10_000,
-            record_capacity: 100_000,
+            user_capacity,
+            record_capacity,
         }
-        .with_capacities()
-    }
-
-    fn with_capacities(mut self) -> Store {
-        self.user_capacity = self.user_capacity.max(self.users.len() as u32 + 1000);
-        self.record_capacity = self.record_capacity.max(self.logs.len() as u32 + 1000);
-        self
     }
 
     /// The counters as firmware reports them; `skew` is added to both counts by the
@@ -182,7 +178,7 @@ fn generated_user(uid: u16, layout: UserLayout, rng: &mut StdRng) -> UserRecord 
         UserLayout::Extended72 => (
             format!("{} {uid}", NAMES[rng.random_range(0..NAMES.len())]),
             if uid % 3 == 0 { "1234" } else { "" },
-            UserId::Text(DeviceText::ascii(&(1000 + u32::from(uid)).to_string())),
+            UserId::Text(DeviceText::utf8(&(1000 + u32::from(uid)).to_string())),
             TimeZones::Extended {
                 own: 0,
                 zones: [0; 3],
@@ -208,8 +204,8 @@ fn generated_user(uid: u16, layout: UserLayout, rng: &mut StdRng) -> UserRecord 
     UserRecord {
         uid,
         privilege: if uid == 1 { 14 } else { 0 },
-        password: DeviceText::ascii(password),
-        name: DeviceText::ascii(&name),
+        password: DeviceText::utf8(password),
+        name: DeviceText::utf8(&name),
         card,
         group: 1,
         user_id,
