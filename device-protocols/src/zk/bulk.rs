@@ -19,6 +19,11 @@ pub const MAX_CHUNK_TCP: u32 = 0xFFC0;
 /// Largest slice to request over UDP and serial (keeps a slice to 16 fragments of 1024).
 pub const MAX_CHUNK_UDP: u32 = 16 * 1024;
 
+/// Largest dataset a device may announce. The biggest real tables (100,000 × 40-byte records,
+/// fingerprint templates of a full terminal) stay well below it; a larger announcement is a
+/// corrupt reply and must not make the agent allocate gigabytes (found by fuzzing).
+pub const MAX_DATASET_LEN: u32 = 64 * 1024 * 1024;
+
 /// What the driver does after feeding a packet.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BulkStep {
@@ -151,13 +156,14 @@ impl BulkRead {
                             packet.data.len()
                         ))
                     })?;
-                if size < 4 {
+                if !(4..=MAX_DATASET_LEN).contains(&size) {
                     return Err(self.malformed(format!(
-                        "buffer of {size} bytes cannot hold the 4-byte dataset length"
+                        "announced buffer of {size} bytes is outside 4..={MAX_DATASET_LEN}"
                     )));
                 }
                 self.total = size;
-                self.buffer.reserve(size as usize);
+                // Grow with the data actually received; reserve only a modest head start.
+                self.buffer.reserve(size.min(1 << 20) as usize);
                 Ok(BulkStep::Send(self.next_slice(0)))
             }
             Code::ACK_ERROR => Err(BulkError::Refused(self.dataset)),
@@ -262,5 +268,23 @@ impl BulkRead {
             dataset: self.dataset,
             detail,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression for a fuzzer finding: a 4 GiB announcement used to be reserved up front.
+    #[test]
+    fn refuses_an_absurd_announcement_without_allocating_it() {
+        let (mut read, _) = BulkRead::start(BulkDataset::Users, MAX_CHUNK_TCP);
+        let mut data = vec![0u8];
+        data.extend_from_slice(&u32::MAX.to_le_bytes());
+        let announce = Packet::new(Code::ACK_OK, 0, 1, data);
+        assert!(matches!(
+            read.on_packet(&announce),
+            Err(BulkError::Malformed { .. })
+        ));
     }
 }

@@ -38,7 +38,7 @@ pub mod user;
 
 pub use attendance::{decode_attendance, AttendanceLayout, AttendanceLog, AttendanceRecord};
 pub use auth::CommKey;
-pub use bulk::{BulkError, BulkRead, BulkStep, MAX_CHUNK_TCP, MAX_CHUNK_UDP};
+pub use bulk::{BulkError, BulkRead, BulkStep, MAX_CHUNK_TCP, MAX_CHUNK_UDP, MAX_DATASET_LEN};
 pub use code::{Code, DestructiveCommand};
 pub use framing::{frame_tcp, FramingError, TcpReassembler};
 pub use packet::{Incoming, Packet, PacketError};
