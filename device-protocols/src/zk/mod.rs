@@ -16,6 +16,86 @@
 //! `GetFreeSizes` → [`BulkRead`] users → `FreeData` → [`BulkRead`] attendance → `FreeData` →
 //! `EnableDevice` → `Exit` (on every path). The read is complete only when [`UserTable`] and
 //! [`AttendanceLog`] report `count_consistent` and their lengths equal [`DeviceSizes`].
+//!
+//! # Example: a buffered user read without I/O
+//!
+//! A driver owns the socket; this crate owns every protocol decision. Here the "device" is the
+//! crate's own firmware reply builder ([`device`]), so the loop runs as written; a driver replaces
+//! the marked lines with one write and as many reads as it takes.
+//!
+//! ```
+//! use device_protocols::zk::{
+//!     dataset::dataset_of, decode_users, device, frame_tcp, BulkDataset, BulkRead, BulkStep,
+//!     ClientSession, Code, DeviceText, Packet, Request, TcpReassembler, TextCodec, TimeZones,
+//!     UserId, UserLayout, UserRecord, MAX_CHUNK_TCP,
+//! };
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // What the terminal holds: 30 users in the 72-byte layout.
+//! let mut records = Vec::new();
+//! for uid in 1..=30u16 {
+//!     let user = UserRecord {
+//!         uid,
+//!         privilege: 0,
+//!         password: DeviceText::utf8(""),
+//!         name: DeviceText::utf8(&format!("User {uid}")),
+//!         card: 0,
+//!         group: 1,
+//!         user_id: UserId::Text(DeviceText::utf8(&uid.to_string())),
+//!         time_zones: TimeZones::Extended { own: 0, zones: [0; 3] },
+//!     };
+//!     records.extend(user.encode(UserLayout::Extended72)?);
+//! }
+//! let on_device = dataset_of(&records);
+//!
+//! let mut session = ClientSession::new();
+//! let connect = session.packet(&Request::Connect);
+//! // The device answers CONNECT with the session id it assigns.
+//! session.on_connect_reply(&Packet::new(Code::ACK_OK, 0x45CF, connect.reply_id, vec![]))?;
+//!
+//! let (mut read, mut request) = BulkRead::start(BulkDataset::Users, MAX_CHUNK_TCP);
+//! let mut stream = TcpReassembler::new();
+//! let dataset = 'read: loop {
+//!     let packet = session.packet(&request);
+//!     let _wire: Vec<u8> = frame_tcp(&packet.encode()); // driver: write this in one send
+//!     // --- device side (driver: read from the socket instead) ---
+//!     let (sid, rid) = (packet.session_id, packet.reply_id);
+//!     let replies = match request {
+//!         Request::PrepareBuffer(_) => vec![device::prepare_buffer_reply(&on_device, 1024, sid, rid)],
+//!         Request::ReadBuffer { offset, len } => {
+//!             device::read_buffer_replies(&on_device, offset, len, 1008, sid, rid)
+//!         }
+//!         _ => unreachable!("a bulk read only sends these"),
+//!     };
+//!     for reply in &replies {
+//!         stream.push(&frame_tcp(&reply.encode()));
+//!     }
+//!     // --- end of device side ---
+//!     loop {
+//!         let Some(bytes) = stream.next_packet()? else {
+//!             unreachable!("driver: read more bytes, with a per-chunk timeout");
+//!         };
+//!         let incoming = Packet::decode(&bytes)?;
+//!         if !session.is_reply_to_last(&incoming.packet) {
+//!             continue; // a stale duplicate or a realtime event
+//!         }
+//!         match read.on_packet(&incoming.packet)? {
+//!             BulkStep::AwaitMore => {}
+//!             BulkStep::Send(next) => {
+//!                 request = next;
+//!                 break;
+//!             }
+//!             BulkStep::Complete(dataset) => break 'read dataset,
+//!         }
+//!     }
+//! };
+//! // Next on the wire: Request::FreeData. Then decode against the device's count.
+//! let table = decode_users(&dataset, 30, None, &TextCodec::default())?;
+//! assert!(table.count_consistent);
+//! assert_eq!(table.users[29].name.text, "User 30");
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod attendance;
 pub mod auth;
