@@ -169,6 +169,28 @@ fn firmware_drops_what_firmware_drops_and_resends_its_cache() {
     }
 }
 
+#[test]
+fn the_command_log_flags_a_destructive_command() {
+    // The agent cannot build one, so this test crafts the raw packet: without it, "the log never
+    // shows a destructive command" could pass because the flag never works.
+    let mut sim = Emulator::spawn(&["--udp", "127.0.0.1:0", "--users", "3"]);
+    sim.destructive_expected = true;
+    let mut client = TestClient::udp(sim.udp.unwrap());
+    client.connect(None).unwrap();
+    let session = client.session.session_id();
+    let delete = Packet::new(Code::DELETE_USER, session, 5, 2u16.to_le_bytes().to_vec());
+    client.send_raw(&delete.encode());
+    assert_eq!(client.recv().unwrap().code, Code::ACK_OK);
+    let flagged: Vec<_> = sim
+        .commands()
+        .into_iter()
+        .filter(|e| e["destructive"] == true)
+        .collect();
+    assert_eq!(flagged.len(), 1);
+    assert_eq!(flagged[0]["destructive_kind"], "DeleteUser");
+    assert_eq!(flagged[0]["code"], 18);
+}
+
 fn new_user(uid: u16, user_id: &str, name: &str) -> UserRecord {
     UserRecord {
         uid,
@@ -310,4 +332,56 @@ fn a_silent_tcp_client_is_disconnected_and_the_next_one_served() {
     let mut next = TestClient::tcp(sim.tcp.unwrap());
     next.connect(None).unwrap();
     assert_complete(&next.full_read(MAX_CHUNK_TCP), 20, 100);
+}
+
+/// CPU time of this process so far (user + system), for the figures below.
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage fills the zero-initialised struct it is given.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
+/// Prints the figures for a 10,000-user / 100,000-record read with the sans-IO codec (the test
+/// client stands in for the agent's driver). Not a pass/fail test: run it on demand with
+/// `cargo test --release -p device-protocols --test zk_emulator -- --ignored --nocapture`.
+#[test]
+#[ignore = "benchmark: prints figures, takes minutes with firmware pacing"]
+fn bulk_read_figures() {
+    for (pacing, transport) in [("20", "tcp"), ("0", "tcp"), ("20", "udp")] {
+        let flag = format!("--{transport}");
+        let sim = Emulator::spawn(&[
+            &flag,
+            "127.0.0.1:0",
+            "--users",
+            "10000",
+            "--logs",
+            "100000",
+            "--pacing-ms",
+            pacing,
+        ]);
+        let (wall, cpu) = (std::time::Instant::now(), cpu_seconds());
+        let mut client = match transport {
+            "tcp" => TestClient::tcp(sim.tcp.unwrap()),
+            _ => TestClient::udp(sim.udp.unwrap()),
+        };
+        client.connect(None).unwrap();
+        let chunk = if transport == "tcp" {
+            MAX_CHUNK_TCP
+        } else {
+            MAX_CHUNK_UDP
+        };
+        let read = client.full_read(chunk);
+        assert_complete(&read, 10_000, 100_000);
+        eprintln!(
+            "sans-IO client over {transport}, pacing {pacing} ms: 10000 users + 100000 records \
+             in {:.2} s wall, {:.2} s CPU",
+            wall.elapsed().as_secs_f64(),
+            cpu_seconds() - cpu
+        );
+    }
 }
