@@ -77,7 +77,8 @@ impl RecordLayout for AttendanceLayout {
             let time_ok = time.0 != 0 && time.is_plausible();
             match self {
                 AttendanceLayout::Full40 => time_ok && r[2] != 0 && is_printable_field(&r[2..26]),
-                AttendanceLayout::Extended16 => time_ok && r[8] <= 15,
+                // Firmware leaves the two reserved bytes zero.
+                AttendanceLayout::Extended16 => time_ok && r[8] <= 15 && r[10..12] == [0, 0],
                 AttendanceLayout::Compact8 => time_ok && u16_at(r, 0) != 0 && r[7] <= 15,
             }
         })
@@ -200,4 +201,64 @@ pub fn decode_attendance(
             .map(|r| AttendanceRecord::decode(r, detection.layout, codec))
             .collect(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::zk::dataset::dataset_of;
+    use crate::zk::layout::LayoutError;
+
+    /// 80 bytes are 2 × 40, 5 × 16 and 10 × 8: only the count, or a hint, can decide.
+    #[test]
+    fn ambiguous_sizes_need_the_count_or_a_hint() {
+        let dataset = dataset_of(&[0u8; 80]);
+        let codec = TextCodec::default();
+        for (count, layout) in [
+            (2, AttendanceLayout::Full40),
+            (5, AttendanceLayout::Extended16),
+            (10, AttendanceLayout::Compact8),
+        ] {
+            let log = decode_attendance(&dataset, count, None, &codec).unwrap();
+            assert_eq!((log.layout, log.count_consistent), (Some(layout), true));
+        }
+        assert!(matches!(
+            decode_attendance(&dataset, 3, None, &codec),
+            Err(RecordError::Layout(LayoutError::Ambiguous { .. }))
+        ));
+        let hinted =
+            decode_attendance(&dataset, 3, Some(AttendanceLayout::Compact8), &codec).unwrap();
+        assert_eq!(hinted.layout, Some(AttendanceLayout::Compact8));
+        assert!(!hinted.count_consistent);
+        assert!(matches!(
+            decode_attendance(&dataset_of(&[0u8; 81]), 3, None, &codec),
+            Err(RecordError::Layout(LayoutError::NoFit { .. }))
+        ));
+    }
+
+    /// With a wrong count, 80 bytes of real records must still decode in their own layout only.
+    #[test]
+    fn plausibility_recognises_real_records_despite_a_wrong_count() {
+        for layout in [AttendanceLayout::Compact8, AttendanceLayout::Extended16] {
+            let n = 80 / layout.record_len() as u16;
+            let records: Vec<u8> = (1..=n)
+                .flat_map(|uid| {
+                    AttendanceRecord {
+                        uid: Some(uid),
+                        user_id: Some(UserId::Number(1000 + u32::from(uid))),
+                        verify: 1,
+                        state: 0,
+                        time: ZkTime(0x2368_B36B + u32::from(uid) * 60),
+                        workcode: Some(0),
+                    }
+                    .encode(layout)
+                    .unwrap()
+                })
+                .collect();
+            let log =
+                decode_attendance(&dataset_of(&records), 0, None, &TextCodec::default()).unwrap();
+            assert_eq!(log.layout, Some(layout));
+            assert!(!log.count_consistent);
+        }
+    }
 }

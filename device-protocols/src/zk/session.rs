@@ -102,9 +102,14 @@ impl ClientSession {
     pub fn packet(&mut self, request: &Request) -> Packet {
         self.last_reply_id = self.last_reply_id.wrapping_add(1);
         self.last_code = request.code();
+        // CONNECT always opens a fresh session, even when this object is reused to reconnect.
+        let session_id = match request {
+            Request::Connect => 0,
+            _ => self.session_id,
+        };
         Packet::new(
             request.code(),
-            self.session_id,
+            session_id,
             self.last_reply_id,
             request.data(self.session_id),
         )
@@ -186,5 +191,59 @@ impl ClientSession {
                 reply: other,
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reply_ids_increase_and_wrap_and_connect_uses_session_zero() {
+        let mut session = ClientSession::new();
+        assert_eq!(session.packet(&Request::Connect).reply_id, 0);
+        let reply = Packet::new(Code::ACK_OK, 77, 0, Vec::new());
+        session.on_connect_reply(&reply).unwrap();
+        let sizes = session.packet(&Request::GetFreeSizes);
+        assert_eq!((sizes.session_id, sizes.reply_id), (77, 1));
+        for _ in 0..u16::MAX {
+            session.packet(&Request::GetTime);
+        }
+        assert_eq!(
+            session.packet(&Request::GetTime).reply_id,
+            1,
+            "wraps 65535 -> 0"
+        );
+        assert_eq!(session.packet(&Request::Connect).session_id, 0);
+    }
+
+    #[test]
+    fn stale_replies_and_events_are_not_answers() {
+        let mut session = ClientSession::new();
+        let sent = session.packet(&Request::Connect);
+        let stale = Packet::new(Code::ACK_OK, 1, sent.reply_id.wrapping_sub(1), Vec::new());
+        let event = Packet::new(Code::REG_EVENT, 1, sent.reply_id, Vec::new());
+        let answer = Packet::new(Code::ACK_OK, 1, sent.reply_id, Vec::new());
+        assert!(!session.is_reply_to_last(&stale));
+        assert!(!session.is_reply_to_last(&event));
+        assert!(session.is_reply_to_last(&answer));
+    }
+
+    #[test]
+    fn error_replies_name_the_request() {
+        let mut session = ClientSession::new();
+        session.packet(&Request::GetVersion);
+        let unknown = Packet::new(Code::ACK_UNKNOWN, 1, 0, Vec::new());
+        assert_eq!(
+            session.expect_ok(&unknown),
+            Err(ReplyError::Unsupported(Code::GET_VERSION))
+        );
+        let time = Packet::new(Code::ACK_OK, 1, 0, vec![1, 2]);
+        assert!(matches!(
+            session.time_reply(&time),
+            Err(ReplyError::ShortReply { len: 2, .. })
+        ));
+        let option = Packet::new(Code::ACK_OK, 1, 0, b"~Platform=ZEM760_TFT\0".to_vec());
+        assert_eq!(session.option_reply(&option).unwrap(), "ZEM760_TFT");
     }
 }
