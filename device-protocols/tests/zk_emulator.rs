@@ -97,6 +97,27 @@ fn udp_reads_with_the_udp_chunk_limit() {
 }
 
 #[test]
+fn names_in_a_legacy_code_page_decode_with_the_configured_encoding_and_keep_raw_bytes() {
+    let sim = Emulator::spawn(&["--tcp", "127.0.0.1:0", "--native-names", "gbk"]);
+    let mut utf8 = TestClient::tcp(sim.tcp.unwrap());
+    utf8.connect(None).unwrap();
+    let misread = utf8.full_read(MAX_CHUNK_TCP).users.users[4].name.clone();
+    // GBK bytes are not UTF-8: flagged as lossy, raw bytes intact, nothing silently dropped.
+    assert!(!misread.lossless);
+    assert_eq!(misread.raw, [0xD5, 0xC5, 0xCE, 0xB0, b' ', b'5']);
+    drop(utf8); // the device serves one TCP client at a time
+
+    let mut gbk = TestClient::tcp(sim.tcp.unwrap());
+    gbk.codec = device_protocols::zk::TextCodec::for_label("gbk").unwrap();
+    gbk.connect(None).unwrap();
+    let users = gbk.full_read(MAX_CHUNK_TCP).users.users;
+    assert_eq!(users[4].name.text, "张伟 5");
+    assert!(users[4].name.lossless);
+    assert_eq!(users[4].name.raw, misread.raw);
+    assert!(users[3].name.text.is_ascii());
+}
+
+#[test]
 fn comm_key_gates_every_command() {
     let sim = Emulator::spawn(&["--tcp", "127.0.0.1:0", "--comm-key", "123456"]);
     let mut wrong = TestClient::tcp(sim.tcp.unwrap());

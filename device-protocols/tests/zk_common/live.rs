@@ -163,6 +163,8 @@ impl SerialLink {
 pub struct TestClient {
     pub link: Link,
     pub session: ClientSession,
+    /// How names are decoded (the device's configured code page).
+    pub codec: TextCodec,
 }
 
 /// Everything one complete read returns.
@@ -181,6 +183,7 @@ impl TestClient {
         TestClient {
             link: Link::Tcp(stream, TcpReassembler::new()),
             session: ClientSession::new(),
+            codec: TextCodec::default(),
         }
     }
 
@@ -193,6 +196,7 @@ impl TestClient {
         TestClient {
             link: Link::Udp(socket),
             session: ClientSession::new(),
+            codec: TextCodec::default(),
         }
     }
 
@@ -200,6 +204,7 @@ impl TestClient {
         TestClient {
             link: Link::Serial(link),
             session: ClientSession::new(),
+            codec: TextCodec::default(),
         }
     }
 
@@ -331,7 +336,7 @@ impl TestClient {
 
     /// The whole session the agent runs: disable → sizes → users → logs → enable → exit.
     pub fn full_read(&mut self, max_chunk: u32) -> FullRead {
-        let codec = TextCodec::default();
+        let codec = self.codec;
         let reply = self
             .call(&Request::DisableDevice {
                 auto_enable_after_secs: 60,

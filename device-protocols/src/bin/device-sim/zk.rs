@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::ValueEnum;
-use device_protocols::zk::{AttendanceLayout, CommKey, UserLayout};
+use device_protocols::zk::{AttendanceLayout, CommKey, TextCodec, UserLayout};
 
 use command_log::CommandLog;
 use firmware::{Config, Faults, Firmware};
@@ -95,9 +95,9 @@ pub struct Options {
     /// Serve this serial device or pty (experimental framing).
     #[arg(long, value_name = "PATH")]
     serial: Option<PathBuf>,
-    /// Number of generated users.
-    #[arg(long, default_value_t = 20)]
-    users: u32,
+    /// Number of generated users (uids 1..=N).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u16).range(0..=65534))]
+    users: u16,
     /// Number of generated attendance records.
     #[arg(long, default_value_t = 100)]
     logs: u32,
@@ -113,6 +113,10 @@ pub struct Options {
     /// Sizes reply length (default: 92 with 72-byte users, 80 with 28-byte users).
     #[arg(long, value_enum)]
     sizes_format: Option<SizesFormat>,
+    /// Give every fifth user a non-ASCII name stored in this code page (WHATWG label: utf-8, gbk,
+    /// windows-1251, …); 72-byte users only.
+    #[arg(long, value_name = "ENCODING")]
+    native_names: Option<String>,
     /// Comm key; when set, clients must authenticate.
     #[arg(long)]
     comm_key: Option<u32>,
@@ -177,14 +181,25 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             Fault::WrongCounts => faults.wrong_counts = true,
         }
     }
-    let store = Store::generate(
-        args.users,
-        args.logs,
+    if args.logs > 0 && args.users == 0 {
+        anyhow::bail!("--logs needs at least one user (--users) to attribute the records to");
+    }
+    let native_names = match &args.native_names {
+        Some(_) if matches!(user_layout, UserLayout::Compact28) => {
+            anyhow::bail!("--native-names needs 72-byte users; 28-byte names hold 8 bytes")
+        }
+        Some(label) => Some(TextCodec::for_label(label)?),
+        None => None,
+    };
+    let store = Store::generate(&store::Shape {
+        users: args.users,
+        logs: args.logs,
         user_layout,
         log_layout,
         face_sizes,
-        args.seed,
-    );
+        seed: args.seed,
+        native_names,
+    });
     let config = Config {
         comm_key: args.comm_key.filter(|&k| k != 0).map(CommKey),
         inline_threshold: args.inline_threshold,

@@ -35,6 +35,22 @@ pub enum WriteRefusal {
     Full,
 }
 
+/// What to generate.
+#[derive(Clone, Copy)]
+pub struct Shape {
+    /// Number of users (uids 1..=users).
+    pub users: u16,
+    /// Number of attendance records; needs at least one user.
+    pub logs: u32,
+    pub user_layout: UserLayout,
+    pub log_layout: AttendanceLayout,
+    /// Report 92-byte sizes (with face counters) instead of 80.
+    pub face_sizes: bool,
+    pub seed: u64,
+    /// When set, every fifth user gets a non-ASCII name stored in this code page.
+    pub native_names: Option<TextCodec>,
+}
+
 /// Users, logs and formats of one emulated terminal.
 pub struct Store {
     pub user_layout: UserLayout,
@@ -49,17 +65,25 @@ pub struct Store {
 impl Store {
     /// Generates `users` users and `logs` records from `seed`; the same inputs always give the
     /// same data.
-    pub fn generate(
-        users: u32,
-        logs: u32,
-        user_layout: UserLayout,
-        log_layout: AttendanceLayout,
-        face_sizes: bool,
-        seed: u64,
-    ) -> Store {
+    pub fn generate(shape: &Shape) -> Store {
+        let Shape {
+            users,
+            logs,
+            user_layout,
+            log_layout,
+            face_sizes,
+            seed,
+            native_names,
+        } = *shape;
         let mut rng = StdRng::seed_from_u64(seed);
         let users: Vec<UserRecord> = (1..=users)
-            .map(|n| generated_user(n as u16, user_layout, &mut rng))
+            .map(|n| {
+                let mut user = generated_user(n, user_layout, &mut rng);
+                if let Some(codec) = native_names.filter(|_| n % 5 == 0) {
+                    user.name = native_name(n, &codec);
+                }
+                user
+            })
             .collect();
         let first = ZkTime::from_parts(FIRST_PUNCH).0;
         let logs: Vec<AttendanceRecord> = (0..logs)
@@ -168,6 +192,14 @@ impl Store {
         self.users.retain(|u| u.uid != uid);
         before != self.users.len()
     }
+}
+
+/// A non-ASCII name in the device code page: the first of a few scripts the page can hold.
+fn native_name(uid: u16, codec: &TextCodec) -> DeviceText {
+    ["张伟", "Иван", "Zoë", "Ωμέγα"]
+        .iter()
+        .find_map(|name| codec.encode(&format!("{name} {uid}")).ok())
+        .expect("every code page holds at least Latin-1 or Cyrillic or Han text")
 }
 
 fn generated_user(uid: u16, layout: UserLayout, rng: &mut StdRng) -> UserRecord {
