@@ -31,7 +31,7 @@ fn host_unix() -> i64 {
 }
 
 /// Unix seconds to calendar fields (proleptic Gregorian, days-from-civil inverse).
-fn from_unix(secs: i64) -> ZkDateTime {
+pub fn from_unix(secs: i64) -> ZkDateTime {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     let z = days + 719_468;
@@ -54,7 +54,7 @@ fn from_unix(secs: i64) -> ZkDateTime {
 }
 
 /// Calendar fields to Unix seconds.
-fn to_unix(t: ZkDateTime) -> i64 {
+pub fn to_unix(t: ZkDateTime) -> i64 {
     let (month, day) = (i64::from(t.month), i64::from(t.day));
     let year = i64::from(t.year) - i64::from(month <= 2);
     let era = year.div_euclid(400);

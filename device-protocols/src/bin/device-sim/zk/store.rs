@@ -7,6 +7,7 @@ use device_protocols::zk::{
     AttendanceLayout, AttendanceRecord, DeviceSizes, DeviceText, FaceSizes, TextCodec, TimeZones,
     UserId, UserLayout, UserRecord, ZkDateTime, ZkTime,
 };
+use super::clock::{from_unix, to_unix};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -85,7 +86,7 @@ impl Store {
                 user
             })
             .collect();
-        let first = ZkTime::from_parts(FIRST_PUNCH).0;
+        let first = to_unix(FIRST_PUNCH);
         let logs: Vec<AttendanceRecord> = (0..logs)
             .map(|i| {
                 let owner = &users[(i as usize) % users.len().max(1)];
@@ -94,8 +95,12 @@ impl Store {
                     user_id: Some(owner.user_id.clone()),
                     verify: [1, 15, 2, 0][rng.random_range(0..4)],
                     state: rng.random_range(0..2),
-                    // ~26 minutes apart keeps 100,000 records inside the ZK time range.
-                    time: ZkTime(first + i * 1_567 + rng.random_range(0..60)),
+                    // ~26 minutes apart: 100,000 records span about five real calendar years.
+                    // Stepping in real seconds (not in ZK time units, whose months all have 31
+                    // days) keeps every timestamp a valid date, as on a device.
+                    time: ZkTime::from_parts(from_unix(
+                        first + i64::from(i) * 1_567 + rng.random_range(0..60),
+                    )),
                     workcode: match log_layout {
                         AttendanceLayout::Compact8 => None,
                         _ => Some(0),
