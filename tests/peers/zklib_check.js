@@ -79,10 +79,21 @@ function userRecord(udp, uid, userId, name) {
   return rec;
 }
 
-function replyData(reply) {
-  // executeCmd resolves with the ZK packet (TCP prefix already removed): 8-byte header + data.
+// executeCmd resolves with whatever arrives next on the socket (TCP prefix removed): it does not
+// match reply ids. Refuse anything but a lone ACK_OK so a stale reply is an error, not a value.
+function replyData(reply, what) {
+  const code = reply.readUInt16LE(0);
+  if (code !== 2000) {
+    throw new Error(`${what}: expected ACK_OK (2000), got code ${code}`);
+  }
   return reply.subarray(8);
 }
+
+// node-zklib stops listening once a slice's data is complete and immediately sends FREE_DATA,
+// so the device's closing ACK_OK (sent after its usual pacing pause) is taken as the FREE_DATA
+// reply and the real FREE_DATA reply arrives after node-zklib returned. A real terminal paces
+// the same way; wait for those trailing replies before the next command so it gets its own.
+const settle = () => new Promise((resolve) => setTimeout(resolve, 300));
 
 async function main() {
   const args = parseArgs(process.argv);
@@ -100,6 +111,7 @@ async function main() {
     const users = await zk.getUsers();
     if (users.err) throw users.err;
     out.users = users.data;
+    await settle();
     const logs = await zk.getAttendances();
     if (logs.err) throw logs.err;
     out.attendance = logs.data.map((r) => ({
@@ -107,12 +119,13 @@ async function main() {
       deviceUserId: r.deviceUserId,
       recordTime: localIso(r.recordTime),
     }));
+    await settle();
     const time = await zk.executeCmd(CMD_GET_TIME, '');
-    out.time = decodeZkTime(replyData(time).readUInt32LE(0));
+    out.time = decodeZkTime(replyData(time, 'GET_TIME').readUInt32LE(0));
     const write = await zk.executeCmd(CMD_USER_WRQ,
       userRecord(args.udp, Number(args['set-uid']), args['set-user-id'], args['set-name']));
     out.set_user_reply = write.readUInt16LE(0);
-    await zk.executeCmd(CMD_REFRESHDATA, '');
+    replyData(await zk.executeCmd(CMD_REFRESHDATA, ''), 'REFRESH_DATA');
     const after = await zk.getUsers();
     if (after.err) throw after.err;
     out.users_after_set = after.data;

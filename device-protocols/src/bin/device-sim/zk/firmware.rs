@@ -61,33 +61,14 @@ pub struct Config {
 /// What to send back for one packet.
 #[derive(Default)]
 pub struct Reply {
-    /// Packets in order; the front end paces them (see [`Reply::bursts`]).
+    /// Packets in order; the front end paces them, including the closing `ACK_OK` of a bulk
+    /// slice. (Sending that `ACK_OK` together with the last fragment suits node-zklib, which
+    /// stops listening once the data is complete, but deadlocks pyzk whenever it has fallen one
+    /// fragment behind: it then waits in `recv` for bytes it already holds. Firmware pauses after
+    /// every packet, so the emulator does too.)
     pub packets: Vec<Packet>,
     /// Close the connection after sending (TCP only).
     pub close: bool,
-}
-
-impl Reply {
-    /// Groups the packets into bursts written back to back; the front end pauses between bursts.
-    ///
-    /// Each fragment is its own burst (pyzk and node-zklib read one frame per socket read and
-    /// stall on coalesced fragments), but the closing `ACK_OK` travels with the last fragment:
-    /// node-zklib stops listening once the data is complete, and an `ACK_OK` arriving a pacing
-    /// interval later would be taken as the answer to its next command.
-    pub fn bursts(&self) -> Vec<&[Packet]> {
-        let mut bursts: Vec<&[Packet]> = Vec::new();
-        let mut start = 0;
-        for (index, packet) in self.packets.iter().enumerate().skip(1) {
-            if packet.code != Code::ACK_OK {
-                bursts.push(&self.packets[start..index]);
-                start = index;
-            }
-        }
-        if start < self.packets.len() {
-            bursts.push(&self.packets[start..]);
-        }
-        bursts
-    }
 }
 
 struct Session {

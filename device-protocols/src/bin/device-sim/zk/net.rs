@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use device_protocols::zk::{frame_tcp, Packet, TcpReassembler};
+use device_protocols::zk::{frame_tcp, TcpReassembler};
 
 use super::firmware::{Firmware, Reply, Transport};
 
@@ -71,9 +71,8 @@ fn serve_connection(
                 .lock()
                 .expect("firmware lock")
                 .handle(&packet, Transport::Tcp);
-            send_paced(&reply, timing.pacing, |burst| {
-                let framed: Vec<u8> = burst.iter().flat_map(|p| frame_tcp(p)).collect();
-                stream.write_all(&framed)
+            send_paced(&reply, timing.pacing, |packet| {
+                stream.write_all(&frame_tcp(packet))
             })?;
             if reply.close {
                 return Ok(());
@@ -97,29 +96,25 @@ pub fn serve_udp(socket: UdpSocket, firmware: Arc<Mutex<Firmware>>, timing: Timi
             .lock()
             .expect("firmware lock")
             .handle(&buffer[..n], Transport::Udp);
-        if let Err(err) = send_paced(&reply, timing.pacing, |burst| {
-            burst
-                .iter()
-                .try_for_each(|p| socket.send_to(p, peer).map(drop))
+        if let Err(err) = send_paced(&reply, timing.pacing, |packet| {
+            socket.send_to(packet, peer).map(drop)
         }) {
             eprintln!("device-sim zk: udp send to {peer} failed: {err}");
         }
     }
 }
 
-/// Sends a reply burst by burst, sleeping `pacing` between bursts; `send` receives the encoded
-/// packets of one burst and writes them back to back (one write on TCP).
+/// Sends each packet of a reply with one write, sleeping `pacing` between packets.
 pub fn send_paced(
     reply: &Reply,
     pacing: Duration,
-    mut send: impl FnMut(&[Vec<u8>]) -> std::io::Result<()>,
+    mut send: impl FnMut(&[u8]) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
-    for (index, burst) in reply.bursts().into_iter().enumerate() {
+    for (index, packet) in reply.packets.iter().enumerate() {
         if index > 0 && !pacing.is_zero() {
             std::thread::sleep(pacing);
         }
-        let encoded: Vec<Vec<u8>> = burst.iter().map(Packet::encode).collect();
-        send(&encoded)?;
+        send(&packet.encode())?;
     }
     Ok(())
 }

@@ -78,11 +78,8 @@ pub fn serve_serial(
             }
             let reply = device.handle(&frame.packet, Transport::Serial);
             drop(device);
-            send_paced(&reply, line.pacing, |burst| {
-                let framed: Vec<u8> = burst
-                    .iter()
-                    .flat_map(|p| frame_serial(address, p))
-                    .collect();
+            send_paced(&reply, line.pacing, |packet| {
+                let framed = frame_serial(address, packet);
                 port.write_all(&framed)?;
                 if line.throttle {
                     // 10 bits per byte on an 8N1 line.

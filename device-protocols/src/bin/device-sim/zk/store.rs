@@ -1,13 +1,13 @@
 //! What the emulated terminal holds: users and attendance records, generated deterministically
 //! so a test can recompute exactly what any client should read back.
 
+use super::clock::{from_unix, to_unix};
 use device_protocols::zk::dataset::dataset_of;
 use device_protocols::zk::layout::RecordLayout;
 use device_protocols::zk::{
     AttendanceLayout, AttendanceRecord, DeviceSizes, DeviceText, FaceSizes, TextCodec, TimeZones,
     UserId, UserLayout, UserRecord, ZkDateTime, ZkTime,
 };
-use super::clock::{from_unix, to_unix};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
