@@ -11,11 +11,7 @@ use clap::{Parser, Subcommand};
 
 /// Command line of the emulator: one subcommand per device family.
 #[derive(Parser)]
-#[command(
-    name = "device-sim",
-    version,
-    about = "Emulates AI06 and ZK terminals for tests and demos"
-)]
+#[command(name = "device-sim", version, about = "Emulates AI06 and ZK terminals for tests and demos")]
 struct Cli {
     #[command(subcommand)]
     device: Device,

@@ -36,14 +36,23 @@ pub enum Disposition {
 /// One line of the log.
 #[derive(Serialize)]
 pub struct Entry<'a> {
+    /// Front end the packet came through (`tcp`, `udp`, `serial`).
     pub transport: &'a str,
+    /// Command code as received.
     pub code: u16,
+    /// The code's name, when the crate knows it.
     pub name: Option<&'static str>,
+    /// Session id field as received.
     pub session_id: u16,
+    /// Reply id field as received.
     pub reply_id: u16,
+    /// Bytes of command data.
     pub data_len: usize,
+    /// Whether the code deletes or clears device data: the field tests check.
     pub destructive: bool,
+    /// Which destructive command it was.
     pub destructive_kind: Option<String>,
+    /// What the firmware did with it.
     pub disposition: Disposition,
 }
 

@@ -49,12 +49,19 @@ pub struct Faults {
 
 /// Firmware settings.
 pub struct Config {
+    /// Comm key clients must prove; `None` = open device.
     pub comm_key: Option<CommKey>,
+    /// Datasets up to this size are sent inline.
     pub inline_threshold: usize,
+    /// Bulk fragment size on TCP.
     pub tcp_fragment: usize,
+    /// Bulk fragment size on UDP and serial.
     pub datagram_fragment: usize,
+    /// RS485 address ("DeviceID").
     pub device_id: u8,
+    /// Misbehaviour to inject.
     pub faults: Faults,
+    /// Session id given to the first CONNECT; later ones count up.
     pub first_session_id: u16,
 }
 
@@ -90,6 +97,7 @@ pub struct Firmware {
 }
 
 impl Firmware {
+    /// A terminal holding `store`, recording commands to `log`.
     pub fn new(config: Config, store: Store, log: CommandLog) -> Firmware {
         let options = [
             ("~SerialNumber", "DSIM000001"),

@@ -23,11 +23,13 @@ use super::net::send_paced;
 /// Serial line settings.
 #[derive(Clone, Copy)]
 pub struct Line {
+    /// Line speed; also the throttle rate.
     pub baud: u32,
     /// Check the address bytes (RS485); RS232 firmware ignores them.
     pub rs485: bool,
     /// Sleep after each write for the time the bytes take on a real line.
     pub throttle: bool,
+    /// Pause between the packets of one reply.
     pub pacing: Duration,
 }
 

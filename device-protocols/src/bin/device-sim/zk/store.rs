@@ -43,10 +43,13 @@ pub struct Shape {
     pub users: u16,
     /// Number of attendance records; needs at least one user.
     pub logs: u32,
+    /// User record format.
     pub user_layout: UserLayout,
+    /// Attendance record format.
     pub log_layout: AttendanceLayout,
     /// Report 92-byte sizes (with face counters) instead of 80.
     pub face_sizes: bool,
+    /// Seed of the deterministic generator.
     pub seed: u64,
     /// When set, every fifth user gets a non-ASCII name stored in this code page.
     pub native_names: Option<TextCodec>,
@@ -54,12 +57,19 @@ pub struct Shape {
 
 /// Users, logs and formats of one emulated terminal.
 pub struct Store {
+    /// User record format.
     pub user_layout: UserLayout,
+    /// Attendance record format.
     pub log_layout: AttendanceLayout,
+    /// Users in uid order.
     pub users: Vec<UserRecord>,
+    /// Attendance records, oldest first.
     pub logs: Vec<AttendanceRecord>,
+    /// Report 92-byte sizes.
     pub face_sizes: bool,
+    /// User capacity reported in the sizes.
     pub user_capacity: u32,
+    /// Attendance capacity reported in the sizes.
     pub record_capacity: u32,
 }
 
