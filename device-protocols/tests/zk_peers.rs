@@ -158,7 +158,16 @@ fn pyzk_against(sim_args: &[&str], tcp: bool) {
     let layout = expected.logs.layout.unwrap();
     for (got, want) in logs.iter().zip(&expected.logs.records) {
         assert_eq!(got["timestamp"], zk_iso(want.time));
-        assert_eq!(got["user_id"], want.user_id.as_ref().unwrap().display());
+        // 8-byte records carry only the uid; pyzk resolves it through the user table.
+        let user_id = match &want.user_id {
+            Some(id) => id.display(),
+            None => {
+                let uid = want.uid.unwrap();
+                let owner = expected.users.users.iter().find(|u| u.uid == uid).unwrap();
+                owner.user_id.display()
+            }
+        };
+        assert_eq!(got["user_id"], user_id);
         // pyzk's naming trap: "status" is verify in 40/8-byte records but state in 16-byte ones.
         let (status, punch) = match layout {
             device_protocols::zk::AttendanceLayout::Extended16 => (want.state, want.verify),
@@ -200,6 +209,23 @@ fn pyzk_reads_and_writes_over_udp_in_compact_formats() {
             "28",
             "--log-format",
             "16",
+        ],
+        false,
+    );
+}
+
+#[test]
+fn pyzk_reads_8_byte_attendance_over_udp() {
+    pyzk_against(
+        &[
+            "--udp",
+            "127.0.0.1:0",
+            "--users",
+            "40",
+            "--logs",
+            "300",
+            "--log-format",
+            "8",
         ],
         false,
     );
