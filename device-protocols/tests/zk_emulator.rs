@@ -165,8 +165,14 @@ fn firmware_drops_what_firmware_drops_and_resends_its_cache() {
     client.send_raw(&corrupt);
     assert_eq!(client.recv(), None);
 
+    // A datagram longer than the firmware's 1032-byte receive buffer is cut short, so its
+    // checksum fails and it is dropped.
+    let oversized = Packet::new(Code::OPTIONS_RRQ, session, 12, vec![b'A'; 2000]).encode();
+    client.send_raw(&oversized);
+    assert_eq!(client.recv(), None);
+
     // Unknown session: silently dropped.
-    client.send_raw(&Packet::new(Code::GET_TIME, session.wrapping_add(1), 11, Vec::new()).encode());
+    client.send_raw(&Packet::new(Code::GET_TIME, session.wrapping_add(1), 13, Vec::new()).encode());
     assert_eq!(client.recv(), None);
 
     // A repeated reply id gets the cached reply, byte for byte, without re-executing.

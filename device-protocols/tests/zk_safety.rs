@@ -84,3 +84,38 @@ fn the_recogniser_knows_the_destructive_codes() {
         assert!(DestructiveCommand::recognise(code).is_some(), "{code}");
     }
 }
+
+/// The ZK codec must stay sans-IO (no sockets, files, clocks or runtime) so it can be fuzzed,
+/// replayed and shared with the emulator. A grep is crude, but it fails loudly on the usual slip.
+#[test]
+fn the_codec_does_no_io_and_reads_no_clock() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/zk");
+    let forbidden = [
+        "tokio",
+        "std::net",
+        "std::fs",
+        "std::io::Read",
+        "std::io::Write",
+        "SystemTime",
+        "Instant",
+        "thread::sleep",
+    ];
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let source = std::fs::read_to_string(&path).unwrap();
+        for word in forbidden {
+            assert!(
+                !source.contains(word),
+                "{} mentions {word}: protocol code must stay sans-IO",
+                path.display()
+            );
+        }
+        checked += 1;
+    }
+    assert!(
+        checked >= 10,
+        "expected the zk modules under {}",
+        dir.display()
+    );
+}
