@@ -42,7 +42,10 @@ fn complete_read_over_tcp_with_default_pacing() {
     assert_complete(&read, 300, 5000);
     assert_eq!(read.users.layout, Some(UserLayout::Extended72));
     assert_eq!(read.logs.layout, Some(AttendanceLayout::Full40));
-    assert!(read.sizes.faces.is_some(), "TFT firmware sends the 92-byte sizes");
+    assert!(
+        read.sizes.faces.is_some(),
+        "TFT firmware sends the 92-byte sizes"
+    );
     let first = &read.users.users[0];
     assert_eq!((first.uid, first.privilege), (1, 14));
     assert_eq!(first.user_id.display(), "1001");
@@ -84,7 +87,10 @@ fn complete_read_over_udp_in_compact_formats_with_many_small_slices() {
         let read = client.full_read(2000);
         assert_complete(&read, 120, 900);
         assert_eq!(read.users.layout, Some(UserLayout::Compact28));
-        assert_eq!(read.sizes.faces, None, "black-and-white firmware sends 80-byte sizes");
+        assert_eq!(
+            read.sizes.faces, None,
+            "black-and-white firmware sends 80-byte sizes"
+        );
         assert_eq!(read.users.users[4].user_id, UserId::Number(1005));
         sim.assert_nothing_destructive();
     }
