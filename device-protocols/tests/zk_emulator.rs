@@ -144,6 +144,45 @@ fn names_in_a_legacy_code_page_decode_with_the_configured_encoding_and_keep_raw_
     assert!(users[3].name.text.is_ascii());
 }
 
+/// `device_enabled` of the emulator's most recent command-log entry.
+fn enabled_after_last_command(sim: &Emulator) -> bool {
+    sim.commands().last().unwrap()["device_enabled"]
+        .as_bool()
+        .unwrap()
+}
+
+#[test]
+fn the_device_is_re_enabled_by_enable_by_the_last_exit_or_by_the_disable_timeout() {
+    let sim = Emulator::spawn(&["--udp", "127.0.0.1:0"]);
+    let mut client = TestClient::udp(sim.udp.unwrap());
+    client.connect(None).unwrap();
+    let disable = |secs| Request::DisableDevice {
+        auto_enable_after_secs: secs,
+    };
+
+    client.call(&disable(0)).unwrap();
+    client.call(&Request::GetTime).unwrap();
+    assert!(
+        !enabled_after_last_command(&sim),
+        "disabled until told otherwise"
+    );
+    client.call(&Request::EnableDevice).unwrap();
+    assert!(enabled_after_last_command(&sim));
+
+    // A client that dies after DISABLE: the timeout (counted from its last packet) rescues the
+    // device.
+    client.call(&disable(1)).unwrap();
+    assert!(!enabled_after_last_command(&sim));
+    std::thread::sleep(Duration::from_millis(1500));
+    client.call(&Request::GetTime).unwrap();
+    assert!(enabled_after_last_command(&sim));
+
+    // EXIT of the last session re-enables, whatever the client forgot.
+    client.call(&disable(0)).unwrap();
+    client.exit();
+    assert!(enabled_after_last_command(&sim));
+}
+
 #[test]
 fn comm_key_gates_every_command() {
     let sim = Emulator::spawn(&["--tcp", "127.0.0.1:0", "--comm-key", "123456"]);

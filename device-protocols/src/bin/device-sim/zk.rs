@@ -6,6 +6,7 @@
 
 mod clock;
 mod command_log;
+mod enable_state;
 mod firmware;
 mod net;
 mod serial;

@@ -8,7 +8,7 @@ use std::io::{BufWriter, Write};
 use std::path::Path;
 
 use anyhow::Context;
-use device_protocols::zk::{Code, DestructiveCommand};
+use device_protocols::zk::{DestructiveCommand, Packet};
 use serde::Serialize;
 
 /// What the emulated firmware did with a packet.
@@ -54,29 +54,30 @@ pub struct Entry<'a> {
     pub destructive_kind: Option<String>,
     /// What the firmware did with it.
     pub disposition: Disposition,
+    /// Whether the device was enabled after handling it (never left "Working…").
+    pub device_enabled: bool,
 }
 
 impl Entry<'_> {
-    /// Fills the code-derived fields.
-    pub fn new(
-        transport: &str,
-        code: Code,
-        session_id: u16,
-        reply_id: u16,
-        data_len: usize,
+    /// Describes `packet` as received and what became of it.
+    pub fn new<'a>(
+        transport: &'a str,
+        packet: &Packet,
         disposition: Disposition,
-    ) -> Entry<'_> {
-        let destructive = DestructiveCommand::recognise(code);
+        device_enabled: bool,
+    ) -> Entry<'a> {
+        let destructive = DestructiveCommand::recognise(packet.code);
         Entry {
             transport,
-            code: code.0,
-            name: code.name(),
-            session_id,
-            reply_id,
-            data_len,
+            code: packet.code.0,
+            name: packet.code.name(),
+            session_id: packet.session_id,
+            reply_id: packet.reply_id,
+            data_len: packet.data.len(),
             destructive: destructive.is_some(),
             destructive_kind: destructive.map(|d| format!("{d:?}")),
             disposition,
+            device_enabled,
         }
     }
 }

@@ -7,12 +7,14 @@
 //! replies; `USER_WRQ` conflict rules. Fault knobs degrade it in the ways field devices do.
 
 use std::collections::HashMap;
+use std::time::Instant;
 
 use device_protocols::zk::device::{prepare_buffer_reply, read_buffer_replies};
 use device_protocols::zk::{Code, CommKey, Packet, ZkTime};
 
 use super::clock::DeviceClock;
 use super::command_log::{CommandLog, Disposition, Entry};
+use super::enable_state::EnableState;
 use super::store::{Store, WriteRefusal};
 
 /// Which front end a packet came through; it decides the bulk fragment size.
@@ -94,6 +96,7 @@ pub struct Firmware {
     sessions: HashMap<u16, Session>,
     next_session_id: u16,
     options: HashMap<String, String>,
+    enable_state: EnableState,
 }
 
 impl Firmware {
@@ -133,6 +136,7 @@ impl Firmware {
             clock: DeviceClock::default(),
             log,
             sessions: HashMap::new(),
+            enable_state: EnableState::new(),
             options,
         }
     }
@@ -145,14 +149,12 @@ impl Firmware {
     /// Records a packet the serial front end dropped before it reached the firmware.
     pub fn log_dropped_frame(&mut self, packet: &[u8], disposition: Disposition) {
         if let Ok(incoming) = Packet::decode(packet) {
-            let p = incoming.packet;
+            let enabled = self.enable_state.is_enabled(Instant::now());
             self.log.record(&Entry::new(
                 Transport::Serial.name(),
-                p.code,
-                p.session_id,
-                p.reply_id,
-                p.data.len(),
+                &incoming.packet,
                 disposition,
+                enabled,
             ));
         }
     }
@@ -168,13 +170,12 @@ impl Firmware {
         } else {
             self.dispatch(&request, transport)
         };
+        let enabled = self.enable_state.is_enabled(Instant::now());
         self.log.record(&Entry::new(
             transport.name(),
-            request.code,
-            request.session_id,
-            request.reply_id,
-            request.data.len(),
+            &request,
             disposition,
+            enabled,
         ));
         reply
     }
@@ -205,6 +206,7 @@ impl Firmware {
             return (Reply::default(), Disposition::DroppedStaleReplyId);
         }
         session.last_reply_id = request.reply_id;
+        self.enable_state.touch(Instant::now());
         if self.config.faults.silence {
             return (Reply::default(), Disposition::Silenced);
         }
@@ -263,6 +265,17 @@ impl Firmware {
             }
             Code::EXIT => {
                 self.sessions.remove(&request.session_id);
+                if self.sessions.is_empty() {
+                    self.enable_state.enable();
+                }
+                ok()
+            }
+            Code::ENABLE_DEVICE => {
+                self.enable_state.enable();
+                ok()
+            }
+            Code::DISABLE_DEVICE => {
+                self.enable_state.disable(word(&request.data, 0));
                 ok()
             }
             Code::GET_FREE_SIZES => {
@@ -332,9 +345,7 @@ impl Firmware {
                 ok()
             }
             // Housekeeping commands that need no state here.
-            Code::ENABLE_DEVICE
-            | Code::DISABLE_DEVICE
-            | Code::REFRESH_DATA
+            Code::REFRESH_DATA
             | Code::REFRESH_OPTION
             | Code::START_VERIFY
             | Code::CANCEL_CAPTURE
