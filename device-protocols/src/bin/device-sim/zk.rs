@@ -1,10 +1,276 @@
-//! The zk emulator (not built yet).
+//! `device-sim zk`: a ZK-protocol terminal on TCP, UDP and/or a serial line.
+//!
+//! The firmware logic lives in [`firmware`], the data it serves in [`store`], the front ends in
+//! [`net`] and [`serial`]. On start-up it prints one line per listener
+//! (`zk tcp listening on 127.0.0.1:4370`) so a test that asked for port 0 learns the real port.
 
-/// Options of the zk emulator.
+mod clock;
+mod command_log;
+mod enable_state;
+mod firmware;
+mod net;
+mod serial;
+mod store;
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::ValueEnum;
+use device_protocols::zk::{AttendanceLayout, CommKey, TextCodec, UserLayout};
+
+use command_log::CommandLog;
+use firmware::{Config, Faults, Firmware};
+use net::Timing;
+use store::Store;
+
+/// User record format.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum UserFormat {
+    /// 72-byte records (TFT firmware).
+    #[value(name = "72")]
+    Extended72,
+    /// 28-byte records (older black-and-white firmware).
+    #[value(name = "28")]
+    Compact28,
+}
+
+/// Attendance record format.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    /// 40-byte records (TFT firmware).
+    #[value(name = "40")]
+    Full40,
+    /// 16-byte extended records.
+    #[value(name = "16")]
+    Extended16,
+    /// 8-byte records.
+    #[value(name = "8")]
+    Compact8,
+}
+
+/// `GET_FREE_SIZES` reply length.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum SizesFormat {
+    /// 92 bytes (with face counters).
+    #[value(name = "92")]
+    Face92,
+    /// 80 bytes.
+    #[value(name = "80")]
+    Basic80,
+}
+
+/// A way to make the device misbehave.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Fault {
+    /// Stop half-way through each multi-packet bulk reply (TCP: and close the connection).
+    DropMidTransfer,
+    /// Send the last fragment of each multi-packet bulk reply one byte short.
+    ShortChunk,
+    /// Answer CONNECT, then nothing.
+    Silence,
+    /// Report one user and one record more than the device holds.
+    WrongCounts,
+}
+
+/// Options of the zk emulator, boxed so the subcommand enum stays small.
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    #[command(flatten)]
+    options: Box<Options>,
+}
 
-/// Runs the zk emulator until it is told to stop.
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("the zk emulator is not built into this version yet")
+/// Every knob of the zk emulator.
+#[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("listen").required(true).multiple(true).args(["tcp", "udp", "serial"])))]
+pub struct Options {
+    /// Listen for TCP on this address (port 0 picks a free port).
+    #[arg(long, value_name = "ADDR")]
+    tcp: Option<SocketAddr>,
+    /// Listen for UDP on this address (port 0 picks a free port).
+    #[arg(long, value_name = "ADDR")]
+    udp: Option<SocketAddr>,
+    /// Serve this serial device or pty (experimental framing).
+    #[arg(long, value_name = "PATH")]
+    serial: Option<PathBuf>,
+    /// Number of generated users (uids 1..=N).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u16).range(0..=65534))]
+    users: u16,
+    /// Number of generated attendance records.
+    #[arg(long, default_value_t = 100)]
+    logs: u32,
+    /// Seed of the deterministic data generator.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// User record format.
+    #[arg(long, value_enum, default_value = "72")]
+    user_format: UserFormat,
+    /// Attendance record format.
+    #[arg(long, value_enum, default_value = "40")]
+    log_format: LogFormat,
+    /// Sizes reply length (default: 92 with 72-byte users, 80 with 28-byte users).
+    #[arg(long, value_enum)]
+    sizes_format: Option<SizesFormat>,
+    /// Give every fifth user a non-ASCII name stored in this code page (WHATWG label: utf-8, gbk,
+    /// windows-1251, …); 72-byte users only.
+    #[arg(long, value_name = "ENCODING")]
+    native_names: Option<String>,
+    /// Comm key; when set, clients must authenticate.
+    #[arg(long)]
+    comm_key: Option<u32>,
+    /// Device id, the RS485 address (1–254).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=254))]
+    device_id: u8,
+    /// RS485 mode: ignore serial frames addressed to another device id.
+    #[arg(long)]
+    rs485: bool,
+    /// Serial baud rate.
+    #[arg(long, default_value_t = 115_200, value_parser = parse_baud)]
+    baud: u32,
+    /// Do not throttle serial output to the baud rate (a pty is otherwise slowed to a real line).
+    #[arg(long)]
+    serial_unthrottled: bool,
+    /// Datasets up to this many bytes are sent inline in one DATA packet.
+    #[arg(long, default_value_t = 1024)]
+    inline_threshold: usize,
+    /// Bulk fragment size on TCP (captured devices use 1008).
+    #[arg(long, default_value_t = 1008)]
+    tcp_fragment: usize,
+    /// Bulk fragment size on UDP and serial.
+    #[arg(long, default_value_t = 1024)]
+    datagram_fragment: usize,
+    /// Milliseconds between the packets of one multi-packet reply (0 disables pacing).
+    #[arg(long, default_value_t = 20)]
+    pacing_ms: u64,
+    /// Seconds a TCP client has to send its first packet.
+    #[arg(long, default_value_t = 8)]
+    first_packet_timeout_secs: u64,
+    /// Misbehave (repeatable).
+    #[arg(long, value_enum)]
+    fault: Vec<Fault>,
+    /// Append every received command as a JSON line to this file.
+    #[arg(long, value_name = "FILE")]
+    command_log: Option<PathBuf>,
+}
+
+/// Runs the zk emulator until it is killed.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let args = *args.options;
+    let user_layout = match args.user_format {
+        UserFormat::Extended72 => UserLayout::Extended72,
+        UserFormat::Compact28 => UserLayout::Compact28,
+    };
+    let log_layout = match args.log_format {
+        LogFormat::Full40 => AttendanceLayout::Full40,
+        LogFormat::Extended16 => AttendanceLayout::Extended16,
+        LogFormat::Compact8 => AttendanceLayout::Compact8,
+    };
+    let face_sizes = match args.sizes_format {
+        Some(SizesFormat::Face92) => true,
+        Some(SizesFormat::Basic80) => false,
+        None => matches!(user_layout, UserLayout::Extended72),
+    };
+    let mut faults = Faults::default();
+    for fault in &args.fault {
+        match fault {
+            Fault::DropMidTransfer => faults.drop_mid_transfer = true,
+            Fault::ShortChunk => faults.short_chunk = true,
+            Fault::Silence => faults.silence = true,
+            Fault::WrongCounts => faults.wrong_counts = true,
+        }
+    }
+    if args.logs > 0 && args.users == 0 {
+        anyhow::bail!("--logs needs at least one user (--users) to attribute the records to");
+    }
+    let native_names = match &args.native_names {
+        Some(_) if matches!(user_layout, UserLayout::Compact28) => {
+            anyhow::bail!("--native-names needs 72-byte users; 28-byte names hold 8 bytes")
+        }
+        Some(label) => Some(TextCodec::for_label(label)?),
+        None => None,
+    };
+    let store = Store::generate(&store::Shape {
+        users: args.users,
+        logs: args.logs,
+        user_layout,
+        log_layout,
+        face_sizes,
+        seed: args.seed,
+        native_names,
+    });
+    let config = Config {
+        comm_key: args.comm_key.filter(|&k| k != 0).map(CommKey),
+        inline_threshold: args.inline_threshold,
+        tcp_fragment: args.tcp_fragment.max(1),
+        datagram_fragment: args.datagram_fragment.max(1),
+        device_id: args.device_id,
+        faults,
+        first_session_id: (args.seed as u16).wrapping_mul(7919).max(1),
+    };
+    let log = CommandLog::open(args.command_log.as_deref())?;
+    let firmware = Arc::new(Mutex::new(Firmware::new(config, store, log)));
+    let timing = Timing {
+        pacing: Duration::from_millis(args.pacing_ms),
+        first_packet_timeout: Duration::from_secs(args.first_packet_timeout_secs),
+    };
+
+    let mut workers = Vec::new();
+    if let Some(addr) = args.tcp {
+        let listener =
+            TcpListener::bind(addr).with_context(|| format!("cannot listen on tcp {addr}"))?;
+        announce("tcp", &listener.local_addr()?.to_string());
+        let firmware = Arc::clone(&firmware);
+        workers.push(std::thread::spawn(move || {
+            net::serve_tcp(listener, firmware, timing);
+            Ok(())
+        }));
+    }
+    if let Some(addr) = args.udp {
+        let socket = UdpSocket::bind(addr).with_context(|| format!("cannot bind udp {addr}"))?;
+        announce("udp", &socket.local_addr()?.to_string());
+        let firmware = Arc::clone(&firmware);
+        workers.push(std::thread::spawn(move || {
+            net::serve_udp(socket, firmware, timing);
+            Ok(())
+        }));
+    }
+    if let Some(path) = args.serial {
+        let port = serial::open_serial(&path, args.baud)?;
+        announce("serial", &path.display().to_string());
+        let line = serial::Line {
+            baud: args.baud,
+            rs485: args.rs485,
+            throttle: !args.serial_unthrottled,
+            pacing: timing.pacing,
+        };
+        let firmware = Arc::clone(&firmware);
+        workers.push(std::thread::spawn(move || {
+            serial::serve_serial(port, firmware, line)
+        }));
+    }
+    for worker in workers {
+        worker
+            .join()
+            .map_err(|_| anyhow::anyhow!("an emulator front end panicked"))??;
+    }
+    Ok(())
+}
+
+/// Accepts the standard rates the serial front end can configure.
+fn parse_baud(text: &str) -> Result<u32, String> {
+    const RATES: [u32; 5] = [9600, 19_200, 38_400, 57_600, 115_200];
+    text.parse::<u32>()
+        .ok()
+        .filter(|rate| RATES.contains(rate))
+        .ok_or_else(|| format!("unsupported baud rate {text:?}; use one of {RATES:?}"))
+}
+
+fn announce(transport: &str, address: &str) {
+    let mut out = std::io::stdout().lock();
+    // The test harness reads this line to learn the port; flush so it is not stuck in a buffer.
+    let _ = writeln!(out, "zk {transport} listening on {address}");
+    let _ = out.flush();
 }

@@ -1,0 +1,120 @@
+//! TCP and UDP front ends. Each hands whole ZK packets to the shared firmware and writes its
+//! replies one frame per write, paced like real firmware (pyzk and node-zklib depend on it).
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use device_protocols::zk::{frame_tcp, TcpReassembler};
+
+use super::firmware::{Firmware, Reply, Transport};
+
+/// The firmware's UDP receive buffer; longer datagrams are truncated (and then fail the checksum),
+/// exactly as on the device.
+const UDP_RECEIVE_BUFFER: usize = 1032;
+
+/// Timing knobs shared by the front ends.
+#[derive(Clone, Copy)]
+pub struct Timing {
+    /// Delay between the packets of one multi-packet reply.
+    pub pacing: Duration,
+    /// A TCP client must send its first packet within this time.
+    pub first_packet_timeout: Duration,
+}
+
+/// Serves TCP connections one at a time, like firmware with `listen(backlog = 1)` and a
+/// single-threaded loop: a second client waits until the first one leaves.
+pub fn serve_tcp(listener: TcpListener, firmware: Arc<Mutex<Firmware>>, timing: Timing) {
+    for stream in listener.incoming() {
+        match stream {
+            Ok(stream) => {
+                if let Err(err) = serve_connection(stream, &firmware, timing) {
+                    eprintln!("device-sim zk: tcp connection ended: {err:#}");
+                }
+            }
+            Err(err) => eprintln!("device-sim zk: tcp accept failed: {err}"),
+        }
+    }
+}
+
+fn serve_connection(
+    mut stream: TcpStream,
+    firmware: &Mutex<Firmware>,
+    timing: Timing,
+) -> anyhow::Result<()> {
+    stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(timing.first_packet_timeout))?;
+    let mut reassembler = TcpReassembler::new();
+    let mut buffer = vec![0u8; 64 * 1024];
+    let mut first = true;
+    loop {
+        let n = match stream.read(&mut buffer) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(err)
+                if first && matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>
+            {
+                // No session for a client that stays silent (firmware's 8 s first-packet wait).
+                return Ok(());
+            }
+            Err(err) => return Err(err).context("reading from client"),
+        };
+        reassembler.push(&buffer[..n]);
+        while let Some(packet) = reassembler.next_packet().context("framing client stream")? {
+            if first {
+                first = false;
+                stream.set_read_timeout(None)?;
+            }
+            let reply = firmware
+                .lock()
+                .expect("firmware lock")
+                .handle(&packet, Transport::Tcp);
+            send_paced(&reply, timing.pacing, |packet| {
+                stream.write_all(&frame_tcp(packet))
+            })?;
+            if reply.close {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Serves UDP datagrams; replies go to the sender's address and port.
+pub fn serve_udp(socket: UdpSocket, firmware: Arc<Mutex<Firmware>>, timing: Timing) {
+    let mut buffer = [0u8; UDP_RECEIVE_BUFFER];
+    loop {
+        let (n, peer) = match socket.recv_from(&mut buffer) {
+            Ok(received) => received,
+            Err(err) => {
+                eprintln!("device-sim zk: udp receive failed: {err}");
+                continue;
+            }
+        };
+        let reply = firmware
+            .lock()
+            .expect("firmware lock")
+            .handle(&buffer[..n], Transport::Udp);
+        if let Err(err) = send_paced(&reply, timing.pacing, |packet| {
+            socket.send_to(packet, peer).map(drop)
+        }) {
+            eprintln!("device-sim zk: udp send to {peer} failed: {err}");
+        }
+    }
+}
+
+/// Sends each packet of a reply with one write, sleeping `pacing` between packets.
+pub fn send_paced(
+    reply: &Reply,
+    pacing: Duration,
+    mut send: impl FnMut(&[u8]) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    for (index, packet) in reply.packets.iter().enumerate() {
+        if index > 0 && !pacing.is_zero() {
+            std::thread::sleep(pacing);
+        }
+        send(&packet.encode())?;
+    }
+    Ok(())
+}

@@ -1,0 +1,188 @@
+//! Command and reply codes of the ZK protocol.
+//!
+//! Commands and replies share one 16-bit code space in the header, so a single newtype carries
+//! both; the named constants document each code's role. The agent never builds packets from raw
+//! codes: it goes through [`crate::zk::Request`], which has no destructive variants. The
+//! emulator, which must accept anything a client sends, parses raw codes and uses
+//! [`DestructiveCommand::recognise`] to flag the dangerous ones in its command log.
+
+use std::fmt;
+
+/// A command or reply code as carried in the first header field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Code(pub u16);
+
+impl Code {
+    /// Opens a session (session id 0 in the request).
+    pub const CONNECT: Code = Code(1000);
+    /// Frees the session; the last freed session re-enables the device.
+    pub const EXIT: Code = Code(1001);
+    /// Resumes normal operation after [`Code::DISABLE_DEVICE`].
+    pub const ENABLE_DEVICE: Code = Code(1002);
+    /// Locks keypad and sensor; optional u32 data is an auto re-enable timeout in seconds.
+    pub const DISABLE_DEVICE: Code = Code(1003);
+    /// Applies data changes after a user write.
+    pub const REFRESH_DATA: Code = Code(1013);
+    /// Applies option changes after an option write.
+    pub const REFRESH_OPTION: Code = Code(1014);
+    /// Firmware version string.
+    pub const GET_VERSION: Code = Code(1100);
+    /// Comm-key answer to an `ACK_UNAUTH` connect reply.
+    pub const AUTH: Code = Code(1102);
+    /// Bulk transfer size announcement (`[u32 len][u32 fragment size]` from the device).
+    pub const PREPARE_DATA: Code = Code(1500);
+    /// Bulk data fragment or inline dataset.
+    pub const DATA: Code = Code(1501);
+    /// Releases the session's bulk buffer.
+    pub const FREE_DATA: Code = Code(1502);
+    /// Starts a buffered read (`CMD_DATA_WRRQ`, pyzk's "prepare buffer").
+    pub const PREPARE_BUFFER: Code = Code(1503);
+    /// Reads a slice of the prepared buffer (`CMD_DATA_RDY`, pyzk's "read buffer").
+    pub const READ_BUFFER: Code = Code(1504);
+    /// Reads a data block; inner command of a buffered template read.
+    pub const DB_RRQ: Code = Code(7);
+    /// Writes one user record.
+    pub const USER_WRQ: Code = Code(8);
+    /// Reads the user table; inner command of a buffered user read.
+    pub const USERTEMP_RRQ: Code = Code(9);
+    /// Reads an option `"Name\0"`.
+    pub const OPTIONS_RRQ: Code = Code(11);
+    /// Writes an option `"Name=Value\0"`.
+    pub const OPTIONS_WRQ: Code = Code(12);
+    /// Reads the attendance log; inner command of a buffered attendance read.
+    pub const ATTLOG_RRQ: Code = Code(13);
+    /// Destructive: clears data tables.
+    pub const CLEAR_DATA: Code = Code(14);
+    /// Destructive: clears the attendance log.
+    pub const CLEAR_ATTLOG: Code = Code(15);
+    /// Destructive: deletes a user by uid.
+    pub const DELETE_USER: Code = Code(18);
+    /// Destructive: deletes one fingerprint template.
+    pub const DELETE_USERTEMP: Code = Code(19);
+    /// Destructive: clears the operation log.
+    pub const CLEAR_OPLOG: Code = Code(33);
+    /// Reads the operation log; inner command of a buffered oplog read.
+    pub const OPLOG_RRQ: Code = Code(34);
+    /// Counters and capacities (80- or 92-byte reply).
+    pub const GET_FREE_SIZES: Code = Code(50);
+    /// Width of the user-id string, in the first reply byte.
+    pub const GET_PINWIDTH: Code = Code(69);
+    /// Starts verification; pyzk's live capture needs `ACK_OK` here.
+    pub const START_VERIFY: Code = Code(60);
+    /// Cancels a capture; pyzk sends it before live capture.
+    pub const CANCEL_CAPTURE: Code = Code(62);
+    /// Destructive: deletes a template by user-id string (pyzk "undocumented" 134).
+    pub const DELETE_TEMPLATE_BY_ID: Code = Code(134);
+    /// Device clock as a u32 ZK time.
+    pub const GET_TIME: Code = Code(201);
+    /// Sets the device clock.
+    pub const SET_TIME: Code = Code(202);
+    /// Registers for (client) or carries (device) realtime events.
+    pub const REG_EVENT: Code = Code(500);
+
+    /// Success; data may follow.
+    pub const ACK_OK: Code = Code(2000);
+    /// Failure; firmware sometimes puts a reason in the session field.
+    pub const ACK_ERROR: Code = Code(2001);
+    /// "Return data"; seen rarely.
+    pub const ACK_DATA: Code = Code(2002);
+    /// The device asks for a re-send (serial FIFO overrun).
+    pub const ACK_RETRY: Code = Code(2003);
+    /// Repeat.
+    pub const ACK_REPEAT: Code = Code(2004);
+    /// Comm key required or wrong.
+    pub const ACK_UNAUTH: Code = Code(2005);
+    /// Unknown command (firmware's default case).
+    pub const ACK_UNKNOWN: Code = Code(0xFFFF);
+
+    /// A short human name for logs and errors; `None` for codes this crate does not name.
+    pub fn name(self) -> Option<&'static str> {
+        Some(match self {
+            Code::CONNECT => "CONNECT",
+            Code::EXIT => "EXIT",
+            Code::ENABLE_DEVICE => "ENABLE_DEVICE",
+            Code::DISABLE_DEVICE => "DISABLE_DEVICE",
+            Code::REFRESH_DATA => "REFRESH_DATA",
+            Code::REFRESH_OPTION => "REFRESH_OPTION",
+            Code::OPLOG_RRQ => "OPLOG_RRQ",
+            Code::GET_PINWIDTH => "GET_PINWIDTH",
+            Code::GET_VERSION => "GET_VERSION",
+            Code::AUTH => "AUTH",
+            Code::PREPARE_DATA => "PREPARE_DATA",
+            Code::DATA => "DATA",
+            Code::FREE_DATA => "FREE_DATA",
+            Code::PREPARE_BUFFER => "PREPARE_BUFFER",
+            Code::READ_BUFFER => "READ_BUFFER",
+            Code::DB_RRQ => "DB_RRQ",
+            Code::USER_WRQ => "USER_WRQ",
+            Code::USERTEMP_RRQ => "USERTEMP_RRQ",
+            Code::OPTIONS_RRQ => "OPTIONS_RRQ",
+            Code::OPTIONS_WRQ => "OPTIONS_WRQ",
+            Code::ATTLOG_RRQ => "ATTLOG_RRQ",
+            Code::CLEAR_DATA => "CLEAR_DATA",
+            Code::CLEAR_ATTLOG => "CLEAR_ATTLOG",
+            Code::DELETE_USER => "DELETE_USER",
+            Code::DELETE_USERTEMP => "DELETE_USERTEMP",
+            Code::CLEAR_OPLOG => "CLEAR_OPLOG",
+            Code::GET_FREE_SIZES => "GET_FREE_SIZES",
+            Code::START_VERIFY => "START_VERIFY",
+            Code::CANCEL_CAPTURE => "CANCEL_CAPTURE",
+            Code::DELETE_TEMPLATE_BY_ID => "DELETE_TEMPLATE_BY_ID",
+            Code::GET_TIME => "GET_TIME",
+            Code::SET_TIME => "SET_TIME",
+            Code::REG_EVENT => "REG_EVENT",
+            Code::ACK_OK => "ACK_OK",
+            Code::ACK_ERROR => "ACK_ERROR",
+            Code::ACK_DATA => "ACK_DATA",
+            Code::ACK_RETRY => "ACK_RETRY",
+            Code::ACK_REPEAT => "ACK_REPEAT",
+            Code::ACK_UNAUTH => "ACK_UNAUTH",
+            Code::ACK_UNKNOWN => "ACK_UNKNOWN",
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for Code {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.name() {
+            Some(name) => write!(f, "{name} ({})", self.0),
+            None => write!(f, "code {}", self.0),
+        }
+    }
+}
+
+/// A command that deletes or clears device data.
+///
+/// Parse-only: nothing in this crate encodes these. It exists so the emulator (and any audit
+/// tool) can flag such a command if one ever arrives, which is how the test suite proves the
+/// agent never sends one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DestructiveCommand {
+    /// `CMD_DELETE_USER`.
+    DeleteUser,
+    /// `CMD_DELETE_USERTEMP` or the template delete by user-id string.
+    DeleteTemplate,
+    /// `CMD_CLEAR_DATA`.
+    ClearData,
+    /// `CMD_CLEAR_ATTLOG`.
+    ClearAttendance,
+    /// `CMD_CLEAR_OPLOG`.
+    ClearOperationLog,
+}
+
+impl DestructiveCommand {
+    /// Recognises a destructive command code; `None` for every other code.
+    pub fn recognise(code: Code) -> Option<DestructiveCommand> {
+        match code {
+            Code::DELETE_USER => Some(DestructiveCommand::DeleteUser),
+            Code::DELETE_USERTEMP | Code::DELETE_TEMPLATE_BY_ID => {
+                Some(DestructiveCommand::DeleteTemplate)
+            }
+            Code::CLEAR_DATA => Some(DestructiveCommand::ClearData),
+            Code::CLEAR_ATTLOG => Some(DestructiveCommand::ClearAttendance),
+            Code::CLEAR_OPLOG => Some(DestructiveCommand::ClearOperationLog),
+            _ => None,
+        }
+    }
+}
