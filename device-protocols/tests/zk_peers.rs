@@ -26,6 +26,11 @@ fn peers_dir() -> PathBuf {
         .collect()
 }
 
+/// The Python that has pyzk: `PEER_PYTHON` (the test script's virtualenv) or `python3`.
+fn python() -> String {
+    std::env::var("PEER_PYTHON").unwrap_or_else(|_| "python3".to_string())
+}
+
 /// Runs a peer script; `None` (after a loud banner) when its client library is missing.
 fn run_peer(program: &str, script: &str, args: &[String]) -> Option<Value> {
     let output = Command::new(program)
@@ -137,7 +142,7 @@ fn pyzk_against(sim_args: &[&str], tcp: bool) {
     let sim = Emulator::spawn(sim_args);
     let (expected, clock) = reference(&sim, tcp);
     let port = if tcp { sim.tcp } else { sim.udp }.unwrap().port();
-    let Some(out) = run_peer("python3", "pyzk_check.py", &set_user_args(port, !tcp)) else {
+    let Some(out) = run_peer(&python(), "pyzk_check.py", &set_user_args(port, !tcp)) else {
         return;
     };
     eprintln!("pyzk {} over {}", out["version"], out["transport"]);
