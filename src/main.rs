@@ -72,6 +72,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show the running agent's state for a technician: devices (connected, last registration,
+    /// clock skew), upstream forwarding and the outbox (depth, bytes, oldest, dead letters),
+    /// alarms. Reads the status file the agent rewrites every few seconds, so it also answers
+    /// when the agent is hung or stopped (and says the status is stale).
+    Status {
+        /// The config file.
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the version and build details.
     Version,
 }
@@ -97,9 +109,33 @@ fn main() -> ExitCode {
             wait,
             json,
         } => probe(&config, &device, listen, wait.get(), json),
+        Command::Status { config, json } => status(&config, json),
         Command::Version => {
             println!("{}", edge_agent::version_line());
             ExitCode::SUCCESS
+        }
+    }
+}
+
+fn status(config: &std::path::Path, json: bool) -> ExitCode {
+    let config = match edge_agent::config::load(config) {
+        Ok(loaded) => loaded.config,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::from(2);
+        }
+    };
+    match edge_agent::ops::status::show(&config, json) {
+        Ok(text) => {
+            print!("{text}");
+            if !text.ends_with('\n') {
+                println!();
+            }
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("edge-agent status: {err}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -48,6 +48,27 @@ fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
     }
 }
 
+/// Runs `edge-agent status` until its output contains `needle`.
+fn wait_for_status(config: &Path, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let output = Command::new(env!("CARGO_BIN_EXE_edge-agent"))
+            .args(["status", "--config"])
+            .arg(config)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&output.stdout).to_string();
+        if output.status.success() && text.contains(needle) {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "status never showed {needle:?}:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 #[test]
 fn a_punch_is_acknowledged_only_after_it_is_durable_and_is_stored_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -94,6 +115,9 @@ fn a_punch_is_acknowledged_only_after_it_is_durable_and_is_stored_once() {
     );
 
     let mut agent = start_agent(&config, None);
+    let status = wait_for_status(&config, "connected");
+    assert!(status.contains("door"), "{status}");
+    assert!(status.contains("Outbox:"), "{status}");
     let summary = emulator.finish_after_run();
     unsafe {
         libc::kill(agent.id() as libc::pid_t, libc::SIGTERM);

@@ -15,6 +15,7 @@ pub use tasks::{StopSignal, Tasks};
 
 use crate::config::{self, Config};
 use crate::ops::logging::{self, LoggingHandle};
+use crate::ops::status::StatusSources;
 use crate::ops::systemd;
 use crate::store::{Store, StoreOptions};
 use crate::upstream;
@@ -100,10 +101,18 @@ async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
 
     let (config_tx, _config_rx) = watch::channel(Arc::clone(&config));
     let mut tasks = Tasks::new();
-    let _devices = start_devices(&mut tasks, &config, &store).await?;
-    // Kept for the status surfaces (status socket, MQTT `status`) that read `status()`.
-    let _upstream =
+    let started_at_ms = chrono::Utc::now().timestamp_millis();
+    let devices = start_devices(&mut tasks, &config, &store).await?;
+    let upstream =
         upstream::start(&mut tasks, &config, &store).context("cannot open the upstream outbox")?;
+    let status = StatusSources {
+        config: Arc::clone(&config),
+        store: store.clone(),
+        aiface: Arc::clone(&devices.aiface),
+        upstream: upstream.clone(),
+        started_at_ms,
+    };
+    tasks.spawn("status-file", move |stop| status.keep_written(stop));
     if let Some(interval) = systemd::watchdog_interval() {
         tasks.spawn("systemd-watchdog", move |stop| watchdog(interval, stop));
     }
