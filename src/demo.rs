@@ -14,6 +14,7 @@ use crate::device::{
 };
 use crate::probe::progress_line;
 use crate::store::{Store, StoreOptions};
+use crate::upstream::outbox::Outbox;
 use device_protocols::sim::aiface::{emulate, CommandLog, Scenario};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -67,7 +68,8 @@ async fn run_in(options: &DemoOptions, data_dir: &Path) -> anyhow::Result<()> {
 
     step("Opening a fresh store", &data_dir.display().to_string());
     let store = Store::open(&StoreOptions::at(config.store_dir()))?.store;
-    let punches = PunchLog::new(store.clone());
+    let outbox = Outbox::open(&store, config.upstream.outbox_max_bytes.bytes())?;
+    let punches = PunchLog::new(outbox.clone(), &config.agent.id);
     let server =
         AifaceServer::bind(&config.device, Some(store.clone()), Some(punches.clone())).await?;
     let address = server.local_addrs()[0];
@@ -168,8 +170,20 @@ async fn run_in(options: &DemoOptions, data_dir: &Path) -> anyhow::Result<()> {
     step(
         "Punch stored durably, then acknowledged",
         &format!(
-            "user {} at {} (device time, unshifted), mode {} inout {}",
-            punch.user_id, punch.time, punch.mode, punch.inout
+            "user {} at {} (device time, unshifted), mode {} inout {}; queued upstream as `{}`",
+            punch.user_id,
+            punch.time,
+            punch.mode,
+            punch.inout,
+            crate::events::EventKey::punch(&punch)
+        ),
+    );
+    let queued = outbox.stats()?;
+    step(
+        "Outbox",
+        &format!(
+            "{} event(s), {} bytes, waiting for an upstream (none is configured in the demo)",
+            queued.depth, queued.bytes
         ),
     );
 

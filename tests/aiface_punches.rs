@@ -4,7 +4,7 @@
 
 mod emulator;
 
-use edge_agent::device::punches::PunchLog;
+use edge_agent::device::punches;
 use edge_agent::store::{Store, StoreOptions};
 use emulator::Emulator;
 use std::os::unix::process::ExitStatusExt;
@@ -132,7 +132,16 @@ fn a_punch_is_acknowledged_only_after_it_is_durable_and_is_stored_once() {
     let store = Store::open(&StoreOptions::at(dir.path().join("data/store")))
         .unwrap()
         .store;
-    let punches = PunchLog::new(store).of_device("door").unwrap();
+    let punches = punches::of_device(&store, "door").unwrap();
+    let queued: Vec<_> = store
+        .scan_prefix::<edge_agent::events::Event>(edge_agent::store::TreeName::Outbox, [])
+        .map(|entry| entry.unwrap().1)
+        .collect();
+    assert_eq!(
+        queued.len(),
+        3,
+        "each punch queued upstream exactly once: {queued:#?}"
+    );
     assert_eq!(punches.len(), 3, "{punches:#?}");
     let mut times: Vec<_> = punches
         .iter()

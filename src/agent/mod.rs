@@ -102,9 +102,9 @@ async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
     let (config_tx, _config_rx) = watch::channel(Arc::clone(&config));
     let mut tasks = Tasks::new();
     let started_at_ms = chrono::Utc::now().timestamp_millis();
-    let devices = start_devices(&mut tasks, &config, &store).await?;
     let upstream =
         upstream::start(&mut tasks, &config, &store).context("cannot open the upstream outbox")?;
+    let devices = start_devices(&mut tasks, &config, &store, &upstream).await?;
     let status = StatusSources {
         config: Arc::clone(&config),
         store: store.clone(),
@@ -158,8 +158,10 @@ async fn start_devices(
     tasks: &mut Tasks,
     config: &Config,
     store: &Store,
+    upstream: &upstream::Upstream,
 ) -> anyhow::Result<Devices> {
-    let punches = crate::device::punches::PunchLog::new(store.clone());
+    let punches =
+        crate::device::punches::PunchLog::new(upstream.outbox().clone(), &config.agent.id);
     let server = crate::device::aiface::AifaceServer::bind(
         &config.device,
         Some(store.clone()),

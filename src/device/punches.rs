@@ -4,10 +4,13 @@
 //! The key is the device's own identity of a punch — sn + user + device time + mode + inout —
 //! so a punch the device re-sends (because our reply was lost, or we crashed before replying)
 //! lands on the same key and is stored once. Times are kept exactly as the device sent them: no
-//! zone conversion, no shifting.
+//! zone conversion, no shifting. Each new punch is queued for upstream in the same transaction
+//! (same key as its idempotency key); when the outbox is full the batch is refused, so the
+//! device keeps the punches instead of the agent dropping them.
 
-use crate::events::Punch;
+use crate::events::{Event, EventBody, EventKey, Punch};
 use crate::store::{keys, Record, Store, StoreError, TreeName};
+use crate::upstream::outbox::{self, Outbox, OutboxError};
 use device_protocols::aiface::LogRecord;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -40,12 +43,18 @@ pub struct PunchBatch {
 #[derive(Clone)]
 pub struct PunchLog {
     store: Store,
+    outbox: Outbox,
+    agent_id: String,
 }
 
 impl PunchLog {
-    /// A punch log over the agent's store.
-    pub fn new(store: Store) -> Self {
-        Self { store }
+    /// A punch log over the agent's store, queueing new punches in `outbox`.
+    pub fn new(outbox: Outbox, agent_id: &str) -> Self {
+        Self {
+            store: outbox.store().clone(),
+            outbox,
+            agent_id: agent_id.to_string(),
+        }
     }
 
     /// Stores a batch of punches and makes it durable; only after this returns `Ok` may the
@@ -55,44 +64,72 @@ impl PunchLog {
         device_id: &str,
         sn: &str,
         records: &[LogRecord],
-    ) -> Result<PunchBatch, StoreError> {
+    ) -> Result<PunchBatch, OutboxError> {
         let now = chrono::Utc::now().timestamp_millis();
         let mut punches = Vec::with_capacity(records.len());
         for record in records {
             let punch = punch_of(sn, record);
-            let mut key = keys::device_prefix(device_id)?;
-            key.extend_from_slice(crate::events::EventKey::punch(&punch).as_bytes());
-            punches.push((key, punch));
+            let event_key = EventKey::punch(&punch);
+            let mut key = keys::device_prefix(device_id).map_err(StoreError::from)?;
+            key.extend_from_slice(event_key.as_bytes());
+            let event = self.outbox.prepare(Event {
+                key: event_key,
+                agent_id: self.agent_id.clone(),
+                device_id: device_id.to_string(),
+                occurred_at_ms: now,
+                fencing_token: 0,
+                body: EventBody::Punch(punch.clone()),
+            })?;
+            punches.push((key, punch, event));
         }
-        let new = self.store.transaction(&[TreeName::Punches], |tx| {
-            let mut new = 0;
-            for (key, punch) in &punches {
-                if tx.get::<StoredPunch>(TreeName::Punches, key)?.is_none() {
-                    let stored = StoredPunch {
-                        punch: punch.clone(),
-                        received_at_ms: now,
-                    };
-                    tx.insert(TreeName::Punches, key, &stored)?;
-                    new += 1;
+        let queued = self
+            .store
+            .transaction(&[TreeName::Punches, TreeName::Outbox], |tx| {
+                let mut queued = Vec::new();
+                for (index, (key, punch, event)) in punches.iter().enumerate() {
+                    if tx.get::<StoredPunch>(TreeName::Punches, key)?.is_none() {
+                        let stored = StoredPunch {
+                            punch: punch.clone(),
+                            received_at_ms: now,
+                        };
+                        tx.insert(TreeName::Punches, key, &stored)?;
+                        outbox::enqueue_in(tx, event)?;
+                        queued.push(index);
+                    }
                 }
+                Ok(queued)
+            })?;
+        let new = queued.len();
+        let total = punches.len();
+        let mut events: Vec<_> = punches
+            .into_iter()
+            .map(|(_, _, event)| Some(event))
+            .collect();
+        for index in queued {
+            if let Some(event) = events[index].take() {
+                self.outbox.committed(event);
             }
-            Ok(new)
-        })?;
+        }
         self.store.make_durable().await?;
         Ok(PunchBatch {
             new,
-            duplicates: punches.len() - new,
+            duplicates: total - new,
         })
     }
 
     /// Every stored punch of one device, in key order.
     pub fn of_device(&self, device_id: &str) -> Result<Vec<StoredPunch>, StoreError> {
-        let prefix = keys::device_prefix(device_id)?;
-        self.store
-            .scan_prefix::<StoredPunch>(TreeName::Punches, prefix)
-            .map(|entry| entry.map(|(_, punch)| punch))
-            .collect()
+        of_device(&self.store, device_id)
     }
+}
+
+/// Every stored punch of one device, in key order.
+pub fn of_device(store: &Store, device_id: &str) -> Result<Vec<StoredPunch>, StoreError> {
+    let prefix = keys::device_prefix(device_id)?;
+    store
+        .scan_prefix::<StoredPunch>(TreeName::Punches, prefix)
+        .map(|entry| entry.map(|(_, punch)| punch))
+        .collect()
 }
 
 /// Converts a reported record into a punch, keeping every raw field as text.
