@@ -56,6 +56,12 @@ fn restart_required(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.store != new.store {
         keys.push("store");
     }
+    if old.device != new.device {
+        keys.push("device (devices and their listeners)");
+    }
+    if old.upstream != new.upstream {
+        keys.push("upstream");
+    }
     if old.log.file != new.log.file
         || old.log.max_file_size != new.log.max_file_size
         || old.log.max_files != new.log.max_files
