@@ -5,8 +5,10 @@
 //! benchmarks drive exactly the code that runs on the box.
 
 pub mod agent;
+pub mod audit;
 pub mod config;
 pub mod events;
+pub mod mqtt;
 pub mod ops;
 pub mod store;
 
