@@ -7,6 +7,7 @@
 pub mod agent;
 pub mod audit;
 pub mod config;
+pub mod ctl;
 pub mod events;
 pub mod mqtt;
 pub mod ops;

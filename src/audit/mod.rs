@@ -22,6 +22,7 @@ mod query;
 pub use entry::{AuditEntry, Operation, UnknownOperation};
 pub use query::{AuditPage, AuditQuery};
 
+use crate::agent::Tasks;
 use crate::store::{keys, Store, StoreError, TreeName, Tx, TxError};
 
 /// The audit log of one store. Cheap to clone.
@@ -68,6 +69,33 @@ impl Audit {
         }
         Ok(removed)
     }
+}
+
+/// How often the retention sweep runs.
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Starts the hourly retention sweep: entries older than `retention` (`buffer.audit_retention`)
+/// are removed, so the log cannot grow without bound on a box that runs for years.
+pub fn spawn_retention(tasks: &mut Tasks, store: &Store, retention: std::time::Duration) {
+    let audit = Audit::new(store.clone());
+    tasks.spawn("audit-retention", move |mut stop| async move {
+        let mut ticker = tokio::time::interval(SWEEP_EVERY);
+        loop {
+            tokio::select! {
+                _ = stop.stopped() => return,
+                _ = ticker.tick() => {}
+            }
+            let cutoff = chrono::Utc::now().timestamp_millis()
+                - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+            let audit = audit.clone();
+            match tokio::task::spawn_blocking(move || audit.sweep_older_than(cutoff)).await {
+                Ok(Ok(0)) => {}
+                Ok(Ok(removed)) => tracing::info!(removed, "audit entries past retention removed"),
+                Ok(Err(err)) => tracing::warn!("audit retention sweep failed: {err}"),
+                Err(err) => tracing::warn!("audit retention sweep task failed: {err}"),
+            }
+        }
+    });
 }
 
 /// Appends `entry` at `sequence` inside a transaction that declared [`TreeName::Audit`]; for

@@ -90,6 +90,25 @@ impl Args {
         }
     }
 
+    /// An optional identifier: a string, or a whole number taken as its decimal text (device
+    /// user ids are usually numeric, and `ctl` sends `user=42` as a number).
+    pub fn opt_id(&mut self, name: &str) -> Result<Option<String>, CommandError> {
+        match self.take(name) {
+            None => Ok(None),
+            Some(Value::String(text)) => Ok(Some(text)),
+            Some(Value::Number(number)) if number.is_u64() || number.is_i64() => {
+                Ok(Some(number.to_string()))
+            }
+            Some(other) => Err(self.bad(
+                name,
+                format!(
+                    "expected an id (text or whole number), got {}",
+                    describe(&other)
+                ),
+            )),
+        }
+    }
+
     /// A required string.
     pub fn req_str(&mut self, name: &str) -> Result<String, CommandError> {
         self.opt_str(name)?

@@ -55,8 +55,8 @@ impl Command for AuditQuery {
             .transpose()
             .map_err(|err| CommandError::bad_argument("operation", err.to_string()))?;
         let query = audit::AuditQuery {
-            device_user_id: args.opt_str("user")?,
-            device_id: args.opt_str("device")?,
+            device_user_id: args.opt_id("user")?,
+            device_id: args.opt_id("device")?,
             operation,
             since_unix_ms: time_arg(&mut args, "since")?,
             until_unix_ms: time_arg(&mut args, "until")?,
