@@ -1,0 +1,321 @@
+//! Shared helpers for the MQTT integration tests: a private mosquitto on a free loopback port
+//! (never the shared broker on 1883), the real agent binary with a generated config, the real
+//! `ctl` binary, and an observer client.
+//!
+//! Each test file uses a subset, hence the allowance for unused helpers.
+#![allow(dead_code)]
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use rumqttc::v5::mqttbytes::v5::Packet;
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use tokio::sync::mpsc;
+
+/// The agent binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_edge-agent");
+
+/// A mosquitto started by the test on a free port, killed when dropped.
+pub struct Broker {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("a free loopback port")
+}
+
+impl Broker {
+    /// Starts a broker; `persistent` keeps sessions and queued messages across a graceful
+    /// broker stop (mosquitto writes its database on SIGTERM).
+    pub fn start(persistent: bool) -> Broker {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut conf = format!("listener {port} 127.0.0.1\nallow_anonymous true\n");
+        if persistent {
+            conf.push_str(&format!(
+                "persistence true\npersistence_location {}/\n",
+                dir.path().display()
+            ));
+        }
+        std::fs::write(dir.path().join("mosquitto.conf"), conf).unwrap();
+        let mut broker = Broker {
+            port,
+            dir,
+            child: None,
+        };
+        broker.launch();
+        broker
+    }
+
+    fn launch(&mut self) {
+        let log = std::fs::File::create(self.dir.path().join("mosquitto.log")).unwrap();
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(self.dir.path().join("mosquitto.conf"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("mosquitto must be installed (apt install mosquitto)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "mosquitto did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `mqtt://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the broker with SIGKILL (a crash: no wills are published, nothing is saved).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops the broker with SIGTERM (it saves its persistence database).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the broker again on the same port.
+    pub fn restart(&mut self) {
+        self.launch();
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A key pair made with the real `keygen`, and its config lines.
+pub struct AdminKey {
+    pub file: PathBuf,
+    pub config_lines: String,
+}
+
+/// Runs `edge-agent keygen` in `dir`.
+pub fn keygen(dir: &Path, name: &str) -> AdminKey {
+    let file = dir.join(format!("{name}.key"));
+    let out = Command::new(BIN)
+        .args(["keygen", "--name", name, "--out"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let config_lines = text
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n");
+    AdminKey { file, config_lines }
+}
+
+/// A config for agent `gw1` at site `s1` talking to `broker` without TLS.
+pub fn agent_config(dir: &Path, broker_port: u16, extra_mqtt: &str, admin: &AdminKey) -> String {
+    format!(
+        "[agent]\nid = \"gw1\"\nsite = \"s1\"\ndata_dir = \"{data}\"\nshutdown_timeout = \"5s\"\n\
+         [[device]]\nid = \"zk-1\"\ndriver = \"zk\"\naddress = \"127.0.0.1:4370\"\n\
+         [log]\nlevel = \"info\"\nfile = \"{log}\"\njournald = \"never\"\n\
+         [mqtt]\nhost = \"127.0.0.1\"\nport = {broker_port}\ntls = false\nkeep_alive = \"5s\"\n\
+         {extra_mqtt}\n{admin}\n",
+        data = dir.join("data").display(),
+        log = dir.join("agent.log").display(),
+        admin = admin.config_lines,
+    )
+}
+
+/// The agent binary running `run --config`, killed when dropped.
+pub struct Agent {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Agent {
+    /// Writes `config` into `dir` and starts the agent on it.
+    pub fn start(dir: &Path, config: &str) -> Agent {
+        let path = dir.join("agent.toml");
+        std::fs::write(&path, config).unwrap();
+        let child = Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(&path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut agent = Agent {
+            child,
+            log: dir.join("agent.log"),
+        };
+        agent.wait_for_log("connected to the MQTT broker", 1);
+        agent
+    }
+
+    /// The log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the log contains `needle` at least `count` times.
+    pub fn wait_for_log(&mut self, needle: &str, count: usize) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let text = self.log_text();
+            if text.matches(needle).count() >= count {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("agent exited ({status}) before logging {needle:?}:\n{text}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} ×{count} in the log after 30 s:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// Sends a signal to the agent.
+    pub fn signal(&self, signal: libc::c_int) {
+        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
+        assert_eq!(rc, 0);
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the real `edge-agent ctl` against agent gw1 at site s1.
+pub fn ctl(broker: &Broker, key: Option<&Path>, words: &[&str]) -> Output {
+    let mut command = Command::new(BIN);
+    command
+        .args([
+            "ctl",
+            "--broker",
+            &broker.url(),
+            "--site",
+            "s1",
+            "--agent",
+            "gw1",
+        ])
+        .args(["--timeout", "10s"]);
+    if let Some(key) = key {
+        command.arg("--key").arg(key);
+    }
+    command.args(words).output().unwrap()
+}
+
+/// A ctl call's stdout and stderr as text.
+pub fn texts(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A message seen by the observer.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub topic: String,
+    pub payload: String,
+    pub retain: bool,
+}
+
+/// A client that records every message on `filter`. With `session` it keeps a persistent
+/// session (clean start off, one hour expiry) under that client id.
+pub struct Observer {
+    pub client: AsyncClient,
+    pub seen: mpsc::UnboundedReceiver<Seen>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Observer {
+    pub async fn start(port: u16, filter: &str, session: Option<&str>) -> Observer {
+        let id = session.map_or_else(
+            || {
+                format!(
+                    "observer-{}",
+                    std::process::id() as u64 * 1000 + u64::from(port)
+                )
+            },
+            str::to_owned,
+        );
+        let mut options = MqttOptions::new(id, "127.0.0.1", port);
+        options.set_keep_alive(Duration::from_secs(5));
+        if session.is_some() {
+            options.set_clean_start(false);
+            options.set_session_expiry_interval(Some(3600));
+        }
+        let (client, mut eventloop) = AsyncClient::new(options, 64);
+        let (tx, seen) = mpsc::unbounded_channel();
+        let (ready_tx, mut ready) = mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let _ = tx.send(Seen {
+                            topic: String::from_utf8_lossy(&p.topic).into_owned(),
+                            payload: String::from_utf8_lossy(&p.payload).into_owned(),
+                            retain: p.retain,
+                        });
+                    }
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        let _ = ready_tx.send(());
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        });
+        client.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(10), ready.recv())
+            .await
+            .expect("observer subscribed");
+        Observer { client, seen, task }
+    }
+
+    /// Waits for a message whose payload satisfies `wanted`.
+    pub async fn wait_for(&mut self, what: &str, wanted: impl Fn(&Seen) -> bool) -> Seen {
+        let deadline = Duration::from_secs(30);
+        tokio::time::timeout(deadline, async {
+            loop {
+                let seen = self.seen.recv().await.expect("observer running");
+                if wanted(&seen) {
+                    return seen;
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no {what} within {deadline:?}"))
+    }
+}
+
+impl Drop for Observer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
