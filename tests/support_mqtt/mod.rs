@@ -144,6 +144,9 @@ pub fn agent_config(dir: &Path, broker_port: u16, extra_mqtt: &str, admin: &Admi
     )
 }
 
+/// What the agent logs on every (re)connection to the broker.
+pub const CONNECTED: &str = "connected to the MQTT broker";
+
 /// The agent binary running `run --config`, killed when dropped.
 pub struct Agent {
     pub child: Child,
@@ -155,6 +158,11 @@ impl Agent {
     pub fn start(dir: &Path, config: &str) -> Agent {
         let path = dir.join("agent.toml");
         std::fs::write(&path, config).unwrap();
+        let log = dir.join("agent.log");
+        let connected_before = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .matches(CONNECTED)
+            .count();
         let child = Command::new(BIN)
             .args(["run", "--config"])
             .arg(&path)
@@ -163,11 +171,8 @@ impl Agent {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let mut agent = Agent {
-            child,
-            log: dir.join("agent.log"),
-        };
-        agent.wait_for_log("connected to the MQTT broker", 1);
+        let mut agent = Agent { child, log };
+        agent.wait_for_log(CONNECTED, connected_before + 1);
         agent
     }
 
