@@ -40,6 +40,9 @@ impl Broker {
         let port = free_port();
         let mut conf = format!("listener {port} 127.0.0.1\nallow_anonymous true\n");
         if persistent {
+            // Started as root, mosquitto drops to its own user before saving its database.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
             conf.push_str(&format!(
                 "persistence true\npersistence_location {}/\n",
                 dir.path().display()
