@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::v5::MqttOptions;
-use rumqttc::{TlsConfiguration, Transport};
+use rumqttc::{NetworkOptions, TlsConfiguration, Transport};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use thiserror::Error;
@@ -119,6 +119,12 @@ impl BrokerSettings {
             .set_clean_start(true)
             .set_max_packet_size(Some(MAX_INCOMING_PACKET))
             .set_connection_timeout(10);
+        // Requests and replies are small single packets: without TCP_NODELAY, Nagle's
+        // algorithm meets the peer's delayed ACK and adds ~40 ms per hop (measured: ~90 ms
+        // round trips on loopback instead of a few ms).
+        let mut network = NetworkOptions::new();
+        network.set_tcp_nodelay(true);
+        options.set_network_options(network);
         if let Some((user, password)) = &self.credentials {
             options.set_credentials(user, password);
         }

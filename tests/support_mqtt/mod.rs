@@ -38,7 +38,8 @@ impl Broker {
     pub fn start(persistent: bool) -> Broker {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let mut conf = format!("listener {port} 127.0.0.1\nallow_anonymous true\n");
+        let mut conf =
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n");
         if persistent {
             // Started as root, mosquitto drops to its own user before saving its database.
             use std::os::unix::fs::PermissionsExt;
