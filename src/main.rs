@@ -51,7 +51,7 @@ enum Command {
     },
     /// Send a command to an agent over MQTT, wait for the reply and print it. Exit code 0:
     /// done; 1: refused or failed; 2: no reply.
-    Ctl(edge_agent::ctl::CtlArgs),
+    Ctl(Box<edge_agent::ctl::CtlArgs>),
 }
 
 fn main() -> ExitCode {

@@ -51,8 +51,7 @@ async fn the_agent_reconnects_with_backoff_and_resubscribes_after_a_broker_crash
     let log = agent.log_text();
     let attempts: u32 = log
         .lines()
-        .filter(|l| l.contains(CONNECTED))
-        .last()
+        .rfind(|l| l.contains(CONNECTED))
         .and_then(|l| l.split("after_attempts=").nth(1))
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|n| n.parse().ok())

@@ -127,7 +127,7 @@ impl AlertSender {
     pub async fn run(mut self, mut stop: crate::agent::StopSignal) {
         // key -> (connection number, when) of the last send.
         let mut sent: HashMap<String, (u64, Instant)> = HashMap::new();
-        let mut tick = tokio::time::interval(self.resend_after.min(Duration::from_secs(1)));
+        let mut tick = tokio::time::interval(self.resend_after);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut connections = self.publisher.link().watch_connections();
         loop {
