@@ -7,6 +7,10 @@ use serde_json::{Map, Value};
 
 use crate::mqtt::command::Reply;
 
+/// Columns shown first when present, in this order (JSON objects arrive with sorted keys, which
+/// would put `actor` before `sequence`); the rest follow alphabetically.
+const LEADING_COLUMNS: [&str; 5] = ["sequence", "time", "id", "operation", "actor"];
+
 /// Widest a table cell is printed before it is cut with `…`.
 const MAX_CELL: usize = 60;
 
@@ -102,6 +106,12 @@ fn table(rows: &[&Map<String, Value>], pad: &str, out: &mut String) {
             }
         }
     }
+    columns.sort_by_key(|c| {
+        LEADING_COLUMNS
+            .iter()
+            .position(|leading| leading == c)
+            .unwrap_or(LEADING_COLUMNS.len())
+    });
     let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|row| columns.iter().map(|c| cell(row.get(*c))).collect())
