@@ -256,8 +256,8 @@ impl Connection {
 
     /// Publishes the retained `down` and disconnects cleanly, within a bound.
     async fn farewell(mut self, connected: bool) {
-        self.link.stop();
         if !connected {
+            self.link.stop();
             return;
         }
         let down = Message::json(
@@ -266,7 +266,7 @@ impl Connection {
             QoS::AtLeastOnce,
             true,
         );
-        if let Err(err) = self.publisher.publish_now(down) {
+        if let Err(err) = self.publisher.publish_last(down) {
             tracing::warn!("could not queue the final health `down`: {err}");
         }
         self.publisher.try_disconnect();

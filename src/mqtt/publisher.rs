@@ -16,7 +16,7 @@
 //! that matter after reconnecting.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use rumqttc::v5::mqttbytes::v5::PublishProperties;
@@ -37,7 +37,9 @@ const PACKET_OVERHEAD: usize = 64;
 #[derive(Debug)]
 pub struct LinkState {
     connected: AtomicBool,
-    stopping: AtomicBool,
+    /// `true` once stopping. Publishers hold it while checking and handing over a message, so
+    /// nothing can slip in behind the final `down` (a retained `up` after it would be a lie).
+    stopping: Mutex<bool>,
     max_packet: AtomicU32,
     connections: watch::Sender<u64>,
 }
@@ -46,7 +48,7 @@ impl Default for LinkState {
     fn default() -> Self {
         LinkState {
             connected: AtomicBool::new(false),
-            stopping: AtomicBool::new(false),
+            stopping: Mutex::new(false),
             max_packet: AtomicU32::new(DEFAULT_MAX_PACKET),
             connections: watch::Sender::new(0),
         }
@@ -85,9 +87,15 @@ impl LinkState {
         self.connected.store(false, Ordering::Release);
     }
 
-    /// From now on only the connection task's final `down` goes out.
+    fn gate(&self) -> MutexGuard<'_, bool> {
+        self.stopping
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// From now on nothing is published any more.
     pub(super) fn stop(&self) {
-        self.stopping.store(true, Ordering::Release);
+        *self.gate() = true;
     }
 }
 
@@ -179,17 +187,25 @@ impl Publisher {
 
     /// Hands `message` to the client without waiting.
     pub fn publish(&self, message: Message) -> Result<(), PublishError> {
-        if self.link.stopping.load(Ordering::Acquire) {
+        let stopping = self.link.gate();
+        if *stopping {
             return Err(PublishError::Stopping);
         }
         if !self.link.is_connected() {
             return Err(PublishError::NotConnected);
         }
-        self.publish_now(message)
+        self.send(message)
     }
 
-    /// Hands `message` over regardless of the link state; for the final `down` only.
-    pub(super) fn publish_now(&self, message: Message) -> Result<(), PublishError> {
+    /// Publishes `message` as the very last one and closes the gate behind it (the final
+    /// `down` of a graceful stop).
+    pub(super) fn publish_last(&self, message: Message) -> Result<(), PublishError> {
+        let mut stopping = self.link.gate();
+        *stopping = true;
+        self.send(message)
+    }
+
+    fn send(&self, message: Message) -> Result<(), PublishError> {
         self.check_size(&message)?;
         let properties = PublishProperties {
             content_type: Some("application/json".into()),

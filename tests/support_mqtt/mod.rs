@@ -36,19 +36,28 @@ impl Broker {
     /// Starts a broker; `persistent` keeps sessions and queued messages across a graceful
     /// broker stop (mosquitto writes its database on SIGTERM).
     pub fn start(persistent: bool) -> Broker {
+        Broker::with_config(|port, dir| {
+            let mut conf =
+                format!("listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n");
+            if persistent {
+                conf.push_str(&format!(
+                    "persistence true\npersistence_location {}/\n",
+                    dir.display()
+                ));
+            }
+            conf
+        })
+    }
+
+    /// Starts a broker whose config `make` writes, given the port and the broker's directory.
+    pub fn with_config(make: impl FnOnce(u16, &Path) -> String) -> Broker {
         let dir = tempfile::tempdir().unwrap();
+        // Started as root, mosquitto drops to its own user before reading certificates or
+        // saving its database.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
         let port = free_port();
-        let mut conf =
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n");
-        if persistent {
-            // Started as root, mosquitto drops to its own user before saving its database.
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
-            conf.push_str(&format!(
-                "persistence true\npersistence_location {}/\n",
-                dir.path().display()
-            ));
-        }
+        let conf = make(port, dir.path());
         std::fs::write(dir.path().join("mosquitto.conf"), conf).unwrap();
         let mut broker = Broker {
             port,
@@ -57,6 +66,11 @@ impl Broker {
         };
         broker.launch();
         broker
+    }
+
+    /// The broker's own directory (config, log, persistence; test certificates may go here).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     fn launch(&mut self) {
@@ -158,15 +172,22 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// Writes `config` into `dir` and starts the agent on it.
+    /// Writes `config` into `dir`, starts the agent on it and waits for its connection.
     pub fn start(dir: &Path, config: &str) -> Agent {
-        let path = dir.join("agent.toml");
-        std::fs::write(&path, config).unwrap();
-        let log = dir.join("agent.log");
-        let connected_before = std::fs::read_to_string(&log)
+        let connected_before = std::fs::read_to_string(dir.join("agent.log"))
             .unwrap_or_default()
             .matches(CONNECTED)
             .count();
+        let mut agent = Agent::spawn(dir, config);
+        agent.wait_for_log(CONNECTED, connected_before + 1);
+        agent
+    }
+
+    /// Writes `config` into `dir` and starts the agent on it without waiting.
+    pub fn spawn(dir: &Path, config: &str) -> Agent {
+        let path = dir.join("agent.toml");
+        std::fs::write(&path, config).unwrap();
+        let log = dir.join("agent.log");
         let child = Command::new(BIN)
             .args(["run", "--config"])
             .arg(&path)
@@ -175,9 +196,7 @@ impl Agent {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let mut agent = Agent { child, log };
-        agent.wait_for_log(CONNECTED, connected_before + 1);
-        agent
+        Agent { child, log }
     }
 
     /// The log so far.
