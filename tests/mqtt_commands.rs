@@ -215,3 +215,43 @@ async fn send(client: &mut Client, n: u8, payload: &[u8]) -> Reply {
         .await
         .unwrap()
 }
+
+#[test]
+fn a_reply_over_the_brokers_packet_limit_becomes_a_too_large_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::with_config(|port, _| {
+        format!("listener {port} 127.0.0.1\nallow_anonymous true\nmax_packet_size 4096\n")
+    });
+    let admin = keygen(dir.path(), "ops");
+    let filler: String = (0..200)
+        .map(|i| {
+            format!(
+                "2026-11-22T00:00:00.000Z INFO filler line {i:04} {}\n",
+                "x".repeat(60)
+            )
+        })
+        .collect();
+    std::fs::write(dir.path().join("agent.log"), filler).unwrap();
+    let agent = Agent::start(
+        dir.path(),
+        &agent_config(dir.path(), broker.port, "", &admin),
+    );
+    let key = Some(admin.file.as_path());
+
+    let out = ctl(
+        &broker,
+        key,
+        &["logs", "tail", "lines=200", "filter=filler"],
+    );
+    let (_, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("refused (too_large)"), "{stderr}");
+
+    // The connection survived (an oversized packet would have broken it) and small replies
+    // still fit.
+    let out = ctl(&broker, key, &["logs", "tail", "lines=3", "filter=filler"]);
+    let (stdout, stderr) = texts(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("filler line 0199"), "{stdout}");
+    assert_eq!(agent.log_text().matches(support_mqtt::CONNECTED).count(), 1);
+}

@@ -236,3 +236,63 @@ impl Publisher {
         self.client.try_disconnect().is_ok()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rumqttc::v5::MqttOptions;
+
+    /// A publisher whose event loop is never polled, so nothing drains its channel of
+    /// `capacity` requests.
+    fn publisher(capacity: usize) -> (Publisher, rumqttc::v5::EventLoop) {
+        let (client, eventloop) =
+            AsyncClient::new(MqttOptions::new("test", "127.0.0.1", 1), capacity);
+        (
+            Publisher::new(client, Arc::new(LinkState::default())),
+            eventloop,
+        )
+    }
+
+    fn message(bytes: usize) -> Message {
+        Message::json("t".into(), vec![b'x'; bytes], QoS::AtLeastOnce, false)
+    }
+
+    #[test]
+    fn nothing_is_queued_while_disconnected_and_a_full_queue_fails_at_once() {
+        let (publisher, _eventloop) = publisher(1);
+        assert_eq!(
+            publisher.publish(message(1)),
+            Err(PublishError::NotConnected)
+        );
+
+        publisher.link().connected(None);
+        assert_eq!(publisher.publish(message(1)), Ok(()));
+        // The channel holds one request and nobody drains it: the next publish must fail
+        // immediately instead of waiting.
+        assert_eq!(publisher.publish(message(1)), Err(PublishError::QueueFull));
+    }
+
+    #[test]
+    fn messages_over_the_brokers_limit_are_refused_before_sending() {
+        let (publisher, _eventloop) = publisher(8);
+        publisher.link().connected(Some(1000));
+        assert_eq!(publisher.publish(message(900)), Ok(()));
+        assert!(matches!(
+            publisher.publish(message(1000)),
+            Err(PublishError::TooLarge { limit: 1000, .. })
+        ));
+        // A broker without a limit still gets our own ceiling.
+        publisher.link().connected(None);
+        assert!(publisher
+            .publish(message(DEFAULT_MAX_PACKET as usize))
+            .is_err());
+    }
+
+    #[test]
+    fn after_the_last_message_nothing_else_goes_out() {
+        let (publisher, _eventloop) = publisher(8);
+        publisher.link().connected(None);
+        assert_eq!(publisher.publish_last(message(1)), Ok(()));
+        assert_eq!(publisher.publish(message(1)), Err(PublishError::Stopping));
+    }
+}
