@@ -1,6 +1,7 @@
-//! TLS with rustls (ring): the agent and `ctl` verify the broker against the configured CA and
-//! authenticate with client certificates when the broker requires them; a broker whose
-//! certificate the agent cannot verify is never talked to.
+//! Securing the link: TLS with rustls (ring) — the agent and `ctl` verify the broker against
+//! the configured CA and authenticate with client certificates when the broker requires them,
+//! and a broker whose certificate the agent cannot verify is never talked to; and the MQTT
+//! password, read from its file.
 //!
 //! Certificates are made with the `openssl` command line tool (test-time only; the agent itself
 //! links no OpenSSL).
@@ -213,4 +214,49 @@ fn a_broker_the_agent_cannot_verify_is_refused() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{:?}", texts(&out));
+}
+
+#[test]
+fn the_password_comes_from_its_file_and_a_wrong_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::with_config(|port, dir| {
+        let file = dir.join("passwords");
+        let out = Command::new("mosquitto_passwd")
+            .args(["-b", "-c"])
+            .arg(&file)
+            .args(["gw1", "s3cret"])
+            .output()
+            .expect("mosquitto_passwd is part of the mosquitto package");
+        assert!(out.status.success(), "{out:?}");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        format!(
+            "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\n",
+            file.display()
+        )
+    });
+    let admin = keygen(dir.path(), "ops");
+    let config = |password_file: &Path| {
+        format!(
+            "[agent]\nid = \"gw1\"\nsite = \"s1\"\ndata_dir = \"{data}\"\n\
+             [log]\nfile = \"{log}\"\njournald = \"never\"\n\
+             [mqtt]\nhost = \"127.0.0.1\"\nport = {port}\ntls = false\nusername = \"gw1\"\n\
+             password_file = \"{pw}\"\n{admin}\n",
+            data = dir.path().join("data").display(),
+            log = dir.path().join("agent.log").display(),
+            port = broker.port,
+            pw = password_file.display(),
+            admin = admin.config_lines,
+        )
+    };
+    let wrong = dir.path().join("wrong.pw");
+    std::fs::write(&wrong, "guess\n").unwrap();
+    let mut agent = Agent::spawn(dir.path(), &config(&wrong));
+    agent.wait_for_log("cannot reach the MQTT broker", 1);
+    assert!(!agent.log_text().contains(support_mqtt::CONNECTED));
+    drop(agent);
+
+    let right = dir.path().join("mqtt.pw");
+    std::fs::write(&right, "s3cret\n").unwrap();
+    let _agent = Agent::start(dir.path(), &config(&right));
 }
