@@ -33,8 +33,8 @@ const EXIT_NO_REPLY: u8 = 2;
 /// `edge-agent ctl` options.
 #[derive(Debug, clap::Args)]
 pub struct CtlArgs {
-    /// The broker: mqtts://host[:port] (TLS, default port 8883) or mqtt://host[:port]
-    /// (plain, default port 1883; loopback or trusted LAN only).
+    /// The broker: mqtts://HOST:PORT (TLS; the port defaults to 8883) or mqtt://HOST:PORT
+    /// (plain; 1883; loopback or a trusted LAN only).
     #[arg(long)]
     pub broker: String,
     /// CA certificate (PEM) to verify the broker with, instead of the system trust store.

@@ -115,9 +115,9 @@ impl Connection {
                 if refused > 0 {
                     tracing::error!(
                         "the broker refused {refused} of this agent's subscriptions ({:?}); \
-                         commands will not arrive. Check the broker's ACL for {}#",
+                         commands will not arrive. Check the broker's ACL for {}",
                         ack.return_codes,
-                        self.topics.command_filter().trim_end_matches("cmd/#")
+                        self.topics.all()
                     );
                 }
             }

@@ -52,6 +52,11 @@ impl Topics {
         })
     }
 
+    /// Every topic of this agent (`edge/<site>/<agent>/#`), the one ACL pattern it needs.
+    pub fn all(&self) -> String {
+        format!("{}#", self.prefix)
+    }
+
     /// Retained health: `up` with key figures, or `down` (will or graceful stop).
     pub fn health(&self) -> String {
         format!("{}health", self.prefix)
@@ -109,6 +114,7 @@ mod tests {
     #[test]
     fn every_topic_is_under_the_agent_prefix() {
         let topics = Topics::new("store-12", "gw-1").unwrap();
+        assert_eq!(topics.all(), "edge/store-12/gw-1/#");
         assert_eq!(topics.health(), "edge/store-12/gw-1/health");
         assert_eq!(topics.alerts(), "edge/store-12/gw-1/events/alert");
         assert_eq!(topics.command_filter(), "edge/store-12/gw-1/cmd/#");

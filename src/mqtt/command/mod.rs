@@ -3,7 +3,7 @@
 //! A request is published to `edge/<site>/<agent>/cmd/<command words>` with a response topic
 //! below `edge/<site>/<agent>/reply/` and correlation data; the payload and reply formats are
 //! in `docs/mqtt.md`. [`router`] runs the checks, [`registry`] maps names to handlers, and
-//! [`handlers`] holds the commands this build implements.
+//! `handlers` holds the commands this build implements.
 
 pub mod args;
 pub mod dedup;

@@ -128,7 +128,11 @@ impl Router {
     }
 
     async fn handle(&self, dedup: &mut DedupCache, request: IncomingRequest) {
-        if reply_message(&self.topics, &request, Bytes::new()).is_none() {
+        let answerable = request
+            .response_topic
+            .as_deref()
+            .is_some_and(|topic| self.topics.is_reply_topic(topic));
+        if !answerable {
             tracing::warn!(
                 topic = %request.topic,
                 response_topic = ?request.response_topic,
