@@ -2,6 +2,8 @@
 //!
 //! ```text
 //! cargo test -p edge-agent --test mqtt_measure -- --ignored --nocapture
+//! # against a release build:
+//! EDGE_AGENT_BIN=target/release/edge-agent cargo test -p edge-agent --test mqtt_measure -- --ignored --nocapture
 //! ```
 //!
 //! - command round trip on loopback, p50/p99: signed (nonce + audit fsync before running) and

@@ -11,7 +11,7 @@ mod support_mqtt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use support_mqtt::{keygen, texts, Agent, Broker, BIN};
+use support_mqtt::{bin, keygen, texts, Agent, Broker};
 
 fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl")
@@ -151,7 +151,7 @@ fn agent_and_ctl_speak_mutual_tls_with_a_verified_broker() {
         dir.path(),
         &config(dir.path(), broker.port, &certs, "ca", &admin.config_lines),
     );
-    let out = Command::new(BIN)
+    let out = Command::new(bin())
         .args([
             "ctl",
             "--broker",
@@ -194,7 +194,7 @@ fn a_broker_the_agent_cannot_verify_is_refused() {
     assert!(!log.contains(support_mqtt::CONNECTED), "{log}");
 
     // ctl verifies too.
-    let out = Command::new(BIN)
+    let out = Command::new(bin())
         .args([
             "ctl",
             "--broker",

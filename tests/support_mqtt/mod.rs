@@ -15,8 +15,11 @@ use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use tokio::sync::mpsc;
 
-/// The agent binary under test.
-pub const BIN: &str = env!("CARGO_BIN_EXE_edge-agent");
+/// The agent binary under test: the one cargo built for this test run, or `EDGE_AGENT_BIN`
+/// (the measurement test uses it to measure a release build).
+pub fn bin() -> String {
+    std::env::var("EDGE_AGENT_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_edge-agent").to_owned())
+}
 
 /// A mosquitto started by the test on a free port, killed when dropped.
 pub struct Broker {
@@ -133,7 +136,7 @@ pub struct AdminKey {
 /// Runs `edge-agent keygen` in `dir`.
 pub fn keygen(dir: &Path, name: &str) -> AdminKey {
     let file = dir.join(format!("{name}.key"));
-    let out = Command::new(BIN)
+    let out = Command::new(bin())
         .args(["keygen", "--name", name, "--out"])
         .arg(&file)
         .output()
@@ -188,7 +191,7 @@ impl Agent {
         let path = dir.join("agent.toml");
         std::fs::write(&path, config).unwrap();
         let log = dir.join("agent.log");
-        let child = Command::new(BIN)
+        let child = Command::new(bin())
             .args(["run", "--config"])
             .arg(&path)
             .stdin(Stdio::null())
@@ -239,7 +242,7 @@ impl Drop for Agent {
 
 /// Runs the real `edge-agent ctl` against agent gw1 at site s1.
 pub fn ctl(broker: &Broker, key: Option<&Path>, words: &[&str]) -> Output {
-    let mut command = Command::new(BIN);
+    let mut command = Command::new(bin());
     command
         .args([
             "ctl",
