@@ -30,9 +30,11 @@ use super::registry::{Caller, Registry};
 use super::reply::{CommandError, ErrorCode, Reply};
 use crate::agent::StopSignal;
 use crate::audit::{AuditEntry, Operation};
+use crate::log_repeated;
 use crate::mqtt::publisher::{Message, Publisher};
 use crate::mqtt::signing::{canonical_json, nonce_is_well_formed, AdminKeys, Auth, Scope};
 use crate::mqtt::topics::Topics;
+use crate::ops::rate_limit::RepeatLimiter;
 use crate::store::Store;
 
 /// Longest validity window a signed command may ask for. It bounds how long nonces are kept.
@@ -109,11 +111,16 @@ impl Router {
     /// Serves requests until `stop` resolves.
     pub async fn run(self, mut requests: mpsc::Receiver<IncomingRequest>, mut stop: StopSignal) {
         let mut dedup = DedupCache::new(DEDUP_CAPACITY, DEDUP_TTL);
+        // A flood of bad requests must not flood the log: each kind of refusal per topic is
+        // logged once per window, then summarised.
+        let mut refusals = RepeatLimiter::<String>::default();
         let mut sweep = tokio::time::interval(NONCE_SWEEP_EVERY);
         loop {
             tokio::select! {
                 _ = stop.stopped() => return,
-                Some(request) = requests.recv() => self.handle(&mut dedup, request).await,
+                Some(request) = requests.recv() => {
+                    self.handle(&mut dedup, &mut refusals, request).await;
+                }
                 _ = sweep.tick() => self.sweep_nonces(),
             }
         }
@@ -127,13 +134,22 @@ impl Router {
         }
     }
 
-    async fn handle(&self, dedup: &mut DedupCache, request: IncomingRequest) {
+    async fn handle(
+        &self,
+        dedup: &mut DedupCache,
+        refusals: &mut RepeatLimiter<String>,
+        request: IncomingRequest,
+    ) {
         let answerable = request
             .response_topic
             .as_deref()
             .is_some_and(|topic| self.topics.is_reply_topic(topic));
         if !answerable {
-            tracing::warn!(
+            let key = format!("{} unanswerable", request.topic);
+            log_repeated!(
+                refusals,
+                &key,
+                tracing::Level::WARN,
                 topic = %request.topic,
                 response_topic = ?request.response_topic,
                 "command request ignored: its response topic is missing or outside {}",
@@ -166,7 +182,15 @@ impl Router {
         }
         let outcome = self.execute(&request).await;
         if let Err(error) = &outcome {
-            tracing::info!(topic = %request.topic, code = ?error.code, "command refused: {error}");
+            let key = format!("{} {:?}", request.topic, error.code);
+            log_repeated!(
+                refusals,
+                &key,
+                tracing::Level::INFO,
+                topic = %request.topic,
+                code = ?error.code,
+                "command refused: {error}"
+            );
         }
         let reply = self.fit(&request, Reply::from_outcome(outcome));
         if let Some(id) = id {
