@@ -1,31 +1,24 @@
-//! Broker and agent failures: the agent reconnects with backoff after a broker crash,
-//! resubscribes and publishes `up` again; the broker publishes the retained `down` will when
-//! the agent dies, and the agent publishes `down` itself on a graceful stop; alerts raised
-//! during a (time-compressed) ten-minute outage, across an agent restart, all arrive.
+//! Broker outages: the agent reconnects with backoff after a broker crash, resubscribes and
+//! publishes `up` again; alerts raised during a (time-compressed) ten-minute outage, across an
+//! agent restart, all arrive.
 
 mod support_mqtt;
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use edge_agent::agent::Tasks;
 use edge_agent::events::EventBody;
-use edge_agent::mqtt::backoff::BackoffPolicy;
-use edge_agent::mqtt::{self, Tuning};
-use edge_agent::ops::logging::{self, JournaldMode, LogOptions};
+use edge_agent::mqtt;
 use edge_agent::store::{Store, StoreOptions};
 use serde_json::Value;
-use support_mqtt::{agent_config, ctl, keygen, texts, Agent, Broker, Observer, CONNECTED};
+use support_mqtt::{
+    agent_config, compressed_time, ctl, health_state, in_process_config, keygen, texts,
+    wait_connected, Agent, Broker, Logging, Observer, CONNECTED,
+};
 
 fn blocking<T>(work: impl FnOnce() -> T) -> T {
     tokio::task::block_in_place(work)
-}
-
-fn state_of(payload: &str) -> (String, String) {
-    let json: Value = serde_json::from_str(payload).unwrap_or_default();
-    let field = |name: &str| json[name].as_str().unwrap_or_default().to_owned();
-    (field("state"), field("reason"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -62,7 +55,7 @@ async fn the_agent_reconnects_with_backoff_and_resubscribes_after_a_broker_crash
     // Health is `up` again (the crashed broker kept no retained messages, so this is new).
     let mut health = Observer::start(broker.port, "edge/s1/gw1/health", None).await;
     health
-        .wait_for("retained up", |m| state_of(&m.payload).0 == "up")
+        .wait_for("retained up", |m| health_state(&m.payload).0 == "up")
         .await;
 
     // Commands arrive again: the agent resubscribed on the session-less CONNACK.
@@ -70,74 +63,11 @@ async fn the_agent_reconnects_with_backoff_and_resubscribes_after_a_broker_crash
     assert!(out.status.success(), "{:?}", texts(&out));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn health_is_down_by_the_will_when_the_agent_dies_and_by_the_agent_on_a_stop() {
-    let dir = tempfile::tempdir().unwrap();
-    let broker = Broker::start(false);
-    let admin = keygen(dir.path(), "ops");
-    let config = agent_config(dir.path(), broker.port, "", &admin);
-    let mut health = Observer::start(broker.port, "edge/s1/gw1/health", None).await;
-
-    let mut agent = blocking(|| Agent::start(dir.path(), &config));
-    health
-        .wait_for("up", |m| state_of(&m.payload).0 == "up")
-        .await;
-    agent.signal(libc::SIGTERM);
-    let stopped = health
-        .wait_for("down", |m| state_of(&m.payload).0 == "down")
-        .await;
-    assert_eq!(state_of(&stopped.payload).1, "stopped");
-    let status = blocking(|| agent.child.wait()).unwrap();
-    assert!(status.success());
-    drop(agent);
-
-    let agent = blocking(|| Agent::start(dir.path(), &config));
-    health
-        .wait_for("up", |m| state_of(&m.payload).0 == "up")
-        .await;
-    agent.signal(libc::SIGKILL);
-    let will = health
-        .wait_for("will", |m| state_of(&m.payload).0 == "down")
-        .await;
-    assert_eq!(state_of(&will.payload).1, "connection lost");
-
-    // A dashboard connecting later still sees it: the will is retained.
-    let mut late = Observer::start(broker.port, "edge/s1/gw1/health", None).await;
-    let retained = late.wait_for("retained will", |_| true).await;
-    assert!(retained.retain);
-    assert_eq!(
-        state_of(&retained.payload),
-        ("down".into(), "connection lost".into())
-    );
-}
-
-fn tuning() -> Tuning {
-    Tuning {
-        backoff: BackoffPolicy {
-            initial: Duration::from_millis(50),
-            max: Duration::from_millis(500),
-            stable_after: Duration::from_secs(1),
-        },
-        health_period: Duration::from_secs(1),
-        alert_resend: Duration::from_millis(300),
-    }
-}
-
 fn alarm(text: String) -> EventBody {
     EventBody::Alarm {
         kind: "test_alarm".into(),
         message: text,
     }
-}
-
-async fn wait_connected(plane: &mqtt::ControlPlane, connected: bool) {
-    tokio::time::timeout(Duration::from_secs(20), async {
-        while plane.link.is_connected() != connected {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("link never became connected={connected}"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -148,24 +78,15 @@ async fn no_alert_is_lost_in_a_ten_minute_outage_with_an_agent_restart() {
     let mut broker = Broker::start(true);
     let topic = "edge/s1/gw1/events/alert";
     let mut observer = Observer::start(broker.port, topic, Some("alert-observer")).await;
-    let config = edge_agent::config::parse(&format!(
-        "[agent]\nid = \"gw1\"\nsite = \"s1\"\n[log]\nfile = \"\"\n\
-         [mqtt]\nhost = \"127.0.0.1\"\nport = {}\ntls = false\n",
-        broker.port
-    ))
-    .unwrap();
-    let (_dispatch, logging) = logging::build(&LogOptions {
-        journald: JournaldMode::Never,
-        file: None,
-        ..LogOptions::default()
-    })
-    .unwrap();
-    let logging = Arc::new(logging);
+    let config = in_process_config(broker.port);
+    let logging = Logging::new();
+    let logging = &logging.handle;
     let store_options = StoreOptions::at(dir.path().join("store"));
 
     let mut store = Store::open(&store_options).unwrap().store;
     let mut tasks = Tasks::new();
-    let mut plane = mqtt::start_with(&mut tasks, &config, &store, &logging, tuning()).unwrap();
+    let mut plane =
+        mqtt::start_with(&mut tasks, &config, &store, logging, compressed_time()).unwrap();
     wait_connected(&plane, true).await;
 
     let mut raised = BTreeSet::new();
@@ -200,7 +121,8 @@ async fn no_alert_is_lost_in_a_ten_minute_outage_with_an_agent_restart() {
             drop(store);
             store = Store::open(&store_options).unwrap().store;
             tasks = Tasks::new();
-            plane = mqtt::start_with(&mut tasks, &config, &store, &logging, tuning()).unwrap();
+            plane =
+                mqtt::start_with(&mut tasks, &config, &store, logging, compressed_time()).unwrap();
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }

@@ -8,8 +8,12 @@
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use edge_agent::mqtt::backoff::BackoffPolicy;
+use edge_agent::mqtt::{ControlPlane, Tuning};
+use edge_agent::ops::logging::{self, JournaldMode, LogOptions, LoggingHandle};
 use rumqttc::v5::mqttbytes::v5::Packet;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
@@ -349,4 +353,67 @@ impl Drop for Observer {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// The config of an in-process agent gw1 at site s1 (no log file) for a broker on `port`.
+pub fn in_process_config(port: u16) -> edge_agent::config::Config {
+    edge_agent::config::parse(&format!(
+        "[agent]\nid = \"gw1\"\nsite = \"s1\"\n[[device]]\nid = \"zk-1\"\ndriver = \"zk\"\n\
+         address = \"127.0.0.1:4370\"\n[log]\nfile = \"\"\n\
+         [mqtt]\nhost = \"127.0.0.1\"\nport = {port}\ntls = false\n"
+    ))
+    .expect("a valid test config")
+}
+
+/// Timings for in-process tests: fast backoff, health every second, quick alert re-sends.
+pub fn compressed_time() -> Tuning {
+    Tuning {
+        backoff: BackoffPolicy {
+            initial: Duration::from_millis(50),
+            max: Duration::from_millis(500),
+            stable_after: Duration::from_secs(1),
+        },
+        health_period: Duration::from_secs(1),
+        alert_resend: Duration::from_millis(300),
+    }
+}
+
+/// A logging handle for an in-process control plane (the subscriber is kept alive, not
+/// installed).
+pub struct Logging {
+    _dispatch: tracing::Dispatch,
+    pub handle: Arc<LoggingHandle>,
+}
+
+impl Logging {
+    pub fn new() -> Logging {
+        let (dispatch, handle) = logging::build(&LogOptions {
+            journald: JournaldMode::Never,
+            file: None,
+            ..LogOptions::default()
+        })
+        .expect("logging without file or journald");
+        Logging {
+            _dispatch: dispatch,
+            handle: Arc::new(handle),
+        }
+    }
+}
+
+/// Waits until the plane's link is (or is not) connected.
+pub async fn wait_connected(plane: &ControlPlane, connected: bool) {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while plane.link.is_connected() != connected {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("link never became connected={connected}"));
+}
+
+/// The `state` and `reason` of a health payload.
+pub fn health_state(payload: &str) -> (String, String) {
+    let json: serde_json::Value = serde_json::from_str(payload).unwrap_or_default();
+    let field = |name: &str| json[name].as_str().unwrap_or_default().to_owned();
+    (field("state"), field("reason"))
 }
