@@ -62,7 +62,7 @@ async fn health_is_republished_when_a_service_reports_a_change() {
     let down = health
         .wait_for("down", |m| health_state(&m.payload).0 == "down")
         .await;
-    assert_eq!(health_state(&down.payload).1, "stopped");
+    assert_eq!(health_state(&down.payload).1, "stopped", "{down:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -57,22 +57,28 @@ impl Broker {
     }
 
     /// Starts a broker whose config `make` writes, given the port and the broker's directory.
-    pub fn with_config(make: impl FnOnce(u16, &Path) -> String) -> Broker {
+    /// A port found free can be taken by someone else before mosquitto binds it (tests run in
+    /// parallel), so a broker that fails to bind is started again on another port.
+    pub fn with_config(make: impl Fn(u16, &Path) -> String) -> Broker {
         let dir = tempfile::tempdir().unwrap();
         // Started as root, mosquitto drops to its own user before reading certificates or
         // saving its database.
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
-        let port = free_port();
-        let conf = make(port, dir.path());
-        std::fs::write(dir.path().join("mosquitto.conf"), conf).unwrap();
         let mut broker = Broker {
-            port,
+            port: 0,
             dir,
             child: None,
         };
-        broker.launch();
-        broker
+        for _ in 0..5 {
+            broker.port = free_port();
+            let conf = make(broker.port, broker.dir.path());
+            std::fs::write(broker.dir.path().join("mosquitto.conf"), conf).unwrap();
+            if broker.try_launch() {
+                return broker;
+            }
+        }
+        panic!("mosquitto failed to start 5 times:\n{}", broker.log());
     }
 
     /// The broker's own directory (config, log, persistence; test certificates may go here).
@@ -80,9 +86,15 @@ impl Broker {
         self.dir.path()
     }
 
-    fn launch(&mut self) {
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default()
+    }
+
+    /// Starts mosquitto and waits until it reports running; `false` if it exited instead
+    /// (its port was taken).
+    fn try_launch(&mut self) -> bool {
         let log = std::fs::File::create(self.dir.path().join("mosquitto.log")).unwrap();
-        let child = Command::new("mosquitto")
+        let mut child = Command::new("mosquitto")
             .arg("-c")
             .arg(self.dir.path().join("mosquitto.conf"))
             .stdin(Stdio::null())
@@ -90,12 +102,30 @@ impl Broker {
             .stderr(log)
             .spawn()
             .expect("mosquitto must be installed (apt install mosquitto)");
-        self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "mosquitto did not start");
-            std::thread::sleep(Duration::from_millis(20));
+        loop {
+            if self.log().contains(" running") {
+                break;
+            }
+            if let Ok(Some(_)) = child.try_wait() {
+                return false;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "mosquitto did not start:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
         }
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "mosquitto does not accept connections"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.child = Some(child);
+        true
     }
 
     /// `mqtt://127.0.0.1:<port>`.
@@ -121,7 +151,11 @@ impl Broker {
 
     /// Starts the broker again on the same port.
     pub fn restart(&mut self) {
-        self.launch();
+        assert!(
+            self.try_launch(),
+            "mosquitto could not restart:\n{}",
+            self.log()
+        );
     }
 }
 
