@@ -5,10 +5,13 @@
 //! benchmarks drive exactly the code that runs on the box.
 
 pub mod agent;
+pub mod audit;
 pub mod config;
+pub mod ctl;
 pub mod demo;
 pub mod device;
 pub mod events;
+pub mod mqtt;
 pub mod ops;
 pub mod probe;
 pub mod store;

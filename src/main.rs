@@ -86,6 +86,19 @@ enum Command {
     },
     /// Print the version and build details.
     Version,
+    /// Create an administrator key pair for signing commands: writes the private key file
+    /// (mode 0600) and prints the `[[mqtt.admin_keys]]` lines for the agents' configs.
+    Keygen {
+        /// The key's name, as agents record it in their audit log.
+        #[arg(long)]
+        name: String,
+        /// Where to write the private key (never overwritten).
+        #[arg(long, short)]
+        out: PathBuf,
+    },
+    /// Send a command to an agent over MQTT, wait for the reply and print it. Exit code 0:
+    /// done; 1: refused or failed; 2: no reply.
+    Ctl(Box<edge_agent::ctl::CtlArgs>),
 }
 
 fn main() -> ExitCode {
@@ -110,6 +123,8 @@ fn main() -> ExitCode {
             json,
         } => probe(&config, &device, listen, wait.get(), json),
         Command::Status { config, json } => status(&config, json),
+        Command::Keygen { name, out } => edge_agent::ctl::keygen(&name, &out),
+        Command::Ctl(args) => edge_agent::ctl::run(&args),
         Command::Version => {
             println!("{}", edge_agent::version_line());
             ExitCode::SUCCESS

@@ -91,8 +91,10 @@ async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
         }
     };
     let under_terminal = std::env::var_os("JOURNAL_STREAM").is_none();
-    let logging = logging::init(&log_options(&loaded.config, under_terminal))
-        .context("cannot set up logging")?;
+    let logging = Arc::new(
+        logging::init(&log_options(&loaded.config, under_terminal))
+            .context("cannot set up logging")?,
+    );
     for warning in loaded.warnings.iter().chain(logging.startup_warnings()) {
         tracing::warn!("{warning}");
     }
@@ -112,10 +114,14 @@ async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
         upstream: upstream.clone(),
         started_at_ms,
     };
+    let status_for_mqtt = status.clone();
     tasks.spawn("status-file", move |stop| status.keep_written(stop));
     if let Some(interval) = systemd::watchdog_interval() {
         tasks.spawn("systemd-watchdog", move |stop| watchdog(interval, stop));
     }
+    crate::audit::spawn_retention(&mut tasks, &store, config.buffer.audit_retention.get());
+    let _control_plane =
+        crate::mqtt::start(&mut tasks, &config, &store, &logging, Some(status_for_mqtt))?;
     systemd::notify("READY=1");
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),

@@ -35,6 +35,7 @@
 //! | `dead_letters` | sequence u64 BE (from the outbox)    | event given up on, with the last error        |
 //! | `punches`      | `device_id \0` punch key (sn/user/time/mode/inout) | attendance punch as read from the device (idempotent key) |
 //! | `nonces`       | nonce bytes                          | expiry of an accepted signed command          |
+//! | `alerts`       | sequence u64 BE                      | alert event not yet confirmed by the MQTT broker |
 //!
 //! Every value except `meta/schema_version` is an [`envelope`] around a type implementing
 //! [`Record`]; the modules that own those types declare them next to their logic.

@@ -33,12 +33,14 @@ pub enum TreeName {
     Punches,
     /// Nonces of accepted signed commands, kept until they expire (replay protection).
     Nonces,
+    /// Alerts waiting for the MQTT broker to confirm them (must-deliver, survives outages).
+    Alerts,
 }
 
 impl TreeName {
     /// Every tree, in a fixed order; the store opens them all at start-up so that the
     /// typed accessors never fail on a missing tree.
-    pub const ALL: [TreeName; 12] = [
+    pub const ALL: [TreeName; 13] = [
         TreeName::Meta,
         TreeName::Alarms,
         TreeName::Devices,
@@ -51,6 +53,7 @@ impl TreeName {
         TreeName::DeadLetters,
         TreeName::Punches,
         TreeName::Nonces,
+        TreeName::Alerts,
     ];
 
     /// The tree's name on disk. Changing one of these strings orphans the old tree's data,
@@ -69,6 +72,7 @@ impl TreeName {
             TreeName::DeadLetters => "dead_letters",
             TreeName::Punches => "punches",
             TreeName::Nonces => "nonces",
+            TreeName::Alerts => "alerts",
         }
     }
 

@@ -1,0 +1,33 @@
+//! The commands implemented by this build, one file each, mini-redis style: each parses its
+//! arguments in `prepare` and does its work in the returned future.
+
+mod audit_query;
+mod health;
+mod log_level;
+mod logs_tail;
+mod status;
+
+pub use audit_query::AuditQuery;
+pub use health::HealthCheck;
+pub use log_level::LogLevel;
+pub use logs_tail::LogsTail;
+pub use status::Status;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+
+/// Unix milliseconds as RFC 3339 UTC, the time format of every reply.
+fn rfc3339_ms(unix_ms: i64) -> String {
+    DateTime::<Utc>::from_timestamp_millis(unix_ms).map_or_else(
+        || unix_ms.to_string(),
+        |t| t.to_rfc3339_opts(SecondsFormat::Millis, true),
+    )
+}
+
+/// Runs blocking work (store scans, file reads) off the async threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, super::reply::CommandError> + Send + 'static,
+) -> Result<T, super::reply::CommandError> {
+    tokio::task::spawn_blocking(work).await.map_err(|err| {
+        super::reply::CommandError::failed(format!("the command's task failed: {err}"))
+    })?
+}

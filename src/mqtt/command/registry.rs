@@ -1,0 +1,114 @@
+//! The command table: the one place where a service plugs its command handler in.
+//!
+//! Every command of M3 is listed in [`Registry::standard`]. A command whose service is not part
+//! of this build is registered as [`Unavailable`], which still goes through signature checks
+//! and answers `not_available`, never a fake success. When the sync or upstream service lands,
+//! its handler replaces the `Unavailable` line there, and nothing else changes.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use serde_json::Value;
+
+use super::args::Args;
+use super::handlers;
+use super::reply::{CommandError, ErrorCode};
+use crate::mqtt::Services;
+
+/// A validated command, ready to run. Building it must not change anything: the router only
+/// runs it after the signature's nonce has been recorded durably.
+pub type Action = BoxFuture<'static, Result<Value, CommandError>>;
+
+/// Who is invoking a command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Caller {
+    /// The admin key name, or `None` for an unsigned read.
+    pub admin: Option<String>,
+    /// The signed nonce, which makes events caused by the command unique and stable.
+    pub nonce: Option<String>,
+}
+
+/// One command.
+pub trait Command: Send + Sync {
+    /// Whether this invocation changes anything; read-only ones may run unsigned when
+    /// `mqtt.allow_unsigned_reads` is on. Decided from the raw arguments, before validation.
+    fn changes_state(&self, args: &Args) -> bool;
+
+    /// Validates the arguments and returns the work to do, without doing it.
+    fn prepare(&self, args: Args, caller: &Caller) -> Result<Action, CommandError>;
+}
+
+/// A command whose service is not in this build.
+pub struct Unavailable {
+    /// Whether the command would change state (so signature rules are the real ones).
+    pub changes_state: bool,
+    /// What is missing, for the message.
+    pub service: &'static str,
+}
+
+impl Command for Unavailable {
+    fn changes_state(&self, _args: &Args) -> bool {
+        self.changes_state
+    }
+
+    fn prepare(&self, _args: Args, _caller: &Caller) -> Result<Action, CommandError> {
+        Err(CommandError::new(
+            ErrorCode::NotAvailable,
+            format!(
+                "not available in this build: the {} is not part of it yet; nothing was done",
+                self.service
+            ),
+        ))
+    }
+}
+
+/// Name → handler.
+pub struct Registry {
+    commands: BTreeMap<&'static str, Arc<dyn Command>>,
+}
+
+impl Registry {
+    /// Every command of the control plane, wired to the services that exist.
+    pub fn standard(services: &Services) -> Registry {
+        let unavailable = |service: &'static str, changes_state: bool| -> Arc<dyn Command> {
+            Arc::new(Unavailable {
+                changes_state,
+                service,
+            })
+        };
+        let sync = "sync engine";
+        let upstream = "upstream forwarder";
+        let commands: [(&'static str, Arc<dyn Command>); 16] = [
+            ("status", Arc::new(handlers::Status::new(services))),
+            ("log-level", Arc::new(handlers::LogLevel::new(services))),
+            ("logs tail", Arc::new(handlers::LogsTail::new(services))),
+            ("audit query", Arc::new(handlers::AuditQuery::new(services))),
+            ("sync-now", unavailable(sync, true)),
+            ("buffer list", unavailable(sync, false)),
+            ("map", unavailable(sync, true)),
+            ("conflicts list", unavailable(sync, false)),
+            ("conflicts resolve", unavailable(sync, true)),
+            ("backups list", unavailable("backup service", false)),
+            ("backups create", unavailable("backup service", true)),
+            ("backups restore", unavailable("backup service", true)),
+            ("dead-letters list", unavailable(upstream, false)),
+            ("dead-letters requeue", unavailable(upstream, true)),
+            ("history", unavailable(sync, false)),
+            ("health", Arc::new(handlers::HealthCheck::new(services))),
+        ];
+        Registry {
+            commands: commands.into_iter().collect(),
+        }
+    }
+
+    /// The handler of `name`.
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn Command>> {
+        self.commands.get(name)
+    }
+
+    /// Every command name, sorted (for error messages and `ctl --help`).
+    pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.commands.keys().copied()
+    }
+}
