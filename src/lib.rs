@@ -11,6 +11,7 @@ pub mod events;
 pub mod ops;
 pub mod probe;
 pub mod store;
+pub mod sync;
 
 /// One line naming the build, for `edge-agent version`, logs and health messages.
 pub fn version_line() -> String {

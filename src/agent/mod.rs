@@ -99,6 +99,7 @@ async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
 
     let (config_tx, _config_rx) = watch::channel(Arc::clone(&config));
     let mut tasks = Tasks::new();
+    let _sync = crate::sync::start(&mut tasks, &config, &store).await?;
     if let Some(interval) = systemd::watchdog_interval() {
         tasks.spawn("systemd-watchdog", move |stop| watchdog(interval, stop));
     }

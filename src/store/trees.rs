@@ -33,12 +33,22 @@ pub enum TreeName {
     Punches,
     /// Nonces of accepted signed commands, kept until they expire (replay protection).
     Nonces,
+    /// Credential values (templates, photos, cards, PINs) as last fetched, so a steady-state
+    /// poll fetches no credential it already holds. Key `device_id \0 user_id \0 slot`
+    /// (slot u16 BE); owned by `crate::sync::credentials`.
+    Credentials,
+    /// Per device, one entry per complete read: counts and which ids came and went. Key
+    /// `device_id \0 generation` (u64 BE); owned by `crate::sync::history`.
+    History,
+    /// Per device, where the sync engine stands: read generation, last complete read. Key
+    /// `device_id`; owned by `crate::sync::state`.
+    SyncState,
 }
 
 impl TreeName {
     /// Every tree, in a fixed order; the store opens them all at start-up so that the
     /// typed accessors never fail on a missing tree.
-    pub const ALL: [TreeName; 12] = [
+    pub const ALL: [TreeName; 15] = [
         TreeName::Meta,
         TreeName::Alarms,
         TreeName::Devices,
@@ -51,6 +61,9 @@ impl TreeName {
         TreeName::DeadLetters,
         TreeName::Punches,
         TreeName::Nonces,
+        TreeName::Credentials,
+        TreeName::History,
+        TreeName::SyncState,
     ];
 
     /// The tree's name on disk. Changing one of these strings orphans the old tree's data,
@@ -69,6 +82,9 @@ impl TreeName {
             TreeName::DeadLetters => "dead_letters",
             TreeName::Punches => "punches",
             TreeName::Nonces => "nonces",
+            TreeName::Credentials => "credentials",
+            TreeName::History => "history",
+            TreeName::SyncState => "sync_state",
         }
     }
 

@@ -1,0 +1,43 @@
+//! The sync engine — the heart of the agent. Per device, under the device lock: a complete
+//! read, compared with the last complete snapshot, applied to snapshot, buffer, conflicts,
+//! history, outbox and audit in **one** store transaction, made durable before anything is
+//! published or logged as done. An incomplete read changes nothing but the audit log (and
+//! logs/health): a failed read is never "users deleted" (D6, invariant 2). The agent never
+//! deletes a device user (D5): the only device write here is `write_credential` (add/replace),
+//! used by restore and conflict resolution.
+//!
+//! Modules, one job each:
+//! - [`engine`]: the shared context; [`ports`]: the outbox/audit seams (replaced at merge);
+//!   [`lock`]: the device lock interface and its flock implementation; [`clock`]: injectable
+//!   wall time.
+//! - [`diff`] (pure) and [`apply`] (the one transaction); [`poll`]: lock → read → apply;
+//!   [`service`]: the poll loops and their wake-ups; [`migrate`]: B7.
+//! - Records: [`snapshot`], [`buffer`] (B1), [`mapping`] (B2), [`conflicts`] (B3), [`history`]
+//!   and the missing-user warnings in [`apply`] (B4), [`state`], [`credentials`] (value cache).
+//! - [`backup`] and [`restore`] (B6); [`retention`]; [`tools`]: the technician's CLI commands.
+
+pub mod apply;
+pub mod backup;
+pub mod buffer;
+pub mod clock;
+pub mod conflicts;
+pub mod credentials;
+pub mod diff;
+mod engine;
+mod error;
+pub mod history;
+pub mod lock;
+pub mod mapping;
+pub mod migrate;
+pub mod poll;
+pub mod ports;
+pub mod restore;
+pub mod retention;
+pub mod service;
+pub mod snapshot;
+pub mod state;
+pub mod tools;
+
+pub use engine::Engine;
+pub use error::SyncError;
+pub use service::{start, SyncHandle};
