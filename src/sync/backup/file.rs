@@ -482,7 +482,7 @@ mod tests {
         let info = write_sample(dir.path());
         assert_eq!(
             info.path.file_name().unwrap().to_str().unwrap(),
-            "door_1_20261018T080000Z.backup.jsonl",
+            "door_1_20261118T110640Z.backup.jsonl",
             "device id made file-safe, UTC time in the name"
         );
         assert_eq!((info.trailer.users, info.trailer.credentials), (2, 3));
