@@ -118,6 +118,11 @@ impl Drop for Emulator {
 
 /// A config for one AI06 `door` at 127.0.0.1:`port`, state under `dir`.
 pub fn config(dir: &Path, port: u16, extra: &str) -> Config {
+    config::parse(&config_text(dir, port, extra)).expect("test config is valid")
+}
+
+/// The text of [`config`], for tests that run the binary; `extra` goes into `[[device]]`.
+pub fn config_text(dir: &Path, port: u16, extra: &str) -> String {
     let text = format!(
         "[agent]\nid = \"gw-test\"\ndata_dir = \"{data}\"\nshutdown_timeout = \"5s\"\n\
          [log]\nfile = \"\"\njournald = \"never\"\n\
@@ -128,7 +133,7 @@ pub fn config(dir: &Path, port: u16, extra: &str) -> Config {
         locks = dir.join("locks").display(),
     );
     std::fs::create_dir_all(dir.join("data")).unwrap();
-    config::parse(&text).expect("test config is valid")
+    text
 }
 
 /// The agent side of a test: the listener, a store, and an engine.
