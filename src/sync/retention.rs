@@ -43,6 +43,16 @@ pub struct Swept {
     pub backups: usize,
 }
 
+/// `90 days`, for messages.
+fn days(duration: Duration) -> String {
+    let secs = duration.as_secs();
+    if secs % 86_400 == 0 {
+        format!("{} days", secs / 86_400)
+    } else {
+        format!("{secs} s")
+    }
+}
+
 fn cutoff(now_ms: i64, keep: Duration) -> i64 {
     now_ms.saturating_sub(i64::try_from(keep.as_millis()).unwrap_or(i64::MAX))
 }
@@ -64,10 +74,10 @@ impl Engine {
         swept.backups = backup::sweep(backup_dir, cutoff(now, policy.backups))?.len();
         if swept != Swept::default() {
             let detail = format!(
-                "retention removed {} buffer record(s) of users gone for over {:?} ({}), {} history \
+                "retention removed {} buffer record(s) of users gone for over {} ({}), {} history \
                  and {} audit entries, {} backup file(s)",
                 swept.buffer.len(),
-                policy.buffer,
+                days(policy.buffer),
                 swept
                     .buffer
                     .iter()
