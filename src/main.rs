@@ -251,7 +251,14 @@ fn main() -> ExitCode {
         Command::Migrate { config, wait } => offline(&config, |config| async move {
             let store = tools::open_store(&config)?;
             let (text, all_read) = tools::migrate(&config, &store, wait.get()).await?;
-            Ok((text, if all_read { ExitCode::SUCCESS } else { ExitCode::from(3) }))
+            Ok((
+                text,
+                if all_read {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(3)
+                },
+            ))
         }),
         Command::Version => {
             println!("{}", edge_agent::version_line());
@@ -289,15 +296,21 @@ fn backup(command: BackupCommand) -> ExitCode {
         } => offline(&config, |config| async move {
             let store = tools::open_store(&config)?;
             let report =
-                tools::backup_restore(&config, &store, &device, &file, dry_run, wait.get())
-                    .await?;
+                tools::backup_restore(&config, &store, &device, &file, dry_run, wait.get()).await?;
             let text = if json {
                 serde_json::to_string_pretty(&report)? + "\n"
             } else {
                 report.to_text()
             };
             let verified = dry_run || report.verified;
-            Ok((text, if verified { ExitCode::SUCCESS } else { ExitCode::from(3) }))
+            Ok((
+                text,
+                if verified {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(3)
+                },
+            ))
         }),
     }
 }

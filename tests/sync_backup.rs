@@ -8,11 +8,11 @@ mod sync_support;
 use edge_agent::device::{
     Credential, DeviceSession, FetchMode, MemorySink, ReadError, ReadSink, UserRead,
 };
+use edge_agent::store::{Store, StoreOptions};
 use edge_agent::sync::backup::{self, file};
 use edge_agent::sync::buffer;
 use edge_agent::sync::lock::FlockLock;
 use edge_agent::sync::{Engine, SyncError};
-use edge_agent::store::{Store, StoreOptions};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
@@ -67,9 +67,17 @@ async fn restore_re_adds_exactly_what_the_device_lost_verifies_and_is_idempotent
         ]
     );
     let text = dry.to_text();
-    assert!(text.contains("would re-add user 2 \"user2\": password (slot 10), card (slot 11), photo (slot 50)"), "{text}");
+    assert!(
+        text.contains(
+            "would re-add user 2 \"user2\": password (slot 10), card (slot 11), photo (slot 50)"
+        ),
+        "{text}"
+    );
     assert!(text.contains("would re-add user 3"), "{text}");
-    assert!(!text.contains("user 1") && !text.contains("user 4"), "{text}");
+    assert!(
+        !text.contains("user 1") && !text.contains("user 4"),
+        "{text}"
+    );
     assert_eq!(dry.written, 0);
     assert_eq!(setuserinfo_count(&second), 0, "a dry run writes nothing");
 
@@ -87,14 +95,21 @@ async fn restore_re_adds_exactly_what_the_device_lost_verifies_and_is_idempotent
         .into_iter()
         .map(|u| u.status)
         .collect();
-    assert_eq!(statuses, ["unmapped"; 4], "restored users are back, not missing");
+    assert_eq!(
+        statuses, ["unmapped"; 4],
+        "restored users are back, not missing"
+    );
 
     // The device now holds exactly the backed-up values again.
     let mut sink = MemorySink::default();
     session.read_users(FetchMode::All, &mut sink).await.unwrap();
     file::for_each_credential(&info.path, |line| {
         let held = &sink.credentials[&(line.user_id.clone(), line.slot)];
-        assert_eq!(held.value, line.value, "user {} slot {}", line.user_id, line.slot);
+        assert_eq!(
+            held.value, line.value,
+            "user {} slot {}",
+            line.user_id, line.slot
+        );
         Ok(())
     })
     .unwrap();
@@ -106,7 +121,11 @@ async fn restore_re_adds_exactly_what_the_device_lost_verifies_and_is_idempotent
         .unwrap();
     assert!(again.missing.is_empty() && again.written == 0 && again.verified);
     assert!(again.to_text().contains("nothing to restore"));
-    assert_eq!(setuserinfo_count(&second), 6, "the second restore wrote nothing");
+    assert_eq!(
+        setuserinfo_count(&second),
+        6,
+        "the second restore wrote nothing"
+    );
 
     let summary = second.stop();
     assert_eq!(summary["credentials_written"], 6);
@@ -157,10 +176,20 @@ async fn a_backup_with_zero_users_from_a_device_reporting_users_is_an_error() {
     let backups = dir.path().join("backups");
     let err = engine.backup(&EmptyButCounted, &backups).await.unwrap_err();
     assert!(
-        matches!(err, SyncError::Backup(file::BackupError::Empty { device_user_count: 5, .. })),
+        matches!(
+            err,
+            SyncError::Backup(file::BackupError::Empty {
+                device_user_count: 5,
+                ..
+            })
+        ),
         "{err}"
     );
-    assert_eq!(std::fs::read_dir(&backups).unwrap().count(), 0, "no file, not even a temp one");
+    assert_eq!(
+        std::fs::read_dir(&backups).unwrap().count(),
+        0,
+        "no file, not even a temp one"
+    );
     let state = edge_agent::sync::state::load(engine.store(), DEVICE).unwrap();
     assert_eq!(state.last_backup_ms, None);
 }

@@ -3,13 +3,13 @@
 
 mod sync_support;
 
+use edge_agent::events::Event;
 use edge_agent::store::{Store, StoreOptions, TreeName};
 use edge_agent::sync::buffer::{self, BufferRecord};
 use edge_agent::sync::credentials::StoredCredential;
 use edge_agent::sync::ports::StoreOutbox;
 use edge_agent::sync::snapshot::{self, SnapshotUser};
 use edge_agent::sync::{history, state};
-use edge_agent::events::Event;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
@@ -43,11 +43,25 @@ fn picture(store_dir: &Path) -> (Picture, u64) {
     sync_support::assert_consistent(&store, DEVICE);
     let last_read = state::load(&store, DEVICE).unwrap().last_complete_read_ms;
     for view in buffer::list(&store, Some(DEVICE), None).unwrap() {
-        assert_eq!(Some(view.last_seen_at_ms), last_read, "user {}", view.user_id);
+        assert_eq!(
+            Some(view.last_seen_at_ms),
+            last_read,
+            "user {}",
+            view.user_id
+        );
     }
     assert_eq!(
-        history::list(&store, DEVICE).unwrap().last().unwrap().added.len() as u64,
-        if state::load(&store, DEVICE).unwrap().generation == 1 { 20 } else { 0 }
+        history::list(&store, DEVICE)
+            .unwrap()
+            .last()
+            .unwrap()
+            .added
+            .len() as u64,
+        if state::load(&store, DEVICE).unwrap().generation == 1 {
+            20
+        } else {
+            0
+        }
     );
     (picture, state::load(&store, DEVICE).unwrap().generation)
 }
@@ -83,27 +97,66 @@ fn migrate_twice_gives_the_same_store_and_the_listings_show_it() {
     );
 
     let first = edge_agent(&["migrate", "--wait", "30s"], &config);
-    assert!(first.contains("door: complete read of 20 users, 20 newly buffered"), "{first}");
+    assert!(
+        first.contains("door: complete read of 20 users, 20 newly buffered"),
+        "{first}"
+    );
     let (after_first, generation) = picture(&store_dir);
     assert_eq!((after_first.buffer.len(), generation), (20, 1));
 
     // The emulator reconnects to the second run's listener.
     let second = edge_agent(&["migrate", "--wait", "30s"], &config);
-    assert!(second.contains("door: complete read of 20 users, 0 newly buffered"), "{second}");
+    assert!(
+        second.contains("door: complete read of 20 users, 0 newly buffered"),
+        "{second}"
+    );
     let (after_second, generation) = picture(&store_dir);
     assert_eq!(generation, 2, "the second read is recorded in the history");
     // Field by field: a failure names what changed instead of printing photos.
-    assert_eq!(after_second.buffer, after_first.buffer, "buffer records changed");
-    assert_eq!(after_second.snapshot, after_first.snapshot, "snapshot changed");
-    assert_eq!(after_second.events.len(), after_first.events.len(), "new events were queued");
-    assert!(after_second.events == after_first.events, "queued events changed");
-    assert!(after_second.credentials == after_first.credentials, "cached credentials changed");
+    assert_eq!(
+        after_second.buffer, after_first.buffer,
+        "buffer records changed"
+    );
+    assert_eq!(
+        after_second.snapshot, after_first.snapshot,
+        "snapshot changed"
+    );
+    assert_eq!(
+        after_second.events.len(),
+        after_first.events.len(),
+        "new events were queued"
+    );
+    assert!(
+        after_second.events == after_first.events,
+        "queued events changed"
+    );
+    assert!(
+        after_second.credentials == after_first.credentials,
+        "cached credentials changed"
+    );
 
     let listing = edge_agent(&["buffer", "list"], &config);
-    assert!(listing.contains("20 users: 20 unmapped, 0 pending, 0 mapped, 0 conflict, 0 missing"), "{listing}");
+    assert!(
+        listing.contains("20 users: 20 unmapped, 0 pending, 0 mapped, 0 conflict, 0 missing"),
+        "{listing}"
+    );
     assert!(listing.contains("user7"), "{listing}");
-    let audit = edge_agent(&["audit", "query", "--operation", "discovered", "--limit", "5"], &config);
-    assert_eq!(audit.lines().filter(|l| l.contains("discovered")).count(), 5, "{audit}");
+    let audit = edge_agent(
+        &[
+            "audit",
+            "query",
+            "--operation",
+            "discovered",
+            "--limit",
+            "5",
+        ],
+        &config,
+    );
+    assert_eq!(
+        audit.lines().filter(|l| l.contains("discovered")).count(),
+        5,
+        "{audit}"
+    );
     assert!(audit.contains("more with --offset 5"), "{audit}");
     let user7 = edge_agent(&["audit", "query", "--user", "7", "--json"], &config);
     let entries: serde_json::Value = serde_json::from_str(&user7).unwrap();
@@ -111,6 +164,9 @@ fn migrate_twice_gives_the_same_store_and_the_listings_show_it() {
     assert_eq!(entries[0]["operation"], "discovered");
 
     let commands = emulator.commands();
-    assert!(commands.iter().all(|c| c["cmd"] != "setuserinfo"), "migrate only reads");
+    assert!(
+        commands.iter().all(|c| c["cmd"] != "setuserinfo"),
+        "migrate only reads"
+    );
     emulator.stop();
 }

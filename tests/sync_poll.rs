@@ -75,7 +75,16 @@ async fn a_keypad_enrolment_is_buffered_as_unmapped_by_the_poll_it_triggers() {
     let emulator = Emulator::spawn(
         port,
         &dir.path().join("enrol.jsonl"),
-        &["--users", "3", "--photo-kb", "1", "--enrol", "1", "--enrol-after-ms", "1500"],
+        &[
+            "--users",
+            "3",
+            "--photo-kb",
+            "1",
+            "--enrol",
+            "1",
+            "--enrol-after-ms",
+            "1500",
+        ],
     );
     let deadline = Instant::now() + PATIENCE;
     loop {
@@ -84,7 +93,10 @@ async fn a_keypad_enrolment_is_buffered_as_unmapped_by_the_poll_it_triggers() {
             assert_eq!(status.len(), 4, "{status:?}");
             break;
         }
-        assert!(Instant::now() < deadline, "user 4 never buffered: {status:?}");
+        assert!(
+            Instant::now() < deadline,
+            "user 4 never buffered: {status:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let events = StoreOutbox::new(store.clone()).events().unwrap();
@@ -110,7 +122,11 @@ async fn users_deleted_on_the_device_are_reported_missing_by_name_and_last_seen_
     let captured = Captured::default();
     let _log = captured.install();
     let agent = Agent::start().await;
-    let first = Emulator::spawn(agent.port, &agent.log("before"), &["--users", "5", "--photo-kb", "1"]);
+    let first = Emulator::spawn(
+        agent.port,
+        &agent.log("before"),
+        &["--users", "5", "--photo-kb", "1"],
+    );
     let session = agent.session().await;
     let PollOutcome::Complete(applied) = agent.engine.poll(&session).await.unwrap() else {
         panic!("first read incomplete")
@@ -127,7 +143,16 @@ async fn users_deleted_on_the_device_are_reported_missing_by_name_and_last_seen_
     let second = Emulator::spawn(
         agent.port,
         &agent.log("after"),
-        &["--users", "5", "--photo-kb", "1", "--delete-users", "2,4", "--delete-after-ms", "0"],
+        &[
+            "--users",
+            "5",
+            "--photo-kb",
+            "1",
+            "--delete-users",
+            "2,4",
+            "--delete-after-ms",
+            "0",
+        ],
     );
     let session = agent.new_session(&session).await;
     let PollOutcome::Complete(applied) = agent.engine.poll(&session).await.unwrap() else {
@@ -155,7 +180,11 @@ async fn users_deleted_on_the_device_are_reported_missing_by_name_and_last_seen_
         );
     }
     for id in ["1", "3", "5"] {
-        assert!(!warnings[0].contains(&format!(" {id} (last seen")), "{}", warnings[0]);
+        assert!(
+            !warnings[0].contains(&format!(" {id} (last seen")),
+            "{}",
+            warnings[0]
+        );
     }
 
     let status = status_of(&agent.store);
@@ -182,7 +211,10 @@ async fn users_deleted_on_the_device_are_reported_missing_by_name_and_last_seen_
             _ => None,
         })
         .collect();
-    assert_eq!(alerts, [("2".to_string(), seen_at), ("4".to_string(), seen_at)]);
+    assert_eq!(
+        alerts,
+        [("2".to_string(), seen_at), ("4".to_string(), seen_at)]
+    );
 
     // D5: nothing the agent sent could delete anything; the emulator exits 0 only then.
     let commands_after = second.commands();
@@ -224,9 +256,15 @@ async fn a_read_interrupted_mid_page_changes_nothing_and_raises_no_missing_alert
     let outcome = agent.engine.poll(&session).await.unwrap();
     assert!(matches!(outcome, PollOutcome::Incomplete(_)), "{outcome:?}");
 
-    assert_eq!(snapshot::load(&agent.store, DEVICE).unwrap(), snapshot_before);
+    assert_eq!(
+        snapshot::load(&agent.store, DEVICE).unwrap(),
+        snapshot_before
+    );
     assert_eq!(state::load(&agent.store, DEVICE).unwrap(), state_before);
-    assert_eq!(buffer::list(&agent.store, Some(DEVICE), None).unwrap(), buffer_before);
+    assert_eq!(
+        buffer::list(&agent.store, Some(DEVICE), None).unwrap(),
+        buffer_before
+    );
     assert_eq!(
         StoreOutbox::new(agent.store.clone()).events().unwrap(),
         events_before,
@@ -256,7 +294,11 @@ async fn a_read_interrupted_mid_page_changes_nothing_and_raises_no_missing_alert
         })
         .unwrap();
     assert_eq!(dropped.len(), 1, "{dropped:?}");
-    assert!(dropped[0].detail.contains("announced 57 users"), "{}", dropped[0].detail);
+    assert!(
+        dropped[0].detail.contains("announced 57 users"),
+        "{}",
+        dropped[0].detail
+    );
     second.commands();
     second.stop();
     sync_support::assert_consistent(&agent.store, DEVICE);

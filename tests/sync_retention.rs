@@ -5,8 +5,8 @@
 use edge_agent::device::{ReadUser, UserRead};
 use edge_agent::events::DeviceUser;
 use edge_agent::store::{Store, StoreOptions, TreeName};
-use edge_agent::sync::backup::file::BackupWriter;
 use edge_agent::sync::backup;
+use edge_agent::sync::backup::file::BackupWriter;
 use edge_agent::sync::buffer;
 use edge_agent::sync::clock::ManualClock;
 use edge_agent::sync::credentials::{self, StoredCredential, StoredValue};
@@ -31,7 +31,13 @@ fn read_of(ids: &[&str]) -> UserRead {
                 card: Some(format!("300000000{id}")),
                 ..DeviceUser::default()
             };
-            (id.to_string(), ReadUser { user, slots: vec![11] })
+            (
+                id.to_string(),
+                ReadUser {
+                    user,
+                    slots: vec![11],
+                },
+            )
         })
         .collect();
     UserRead {
@@ -57,7 +63,8 @@ async fn retention_sweeps_only_what_is_gone_and_old_enough() {
         .store;
     let clock = ManualClock::at(T0);
     let lock = FlockLock::new(dir.path().join("locks"), 1, Duration::ZERO);
-    let engine = Engine::new(store.clone(), "gw", Arc::new(lock)).with_clock(Arc::new(clock.clone()));
+    let engine =
+        Engine::new(store.clone(), "gw", Arc::new(lock)).with_clock(Arc::new(clock.clone()));
     let policy = RetentionPolicy {
         buffer: Duration::from_secs(90 * 86_400),
         audit: Duration::from_secs(30 * 86_400),
@@ -71,17 +78,27 @@ async fn retention_sweeps_only_what_is_gone_and_old_enough() {
             .unwrap();
     }
 
-    engine.apply_read("door", &read_of(&["1", "2", "3"]), 0).await.unwrap();
+    engine
+        .apply_read("door", &read_of(&["1", "2", "3"]), 0)
+        .await
+        .unwrap();
     let cached = StoredCredential {
         name: "user3".into(),
         privilege: 0,
         value: StoredValue::Number("3000000003".into()),
     };
     store
-        .insert(TreeName::Credentials, credentials::key("door", "3", 11).unwrap(), &cached)
+        .insert(
+            TreeName::Credentials,
+            credentials::key("door", "3", 11).unwrap(),
+            &cached,
+        )
         .unwrap();
     clock.advance_ms(DAY_MS);
-    let applied = engine.apply_read("door", &read_of(&["1", "2"]), 0).await.unwrap();
+    let applied = engine
+        .apply_read("door", &read_of(&["1", "2"]), 0)
+        .await
+        .unwrap();
     assert_eq!(applied.missing[0].last_seen_at_ms, T0);
 
     // Day 90 after user 3 was last seen: not past retention yet.
@@ -99,19 +116,30 @@ async fn retention_sweeps_only_what_is_gone_and_old_enough() {
         statuses(&store),
         [("1".to_string(), "unmapped"), ("2".to_string(), "unmapped")]
     );
-    assert_eq!(credentials::get(&store, "door", "3", 11).unwrap(), None, "cached values go too");
-    assert!(history::list(&store, "door").unwrap().is_empty(), "history past 30 days swept");
+    assert_eq!(
+        credentials::get(&store, "door", "3", 11).unwrap(),
+        None,
+        "cached values go too"
+    );
+    assert!(
+        history::list(&store, "door").unwrap().is_empty(),
+        "history past 30 days swept"
+    );
 
     let audit = StoreAudit::new(store.clone())
         .query(&AuditQuery::default())
         .unwrap();
     assert!(
-        audit.iter().all(|e| e.operation == AuditOperation::Retention),
+        audit
+            .iter()
+            .all(|e| e.operation == AuditOperation::Retention),
         "only the sweeps' own entries are left: {audit:?}"
     );
     assert_eq!(audit.len(), 2);
     assert!(
-        audit[0].detail.contains("1 buffer record(s) of users gone for over 90 days (door/3)"),
+        audit[0]
+            .detail
+            .contains("1 buffer record(s) of users gone for over 90 days (door/3)"),
         "{}",
         audit[0].detail
     );

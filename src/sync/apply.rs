@@ -101,9 +101,19 @@ impl Engine {
             read_at_ms: plan.now_ms,
             users: read.users.len() as u64,
             device_user_count: read.device_user_count,
-            added: plan.diff.appeared.iter().map(|u| u.user.user_id.clone()).collect(),
+            added: plan
+                .diff
+                .appeared
+                .iter()
+                .map(|u| u.user.user_id.clone())
+                .collect(),
             missing: plan.missing.iter().map(|u| u.user_id.clone()).collect(),
-            changed: plan.diff.changed.iter().map(|(_, u)| u.user.user_id.clone()).collect(),
+            changed: plan
+                .diff
+                .changed
+                .iter()
+                .map(|(_, u)| u.user.user_id.clone())
+                .collect(),
         };
         let new_state = SyncState {
             generation,
@@ -243,7 +253,9 @@ impl Engine {
         let Some(mapping) = mapping::get(self.store(), device_id, &user.user.user_id)? else {
             return Ok(None);
         };
-        let Some(person) = mapping.person.filter(|_| mapping.state == MappingState::Confirmed)
+        let Some(person) = mapping
+            .person
+            .filter(|_| mapping.state == MappingState::Confirmed)
         else {
             return Ok(None);
         };
@@ -486,7 +498,9 @@ fn settled_status(
     key: &[u8],
     record: &BufferRecord,
 ) -> Result<MappingStatus, TxError> {
-    let open_conflict = tx.get::<ConflictRecord>(TreeName::Conflicts, key)?.is_some();
+    let open_conflict = tx
+        .get::<ConflictRecord>(TreeName::Conflicts, key)?
+        .is_some();
     let mapping = tx.get::<mapping::Mapping>(TreeName::Mappings, key)?;
     let confirmed = mapping.map(|m| m.state == MappingState::Confirmed);
     Ok(record.present_status(open_conflict, confirmed))
@@ -532,7 +546,12 @@ fn summarise(plan: &Plan, generation: u64, users: usize) -> Applied {
         generation,
         users,
         missing: plan.missing.clone(),
-        changed: plan.diff.changed.iter().map(|(_, u)| u.user.user_id.clone()).collect(),
+        changed: plan
+            .diff
+            .changed
+            .iter()
+            .map(|(_, u)| u.user.user_id.clone())
+            .collect(),
         ..Applied::default()
     };
     for (user, appearance) in plan.diff.appeared.iter().zip(&plan.appearances) {

@@ -114,7 +114,11 @@ impl BufferRecord {
     }
 
     /// The status a user present on the device should have, from its mapping state.
-    pub fn present_status(&self, has_open_conflict: bool, confirmed: Option<bool>) -> MappingStatus {
+    pub fn present_status(
+        &self,
+        has_open_conflict: bool,
+        confirmed: Option<bool>,
+    ) -> MappingStatus {
         match (has_open_conflict, confirmed) {
             (true, _) => MappingStatus::Conflict,
             (false, Some(true)) => MappingStatus::Mapped,
@@ -183,7 +187,10 @@ pub fn list(
     device_id: Option<&str>,
     status: Option<MappingStatus>,
 ) -> Result<Vec<BufferView>, StoreError> {
-    let prefix = device_id.map(keys::device_prefix).transpose()?.unwrap_or_default();
+    let prefix = device_id
+        .map(keys::device_prefix)
+        .transpose()?
+        .unwrap_or_default();
     let mut views = Vec::new();
     let mut states = std::collections::HashMap::new();
     for entry in store.scan_prefix::<BufferRecord>(TreeName::Buffer, prefix) {
@@ -192,7 +199,10 @@ pub fn list(
             continue;
         }
         if !states.contains_key(&record.device_id) {
-            states.insert(record.device_id.clone(), state::load(store, &record.device_id)?);
+            states.insert(
+                record.device_id.clone(),
+                state::load(store, &record.device_id)?,
+            );
         }
         let last_seen = record.last_seen_at_ms(&states[&record.device_id]);
         views.push(BufferView {
@@ -212,7 +222,10 @@ pub fn list(
 
 /// Counts per status over a device's records (or all with `None`).
 pub fn stats(store: &Store, device_id: Option<&str>) -> Result<BufferStats, StoreError> {
-    let prefix = device_id.map(keys::device_prefix).transpose()?.unwrap_or_default();
+    let prefix = device_id
+        .map(keys::device_prefix)
+        .transpose()?
+        .unwrap_or_default();
     let mut stats = BufferStats::default();
     for entry in store.scan_prefix::<BufferRecord>(TreeName::Buffer, prefix) {
         stats.count(entry?.1.status);

@@ -49,7 +49,10 @@ pub fn differences(device: &DeviceUser, person: &PersonAttributes) -> Vec<&'stat
 
 /// Every open conflict of a device (or all with `None`).
 pub fn list(store: &Store, device_id: Option<&str>) -> Result<Vec<ConflictRecord>, StoreError> {
-    let prefix = device_id.map(keys::device_prefix).transpose()?.unwrap_or_default();
+    let prefix = device_id
+        .map(keys::device_prefix)
+        .transpose()?
+        .unwrap_or_default();
     store
         .scan_prefix::<ConflictRecord>(TreeName::Conflicts, prefix)
         .map(|entry| entry.map(|(_, conflict)| conflict))
@@ -90,14 +93,14 @@ impl Engine {
             ..
         } = decision;
         let key = keys::device_user(device_id, user_id).map_err(StoreError::from)?;
-        let conflict: ConflictRecord = self
-            .store()
-            .get(TreeName::Conflicts, &key)?
-            .ok_or_else(|| {
-                SyncError::Refused(format!(
-                    "no open conflict for user {user_id} of device {device_id}"
-                ))
-            })?;
+        let conflict: ConflictRecord =
+            self.store()
+                .get(TreeName::Conflicts, &key)?
+                .ok_or_else(|| {
+                    SyncError::Refused(format!(
+                        "no open conflict for user {user_id} of device {device_id}"
+                    ))
+                })?;
         let result = match resolution {
             Resolution::UseDevice => PersonAttributes {
                 person_id: conflict.upstream.person_id.clone(),

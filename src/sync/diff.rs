@@ -40,7 +40,10 @@ pub fn snapshot_of(read: &ReadUser) -> SnapshotUser {
 }
 
 /// Compares `previous` (the last complete snapshot) with `current` (a new complete read).
-pub fn diff(previous: &BTreeMap<String, SnapshotUser>, current: &BTreeMap<String, ReadUser>) -> Diff {
+pub fn diff(
+    previous: &BTreeMap<String, SnapshotUser>,
+    current: &BTreeMap<String, ReadUser>,
+) -> Diff {
     let mut out = Diff::default();
     let mut old = previous.iter().peekable();
     let mut new = current.iter().peekable();

@@ -30,7 +30,9 @@ pub enum LockError {
         attempts: u32,
     },
     /// The lock file could not be opened.
-    #[error("cannot open the lock file {path}: {source}. Check that [lock] dir exists and is writable")]
+    #[error(
+        "cannot open the lock file {path}: {source}. Check that [lock] dir exists and is writable"
+    )]
     Io {
         /// The lock file.
         path: PathBuf,
@@ -61,7 +63,8 @@ impl LockGuard {
 }
 
 /// The future returned by [`DeviceLock::acquire`].
-pub type AcquireFuture<'a> = Pin<Box<dyn Future<Output = Result<LockGuard, LockError>> + Send + 'a>>;
+pub type AcquireFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<LockGuard, LockError>> + Send + 'a>>;
 
 /// A per-device mutual-exclusion lock. Object-safe so the engine can hold whichever
 /// implementation the config picks.
@@ -116,7 +119,13 @@ impl FlockLock {
     fn path(&self, device_id: &str) -> PathBuf {
         let safe: String = device_id
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect();
         self.dir.join(format!("{safe}.lock"))
     }
@@ -153,8 +162,14 @@ mod tests {
         let held = lock.acquire("door/1").await.unwrap();
         assert_eq!(held.fencing_token(), 0);
         let refused = lock.acquire("door/1").await.err().expect("busy");
-        assert!(matches!(refused, LockError::Busy { attempts: 2, .. }), "{refused}");
-        assert!(lock.acquire("door-2").await.is_ok(), "other devices are independent");
+        assert!(
+            matches!(refused, LockError::Busy { attempts: 2, .. }),
+            "{refused}"
+        );
+        assert!(
+            lock.acquire("door-2").await.is_ok(),
+            "other devices are independent"
+        );
         drop(held);
         assert!(lock.acquire("door/1").await.is_ok());
     }

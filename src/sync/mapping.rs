@@ -90,7 +90,11 @@ impl Engine {
         nonce: &str,
     ) -> Result<(), SyncError> {
         let key = keys::device_user(device_id, user_id).map_err(StoreError::from)?;
-        if self.store().get::<BufferRecord>(TreeName::Buffer, &key)?.is_none() {
+        if self
+            .store()
+            .get::<BufferRecord>(TreeName::Buffer, &key)?
+            .is_none()
+        {
             return Err(SyncError::Refused(format!(
                 "user {user_id} of device {device_id} is not in the buffer; map only users the \
                  agent has read from the device"
@@ -126,20 +130,22 @@ impl Engine {
             confirmed_at_ms: None,
             person: None,
         };
-        self.store().transaction(&self.trees(&[TreeName::Buffer, TreeName::Mappings]), |tx| {
-            let Some(mut record) = tx.get::<BufferRecord>(TreeName::Buffer, &key)? else {
-                return Err(TxError::abort("the buffer record vanished"));
-            };
-            record.person_id = Some(person_id.to_string());
-            if record.status != MappingStatus::Missing && record.status != MappingStatus::Conflict
-            {
-                record.status = MappingStatus::Pending;
-            }
-            tx.insert(TreeName::Buffer, &key, &record)?;
-            tx.insert(TreeName::Mappings, &key, &mapping)?;
-            self.outbox().enqueue(tx, &events)?;
-            self.audit().append(tx, &audit)
-        })?;
+        self.store()
+            .transaction(&self.trees(&[TreeName::Buffer, TreeName::Mappings]), |tx| {
+                let Some(mut record) = tx.get::<BufferRecord>(TreeName::Buffer, &key)? else {
+                    return Err(TxError::abort("the buffer record vanished"));
+                };
+                record.person_id = Some(person_id.to_string());
+                if record.status != MappingStatus::Missing
+                    && record.status != MappingStatus::Conflict
+                {
+                    record.status = MappingStatus::Pending;
+                }
+                tx.insert(TreeName::Buffer, &key, &record)?;
+                tx.insert(TreeName::Mappings, &key, &mapping)?;
+                self.outbox().enqueue(tx, &events)?;
+                self.audit().append(tx, &audit)
+            })?;
         self.store().make_durable().await?;
         Ok(())
     }

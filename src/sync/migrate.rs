@@ -47,13 +47,14 @@ impl Engine {
         device_id: &str,
         wait: Duration,
     ) -> Result<(usize, usize), SyncError> {
-        let session = source
-            .session(device_id, wait)
-            .await
-            .ok_or_else(|| SyncError::NotConnected {
-                device: device_id.to_string(),
-                waited_s: wait.as_secs(),
-            })?;
+        let session =
+            source
+                .session(device_id, wait)
+                .await
+                .ok_or_else(|| SyncError::NotConnected {
+                    device: device_id.to_string(),
+                    waited_s: wait.as_secs(),
+                })?;
         match self.poll(&session).await? {
             PollOutcome::Complete(applied) => Ok((applied.users, applied.discovered.len())),
             PollOutcome::Incomplete(source) => Err(SyncError::Read {

@@ -76,8 +76,19 @@ impl Engine {
              {}; not a missing-user alert until a complete read confirms it",
             state.users
         );
-        tracing::warn!(device = device_id, announced, last_read = state.users, "{detail}");
-        self.audit_now(device_id, None, AuditOperation::CountDropped, "agent", detail)
-            .await
+        tracing::warn!(
+            device = device_id,
+            announced,
+            last_read = state.users,
+            "{detail}"
+        );
+        self.audit_now(
+            device_id,
+            None,
+            AuditOperation::CountDropped,
+            "agent",
+            detail,
+        )
+        .await
     }
 }

@@ -63,7 +63,11 @@ impl RestoreReport {
             out.push_str("nothing is missing on the device; nothing to restore\n");
             return out;
         }
-        let verb = if self.dry_run { "would re-add" } else { "re-added" };
+        let verb = if self.dry_run {
+            "would re-add"
+        } else {
+            "re-added"
+        };
         let mut by_user: BTreeMap<&str, Vec<&MissingCredential>> = BTreeMap::new();
         for missing in &self.missing {
             by_user.entry(&missing.user_id).or_default().push(missing);
@@ -73,7 +77,11 @@ impl RestoreReport {
                 .iter()
                 .map(|c| format!("{} (slot {})", slot_kind_name(c.slot), c.slot))
                 .collect();
-            let whole = if credentials[0].user_absent { "user" } else { "credentials of user" };
+            let whole = if credentials[0].user_absent {
+                "user"
+            } else {
+                "credentials of user"
+            };
             out.push_str(&format!(
                 "{verb} {whole} {user} {:?}: {}\n",
                 credentials[0].name,
@@ -81,7 +89,10 @@ impl RestoreReport {
             ));
         }
         if self.dry_run {
-            out.push_str(&format!("dry run: {} credential(s) would be written, nothing was\n", self.missing.len()));
+            out.push_str(&format!(
+                "dry run: {} credential(s) would be written, nothing was\n",
+                self.missing.len()
+            ));
         } else {
             out.push_str(&format!(
                 "{} credential(s) written; verification by a fresh complete read: {}\n",
@@ -157,15 +168,19 @@ impl Engine {
                     source,
                 })?;
             report.written += 1;
-            crate::device::ReadSink::credential(&mut cache, credential)
-                .map_err(|reason| SyncError::Refused(format!("caching a restored credential: {reason}")))?;
+            crate::device::ReadSink::credential(&mut cache, credential).map_err(|reason| {
+                SyncError::Refused(format!("caching a restored credential: {reason}"))
+            })?;
         }
         let after = self.complete_read(session, guard.fencing_token()).await?;
         report.verified = plan(backup, &after)?.is_empty();
         self.audit_restore(device_id, actor, &report).await?;
         drop(guard);
         if !report.verified {
-            tracing::error!(device = device_id, "restore verification FAILED: the device still lacks credentials of the backup");
+            tracing::error!(
+                device = device_id,
+                "restore verification FAILED: the device still lacks credentials of the backup"
+            );
         }
         Ok(report)
     }
@@ -206,10 +221,17 @@ impl Engine {
         let mut entries = Vec::new();
         let mut by_user: BTreeMap<&str, Vec<u16>> = BTreeMap::new();
         for missing in &report.missing {
-            by_user.entry(&missing.user_id).or_default().push(missing.slot);
+            by_user
+                .entry(&missing.user_id)
+                .or_default()
+                .push(missing.slot);
         }
         for (user, slots) in &by_user {
-            let verb = if report.dry_run { "would re-add" } else { "re-added" };
+            let verb = if report.dry_run {
+                "would re-add"
+            } else {
+                "re-added"
+            };
             entries.push(AuditEntry {
                 at_ms: now,
                 operation: AuditOperation::Restore,

@@ -98,7 +98,10 @@ impl Engine {
 
     fn sweep_buffer(&self, cutoff_ms: i64) -> Result<Vec<(String, String)>, SyncError> {
         let mut candidates = Vec::new();
-        for entry in self.store().scan_prefix::<BufferRecord>(TreeName::Buffer, []) {
+        for entry in self
+            .store()
+            .scan_prefix::<BufferRecord>(TreeName::Buffer, [])
+        {
             let (key, record) = entry?;
             if record.status == MappingStatus::Missing && record.last_seen_at_ms < cutoff_ms {
                 candidates.push(key);
@@ -107,20 +110,23 @@ impl Engine {
         let mut removed = Vec::new();
         for key in candidates {
             // Checked again inside the transaction: a poll may have brought the user back.
-            let gone = self.store().transaction(&[TreeName::Buffer, TreeName::Snapshots], |tx| {
-                let Some(record) = tx.get::<BufferRecord>(TreeName::Buffer, &key)? else {
-                    return Ok(None);
-                };
-                let on_device = tx.get::<super::snapshot::SnapshotUser>(TreeName::Snapshots, &key)?;
-                if record.status != MappingStatus::Missing
-                    || record.last_seen_at_ms >= cutoff_ms
-                    || on_device.is_some()
-                {
-                    return Ok(None);
-                }
-                tx.remove(TreeName::Buffer, &key)?;
-                Ok::<_, TxError>(Some((record.device_id, record.user.user_id)))
-            })?;
+            let gone =
+                self.store()
+                    .transaction(&[TreeName::Buffer, TreeName::Snapshots], |tx| {
+                        let Some(record) = tx.get::<BufferRecord>(TreeName::Buffer, &key)? else {
+                            return Ok(None);
+                        };
+                        let on_device =
+                            tx.get::<super::snapshot::SnapshotUser>(TreeName::Snapshots, &key)?;
+                        if record.status != MappingStatus::Missing
+                            || record.last_seen_at_ms >= cutoff_ms
+                            || on_device.is_some()
+                        {
+                            return Ok(None);
+                        }
+                        tx.remove(TreeName::Buffer, &key)?;
+                        Ok::<_, TxError>(Some((record.device_id, record.user.user_id)))
+                    })?;
             if let Some((device, user)) = gone {
                 credentials::remove_user(self.store(), &device, &user)?;
                 removed.push((device, user));
@@ -131,14 +137,18 @@ impl Engine {
 
     fn sweep_history(&self, cutoff_ms: i64) -> Result<usize, SyncError> {
         let mut old = Vec::new();
-        for entry in self.store().scan_prefix::<HistoryEntry>(TreeName::History, []) {
+        for entry in self
+            .store()
+            .scan_prefix::<HistoryEntry>(TreeName::History, [])
+        {
             let (key, entry) = entry?;
             if entry.read_at_ms < cutoff_ms {
                 old.push(key);
             }
         }
         for key in &old {
-            self.store().remove::<HistoryEntry>(TreeName::History, key)?;
+            self.store()
+                .remove::<HistoryEntry>(TreeName::History, key)?;
         }
         Ok(old.len())
     }

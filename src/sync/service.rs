@@ -84,7 +84,11 @@ impl SyncHandle {
 
 /// Starts the sync service for every configured device: binds the AI06 listener (with punch
 /// storage), a poll loop per device, and the retention sweep. The one call `agent::run` makes.
-pub async fn start(tasks: &mut Tasks, config: &Config, store: &Store) -> anyhow::Result<SyncHandle> {
+pub async fn start(
+    tasks: &mut Tasks,
+    config: &Config,
+    store: &Store,
+) -> anyhow::Result<SyncHandle> {
     let lock = FlockLock::new(
         config.lock.dir.clone(),
         config.lock.acquire_retries,
@@ -126,7 +130,9 @@ pub async fn start(tasks: &mut Tasks, config: &Config, store: &Store) -> anyhow:
             });
         }
         let routes = triggers.clone();
-        tasks.spawn("sync-notices", move |stop| route_notices(notices, routes, stop));
+        tasks.spawn("sync-notices", move |stop| {
+            route_notices(notices, routes, stop)
+        });
     }
     let policy = RetentionPolicy {
         buffer: config.buffer.retention.get(),

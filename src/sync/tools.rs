@@ -101,7 +101,11 @@ pub fn audit_query(store: &Store, query: &AuditQuery, json: bool) -> anyhow::Res
             "{}  {:<15} {:<12} {:<10} {:<12} {}\n",
             format_ms(entry.at_ms),
             entry.operation.as_str(),
-            if entry.device_id.is_empty() { "-" } else { &entry.device_id },
+            if entry.device_id.is_empty() {
+                "-"
+            } else {
+                &entry.device_id
+            },
             entry.user_id.as_deref().unwrap_or("-"),
             entry.actor,
             entry.detail
@@ -142,7 +146,10 @@ pub fn backup_list(config: &Config, device: Option<&str>, json: bool) -> anyhow:
         out.push_str(&backup_line(info));
     }
     if backups.is_empty() {
-        out.push_str(&format!("no backups in {}\n", config.backup_dir().display()));
+        out.push_str(&format!(
+            "no backups in {}\n",
+            config.backup_dir().display()
+        ));
     }
     Ok(out)
 }
@@ -174,16 +181,27 @@ fn aiface_devices(config: &Config, only: Option<&str>) -> anyhow::Result<Vec<Dev
 }
 
 /// Listens for the devices as the agent would (storing their punches), for a command's duration.
-async fn listen(store: &Store, devices: &[DeviceConfig]) -> anyhow::Result<(Tasks, Arc<AifaceHub>)> {
-    let server = AifaceServer::bind(devices, Some(store.clone()), Some(PunchLog::new(store.clone())))
-        .await?;
+async fn listen(
+    store: &Store,
+    devices: &[DeviceConfig],
+) -> anyhow::Result<(Tasks, Arc<AifaceHub>)> {
+    let server = AifaceServer::bind(
+        devices,
+        Some(store.clone()),
+        Some(PunchLog::new(store.clone())),
+    )
+    .await?;
     let hub = server.hub();
     let mut tasks = Tasks::new();
     tasks.spawn("aiface-listener", move |stop| server.run(stop));
     Ok((tasks, hub))
 }
 
-async fn connected(hub: &AifaceHub, device: &str, wait: Duration) -> Result<crate::device::aiface::AifaceSession, SyncError> {
+async fn connected(
+    hub: &AifaceHub,
+    device: &str,
+    wait: Duration,
+) -> Result<crate::device::aiface::AifaceSession, SyncError> {
     eprintln!("waiting up to {wait:?} for {device} to connect");
     hub.session(device, wait)
         .await
@@ -194,7 +212,12 @@ async fn connected(hub: &AifaceHub, device: &str, wait: Duration) -> Result<crat
 }
 
 /// `backup create`: a backup of one device now.
-pub async fn backup_create(config: &Config, store: &Store, device: &str, wait: Duration) -> anyhow::Result<String> {
+pub async fn backup_create(
+    config: &Config,
+    store: &Store,
+    device: &str,
+    wait: Duration,
+) -> anyhow::Result<String> {
     let devices = aiface_devices(config, Some(device))?;
     let (tasks, hub) = listen(store, &devices).await?;
     let engine = engine(config, store);
@@ -240,7 +263,11 @@ pub async fn backup_restore(
 
 /// `migrate`: reads every configured AI06 and buffers its users; returns the report and
 /// whether every device was read.
-pub async fn migrate(config: &Config, store: &Store, wait: Duration) -> anyhow::Result<(String, bool)> {
+pub async fn migrate(
+    config: &Config,
+    store: &Store,
+    wait: Duration,
+) -> anyhow::Result<(String, bool)> {
     let devices = aiface_devices(config, None)?;
     let ids: Vec<String> = devices.iter().map(|d| d.id.clone()).collect();
     let (tasks, hub) = listen(store, &devices).await?;
@@ -270,7 +297,10 @@ pub async fn migrate(config: &Config, store: &Store, wait: Duration) -> anyhow::
     }
     for skipped in config.device.iter().filter(|d| d.driver != Driver::Aiface) {
         all_read = false;
-        out.push_str(&format!("{}: NOT read: zk devices are not supported by this build yet\n", skipped.id));
+        out.push_str(&format!(
+            "{}: NOT read: zk devices are not supported by this build yet\n",
+            skipped.id
+        ));
     }
     Ok((out, all_read))
 }
@@ -282,7 +312,10 @@ pub fn parse_time(text: &str, now_ms: i64) -> Result<i64, String> {
         return Ok(time.timestamp_millis());
     }
     if let Ok(date) = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
-        return Ok(date.and_time(chrono::NaiveTime::MIN).and_utc().timestamp_millis());
+        return Ok(date
+            .and_time(chrono::NaiveTime::MIN)
+            .and_utc()
+            .timestamp_millis());
     }
     if let Ok(ago) = text.parse::<crate::config::HumanDuration>() {
         return Ok(now_ms - i64::try_from(ago.get().as_millis()).unwrap_or(i64::MAX));

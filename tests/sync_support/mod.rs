@@ -5,12 +5,12 @@
 use edge_agent::agent::Tasks;
 use edge_agent::config::{self, Config};
 use edge_agent::device::aiface::{AifaceHub, AifaceServer, AifaceSession};
+use edge_agent::events::EventBody;
 use edge_agent::store::{Store, StoreOptions};
 use edge_agent::sync::buffer::{self, MappingStatus};
 use edge_agent::sync::lock::FlockLock;
 use edge_agent::sync::ports::StoreOutbox;
 use edge_agent::sync::{history, snapshot, state, Engine};
-use edge_agent::events::EventBody;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -62,10 +62,21 @@ impl Emulator {
     /// Starts the emulator dialling `port`, logging commands to `log`, with extra `knobs`.
     pub fn spawn(port: u16, log: &Path, knobs: &[&str]) -> Emulator {
         let child = Command::new(device_sim())
-            .args(["aiface", "--url", &format!("ws://127.0.0.1:{port}/pub/chat")])
+            .args([
+                "aiface",
+                "--url",
+                &format!("ws://127.0.0.1:{port}/pub/chat"),
+            ])
             .arg("--command-log")
             .arg(log)
-            .args(["--sn", SN, "--run-for", "300", "--reconnect-delay-ms", "100"])
+            .args([
+                "--sn",
+                SN,
+                "--run-for",
+                "300",
+                "--reconnect-delay-ms",
+                "100",
+            ])
             .args(knobs)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -219,8 +230,16 @@ pub fn assert_consistent(store: &Store, device: &str) {
     let state = state::load(store, device).unwrap();
     let snapshot = snapshot::load(store, device).unwrap();
     let history = history::list(store, device).unwrap();
-    assert_eq!(snapshot.len() as u64, state.users, "snapshot size vs sync state");
-    assert_eq!(history.len() as u64, state.generation, "one history entry per read");
+    assert_eq!(
+        snapshot.len() as u64,
+        state.users,
+        "snapshot size vs sync state"
+    );
+    assert_eq!(
+        history.len() as u64,
+        state.generation,
+        "one history entry per read"
+    );
     if let Some(last) = history.last() {
         assert_eq!(last.generation, state.generation);
         assert_eq!(last.users, state.users);
@@ -241,5 +260,9 @@ pub fn assert_consistent(store: &Store, device: &str) {
         .iter()
         .filter(|e| matches!(e.body, EventBody::UserDiscovered(_)))
         .count();
-    assert_eq!(discovered, buffered.len(), "one discovery event per buffered user");
+    assert_eq!(
+        discovered,
+        buffered.len(),
+        "one discovery event per buffered user"
+    );
 }

@@ -185,7 +185,13 @@ fn io_error(path: &Path) -> impl Fn(std::io::Error) -> BackupError + '_ {
 pub fn file_name(device_id: &str, created_at_ms: i64) -> String {
     let safe: String = device_id
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     let time = chrono::DateTime::from_timestamp_millis(created_at_ms)
         .unwrap_or_default()
@@ -360,8 +366,12 @@ pub fn read_info(path: &Path) -> Result<BackupInfo, BackupError> {
 }
 
 fn parse_header(path: &Path, line: &str) -> Result<Header, BackupError> {
-    let header: Header = serde_json::from_str(line.trim_end())
-        .map_err(|err| corrupt(path, format!("the first line is not a backup header: {err}")))?;
+    let header: Header = serde_json::from_str(line.trim_end()).map_err(|err| {
+        corrupt(
+            path,
+            format!("the first line is not a backup header: {err}"),
+        )
+    })?;
     if header.format != FORMAT || header.version != VERSION {
         return Err(corrupt(
             path,
@@ -377,7 +387,12 @@ fn parse_header(path: &Path, line: &str) -> Result<Header, BackupError> {
 fn parse_trailer(path: &Path, line: &str) -> Result<Trailer, BackupError> {
     serde_json::from_str::<TrailerLine>(line)
         .map(|line| line.trailer)
-        .map_err(|_| corrupt(path, "no trailer: the file is truncated or was not finished"))
+        .map_err(|_| {
+            corrupt(
+                path,
+                "no trailer: the file is truncated or was not finished",
+            )
+        })
 }
 
 /// Reads a whole backup and checks its header, checksum and counts.
@@ -424,13 +439,22 @@ fn stream(
             let trailer = parse_trailer(path, line.trim_end())?;
             let actual = hex(&hasher.finalize());
             if actual != trailer.sha256 {
-                return Err(corrupt(path, format!("checksum mismatch (file {actual}, trailer {})", trailer.sha256)));
+                return Err(corrupt(
+                    path,
+                    format!(
+                        "checksum mismatch (file {actual}, trailer {})",
+                        trailer.sha256
+                    ),
+                ));
             }
             if trailer.credentials != credentials || trailer.users != users.len() as u64 {
-                return Err(corrupt(path, format!(
+                return Err(corrupt(
+                    path,
+                    format!(
                     "counts mismatch: trailer says {} users / {} credentials, file holds {} / {}",
                     trailer.users, trailer.credentials, users.len(), credentials
-                )));
+                ),
+                ));
             }
             return Ok(BackupInfo {
                 path: path.to_path_buf(),
@@ -465,13 +489,25 @@ mod tests {
     fn write_sample(dir: &Path) -> BackupInfo {
         let mut writer = BackupWriter::create(dir, "door/1", "gw", 1_795_000_000_000).unwrap();
         writer
-            .add(&credential("1", 11, CredentialValue::Number(3_000_000_001u64.into())))
+            .add(&credential(
+                "1",
+                11,
+                CredentialValue::Number(3_000_000_001u64.into()),
+            ))
             .unwrap();
         writer
-            .add(&credential("1", 50, CredentialValue::Text("/9j/photo".into())))
+            .add(&credential(
+                "1",
+                50,
+                CredentialValue::Text("/9j/photo".into()),
+            ))
             .unwrap();
         writer
-            .add(&credential("2", 11, CredentialValue::Number(3_000_000_002u64.into())))
+            .add(&credential(
+                "2",
+                11,
+                CredentialValue::Number(3_000_000_002u64.into()),
+            ))
             .unwrap();
         writer.finish(2).unwrap()
     }

@@ -28,7 +28,9 @@ impl ReadSink for BackupSink {
     }
 
     fn credential(&mut self, credential: Credential) -> Result<(), String> {
-        self.writer.add(&credential).map_err(|err| err.to_string())?;
+        self.writer
+            .add(&credential)
+            .map_err(|err| err.to_string())?;
         self.cache.credential(credential)
     }
 
@@ -184,7 +186,10 @@ pub fn list(dir: &Path, device_id: Option<&str>) -> Result<Vec<BackupInfo>, Back
                 source,
             })?
             .path();
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
         if name.starts_with('.') || !name.ends_with(file::EXTENSION) {
             continue;
         }
@@ -195,7 +200,8 @@ pub fn list(dir: &Path, device_id: Option<&str>) -> Result<Vec<BackupInfo>, Back
         }
     }
     found.sort_by(|a, b| {
-        (&a.header.device_id, a.header.created_at_ms).cmp(&(&b.header.device_id, b.header.created_at_ms))
+        (&a.header.device_id, a.header.created_at_ms)
+            .cmp(&(&b.header.device_id, b.header.created_at_ms))
     });
     Ok(found)
 }
