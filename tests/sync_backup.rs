@@ -14,7 +14,6 @@ use edge_agent::sync::buffer;
 use edge_agent::sync::lock::FlockLock;
 use edge_agent::sync::{Engine, SyncError};
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use sync_support::{Agent, Emulator, DEVICE};
@@ -37,7 +36,10 @@ async fn restore_re_adds_exactly_what_the_device_lost_verifies_and_is_idempotent
     let info = agent.engine.backup(&session, &dir).await.unwrap();
     assert_eq!((info.trailer.users, info.trailer.credentials), (4, 12));
     assert_eq!(info.trailer.device_user_count, 4);
-    assert_eq!(backup::list(&dir, Some(DEVICE)).unwrap(), [info.clone()]);
+    assert_eq!(
+        backup::list(&dir, Some(DEVICE)).unwrap(),
+        std::slice::from_ref(&info)
+    );
     first.stop();
 
     let mut lossy = knobs.to_vec();
@@ -143,25 +145,20 @@ impl DeviceSession for EmptyButCounted {
         DEVICE
     }
 
-    fn read_users<'a>(
-        &'a self,
+    async fn read_users(
+        &self,
         _mode: FetchMode,
-        _sink: &'a mut (dyn ReadSink + Send),
-    ) -> impl Future<Output = Result<UserRead, ReadError>> + Send + 'a {
-        async {
-            Ok(UserRead {
-                users: BTreeMap::new(),
-                device_user_count: 5,
-                ..UserRead::default()
-            })
-        }
+        _sink: &mut (dyn ReadSink + Send),
+    ) -> Result<UserRead, ReadError> {
+        Ok(UserRead {
+            users: BTreeMap::new(),
+            device_user_count: 5,
+            ..UserRead::default()
+        })
     }
 
-    fn write_credential<'a>(
-        &'a self,
-        _credential: &'a Credential,
-    ) -> impl Future<Output = Result<(), ReadError>> + Send + 'a {
-        async { Err(ReadError::Refused("read-only test device".into())) }
+    async fn write_credential(&self, _credential: &Credential) -> Result<(), ReadError> {
+        Err(ReadError::Refused("read-only test device".into()))
     }
 }
 
