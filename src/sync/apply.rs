@@ -427,7 +427,7 @@ fn write_appeared(tx: &crate::store::Tx<'_>, plan: &Plan) -> Result<(), TxError>
                 record.slots = user.slots.clone();
                 record.last_seen_at_ms = plan.now_ms;
                 record.missing_since_ms = None;
-                record.status = settled_status(tx, &key, &record)?;
+                record.status = settled_status(tx, &key)?;
                 record
             }
         };
@@ -493,17 +493,13 @@ fn write_missing(tx: &crate::store::Tx<'_>, plan: &Plan) -> Result<(), TxError> 
 }
 
 /// The status of a user back on the device, from its mapping and open conflict.
-fn settled_status(
-    tx: &crate::store::Tx<'_>,
-    key: &[u8],
-    record: &BufferRecord,
-) -> Result<MappingStatus, TxError> {
+fn settled_status(tx: &crate::store::Tx<'_>, key: &[u8]) -> Result<MappingStatus, TxError> {
     let open_conflict = tx
         .get::<ConflictRecord>(TreeName::Conflicts, key)?
         .is_some();
     let mapping = tx.get::<mapping::Mapping>(TreeName::Mappings, key)?;
     let confirmed = mapping.map(|m| m.state == MappingState::Confirmed);
-    Ok(record.present_status(open_conflict, confirmed))
+    Ok(MappingStatus::of_present(open_conflict, confirmed))
 }
 
 fn user_key(plan: &Plan, user_id: &str) -> Result<Vec<u8>, TxError> {

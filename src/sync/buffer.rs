@@ -40,6 +40,19 @@ impl MappingStatus {
     }
 }
 
+impl MappingStatus {
+    /// The status of a user present on the device, from its open conflict and its mapping
+    /// (`Some(true)` confirmed, `Some(false)` pending, `None` none).
+    pub fn of_present(has_open_conflict: bool, confirmed: Option<bool>) -> MappingStatus {
+        match (has_open_conflict, confirmed) {
+            (true, _) => MappingStatus::Conflict,
+            (false, Some(true)) => MappingStatus::Mapped,
+            (false, Some(false)) => MappingStatus::Pending,
+            (false, None) => MappingStatus::Unmapped,
+        }
+    }
+}
+
 impl std::str::FromStr for MappingStatus {
     type Err = String;
 
@@ -110,20 +123,6 @@ impl BufferRecord {
         match (self.status, device.last_complete_read_ms) {
             (MappingStatus::Missing, _) | (_, None) => self.last_seen_at_ms,
             (_, Some(read)) => read.max(self.last_seen_at_ms),
-        }
-    }
-
-    /// The status a user present on the device should have, from its mapping state.
-    pub fn present_status(
-        &self,
-        has_open_conflict: bool,
-        confirmed: Option<bool>,
-    ) -> MappingStatus {
-        match (has_open_conflict, confirmed) {
-            (true, _) => MappingStatus::Conflict,
-            (false, Some(true)) => MappingStatus::Mapped,
-            (false, Some(false)) => MappingStatus::Pending,
-            (false, None) => MappingStatus::Unmapped,
         }
     }
 }

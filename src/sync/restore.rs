@@ -4,7 +4,7 @@
 //! `write_credential`, then verify with a fresh complete read. A second restore finds nothing
 //! missing and writes nothing.
 
-use super::backup::file::{self, BackupError, BackupInfo};
+use super::backup::file::{self, BackupError, BackupInfo, CredentialLine};
 use super::credentials::StoreSink;
 use super::ports::{AuditEntry, AuditOperation};
 use super::{Engine, SyncError};
@@ -143,18 +143,50 @@ impl Engine {
             .iter()
             .map(|m| (m.user_id.clone(), m.slot))
             .collect();
-        let mut to_write = Vec::new();
-        file::for_each_credential(backup, |line| {
-            if wanted.contains(&(line.user_id.clone(), line.slot)) {
-                to_write.push(line);
-            }
-            Ok(())
-        })?;
+        report.written = self.write_missing(session, backup, wanted, &before).await?;
+        let after = self.complete_read(session, guard.fencing_token()).await?;
+        report.verified = plan(backup, &after)?.is_empty();
+        self.audit_restore(device_id, actor, &report).await?;
+        drop(guard);
+        if !report.verified {
+            tracing::error!(
+                device = device_id,
+                "restore verification FAILED: the device still lacks credentials of the backup"
+            );
+        }
+        Ok(report)
+    }
+
+    /// Writes the `wanted` credentials of the backup to the device. The file is read on a
+    /// blocking thread and handed over a few lines at a time, so restoring 5,000 photos never
+    /// holds more than a handful in memory. Users still on the device keep the name and
+    /// privilege they have there now.
+    async fn write_missing<S: DeviceSession>(
+        &self,
+        session: &S,
+        backup: &Path,
+        wanted: BTreeSet<(String, u16)>,
+        before: &UserRead,
+    ) -> Result<usize, SyncError> {
+        let device_id = session.device_id();
+        let (lines_tx, mut lines) = tokio::sync::mpsc::channel::<CredentialLine>(8);
+        let path = backup.to_path_buf();
+        let reader = tokio::task::spawn_blocking(move || {
+            file::for_each_credential(&path, |line| {
+                if !wanted.contains(&(line.user_id.clone(), line.slot)) {
+                    return Ok(());
+                }
+                lines_tx.blocking_send(line).map_err(|_| BackupError::Io {
+                    path: path.clone(),
+                    source: std::io::Error::other("the restore stopped writing"),
+                })
+            })
+        });
         let mut cache = StoreSink::new(self.store().clone(), device_id);
-        for line in to_write {
+        let mut written = 0;
+        while let Some(line) = lines.recv().await {
             let mut credential = Credential::from(line);
             if let Some(present) = before.users.get(&credential.user_id) {
-                // The user is still there: keep the name and privilege the device has now.
                 credential.name = present.user.name.clone();
                 credential.privilege = u64::from(present.user.privilege);
             }
@@ -167,22 +199,15 @@ impl Engine {
                     slot: credential.slot,
                     source,
                 })?;
-            report.written += 1;
+            written += 1;
             crate::device::ReadSink::credential(&mut cache, credential).map_err(|reason| {
                 SyncError::Refused(format!("caching a restored credential: {reason}"))
             })?;
         }
-        let after = self.complete_read(session, guard.fencing_token()).await?;
-        report.verified = plan(backup, &after)?.is_empty();
-        self.audit_restore(device_id, actor, &report).await?;
-        drop(guard);
-        if !report.verified {
-            tracing::error!(
-                device = device_id,
-                "restore verification FAILED: the device still lacks credentials of the backup"
-            );
-        }
-        Ok(report)
+        reader
+            .await
+            .map_err(|err| SyncError::Refused(format!("the backup reader failed: {err}")))??;
+        Ok(written)
     }
 
     /// A complete read applied like a poll; an incomplete one is recorded and is an error.
