@@ -278,6 +278,16 @@ async fn a_read_interrupted_mid_page_changes_nothing_and_raises_no_missing_alert
         })
         .unwrap();
     assert_eq!(incomplete.len(), 1, "the failed read is audited");
+    let health = &agent.engine.health()[DEVICE];
+    assert_eq!(health.consecutive_failures, 1, "{health:?}");
+    assert!(
+        health
+            .last_error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("connection"),
+        "{health:?}"
+    );
 
     // The terminal reconnects (announcing 57 users): a warning only, then the next complete
     // read is what reports the three users missing.

@@ -21,6 +21,22 @@ pub struct Engine {
     /// Per device, the registration whose user count was already compared (so a count drop is
     /// warned about once per registration, not at every poll).
     pub(super) count_checked: Mutex<HashMap<String, i64>>,
+    /// Per device, how the last poll went (in memory: health, not history).
+    health: Mutex<HashMap<String, DeviceHealth>>,
+}
+
+/// How a device's polls are going, for `status`, health messages and metrics. An incomplete
+/// read changes only this (and the audit log), never the snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct DeviceHealth {
+    /// When the last poll was attempted (UTC ms).
+    pub last_attempt_ms: Option<i64>,
+    /// When the last complete read was applied (UTC ms).
+    pub last_complete_ms: Option<i64>,
+    /// Why the last attempt failed, if it did.
+    pub last_error: Option<String>,
+    /// Attempts that failed in a row.
+    pub consecutive_failures: u32,
 }
 
 impl Engine {
@@ -35,6 +51,7 @@ impl Engine {
             clock: Arc::new(SystemClock),
             agent_id: agent_id.to_string(),
             count_checked: Mutex::new(HashMap::new()),
+            health: Mutex::new(HashMap::new()),
         }
     }
 
@@ -84,6 +101,36 @@ impl Engine {
     /// Now, from the engine's clock (UTC ms).
     pub fn now_ms(&self) -> i64 {
         self.clock.now_ms()
+    }
+
+    /// How each device's polls are going.
+    pub fn health(&self) -> HashMap<String, DeviceHealth> {
+        self.health
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Records the end of a poll attempt: `Ok` for a complete read, else why not.
+    pub(super) fn record_attempt(&self, device_id: &str, outcome: Result<(), String>) {
+        let now = self.now_ms();
+        let mut health = self
+            .health
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let entry = health.entry(device_id.to_string()).or_default();
+        entry.last_attempt_ms = Some(now);
+        match outcome {
+            Ok(()) => {
+                entry.last_complete_ms = Some(now);
+                entry.last_error = None;
+                entry.consecutive_failures = 0;
+            }
+            Err(error) => {
+                entry.last_error = Some(error);
+                entry.consecutive_failures += 1;
+            }
+        }
     }
 
     /// `extra` plus the trees the outbox and audit ports write: what a transaction that also

@@ -38,6 +38,6 @@ pub mod snapshot;
 pub mod state;
 pub mod tools;
 
-pub use engine::Engine;
+pub use engine::{DeviceHealth, Engine};
 pub use error::SyncError;
 pub use service::{start, SyncHandle};

@@ -18,8 +18,20 @@ pub enum PollOutcome {
 }
 
 impl Engine {
-    /// Polls the device behind `session` once, under its lock (see the module docs).
+    /// Polls the device behind `session` once, under its lock (see the module docs), and
+    /// records how it went in the device's [`super::DeviceHealth`].
     pub async fn poll<S: DeviceSession>(&self, session: &S) -> Result<PollOutcome, SyncError> {
+        let outcome = self.poll_locked(session).await;
+        let health = match &outcome {
+            Ok(PollOutcome::Complete(_)) => Ok(()),
+            Ok(PollOutcome::Incomplete(error)) => Err(error.to_string()),
+            Err(error) => Err(error.to_string()),
+        };
+        self.record_attempt(session.device_id(), health);
+        outcome
+    }
+
+    async fn poll_locked<S: DeviceSession>(&self, session: &S) -> Result<PollOutcome, SyncError> {
         let device_id = session.device_id();
         let guard = match self.lock().acquire(device_id).await {
             Ok(guard) => guard,

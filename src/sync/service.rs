@@ -63,13 +63,20 @@ pub struct DeviceSchedule {
     pub backup_dir: PathBuf,
 }
 
-/// Handle to the running service, for the control plane (`sync-now`).
-#[derive(Clone, Default)]
+/// Handle to the running service, for the control plane: `sync-now`, and the engine behind
+/// `map`, `conflicts resolve`, `backups …`, `audit query` and `status`.
+#[derive(Clone)]
 pub struct SyncHandle {
+    engine: Arc<Engine>,
     triggers: Arc<HashMap<String, Arc<Notify>>>,
 }
 
 impl SyncHandle {
+    /// The engine the service runs.
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
     /// Asks for a poll of `device_id` now; `false` if no such device is being synced.
     pub fn sync_now(&self, device_id: &str) -> bool {
         match self.triggers.get(device_id) {
@@ -140,10 +147,12 @@ pub async fn start(
         backups: config.backup.retention.get(),
     };
     let backup_dir = config.backup_dir();
+    let retention_engine = Arc::clone(&engine);
     tasks.spawn("sync-retention", move |stop| {
-        run_retention(engine, policy, backup_dir, stop)
+        run_retention(retention_engine, policy, backup_dir, stop)
     });
     Ok(SyncHandle {
+        engine,
         triggers: Arc::new(triggers),
     })
 }
@@ -190,10 +199,16 @@ async fn sync_once<S: DeviceSession>(engine: &Engine, session: &S, schedule: &De
     let interval_ms = i64::try_from(schedule.backup_interval.as_millis()).unwrap_or(i64::MAX);
     match engine.backup_due(device, interval_ms) {
         Ok(true) => {
-            if let Err(err) = engine.backup(session, &schedule.backup_dir).await {
-                tracing::error!(device, %err, "scheduled backup failed; polling instead");
-            } else {
-                return;
+            let outcome = engine.backup(session, &schedule.backup_dir).await;
+            engine.record_attempt(
+                device,
+                outcome.as_ref().map(|_| ()).map_err(|e| e.to_string()),
+            );
+            match outcome {
+                Ok(_) => return,
+                Err(err) => {
+                    tracing::error!(device, %err, "scheduled backup failed; polling instead")
+                }
             }
         }
         Ok(false) => {}

@@ -206,9 +206,14 @@ pub fn list(dir: &Path, device_id: Option<&str>) -> Result<Vec<BackupInfo>, Back
     Ok(found)
 }
 
+/// Temporary files of backups that a crash interrupted, once older than this.
+const STALE_TEMP: std::time::Duration = std::time::Duration::from_secs(86_400);
+
 /// Removes backups created before `cutoff_ms`, but never a device's newest backup (a device
-/// offline for a month must not be left with none). Returns the files removed.
+/// offline for a month must not be left with none), and temporary files a crash left behind
+/// more than a day ago. Returns the backups removed.
 pub fn sweep(dir: &Path, cutoff_ms: i64) -> Result<Vec<BackupInfo>, BackupError> {
+    remove_stale_temps(dir)?;
     let mut by_device: BTreeMap<String, Vec<BackupInfo>> = BTreeMap::new();
     for info in list(dir, None)? {
         by_device
@@ -230,4 +235,31 @@ pub fn sweep(dir: &Path, cutoff_ms: i64) -> Result<Vec<BackupInfo>, BackupError>
         }
     }
     Ok(removed)
+}
+
+fn remove_stale_temps(dir: &Path) -> Result<(), BackupError> {
+    let io = |source| BackupError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(err) => return Err(io(err)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(io)?;
+        let name = entry.file_name().to_string_lossy().to_string();
+        let stale = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|modified| modified.elapsed().ok())
+            .is_some_and(|age| age > STALE_TEMP);
+        if name.starts_with('.') && name.ends_with(".tmp") && stale {
+            tracing::info!(file = %entry.path().display(), "removing an interrupted backup's temporary file");
+            std::fs::remove_file(entry.path()).map_err(io)?;
+        }
+    }
+    Ok(())
 }
