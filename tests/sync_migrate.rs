@@ -163,6 +163,33 @@ fn migrate_twice_gives_the_same_store_and_the_listings_show_it() {
     assert_eq!(entries.as_array().unwrap().len(), 1, "{user7}");
     assert_eq!(entries[0]["operation"], "discovered");
 
+    // The backup commands through the binary too (the emulator reconnects to each run).
+    let created = edge_agent(
+        &["backup", "create", "--device", DEVICE, "--wait", "30s"],
+        &config,
+    );
+    assert!(
+        created.contains("20 users") && created.contains("40 credentials"),
+        "{created}"
+    );
+    let listed = edge_agent(&["backup", "list"], &config);
+    assert_eq!(listed.lines().count(), 1, "{listed}");
+    let file = listed.split_whitespace().last().unwrap();
+    let dry = edge_agent(
+        &[
+            "backup",
+            "restore",
+            "--device",
+            DEVICE,
+            file,
+            "--dry-run",
+            "--wait",
+            "30s",
+        ],
+        &config,
+    );
+    assert!(dry.contains("nothing is missing on the device"), "{dry}");
+
     let commands = emulator.commands();
     assert!(
         commands.iter().all(|c| c["cmd"] != "setuserinfo"),
