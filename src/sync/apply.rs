@@ -17,7 +17,7 @@ use super::state::{self, SyncState};
 use super::{Engine, SyncError};
 use crate::device::{ReadError, UserRead};
 use crate::events::{Event, EventBody, EventKey, PersonAttributes};
-use crate::store::{keys, StoreError, TreeName, TxError};
+use crate::store::{keys, StoreError, TreeName, Tx, TxError};
 use std::collections::HashMap;
 
 /// A user that vanished between two complete reads.
@@ -411,7 +411,7 @@ impl Engine {
     }
 }
 
-fn write_appeared(tx: &crate::store::Tx<'_>, plan: &Plan) -> Result<(), TxError> {
+fn write_appeared(tx: &Tx<'_>, plan: &Plan) -> Result<(), TxError> {
     for (user, appearance) in plan.diff.appeared.iter().zip(&plan.appearances) {
         let key = user_key(plan, &user.user.user_id)?;
         tx.insert(TreeName::Snapshots, &key, user)?;
@@ -436,7 +436,7 @@ fn write_appeared(tx: &crate::store::Tx<'_>, plan: &Plan) -> Result<(), TxError>
     Ok(())
 }
 
-fn write_changed(tx: &crate::store::Tx<'_>, plan: &Plan) -> Result<(), TxError> {
+fn write_changed(tx: &Tx<'_>, plan: &Plan) -> Result<(), TxError> {
     for (_, after) in &plan.diff.changed {
         let key = user_key(plan, &after.user.user_id)?;
         tx.insert(TreeName::Snapshots, &key, after)?;
@@ -460,7 +460,7 @@ fn write_changed(tx: &crate::store::Tx<'_>, plan: &Plan) -> Result<(), TxError> 
 
 /// Writes a buffer record, recording a new conflict for it if the plan found one.
 fn write_buffer(
-    tx: &crate::store::Tx<'_>,
+    tx: &Tx<'_>,
     plan: &Plan,
     key: &[u8],
     mut record: BufferRecord,
@@ -478,7 +478,7 @@ fn write_buffer(
     tx.insert(TreeName::Buffer, key, &record)
 }
 
-fn write_missing(tx: &crate::store::Tx<'_>, plan: &Plan) -> Result<(), TxError> {
+fn write_missing(tx: &Tx<'_>, plan: &Plan) -> Result<(), TxError> {
     for gone in &plan.missing {
         let key = user_key(plan, &gone.user_id)?;
         tx.remove(TreeName::Snapshots, &key)?;
@@ -493,7 +493,7 @@ fn write_missing(tx: &crate::store::Tx<'_>, plan: &Plan) -> Result<(), TxError> 
 }
 
 /// The status of a user back on the device, from its mapping and open conflict.
-fn settled_status(tx: &crate::store::Tx<'_>, key: &[u8]) -> Result<MappingStatus, TxError> {
+fn settled_status(tx: &Tx<'_>, key: &[u8]) -> Result<MappingStatus, TxError> {
     let open_conflict = tx
         .get::<ConflictRecord>(TreeName::Conflicts, key)?
         .is_some();

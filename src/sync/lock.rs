@@ -117,17 +117,8 @@ impl FlockLock {
     }
 
     fn path(&self, device_id: &str) -> PathBuf {
-        let safe: String = device_id
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        self.dir.join(format!("{safe}.lock"))
+        self.dir
+            .join(format!("{}.lock", super::file_safe(device_id)))
     }
 }
 

@@ -41,3 +41,34 @@ pub mod tools;
 pub use engine::{DeviceHealth, Engine};
 pub use error::SyncError;
 pub use service::{start, SyncHandle};
+
+/// A device id as a file name part (lock files, backup files): letters, digits, `-`, `_` and
+/// `.` (not leading) stay, every other byte becomes `%XX`, so two device ids never share a
+/// file and no id can climb out of its directory.
+pub(crate) fn file_safe(id: &str) -> String {
+    let mut out = String::with_capacity(id.len());
+    for (index, byte) in id.bytes().enumerate() {
+        let keep = byte.is_ascii_alphanumeric()
+            || byte == b'-'
+            || byte == b'_'
+            || (byte == b'.' && index > 0);
+        if keep {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn file_safe_names_are_distinct_and_stay_in_their_directory() {
+        assert_eq!(super::file_safe("door-1_a.b"), "door-1_a.b");
+        assert_eq!(super::file_safe("door/1"), "door%2F1");
+        assert_ne!(super::file_safe("door/1"), super::file_safe("door_1"));
+        assert_eq!(super::file_safe("../x"), "%2E.%2Fx");
+        assert_eq!(super::file_safe("50%"), "50%25");
+    }
+}

@@ -2,8 +2,7 @@
 //! compared with. It changes only in the transaction that applies a complete read (invariant 2).
 
 use crate::events::DeviceUser;
-use crate::store::TreeName;
-use crate::store::{keys, Record, Store, StoreError};
+use crate::store::{keys, Record, Store, StoreError, TreeName};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 

@@ -7,8 +7,9 @@
 //! {"trailer":{"users":1,"credentials":2,"device_user_count":1,"sha256":"9f86d08…"}}
 //! ```
 //!
-//! - The name is `<device>_<YYYYMMDDTHHMMSSZ>.backup.jsonl` (UTC), so `ls` sorts a device's
-//!   backups by time and a technician can tell them apart without opening them.
+//! - The name is `<device>_<YYYYMMDDTHHMMSSZ>.backup.jsonl` (UTC; the device id made
+//!   file-safe), so `ls` sorts a device's backups by time and a technician can tell them apart
+//!   without opening them.
 //! - Values keep their JSON type (cards are numbers, photos strings) so a restore writes back
 //!   exactly what was read.
 //! - `sha256` covers every byte before the trailer line: `head -n -1 FILE | sha256sum` checks
@@ -183,16 +184,7 @@ fn io_error(path: &Path) -> impl Fn(std::io::Error) -> BackupError + '_ {
 
 /// The file name of `device_id`'s backup made at `created_at_ms`.
 pub fn file_name(device_id: &str, created_at_ms: i64) -> String {
-    let safe: String = device_id
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let safe = crate::sync::file_safe(device_id);
     let time = chrono::DateTime::from_timestamp_millis(created_at_ms)
         .unwrap_or_default()
         .format("%Y%m%dT%H%M%SZ");
@@ -518,7 +510,7 @@ mod tests {
         let info = write_sample(dir.path());
         assert_eq!(
             info.path.file_name().unwrap().to_str().unwrap(),
-            "door_1_20261118T110640Z.backup.jsonl",
+            "door%2F1_20261118T110640Z.backup.jsonl",
             "device id made file-safe, UTC time in the name"
         );
         assert_eq!((info.trailer.users, info.trailer.credentials), (2, 3));
