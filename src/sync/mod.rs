@@ -7,7 +7,7 @@
 //! used by restore and conflict resolution.
 //!
 //! Modules, one job each:
-//! - [`engine`]: the shared context; [`ports`]: the outbox/audit seams (replaced at merge);
+//! - [`Engine`]: the shared context; [`ports`]: the outbox/audit seams (replaced at merge);
 //!   [`lock`]: the device lock interface and its flock implementation; [`clock`]: injectable
 //!   wall time.
 //! - [`diff`] (pure) and [`apply`] (the one transaction); [`poll`]: lock → read → apply;

@@ -1,5 +1,5 @@
 //! Backups (B6): a full read of every credential, streamed into one file per backup (format
-//! in [`file`]), with retention and listing. A backup read is also a complete read, so it is
+//! in [`mod@file`]), with retention and listing. A backup read is also a complete read, so it is
 //! applied like a poll. Restore lives in [`crate::sync::restore`].
 
 pub mod file;
