@@ -146,4 +146,63 @@ mod tests {
         assert_eq!(diff.appeared.len(), 2);
         assert!(diff.missing.is_empty());
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+        use std::collections::BTreeSet;
+
+        /// Up to 40 users with ids from a small range (so the two sides overlap), each with a
+        /// name from a tiny alphabet (so some users change and some do not).
+        fn users() -> impl Strategy<Value = BTreeMap<String, ReadUser>> {
+            prop::collection::btree_map(0u16..60, (0u8..3, any::<bool>()), 0..40).prop_map(
+                |users| {
+                    users
+                        .into_iter()
+                        .map(|(id, (name, photo))| {
+                            let slots: &[u16] = if photo { &[11, 50] } else { &[11] };
+                            let user = read_user(&id.to_string(), &format!("n{name}"), slots);
+                            (id.to_string(), user)
+                        })
+                        .collect()
+                },
+            )
+        }
+
+        proptest! {
+            #[test]
+            fn the_diff_partitions_both_sides_and_replays_to_the_new_read(
+                before in users(),
+                now in users(),
+            ) {
+                let previous: BTreeMap<_, _> = before
+                    .iter()
+                    .map(|(id, u)| (id.clone(), snapshot_of(u)))
+                    .collect();
+                let diff = diff(&previous, &now);
+                let ids = |users: &[SnapshotUser]| -> BTreeSet<String> {
+                    users.iter().map(|u| u.user.user_id.clone()).collect()
+                };
+                let old: BTreeSet<_> = before.keys().cloned().collect();
+                let new: BTreeSet<_> = now.keys().cloned().collect();
+                prop_assert_eq!(ids(&diff.appeared), &new - &old);
+                prop_assert_eq!(ids(&diff.missing), &old - &new);
+                prop_assert_eq!(
+                    diff.changed.len() + diff.unchanged,
+                    old.intersection(&new).count()
+                );
+                // Applying the diff to the previous snapshot gives exactly the new read.
+                let mut replayed = previous.clone();
+                for gone in &diff.missing {
+                    replayed.remove(&gone.user.user_id);
+                }
+                for user in diff.appeared.iter().chain(diff.changed.iter().map(|(_, a)| a)) {
+                    replayed.insert(user.user.user_id.clone(), user.clone());
+                }
+                let expected: BTreeMap<_, _> =
+                    now.iter().map(|(id, u)| (id.clone(), snapshot_of(u))).collect();
+                prop_assert_eq!(replayed, expected);
+            }
+        }
+    }
 }
