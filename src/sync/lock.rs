@@ -90,6 +90,15 @@ impl FlockLock {
         }
     }
 
+    /// The lock `[lock]` configures (flock mode): its directory and attempts, a second apart.
+    pub fn from_config(config: &crate::config::LockConfig) -> Self {
+        Self::new(
+            config.dir.clone(),
+            config.acquire_retries,
+            Duration::from_secs(1),
+        )
+    }
+
     fn try_once(&self, device_id: &str) -> Result<Option<File>, LockError> {
         let path = self.path(device_id);
         let io = |source| LockError::Io {

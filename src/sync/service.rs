@@ -7,7 +7,7 @@ use super::poll::PollOutcome;
 use super::retention::RetentionPolicy;
 use super::Engine;
 use crate::agent::{StopSignal, Tasks};
-use crate::config::{Config, Driver};
+use crate::config::{Config, Driver, LockMode};
 use crate::device::aiface::{AifaceHub, AifaceServer, AifaceSession, Notice};
 use crate::device::punches::PunchLog;
 use crate::device::DeviceSession;
@@ -96,11 +96,10 @@ pub async fn start(
     config: &Config,
     store: &Store,
 ) -> anyhow::Result<SyncHandle> {
-    let lock = FlockLock::new(
-        config.lock.dir.clone(),
-        config.lock.acquire_retries,
-        Duration::from_secs(1),
-    );
+    if config.lock.mode != LockMode::Flock {
+        tracing::warn!("[lock] mode = arbiter is not available in this build yet; using flock locks (one box only)");
+    }
+    let lock = FlockLock::from_config(&config.lock);
     let engine = Arc::new(Engine::new(store.clone(), &config.agent.id, Arc::new(lock)));
     let aiface: Vec<_> = config
         .device

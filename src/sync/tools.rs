@@ -43,11 +43,7 @@ pub fn open_store(config: &Config) -> anyhow::Result<Store> {
 
 /// The engine the commands use: the configured flock lock, the system clock.
 pub fn engine(config: &Config, store: &Store) -> Engine {
-    let lock = FlockLock::new(
-        config.lock.dir.clone(),
-        config.lock.acquire_retries,
-        Duration::from_secs(1),
-    );
+    let lock = FlockLock::from_config(&config.lock);
     Engine::new(store.clone(), &config.agent.id, Arc::new(lock))
 }
 
