@@ -106,6 +106,12 @@ fn churn_figures(runtime: &tokio::runtime::Runtime) {
     // A fresh store handle, as an agent that has run for a while has: 10,000 users stored.
     trim_heap();
     let engine = open_engine(dir.path());
+    trim_heap();
+    println!(
+        "store holding 10,000 users (snapshot, buffer, events, audit) reopened: RSS {} KiB \
+         (sled's own footprint after recovery)",
+        memory_kib().1
+    );
     // 1% churn: 34 gone, 33 new, 33 renamed.
     let churned = read_of(
         (35..=10_000)
