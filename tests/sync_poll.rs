@@ -155,9 +155,15 @@ async fn users_deleted_on_the_device_are_reported_missing_by_name_and_last_seen_
         ],
     );
     let session = agent.new_session(&session).await;
+    let mut changes = agent.engine.subscribe();
     let PollOutcome::Complete(applied) = agent.engine.poll(&session).await.unwrap() else {
         panic!("second read incomplete")
     };
+    let announced = changes.try_recv().expect("the durable change is announced");
+    assert_eq!(
+        announced.applied, applied,
+        "publishers see exactly what was stored"
+    );
     let missing: Vec<_> = applied
         .missing
         .iter()
@@ -253,8 +259,13 @@ async fn a_read_interrupted_mid_page_changes_nothing_and_raises_no_missing_alert
     faulty.extend(["--fault", "drop:getuserlist:3"]);
     let second = Emulator::spawn(agent.port, &agent.log("interrupted"), &faulty);
     let session = agent.new_session(&session).await;
+    let mut changes = agent.engine.subscribe();
     let outcome = agent.engine.poll(&session).await.unwrap();
     assert!(matches!(outcome, PollOutcome::Incomplete(_)), "{outcome:?}");
+    assert!(
+        changes.try_recv().is_err(),
+        "nothing announced to publishers"
+    );
 
     assert_eq!(
         snapshot::load(&agent.store, DEVICE).unwrap(),

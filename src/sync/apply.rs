@@ -144,6 +144,9 @@ impl Engine {
 
         let applied = summarise(&plan, generation, read.users.len());
         report(device_id, &applied);
+        if !plan.diff.is_empty() || !applied.conflicts.is_empty() {
+            self.announce(device_id, &applied);
+        }
         Ok(applied)
     }
 

@@ -2,6 +2,7 @@
 //! lock, clock, agent id), shared by the poll loops, backups, restore, migrate and the admin
 //! operations so each of those is a small module of its own.
 
+use super::apply::Applied;
 use super::clock::{Clock, SystemClock};
 use super::lock::DeviceLock;
 use super::ports::{AuditTrail, EventOutbox, StoreAudit, StoreOutbox};
@@ -9,6 +10,7 @@ use crate::events::{Event, EventBody};
 use crate::store::{Store, TreeName};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use tokio::sync::broadcast;
 
 /// The sync engine's shared context. Cheap to share behind an `Arc`.
 pub struct Engine {
@@ -23,6 +25,18 @@ pub struct Engine {
     pub(super) count_checked: Mutex<HashMap<String, i64>>,
     /// Per device, how the last poll went (in memory: health, not history).
     health: Mutex<HashMap<String, DeviceHealth>>,
+    /// Durable changes, for publishers (MQTT alerts) that must not run ahead of the store.
+    changes: broadcast::Sender<DeviceChange>,
+}
+
+/// A complete read that changed something, announced only after it is durable: the MQTT plane
+/// publishes missing-user alerts from these (the upstream gets the same facts from the outbox).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceChange {
+    /// The device.
+    pub device_id: String,
+    /// What the read changed.
+    pub applied: Applied,
 }
 
 /// How a device's polls are going, for `status`, health messages and metrics. An incomplete
@@ -52,6 +66,7 @@ impl Engine {
             agent_id: agent_id.to_string(),
             count_checked: Mutex::new(HashMap::new()),
             health: Mutex::new(HashMap::new()),
+            changes: broadcast::channel(64).0,
         }
     }
 
@@ -101,6 +116,20 @@ impl Engine {
     /// Now, from the engine's clock (UTC ms).
     pub fn now_ms(&self) -> i64 {
         self.clock.now_ms()
+    }
+
+    /// Subscribes to durable changes (see [`DeviceChange`]). A subscriber that falls behind
+    /// loses the oldest announcements, never the data: the store and outbox hold everything.
+    pub fn subscribe(&self) -> broadcast::Receiver<DeviceChange> {
+        self.changes.subscribe()
+    }
+
+    /// Announces a durable change to subscribers (none listening is fine).
+    pub(super) fn announce(&self, device_id: &str, applied: &Applied) {
+        let _ = self.changes.send(DeviceChange {
+            device_id: device_id.to_string(),
+            applied: applied.clone(),
+        });
     }
 
     /// How each device's polls are going.

@@ -38,7 +38,7 @@ pub mod snapshot;
 pub mod state;
 pub mod tools;
 
-pub use engine::{DeviceHealth, Engine};
+pub use engine::{DeviceChange, DeviceHealth, Engine};
 pub use error::SyncError;
 pub use service::{start, SyncHandle};
 
