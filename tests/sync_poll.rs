@@ -69,7 +69,7 @@ async fn a_keypad_enrolment_is_buffered_as_unmapped_by_the_poll_it_triggers() {
         .unwrap()
         .store;
     let mut tasks = Tasks::new();
-    let _sync = edge_agent::sync::start(&mut tasks, &config, &store)
+    let sync = edge_agent::sync::start(&mut tasks, &config, &store)
         .await
         .unwrap();
     let emulator = Emulator::spawn(
@@ -111,6 +111,15 @@ async fn a_keypad_enrolment_is_buffered_as_unmapped_by_the_poll_it_triggers() {
         .unwrap();
     assert_eq!(audit.len(), 1, "{audit:?}");
     assert_eq!(audit[0].operation, AuditOperation::Discovered);
+
+    // `sync-now` wakes the loop for one more complete read.
+    assert!(!sync.sync_now("no-such-device"));
+    let generation = state::load(&store, DEVICE).unwrap().generation;
+    assert!(sync.sync_now(DEVICE));
+    while state::load(&store, DEVICE).unwrap().generation == generation {
+        assert!(Instant::now() < deadline, "sync-now did not lead to a read");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     tasks.stop(Duration::from_secs(5)).await;
     let summary = emulator.stop();
     assert_eq!(summary["stats"]["enrolled"], 1);
