@@ -4,6 +4,16 @@
 //!
 //! An incomplete read goes through [`Engine::record_incomplete`] instead, which writes one
 //! audit entry and nothing else (invariant 2).
+//!
+//! Cost (`cargo bench --bench sync`, release build on the development box): a 10,000-user
+//! device with 1% churn applies in about 0.25 s and adds ~3 MB to the resident set; a poll
+//! with no change, ~20 ms. The *first* read of 10,000 users (40,000 records in one
+//! transaction) peaks near 200 MB, because sled keeps a transaction's whole write set and its
+//! bookkeeping in memory and that cost grows faster than the write count (measured: four
+//! 10,000-record transactions +63 MB, one 40,000-record transaction +180 MB). Should that
+//! matter on a small box, the way out is per-user atomic chunks that reuse the same
+//! generation (their event keys repeat on replay, so a crash between chunks stays
+//! idempotent); it is not done here because a diff is one transaction by design.
 
 use super::buffer::{credential_summary, BufferRecord, MappingStatus};
 use super::clock::format_ms;
