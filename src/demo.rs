@@ -8,17 +8,26 @@
 use crate::agent::Tasks;
 use crate::config::{self, Config};
 use crate::device::aiface::AifaceServer;
+use crate::device::aiface::AifaceSession;
 use crate::device::punches::PunchLog;
-use crate::device::{
-    Credential, DeviceSession, FetchMode, HeldCredential, ReadProgress, ReadSink, SummarySink,
-};
-use crate::probe::progress_line;
 use crate::store::{Store, StoreOptions};
+use crate::sync::apply::Applied;
+use crate::sync::buffer;
+use crate::sync::lock::FlockLock;
+use crate::sync::poll::PollOutcome;
+use crate::sync::ports::UpstreamOutbox;
+use crate::sync::Engine;
 use crate::upstream::outbox::Outbox;
 use device_protocols::sim::aiface::{emulate, CommandLog, Scenario};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
+
+/// The user an emulated keypad operator deletes during the demo.
+const DELETED_USER: u64 = 7;
+/// When the deletion happens, after the emulator starts (after the first two polls).
+const DELETE_AFTER: Duration = Duration::from_millis(2500);
 
 /// The embedded configuration (`config/demo.toml`).
 const DEMO_CONFIG: &str = include_str!("../config/demo.toml");
@@ -63,6 +72,7 @@ async fn run_in(options: &DemoOptions, data_dir: &Path) -> anyhow::Result<()> {
     let mut config: Config = config::parse(DEMO_CONFIG)
         .map_err(|errors| anyhow::anyhow!("the embedded demo config is invalid: {errors:?}"))?;
     config.agent.data_dir = data_dir.to_path_buf();
+    config.lock.dir = data_dir.join("locks");
     let device = config.device[0].clone();
     let sn = device.allowed_sn[0].clone();
 
@@ -90,11 +100,14 @@ async fn run_in(options: &DemoOptions, data_dir: &Path) -> anyhow::Result<()> {
         fingerprints: 1,
         punches: 1,
         punch_rate: 1.0,
+        delete_users: vec![DELETED_USER],
+        delete_after_ms: Some(DELETE_AFTER.as_millis() as u64),
         ..Scenario::default()
     };
     let (stop_emulator, stop) = watch::channel(false);
     let log = CommandLog::open(Some(&command_log))?;
     let url = format!("ws://{address}/pub/chat");
+    let emulator_started = tokio::time::Instant::now();
     let emulator = tokio::spawn(async move { emulate(&url, scenario, log, stop).await });
     step(
         "Emulated AI06 dialling in",
@@ -119,51 +132,76 @@ async fn run_in(options: &DemoOptions, data_dir: &Path) -> anyhow::Result<()> {
         ),
     );
 
-    println!("\nReading every user completely (list, counts checked, every credential):");
+    let lock = FlockLock::from_config(&config.lock);
+    let engine = Engine::new(store.clone(), &config.agent.id, Arc::new(lock))
+        .with_outbox(Arc::new(UpstreamOutbox::new(outbox.clone())));
+
+    println!("\nPoll 1 — reading every user completely (list, counts checked, every credential):");
     let started = Instant::now();
-    let mut sink = DemoSink::default();
-    let read = session.read_users(FetchMode::Missing, &mut sink).await?;
+    let first = poll(&engine, &session).await?;
     step(
-        "Complete read",
+        "Complete read applied in one durable transaction",
         &format!(
-            "{} users, {} credentials ({:.1} MB) in {:.2} s; the list matches the terminal's own count ({})",
-            read.users.len(),
-            read.credentials_fetched,
-            read.bytes_received as f64 / 1e6,
+            "{} users in {:.2} s; the list matches the terminal's own count; {} discovered and \
+             buffered as unmapped",
+            first.users,
             started.elapsed().as_secs_f64(),
-            read.device_user_count
+            first.discovered.len()
         ),
     );
 
-    let again = session.read_users(FetchMode::Missing, &mut sink).await?;
+    let (trips_before, _) = session.traffic();
+    let second = poll(&engine, &session).await?;
+    let (trips_after, _) = session.traffic();
     step(
-        "Second poll, nothing changed",
+        "Poll 2, nothing changed on the terminal",
         &format!(
-            "{} round trips, {} credentials fetched (everything already held)",
-            again.round_trips, again.credentials_fetched
+            "{} round trips, no credential fetched again, {} changes",
+            trips_after - trips_before,
+            second.discovered.len() + second.changed.len() + second.missing.len()
         ),
     );
 
-    println!("\nUnmapped users (no upstream is configured, so every user is unmapped):");
-    let mut listed: Vec<_> = read.users.values().collect();
-    listed.sort_by_key(|u| (u.user.user_id.len(), u.user.user_id.clone()));
-    for read_user in listed.into_iter().take(5) {
-        let user = &read_user.user;
+    println!("\nBuffered users (no upstream mapping yet, so all unmapped):");
+    let buffered = buffer::list(&store, Some(&device.id), None)?;
+    let mut listed: Vec<_> = buffered.iter().collect();
+    listed.sort_by_key(|u| (u.user_id.len(), u.user_id.clone()));
+    for user in listed.iter().take(5) {
         println!(
-            "  user {:>4}  {:<12} card {:<12} fingerprints {} faces {}",
-            user.user_id,
-            user.name,
-            user.card.as_deref().unwrap_or("-"),
-            user.fingerprints,
-            user.faces
+            "  user {:>4}  {:<10} {:<9} {}",
+            user.user_id, user.name, user.status, user.credentials
         );
     }
-    if read.users.len() > 5 {
-        println!("  … and {} more", read.users.len() - 5);
+    if listed.len() > 5 {
+        println!("  … and {} more", listed.len() - 5);
     }
+
     println!(
-        "Would be forwarded upstream: {} `user_discovered` events (idempotency key per user and read).",
-        read.users.len()
+        "\nSomeone deletes user {DELETED_USER} on the terminal's keypad (the failure this agent exists for)…"
+    );
+    let deleted_at = emulator_started + DELETE_AFTER;
+    tokio::time::sleep_until(deleted_at + Duration::from_millis(300)).await;
+    let third = poll(&engine, &session).await?;
+    for user in &third.missing {
+        step(
+            "Poll 3 noticed the disappearance",
+            &format!(
+                "user {} ({}) is MISSING; last seen {}; kept in the buffer as `missing`, \
+                 a `user_missing` event queued for upstream, the terminal was not touched",
+                user.user_id,
+                user.name,
+                chrono::DateTime::from_timestamp_millis(user.last_seen_at_ms)
+                    .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+                    .unwrap_or_default()
+            ),
+        );
+    }
+    anyhow::ensure!(
+        third
+            .missing
+            .iter()
+            .any(|u| u.user_id == DELETED_USER.to_string()),
+        "poll 3 did not report user {DELETED_USER} missing"
     );
 
     let punch = wait_for_punch(&punches, &device.id).await?;
@@ -180,10 +218,13 @@ async fn run_in(options: &DemoOptions, data_dir: &Path) -> anyhow::Result<()> {
     );
     let queued = outbox.stats()?;
     step(
-        "Outbox",
+        "Would be forwarded upstream",
         &format!(
-            "{} event(s), {} bytes, waiting for an upstream (none is configured in the demo)",
-            queued.depth, queued.bytes
+            "{} events in the durable outbox ({} bytes): {} user_discovered, 1 user_missing, \
+             1 punch; each with a stable idempotency key (no upstream is configured in the demo)",
+            queued.depth,
+            queued.bytes,
+            first.discovered.len()
         ),
     );
 
@@ -204,11 +245,25 @@ async fn run_in(options: &DemoOptions, data_dir: &Path) -> anyhow::Result<()> {
         ),
     );
     println!(
-        "\nDemo finished: every user read completely and checked against the terminal's count, \
-         a steady-state poll fetched nothing it already held, and the punch was stored before \
-         it was acknowledged."
+        "\nDemo finished: every user read completely and buffered, a steady-state poll fetched \
+         nothing it already held, a deleted user was reported missing (never deleted by us), \
+         and the punch was stored before it was acknowledged."
     );
     Ok(())
+}
+
+/// One poll; an incomplete read (the terminal changed mid-read) is explained and retried.
+async fn poll(engine: &Engine, session: &AifaceSession) -> anyhow::Result<Applied> {
+    for _ in 0..3 {
+        match engine.poll(session).await? {
+            PollOutcome::Complete(applied) => return Ok(applied),
+            PollOutcome::Incomplete(error) => step(
+                "Read incomplete, nothing concluded, reading again",
+                &error.to_string(),
+            ),
+        }
+    }
+    anyhow::bail!("three reads in a row were incomplete")
 }
 
 async fn wait_for_punch(
@@ -227,31 +282,4 @@ async fn wait_for_punch(
 
 fn step(what: &str, detail: &str) {
     println!("✔ {what}: {detail}");
-}
-
-/// Remembers what the second poll needs and prints progress.
-#[derive(Default)]
-struct DemoSink {
-    summaries: SummarySink,
-    last_progress: Option<Instant>,
-}
-
-impl ReadSink for DemoSink {
-    fn held(&self, user_id: &str, slot: u16) -> Option<HeldCredential> {
-        self.summaries.held(user_id, slot)
-    }
-
-    fn credential(&mut self, credential: Credential) -> Result<(), String> {
-        self.summaries.credential(credential)
-    }
-
-    fn progress(&mut self, progress: ReadProgress) {
-        let due = self
-            .last_progress
-            .is_none_or(|last| last.elapsed() > Duration::from_millis(250));
-        if due || matches!(progress, ReadProgress::ListComplete { .. }) {
-            println!("  … {}", progress_line(&progress));
-            self.last_progress = Some(Instant::now());
-        }
-    }
 }

@@ -15,6 +15,7 @@ pub mod mqtt;
 pub mod ops;
 pub mod probe;
 pub mod store;
+pub mod sync;
 pub mod upstream;
 
 /// One line naming the build, for `edge-agent version`, logs and health messages.

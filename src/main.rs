@@ -2,6 +2,7 @@
 //! operator runs on the box.
 
 use clap::{Parser, Subcommand};
+use edge_agent::sync::tools;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -84,6 +85,34 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The user buffer: every device user the agent has read, with its mapping status and
+    /// last-seen time. Works on the store directly: stop the agent first.
+    Buffer {
+        #[command(subcommand)]
+        command: BufferCommand,
+    },
+    /// The audit log: what the agent did, to which user, by whom and why. Works on the store
+    /// directly: stop the agent first.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Full credential backups of a device: list, create now, restore (only re-adds what the
+    /// device lacks). create and restore talk to the device: stop the agent first.
+    Backup {
+        #[command(subcommand)]
+        command: BackupCommand,
+    },
+    /// Initial population: read every configured device completely and buffer every user not
+    /// mapped yet. Safe to run any number of times. Stop the agent first.
+    Migrate {
+        /// The config file.
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// How long to wait for each device to connect, e.g. 2m.
+        #[arg(long, default_value = "2m")]
+        wait: edge_agent::config::HumanDuration,
+    },
     /// Print the version and build details.
     Version,
     /// Create an administrator key pair for signing commands: writes the private key file
@@ -99,6 +128,107 @@ enum Command {
     /// Send a command to an agent over MQTT, wait for the reply and print it. Exit code 0:
     /// done; 1: refused or failed; 2: no reply.
     Ctl(Box<edge_agent::ctl::CtlArgs>),
+}
+
+#[derive(Subcommand)]
+enum BufferCommand {
+    /// List buffered users (all devices, or one), with counts per status.
+    List {
+        /// The config file.
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Only this device.
+        #[arg(long)]
+        device: Option<String>,
+        /// Only this status: unmapped, pending, mapped, conflict or missing.
+        #[arg(long)]
+        status: Option<edge_agent::sync::buffer::MappingStatus>,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Entries newest first, filtered by user, device, operation and time, in pages.
+    Query {
+        /// The config file.
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Only this device user id.
+        #[arg(long)]
+        user: Option<String>,
+        /// Only this device.
+        #[arg(long)]
+        device: Option<String>,
+        /// Only this operation (discovered, missing, reappeared, restore, backup, ...).
+        #[arg(long)]
+        operation: Option<edge_agent::sync::ports::AuditOperation>,
+        /// Not before: 2026-11-22T08:00:00Z, 2026-11-22, or a duration ago (7d).
+        #[arg(long)]
+        since: Option<String>,
+        /// Before: same forms as --since.
+        #[arg(long)]
+        until: Option<String>,
+        /// Entries to skip (paging).
+        #[arg(long, default_value_t = 0)]
+        offset: usize,
+        /// Entries per page.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum BackupCommand {
+    /// List backup files with their counts.
+    List {
+        /// The config file.
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Only this device.
+        #[arg(long)]
+        device: Option<String>,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Back a device up now (a full read of every credential).
+    Create {
+        /// The config file.
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// The device to back up.
+        #[arg(long)]
+        device: String,
+        /// How long to wait for the device to connect.
+        #[arg(long, default_value = "2m")]
+        wait: edge_agent::config::HumanDuration,
+    },
+    /// Re-add what a backup holds and the device lacks, then verify with a fresh read.
+    Restore {
+        /// The config file.
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// The device to restore.
+        #[arg(long)]
+        device: String,
+        /// The backup: a path, or a file name from `backup list`.
+        file: PathBuf,
+        /// Only print exactly which users/credentials would be re-added.
+        #[arg(long)]
+        dry_run: bool,
+        /// How long to wait for the device to connect.
+        #[arg(long, default_value = "2m")]
+        wait: edge_agent::config::HumanDuration,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -125,6 +255,63 @@ fn main() -> ExitCode {
         Command::Status { config, json } => status(&config, json),
         Command::Keygen { name, out } => edge_agent::ctl::keygen(&name, &out),
         Command::Ctl(args) => edge_agent::ctl::run(&args),
+        Command::Buffer {
+            command:
+                BufferCommand::List {
+                    config,
+                    device,
+                    status,
+                    json,
+                },
+        } => offline(&config, |config| async move {
+            let store = tools::open_store(&config)?;
+            tools::buffer_list(&store, device.as_deref(), status, json).map(done)
+        }),
+        Command::Audit {
+            command:
+                AuditCommand::Query {
+                    config,
+                    user,
+                    device,
+                    operation,
+                    since,
+                    until,
+                    offset,
+                    limit,
+                    json,
+                },
+        } => offline(&config, |config| async move {
+            let now = chrono::Utc::now().timestamp_millis();
+            let time = |text: Option<String>| {
+                text.map(|t| tools::parse_time(&t, now))
+                    .transpose()
+                    .map_err(anyhow::Error::msg)
+            };
+            let query = edge_agent::sync::ports::AuditQuery {
+                user_id: user,
+                device_id: device,
+                operation,
+                from_ms: time(since)?,
+                to_ms: time(until)?,
+                offset,
+                limit,
+            };
+            let store = tools::open_store(&config)?;
+            tools::audit_query(&store, &query, json).map(done)
+        }),
+        Command::Backup { command } => backup(command),
+        Command::Migrate { config, wait } => offline(&config, |config| async move {
+            let store = tools::open_store(&config)?;
+            let (text, all_read) = tools::migrate(&config, &store, wait.get()).await?;
+            Ok((
+                text,
+                if all_read {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(3)
+                },
+            ))
+        }),
         Command::Version => {
             println!("{}", edge_agent::version_line());
             ExitCode::SUCCESS
@@ -167,6 +354,93 @@ fn demo(options: edge_agent::demo::DemoOptions) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("edge-agent demo FAILED: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn backup(command: BackupCommand) -> ExitCode {
+    match command {
+        BackupCommand::List {
+            config,
+            device,
+            json,
+        } => offline(&config, |config| async move {
+            tools::backup_list(&config, device.as_deref(), json).map(done)
+        }),
+        BackupCommand::Create {
+            config,
+            device,
+            wait,
+        } => offline(&config, |config| async move {
+            let store = tools::open_store(&config)?;
+            tools::backup_create(&config, &store, &device, wait.get())
+                .await
+                .map(done)
+        }),
+        BackupCommand::Restore {
+            config,
+            device,
+            file,
+            dry_run,
+            wait,
+            json,
+        } => offline(&config, |config| async move {
+            let store = tools::open_store(&config)?;
+            let report =
+                tools::backup_restore(&config, &store, &device, &file, dry_run, wait.get()).await?;
+            let text = if json {
+                serde_json::to_string_pretty(&report)? + "\n"
+            } else {
+                report.to_text()
+            };
+            let verified = dry_run || report.verified;
+            Ok((
+                text,
+                if verified {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(3)
+                },
+            ))
+        }),
+    }
+}
+
+/// Output of a command that succeeded.
+fn done(text: String) -> (String, ExitCode) {
+    (text, ExitCode::SUCCESS)
+}
+
+/// Runs a technician's command against the store and devices directly (the agent must be
+/// stopped; see `edge_agent::sync::tools`): loads the config, runs `command` on a runtime,
+/// prints its output or its error.
+fn offline<F, Fut>(config: &std::path::Path, command: F) -> ExitCode
+where
+    F: FnOnce(edge_agent::config::Config) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<(String, ExitCode)>>,
+{
+    let config = match edge_agent::config::load(config) {
+        Ok(loaded) => loaded.config,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("edge-agent: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(command(config)) {
+        Ok((text, code)) => {
+            print!("{text}");
+            code
+        }
+        Err(err) => {
+            eprintln!("edge-agent: {err:#}");
             ExitCode::FAILURE
         }
     }

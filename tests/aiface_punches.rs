@@ -136,6 +136,7 @@ fn a_punch_is_acknowledged_only_after_it_is_durable_and_is_stored_once() {
     let queued: Vec<_> = store
         .scan_prefix::<edge_agent::events::Event>(edge_agent::store::TreeName::Outbox, [])
         .map(|entry| entry.unwrap().1)
+        .filter(|event| matches!(event.body, edge_agent::events::EventBody::Punch(_)))
         .collect();
     assert_eq!(
         queued.len(),

@@ -4,7 +4,7 @@
 use std::process::Command;
 
 #[test]
-fn the_demo_reads_every_user_and_acknowledges_a_stored_punch() {
+fn the_demo_buffers_every_user_reports_a_deleted_one_and_acknowledges_a_stored_punch() {
     let output = Command::new(env!("CARGO_BIN_EXE_edge-agent"))
         .args(["demo", "--users", "45", "--photo-kb", "4"])
         .output()
@@ -16,10 +16,12 @@ fn the_demo_reads_every_user_and_acknowledges_a_stored_punch() {
         String::from_utf8_lossy(&output.stderr)
     );
     for expected in [
-        "Complete read: 45 users, 135 credentials",
-        "matches the terminal's own count (45)",
-        "0 credentials fetched (everything already held)",
+        "45 users in",
+        "the list matches the terminal's own count; 45 discovered and buffered as unmapped",
+        "no credential fetched again, 0 changes",
+        "user 7 (user7) is MISSING",
         "Punch stored durably, then acknowledged",
+        "45 user_discovered, 1 user_missing, 1 punch",
         "none destructive",
         "Demo finished",
     ] {

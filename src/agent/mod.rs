@@ -106,11 +106,11 @@ async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
     let started_at_ms = chrono::Utc::now().timestamp_millis();
     let upstream =
         upstream::start(&mut tasks, &config, &store).context("cannot open the upstream outbox")?;
-    let devices = start_devices(&mut tasks, &config, &store, &upstream).await?;
+    let sync = crate::sync::start(&mut tasks, &config, &store, &upstream).await?;
     let status = StatusSources {
         config: Arc::clone(&config),
         store: store.clone(),
-        aiface: Arc::clone(&devices.aiface),
+        aiface: Arc::clone(sync.aiface()),
         upstream: upstream.clone(),
         started_at_ms,
     };
@@ -151,35 +151,6 @@ async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
         &logging,
     )
     .await
-}
-
-/// What the device side of the agent offers the rest of it.
-pub struct Devices {
-    /// Live AI06 sessions.
-    pub aiface: Arc<crate::device::aiface::AifaceHub>,
-}
-
-/// Starts the AI06 listener (punches stored durably before they are acknowledged).
-async fn start_devices(
-    tasks: &mut Tasks,
-    config: &Config,
-    store: &Store,
-    upstream: &upstream::Upstream,
-) -> anyhow::Result<Devices> {
-    let punches =
-        crate::device::punches::PunchLog::new(upstream.outbox().clone(), &config.agent.id);
-    let server = crate::device::aiface::AifaceServer::bind(
-        &config.device,
-        Some(store.clone()),
-        Some(punches),
-    )
-    .await?;
-    for address in server.local_addrs() {
-        tracing::info!(%address, "listening for AI06 terminals");
-    }
-    let aiface = server.hub();
-    tasks.spawn("aiface-listener", move |stop| server.run(stop));
-    Ok(Devices { aiface })
 }
 
 async fn open_store(config: &Config) -> anyhow::Result<Store> {

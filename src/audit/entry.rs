@@ -58,11 +58,21 @@ pub enum Operation {
     AdminCommand,
     /// A device user no longer present on the device.
     Missing,
+    /// A known device user's attributes or credentials changed on the device.
+    Changed,
+    /// A device user reported missing is back on the device.
+    Reappeared,
+    /// A read was incomplete: nothing was concluded about users.
+    ReadIncomplete,
+    /// The device reported fewer users without a complete read (a warning, never an alert).
+    CountDropped,
+    /// Records removed by retention.
+    Retention,
 }
 
 impl Operation {
     /// Every operation, in declaration order (for help texts and error messages).
-    pub const ALL: [Operation; 10] = [
+    pub const ALL: [Operation; 15] = [
         Operation::Discovery,
         Operation::Buffering,
         Operation::Mapping,
@@ -73,6 +83,11 @@ impl Operation {
         Operation::Lock,
         Operation::AdminCommand,
         Operation::Missing,
+        Operation::Changed,
+        Operation::Reappeared,
+        Operation::ReadIncomplete,
+        Operation::CountDropped,
+        Operation::Retention,
     ];
 
     /// The name used in queries and JSON, e.g. `admin_command`.
@@ -88,6 +103,11 @@ impl Operation {
             Operation::Lock => "lock",
             Operation::AdminCommand => "admin_command",
             Operation::Missing => "missing",
+            Operation::Changed => "changed",
+            Operation::Reappeared => "reappeared",
+            Operation::ReadIncomplete => "read_incomplete",
+            Operation::CountDropped => "count_dropped",
+            Operation::Retention => "retention",
         }
     }
 }

@@ -35,7 +35,10 @@
 //! | `dead_letters` | sequence u64 BE (from the outbox)    | event given up on, with the last error        |
 //! | `punches`      | `device_id \0` punch key (sn/user/time/mode/inout) | attendance punch as read from the device (idempotent key) |
 //! | `nonces`       | nonce bytes                          | expiry of an accepted signed command          |
-//! | `alerts`       | sequence u64 BE                      | alert event not yet confirmed by the MQTT broker |
+//! | `alerts`       | sequence u64 BE                      | must-deliver MQTT alert until the broker echoes it |
+//! | `credentials`  | `device_id \0 user_id \0` slot u16 BE | credential value as last fetched (sync engine's cache) |
+//! | `history`      | `device_id \0` generation u64 BE     | one entry per complete read: counts, ids added/missing/changed |
+//! | `sync_state`   | `device_id`                          | read generation and last complete read of the device |
 //!
 //! Every value except `meta/schema_version` is an [`envelope`] around a type implementing
 //! [`Record`]; the modules that own those types declare them next to their logic.

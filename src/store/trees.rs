@@ -35,12 +35,22 @@ pub enum TreeName {
     Nonces,
     /// Alerts waiting for the MQTT broker to confirm them (must-deliver, survives outages).
     Alerts,
+    /// Credential values (templates, photos, cards, PINs) as last fetched, so a steady-state
+    /// poll fetches no credential it already holds. Key `device_id \0 user_id \0 slot`
+    /// (slot u16 BE); owned by `crate::sync::credentials`.
+    Credentials,
+    /// Per device, one entry per complete read: counts and which ids came and went. Key
+    /// `device_id \0 generation` (u64 BE); owned by `crate::sync::history`.
+    History,
+    /// Per device, where the sync engine stands: read generation, last complete read. Key
+    /// `device_id`; owned by `crate::sync::state`.
+    SyncState,
 }
 
 impl TreeName {
     /// Every tree, in a fixed order; the store opens them all at start-up so that the
     /// typed accessors never fail on a missing tree.
-    pub const ALL: [TreeName; 13] = [
+    pub const ALL: [TreeName; 16] = [
         TreeName::Meta,
         TreeName::Alarms,
         TreeName::Devices,
@@ -54,6 +64,9 @@ impl TreeName {
         TreeName::Punches,
         TreeName::Nonces,
         TreeName::Alerts,
+        TreeName::Credentials,
+        TreeName::History,
+        TreeName::SyncState,
     ];
 
     /// The tree's name on disk. Changing one of these strings orphans the old tree's data,
@@ -73,6 +86,9 @@ impl TreeName {
             TreeName::Punches => "punches",
             TreeName::Nonces => "nonces",
             TreeName::Alerts => "alerts",
+            TreeName::Credentials => "credentials",
+            TreeName::History => "history",
+            TreeName::SyncState => "sync_state",
         }
     }
 

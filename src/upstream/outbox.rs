@@ -161,11 +161,14 @@ pub enum OutboxError {
 /// Writes a prepared event into the outbox inside the caller's transaction, which must
 /// declare [`TreeName::Outbox`]. Safe to run again when sled retries the closure.
 pub fn enqueue_in(tx: &Tx<'_>, prepared: &Prepared) -> Result<(), TxError> {
-    tx.insert(
-        TreeName::Outbox,
-        keys::sequence(prepared.sequence),
-        &prepared.event,
-    )
+    insert_event(tx, prepared.sequence, &prepared.event)
+}
+
+/// The outbox's record layout: the event under its big-endian sequence number. Producers that
+/// run while the agent is stopped (the technician's `migrate`) write with it directly; the
+/// running agent's counters are rebuilt from the tree when it starts.
+pub fn insert_event(tx: &Tx<'_>, sequence: u64, event: &Event) -> Result<(), TxError> {
+    tx.insert(TreeName::Outbox, keys::sequence(sequence), event)
 }
 
 impl Outbox {

@@ -1,0 +1,265 @@
+//! Conflicts (B3): the same device user with different attributes on the device and upstream.
+//! Both versions are kept untouched until an administrator decides; the decision is applied to
+//! both sides (the device side by *writing* the chosen attributes — an update, never a delete)
+//! and audited with the administrator's identity.
+
+use super::buffer::{BufferRecord, MappingStatus};
+use super::credentials::{self, StoredCredential, StoredValue};
+use super::mapping::{Mapping, MappingState};
+use super::ports::{AuditEntry, AuditOperation};
+use super::{Engine, SyncError};
+use crate::device::{Credential, DeviceSession};
+use crate::events::{DeviceUser, EventBody, EventKey, PersonAttributes, Resolution};
+use crate::store::{keys, Record, Store, StoreError, TreeName, TxError};
+use device_protocols::aiface::{BackupNum, CredentialValue};
+use serde::{Deserialize, Serialize};
+
+/// An open disagreement (`conflicts` tree), both versions as they were when it was found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConflictRecord {
+    /// The device.
+    pub device_id: String,
+    /// The device's version.
+    pub device: DeviceUser,
+    /// The upstream's version.
+    pub upstream: PersonAttributes,
+    /// When it was found (UTC ms).
+    pub detected_at_ms: i64,
+}
+
+impl Record for ConflictRecord {
+    const KIND: &'static str = "conflict";
+    const VERSION: u32 = 1;
+}
+
+/// The attributes on which a device user and an upstream person differ (empty: they agree).
+pub fn differences(device: &DeviceUser, person: &PersonAttributes) -> Vec<&'static str> {
+    let mut fields = Vec::new();
+    if device.name != person.name {
+        fields.push("name");
+    }
+    if device.privilege != person.privilege {
+        fields.push("privilege");
+    }
+    if device.card != person.card {
+        fields.push("card");
+    }
+    fields
+}
+
+/// Every open conflict of a device (or all with `None`).
+pub fn list(store: &Store, device_id: Option<&str>) -> Result<Vec<ConflictRecord>, StoreError> {
+    let prefix = device_id
+        .map(keys::device_prefix)
+        .transpose()?
+        .unwrap_or_default();
+    store
+        .scan_prefix::<ConflictRecord>(TreeName::Conflicts, prefix)
+        .map(|entry| entry.map(|(_, conflict)| conflict))
+        .collect()
+}
+
+/// An administrator's decision on one conflict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConflictDecision {
+    /// Device.
+    pub device_id: String,
+    /// Device user id.
+    pub user_id: String,
+    /// Which side wins.
+    pub resolution: Resolution,
+    /// The attributes to write to both sides, for [`Resolution::Merge`].
+    pub merged: Option<PersonAttributes>,
+    /// The admin key name that signed the command.
+    pub admin: String,
+    /// The signed command's nonce (stable event key).
+    pub nonce: String,
+}
+
+impl Engine {
+    /// Resolves a conflict: computes the winning attributes, writes them to the device when the
+    /// device must change (under the device lock, `session` required then), and in one
+    /// transaction closes the conflict, updates mapping and buffer, queues
+    /// `ConflictResolved` and audits the decision with the admin's identity.
+    pub async fn resolve_conflict<S: DeviceSession>(
+        &self,
+        decision: &ConflictDecision,
+        session: Option<&S>,
+    ) -> Result<PersonAttributes, SyncError> {
+        let ConflictDecision {
+            device_id,
+            user_id,
+            resolution,
+            ..
+        } = decision;
+        let key = keys::device_user(device_id, user_id).map_err(StoreError::from)?;
+        let conflict: ConflictRecord =
+            self.store()
+                .get(TreeName::Conflicts, &key)?
+                .ok_or_else(|| {
+                    SyncError::Refused(format!(
+                        "no open conflict for user {user_id} of device {device_id}"
+                    ))
+                })?;
+        let result = match resolution {
+            Resolution::UseDevice => PersonAttributes {
+                person_id: conflict.upstream.person_id.clone(),
+                name: conflict.device.name.clone(),
+                privilege: conflict.device.privilege,
+                card: conflict.device.card.clone(),
+            },
+            Resolution::UseDatabase => conflict.upstream.clone(),
+            Resolution::Merge => PersonAttributes {
+                person_id: conflict.upstream.person_id.clone(),
+                ..decision.merged.clone().ok_or_else(|| {
+                    SyncError::Refused("a merge needs the attributes to write to both sides".into())
+                })?
+            },
+        };
+        let mut fencing_token = 0;
+        let mut guard = None;
+        if !differences(&conflict.device, &result).is_empty() {
+            let session = session.ok_or_else(|| {
+                SyncError::Refused(format!(
+                    "resolving with {resolution:?} writes to device {device_id}, which is not connected"
+                ))
+            })?;
+            let held = self.lock().acquire(device_id).await?;
+            fencing_token = held.fencing_token();
+            guard = Some(held);
+            self.write_attributes(session, user_id, &conflict.device, &result)
+                .await?;
+        }
+        let now = self.now_ms();
+        let event = self.event(
+            device_id,
+            now,
+            fencing_token,
+            EventKey::command("conflict_resolved", self.agent_id(), &decision.nonce),
+            EventBody::ConflictResolved {
+                user_id: user_id.clone(),
+                resolution: *resolution,
+                result: result.clone(),
+                admin: decision.admin.clone(),
+            },
+        );
+        let events = self.outbox().prepare(vec![event])?;
+        let audit = self.audit().prepare(vec![AuditEntry {
+            at_ms: now,
+            operation: AuditOperation::Resolution,
+            device_id: device_id.clone(),
+            user_id: Some(user_id.clone()),
+            actor: decision.admin.clone(),
+            detail: format!(
+                "conflict resolved with {resolution:?}: name {:?}, privilege {}, card {}",
+                result.name,
+                result.privilege,
+                result.card.as_deref().unwrap_or("none")
+            ),
+        }])?;
+        let trees = self.trees(&[TreeName::Buffer, TreeName::Mappings, TreeName::Conflicts]);
+        self.store().transaction(&trees, |tx| {
+            tx.remove(TreeName::Conflicts, &key)?;
+            if let Some(mut mapping) = tx.get::<Mapping>(TreeName::Mappings, &key)? {
+                mapping.person = Some(result.clone());
+                mapping.state = MappingState::Confirmed;
+                tx.insert(TreeName::Mappings, &key, &mapping)?;
+            }
+            let Some(mut record) = tx.get::<BufferRecord>(TreeName::Buffer, &key)? else {
+                return Err(TxError::abort("the buffer record vanished"));
+            };
+            if record.status == MappingStatus::Conflict {
+                record.status = MappingStatus::Mapped;
+            }
+            tx.insert(TreeName::Buffer, &key, &record)?;
+            self.outbox().enqueue(tx, &events)?;
+            self.audit().append(tx, &audit)
+        })?;
+        self.outbox().committed(events);
+        self.store().make_durable().await?;
+        drop(guard);
+        Ok(result)
+    }
+
+    /// Writes name, privilege and card to the device. Name and privilege belong to the user on
+    /// the device, so rewriting one held credential carries them; the card is its own slot. A
+    /// card can be replaced but not removed (that would be a delete).
+    async fn write_attributes<S: DeviceSession>(
+        &self,
+        session: &S,
+        user_id: &str,
+        device: &DeviceUser,
+        result: &PersonAttributes,
+    ) -> Result<(), SyncError> {
+        let device_id = session.device_id().to_string();
+        if device.card.is_some() && result.card.is_none() {
+            return Err(SyncError::Refused(
+                "the chosen attributes have no card but the device user has one; removing a \
+                 credential is a delete, which the agent never does"
+                    .into(),
+            ));
+        }
+        let mut writes = Vec::new();
+        if result.card.is_some() && result.card != device.card {
+            let card = result.card.clone().unwrap_or_default();
+            let value = card
+                .parse::<serde_json::Number>()
+                .map(CredentialValue::Number)
+                .unwrap_or(CredentialValue::Text(card));
+            writes.push((BackupNum::CARD.0, value));
+        }
+        let mut prefix = keys::device_user(&device_id, user_id).map_err(StoreError::from)?;
+        prefix.push(keys::SEPARATOR);
+        let held: Vec<(Vec<u8>, StoredCredential)> = self
+            .store()
+            .scan_prefix::<StoredCredential>(TreeName::Credentials, &prefix)
+            .collect::<Result<_, _>>()?;
+        let name_changes = device.name != result.name || device.privilege != result.privilege;
+        if name_changes && writes.is_empty() {
+            let (key, stored) = held.first().ok_or_else(|| {
+                SyncError::Refused(format!(
+                    "no credential of user {user_id} is held to carry the new name; wait for \
+                     the next complete read"
+                ))
+            })?;
+            let slot = u16::from_be_bytes([key[key.len() - 2], key[key.len() - 1]]);
+            writes.push((slot, stored.value.to_value()));
+        }
+        for (slot, value) in writes {
+            let credential = Credential {
+                user_id: user_id.to_string(),
+                slot,
+                name: result.name.clone(),
+                privilege: u64::from(result.privilege),
+                value,
+            };
+            session
+                .write_credential(&credential)
+                .await
+                .map_err(|source| SyncError::Write {
+                    device: device_id.clone(),
+                    user_id: user_id.to_string(),
+                    slot,
+                    source,
+                })?;
+            let stored = StoredCredential {
+                name: credential.name.clone(),
+                privilege: credential.privilege,
+                value: StoredValue::of(&credential.value),
+            };
+            self.store().insert(
+                TreeName::Credentials,
+                credentials::key(&device_id, user_id, slot)?,
+                &stored,
+            )?;
+        }
+        // The device holds name and privilege per user: keep every cached credential in step so
+        // the next read summarises the user as the device now has it.
+        for (key, mut stored) in held {
+            stored.name = result.name.clone();
+            stored.privilege = u64::from(result.privilege);
+            self.store().insert(TreeName::Credentials, key, &stored)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,192 @@
+//! The [`Engine`]: everything one sync operation needs (store, outbox and audit ports, device
+//! lock, clock, agent id), shared by the poll loops, backups, restore, migrate and the admin
+//! operations so each of those is a small module of its own.
+
+use super::apply::Applied;
+use super::clock::{Clock, SystemClock};
+use super::lock::DeviceLock;
+use super::ports::{AuditTrail, EventOutbox, StoreAudit, StoreOutbox};
+use crate::events::{Event, EventBody};
+use crate::store::{Store, TreeName};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::broadcast;
+
+/// The sync engine's shared context. Cheap to share behind an `Arc`.
+pub struct Engine {
+    store: Store,
+    outbox: Arc<dyn EventOutbox>,
+    audit: Arc<dyn AuditTrail>,
+    lock: Arc<dyn DeviceLock>,
+    clock: Arc<dyn Clock>,
+    agent_id: String,
+    /// Per device, the registration whose user count was already compared (so a count drop is
+    /// warned about once per registration, not at every poll).
+    pub(super) count_checked: Mutex<HashMap<String, i64>>,
+    /// Per device, how the last poll went (in memory: health, not history).
+    health: Mutex<HashMap<String, DeviceHealth>>,
+    /// Durable changes, for publishers (MQTT alerts) that must not run ahead of the store.
+    changes: broadcast::Sender<DeviceChange>,
+}
+
+/// A complete read that changed something, announced only after it is durable: the MQTT plane
+/// publishes missing-user alerts from these (the upstream gets the same facts from the outbox).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceChange {
+    /// The device.
+    pub device_id: String,
+    /// What the read changed.
+    pub applied: Applied,
+}
+
+/// How a device's polls are going, for `status`, health messages and metrics. An incomplete
+/// read changes only this (and the audit log), never the snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct DeviceHealth {
+    /// When the last poll was attempted (UTC ms).
+    pub last_attempt_ms: Option<i64>,
+    /// When the last complete read was applied (UTC ms).
+    pub last_complete_ms: Option<i64>,
+    /// Why the last attempt failed, if it did.
+    pub last_error: Option<String>,
+    /// Attempts that failed in a row.
+    pub consecutive_failures: u32,
+}
+
+impl Engine {
+    /// An engine over `store` with the store-backed outbox and audit stand-ins (see
+    /// [`crate::sync::ports`]) and the system clock.
+    pub fn new(store: Store, agent_id: &str, lock: Arc<dyn DeviceLock>) -> Self {
+        Self {
+            outbox: Arc::new(StoreOutbox::new(store.clone())),
+            audit: Arc::new(StoreAudit::new(store.clone())),
+            store,
+            lock,
+            clock: Arc::new(SystemClock),
+            agent_id: agent_id.to_string(),
+            count_checked: Mutex::new(HashMap::new()),
+            health: Mutex::new(HashMap::new()),
+            changes: broadcast::channel(64).0,
+        }
+    }
+
+    /// Uses another clock (tests, and proving idempotency at a fixed instant).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Uses another outbox (the real upstream outbox at merge).
+    pub fn with_outbox(mut self, outbox: Arc<dyn EventOutbox>) -> Self {
+        self.outbox = outbox;
+        self
+    }
+
+    /// Uses another audit log (the real audit module at merge).
+    pub fn with_audit(mut self, audit: Arc<dyn AuditTrail>) -> Self {
+        self.audit = audit;
+        self
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The outbox port.
+    pub fn outbox(&self) -> &dyn EventOutbox {
+        self.outbox.as_ref()
+    }
+
+    /// The audit port.
+    pub fn audit(&self) -> &dyn AuditTrail {
+        self.audit.as_ref()
+    }
+
+    /// The device lock.
+    pub fn lock(&self) -> &dyn DeviceLock {
+        self.lock.as_ref()
+    }
+
+    /// This agent's id (in events and idempotency keys).
+    pub fn agent_id(&self) -> &str {
+        &self.agent_id
+    }
+
+    /// Now, from the engine's clock (UTC ms).
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// Subscribes to durable changes (see [`DeviceChange`]). A subscriber that falls behind
+    /// loses the oldest announcements, never the data: the store and outbox hold everything.
+    pub fn subscribe(&self) -> broadcast::Receiver<DeviceChange> {
+        self.changes.subscribe()
+    }
+
+    /// Announces a durable change to subscribers (none listening is fine).
+    pub(super) fn announce(&self, device_id: &str, applied: &Applied) {
+        let _ = self.changes.send(DeviceChange {
+            device_id: device_id.to_string(),
+            applied: applied.clone(),
+        });
+    }
+
+    /// How each device's polls are going.
+    pub fn health(&self) -> HashMap<String, DeviceHealth> {
+        self.health
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Records the end of a poll attempt: `Ok` for a complete read, else why not.
+    pub(super) fn record_attempt(&self, device_id: &str, outcome: Result<(), String>) {
+        let now = self.now_ms();
+        let mut health = self
+            .health
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let entry = health.entry(device_id.to_string()).or_default();
+        entry.last_attempt_ms = Some(now);
+        match outcome {
+            Ok(()) => {
+                entry.last_complete_ms = Some(now);
+                entry.last_error = None;
+                entry.consecutive_failures = 0;
+            }
+            Err(error) => {
+                entry.last_error = Some(error);
+                entry.consecutive_failures += 1;
+            }
+        }
+    }
+
+    /// `extra` plus the trees the outbox and audit ports write: what a transaction that also
+    /// queues events and audits must declare.
+    pub(super) fn trees(&self, extra: &[TreeName]) -> Vec<TreeName> {
+        let mut trees = extra.to_vec();
+        trees.extend_from_slice(self.outbox.trees());
+        trees.extend_from_slice(self.audit.trees());
+        trees
+    }
+
+    /// An event of this agent about `device_id`.
+    pub(super) fn event(
+        &self,
+        device_id: &str,
+        occurred_at_ms: i64,
+        fencing_token: u64,
+        key: String,
+        body: EventBody,
+    ) -> Event {
+        Event {
+            key,
+            agent_id: self.agent_id.clone(),
+            device_id: device_id.to_string(),
+            occurred_at_ms,
+            fencing_token,
+            body,
+        }
+    }
+}

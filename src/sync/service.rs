@@ -1,0 +1,278 @@
+//! The running sync service: one poll loop per device, woken by its interval, by the device
+//! connecting, by a keypad enrolment it pushed, or on demand (`sync-now`); plus the retention
+//! sweep. [`start`] wires it all into the agent's tasks.
+
+use super::lock::FlockLock;
+use super::poll::PollOutcome;
+use super::ports::UpstreamOutbox;
+use super::retention::RetentionPolicy;
+use super::Engine;
+use crate::agent::{StopSignal, Tasks};
+use crate::config::{Config, Driver, LockMode};
+use crate::device::aiface::{AifaceHub, AifaceServer, AifaceSession, Notice};
+use crate::device::punches::PunchLog;
+use crate::device::DeviceSession;
+use crate::store::Store;
+use crate::upstream::Upstream;
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{broadcast, Notify};
+
+/// Pause after a wake-up before reading, so the burst of `senduser` pushes of one enrolment
+/// (one per credential) is over before the read that picks it up.
+const SETTLE: Duration = Duration::from_millis(500);
+/// How often retention runs.
+const SWEEP_EVERY: Duration = Duration::from_secs(3600);
+
+/// Where the sync service gets a device session from. AI06 terminals dial in, so this is "the
+/// live connection, if any"; ZK drivers will open one.
+pub trait SessionSource: Send + Sync + 'static {
+    /// The session type.
+    type Session: DeviceSession + 'static;
+    /// The device's session, waiting up to `wait` for it.
+    fn session(
+        &self,
+        device_id: &str,
+        wait: Duration,
+    ) -> impl Future<Output = Option<Self::Session>> + Send;
+}
+
+impl SessionSource for AifaceHub {
+    type Session = AifaceSession;
+
+    fn session(
+        &self,
+        device_id: &str,
+        wait: Duration,
+    ) -> impl Future<Output = Option<AifaceSession>> + Send {
+        AifaceHub::session(self, device_id, wait)
+    }
+}
+
+/// When one device is read and backed up.
+#[derive(Debug, Clone)]
+pub struct DeviceSchedule {
+    /// The device.
+    pub device_id: String,
+    /// Time between polls.
+    pub poll_interval: Duration,
+    /// Time between backups.
+    pub backup_interval: Duration,
+    /// Where backups go.
+    pub backup_dir: PathBuf,
+}
+
+/// Handle to the running service, for the control plane: `sync-now`, and the engine behind
+/// `map`, `conflicts resolve`, `backups …`, `audit query` and `status`.
+#[derive(Clone)]
+pub struct SyncHandle {
+    engine: Arc<Engine>,
+    triggers: Arc<HashMap<String, Arc<Notify>>>,
+    aiface: Arc<AifaceHub>,
+}
+
+impl SyncHandle {
+    /// The engine the service runs.
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// Live AI06 sessions (for status).
+    pub fn aiface(&self) -> &Arc<AifaceHub> {
+        &self.aiface
+    }
+
+    /// Asks for a poll of `device_id` now; `false` if no such device is being synced.
+    pub fn sync_now(&self, device_id: &str) -> bool {
+        match self.triggers.get(device_id) {
+            Some(trigger) => {
+                trigger.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Starts the sync service for every configured device: binds the AI06 listener (with punch
+/// storage), a poll loop per device, and the retention sweep. The one call `agent::run` makes.
+pub async fn start(
+    tasks: &mut Tasks,
+    config: &Config,
+    store: &Store,
+    upstream: &Upstream,
+) -> anyhow::Result<SyncHandle> {
+    if config.lock.mode != LockMode::Flock {
+        tracing::warn!("[lock] mode = arbiter is not available in this build yet; using flock locks (one box only)");
+    }
+    let lock = FlockLock::from_config(&config.lock);
+    let outbox = upstream.outbox().clone();
+    let engine = Arc::new(
+        Engine::new(store.clone(), &config.agent.id, Arc::new(lock))
+            .with_outbox(Arc::new(UpstreamOutbox::new(outbox.clone()))),
+    );
+    let aiface: Vec<_> = config
+        .device
+        .iter()
+        .filter(|d| d.driver == Driver::Aiface)
+        .cloned()
+        .collect();
+    for skipped in config.device.iter().filter(|d| d.driver != Driver::Aiface) {
+        tracing::warn!(device = %skipped.id, "this build cannot read zk devices yet; not synced");
+    }
+    let mut triggers = HashMap::new();
+    let mut aiface_hub = Arc::new(AifaceHub::default());
+    if !aiface.is_empty() {
+        let punches = PunchLog::new(outbox, &config.agent.id);
+        let server = AifaceServer::bind(&aiface, Some(store.clone()), Some(punches)).await?;
+        for address in server.local_addrs() {
+            tracing::info!(%address, "listening for AI06 terminals");
+        }
+        let hub = server.hub();
+        aiface_hub = Arc::clone(&hub);
+        let notices = server.notices();
+        tasks.spawn("aiface-listener", move |stop| server.run(stop));
+        for device in &aiface {
+            let trigger = Arc::new(Notify::new());
+            triggers.insert(device.id.clone(), Arc::clone(&trigger));
+            let schedule = DeviceSchedule {
+                device_id: device.id.clone(),
+                poll_interval: config.poll_interval(device).get(),
+                backup_interval: config.backup.interval.get(),
+                backup_dir: config.backup_dir(),
+            };
+            let (engine, hub) = (Arc::clone(&engine), Arc::clone(&hub));
+            tasks.spawn("sync-device", move |stop| {
+                run_device(engine, hub, schedule, trigger, stop)
+            });
+        }
+        let routes = triggers.clone();
+        tasks.spawn("sync-notices", move |stop| {
+            route_notices(notices, routes, stop)
+        });
+    }
+    let policy = RetentionPolicy {
+        buffer: config.buffer.retention.get(),
+        audit: config.buffer.audit_retention.get(),
+        backups: config.backup.retention.get(),
+    };
+    let backup_dir = config.backup_dir();
+    let retention_engine = Arc::clone(&engine);
+    tasks.spawn("sync-retention", move |stop| {
+        run_retention(retention_engine, policy, backup_dir, stop)
+    });
+    Ok(SyncHandle {
+        engine,
+        triggers: Arc::new(triggers),
+        aiface: aiface_hub,
+    })
+}
+
+/// The poll loop of one device: waits for its interval or a wake-up, then backs up (when due)
+/// or polls. A device that is not connected is simply skipped until it connects (which wakes
+/// the loop).
+pub async fn run_device<S: SessionSource>(
+    engine: Arc<Engine>,
+    source: Arc<S>,
+    schedule: DeviceSchedule,
+    trigger: Arc<Notify>,
+    mut stop: StopSignal,
+) {
+    let device = schedule.device_id.as_str();
+    let mut next_poll = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(next_poll) => {}
+            _ = trigger.notified() => {
+                tokio::select! {
+                    _ = tokio::time::sleep(SETTLE) => {}
+                    _ = stop.stopped() => return,
+                }
+            }
+            _ = stop.stopped() => return,
+        }
+        next_poll = tokio::time::Instant::now() + schedule.poll_interval;
+        let Some(session) = source.session(device, Duration::ZERO).await else {
+            tracing::debug!(device, "not connected; it is read as soon as it connects");
+            continue;
+        };
+        let work = sync_once(&engine, &session, &schedule);
+        tokio::select! {
+            _ = work => {}
+            _ = stop.stopped() => return,
+        }
+    }
+}
+
+/// One round for one device: a backup when due (it is a complete read too), else a poll.
+async fn sync_once<S: DeviceSession>(engine: &Engine, session: &S, schedule: &DeviceSchedule) {
+    let device = session.device_id();
+    let interval_ms = i64::try_from(schedule.backup_interval.as_millis()).unwrap_or(i64::MAX);
+    match engine.backup_due(device, interval_ms) {
+        Ok(true) => {
+            let outcome = engine.backup(session, &schedule.backup_dir).await;
+            engine.record_attempt(
+                device,
+                outcome.as_ref().map(|_| ()).map_err(|e| e.to_string()),
+            );
+            match outcome {
+                Ok(_) => return,
+                Err(err) => {
+                    tracing::error!(device, %err, "scheduled backup failed; polling instead")
+                }
+            }
+        }
+        Ok(false) => {}
+        Err(err) => tracing::error!(device, %err, "cannot tell whether a backup is due"),
+    }
+    match engine.poll(session).await {
+        Ok(PollOutcome::Complete(_)) | Ok(PollOutcome::Incomplete(_)) => {}
+        Err(err) => tracing::error!(device, %err, "poll failed"),
+    }
+}
+
+/// Wakes a device's loop when it connects or pushes a keypad enrolment.
+async fn route_notices(
+    mut notices: broadcast::Receiver<Notice>,
+    triggers: HashMap<String, Arc<Notify>>,
+    mut stop: StopSignal,
+) {
+    loop {
+        let notice = tokio::select! {
+            notice = notices.recv() => notice,
+            _ = stop.stopped() => return,
+        };
+        match notice {
+            Ok(Notice::Connected { device_id }) | Ok(Notice::UserPushed { device_id, .. }) => {
+                if let Some(trigger) = triggers.get(&device_id) {
+                    trigger.notify_one();
+                }
+            }
+            Err(broadcast::error::RecvError::Lagged(_)) => {
+                triggers.values().for_each(|t| t.notify_one());
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+async fn run_retention(
+    engine: Arc<Engine>,
+    policy: RetentionPolicy,
+    backup_dir: PathBuf,
+    mut stop: StopSignal,
+) {
+    let mut ticker = tokio::time::interval(SWEEP_EVERY);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.stopped() => return,
+        }
+        if let Err(err) = engine.sweep(&policy, &backup_dir).await {
+            tracing::error!(%err, "retention sweep failed; it runs again in an hour");
+        }
+    }
+}
