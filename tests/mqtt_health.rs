@@ -34,8 +34,16 @@ async fn health_is_republished_when_a_service_reports_a_change() {
     };
     let mut tasks = Tasks::new();
     let config = in_process_config(broker.port);
-    let plane =
-        mqtt::start_with(&mut tasks, &config, &store, &logging.handle, None, tuning).unwrap();
+    let plane = mqtt::start_with(
+        &mut tasks,
+        &config,
+        &store,
+        &logging.handle,
+        None,
+        None,
+        tuning,
+    )
+    .unwrap();
     wait_connected(&plane, true).await;
     let mut health = Observer::start(broker.port, "edge/s1/gw1/health", None).await;
     let first = health

@@ -91,6 +91,7 @@ async fn no_alert_is_lost_in_a_ten_minute_outage_with_an_agent_restart() {
         &store,
         logging,
         None,
+        None,
         compressed_time(),
     )
     .unwrap();
@@ -133,6 +134,7 @@ async fn no_alert_is_lost_in_a_ten_minute_outage_with_an_agent_restart() {
                 &config,
                 &store,
                 logging,
+                None,
                 None,
                 compressed_time(),
             )

@@ -120,8 +120,14 @@ async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
         tasks.spawn("systemd-watchdog", move |stop| watchdog(interval, stop));
     }
     crate::audit::spawn_retention(&mut tasks, &store, config.buffer.audit_retention.get());
-    let _control_plane =
-        crate::mqtt::start(&mut tasks, &config, &store, &logging, Some(status_for_mqtt))?;
+    let _control_plane = crate::mqtt::start(
+        &mut tasks,
+        &config,
+        &store,
+        &logging,
+        Some(status_for_mqtt),
+        Some(sync.clone()),
+    )?;
     systemd::notify("READY=1");
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),

@@ -94,6 +94,11 @@ pub struct Services {
     pub alerts: Alerts,
     /// The agent-wide status report (devices, upstream, outbox), when the agent provides it.
     pub status: Option<crate::ops::status::StatusSources>,
+    /// The sync service, when the agent runs it (sync-now, buffer, map, conflicts, history,
+    /// backups).
+    pub sync: Option<crate::sync::SyncHandle>,
+    /// Where backups are written.
+    pub backup_dir: PathBuf,
 }
 
 /// Handles for the rest of the agent: raise alerts, report health facts.
@@ -115,14 +120,23 @@ pub fn start(
     store: &Store,
     logging: &Arc<LoggingHandle>,
     status: Option<crate::ops::status::StatusSources>,
+    sync: Option<crate::sync::SyncHandle>,
 ) -> anyhow::Result<Option<ControlPlane>> {
     if config.mqtt.host.is_none() {
         tracing::info!("MQTT is off (mqtt.host is not set): no remote health or commands");
         return Ok(None);
     }
-    start_with(tasks, config, store, logging, status, Tuning::default())
-        .context("cannot start the MQTT control plane; fix [mqtt] in the config")
-        .map(Some)
+    start_with(
+        tasks,
+        config,
+        store,
+        logging,
+        status,
+        sync,
+        Tuning::default(),
+    )
+    .context("cannot start the MQTT control plane; fix [mqtt] in the config")
+    .map(Some)
 }
 
 /// [`start`] with explicit timings (tests compress time with it).
@@ -132,6 +146,7 @@ pub fn start_with(
     store: &Store,
     logging: &Arc<LoggingHandle>,
     status: Option<crate::ops::status::StatusSources>,
+    sync: Option<crate::sync::SyncHandle>,
     tuning: Tuning,
 ) -> anyhow::Result<ControlPlane> {
     let agent = &config.agent;
@@ -174,6 +189,8 @@ pub fn start_with(
         board: Arc::clone(&board),
         alerts: alerts.clone(),
         status,
+        sync,
+        backup_dir: config.backup_dir(),
     };
 
     let (request_tx, request_rx) = mpsc::channel(REQUEST_QUEUE);

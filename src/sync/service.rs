@@ -80,6 +80,11 @@ impl SyncHandle {
         &self.engine
     }
 
+    /// Whether `device_id` is a device this service syncs.
+    pub fn knows(&self, device_id: &str) -> bool {
+        self.triggers.contains_key(device_id)
+    }
+
     /// Live AI06 sessions (for status).
     pub fn aiface(&self) -> &Arc<AifaceHub> {
         &self.aiface

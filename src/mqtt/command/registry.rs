@@ -79,22 +79,74 @@ impl Registry {
         };
         let sync = "sync engine";
         let upstream = "upstream forwarder";
+        let upstream_commands = services
+            .status
+            .as_ref()
+            .map(|status| status.upstream.clone());
+        let sync_command = |make: fn(crate::sync::SyncHandle) -> Arc<dyn Command>,
+                            changes_state: bool| {
+            match &services.sync {
+                Some(handle) => make(handle.clone()),
+                None => unavailable(sync, changes_state),
+            }
+        };
         let commands: [(&'static str, Arc<dyn Command>); 16] = [
             ("status", Arc::new(handlers::Status::new(services))),
             ("log-level", Arc::new(handlers::LogLevel::new(services))),
             ("logs tail", Arc::new(handlers::LogsTail::new(services))),
             ("audit query", Arc::new(handlers::AuditQuery::new(services))),
-            ("sync-now", unavailable(sync, true)),
-            ("buffer list", unavailable(sync, false)),
-            ("map", unavailable(sync, true)),
-            ("conflicts list", unavailable(sync, false)),
-            ("conflicts resolve", unavailable(sync, true)),
-            ("backups list", unavailable("backup service", false)),
-            ("backups create", unavailable("backup service", true)),
-            ("backups restore", unavailable("backup service", true)),
-            ("dead-letters list", unavailable(upstream, false)),
-            ("dead-letters requeue", unavailable(upstream, true)),
-            ("history", unavailable(sync, false)),
+            (
+                "sync-now",
+                sync_command(|h| Arc::new(handlers::SyncNow(h)), true),
+            ),
+            (
+                "buffer list",
+                sync_command(|h| Arc::new(handlers::BufferList(h)), false),
+            ),
+            ("map", sync_command(|h| Arc::new(handlers::Map(h)), true)),
+            (
+                "conflicts list",
+                sync_command(|h| Arc::new(handlers::ConflictsList(h)), false),
+            ),
+            (
+                "conflicts resolve",
+                unavailable("conflict resolution over MQTT", true),
+            ),
+            (
+                "backups list",
+                Arc::new(handlers::BackupsList {
+                    dir: services.backup_dir.clone(),
+                }),
+            ),
+            (
+                "backups create",
+                match &services.sync {
+                    Some(handle) => Arc::new(handlers::BackupsCreate {
+                        sync: handle.clone(),
+                        dir: services.backup_dir.clone(),
+                    }),
+                    None => unavailable(sync, true),
+                },
+            ),
+            ("backups restore", unavailable("restore over MQTT", true)),
+            (
+                "dead-letters list",
+                match &upstream_commands {
+                    Some(up) => Arc::new(handlers::DeadLettersList(up.clone())),
+                    None => unavailable(upstream, false),
+                },
+            ),
+            (
+                "dead-letters requeue",
+                match &upstream_commands {
+                    Some(up) => Arc::new(handlers::DeadLettersRequeue(up.clone())),
+                    None => unavailable(upstream, true),
+                },
+            ),
+            (
+                "history",
+                sync_command(|h| Arc::new(handlers::History(h)), false),
+            ),
             ("health", Arc::new(handlers::HealthCheck::new(services))),
         ];
         Registry {

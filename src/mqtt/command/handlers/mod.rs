@@ -6,12 +6,17 @@ mod health;
 mod log_level;
 mod logs_tail;
 mod status;
+mod sync;
 
 pub use audit_query::AuditQuery;
 pub use health::HealthCheck;
 pub use log_level::LogLevel;
 pub use logs_tail::LogsTail;
 pub use status::Status;
+pub use sync::{
+    BackupsCreate, BackupsList, BufferList, ConflictsList, DeadLettersList, DeadLettersRequeue,
+    History, Map, SyncNow,
+};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 

@@ -1,0 +1,271 @@
+//! The commands served by the sync engine and the upstream outbox: `sync-now`, `buffer list`,
+//! `map`, `conflicts list`, `history`, `backups list`, `backups create`, `dead-letters list`
+//! and `dead-letters requeue`. Each parses its arguments in `prepare` (so a bad argument is
+//! refused before anything runs) and does its work in the returned future.
+
+use serde_json::{json, Value};
+
+use super::{blocking, rfc3339_ms};
+use crate::mqtt::command::args::Args;
+use crate::mqtt::command::registry::{Action, Caller, Command};
+use crate::mqtt::command::reply::CommandError;
+use crate::sync::buffer::{self, MappingStatus};
+use crate::sync::{conflicts, history, SyncHandle};
+use crate::upstream::Upstream;
+
+fn failed(err: impl std::fmt::Display) -> CommandError {
+    CommandError::failed(err.to_string())
+}
+
+/// The device named by the required `device` argument, checked against the configured ones.
+fn device_arg(args: &mut Args, sync: &SyncHandle) -> Result<String, CommandError> {
+    let device = args
+        .opt_id("device")?
+        .ok_or_else(|| CommandError::bad_argument("device", "required: the device id"))?;
+    if !sync.knows(&device) {
+        return Err(CommandError::bad_argument(
+            "device",
+            format!("no synced device `{device}` on this agent"),
+        ));
+    }
+    Ok(device)
+}
+
+/// `sync-now device=ID`: polls the device at once (state-changing: it takes the lock).
+pub struct SyncNow(pub SyncHandle);
+
+impl Command for SyncNow {
+    fn changes_state(&self, _args: &Args) -> bool {
+        true
+    }
+
+    fn prepare(&self, mut args: Args, _caller: &Caller) -> Result<Action, CommandError> {
+        let device = device_arg(&mut args, &self.0)?;
+        args.finish()?;
+        let sync = self.0.clone();
+        Ok(Box::pin(async move {
+            sync.sync_now(&device);
+            Ok(json!({ "device": device, "poll": "requested" }))
+        }))
+    }
+}
+
+/// `buffer list [device=ID] [status=unmapped|pending|mapped|conflict|missing]`.
+pub struct BufferList(pub SyncHandle);
+
+impl Command for BufferList {
+    fn changes_state(&self, _args: &Args) -> bool {
+        false
+    }
+
+    fn prepare(&self, mut args: Args, _caller: &Caller) -> Result<Action, CommandError> {
+        let device = args.opt_id("device")?;
+        let status = match args.opt_str("status")? {
+            None => None,
+            Some(text) => Some(
+                text.parse::<MappingStatus>()
+                    .map_err(|err| CommandError::bad_argument("status", err))?,
+            ),
+        };
+        args.finish()?;
+        let store = self.0.engine().store().clone();
+        Ok(Box::pin(blocking(move || {
+            let users = buffer::list(&store, device.as_deref(), status).map_err(failed)?;
+            let stats = buffer::stats(&store, device.as_deref()).map_err(failed)?;
+            Ok(json!({ "users": users, "stats": stats }))
+        })))
+    }
+}
+
+/// `map device=ID user=ID person=ID`: links a buffered user to an upstream person (pending
+/// until the upstream confirms the person exists).
+pub struct Map(pub SyncHandle);
+
+impl Command for Map {
+    fn changes_state(&self, _args: &Args) -> bool {
+        true
+    }
+
+    fn prepare(&self, mut args: Args, caller: &Caller) -> Result<Action, CommandError> {
+        let device = device_arg(&mut args, &self.0)?;
+        let user = args
+            .opt_id("user")?
+            .ok_or_else(|| CommandError::bad_argument("user", "required: the device user id"))?;
+        let person = args.opt_id("person")?.ok_or_else(|| {
+            CommandError::bad_argument("person", "required: the upstream person id")
+        })?;
+        args.finish()?;
+        let admin = caller
+            .admin
+            .clone()
+            .unwrap_or_else(|| "unsigned".to_string());
+        let nonce = caller.nonce.clone().unwrap_or_default();
+        let engine = std::sync::Arc::clone(self.0.engine());
+        Ok(Box::pin(async move {
+            engine
+                .request_mapping(&device, &user, &person, &admin, &nonce)
+                .await
+                .map_err(failed)?;
+            Ok(json!({ "device": device, "user": user, "person": person, "status": "pending" }))
+        }))
+    }
+}
+
+/// `conflicts list [device=ID]`: open device/upstream disagreements with both versions.
+pub struct ConflictsList(pub SyncHandle);
+
+impl Command for ConflictsList {
+    fn changes_state(&self, _args: &Args) -> bool {
+        false
+    }
+
+    fn prepare(&self, mut args: Args, _caller: &Caller) -> Result<Action, CommandError> {
+        let device = args.opt_id("device")?;
+        args.finish()?;
+        let store = self.0.engine().store().clone();
+        Ok(Box::pin(blocking(move || {
+            let open = conflicts::list(&store, device.as_deref()).map_err(failed)?;
+            Ok(json!({ "conflicts": open }))
+        })))
+    }
+}
+
+/// `history device=ID [limit=N]`: user counts per complete read, newest first, with the ids
+/// that came and went.
+pub struct History(pub SyncHandle);
+
+impl Command for History {
+    fn changes_state(&self, _args: &Args) -> bool {
+        false
+    }
+
+    fn prepare(&self, mut args: Args, _caller: &Caller) -> Result<Action, CommandError> {
+        let device = device_arg(&mut args, &self.0)?;
+        let limit = args.opt_int("limit", 1, 1000)?.unwrap_or(20) as usize;
+        args.finish()?;
+        let store = self.0.engine().store().clone();
+        Ok(Box::pin(blocking(move || {
+            let mut entries = history::list(&store, &device).map_err(failed)?;
+            entries.reverse();
+            entries.truncate(limit);
+            let reads: Vec<Value> = entries
+                .into_iter()
+                .map(|entry| {
+                    let mut value = serde_json::to_value(&entry).unwrap_or(Value::Null);
+                    value["read_at"] = json!(rfc3339_ms(entry.read_at_ms));
+                    value
+                })
+                .collect();
+            Ok(json!({ "device": device, "reads": reads }))
+        })))
+    }
+}
+
+/// `backups list [device=ID]`: backup files with their counts.
+pub struct BackupsList {
+    /// Where backups are written.
+    pub dir: std::path::PathBuf,
+}
+
+impl Command for BackupsList {
+    fn changes_state(&self, _args: &Args) -> bool {
+        false
+    }
+
+    fn prepare(&self, mut args: Args, _caller: &Caller) -> Result<Action, CommandError> {
+        let device = args.opt_id("device")?;
+        args.finish()?;
+        let dir = self.dir.clone();
+        Ok(Box::pin(blocking(move || {
+            let backups = crate::sync::backup::list(&dir, device.as_deref()).map_err(failed)?;
+            Ok(json!({ "backups": backups }))
+        })))
+    }
+}
+
+/// `backups create device=ID`: a full backup of a connected device now, under its lock.
+pub struct BackupsCreate {
+    /// The sync service (engine and live sessions).
+    pub sync: SyncHandle,
+    /// Where backups are written.
+    pub dir: std::path::PathBuf,
+}
+
+impl Command for BackupsCreate {
+    fn changes_state(&self, _args: &Args) -> bool {
+        true
+    }
+
+    fn prepare(&self, mut args: Args, _caller: &Caller) -> Result<Action, CommandError> {
+        let device = device_arg(&mut args, &self.sync)?;
+        args.finish()?;
+        let session = self.sync.aiface().connected(&device).ok_or_else(|| {
+            CommandError::failed(format!(
+                "device `{device}` is not connected now; nothing was done"
+            ))
+        })?;
+        let engine = std::sync::Arc::clone(self.sync.engine());
+        let dir = self.dir.clone();
+        Ok(Box::pin(async move {
+            let info = engine.backup(&session, &dir).await.map_err(failed)?;
+            Ok(json!({ "backup": info }))
+        }))
+    }
+}
+
+/// `dead-letters list`: events the upstream refused for good, with the reason.
+pub struct DeadLettersList(pub Upstream);
+
+impl Command for DeadLettersList {
+    fn changes_state(&self, _args: &Args) -> bool {
+        false
+    }
+
+    fn prepare(&self, args: Args, _caller: &Caller) -> Result<Action, CommandError> {
+        args.finish()?;
+        let upstream = self.0.clone();
+        Ok(Box::pin(blocking(move || {
+            let letters = upstream.outbox().dead_letters().map_err(failed)?;
+            let letters: Vec<Value> = letters
+                .into_iter()
+                .map(|(sequence, letter)| json!({ "sequence": sequence, "dead_letter": letter }))
+                .collect();
+            Ok(json!({ "dead_letters": letters }))
+        })))
+    }
+}
+
+/// `dead-letters requeue sequence=N | all=true`: puts dead letters back in the outbox.
+pub struct DeadLettersRequeue(pub Upstream);
+
+impl Command for DeadLettersRequeue {
+    fn changes_state(&self, _args: &Args) -> bool {
+        true
+    }
+
+    fn prepare(&self, mut args: Args, _caller: &Caller) -> Result<Action, CommandError> {
+        let sequence = args.opt_int("sequence", 0, i64::MAX)?;
+        let all = args.opt_str("all")?.is_some_and(|all| all == "true");
+        args.finish()?;
+        if sequence.is_none() && !all {
+            return Err(CommandError::bad_argument(
+                "sequence",
+                "give the dead letter's sequence, or all=true",
+            ));
+        }
+        let upstream = self.0.clone();
+        Ok(Box::pin(async move {
+            let outbox = upstream.outbox();
+            match sequence {
+                Some(sequence) => {
+                    let queued = outbox.requeue(sequence as u64).await.map_err(failed)?;
+                    Ok(json!({ "requeued": 1, "queued_as": queued }))
+                }
+                None => {
+                    let count = outbox.requeue_all().await.map_err(failed)?;
+                    Ok(json!({ "requeued": count }))
+                }
+            }
+        }))
+    }
+}
