@@ -110,7 +110,7 @@ impl Registry {
             ),
             (
                 "conflicts resolve",
-                unavailable("conflict resolution over MQTT", true),
+                sync_command(|h| Arc::new(handlers::ConflictsResolve(h)), true),
             ),
             (
                 "backups list",
@@ -128,7 +128,16 @@ impl Registry {
                     None => unavailable(sync, true),
                 },
             ),
-            ("backups restore", unavailable("restore over MQTT", true)),
+            (
+                "backups restore",
+                match &services.sync {
+                    Some(handle) => Arc::new(handlers::BackupsRestore {
+                        sync: handle.clone(),
+                        dir: services.backup_dir.clone(),
+                    }),
+                    None => unavailable(sync, true),
+                },
+            ),
             (
                 "dead-letters list",
                 match &upstream_commands {

@@ -14,8 +14,8 @@ pub use log_level::LogLevel;
 pub use logs_tail::LogsTail;
 pub use status::Status;
 pub use sync::{
-    BackupsCreate, BackupsList, BufferList, ConflictsList, DeadLettersList, DeadLettersRequeue,
-    History, Map, SyncNow,
+    BackupsCreate, BackupsList, BackupsRestore, BufferList, ConflictsList, ConflictsResolve,
+    DeadLettersList, DeadLettersRequeue, History, Map, SyncNow,
 };
 
 use chrono::{DateTime, SecondsFormat, Utc};
