@@ -11,6 +11,7 @@
 //! numbering of the two protocols, and ZK's credentials map onto it.
 
 pub mod aiface;
+pub mod zk;
 pub mod punches;
 mod read;
 pub mod registry;
