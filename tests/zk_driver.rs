@@ -383,3 +383,53 @@ fn probe_prints_the_exact_reason_of_an_incomplete_read() {
         probe.stdout
     );
 }
+
+// ---- figures (run with `--ignored --nocapture`; printed, never asserted) ----
+
+/// CPU time (user + system) of this process so far.
+fn cpu_time() -> Duration {
+    // SAFETY: getrusage only writes into the zeroed struct it is given.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    time(usage.ru_utime) + time(usage.ru_stime)
+}
+
+async fn measure(label: &str, endpoint: Endpoint) {
+    let wall = std::time::Instant::now();
+    let cpu = cpu_time();
+    let read = read_device(settings(endpoint)).await.unwrap();
+    let (wall, cpu) = (wall.elapsed(), cpu_time() - cpu);
+    assert_eq!(read.users.len(), 10_000);
+    println!(
+        "FIGURE zk driver, 10,000 users, {label}: wall {:.2} s, CPU {:.3} s, {} KiB in {} round trips",
+        wall.as_secs_f64(),
+        cpu.as_secs_f64(),
+        read.bytes_received / 1024,
+        read.round_trips
+    );
+}
+
+#[tokio::test]
+#[ignore = "a measurement: run with --ignored --nocapture"]
+async fn figure_bulk_read_of_10000_users_on_loopback() {
+    for pacing in ["20", "0"] {
+        let sim = Emulator::spawn(&[
+            "--tcp",
+            "127.0.0.1:0",
+            "--udp",
+            "127.0.0.1:0",
+            "--users",
+            "10000",
+            "--logs",
+            "0",
+            "--pacing-ms",
+            pacing,
+        ]);
+        measure(&format!("tcp, pacing {pacing} ms"), tcp(&sim)).await;
+        measure(&format!("udp, pacing {pacing} ms"), udp(&sim)).await;
+    }
+}
