@@ -67,7 +67,9 @@ pub async fn probe(
         })?;
     if device.driver == Driver::Zk {
         if listen.is_some() {
-            anyhow::bail!("--listen applies to aiface devices only; zk devices are dialled by the agent");
+            anyhow::bail!(
+                "--listen applies to aiface devices only; zk devices are dialled by the agent"
+            );
         }
         return probe_zk(&device, show_progress).await;
     }

@@ -66,14 +66,21 @@ fn assert_session_order(sim: &Emulator) {
             .position(|n| n == name)
             .unwrap_or_else(|| panic!("{name} never sent: {names:?}"))
     };
-    assert_eq!(names.first().map(String::as_str), Some("CONNECT"), "{names:?}");
+    assert_eq!(
+        names.first().map(String::as_str),
+        Some("CONNECT"),
+        "{names:?}"
+    );
     assert!(position("DISABLE_DEVICE") < position("GET_FREE_SIZES"));
     assert!(position("GET_FREE_SIZES") < position("PREPARE_BUFFER"));
     assert!(position("PREPARE_BUFFER") < position("FREE_DATA"));
     assert!(position("FREE_DATA") < position("ENABLE_DEVICE"));
     assert_eq!(names.last().map(String::as_str), Some("EXIT"), "{names:?}");
     let disable = &sim.commands()[position("DISABLE_DEVICE")];
-    assert_eq!(disable["data_len"], 4, "DISABLE carries its auto re-enable timeout");
+    assert_eq!(
+        disable["data_len"], 4,
+        "DISABLE carries its auto re-enable timeout"
+    );
     assert_eq!(sim.commands().last().unwrap()["device_enabled"], true);
 }
 
@@ -107,7 +114,11 @@ async fn complete_read_over_udp() {
     assert_generated_users(&read, 300);
     assert_session_order(&sim);
     // 300 × 72 bytes exceed one 16 KiB datagram-link slice: two READ_BUFFERs.
-    let slices = sim.command_names().iter().filter(|n| *n == "READ_BUFFER").count();
+    let slices = sim
+        .command_names()
+        .iter()
+        .filter(|n| *n == "READ_BUFFER")
+        .count();
     assert_eq!(slices, 2);
 }
 
@@ -128,7 +139,14 @@ async fn complete_read_of_28_byte_users_in_a_legacy_code_page() {
     let name = &read.users["1005"].user.name;
     assert!(!name.is_ascii() && !name.contains('\u{FFFD}'), "{name:?}");
 
-    let sim = Emulator::spawn(&["--udp", "127.0.0.1:0", "--users", "45", "--user-format", "28"]);
+    let sim = Emulator::spawn(&[
+        "--udp",
+        "127.0.0.1:0",
+        "--users",
+        "45",
+        "--user-format",
+        "28",
+    ]);
     let read = read_device(settings_for_udp(&sim)).await.unwrap();
     assert_eq!(read.users.len(), 45);
     assert!(read.users.contains_key("1045"));
@@ -164,7 +182,13 @@ async fn complete_read_over_a_serial_pty_with_an_rs485_address() {
 #[tokio::test]
 async fn serial_frames_for_another_address_get_no_answer() {
     let cable = SerialCable::new();
-    let sim = Emulator::spawn(&["--serial", cable.device_end(), "--rs485", "--device-id", "7"]);
+    let sim = Emulator::spawn(&[
+        "--serial",
+        cable.device_end(),
+        "--rs485",
+        "--device-id",
+        "7",
+    ]);
     let mut settings = settings(Endpoint::Serial {
         path: PathBuf::from(cable.agent_end()),
         baud: 115_200,
@@ -173,13 +197,27 @@ async fn serial_frames_for_another_address_get_no_answer() {
     settings.command_timeout = Duration::from_millis(600);
     let err = read_device(settings).await.unwrap_err();
     assert!(matches!(err, ReadError::TimedOut(_)), "{err}");
-    let dispositions: Vec<_> = sim.commands().iter().map(|c| c["disposition"].clone()).collect();
-    assert!(dispositions.iter().all(|d| d == "dropped-other-address"), "{dispositions:?}");
+    let dispositions: Vec<_> = sim
+        .commands()
+        .iter()
+        .map(|c| c["disposition"].clone())
+        .collect();
+    assert!(
+        dispositions.iter().all(|d| d == "dropped-other-address"),
+        "{dispositions:?}"
+    );
 }
 
 #[tokio::test]
 async fn comm_key_right_and_wrong() {
-    let sim = Emulator::spawn(&["--tcp", "127.0.0.1:0", "--users", "20", "--comm-key", "4242"]);
+    let sim = Emulator::spawn(&[
+        "--tcp",
+        "127.0.0.1:0",
+        "--users",
+        "20",
+        "--comm-key",
+        "4242",
+    ]);
     let mut right = settings(tcp(&sim));
     right.comm_key = CommKey(4242);
     let read = read_device(right).await.unwrap();
@@ -189,7 +227,10 @@ async fn comm_key_right_and_wrong() {
     let mut wrong = settings(tcp(&sim));
     wrong.comm_key = CommKey(4243);
     let err = read_device(wrong).await.unwrap_err();
-    assert!(matches!(err, ReadError::Refused(ref m) if m.contains("comm key")), "{err}");
+    assert!(
+        matches!(err, ReadError::Refused(ref m) if m.contains("comm key")),
+        "{err}"
+    );
     assert_eq!(
         sim.command_names(),
         ["CONNECT", "AUTH", "EXIT"],
@@ -201,9 +242,15 @@ async fn comm_key_right_and_wrong() {
 async fn faulty(transport: &str, fault: &str) -> (ReadError, Emulator) {
     let flag = format!("--{transport}");
     let sim = Emulator::spawn(&[&flag, "127.0.0.1:0", "--users", "200", "--fault", fault]);
-    let mut settings = settings(if transport == "tcp" { tcp(&sim) } else { udp(&sim) });
+    let mut settings = settings(if transport == "tcp" {
+        tcp(&sim)
+    } else {
+        udp(&sim)
+    });
     settings.command_timeout = Duration::from_millis(700);
-    let err = read_device(settings).await.expect_err("a faulty device cannot give a complete read");
+    let err = read_device(settings)
+        .await
+        .expect_err("a faulty device cannot give a complete read");
     (err, sim)
 }
 
@@ -233,10 +280,20 @@ async fn a_short_chunk_is_an_incomplete_read() {
 async fn a_transfer_dropped_mid_way_is_reported_and_the_session_still_closed() {
     // TCP: the device closes the connection half-way; EXIT goes out on a fresh connection.
     let (err, sim) = faulty("tcp", "drop-mid-transfer").await;
-    assert!(matches!(err, ReadError::Disconnected(ref m) if m.contains("closed")), "{err}");
+    assert!(
+        matches!(err, ReadError::Disconnected(ref m) if m.contains("closed")),
+        "{err}"
+    );
     assert_exit_sent(&sim);
-    let exit = sim.commands().into_iter().rfind(|c| c["name"] == "EXIT").unwrap();
-    assert_eq!(exit["disposition"], "answered", "EXIT freed the session: {exit}");
+    let exit = sim
+        .commands()
+        .into_iter()
+        .rfind(|c| c["name"] == "EXIT")
+        .unwrap();
+    assert_eq!(
+        exit["disposition"], "answered",
+        "EXIT freed the session: {exit}"
+    );
     assert_eq!(exit["device_enabled"], true);
 
     // UDP: the fragments stop; the slice is requested again (new reply id), then given up.
@@ -251,7 +308,10 @@ async fn a_transfer_dropped_mid_way_is_reported_and_the_session_still_closed() {
 #[tokio::test]
 async fn a_silent_device_times_out_and_still_gets_enable_and_exit() {
     let (err, sim) = faulty("tcp", "silence").await;
-    assert!(matches!(err, ReadError::TimedOut(ref m) if m.contains("DISABLE")), "{err}");
+    assert!(
+        matches!(err, ReadError::TimedOut(ref m) if m.contains("DISABLE")),
+        "{err}"
+    );
     let names = sim.command_names();
     assert_eq!(
         names,
@@ -337,9 +397,15 @@ fn probe(device: &str) -> Probe {
 }
 
 fn assert_probe_complete(probe: &Probe, users: u32) {
-    assert_eq!(probe.status, 0, "stdout:\n{}\nstderr:\n{}", probe.stdout, probe.stderr);
+    assert_eq!(
+        probe.status, 0,
+        "stdout:\n{}\nstderr:\n{}",
+        probe.stdout, probe.stderr
+    );
     assert!(
-        probe.stdout.contains(&format!("COMPLETE read: {users} users (device reports {users})")),
+        probe.stdout.contains(&format!(
+            "COMPLETE read: {users} users (device reports {users})"
+        )),
         "{}",
         probe.stdout
     );
@@ -349,10 +415,23 @@ fn assert_probe_complete(probe: &Probe, users: u32) {
 
 #[test]
 fn probe_reads_the_emulator_over_tcp_udp_and_serial() {
-    let sim = Emulator::spawn(&["--tcp", "127.0.0.1:0", "--udp", "127.0.0.1:0", "--users", "80"]);
-    let tcp = probe(&format!("transport = \"tcp\"\naddress = \"{}\"\n", sim.tcp.unwrap()));
+    let sim = Emulator::spawn(&[
+        "--tcp",
+        "127.0.0.1:0",
+        "--udp",
+        "127.0.0.1:0",
+        "--users",
+        "80",
+    ]);
+    let tcp = probe(&format!(
+        "transport = \"tcp\"\naddress = \"{}\"\n",
+        sim.tcp.unwrap()
+    ));
     assert_probe_complete(&tcp, 80);
-    let udp = probe(&format!("transport = \"udp\"\naddress = \"{}\"\n", sim.udp.unwrap()));
+    let udp = probe(&format!(
+        "transport = \"udp\"\naddress = \"{}\"\n",
+        sim.udp.unwrap()
+    ));
     assert_probe_complete(&udp, 80);
 
     let cable = SerialCable::new();

@@ -11,10 +11,10 @@
 //! numbering of the two protocols, and ZK's credentials map onto it.
 
 pub mod aiface;
-pub mod zk;
 pub mod punches;
 mod read;
 pub mod registry;
+pub mod zk;
 
 pub use read::{
     card_of, slot_kind_name, Credential, FetchMode, HeldCredential, MemorySink, ReadError,

@@ -166,8 +166,14 @@ impl SerialCable {
     pub fn new() -> SerialCable {
         let device = open_pty();
         let agent = open_pty();
-        copy(device.master.try_clone().unwrap(), agent.master.try_clone().unwrap());
-        copy(agent.master.try_clone().unwrap(), device.master.try_clone().unwrap());
+        copy(
+            device.master.try_clone().unwrap(),
+            agent.master.try_clone().unwrap(),
+        );
+        copy(
+            agent.master.try_clone().unwrap(),
+            device.master.try_clone().unwrap(),
+        );
         SerialCable { device, agent }
     }
 

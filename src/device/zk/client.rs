@@ -135,7 +135,11 @@ impl Client {
                         source: LinkError::TimedOut(_),
                         what,
                     }) if attempt < MAX_ATTEMPTS => {
-                        tracing::warn!(transport = self.link.name(), attempt, "{what} stalled; requesting it again");
+                        tracing::warn!(
+                            transport = self.link.name(),
+                            attempt,
+                            "{what} stalled; requesting it again"
+                        );
                         read = before_slice.clone();
                         attempt += 1;
                     }
@@ -205,7 +209,10 @@ impl Client {
         }
         match self.link.reopen(self.timeout).await {
             Some(Ok(link)) => {
-                tracing::info!(device, "sending EXIT on a fresh connection to free the session");
+                tracing::info!(
+                    device,
+                    "sending EXIT on a fresh connection to free the session"
+                );
                 self.link = link;
                 true
             }
@@ -222,7 +229,11 @@ impl Client {
     async fn call(&mut self, request: &Request) -> Result<Packet, SessionError> {
         let bytes = self.session.packet(request).encode();
         let what = describe(request);
-        let attempts = if self.link.loses_packets() { MAX_ATTEMPTS } else { 1 };
+        let attempts = if self.link.loses_packets() {
+            MAX_ATTEMPTS
+        } else {
+            1
+        };
         let mut attempt = 1;
         loop {
             self.send(&bytes, &what).await?;
@@ -231,7 +242,11 @@ impl Client {
                     source: LinkError::TimedOut(_),
                     ..
                 }) if attempt < attempts => {
-                    tracing::debug!(transport = self.link.name(), attempt, "{what}: no reply, resending");
+                    tracing::debug!(
+                        transport = self.link.name(),
+                        attempt,
+                        "{what}: no reply, resending"
+                    );
                     attempt += 1;
                 }
                 Ok(reply) => {
@@ -244,10 +259,13 @@ impl Client {
     }
 
     async fn send(&mut self, bytes: &[u8], what: &str) -> Result<(), SessionError> {
-        self.link.send(bytes).await.map_err(|source| SessionError::Link {
-            what: what.to_string(),
-            source,
-        })
+        self.link
+            .send(bytes)
+            .await
+            .map_err(|source| SessionError::Link {
+                what: what.to_string(),
+                source,
+            })
     }
 
     /// The next packet answering the last request, skipping stale duplicates and realtime

@@ -22,7 +22,10 @@ pub struct Identity {
 }
 
 /// Opens a session, asks, and closes it again on every path.
-pub async fn identify(settings: &ZkSettings, prefer_udp: &AtomicBool) -> Result<Identity, ReadError> {
+pub async fn identify(
+    settings: &ZkSettings,
+    prefer_udp: &AtomicBool,
+) -> Result<Identity, ReadError> {
     let mut client = open(settings, prefer_udp).await?;
     let outcome = ask(&mut client, settings).await;
     client.close(&settings.device_id).await;

@@ -57,7 +57,10 @@ pub enum LinkError {
 impl LinkError {
     /// True when the link can no longer carry anything (so closing the session needs a new one).
     pub fn is_broken(&self) -> bool {
-        !matches!(self, LinkError::TimedOut(_) | LinkError::DatagramTooLarge { .. })
+        !matches!(
+            self,
+            LinkError::TimedOut(_) | LinkError::DatagramTooLarge { .. }
+        )
     }
 }
 
@@ -119,7 +122,11 @@ impl Link {
     /// `None` for the other transports, which have no connection to replace.
     pub async fn reopen(&self, timeout: Duration) -> Option<Result<Link, LinkError>> {
         match self {
-            Link::Tcp(link) => Some(TcpLink::connect(link.target(), timeout).await.map(Link::Tcp)),
+            Link::Tcp(link) => Some(
+                TcpLink::connect(link.target(), timeout)
+                    .await
+                    .map(Link::Tcp),
+            ),
             Link::Udp(_) | Link::Serial(_) => None,
         }
     }

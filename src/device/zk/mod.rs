@@ -26,7 +26,6 @@ pub use settings::{Endpoint, SettingsError, ZkSettings};
 pub use udp::MAX_DATAGRAM;
 
 use super::{Credential, DeviceSession, FetchMode, ReadError, ReadSink, UserRead};
-use std::future::Future;
 use std::sync::atomic::AtomicBool;
 
 /// A ZK terminal as the agent sees it between reads: its settings, a lock that keeps to one
@@ -64,27 +63,20 @@ impl DeviceSession for ZkSession {
         &self.settings.device_id
     }
 
-    fn read_users<'a>(
+    async fn read_users<'a>(
         &'a self,
         mode: FetchMode,
         sink: &'a mut (dyn ReadSink + Send),
-    ) -> impl Future<Output = Result<UserRead, ReadError>> + Send + 'a {
-        async move {
-            let _turn = self.turn.lock().await;
-            read::read_users(&self.settings, &self.prefer_udp, mode, sink).await
-        }
+    ) -> Result<UserRead, ReadError> {
+        let _turn = self.turn.lock().await;
+        read::read_users(&self.settings, &self.prefer_udp, mode, sink).await
     }
 
-    fn write_credential<'a>(
-        &'a self,
-        credential: &'a Credential,
-    ) -> impl Future<Output = Result<(), ReadError>> + Send + 'a {
-        async move {
-            Err(ReadError::Refused(format!(
-                "writing credentials (user {}, slot {}) to zk devices is not supported by this \
-                 agent version yet; nothing was sent to {}",
-                credential.user_id, credential.slot, self.settings.device_id
-            )))
-        }
+    async fn write_credential<'a>(&'a self, credential: &'a Credential) -> Result<(), ReadError> {
+        Err(ReadError::Refused(format!(
+            "writing credentials (user {}, slot {}) to zk devices is not supported by this \
+             agent version yet; nothing was sent to {}",
+            credential.user_id, credential.slot, self.settings.device_id
+        )))
     }
 }

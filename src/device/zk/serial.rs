@@ -99,7 +99,10 @@ mod tests {
     use std::time::Duration;
 
     fn reply(address: u8, reply_id: u16) -> Vec<u8> {
-        frame_serial(address, &Packet::new(Code::ACK_OK, 9, reply_id, vec![]).encode())
+        frame_serial(
+            address,
+            &Packet::new(Code::ACK_OK, 9, reply_id, vec![]).encode(),
+        )
     }
 
     /// An unplugged USB adapter reads as end of file forever: the link must report the device as
@@ -114,7 +117,10 @@ mod tests {
         let err = link.recv(deadline).await.unwrap_err();
         assert!(matches!(err, LinkError::DeviceGone { .. }), "{err}");
         assert!(err.to_string().contains("/dev/ttyUSB9"));
-        assert!(started.elapsed() < Duration::from_secs(5), "waited for the deadline");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "waited for the deadline"
+        );
     }
 
     #[tokio::test]

@@ -104,7 +104,9 @@ impl ZkSettings {
                 .ok_or_else(|| SettingsError::MissingAddress(id.clone()))
         };
         let endpoint = match device.effective_transport() {
-            Transport::Udp => Endpoint::Udp { address: address()? },
+            Transport::Udp => Endpoint::Udp {
+                address: address()?,
+            },
             Transport::Serial => Endpoint::Serial {
                 path: device
                     .serial_port
@@ -122,11 +124,12 @@ impl ZkSettings {
         let comm_key = match &device.comm_key_file {
             None => CommKey(0),
             Some(path) => {
-                let text = read_secret(path).map_err(|source| SettingsError::CommKeyUnreadable {
-                    device: id.clone(),
-                    path: path.clone(),
-                    source,
-                })?;
+                let text =
+                    read_secret(path).map_err(|source| SettingsError::CommKeyUnreadable {
+                        device: id.clone(),
+                        path: path.clone(),
+                        source,
+                    })?;
                 CommKey(text.parse().map_err(|_| SettingsError::CommKeyNotNumeric {
                     device: id.clone(),
                     path: path.clone(),

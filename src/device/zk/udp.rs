@@ -39,7 +39,11 @@ impl UdpLink {
                     "the host name resolved to no address",
                 ))
             })?;
-        let local = if peer.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+        let local = if peer.is_ipv4() {
+            "0.0.0.0:0"
+        } else {
+            "[::]:0"
+        };
         let socket = UdpSocket::bind(local).await.map_err(unreachable)?;
         socket.connect(peer).await.map_err(unreachable)?;
         Ok(UdpLink {

@@ -195,7 +195,11 @@ mod tests {
         ]);
         let mut sink = MemorySink::default();
         let read = to_user_read(&table, &sizes, FetchMode::All, &mut sink).unwrap();
-        assert_eq!(read.users.len(), 3, "a user without credentials is still a user");
+        assert_eq!(
+            read.users.len(),
+            3,
+            "a user without credentials is still a user"
+        );
         assert_eq!(read.users["7"].slots, [PASSWORD_SLOT]);
         assert!(read.users["7"].user.has_password);
         assert_eq!(read.users["7"].user.privilege, 2);
