@@ -321,6 +321,32 @@ async fn a_silent_device_times_out_and_still_gets_enable_and_exit() {
 }
 
 #[tokio::test]
+async fn an_abandoned_read_still_re_enables_the_device_and_exits() {
+    // 2,000 paced users take seconds; the caller gives up after 300 ms and drops the read.
+    let sim = Emulator::spawn(&["--tcp", "127.0.0.1:0", "--users", "2000", "--logs", "0"]);
+    let abandoned =
+        tokio::time::timeout(Duration::from_millis(300), read_device(settings(tcp(&sim))));
+    assert!(
+        abandoned.await.is_err(),
+        "the read should still have been running"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !sim.command_names().iter().any(|n| n == "EXIT") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no EXIT: {:?}",
+            sim.command_names()
+        );
+        // Keeps this runtime turning, which runs the background close.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let names = sim.command_names();
+    let tail = &names[names.len() - 2..];
+    assert_eq!(tail, ["ENABLE_DEVICE", "EXIT"], "{names:?}");
+    assert_eq!(sim.commands().last().unwrap()["device_enabled"], true);
+}
+
+#[tokio::test]
 async fn tcp_falls_back_to_udp_when_configured() {
     let sim = Emulator::spawn(&["--udp", "127.0.0.1:0", "--users", "25"]);
     // Nothing listens on TCP at the UDP socket's port.

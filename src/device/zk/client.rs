@@ -41,8 +41,16 @@ pub enum SessionError {
 }
 
 /// An open session (the device has answered `CONNECT`).
+///
+/// Close it with [`Client::close`]. If it is dropped instead (the read's future was cancelled,
+/// e.g. at shutdown), `Drop` hands the link to a background task that performs the same close.
 pub struct Client {
-    link: Link,
+    /// Always present; taken only by `Drop` to finish the close in the background.
+    link: Option<Link>,
+    device: String,
+    /// True from a successful `CONNECT` until [`Client::close`] starts: a session exists on the
+    /// device that `Drop` must close if nobody else does.
+    needs_close: bool,
     session: ClientSession,
     timeout: Duration,
     device_disabled: bool,
@@ -53,9 +61,15 @@ pub struct Client {
 impl Client {
     /// Sends `CONNECT` on a fresh link. No session exists on the device until this succeeds, so
     /// a failure here needs no `EXIT`.
-    pub async fn connect(link: Link, timeout: Duration) -> Result<Client, SessionError> {
+    pub async fn connect(
+        device: &str,
+        link: Link,
+        timeout: Duration,
+    ) -> Result<Client, SessionError> {
         let mut client = Client {
-            link,
+            link: Some(link),
+            device: device.to_string(),
+            needs_close: false,
             session: ClientSession::new(),
             timeout,
             device_disabled: false,
@@ -64,12 +78,13 @@ impl Client {
         };
         let reply = client.call(&Request::Connect).await?;
         client.session.on_connect_reply(&reply)?;
+        client.needs_close = true;
         Ok(client)
     }
 
     /// The transport in use.
     pub fn transport(&self) -> &'static str {
-        self.link.name()
+        self.link().name()
     }
 
     /// Requests answered and reply bytes received so far.
@@ -125,7 +140,7 @@ impl Client {
     /// per-packet timeout and re-requested (with a new reply id, as firmware requires) when it
     /// stalls; then frees the device's buffer.
     pub async fn bulk_read(&mut self, dataset: BulkDataset) -> Result<Vec<u8>, SessionError> {
-        let (mut read, mut request) = BulkRead::start(dataset, self.link.max_chunk());
+        let (mut read, mut request) = BulkRead::start(dataset, self.link().max_chunk());
         let data = loop {
             let before_slice = read.clone();
             let mut attempt = 1;
@@ -136,7 +151,7 @@ impl Client {
                         what,
                     }) if attempt < MAX_ATTEMPTS => {
                         tracing::warn!(
-                            transport = self.link.name(),
+                            transport = self.link().name(),
                             attempt,
                             "{what} stalled; requesting it again"
                         );
@@ -182,7 +197,10 @@ impl Client {
     /// one goes). When the TCP connection broke, `EXIT` goes out on a fresh connection, since
     /// firmware finds sessions by id. Failures are logged, never raised: the read's own outcome
     /// is what the caller reports.
-    pub async fn close(mut self, device: &str) {
+    pub async fn close(mut self) {
+        self.needs_close = false;
+        let device = self.device.clone();
+        let device = device.as_str();
         if self.device_disabled {
             if let Err(err) = self.enable_device().await {
                 tracing::warn!(device, "could not re-enable the device (it re-enables itself after {DISABLE_TIMEOUT_SECS} s): {err}");
@@ -199,6 +217,18 @@ impl Client {
         }
     }
 
+    fn link(&self) -> &Link {
+        self.link
+            .as_ref()
+            .expect("the link is taken only when the client is dropped")
+    }
+
+    fn link_mut(&mut self) -> &mut Link {
+        self.link
+            .as_mut()
+            .expect("the link is taken only when the client is dropped")
+    }
+
     /// Replaces a broken TCP connection; true when there is a new one to send on.
     async fn reconnect_if_broken(&mut self, device: &str, err: &SessionError) -> bool {
         let SessionError::Link { source, .. } = err else {
@@ -207,13 +237,14 @@ impl Client {
         if !source.is_broken() {
             return false;
         }
-        match self.link.reopen(self.timeout).await {
+        let timeout = self.timeout;
+        match self.link().reopen(timeout).await {
             Some(Ok(link)) => {
                 tracing::info!(
                     device,
                     "sending EXIT on a fresh connection to free the session"
                 );
-                self.link = link;
+                self.link = Some(link);
                 true
             }
             Some(Err(err)) => {
@@ -229,7 +260,7 @@ impl Client {
     async fn call(&mut self, request: &Request) -> Result<Packet, SessionError> {
         let bytes = self.session.packet(request).encode();
         let what = describe(request);
-        let attempts = if self.link.loses_packets() {
+        let attempts = if self.link().loses_packets() {
             MAX_ATTEMPTS
         } else {
             1
@@ -243,7 +274,7 @@ impl Client {
                     ..
                 }) if attempt < attempts => {
                     tracing::debug!(
-                        transport = self.link.name(),
+                        transport = self.link().name(),
                         attempt,
                         "{what}: no reply, resending"
                     );
@@ -259,7 +290,7 @@ impl Client {
     }
 
     async fn send(&mut self, bytes: &[u8], what: &str) -> Result<(), SessionError> {
-        self.link
+        self.link_mut()
             .send(bytes)
             .await
             .map_err(|source| SessionError::Link {
@@ -274,7 +305,7 @@ impl Client {
         let deadline = Instant::now() + self.timeout;
         loop {
             let (incoming, wire_len) =
-                self.link
+                self.link_mut()
                     .recv(deadline)
                     .await
                     .map_err(|source| SessionError::Link {
@@ -288,7 +319,7 @@ impl Client {
             if !incoming.checksum_valid {
                 // Policy: log and accept (some simulators and old firmware get it wrong).
                 tracing::warn!(
-                    transport = self.link.name(),
+                    transport = self.link().name(),
                     code = %incoming.packet.code,
                     "reply with a bad checksum accepted"
                 );
@@ -297,6 +328,34 @@ impl Client {
                 return Ok(incoming.packet);
             }
         }
+    }
+}
+
+impl Drop for Client {
+    /// A session abandoned without [`Client::close`] (its future was dropped) is closed by a
+    /// background task, so even a cancelled read re-enables the device and sends `EXIT`.
+    fn drop(&mut self) {
+        if !self.needs_close {
+            return;
+        }
+        let (Some(link), Ok(runtime)) = (self.link.take(), tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        tracing::warn!(device = %self.device, "read abandoned mid-session; closing the session in the background");
+        let orphan = Client {
+            link: Some(link),
+            device: std::mem::take(&mut self.device),
+            // Its own close is the spawned task; if the runtime drops that task unstarted
+            // (shutting down), dropping it must not spawn yet another one.
+            needs_close: false,
+            session: self.session.clone(),
+            timeout: self.timeout,
+            device_disabled: self.device_disabled,
+            round_trips: 0,
+            bytes_received: 0,
+        };
+        runtime.spawn(orphan.close());
     }
 }
 

@@ -28,7 +28,7 @@ pub async fn identify(
 ) -> Result<Identity, ReadError> {
     let mut client = open(settings, prefer_udp).await?;
     let outcome = ask(&mut client, settings).await;
-    client.close(&settings.device_id).await;
+    client.close().await;
     outcome
 }
 

@@ -51,20 +51,20 @@ pub async fn open(settings: &ZkSettings, prefer_udp: &AtomicBool) -> Result<Clie
         } => {
             if *udp_fallback && prefer_udp.load(Ordering::Relaxed) {
                 let link = over(UdpLink::connect(address).await.map(Link::Udp), "udp")?;
-                return Client::connect(link, timeout).await;
+                return Client::connect(&settings.device_id, link, timeout).await;
             }
             let tcp = async {
                 let link = over(
                     TcpLink::connect(address, timeout).await.map(Link::Tcp),
                     "tcp connect",
                 )?;
-                Client::connect(link, timeout).await
+                Client::connect(&settings.device_id, link, timeout).await
             };
             match tcp.await {
                 Err(err) if *udp_fallback => {
                     tracing::warn!(device = %settings.device_id, "TCP failed ({err}); trying UDP");
                     let link = over(UdpLink::connect(address).await.map(Link::Udp), "udp")?;
-                    let client = Client::connect(link, timeout).await?;
+                    let client = Client::connect(&settings.device_id, link, timeout).await?;
                     prefer_udp.store(true, Ordering::Relaxed);
                     Ok(client)
                 }
@@ -73,7 +73,7 @@ pub async fn open(settings: &ZkSettings, prefer_udp: &AtomicBool) -> Result<Clie
         }
         Endpoint::Udp { address } => {
             let link = over(UdpLink::connect(address).await.map(Link::Udp), "udp")?;
-            Client::connect(link, timeout).await
+            Client::connect(&settings.device_id, link, timeout).await
         }
         Endpoint::Serial {
             path,
@@ -84,7 +84,7 @@ pub async fn open(settings: &ZkSettings, prefer_udp: &AtomicBool) -> Result<Clie
                 SerialLink::open(path, *baud, *address).map(Link::Serial),
                 "serial open",
             )?;
-            Client::connect(link, timeout).await
+            Client::connect(&settings.device_id, link, timeout).await
         }
     }
 }
@@ -118,7 +118,7 @@ pub async fn read_users(
     let outcome = fetch_users(&mut client, settings).await;
     let (round_trips, bytes_received) = client.traffic();
     // The close comes after the fallible part has finished, whatever its outcome.
-    client.close(&settings.device_id).await;
+    client.close().await;
     let (sizes, table) = outcome?;
     let mut read = to_user_read(&table, &sizes, mode, sink)?;
     read.round_trips = round_trips;
