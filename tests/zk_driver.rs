@@ -538,3 +538,39 @@ async fn figure_bulk_read_of_10000_users_on_loopback() {
         measure(&format!("udp, pacing {pacing} ms"), udp(&sim)).await;
     }
 }
+
+#[tokio::test]
+#[ignore = "a measurement: run with --ignored --nocapture"]
+async fn figure_serial_read_against_the_line_rate() {
+    let cable = SerialCable::new();
+    let _sim = Emulator::spawn(&[
+        "--serial",
+        cable.device_end(),
+        "--users",
+        "2000",
+        "--logs",
+        "0",
+    ]);
+    let wall = std::time::Instant::now();
+    let cpu = cpu_time();
+    let read = read_device(settings(Endpoint::Serial {
+        path: PathBuf::from(cable.agent_end()),
+        baud: 115_200,
+        address: 1,
+    }))
+    .await
+    .unwrap();
+    let (wall, cpu) = (wall.elapsed(), cpu_time() - cpu);
+    assert_eq!(read.users.len(), 2000);
+    // 8N1: ten bits on the line per byte.
+    let minimum = read.bytes_received as f64 / (115_200.0 / 10.0);
+    println!(
+        "FIGURE zk driver, 2,000 users over a pty at 115200 baud (emulator throttled, 20 ms \
+         pacing): wall {:.2} s, CPU {:.3} s, {} bytes received, line minimum {:.2} s ({:.0} %)",
+        wall.as_secs_f64(),
+        cpu.as_secs_f64(),
+        read.bytes_received,
+        minimum,
+        100.0 * minimum / wall.as_secs_f64()
+    );
+}
