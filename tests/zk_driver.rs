@@ -124,6 +124,7 @@ async fn complete_read_over_udp() {
 
 #[tokio::test]
 async fn complete_read_of_28_byte_users_in_a_legacy_code_page() {
+    // Unpaced: socket reads then carry several frames, which the reassembler must split.
     let sim = Emulator::spawn(&[
         "--tcp",
         "127.0.0.1:0",
@@ -131,6 +132,8 @@ async fn complete_read_of_28_byte_users_in_a_legacy_code_page() {
         "40",
         "--native-names",
         "windows-1251",
+        "--pacing-ms",
+        "0",
     ]);
     let mut settings = settings(tcp(&sim));
     settings.codec = TextCodec::for_label("windows-1251").unwrap();

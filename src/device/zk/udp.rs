@@ -74,3 +74,22 @@ impl UdpLink {
         Ok((Packet::decode(bytes).map_err(invalid)?, len))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn refuses_a_datagram_the_firmware_would_truncate() {
+        let device = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut link = UdpLink::connect(&device.local_addr().unwrap().to_string())
+            .await
+            .unwrap();
+        let err = link.send(&[0; MAX_DATAGRAM + 1]).await.unwrap_err();
+        assert!(
+            matches!(err, LinkError::DatagramTooLarge { len: 1033, .. }),
+            "{err}"
+        );
+        link.send(&[0; MAX_DATAGRAM]).await.unwrap();
+    }
+}
