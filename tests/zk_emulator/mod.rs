@@ -1,5 +1,8 @@
 //! `device-sim zk` as a child process for the driver tests, and a pty bridge for serial.
 //!
+//! Command logs are kept under `target/tmp/zk-driver-command-logs/`, where the test script's
+//! suite-wide check (scripts/check-command-logs.py) scans them for destructive commands.
+//!
 //! The emulator binary belongs to the `device-protocols` package, so Cargo does not build it for
 //! this package's tests; `cargo nextest run --workspace` (the test script) does, into the same
 //! target directory, which is where [`device_sim`] looks.
@@ -39,14 +42,24 @@ pub struct Emulator {
     /// The UDP socket, when asked for.
     pub udp: Option<SocketAddr>,
     log: PathBuf,
-    _dir: tempfile::TempDir,
+}
+
+/// A fresh command-log path under `target/tmp/zk-driver-command-logs/`.
+fn command_log_path() -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("zk-driver-command-logs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let log = dir.join(format!("{}-{n}.jsonl", std::process::id()));
+    // A pid reused from an earlier run must not mix old entries into this log.
+    let _ = std::fs::remove_file(&log);
+    log
 }
 
 impl Emulator {
     /// Starts `device-sim zk ARGS --command-log …` and waits for its listener lines.
     pub fn spawn(args: &[&str]) -> Emulator {
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("commands.jsonl");
+        let log = command_log_path();
         let mut child = Command::new(device_sim())
             .arg("zk")
             .args(args)
@@ -76,7 +89,6 @@ impl Emulator {
             tcp,
             udp,
             log,
-            _dir: dir,
         }
     }
 

@@ -1,7 +1,8 @@
 //! A complete user read, in the order the protocol requires: connect → auth → disable (with an
 //! auto re-enable timeout) → sizes → users (bulk) → free → enable → exit. The close runs on every
-//! path, errors included, because the part that can fail is wrapped and awaited *before* it:
-//! firmware keeps a session until `EXIT`, and a terminal left disabled shows "Working…".
+//! path, errors included, because the part that can fail is awaited as one step *before* it (and
+//! a read cancelled mid-way is closed by the client's `Drop`): firmware keeps a session until
+//! `EXIT`, and a terminal left disabled shows "Working…".
 
 use super::client::{Client, SessionError};
 use super::link::{Link, LinkError};
