@@ -9,7 +9,7 @@ use crate::config::{Config, DeviceConfig, Driver};
 use crate::device::aiface::AifaceServer;
 use crate::device::zk::{Endpoint, ZkSession, ZkSettings};
 use crate::device::{Credential, HeldCredential};
-use crate::device::{DeviceSession, FetchMode, ReadProgress, ReadSink, UserRead};
+use crate::device::{DeviceSession, FetchMode, ReadError, ReadProgress, ReadSink, UserRead};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -71,7 +71,7 @@ pub async fn probe(
                 "--listen applies to aiface devices only; zk devices are dialled by the agent"
             );
         }
-        return probe_zk(&device, show_progress).await;
+        return probe_zk(&device, wait, show_progress).await;
     }
     if listen.is_some() {
         device.listen = listen;
@@ -124,9 +124,13 @@ pub async fn probe(
     Ok(report)
 }
 
-/// Probes a ZK terminal: the agent dials it (tcp, udp or serial), asks who it is, then reads
-/// every user in a second session.
-async fn probe_zk(device: &DeviceConfig, show_progress: bool) -> anyhow::Result<ProbeReport> {
+/// Probes a ZK terminal: the agent dials it (tcp, udp or serial) until it answers or `wait` runs
+/// out, asks who it is, then reads every user in a second session.
+async fn probe_zk(
+    device: &DeviceConfig,
+    wait: Duration,
+    show_progress: bool,
+) -> anyhow::Result<ProbeReport> {
     let settings = ZkSettings::from_config(device)?;
     eprintln!(
         "dialling {} ({}); punches stay on the device",
@@ -149,7 +153,16 @@ async fn probe_zk(device: &DeviceConfig, show_progress: bool) -> anyhow::Result<
         bytes_received: 0,
         seconds: 0.0,
     };
-    let identity = match session.identify().await {
+    let identity = loop {
+        match session.identify().await {
+            Err(ReadError::NotConnected(reason)) if started.elapsed() + ZK_REDIAL < wait => {
+                eprintln!("  not reachable yet ({reason}); trying again");
+                tokio::time::sleep(ZK_REDIAL).await;
+            }
+            other => break other,
+        }
+    };
+    let identity = match identity {
         Ok(identity) => identity,
         Err(err) => {
             report.error = Some(err.to_string());
@@ -178,6 +191,9 @@ async fn probe_zk(device: &DeviceConfig, show_progress: bool) -> anyhow::Result<
     }
     Ok(report)
 }
+
+/// Pause between dial attempts while waiting for a ZK terminal to come up.
+const ZK_REDIAL: Duration = Duration::from_secs(2);
 
 fn describe_endpoint(endpoint: &Endpoint) -> String {
     match endpoint {

@@ -402,6 +402,10 @@ struct Probe {
 }
 
 fn probe(device: &str) -> Probe {
+    probe_with(device, &[])
+}
+
+fn probe_with(device: &str, args: &[&str]) -> Probe {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("edge-agent.toml");
     std::fs::write(
@@ -416,6 +420,7 @@ fn probe(device: &str) -> Probe {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_edge-agent"))
         .args(["probe", "--device", "zk1", "--config"])
         .arg(&config)
+        .args(args)
         .output()
         .unwrap();
     Probe {
@@ -489,6 +494,25 @@ fn probe_prints_the_exact_reason_of_an_incomplete_read() {
         probe.stdout.contains("INCOMPLETE read") && probe.stdout.contains("reports 21 users"),
         "{}",
         probe.stdout
+    );
+}
+
+#[test]
+fn probe_redials_an_unreachable_terminal_until_the_wait_runs_out() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = closed.local_addr().unwrap();
+    drop(closed);
+    let probe = probe_with(&format!("address = \"{address}\"\n"), &["--wait", "5s"]);
+    assert_eq!(probe.status, 3, "{}\n{}", probe.stdout, probe.stderr);
+    assert!(
+        probe.stdout.contains("cannot reach the device"),
+        "{}",
+        probe.stdout
+    );
+    assert!(probe.stderr.contains("trying again"), "{}", probe.stderr);
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "gave up without redialling"
     );
 }
 

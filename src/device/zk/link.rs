@@ -143,3 +143,8 @@ pub(super) async fn by_deadline<T>(
         Err(_) => Err(LinkError::TimedOut(allowed)),
     }
 }
+
+/// A framed packet shorter than a ZK header: whatever sent it is not a ZK device.
+pub(super) fn invalid(err: device_protocols::zk::PacketError) -> LinkError {
+    LinkError::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, err))
+}

@@ -6,8 +6,7 @@
 //! returns zero bytes means the adapter is gone. On Linux an unplugged USB adapter returns
 //! `Ok(0)` forever, so treating it as "no data yet" would spin a core at 100 %.
 
-use super::link::{by_deadline, LinkError};
-use super::tcp::invalid;
+use super::link::{by_deadline, invalid, LinkError};
 use device_protocols::zk::{frame_serial, Incoming, Packet, SerialReassembler};
 use std::path::{Path, PathBuf};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};

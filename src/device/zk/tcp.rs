@@ -2,7 +2,7 @@
 //! (firmware reads the prefix with a single `recv`), read back through the reassembler because a
 //! socket read may hold half a frame or several.
 
-use super::link::{by_deadline, LinkError};
+use super::link::{by_deadline, invalid, LinkError};
 use device_protocols::zk::{frame_tcp, Incoming, Packet, TcpReassembler};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -74,9 +74,4 @@ impl TcpLink {
             self.reassembler.push(&self.buffer[..read]);
         }
     }
-}
-
-/// A framed packet shorter than a header: the stream is not a ZK device's.
-pub(super) fn invalid(err: device_protocols::zk::PacketError) -> LinkError {
-    LinkError::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, err))
 }

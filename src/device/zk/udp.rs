@@ -2,8 +2,7 @@
 //! keys UDP sessions by source address and port), and nothing larger than the firmware's
 //! 1032-byte receive buffer.
 
-use super::link::{by_deadline, LinkError};
-use super::tcp::invalid;
+use super::link::{by_deadline, invalid, LinkError};
 use device_protocols::zk::{Incoming, Packet};
 use tokio::net::UdpSocket;
 use tokio::time::Instant;
