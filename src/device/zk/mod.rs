@@ -1,10 +1,10 @@
 //! The ZK-protocol driver: the agent dials the terminal over TCP, UDP or (experimentally) a
 //! serial line, one short session per read, and reads the user table completely or not at all.
 //!
-//! Layers, one module each: [`link`] with [`tcp`], [`udp`] and [`serial`] move bytes;
-//! [`client`] matches replies, retries what is safe and runs bulk reads; [`read`] holds the
-//! session order and its close-on-every-path; [`users`] maps records onto [`UserRead`];
-//! [`identity`] is what `probe` shows about the device; [`settings`] resolves the config.
+//! Layers, one module each: `link` with `tcp`, `udp` and `serial` move bytes;
+//! `client` matches replies, retries what is safe and runs bulk reads; `read` holds the
+//! session order and its close-on-every-path; `users` maps records onto [`UserRead`];
+//! `identity` is what `probe` shows about the device; `settings` resolves the config.
 //!
 //! Not yet: fingerprint templates (slots 0–9) and the attendance log are not read, and
 //! [`DeviceSession::write_credential`] refuses rather than pretend.
@@ -19,11 +19,9 @@ mod tcp;
 mod udp;
 mod users;
 
-pub use client::{DISABLE_TIMEOUT_SECS, MAX_ATTEMPTS};
+pub use client::DISABLE_TIMEOUT_SECS;
 pub use identity::Identity;
-pub use link::LinkError;
 pub use settings::{Endpoint, SettingsError, ZkSettings};
-pub use udp::MAX_DATAGRAM;
 
 use super::{Credential, DeviceSession, FetchMode, ReadError, ReadSink, UserRead};
 use std::sync::atomic::AtomicBool;
