@@ -215,8 +215,8 @@ mod tests {
         let (table, sizes) = table(vec![user(2, "8", "", 99), user(4, "10", "", 5)]);
         let mut sink = MemorySink::default();
         to_user_read(&table, &sizes, FetchMode::All, &mut sink).unwrap();
-        let (mut changed, sizes) = self::table(vec![user(2, "8", "", 99), user(4, "10", "", 6)]);
-        changed.count_consistent = true;
+        // User "10" got a new card; user "8" is unchanged.
+        let (changed, sizes) = self::table(vec![user(2, "8", "", 99), user(4, "10", "", 6)]);
         let read = to_user_read(&changed, &sizes, FetchMode::Missing, &mut sink).unwrap();
         assert_eq!((read.credentials_reused, read.credentials_fetched), (1, 1));
     }
