@@ -1,13 +1,15 @@
 //! `edge-agent probe`: for a field technician standing at a terminal. Waits for the device,
 //! performs one complete read, and prints either a summary (users, credentials per type, the
 //! list checked against the device's own count, clock skew) or the exact reason the read is
-//! incomplete. Nothing is stored and punches are left on the device.
+//! incomplete. Nothing is stored and punches are left on the device. AI06 terminals dial in and
+//! are waited for; ZK terminals are dialled (tcp, udp or serial).
 
 use crate::agent::Tasks;
 use crate::config::{Config, DeviceConfig, Driver};
 use crate::device::aiface::AifaceServer;
+use crate::device::zk::{Endpoint, ZkSession, ZkSettings};
 use crate::device::{Credential, HeldCredential};
-use crate::device::{DeviceSession, FetchMode, ReadProgress, ReadSink, UserRead};
+use crate::device::{DeviceSession, FetchMode, ReadError, ReadProgress, ReadSink, UserRead};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -63,11 +65,13 @@ pub async fn probe(
                 known.join(", ")
             )
         })?;
-    if device.driver != Driver::Aiface {
-        anyhow::bail!(
-            "probing `{}` devices is not available in this build yet",
-            "zk"
-        );
+    if device.driver == Driver::Zk {
+        if listen.is_some() {
+            anyhow::bail!(
+                "--listen applies to aiface devices only; zk devices are dialled by the agent"
+            );
+        }
+        return probe_zk(&device, wait, show_progress).await;
     }
     if listen.is_some() {
         device.listen = listen;
@@ -118,6 +122,96 @@ pub async fn probe(
         Err(err) => report.error = Some(err.to_string()),
     }
     Ok(report)
+}
+
+/// Probes a ZK terminal: the agent dials it (tcp, udp or serial) until it answers or `wait` runs
+/// out, asks who it is, then reads every user in a second session.
+async fn probe_zk(
+    device: &DeviceConfig,
+    wait: Duration,
+    show_progress: bool,
+) -> anyhow::Result<ProbeReport> {
+    let settings = ZkSettings::from_config(device)?;
+    eprintln!(
+        "dialling {} ({}); punches stay on the device",
+        device.id,
+        describe_endpoint(&settings.endpoint)
+    );
+    let session = ZkSession::new(settings);
+    let started = Instant::now();
+    let mut report = ProbeReport {
+        device: device.id.clone(),
+        sn: "unknown".to_string(),
+        firmware: None,
+        clock_skew_s: None,
+        complete: false,
+        error: None,
+        users: 0,
+        device_user_count: None,
+        credentials: BTreeMap::new(),
+        round_trips: 0,
+        bytes_received: 0,
+        seconds: 0.0,
+    };
+    let identity = loop {
+        match session.identify().await {
+            Err(ReadError::NotConnected(reason)) if started.elapsed() + ZK_REDIAL < wait => {
+                eprintln!("  not reachable yet ({reason}); trying again");
+                tokio::time::sleep(ZK_REDIAL).await;
+            }
+            other => break other,
+        }
+    };
+    let identity = match identity {
+        Ok(identity) => identity,
+        Err(err) => {
+            report.error = Some(err.to_string());
+            report.seconds = started.elapsed().as_secs_f64();
+            return Ok(report);
+        }
+    };
+    if show_progress {
+        eprintln!("  connected over {}", identity.transport);
+    }
+    report.sn = identity.serial_number.unwrap_or_else(|| "unknown".into());
+    report.firmware = identity.firmware;
+    report.clock_skew_s = identity.clock_skew_s;
+    let started = Instant::now();
+    let mut sink = ProbeSink {
+        show_progress,
+        ..ProbeSink::default()
+    };
+    let outcome = session.read_users(FetchMode::All, &mut sink).await;
+    report.seconds = started.elapsed().as_secs_f64();
+    report.complete = outcome.is_ok();
+    report.credentials = sink.kinds;
+    match outcome {
+        Ok(read) => fill(&mut report, &read),
+        Err(err) => report.error = Some(err.to_string()),
+    }
+    Ok(report)
+}
+
+/// Pause between dial attempts while waiting for a ZK terminal to come up.
+const ZK_REDIAL: Duration = Duration::from_secs(2);
+
+fn describe_endpoint(endpoint: &Endpoint) -> String {
+    match endpoint {
+        Endpoint::Tcp {
+            address,
+            udp_fallback: true,
+        } => format!("tcp {address}, udp fallback"),
+        Endpoint::Tcp { address, .. } => format!("tcp {address}"),
+        Endpoint::Udp { address } => format!("udp {address}"),
+        Endpoint::Serial {
+            path,
+            baud,
+            address,
+        } => format!(
+            "serial {} at {baud} baud, RS485 address {address}",
+            path.display()
+        ),
+    }
 }
 
 fn fill(report: &mut ProbeReport, read: &UserRead) {

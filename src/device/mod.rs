@@ -14,6 +14,7 @@ pub mod aiface;
 pub mod punches;
 mod read;
 pub mod registry;
+pub mod zk;
 
 pub use read::{
     card_of, slot_kind_name, Credential, FetchMode, HeldCredential, MemorySink, ReadError,

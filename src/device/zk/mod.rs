@@ -1,0 +1,80 @@
+//! The ZK-protocol driver: the agent dials the terminal over TCP, UDP or (experimentally) a
+//! serial line, one short session per read, and reads the user table completely or not at all.
+//!
+//! Layers, one module each: `link` with `tcp`, `udp` and `serial` move bytes;
+//! `client` matches replies, retries what is safe and runs bulk reads; `read` holds the
+//! session order and its close-on-every-path; `users` maps records onto [`UserRead`];
+//! `identity` is what `probe` shows about the device; `settings` resolves the config.
+//!
+//! Not yet: fingerprint templates (slots 0–9) and the attendance log are not read, and
+//! [`DeviceSession::write_credential`] refuses rather than pretend.
+
+mod client;
+mod identity;
+mod link;
+mod read;
+mod serial;
+mod settings;
+mod tcp;
+mod udp;
+mod users;
+
+pub use client::DISABLE_TIMEOUT_SECS;
+pub use identity::Identity;
+pub use settings::{Endpoint, SettingsError, ZkSettings};
+
+use super::{Credential, DeviceSession, FetchMode, ReadError, ReadSink, UserRead};
+use std::sync::atomic::AtomicBool;
+
+/// A ZK terminal as the agent sees it between reads: its settings, a lock that keeps to one
+/// session at a time (terminals allow one), and which transport last worked.
+pub struct ZkSession {
+    settings: ZkSettings,
+    turn: tokio::sync::Mutex<()>,
+    prefer_udp: AtomicBool,
+}
+
+impl ZkSession {
+    /// A driver for the configured device; nothing is opened until a read.
+    pub fn new(settings: ZkSettings) -> ZkSession {
+        ZkSession {
+            settings,
+            turn: tokio::sync::Mutex::new(()),
+            prefer_udp: AtomicBool::new(false),
+        }
+    }
+
+    /// The resolved settings.
+    pub fn settings(&self) -> &ZkSettings {
+        &self.settings
+    }
+
+    /// Serial number, firmware and clock skew, in a session of its own.
+    pub async fn identify(&self) -> Result<Identity, ReadError> {
+        let _turn = self.turn.lock().await;
+        identity::identify(&self.settings, &self.prefer_udp).await
+    }
+}
+
+impl DeviceSession for ZkSession {
+    fn device_id(&self) -> &str {
+        &self.settings.device_id
+    }
+
+    async fn read_users<'a>(
+        &'a self,
+        mode: FetchMode,
+        sink: &'a mut (dyn ReadSink + Send),
+    ) -> Result<UserRead, ReadError> {
+        let _turn = self.turn.lock().await;
+        read::read_users(&self.settings, &self.prefer_udp, mode, sink).await
+    }
+
+    async fn write_credential<'a>(&'a self, credential: &'a Credential) -> Result<(), ReadError> {
+        Err(ReadError::Refused(format!(
+            "writing credentials (user {}, slot {}) to zk devices is not supported by this \
+             agent version yet; nothing was sent to {}",
+            credential.user_id, credential.slot, self.settings.device_id
+        )))
+    }
+}

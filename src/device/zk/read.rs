@@ -1,0 +1,128 @@
+//! A complete user read, in the order the protocol requires: connect → auth → disable (with an
+//! auto re-enable timeout) → sizes → users (bulk) → free → enable → exit. The close runs on every
+//! path, errors included, because the part that can fail is awaited as one step *before* it (and
+//! a read cancelled mid-way is closed by the client's `Drop`): firmware keeps a session until
+//! `EXIT`, and a terminal left disabled shows "Working…".
+
+use super::client::{Client, SessionError};
+use super::link::{Link, LinkError};
+use super::serial::SerialLink;
+use super::settings::{Endpoint, ZkSettings};
+use super::tcp::TcpLink;
+use super::udp::UdpLink;
+use super::users::{check_complete, to_user_read};
+use crate::device::{FetchMode, ReadError, ReadSink, UserRead};
+use device_protocols::zk::{decode_users, BulkDataset, DeviceSizes, Request, UserTable};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+impl From<SessionError> for ReadError {
+    fn from(err: SessionError) -> Self {
+        let text = err.to_string();
+        match err {
+            SessionError::Link { source, .. } => match source {
+                LinkError::Unreachable { .. } => ReadError::NotConnected(text),
+                LinkError::TimedOut(_) => ReadError::TimedOut(text),
+                LinkError::Closed
+                | LinkError::DeviceGone { .. }
+                | LinkError::Framing(_)
+                | LinkError::Io(_) => ReadError::Disconnected(text),
+                LinkError::DatagramTooLarge { .. } => ReadError::Incomplete(text),
+            },
+            SessionError::Reply(_) => ReadError::Refused(text),
+            SessionError::Bulk(_) => ReadError::Incomplete(text),
+        }
+    }
+}
+
+/// Opens a session: the link, then `CONNECT`. Over TCP with `udp_fallback`, a TCP attempt that
+/// fails before the device answered is followed by UDP on the same address, and the choice is
+/// remembered (`prefer_udp`) so later reads go straight to UDP.
+pub async fn open(settings: &ZkSettings, prefer_udp: &AtomicBool) -> Result<Client, SessionError> {
+    let timeout = settings.command_timeout;
+    let over = |link: Result<Link, LinkError>, what: &str| {
+        link.map_err(|source| SessionError::Link {
+            what: what.to_string(),
+            source,
+        })
+    };
+    match &settings.endpoint {
+        Endpoint::Tcp {
+            address,
+            udp_fallback,
+        } => {
+            if *udp_fallback && prefer_udp.load(Ordering::Relaxed) {
+                let link = over(UdpLink::connect(address).await.map(Link::Udp), "udp")?;
+                return Client::connect(&settings.device_id, link, timeout).await;
+            }
+            let tcp = async {
+                let link = over(
+                    TcpLink::connect(address, timeout).await.map(Link::Tcp),
+                    "tcp connect",
+                )?;
+                Client::connect(&settings.device_id, link, timeout).await
+            };
+            match tcp.await {
+                Err(err) if *udp_fallback => {
+                    tracing::warn!(device = %settings.device_id, "TCP failed ({err}); trying UDP");
+                    let link = over(UdpLink::connect(address).await.map(Link::Udp), "udp")?;
+                    let client = Client::connect(&settings.device_id, link, timeout).await?;
+                    prefer_udp.store(true, Ordering::Relaxed);
+                    Ok(client)
+                }
+                other => other,
+            }
+        }
+        Endpoint::Udp { address } => {
+            let link = over(UdpLink::connect(address).await.map(Link::Udp), "udp")?;
+            Client::connect(&settings.device_id, link, timeout).await
+        }
+        Endpoint::Serial {
+            path,
+            baud,
+            address,
+        } => {
+            let link = over(
+                SerialLink::open(path, *baud, *address).map(Link::Serial),
+                "serial open",
+            )?;
+            Client::connect(&settings.device_id, link, timeout).await
+        }
+    }
+}
+
+/// The device-side part of a read: everything between `CONNECT` and the close.
+async fn fetch_users(
+    client: &mut Client,
+    settings: &ZkSettings,
+) -> Result<(DeviceSizes, UserTable), ReadError> {
+    client.authenticate(settings.comm_key).await?;
+    client.disable_device().await?;
+    let sizes = DeviceSizes::decode(&client.expect_ok(&Request::GetFreeSizes).await?)
+        .map_err(|err| ReadError::Incomplete(err.to_string()))?;
+    let dataset = client.bulk_read(BulkDataset::Users).await?;
+    client.enable_device().await?;
+    let table = decode_users(&dataset, sizes.users, None, &settings.codec)
+        .map_err(|err| ReadError::Incomplete(format!("the user table cannot be decoded: {err}")))?;
+    check_complete(&table, &sizes)?;
+    Ok((sizes, table))
+}
+
+/// A complete read (see the module docs); the sink is fed after the session has ended, so the
+/// terminal is back in service while the store works.
+pub async fn read_users(
+    settings: &ZkSettings,
+    prefer_udp: &AtomicBool,
+    mode: FetchMode,
+    sink: &mut (dyn ReadSink + Send),
+) -> Result<UserRead, ReadError> {
+    let mut client = open(settings, prefer_udp).await?;
+    let outcome = fetch_users(&mut client, settings).await;
+    let (round_trips, bytes_received) = client.traffic();
+    // The close comes after the fallible part has finished, whatever its outcome.
+    client.close().await;
+    let (sizes, table) = outcome?;
+    let mut read = to_user_read(&table, &sizes, mode, sink)?;
+    read.round_trips = round_trips;
+    read.bytes_received = bytes_received;
+    Ok(read)
+}

@@ -1,0 +1,77 @@
+//! ZK over TCP: every packet behind the 8-byte `50 50 82 7D <len>` prefix, written in one send
+//! (firmware reads the prefix with a single `recv`), read back through the reassembler because a
+//! socket read may hold half a frame or several.
+
+use super::link::{by_deadline, invalid, LinkError};
+use device_protocols::zk::{frame_tcp, Incoming, Packet, TcpReassembler};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+/// Socket read size; a paced firmware fragment is about 1 KiB, an unpaced burst much more.
+const READ_BUFFER: usize = 64 * 1024;
+
+/// An open TCP connection to a terminal.
+pub struct TcpLink {
+    target: String,
+    stream: TcpStream,
+    reassembler: TcpReassembler,
+    buffer: Vec<u8>,
+}
+
+impl TcpLink {
+    /// Connects to `target` (`host:port`) within `timeout`.
+    pub async fn connect(target: &str, timeout: Duration) -> Result<TcpLink, LinkError> {
+        let unreachable = |source| LinkError::Unreachable {
+            target: format!("tcp {target}"),
+            source,
+        };
+        let stream = match tokio::time::timeout(timeout, TcpStream::connect(target)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(err)) => return Err(unreachable(err)),
+            Err(_) => {
+                return Err(unreachable(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no TCP connection within {timeout:?}"),
+                )))
+            }
+        };
+        stream.set_nodelay(true)?;
+        Ok(TcpLink {
+            target: target.to_string(),
+            stream,
+            reassembler: TcpReassembler::new(),
+            buffer: vec![0; READ_BUFFER],
+        })
+    }
+
+    /// The `host:port` this link connected to.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// Writes one framed packet.
+    pub async fn send(&mut self, packet: &[u8]) -> Result<(), LinkError> {
+        self.stream.write_all(&frame_tcp(packet)).await?;
+        Ok(())
+    }
+
+    /// Reads until one whole packet is buffered.
+    pub async fn recv(&mut self, deadline: Instant) -> Result<(Incoming, usize), LinkError> {
+        loop {
+            if let Some(bytes) = self.reassembler.next_packet()? {
+                let wire_len = bytes.len() + device_protocols::zk::framing::TCP_PREFIX_LEN;
+                return Ok((Packet::decode(&bytes).map_err(invalid)?, wire_len));
+            }
+            let read = by_deadline(deadline, async {
+                Ok(self.stream.read(&mut self.buffer).await?)
+            })
+            .await?;
+            if read == 0 {
+                return Err(LinkError::Closed);
+            }
+            self.reassembler.push(&self.buffer[..read]);
+        }
+    }
+}
