@@ -47,3 +47,26 @@ pub trait DeviceSession: Send + Sync {
         credential: &'a Credential,
     ) -> impl Future<Output = Result<(), ReadError>> + Send + 'a;
 }
+
+/// A shared session is a session: the sync loop and an operator's command (backup, restore)
+/// can hold the same one, and the driver serialises what they do.
+impl<T: DeviceSession> DeviceSession for std::sync::Arc<T> {
+    fn device_id(&self) -> &str {
+        T::device_id(self)
+    }
+
+    fn read_users<'a>(
+        &'a self,
+        mode: FetchMode,
+        sink: &'a mut (dyn ReadSink + Send),
+    ) -> impl Future<Output = Result<UserRead, ReadError>> + Send + 'a {
+        T::read_users(self, mode, sink)
+    }
+
+    fn write_credential<'a>(
+        &'a self,
+        credential: &'a Credential,
+    ) -> impl Future<Output = Result<(), ReadError>> + Send + 'a {
+        T::write_credential(self, credential)
+    }
+}

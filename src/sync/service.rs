@@ -11,6 +11,7 @@ use crate::agent::{StopSignal, Tasks};
 use crate::config::{Config, Driver, LockMode};
 use crate::device::aiface::{AifaceHub, AifaceServer, AifaceSession, Notice};
 use crate::device::punches::PunchLog;
+use crate::device::zk::{ZkSession, ZkSettings};
 use crate::device::DeviceSession;
 use crate::store::Store;
 use crate::upstream::Upstream;
@@ -49,6 +50,25 @@ impl SessionSource for AifaceHub {
         wait: Duration,
     ) -> impl Future<Output = Option<AifaceSession>> + Send {
         AifaceHub::session(self, device_id, wait)
+    }
+}
+
+/// ZK terminals do not dial in: the agent dials them at every poll, through one session object
+/// per device (it keeps to one connection at a time and remembers which transport worked).
+pub struct ZkSource {
+    sessions: HashMap<String, Arc<ZkSession>>,
+}
+
+impl SessionSource for ZkSource {
+    type Session = Arc<ZkSession>;
+
+    fn session(
+        &self,
+        device_id: &str,
+        _wait: Duration,
+    ) -> impl Future<Output = Option<Arc<ZkSession>>> + Send {
+        let session = self.sessions.get(device_id).cloned();
+        async move { session }
     }
 }
 
@@ -125,10 +145,28 @@ pub async fn start(
         .filter(|d| d.driver == Driver::Aiface)
         .cloned()
         .collect();
-    for skipped in config.device.iter().filter(|d| d.driver != Driver::Aiface) {
-        tracing::warn!(device = %skipped.id, "this build cannot read zk devices yet; not synced");
-    }
     let mut triggers = HashMap::new();
+    let mut zk = HashMap::new();
+    for device in config.device.iter().filter(|d| d.driver == Driver::Zk) {
+        match ZkSettings::from_config(device) {
+            Ok(settings) => {
+                zk.insert(device.id.clone(), Arc::new(ZkSession::new(settings)));
+            }
+            Err(err) => {
+                tracing::error!(device = %device.id, %err, "zk device not synced: its settings are unusable");
+            }
+        }
+    }
+    if !zk.is_empty() {
+        let source = Arc::new(ZkSource { sessions: zk });
+        for device in config
+            .device
+            .iter()
+            .filter(|d| source.sessions.contains_key(&d.id))
+        {
+            spawn_device(tasks, &engine, &source, config, device, &mut triggers);
+        }
+    }
     let mut aiface_hub = Arc::new(AifaceHub::default());
     if !aiface.is_empty() {
         let punches = PunchLog::new(outbox, &config.agent.id);
@@ -141,18 +179,7 @@ pub async fn start(
         let notices = server.notices();
         tasks.spawn("aiface-listener", move |stop| server.run(stop));
         for device in &aiface {
-            let trigger = Arc::new(Notify::new());
-            triggers.insert(device.id.clone(), Arc::clone(&trigger));
-            let schedule = DeviceSchedule {
-                device_id: device.id.clone(),
-                poll_interval: config.poll_interval(device).get(),
-                backup_interval: config.backup.interval.get(),
-                backup_dir: config.backup_dir(),
-            };
-            let (engine, hub) = (Arc::clone(&engine), Arc::clone(&hub));
-            tasks.spawn("sync-device", move |stop| {
-                run_device(engine, hub, schedule, trigger, stop)
-            });
+            spawn_device(tasks, &engine, &hub, config, device, &mut triggers);
         }
         let routes = triggers.clone();
         tasks.spawn("sync-notices", move |stop| {
@@ -174,6 +201,29 @@ pub async fn start(
         triggers: Arc::new(triggers),
         aiface: aiface_hub,
     })
+}
+
+/// Starts the poll loop of one device and registers its wake-up trigger.
+fn spawn_device<S: SessionSource>(
+    tasks: &mut Tasks,
+    engine: &Arc<Engine>,
+    source: &Arc<S>,
+    config: &Config,
+    device: &crate::config::DeviceConfig,
+    triggers: &mut HashMap<String, Arc<Notify>>,
+) {
+    let trigger = Arc::new(Notify::new());
+    triggers.insert(device.id.clone(), Arc::clone(&trigger));
+    let schedule = DeviceSchedule {
+        device_id: device.id.clone(),
+        poll_interval: config.poll_interval(device).get(),
+        backup_interval: config.backup.interval.get(),
+        backup_dir: config.backup_dir(),
+    };
+    let (engine, source) = (Arc::clone(engine), Arc::clone(source));
+    tasks.spawn("sync-device", move |stop| {
+        run_device(engine, source, schedule, trigger, stop)
+    });
 }
 
 /// The poll loop of one device: waits for its interval or a wake-up, then backs up (when due)
