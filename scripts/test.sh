@@ -79,6 +79,21 @@ fi
 say "no destructive command reached any emulated terminal in the whole suite"
 python3 scripts/check-command-logs.py target/tmp || status=1
 
+# A short run of every decoder fuzz target (cargo-fuzz needs nightly features; the stable
+# toolchain provides them with RUSTC_BOOTSTRAP=1). FUZZ_SECONDS=0 skips it.
+fuzz_seconds=${FUZZ_SECONDS:-10}
+if [ "$fuzz_seconds" != 0 ]; then
+  say "fuzz smoke run: ${fuzz_seconds} s per target"
+  if ! command -v cargo-fuzz >/dev/null; then
+    cargo install cargo-fuzz --locked --quiet || { echo "cannot install cargo-fuzz" >&2; status=1; }
+  fi
+  if command -v cargo-fuzz >/dev/null; then
+    for target in $(cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz list); do
+      (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run -O "$target" -- -max_total_time="$fuzz_seconds" 2>&1 | tail -n 1) || status=1
+    done
+  fi
+fi
+
 # Repeat the test runner's closing summary as the last line, for whoever reads the tail.
 grep -E '^ *Summary \[|^test result:' target/test-output.log | tail -n 1 || true
 exit "$status"

@@ -22,24 +22,24 @@ const READS: [(&[&str], &str); 4] = [
     (&["dead-letters", "list"], "dead_letters"),
 ];
 
-/// Device-scoped sync commands; the test agent's only device is a ZK one, which this build does
-/// not sync, so each is refused naming the `device` argument.
+/// Device-scoped sync commands naming a device the agent does not have: each is refused naming
+/// the `device` argument.
 const DEVICE_SCOPED: [&[&str]; 6] = [
-    &["sync-now", "device=zk-1"],
-    &["map", "device=zk-1", "user=42", "person=p-1"],
-    &["history", "device=zk-1"],
-    &["backups", "create", "device=zk-1"],
+    &["sync-now", "device=nope"],
+    &["map", "device=nope", "user=42", "person=p-1"],
+    &["history", "device=nope"],
+    &["backups", "create", "device=nope"],
     &[
         "conflicts",
         "resolve",
-        "device=zk-1",
+        "device=nope",
         "user=42",
         "use=device",
     ],
     &[
         "backups",
         "restore",
-        "device=zk-1",
+        "device=nope",
         "file=b1",
         "dry_run=true",
     ],
@@ -112,6 +112,8 @@ fn every_command_round_trips_through_ctl() {
             "{words:?}: {stderr}"
         );
     }
+    // The configured ZK device is synced: a poll can be requested (it fails later, offline).
+    assert!(ok(&["sync-now", "device=zk-1"]).contains("requested"));
     let out = ctl(&broker, key, &["dead-letters", "requeue"]);
     assert!(
         texts(&out).1.contains("argument `sequence`"),

@@ -77,8 +77,20 @@ fn assert_salvaged(options: &StoreOptions, reason_contains: &str) -> SalvageRepo
     assert_salvage_alarm(&store, &report);
     drop(store);
 
-    // The alarm is durable and the next start is an ordinary one.
-    let again = Store::open(options).expect("reopen the salvaged store");
+    // The alarm is durable and the next start is an ordinary one. sled's background threads
+    // may hold the lock for a moment after the handle is dropped (a real restart is a new
+    // process), so an in-process reopen retries briefly.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let again = loop {
+        match Store::open(options) {
+            Err(edge_agent::store::StoreError::AlreadyInUse { .. })
+                if std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            other => break other.expect("reopen the salvaged store"),
+        }
+    };
     assert!(again.salvage.is_none());
     assert_salvage_alarm(&again.store, &report);
     report

@@ -33,6 +33,9 @@ use super::publisher::{LinkState, Message, Publisher};
 use super::topics::Topics;
 use crate::agent::StopSignal;
 
+/// How long a stop lets the event-loop step in progress finish before saying goodbye.
+const IN_FLIGHT_GRACE: Duration = Duration::from_millis(200);
+
 /// How long a graceful stop waits for the `down` message and the DISCONNECT to be written.
 const FAREWELL_TIMEOUT: Duration = Duration::from_secs(2);
 /// While the broker stays unreachable, a warning at most this often (details at debug).
@@ -81,9 +84,19 @@ impl Connection {
             warned_at: None,
         };
         loop {
-            let event = tokio::select! {
-                _ = stop.stopped() => break,
-                event = self.eventloop.poll() => event,
+            let event = {
+                let poll = self.eventloop.poll();
+                tokio::pin!(poll);
+                tokio::select! {
+                    event = &mut poll => event,
+                    _ = stop.stopped() => {
+                        // Let a packet that is being written finish: cutting a write short
+                        // breaks the connection, and the broker would publish the will
+                        // ("connection lost") instead of our own `down`.
+                        let _ = tokio::time::timeout(IN_FLIGHT_GRACE, poll).await;
+                        break;
+                    }
+                }
             };
             let delay = match event {
                 Ok(event) => {
