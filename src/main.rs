@@ -320,26 +320,13 @@ fn main() -> ExitCode {
 }
 
 fn status(config: &std::path::Path, json: bool) -> ExitCode {
-    let config = match edge_agent::config::load(config) {
-        Ok(loaded) => loaded.config,
-        Err(errors) => {
-            eprintln!("{errors}");
-            return ExitCode::from(2);
+    offline(config, |config| async move {
+        let mut text = edge_agent::ops::status::show(&config, json).map_err(anyhow::Error::msg)?;
+        if !text.ends_with('\n') {
+            text.push('\n');
         }
-    };
-    match edge_agent::ops::status::show(&config, json) {
-        Ok(text) => {
-            print!("{text}");
-            if !text.ends_with('\n') {
-                println!();
-            }
-            ExitCode::SUCCESS
-        }
-        Err(err) => {
-            eprintln!("edge-agent status: {err}");
-            ExitCode::FAILURE
-        }
-    }
+        Ok((text, ExitCode::SUCCESS))
+    })
 }
 
 fn demo(options: edge_agent::demo::DemoOptions) -> ExitCode {
@@ -412,9 +399,9 @@ fn done(text: String) -> (String, ExitCode) {
     (text, ExitCode::SUCCESS)
 }
 
-/// Runs a technician's command against the store and devices directly (the agent must be
-/// stopped; see `edge_agent::sync::tools`): loads the config, runs `command` on a runtime,
-/// prints its output or its error.
+/// Runs a one-shot command: loads the config, runs `command` on a runtime, prints its output
+/// or its error. (The store commands among them need the agent stopped; see
+/// `edge_agent::sync::tools`.)
 fn offline<F, Fut>(config: &std::path::Path, command: F) -> ExitCode
 where
     F: FnOnce(edge_agent::config::Config) -> Fut,
@@ -453,44 +440,20 @@ fn probe(
     wait: std::time::Duration,
     json: bool,
 ) -> ExitCode {
-    let config = match edge_agent::config::load(config) {
-        Ok(loaded) => loaded.config,
-        Err(errors) => {
-            eprintln!("{errors}");
-            return ExitCode::from(2);
-        }
-    };
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("edge-agent probe: cannot start the async runtime: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let outcome = runtime.block_on(edge_agent::probe::probe(
-        &config, device, listen, wait, !json,
-    ));
-    match outcome {
-        Ok(report) => {
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report).unwrap_or_default()
-                );
-            } else {
-                print!("{}", report.to_text());
-            }
-            if report.complete {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(3)
-            }
-        }
-        Err(err) => {
-            eprintln!("edge-agent probe: {err:#}");
-            ExitCode::FAILURE
-        }
-    }
+    offline(config, |config| async move {
+        let report = edge_agent::probe::probe(&config, device, listen, wait, !json).await?;
+        let text = if json {
+            serde_json::to_string_pretty(&report)? + "\n"
+        } else {
+            report.to_text()
+        };
+        let code = if report.complete {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(3)
+        };
+        Ok((text, code))
+    })
 }
 
 fn check_config(file: &std::path::Path) -> ExitCode {

@@ -31,6 +31,19 @@ fn device_arg(args: &mut Args, sync: &SyncHandle) -> Result<String, CommandError
     Ok(device)
 }
 
+/// The live session of a device an operator's command must talk to now (AI06: it has to be
+/// connected; commands on ZK devices over MQTT are not supported yet).
+fn live_session(
+    sync: &SyncHandle,
+    device: &str,
+) -> Result<crate::device::aiface::AifaceSession, CommandError> {
+    sync.aiface().connected(device).ok_or_else(|| {
+        CommandError::failed(format!(
+            "device `{device}` is not a connected AI06 terminal right now; nothing was done"
+        ))
+    })
+}
+
 /// `sync-now device=ID`: polls the device at once (state-changing: it takes the lock).
 pub struct SyncNow(pub SyncHandle);
 
@@ -199,11 +212,7 @@ impl Command for BackupsCreate {
     fn prepare(&self, mut args: Args, _caller: &Caller) -> Result<Action, CommandError> {
         let device = device_arg(&mut args, &self.sync)?;
         args.finish()?;
-        let session = self.sync.aiface().connected(&device).ok_or_else(|| {
-            CommandError::failed(format!(
-                "device `{device}` is not connected now; nothing was done"
-            ))
-        })?;
+        let session = live_session(&self.sync, &device)?;
         let engine = std::sync::Arc::clone(self.sync.engine());
         let dir = self.dir.clone();
         Ok(Box::pin(async move {
@@ -367,11 +376,7 @@ impl Command for BackupsRestore {
         }
         let dry_run = args.opt_str("dry_run")?.is_some_and(|v| v == "true");
         args.finish()?;
-        let session = self.sync.aiface().connected(&device).ok_or_else(|| {
-            CommandError::failed(format!(
-                "device `{device}` is not connected now; nothing was done"
-            ))
-        })?;
+        let session = live_session(&self.sync, &device)?;
         let engine = std::sync::Arc::clone(self.sync.engine());
         let path = self.dir.join(&file);
         let actor = caller
