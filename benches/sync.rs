@@ -200,6 +200,8 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo test --benches` asks for the list of benchmarks
     }
+    // The same allocator setting as the agent binary, so memory figures match the box.
+    edge_agent::ops::memory::limit_malloc_arenas();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
