@@ -10,10 +10,10 @@
 //! ```
 //! Knobs: `AIFACE_BENCH_USERS` (default 5000), `AIFACE_BENCH_PHOTO_KB` (default 10).
 
-use edge_agent::agent::Tasks;
 use edge_agent::config;
 use edge_agent::device::aiface::AifaceServer;
 use edge_agent::device::{DeviceSession, FetchMode, SummarySink};
+use edge_agent::lifecycle::Tasks;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 

@@ -5,11 +5,11 @@
 //! read; the users land in a fresh real store; a punch is stored durably and only then
 //! acknowledged. Everything is printed in plain words as it happens.
 
-use crate::agent::Tasks;
 use crate::config::{self, Config};
 use crate::device::aiface::AifaceServer;
 use crate::device::aiface::AifaceSession;
 use crate::device::punches::PunchLog;
+use crate::lifecycle::Tasks;
 use crate::store::{Store, StoreOptions};
 use crate::sync::apply::Applied;
 use crate::sync::buffer;

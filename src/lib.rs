@@ -11,6 +11,7 @@ pub mod ctl;
 pub mod demo;
 pub mod device;
 pub mod events;
+pub mod lifecycle;
 pub mod mqtt;
 pub mod ops;
 pub mod probe;

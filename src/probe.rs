@@ -4,12 +4,12 @@
 //! incomplete. Nothing is stored and punches are left on the device. AI06 terminals dial in and
 //! are waited for; ZK terminals are dialled (tcp, udp or serial).
 
-use crate::agent::Tasks;
 use crate::config::{Config, DeviceConfig, Driver};
 use crate::device::aiface::AifaceServer;
 use crate::device::zk::{Endpoint, ZkSession, ZkSettings};
 use crate::device::{Credential, HeldCredential};
 use crate::device::{DeviceSession, FetchMode, ReadError, ReadProgress, ReadSink, UserRead};
+use crate::lifecycle::Tasks;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -5,10 +5,10 @@
 
 mod emulator;
 
-use edge_agent::agent::Tasks;
 use edge_agent::config::{self, Config};
 use edge_agent::device::aiface::{AifaceServer, AifaceSession};
 use edge_agent::device::{DeviceSession, FetchMode, MemorySink, ReadError, UserRead};
+use edge_agent::lifecycle::Tasks;
 use emulator::Emulator;
 use std::sync::Arc;
 use std::time::Duration;

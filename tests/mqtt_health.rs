@@ -6,7 +6,7 @@ mod support_mqtt;
 
 use std::time::Duration;
 
-use edge_agent::agent::Tasks;
+use edge_agent::lifecycle::Tasks;
 use edge_agent::mqtt::{self, Tuning};
 use edge_agent::store::{Store, StoreOptions};
 use serde_json::Value;

@@ -7,8 +7,8 @@ mod support_mqtt;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use edge_agent::agent::Tasks;
 use edge_agent::events::EventBody;
+use edge_agent::lifecycle::Tasks;
 use edge_agent::mqtt;
 use edge_agent::store::{Store, StoreOptions};
 use serde_json::Value;

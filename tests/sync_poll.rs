@@ -4,8 +4,8 @@
 
 mod sync_support;
 
-use edge_agent::agent::Tasks;
 use edge_agent::events::EventBody;
+use edge_agent::lifecycle::Tasks;
 use edge_agent::store::{Store, StoreOptions};
 use edge_agent::sync::buffer;
 use edge_agent::sync::clock::format_ms;
@@ -69,10 +69,10 @@ async fn a_keypad_enrolment_is_buffered_as_unmapped_by_the_poll_it_triggers() {
         .unwrap()
         .store;
     let mut tasks = Tasks::new();
-    let upstream = edge_agent::upstream::start(&mut tasks, &config, &store).unwrap();
-    let sync = edge_agent::sync::start(&mut tasks, &config, &store, &upstream)
+    let sync = edge_agent::agent::start_core(&mut tasks, &config, &store)
         .await
-        .unwrap();
+        .unwrap()
+        .sync;
     let emulator = Emulator::spawn(
         port,
         &dir.path().join("enrol.jsonl"),

@@ -4,8 +4,8 @@
 
 mod zk_emulator;
 
-use edge_agent::agent::Tasks;
 use edge_agent::config;
+use edge_agent::lifecycle::Tasks;
 use edge_agent::store::{Store, StoreOptions};
 use edge_agent::sync::buffer;
 use std::time::{Duration, Instant};
@@ -28,10 +28,10 @@ async fn a_zk_terminal_is_polled_and_its_users_buffered() {
         .unwrap()
         .store;
     let mut tasks = Tasks::new();
-    let upstream = edge_agent::upstream::start(&mut tasks, &config, &store).unwrap();
-    let _sync = edge_agent::sync::start(&mut tasks, &config, &store, &upstream)
+    let _sync = edge_agent::agent::start_core(&mut tasks, &config, &store)
         .await
-        .unwrap();
+        .unwrap()
+        .sync;
 
     // The loop polls at once on start.
     let deadline = Instant::now() + Duration::from_secs(30);

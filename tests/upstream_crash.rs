@@ -16,7 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use edge_agent::agent::Tasks;
+use edge_agent::lifecycle::Tasks;
 use edge_agent::upstream::{self, Outbox, UpstreamClient};
 use rand::Rng;
 use support::upstream_double::UpstreamDouble;

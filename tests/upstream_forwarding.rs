@@ -315,7 +315,7 @@ async fn a_person_is_confirmed_only_if_the_upstream_has_it() {
 /// `upstream::start` as the agent calls it: from the config file's `[upstream]` section.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_follows_the_config_and_never_blocks_queueing() {
-    use edge_agent::agent::Tasks;
+    use edge_agent::lifecycle::Tasks;
     use edge_agent::upstream::{self, ForwarderState};
 
     let double = UpstreamDouble::start(TOKEN).await;
@@ -333,7 +333,8 @@ async fn start_follows_the_config_and_never_blocks_queueing() {
     // Without a URL events are kept; with an unreadable token the forwarder is not started
     // but events are still kept; both say why in status.
     let mut tasks = Tasks::new();
-    let idle = upstream::start(&mut tasks, &config(""), &store).unwrap();
+    let outbox = || upstream::open_outbox(&config(""), &store).unwrap();
+    let idle = upstream::start(&mut tasks, &config(""), outbox());
     assert_eq!(
         idle.status().unwrap().forwarder,
         ForwarderState::NotConfigured
@@ -345,9 +346,8 @@ async fn start_follows_the_config_and_never_blocks_queueing() {
             "url = \"{}\"\ntoken_file = \"/nonexistent/token\"",
             double.url()
         )),
-        &store,
-    )
-    .unwrap();
+        outbox(),
+    );
     let ForwarderState::Failed(reason) = broken.status().unwrap().forwarder else {
         panic!("a missing token file must show as a failed forwarder");
     };
@@ -362,9 +362,8 @@ async fn start_follows_the_config_and_never_blocks_queueing() {
             double.url(),
             token.display()
         )),
-        &store,
-    )
-    .unwrap();
+        outbox(),
+    );
     assert_eq!(running.status().unwrap().forwarder, ForwarderState::Running);
     wait_for(LIMIT, "the queued event to be applied", || {
         double.applications(&punch("dev1", 1, 1).key) == 1

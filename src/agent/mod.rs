@@ -1,29 +1,35 @@
-//! The long-running agent: loads the config, sets up logging and the store, starts the tasks,
-//! and then does nothing but answer signals — SIGHUP re-reads the config, SIGTERM/SIGINT stop
-//! everything within a bound and leave the store flushed.
+//! The long-running agent: loads the config, sets up logging and the store, builds and wires
+//! every service, and then does nothing but answer signals and watch its tasks — SIGHUP
+//! re-reads the config, SIGTERM/SIGINT stop everything within a bound and leave the store
+//! flushed, a task that fails is reported by name.
 //!
 //! Order matters at start-up: signals are registered before any other thread exists (research
-//! B.7), logging comes before the store so a salvaged store is reported, and systemd hears
-//! `READY=1` only once everything is serving.
+//! B.7), logging comes before the store so a salvaged store is reported, services are built in
+//! dependency order (store → outbox → audit → engine → devices → sync loops → upstream → status
+//! → MQTT), and systemd hears `READY=1` only once everything is serving.
+//!
+//! This module sits at the top of the crate: it imports the services, none of them imports it.
+//! What they share for their lifetime (the stop signal, the task set) is in
+//! [`crate::lifecycle`].
 
 mod reload;
+mod services;
 mod signals;
-mod tasks;
 
+pub use services::{start_core, Core};
 pub use signals::{Request, SignalRequests};
-pub use tasks::{StopSignal, Tasks};
 
 use crate::config::{self, Config};
-use crate::ops::logging::{self, LoggingHandle};
+use crate::lifecycle::{StopSignal, TaskFailure, Tasks};
+use crate::mqtt::ControlPlane;
+use crate::ops::logging;
 use crate::ops::status::StatusSources;
 use crate::ops::systemd;
-use crate::store::{Store, StoreOptions};
-use crate::upstream;
+use crate::store::Store;
 use anyhow::Context as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use tokio::sync::watch;
 
 /// Exit code when the config cannot be used at start (systemd shows it; `check-config` explains).
 const EXIT_BAD_CONFIG: u8 = 2;
@@ -72,14 +78,6 @@ pub fn log_options(config: &Config, stderr: bool) -> logging::LogOptions {
     }
 }
 
-/// Converts the config into store options.
-pub fn store_options(config: &Config) -> StoreOptions {
-    StoreOptions {
-        cache_capacity: config.store.cache_size.bytes(),
-        ..StoreOptions::at(config.store_dir())
-    }
-}
-
 async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
     let mut signals = SignalRequests::register().context("cannot register signal handlers")?;
     let loaded = match config::load(config_path) {
@@ -101,12 +99,9 @@ async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
     let config = Arc::new(loaded.config);
     let store = open_store(&config).await?;
 
-    let (config_tx, _config_rx) = watch::channel(Arc::clone(&config));
     let mut tasks = Tasks::new();
     let started_at_ms = chrono::Utc::now().timestamp_millis();
-    let upstream =
-        upstream::start(&mut tasks, &config, &store).context("cannot open the upstream outbox")?;
-    let sync = crate::sync::start(&mut tasks, &config, &store, &upstream).await?;
+    let Core { upstream, sync } = start_core(&mut tasks, &config, &store).await?;
     let status = StatusSources {
         config: Arc::clone(&config),
         store: store.clone(),
@@ -119,8 +114,7 @@ async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
     if let Some(interval) = systemd::watchdog_interval() {
         tasks.spawn("systemd-watchdog", move |stop| watchdog(interval, stop));
     }
-    crate::audit::spawn_retention(&mut tasks, &store, config.buffer.audit_retention.get());
-    let _control_plane = crate::mqtt::start(
+    let control_plane = crate::mqtt::start(
         &mut tasks,
         &config,
         &store,
@@ -138,29 +132,49 @@ async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
         "agent started"
     );
 
+    // The config in force: SIGHUP replaces it when the file is valid (what can change at run
+    // time is applied by `reload`; the shutdown bound is read from it at stop).
+    let mut current = Arc::clone(&config);
     let mut stop_reason = "signal stream closed";
-    while let Some(request) = signals.next().await {
-        match request {
-            Request::Reload => reload::reload(config_path, &config_tx, &logging),
-            Request::Stop { signal } => {
-                stop_reason = signal;
-                break;
-            }
+    loop {
+        tokio::select! {
+            request = signals.next() => match request {
+                Some(Request::Reload) => reload::reload(config_path, &mut current, &logging),
+                Some(Request::Stop { signal }) => {
+                    stop_reason = signal;
+                    break;
+                }
+                None => break,
+            },
+            failure = tasks.failed() => task_failed(&failure),
         }
     }
     shutdown(
         stop_reason,
         tasks,
         &store,
-        &config_tx,
+        &current,
+        control_plane.as_ref(),
         &mut signals,
-        &logging,
     )
     .await
 }
 
+/// What the agent does when one of its tasks panics or returns before stop. The task set has
+/// already logged the failure with the task's name; the agent keeps serving with the rest.
+///
+/// This is the hook for a stronger reaction (stop feeding the systemd watchdog so the unit is
+/// restarted, or exit): it is deliberately only a log line for now.
+fn task_failed(failure: &TaskFailure) {
+    tracing::error!(
+        task = %failure.task,
+        "the agent keeps running without task `{}`; restart the agent to bring it back",
+        failure.task
+    );
+}
+
 async fn open_store(config: &Config) -> anyhow::Result<Store> {
-    let options = store_options(config);
+    let options = config.store_options();
     let path = options.path.clone();
     let opened = tokio::task::spawn_blocking(move || Store::open(&options))
         .await
@@ -180,16 +194,25 @@ async fn shutdown(
     reason: &str,
     tasks: Tasks,
     store: &Store,
-    config_tx: &watch::Sender<Arc<Config>>,
+    config: &Config,
+    control_plane: Option<&ControlPlane>,
     signals: &mut SignalRequests,
-    _logging: &LoggingHandle,
 ) -> anyhow::Result<ExitCode> {
     systemd::notify("STOPPING=1");
-    let bound = config_tx.borrow().agent.shutdown_timeout.get();
+    let bound = config.agent.shutdown_timeout.get();
     tracing::info!(signal = reason, bound = ?bound, "stopping");
     let stopping = async {
         for trouble in tasks.stop(bound).await {
             tracing::warn!("{trouble}");
+        }
+        if let Some(plane) = control_plane {
+            let pending = plane.alerts.pending_count();
+            if pending > 0 {
+                tracing::info!(
+                    pending,
+                    "alerts not yet confirmed by the broker are kept and sent after the next start"
+                );
+            }
         }
         store.make_durable().await
     };

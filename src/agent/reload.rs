@@ -6,10 +6,10 @@ use crate::ops::logging::LoggingHandle;
 use crate::ops::systemd;
 use std::path::Path;
 use std::sync::Arc;
-use tokio::sync::watch;
 
-/// Re-reads the config file and publishes it to the running tasks when it is valid.
-pub(super) fn reload(path: &Path, config_tx: &watch::Sender<Arc<Config>>, logging: &LoggingHandle) {
+/// Re-reads the config file and, when it is valid, applies what can change at run time (the
+/// log level) and makes it the config in force (`current`); keys that need a restart are named.
+pub(super) fn reload(path: &Path, current: &mut Arc<Config>, logging: &LoggingHandle) {
     systemd::notify("RELOADING=1");
     match config::load(path) {
         Err(errors) => {
@@ -27,7 +27,7 @@ pub(super) fn reload(path: &Path, config_tx: &watch::Sender<Arc<Config>>, loggin
                 tracing::warn!("{warning}");
             }
             let new = Arc::new(loaded.config);
-            let old = config_tx.borrow().clone();
+            let old = Arc::clone(current);
             for key in restart_required(&old, &new) {
                 tracing::warn!(key, "changed in the config; takes effect after a restart");
             }
@@ -37,7 +37,7 @@ pub(super) fn reload(path: &Path, config_tx: &watch::Sender<Arc<Config>>, loggin
                     Err(err) => tracing::error!(%err, "log level not changed"),
                 }
             }
-            config_tx.send_replace(new);
+            *current = new;
             tracing::info!(file = %path.display(), "config reloaded");
         }
     }

@@ -22,7 +22,7 @@ mod query;
 pub use entry::{AuditEntry, Operation, UnknownOperation};
 pub use query::{AuditPage, AuditQuery};
 
-use crate::agent::Tasks;
+use crate::lifecycle::Tasks;
 use crate::store::{keys, Store, StoreError, TreeName, Tx, TxError};
 
 /// The audit log of one store. Cheap to clone.

@@ -360,6 +360,15 @@ impl Config {
         self.agent.data_dir.join("store")
     }
 
+    /// How the store is opened (directory and `[store]` cache size): the store does not read
+    /// the config, so the agent and the on-box commands convert it here, the same way.
+    pub fn store_options(&self) -> crate::store::StoreOptions {
+        crate::store::StoreOptions {
+            cache_capacity: self.store.cache_size.bytes(),
+            ..crate::store::StoreOptions::at(self.store_dir())
+        }
+    }
+
     /// Poll interval of one device in effect.
     pub fn poll_interval(&self, device: &DeviceConfig) -> HumanDuration {
         device.poll_interval.unwrap_or(self.monitor.interval)

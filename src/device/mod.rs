@@ -14,12 +14,14 @@ pub mod aiface;
 pub mod punches;
 mod read;
 pub mod registry;
+mod start;
 pub mod zk;
 
 pub use read::{
     card_of, slot_kind_name, Credential, FetchMode, HeldCredential, MemorySink, ReadError,
     ReadProgress, ReadSink, ReadUser, SummarySink, UserRead,
 };
+pub use start::{start, Devices};
 
 use std::future::Future;
 

@@ -31,7 +31,7 @@ use super::command::router::{reply_message, IncomingRequest};
 use super::command::{CommandError, ErrorCode, Reply};
 use super::publisher::{LinkState, Message, Publisher};
 use super::topics::Topics;
-use crate::agent::StopSignal;
+use crate::lifecycle::StopSignal;
 
 /// How long a stop lets the event-loop step in progress finish before saying goodbye.
 const IN_FLIGHT_GRACE: Duration = Duration::from_millis(200);

@@ -15,8 +15,8 @@ use tokio::sync::Notify;
 use super::alerts::Alerts;
 use super::clock::{clock_sync, ClockSync};
 use super::publisher::{Message, Publisher};
-use crate::agent::StopSignal;
 use crate::events::{Event, EventBody};
+use crate::lifecycle::StopSignal;
 use crate::store::{Store, TreeName};
 
 /// Facts that other services report for the health message. Setting one publishes a fresh

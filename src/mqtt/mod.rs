@@ -37,8 +37,8 @@ use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::AsyncClient;
 use tokio::sync::mpsc;
 
-use crate::agent::Tasks;
 use crate::config::Config;
+use crate::lifecycle::Tasks;
 use crate::ops::logging::LoggingHandle;
 use crate::store::Store;
 use backoff::{Backoff, BackoffPolicy};

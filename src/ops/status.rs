@@ -145,7 +145,7 @@ impl StatusSources {
     }
 
     /// Rewrites the status file every [`WRITE_EVERY`] until stopped.
-    pub async fn keep_written(self, mut stop: crate::agent::StopSignal) {
+    pub async fn keep_written(self, mut stop: crate::lifecycle::StopSignal) {
         let path = status_path(&self.config);
         let mut ticker = tokio::time::interval(WRITE_EVERY);
         loop {

@@ -1,20 +1,15 @@
 //! The running sync service: one poll loop per device, woken by its interval, by the device
 //! connecting, by a keypad enrolment it pushed, or on demand (`sync-now`); plus the retention
-//! sweep. [`start`] wires it all into the agent's tasks.
+//! sweep. [`start`] runs it on devices and an engine the agent hands over.
 
-use super::lock::FlockLock;
 use super::poll::PollOutcome;
-use super::ports::UpstreamOutbox;
 use super::retention::RetentionPolicy;
 use super::Engine;
-use crate::agent::{StopSignal, Tasks};
-use crate::config::{Config, Driver, LockMode};
-use crate::device::aiface::{AifaceHub, AifaceServer, AifaceSession, Notice};
-use crate::device::punches::PunchLog;
-use crate::device::zk::{ZkSession, ZkSettings};
-use crate::device::DeviceSession;
-use crate::store::Store;
-use crate::upstream::Upstream;
+use crate::config::Config;
+use crate::device::aiface::{AifaceHub, AifaceSession, Notice};
+use crate::device::zk::ZkSession;
+use crate::device::{DeviceSession, Devices};
+use crate::lifecycle::{StopSignal, Tasks};
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
@@ -122,41 +117,22 @@ impl SyncHandle {
     }
 }
 
-/// Starts the sync service for every configured device: binds the AI06 listener (with punch
-/// storage), a poll loop per device, and the retention sweep. The one call `agent::run` makes.
-pub async fn start(
+/// Starts the sync service on the devices [`crate::device::start`] brought up, with the engine
+/// the agent built: a poll loop per device (`sync-device:<id>`), the routing of AI06 notices to
+/// those loops, and the retention sweep. It spawns only its own tasks.
+pub fn start(
     tasks: &mut Tasks,
     config: &Config,
-    store: &Store,
-    upstream: &Upstream,
-) -> anyhow::Result<SyncHandle> {
-    if config.lock.mode != LockMode::Flock {
-        tracing::warn!("[lock] mode = arbiter is not available in this build yet; using flock locks (one box only)");
-    }
-    let lock = FlockLock::from_config(&config.lock);
-    let outbox = upstream.outbox().clone();
-    let engine = Arc::new(
-        Engine::new(store.clone(), &config.agent.id, Arc::new(lock))
-            .with_outbox(Arc::new(UpstreamOutbox::new(outbox.clone()))),
-    );
-    let aiface: Vec<_> = config
-        .device
-        .iter()
-        .filter(|d| d.driver == Driver::Aiface)
-        .cloned()
-        .collect();
+    engine: Arc<Engine>,
+    devices: Devices,
+) -> SyncHandle {
+    let Devices {
+        aiface,
+        aiface_ids,
+        notices,
+        zk,
+    } = devices;
     let mut triggers = HashMap::new();
-    let mut zk = HashMap::new();
-    for device in config.device.iter().filter(|d| d.driver == Driver::Zk) {
-        match ZkSettings::from_config(device) {
-            Ok(settings) => {
-                zk.insert(device.id.clone(), Arc::new(ZkSession::new(settings)));
-            }
-            Err(err) => {
-                tracing::error!(device = %device.id, %err, "zk device not synced: its settings are unusable");
-            }
-        }
-    }
     if !zk.is_empty() {
         let source = Arc::new(ZkSource { sessions: zk });
         for device in config
@@ -167,20 +143,10 @@ pub async fn start(
             spawn_device(tasks, &engine, &source, config, device, &mut triggers);
         }
     }
-    let mut aiface_hub = Arc::new(AifaceHub::default());
-    if !aiface.is_empty() {
-        let punches = PunchLog::new(outbox, &config.agent.id);
-        let server = AifaceServer::bind(&aiface, Some(store.clone()), Some(punches)).await?;
-        for address in server.local_addrs() {
-            tracing::info!(%address, "listening for AI06 terminals");
-        }
-        let hub = server.hub();
-        aiface_hub = Arc::clone(&hub);
-        let notices = server.notices();
-        tasks.spawn("aiface-listener", move |stop| server.run(stop));
-        for device in &aiface {
-            spawn_device(tasks, &engine, &hub, config, device, &mut triggers);
-        }
+    for device in config.device.iter().filter(|d| aiface_ids.contains(&d.id)) {
+        spawn_device(tasks, &engine, &aiface, config, device, &mut triggers);
+    }
+    if let Some(notices) = notices {
         let routes = triggers.clone();
         tasks.spawn("sync-notices", move |stop| {
             route_notices(notices, routes, stop)
@@ -196,11 +162,11 @@ pub async fn start(
     tasks.spawn("sync-retention", move |stop| {
         run_retention(retention_engine, policy, backup_dir, stop)
     });
-    Ok(SyncHandle {
+    SyncHandle {
         engine,
         triggers: Arc::new(triggers),
-        aiface: aiface_hub,
-    })
+        aiface,
+    }
 }
 
 /// Starts the poll loop of one device and registers its wake-up trigger.
@@ -221,7 +187,7 @@ fn spawn_device<S: SessionSource>(
         backup_dir: config.backup_dir(),
     };
     let (engine, source) = (Arc::clone(engine), Arc::clone(source));
-    tasks.spawn("sync-device", move |stop| {
+    tasks.spawn(format!("sync-device:{}", device.id), move |stop| {
         run_device(engine, source, schedule, trigger, stop)
     });
 }

@@ -18,10 +18,10 @@ use super::lock::FlockLock;
 use super::ports::{AuditEntry, AuditQuery, AuditTrail, StoreAudit, UpstreamOutbox};
 use super::restore::RestoreReport;
 use super::{Engine, SyncError};
-use crate::agent::Tasks;
 use crate::config::{Config, DeviceConfig, Driver};
 use crate::device::aiface::{AifaceHub, AifaceServer};
 use crate::device::punches::PunchLog;
+use crate::lifecycle::Tasks;
 use crate::store::{Store, StoreError};
 use crate::upstream::outbox::Outbox;
 use anyhow::Context as _;
@@ -31,7 +31,7 @@ use std::time::Duration;
 
 /// Opens the agent's store for a command, explaining what to do when the agent holds it.
 pub fn open_store(config: &Config) -> anyhow::Result<Store> {
-    let options = crate::agent::store_options(config);
+    let options = config.store_options();
     match Store::open(&options) {
         Ok(opened) => Ok(opened.store),
         Err(err @ StoreError::AlreadyInUse { .. }) => Err(anyhow::anyhow!(

@@ -25,8 +25,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::Notify;
 
-use crate::agent::StopSignal;
 use crate::events::Event;
+use crate::lifecycle::StopSignal;
 use crate::store::{Alarm, AlarmKind};
 
 use super::backoff::Backoff;

@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tokio::sync::Notify;
 
-use crate::agent::StopSignal;
 use crate::events::PersonAttributes;
+use crate::lifecycle::StopSignal;
 use crate::store::{keys, Record, Store, StoreError, TreeName};
 
 use super::client::{RequestError, UpstreamClient};

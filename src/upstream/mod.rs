@@ -31,8 +31,8 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use crate::agent::Tasks;
 use crate::config::Config;
+use crate::lifecycle::Tasks;
 use crate::store::Store;
 
 pub use client::{ClientSettings, RequestError, UpstreamClient};
@@ -111,28 +111,34 @@ impl Upstream {
     }
 }
 
-/// Opens the outbox and, when `[upstream]` names a URL, starts the forwarder and the mapping
-/// puller. A forwarder that cannot start (unreadable token or CA file) is logged and shown in
-/// status, while events keep queueing: device data is never held back by upstream trouble.
-pub fn start(tasks: &mut Tasks, config: &Config, store: &Store) -> Result<Upstream, OutboxError> {
-    let outbox = Outbox::open(store, config.upstream.outbox_max_bytes.bytes())?;
+/// Starts forwarding from `outbox` (opened by the agent, which hands it to the producers too)
+/// when `[upstream]` names a URL: the forwarder and the mapping puller. A forwarder that cannot
+/// start (unreadable token or CA file) is logged and shown in status, while events keep
+/// queueing: device data is never held back by upstream trouble.
+pub fn start(tasks: &mut Tasks, config: &Config, outbox: Outbox) -> Upstream {
     let Some(options) = ForwarderOptions::from_config(config) else {
         tracing::info!("no upstream.url: events are kept in the outbox, nothing is forwarded");
-        return Ok(Upstream {
+        return Upstream {
             outbox,
             board: StatusBoard::new(ForwarderState::NotConfigured),
-        });
+        };
     };
     match UpstreamClient::new(&options.client) {
-        Ok(client) => Ok(spawn(tasks, outbox, client, &options)),
+        Ok(client) => spawn(tasks, outbox, client, &options),
         Err(error) => {
             tracing::error!("upstream forwarding not started, events stay queued: {error}");
-            Ok(Upstream {
+            Upstream {
                 outbox,
                 board: StatusBoard::new(ForwarderState::Failed(error.to_string())),
-            })
+            }
         }
     }
+}
+
+/// Opens the outbox `[upstream]` sizes in `store`: the one durable queue the sync engine, the
+/// punch log and the forwarder share.
+pub fn open_outbox(config: &Config, store: &Store) -> Result<Outbox, OutboxError> {
+    Outbox::open(store, config.upstream.outbox_max_bytes.bytes())
 }
 
 /// Starts the forwarder and the mapping puller on `outbox` with `client`.

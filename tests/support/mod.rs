@@ -7,8 +7,8 @@ pub mod upstream_double;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use edge_agent::agent::Tasks;
 use edge_agent::events::{Event, EventBody, EventKey, Punch};
+use edge_agent::lifecycle::Tasks;
 use edge_agent::store::{Store, StoreOptions};
 use edge_agent::upstream::{self, ClientSettings, ForwarderOptions, Outbox, UpstreamClient};
 

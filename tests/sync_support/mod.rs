@@ -2,10 +2,10 @@
 //! listener with a sync engine over a temporary store, and the store consistency check.
 #![allow(dead_code)] // each test file uses a different part
 
-use edge_agent::agent::Tasks;
 use edge_agent::config::{self, Config};
 use edge_agent::device::aiface::{AifaceHub, AifaceServer, AifaceSession};
 use edge_agent::events::EventBody;
+use edge_agent::lifecycle::Tasks;
 use edge_agent::store::{Store, StoreOptions};
 use edge_agent::sync::buffer::{self, MappingStatus};
 use edge_agent::sync::lock::FlockLock;

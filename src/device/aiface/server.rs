@@ -4,9 +4,9 @@
 use super::connection;
 use super::hub::AifaceHub;
 use super::session::{AifaceSession, Timeouts};
-use crate::agent::StopSignal;
 use crate::config::{DeviceConfig, Driver};
 use crate::device::punches::PunchLog;
+use crate::lifecycle::StopSignal;
 use crate::store::Store;
 use device_protocols::aiface::{page_cap, PagedRead, Step, UserCredential};
 use std::collections::{BTreeSet, HashMap};
