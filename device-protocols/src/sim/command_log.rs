@@ -99,31 +99,26 @@ mod tests {
     use super::*;
     use serde_json::Value;
 
+    /// A protocol whose only destructive command is `wipe`; `APPEND` picks its [`Reopen`].
     #[derive(Serialize)]
-    struct Probe {
+    struct Probe<const APPEND: bool> {
         cmd: &'static str,
     }
 
-    impl LogLine for Probe {
+    impl<const APPEND: bool> LogLine for Probe<APPEND> {
         const EMULATOR: &'static str = "probe";
-        const REOPEN: Reopen = Reopen::Append;
+        const REOPEN: Reopen = if APPEND {
+            Reopen::Append
+        } else {
+            Reopen::Truncate
+        };
         fn is_destructive(&self) -> bool {
             self.cmd == "wipe"
         }
     }
 
-    #[derive(Serialize)]
-    struct Fresh {
-        cmd: &'static str,
-    }
-
-    impl LogLine for Fresh {
-        const EMULATOR: &'static str = "fresh";
-        const REOPEN: Reopen = Reopen::Truncate;
-        fn is_destructive(&self) -> bool {
-            false
-        }
-    }
+    type Appending = Probe<true>;
+    type Fresh = Probe<false>;
 
     fn lines(path: &Path) -> Vec<Value> {
         std::fs::read_to_string(path)
@@ -145,7 +140,7 @@ mod tests {
     #[test]
     fn every_line_carries_the_protocol_verdict() {
         let path = temp_log("verdict");
-        let mut log = CommandLog::<Probe>::open(Some(&path)).unwrap();
+        let mut log = CommandLog::<Appending>::open(Some(&path)).unwrap();
         log.record(&Probe { cmd: "read" });
         log.record(&Probe { cmd: "wipe" });
         let written = lines(&path);
@@ -158,10 +153,10 @@ mod tests {
     #[test]
     fn the_protocol_chooses_whether_an_old_log_is_kept() {
         let path = temp_log("reopen");
-        CommandLog::<Probe>::open(Some(&path))
+        CommandLog::<Appending>::open(Some(&path))
             .unwrap()
             .record(&Probe { cmd: "a" });
-        CommandLog::<Probe>::open(Some(&path))
+        CommandLog::<Appending>::open(Some(&path))
             .unwrap()
             .record(&Probe { cmd: "b" });
         assert_eq!(lines(&path).len(), 2, "appended");
@@ -174,7 +169,7 @@ mod tests {
 
     #[test]
     fn without_a_file_nothing_is_written() {
-        CommandLog::<Probe>::open(None)
+        CommandLog::<Appending>::open(None)
             .unwrap()
             .record(&Probe { cmd: "wipe" });
     }
