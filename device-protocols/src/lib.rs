@@ -6,6 +6,8 @@
 //!
 //! * [`aiface`] — the AI06 "cloud" protocol (WebSocket + JSON, the device dials the server).
 //! * [`zk`] — the ZK binary protocol (TCP/UDP port 4370 and the serial frame).
+//! * `sim` (feature `sim`, not sans-IO) — emulators of both terminals over real sockets, built on
+//!   the codecs above; the `device-sim` binary is a command line over them.
 
 pub mod aiface;
 pub mod zk;

@@ -1,31 +1,18 @@
-//! `device-sim zk`: a ZK-protocol terminal on TCP, UDP and/or a serial line.
+//! `device-sim zk`: the ZK emulator ([`device_protocols::sim::zk`]) as a process.
 //!
-//! The firmware logic lives in [`firmware`], the data it serves in [`store`], the front ends in
-//! [`net`] and [`serial`]. On start-up it prints one line per listener
-//! (`zk tcp listening on 127.0.0.1:4370`) so a test that asked for port 0 learns the real port.
-
-mod clock;
-mod command_log;
-mod enable_state;
-mod firmware;
-mod net;
-mod serial;
-mod store;
+//! On start-up it prints one line per front end (`zk tcp listening on 127.0.0.1:4370`) so a test
+//! that asked for port 0 learns the real port; it then runs until it is killed.
 
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::ValueEnum;
+use device_protocols::sim::zk::{
+    CommandLog, Config, Faults, Firmware, FrontEnds, Line, Shape, Store, Terminal, Timing,
+};
 use device_protocols::zk::{AttendanceLayout, CommKey, TextCodec, UserLayout};
-
-use command_log::CommandLog;
-use firmware::{Config, Faults, Firmware};
-use net::Timing;
-use store::Store;
 
 /// User record format.
 #[derive(Clone, Copy, ValueEnum)]
@@ -182,17 +169,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             Fault::WrongCounts => faults.wrong_counts = true,
         }
     }
-    if args.logs > 0 && args.users == 0 {
-        anyhow::bail!("--logs needs at least one user (--users) to attribute the records to");
-    }
     let native_names = match &args.native_names {
-        Some(_) if matches!(user_layout, UserLayout::Compact28) => {
-            anyhow::bail!("--native-names needs 72-byte users; 28-byte names hold 8 bytes")
-        }
         Some(label) => Some(TextCodec::for_label(label)?),
         None => None,
     };
-    let store = Store::generate(&store::Shape {
+    let store = Store::generate(&Shape {
         users: args.users,
         logs: args.logs,
         user_layout,
@@ -200,7 +181,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         face_sizes,
         seed: args.seed,
         native_names,
-    });
+    })?;
     let config = Config {
         comm_key: args.comm_key.filter(|&k| k != 0).map(CommKey),
         inline_threshold: args.inline_threshold,
@@ -211,52 +192,38 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         first_session_id: (args.seed as u16).wrapping_mul(7919).max(1),
     };
     let log = CommandLog::open(args.command_log.as_deref())?;
-    let firmware = Arc::new(Mutex::new(Firmware::new(config, store, log)));
     let timing = Timing {
         pacing: Duration::from_millis(args.pacing_ms),
         first_packet_timeout: Duration::from_secs(args.first_packet_timeout_secs),
     };
-
-    let mut workers = Vec::new();
-    if let Some(addr) = args.tcp {
-        let listener =
-            TcpListener::bind(addr).with_context(|| format!("cannot listen on tcp {addr}"))?;
-        announce("tcp", &listener.local_addr()?.to_string());
-        let firmware = Arc::clone(&firmware);
-        workers.push(std::thread::spawn(move || {
-            net::serve_tcp(listener, firmware, timing);
-            Ok(())
-        }));
-    }
-    if let Some(addr) = args.udp {
-        let socket = UdpSocket::bind(addr).with_context(|| format!("cannot bind udp {addr}"))?;
-        announce("udp", &socket.local_addr()?.to_string());
-        let firmware = Arc::clone(&firmware);
-        workers.push(std::thread::spawn(move || {
-            net::serve_udp(socket, firmware, timing);
-            Ok(())
-        }));
-    }
-    if let Some(path) = args.serial {
-        let port = serial::open_serial(&path, args.baud)?;
-        announce("serial", &path.display().to_string());
-        let line = serial::Line {
+    let serial = args.serial.map(|path| {
+        let line = Line {
             baud: args.baud,
             rs485: args.rs485,
             throttle: !args.serial_unthrottled,
             pacing: timing.pacing,
         };
-        let firmware = Arc::clone(&firmware);
-        workers.push(std::thread::spawn(move || {
-            serial::serve_serial(port, firmware, line)
-        }));
+        (path, line)
+    });
+    let terminal = Terminal::bind(
+        Firmware::new(config, store, log),
+        FrontEnds {
+            tcp: args.tcp,
+            udp: args.udp,
+            serial,
+            timing,
+        },
+    )?;
+    if let Some(addr) = terminal.tcp_addr()? {
+        announce("tcp", &addr.to_string());
     }
-    for worker in workers {
-        worker
-            .join()
-            .map_err(|_| anyhow::anyhow!("an emulator front end panicked"))??;
+    if let Some(addr) = terminal.udp_addr()? {
+        announce("udp", &addr.to_string());
     }
-    Ok(())
+    if let Some(path) = terminal.serial_path() {
+        announce("serial", &path.display().to_string());
+    }
+    terminal.serve()
 }
 
 /// Accepts the standard rates the serial front end can configure.

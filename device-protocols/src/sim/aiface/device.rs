@@ -13,10 +13,10 @@ use serde_json::{json, Map, Value};
 
 mod unlisted;
 
-use super::clock::DeviceClock;
 use super::pages::{in_window, Cursor};
 use super::scenario::{FaultKind, FaultSpec, Scenario};
 use super::users::{self, SimUser};
+use crate::sim::clock::DeviceClock;
 
 /// What the session should do in answer to a command.
 #[derive(Debug, PartialEq)]
@@ -104,7 +104,7 @@ impl Device {
             .unwrap_or(1);
         LogRecord {
             enrollid,
-            time: self.clock.now(),
+            time: self.clock.now().to_string(),
             mode: Some(json!(8)),
             inout: Some(json!(i % 2)),
             event: Some(json!(0)),
@@ -150,7 +150,7 @@ impl Device {
             modelname: Some("AiFace".into()),
             fpalgo: Some("thbio3.0".into()),
             firmware: Some(self.scenario.firmware.clone()),
-            time: Some(self.clock.now()),
+            time: Some(self.clock.now().to_string()),
             mac: Some("00-0A-1B-2C-3D-4E".into()),
             capacity: self.capacity(),
             extras: Default::default(),
@@ -289,9 +289,9 @@ impl Device {
             Command::GetNewLog { stn } | Command::GetAllLog { stn, .. } => {
                 self.answer_logs(command, *stn)
             }
-            Command::GetTime => self.reply(name, ReplyBody::Time(self.clock.now())),
+            Command::GetTime => self.reply(name, ReplyBody::Time(self.clock.now().to_string())),
             Command::SetTime { cloudtime } => {
-                if self.clock.set(cloudtime) {
+                if self.clock.set_from_text(cloudtime) {
                     self.ack(name, json!({}))
                 } else {
                     self.refuse(name)

@@ -3,17 +3,16 @@
 //! It registers with `reg` (with devinfo), answers every read command, takes the
 //! non-destructive writes, pushes punches (resending until acknowledged) and keypad
 //! enrolments, and misbehaves on request (see [`Scenario`]). Every frame it receives goes to
-//! the [`CommandLog`].
+//! the [`CommandLog`] as a [`Frame`] line.
 
-mod clock;
-mod command_log;
 mod device;
+mod frame_log;
 mod pages;
 mod scenario;
 mod session;
 mod users;
 
-pub use command_log::{CommandLog, FrameKind};
+pub use frame_log::{CommandLog, Frame, FrameKind};
 pub use scenario::{CountMeans, FaultKind, FaultSpec, Scenario};
 pub use session::{SessionEnd, Simulator, Stats};
 

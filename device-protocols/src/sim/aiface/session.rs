@@ -17,9 +17,10 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use super::command_log::{CommandLog, FrameKind};
 use super::device::{Answer, Device};
+use super::frame_log::{CommandLog, Frame};
 use super::scenario::Scenario;
+use crate::sim::command_log::LogLine;
 
 /// Largest frame and message accepted: the vendor demo allows ~2 MB; photos can be large.
 const MAX_FRAME_BYTES: usize = 8 << 20;
@@ -236,21 +237,17 @@ impl Simulator {
             }
             Ok(ServerMessage::Reply(reply)) => {
                 let message = serde_json::from_str(text).unwrap_or_default();
-                self.log
-                    .record(link.session, FrameKind::Reply, None, false, message);
+                self.log.record(&Frame::reply(link.session, message));
                 Ok(self.on_server_reply(link, reply))
             }
             Ok(ServerMessage::Command(received)) => {
                 self.stats.commands += 1;
-                let destructive = received.is_destructive();
-                if destructive {
+                let line = Frame::command(link.session, &received);
+                if line.is_destructive() {
                     self.stats.destructive_commands += 1;
                     eprintln!("device-sim aiface: DESTRUCTIVE command received: {text}");
                 }
-                let message = Value::Object(received.frame.clone());
-                let name = Some(received.name.as_str());
-                self.log
-                    .record(link.session, FrameKind::Command, name, destructive, message);
+                self.log.record(&line);
                 if self.scenario.delete_after_commands == Some(self.stats.commands) {
                     self.delete_users();
                 }
@@ -296,13 +293,13 @@ impl Simulator {
                 link.registered = true;
                 link.push_users = reg.nosenduser != Some(true);
                 if let Some(cloudtime) = reg.cloudtime {
-                    self.device.clock.set(&cloudtime);
+                    self.device.clock.set_from_text(&cloudtime);
                 }
             }
             ServerReply::SendLog(ack) => {
                 // The vendor's demo syncs the clock from this reply too.
                 if let Some(cloudtime) = &ack.cloudtime {
-                    self.device.clock.set(cloudtime);
+                    self.device.clock.set_from_text(cloudtime);
                 }
                 self.on_sendlog_reply(ack.result, ack.logindex, &mut link.resend_at)
             }
@@ -329,8 +326,7 @@ impl Simulator {
 
     fn unparsed(&mut self, session: u64, message: Value) {
         self.stats.unparsed_frames += 1;
-        self.log
-            .record(session, FrameKind::Unparsed, None, false, message);
+        self.log.record(&Frame::unparsed(session, message));
     }
 
     fn delete_users(&mut self) {

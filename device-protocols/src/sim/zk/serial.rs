@@ -13,12 +13,12 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::zk::{frame_serial, SerialReassembler};
 use anyhow::Context;
-use device_protocols::zk::{frame_serial, SerialReassembler};
 
-use super::command_log::Disposition;
 use super::firmware::{Firmware, Transport};
 use super::net::send_paced;
+use super::packet_log::Disposition;
 
 /// Serial line settings.
 #[derive(Clone, Copy)]
@@ -35,7 +35,7 @@ pub struct Line {
 
 /// Opens `path` and switches it to raw mode, before the emulator announces it, so that nothing a
 /// client sends is ever mangled by the line discipline.
-pub fn open_serial(path: &Path, baud: u32) -> anyhow::Result<File> {
+pub(crate) fn open_serial(path: &Path, baud: u32) -> anyhow::Result<File> {
     let port = OpenOptions::new()
         .read(true)
         .write(true)
@@ -48,7 +48,7 @@ pub fn open_serial(path: &Path, baud: u32) -> anyhow::Result<File> {
 }
 
 /// Serves an opened line until it fails.
-pub fn serve_serial(
+pub(crate) fn serve_serial(
     mut port: File,
     firmware: Arc<Mutex<Firmware>>,
     line: Line,

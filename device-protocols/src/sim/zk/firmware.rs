@@ -1,7 +1,7 @@
 //! The emulated firmware: takes one ZK packet, returns the packets a real terminal would send.
 //!
 //! Transport-free on purpose (the TCP, UDP and serial front ends share it), and faithful to the
-//! firmware behaviour the research notes list in §7: silent drops on a bad checksum, an unknown
+//! firmware behaviour seen on real terminals: silent drops on a bad checksum, an unknown
 //! session or a stale reply id; the cached last reply for a repeated reply id; `ACK_UNKNOWN` for
 //! unknown commands; no reply to a client `ACK_OK`; the comm-key gate; inline-vs-chunked bulk
 //! replies; `USER_WRQ` conflict rules. Fault knobs degrade it in the ways field devices do.
@@ -9,19 +9,23 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use device_protocols::zk::device::{prepare_buffer_reply, read_buffer_replies};
-use device_protocols::zk::{Code, CommKey, Packet, ZkTime};
+use crate::sim::clock::DeviceClock;
+use crate::zk::device::{prepare_buffer_reply, read_buffer_replies};
+use crate::zk::{Code, CommKey, Packet, ZkTime};
 
-use super::clock::DeviceClock;
-use super::command_log::{CommandLog, Disposition, Entry};
 use super::enable_state::EnableState;
+use super::packet_log::{CommandLog, Disposition, Entry};
 use super::store::{Store, WriteRefusal};
+use super::time::{from_zk, to_zk};
 
 /// Which front end a packet came through; it decides the bulk fragment size.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transport {
+    /// A TCP connection (packets framed with the TCP header).
     Tcp,
+    /// UDP datagrams.
     Udp,
+    /// A serial line (experimental framing).
     Serial,
 }
 
@@ -133,7 +137,7 @@ impl Firmware {
             next_session_id: config.first_session_id.max(1),
             config,
             store,
-            clock: DeviceClock::default(),
+            clock: DeviceClock::from_host(),
             log,
             sessions: HashMap::new(),
             enable_state: EnableState::new(),
@@ -284,12 +288,12 @@ impl Firmware {
             }
             Code::GET_TIME => single(with_data(
                 request,
-                self.clock.now().0.to_le_bytes().to_vec(),
+                to_zk(self.clock.now()).0.to_le_bytes().to_vec(),
             )),
             Code::SET_TIME => match request.data.get(..4) {
                 Some(b) => {
-                    self.clock
-                        .set(ZkTime(u32::from_le_bytes([b[0], b[1], b[2], b[3]])));
+                    let time = ZkTime(u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+                    self.clock.set(from_zk(time));
                     ok()
                 }
                 None => error(),
@@ -375,9 +379,7 @@ impl Firmware {
             Some(Code::USERTEMP_RRQ) => self.store.user_dataset(),
             Some(Code::ATTLOG_RRQ) => self.store.log_dataset(),
             // Templates, operation log: this device holds none.
-            Some(Code::DB_RRQ) | Some(Code::OPLOG_RRQ) => {
-                device_protocols::zk::dataset::dataset_of(&[])
-            }
+            Some(Code::DB_RRQ) | Some(Code::OPLOG_RRQ) => crate::zk::dataset::dataset_of(&[]),
             _ => return single(ack(Code::ACK_ERROR, request)),
         };
         let reply = prepare_buffer_reply(

@@ -6,8 +6,8 @@ use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::zk::{frame_tcp, TcpReassembler};
 use anyhow::Context;
-use device_protocols::zk::{frame_tcp, TcpReassembler};
 
 use super::firmware::{Firmware, Reply, Transport};
 
@@ -26,7 +26,7 @@ pub struct Timing {
 
 /// Serves TCP connections one at a time, like firmware with `listen(backlog = 1)` and a
 /// single-threaded loop: a second client waits until the first one leaves.
-pub fn serve_tcp(listener: TcpListener, firmware: Arc<Mutex<Firmware>>, timing: Timing) {
+pub(crate) fn serve_tcp(listener: TcpListener, firmware: Arc<Mutex<Firmware>>, timing: Timing) {
     for stream in listener.incoming() {
         match stream {
             Ok(stream) => {
@@ -82,7 +82,7 @@ fn serve_connection(
 }
 
 /// Serves UDP datagrams; replies go to the sender's address and port.
-pub fn serve_udp(socket: UdpSocket, firmware: Arc<Mutex<Firmware>>, timing: Timing) {
+pub(crate) fn serve_udp(socket: UdpSocket, firmware: Arc<Mutex<Firmware>>, timing: Timing) {
     let mut buffer = [0u8; UDP_RECEIVE_BUFFER];
     loop {
         let (n, peer) = match socket.recv_from(&mut buffer) {
@@ -105,7 +105,7 @@ pub fn serve_udp(socket: UdpSocket, firmware: Arc<Mutex<Firmware>>, timing: Timi
 }
 
 /// Sends each packet of a reply with one write, sleeping `pacing` between packets.
-pub fn send_paced(
+pub(crate) fn send_paced(
     reply: &Reply,
     pacing: Duration,
     mut send: impl FnMut(&[u8]) -> std::io::Result<()>,

@@ -1,18 +1,19 @@
 //! What the emulated terminal holds: users and attendance records, generated deterministically
 //! so a test can recompute exactly what any client should read back.
 
-use super::clock::{from_unix, to_unix};
-use device_protocols::zk::dataset::dataset_of;
-use device_protocols::zk::layout::RecordLayout;
-use device_protocols::zk::{
+use super::time::to_zk;
+use crate::sim::clock::CalendarTime;
+use crate::zk::dataset::dataset_of;
+use crate::zk::layout::RecordLayout;
+use crate::zk::{
     AttendanceLayout, AttendanceRecord, DeviceSizes, DeviceText, FaceSizes, TextCodec, TimeZones,
-    UserId, UserLayout, UserRecord, ZkDateTime, ZkTime,
+    UserId, UserLayout, UserRecord,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 /// The first generated attendance timestamp: 2024-03-01 08:00:00 device local time.
-const FIRST_PUNCH: ZkDateTime = ZkDateTime {
+const FIRST_PUNCH: CalendarTime = CalendarTime {
     year: 2024,
     month: 3,
     day: 1,
@@ -75,8 +76,15 @@ pub struct Store {
 
 impl Store {
     /// Generates `users` users and `logs` records from `seed`; the same inputs always give the
-    /// same data.
-    pub fn generate(shape: &Shape) -> Store {
+    /// same data. Refuses a shape no device could hold: records without a user to attribute them
+    /// to, or native names in 28-byte records.
+    pub fn generate(shape: &Shape) -> anyhow::Result<Store> {
+        if shape.logs > 0 && shape.users == 0 {
+            anyhow::bail!("--logs needs at least one user (--users) to attribute the records to");
+        }
+        if shape.native_names.is_some() && matches!(shape.user_layout, UserLayout::Compact28) {
+            anyhow::bail!("--native-names needs 72-byte users; 28-byte names hold 8 bytes")
+        }
         let Shape {
             users,
             logs,
@@ -96,7 +104,7 @@ impl Store {
                 user
             })
             .collect();
-        let first = to_unix(FIRST_PUNCH);
+        let first = FIRST_PUNCH.to_unix();
         let logs: Vec<AttendanceRecord> = (0..logs)
             .map(|i| {
                 let owner = &users[(i as usize) % users.len().max(1)];
@@ -108,7 +116,7 @@ impl Store {
                     // ~26 minutes apart: 100,000 records span about five real calendar years.
                     // Stepping in real seconds (not in ZK time units, whose months all have 31
                     // days) keeps every timestamp a valid date, as on a device.
-                    time: ZkTime::from_parts(from_unix(
+                    time: to_zk(CalendarTime::from_unix(
                         first + i64::from(i) * 1_567 + rng.random_range(0..60),
                     )),
                     workcode: match log_layout {
@@ -121,7 +129,7 @@ impl Store {
         // Typical TFT capacities, raised when the generated data would not fit.
         let user_capacity = 10_000.max(users.len() as u32 + 1000);
         let record_capacity = 100_000.max(logs.len() as u32 + 1000);
-        Store {
+        Ok(Store {
             user_layout,
             log_layout,
             users,
@@ -129,7 +137,7 @@ impl Store {
             face_sizes,
             user_capacity,
             record_capacity,
-        }
+        })
     }
 
     /// The counters as firmware reports them; `skew` is added to both counts by the

@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 /// The enable/disable state with its optional inactivity timeout.
-pub struct EnableState {
+pub(crate) struct EnableState {
     enabled: bool,
     auto_enable_after: Option<Duration>,
     last_activity: Instant,
@@ -16,7 +16,7 @@ pub struct EnableState {
 
 impl EnableState {
     /// A device that starts enabled.
-    pub fn new() -> EnableState {
+    pub(crate) fn new() -> EnableState {
         EnableState {
             enabled: true,
             auto_enable_after: None,
@@ -25,13 +25,13 @@ impl EnableState {
     }
 
     /// Notes traffic at `now`, first applying an expired inactivity timeout.
-    pub fn touch(&mut self, now: Instant) {
+    pub(crate) fn touch(&mut self, now: Instant) {
         self.expire(now);
         self.last_activity = now;
     }
 
     /// Disables, with an optional auto re-enable timeout in seconds (0 = none).
-    pub fn disable(&mut self, timeout_secs: Option<u32>) {
+    pub(crate) fn disable(&mut self, timeout_secs: Option<u32>) {
         self.enabled = false;
         self.auto_enable_after = timeout_secs
             .filter(|&secs| secs > 0)
@@ -39,13 +39,13 @@ impl EnableState {
     }
 
     /// Re-enables (explicitly, or because the last session ended).
-    pub fn enable(&mut self) {
+    pub(crate) fn enable(&mut self) {
         self.enabled = true;
         self.auto_enable_after = None;
     }
 
     /// Whether the device is enabled at `now`.
-    pub fn is_enabled(&mut self, now: Instant) -> bool {
+    pub(crate) fn is_enabled(&mut self, now: Instant) -> bool {
         self.expire(now);
         self.enabled
     }
