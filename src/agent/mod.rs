@@ -2,9 +2,9 @@
 //! and then does nothing but answer signals — SIGHUP re-reads the config, SIGTERM/SIGINT stop
 //! everything within a bound and leave the store flushed.
 //!
-//! Order matters at start-up: signals are registered before any other thread exists (as
-//! signal-hook advises, to avoid racing earlier handlers), logging comes before the store so a
-//! salvaged store is reported, and systemd hears `READY=1` only once everything is serving.
+//! Order matters at start-up: signals are registered before any other thread exists (research
+//! B.7), logging comes before the store so a salvaged store is reported, and systemd hears
+//! `READY=1` only once everything is serving.
 
 mod reload;
 mod signals;
