@@ -3,6 +3,11 @@
 //!
 //! The binary (`src/main.rs`) is a thin CLI over this library so that integration tests and
 //! benchmarks drive exactly the code that runs on the box.
+//!
+//! Start with `docs/ARCHITECTURE.md` at the repository root: the data flow, the module map and
+//! which module may import which, the store layout with the one writer of each tree, the
+//! numbered invariants, and the glossary of the feature ids (D6, B4, M3 …) that doc comments
+//! cite.
 
 pub mod agent;
 pub mod audit;

@@ -1,6 +1,6 @@
 //! Process signals, turned into the two things the supervisor cares about.
 //!
-//! signal-hook replaces the default actions for good once registered (research B.7), so a
+//! signal-hook replaces the default actions for good once registered (its documented rule), so a
 //! second SIGTERM/SIGINT during a slow shutdown must be handled by us: the supervisor exits
 //! immediately when it sees one.
 

@@ -4,7 +4,7 @@
 //! say anything destructive: there is no variant for `deleteuser`, `cleanuser`, `cleanlog`,
 //! `initsys`, `cleanadmin` or any other command [`CommandName::is_destructive`] names, and the
 //! wire name is fixed by the variant, so no field value can smuggle one in. Adding a variant is a
-//! product decision (see the safety invariants), not a convenience.
+//! product decision (invariant 1 and D5 in `docs/ARCHITECTURE.md`), not a convenience.
 
 use serde::{Deserialize, Serialize};
 

@@ -1,6 +1,6 @@
 //! What the agent may ask a ZK device, and nothing more.
 //!
-//! The product's first invariant is that no destructive command can be expressed by the agent.
+//! Invariant 1 (`docs/ARCHITECTURE.md`): no destructive command can be expressed by the agent.
 //! This enum is the only way this crate encodes client requests, and it has no variant for
 //! deleting users or templates or clearing data or logs; adding one would be a visible design
 //! change, not an accident. [`crate::zk::DestructiveCommand`] recognises those codes for the
