@@ -4,8 +4,8 @@
 //! flushed, a task that fails is reported by name.
 //!
 //! Order matters at start-up: signals are registered before any other thread exists (as
-//! signal-hook advises, so no earlier thread races the handlers), logging comes before the store so a salvaged store is reported, services are built in
-//! dependency order (store → outbox → audit → engine → devices → sync loops → upstream → status
+//! signal-hook advises, so no earlier thread races the handlers), logging comes before the
+//! store so a salvaged store is reported, services are built in dependency order (store → outbox → audit → engine → devices → sync loops → upstream → status
 //! → MQTT), and systemd hears `READY=1` only once everything is serving.
 //!
 //! This module sits at the top of the crate: it imports the services, none of them imports it.
