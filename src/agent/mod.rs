@@ -6,7 +6,8 @@
 //! Order matters at start-up: signals are registered before any other thread exists (as
 //! signal-hook advises, so no earlier thread races the handlers), logging comes before the
 //! store so a salvaged store is reported, services are built in dependency order (store →
-//! outbox → audit → engine → devices → sync loops → upstream → status → MQTT), and systemd hears `READY=1` only once everything is serving.
+//! outbox → audit → engine → devices → sync loops → upstream → status → MQTT), and systemd
+//! hears `READY=1` only once everything is serving.
 //!
 //! This module sits at the top of the crate: it imports the services, none of them imports it.
 //! What they share for their lifetime (the stop signal, the task set) is in
