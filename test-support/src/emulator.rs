@@ -232,9 +232,12 @@ impl Emulator {
 
     fn terminate_inner(&mut self) -> (ExitStatus, String) {
         let mut child = self.child.take().expect("running");
-        // SAFETY: kill(2) with a pid we own and have not yet waited for.
-        let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-        assert_eq!(rc, 0, "SIGTERM to device-sim");
+        // One that stopped by itself (`--run-for`) has been reaped already: no signal then.
+        if child.try_wait().expect("poll device-sim").is_none() {
+            // SAFETY: kill(2) with the pid of our child, which has not been reaped.
+            let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+            assert_eq!(rc, 0, "SIGTERM to device-sim");
+        }
         let deadline = Instant::now() + STOP_PATIENCE;
         let status = loop {
             if let Some(status) = child.try_wait().expect("poll device-sim") {
