@@ -8,15 +8,12 @@
 //! its capacity; with the default `rate_limit = 10` and `batch_size = 100` the configured
 //! ceiling is 1,000 events/s.
 
-#[path = "../tests/support/mod.rs"]
-mod support;
-
 use std::time::{Duration, Instant};
 
 use edge_agent::store::{Store, StoreOptions, TreeName};
 use edge_agent::upstream::{enqueue_in, Outbox};
-use support::upstream_double::UpstreamDouble;
-use support::{options, punch, token_file, AgentSide, TOKEN};
+use test_support::agent::upstream::{options, punch, token_file, AgentSide, TOKEN};
+use test_support::upstream_double::UpstreamDouble;
 
 const CAP: u64 = 1 << 40;
 

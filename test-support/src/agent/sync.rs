@@ -1,0 +1,186 @@
+//! For the sync tests: an AI06 emulator registered as the test device, the config of an agent
+//! with that one device, an agent-side listener with a sync engine over a temporary store, and
+//! the store consistency check.
+
+use edge_agent::config::{self, Config};
+use edge_agent::device::aiface::{AifaceHub, AifaceServer, AifaceSession};
+use edge_agent::events::EventBody;
+use edge_agent::lifecycle::Tasks;
+use edge_agent::store::{Store, StoreOptions};
+use edge_agent::sync::buffer::{self, MappingStatus};
+use edge_agent::sync::lock::FlockLock;
+use edge_agent::sync::ports::StoreOutbox;
+use edge_agent::sync::{history, snapshot, state, Engine};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::emulator::{Emulator, Protocol};
+use crate::net::free_port;
+
+/// The serial number every test emulator registers with.
+pub const SN: &str = "SIM00000001";
+/// The device id every test uses.
+pub const DEVICE: &str = "door";
+/// Generous bound for anything a test waits on.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+/// Starts `device-sim aiface` registering as [`SN`], dialling the agent's listener on `port`,
+/// logging commands to `log`, with extra `knobs`. It reconnects quickly and gives up after
+/// five minutes.
+pub fn emulator(port: u16, log: &Path, knobs: &[&str]) -> Emulator {
+    let url = format!("ws://127.0.0.1:{port}/pub/chat");
+    let mut args = vec![
+        "--url",
+        &url,
+        "--sn",
+        SN,
+        "--run-for",
+        "300",
+        "--reconnect-delay-ms",
+        "100",
+    ];
+    args.extend_from_slice(knobs);
+    Emulator::start(Protocol::Aiface, log.to_path_buf(), &args)
+}
+
+/// A config for one AI06 `door` at 127.0.0.1:`port`, state under `dir`.
+pub fn config(dir: &Path, port: u16, extra: &str) -> Config {
+    config::parse(&config_text(dir, port, extra)).expect("test config is valid")
+}
+
+/// The text of [`config`], for tests that run the binary; `extra` goes into `[[device]]`.
+pub fn config_text(dir: &Path, port: u16, extra: &str) -> String {
+    let text = format!(
+        "[agent]\nid = \"gw-test\"\ndata_dir = \"{data}\"\nshutdown_timeout = \"5s\"\n\
+         [log]\nfile = \"\"\njournald = \"never\"\n\
+         [lock]\ndir = \"{locks}\"\nacquire_retries = 2\n\
+         [[device]]\nid = \"{DEVICE}\"\ndriver = \"aiface\"\nlisten = \"127.0.0.1:{port}\"\n\
+         allowed_sn = [\"{SN}\"]\ncommand_timeout = \"5s\"\n{extra}",
+        data = dir.join("data").display(),
+        locks = dir.join("locks").display(),
+    );
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    text
+}
+
+/// The agent side of a test: the listener, a store, and an engine.
+pub struct Agent {
+    /// Temporary directory holding store, locks and backups.
+    pub dir: tempfile::TempDir,
+    /// The config used.
+    pub config: Config,
+    /// The store.
+    pub store: Store,
+    /// The engine.
+    pub engine: Arc<Engine>,
+    /// Live sessions.
+    pub hub: Arc<AifaceHub>,
+    /// The bound port.
+    pub port: u16,
+    tasks: Option<Tasks>,
+}
+
+impl Agent {
+    /// Binds a listener on a free port and opens a fresh store.
+    pub async fn start() -> Agent {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let config = config(dir.path(), port, "");
+        let store = Store::open(&StoreOptions::at(config.store_dir()))
+            .unwrap()
+            .store;
+        let server = AifaceServer::bind(&config.device, Some(store.clone()), None)
+            .await
+            .unwrap();
+        let hub = server.hub();
+        let mut tasks = Tasks::new();
+        tasks.spawn("aiface-listener", move |stop| server.run(stop));
+        let lock = FlockLock::new(config.lock.dir.clone(), 2, Duration::from_millis(50));
+        let engine = Arc::new(Engine::new(store.clone(), "gw-test", Arc::new(lock)));
+        Agent {
+            dir,
+            config,
+            store,
+            engine,
+            hub,
+            port,
+            tasks: Some(tasks),
+        }
+    }
+
+    /// The emulator's command log path for `name`.
+    pub fn log(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("{name}.jsonl"))
+    }
+
+    /// Waits for the device to be connected (a fresh connection if `previous` is given).
+    pub async fn session(&self) -> AifaceSession {
+        self.hub
+            .session(DEVICE, PATIENCE)
+            .await
+            .expect("the emulator connects")
+    }
+
+    /// Waits until the connected session is a new one (after the previous emulator stopped).
+    pub async fn new_session(&self, old: &AifaceSession) -> AifaceSession {
+        let deadline = Instant::now() + PATIENCE;
+        while !old.is_closed() {
+            assert!(Instant::now() < deadline, "old session never closed");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.session().await
+    }
+
+    /// Stops the listener.
+    pub async fn stop(mut self) {
+        if let Some(tasks) = self.tasks.take() {
+            tasks.stop(Duration::from_secs(2)).await;
+        }
+    }
+}
+
+/// Asserts that the store holds a consistent picture of `device`: the snapshot, sync state,
+/// history, buffer and outbox all describe the same sequence of applied reads. A
+/// half-applied diff breaks at least one of these.
+pub fn assert_consistent(store: &Store, device: &str) {
+    let state = state::load(store, device).unwrap();
+    let snapshot = snapshot::load(store, device).unwrap();
+    let history = history::list(store, device).unwrap();
+    assert_eq!(
+        snapshot.len() as u64,
+        state.users,
+        "snapshot size vs sync state"
+    );
+    assert_eq!(
+        history.len() as u64,
+        state.generation,
+        "one history entry per read"
+    );
+    if let Some(last) = history.last() {
+        assert_eq!(last.generation, state.generation);
+        assert_eq!(last.users, state.users);
+        assert_eq!(Some(last.read_at_ms), state.last_complete_read_ms);
+    }
+    let buffered = buffer::list(store, Some(device), None).unwrap();
+    let present: BTreeSet<&str> = buffered
+        .iter()
+        .filter(|u| u.status != MappingStatus::Missing.as_str())
+        .map(|u| u.user_id.as_str())
+        .collect();
+    let in_snapshot: BTreeSet<&str> = snapshot.keys().map(String::as_str).collect();
+    assert_eq!(present, in_snapshot, "buffer users present vs snapshot");
+    let events = StoreOutbox::new(store.clone()).events().unwrap();
+    let keys: BTreeSet<&str> = events.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(keys.len(), events.len(), "event keys are unique");
+    let discovered = events
+        .iter()
+        .filter(|e| matches!(e.body, EventBody::UserDiscovered(_)))
+        .count();
+    assert_eq!(
+        discovered,
+        buffered.len(),
+        "one discovery event per buffered user"
+    );
+}

@@ -1,0 +1,8 @@
+//! Forwarding upstream against the upstream double: batching, faults, outages, the outbox cap,
+//! TLS, and the TLS policy of the dependency tree.
+
+mod deps;
+mod forwarding;
+mod outage;
+mod outbox_cap;
+mod tls;
