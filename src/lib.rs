@@ -1,11 +1,12 @@
 //! edge-agent: keeps a complete, durable picture of who is enrolled on each biometric terminal,
 //! never deletes a device user, and forwards every change upstream exactly once.
 //!
-//! The binary (`src/main.rs`) is a thin CLI over this library so that integration tests and
+//! The binary (`src/main.rs`) is a thin shell over this library's [`cli`] module so that integration tests and
 //! benchmarks drive exactly the code that runs on the box.
 
 pub mod agent;
 pub mod audit;
+pub mod cli;
 pub mod config;
 pub mod ctl;
 pub mod demo;
