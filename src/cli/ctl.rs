@@ -11,8 +11,9 @@
 //! Arguments after the command words are `name=value` (a whole number or `true`/`false`
 //! becomes a number or boolean, anything else text) or `name:=json` for a raw JSON value.
 //! Exit status: [`ExitStatus::Success`] when the agent did it, [`ExitStatus::Failed`] when it
-//! refused or failed, [`ExitStatus::NoReply`] when no reply came, [`ExitStatus::Usage`] when the
-//! command line cannot become a request.
+//! ran it and failed, [`ExitStatus::Refused`] when it refused to run it,
+//! [`ExitStatus::NoReply`] when no reply came, [`ExitStatus::Usage`] when the command line
+//! cannot become a request.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -24,7 +25,7 @@ use super::ExitStatus;
 use crate::config::HumanDuration;
 use crate::ctl::{fresh_client_id, Client, CtlError};
 use crate::mqtt::broker::{BrokerSettings, TlsFiles};
-use crate::mqtt::command::Reply;
+use crate::mqtt::command::{ErrorCode, Reply};
 use crate::mqtt::signing::AdminKeyFile;
 
 /// `edge-agent ctl` options.
@@ -192,16 +193,21 @@ pub fn run(args: &CtlArgs) -> ExitStatus {
             } else {
                 render::reply::print(&command, &reply);
             }
-            if reply.ok {
-                ExitStatus::Success
-            } else {
-                ExitStatus::Failed
-            }
+            reply_status(&reply)
         }
         Err(err) => {
             eprintln!("error: {err:#}");
             exit_status(&err)
         }
+    }
+}
+
+/// How the agent answered: done, ran and failed, or refused without running it.
+fn reply_status(reply: &Reply) -> ExitStatus {
+    match &reply.error {
+        _ if reply.ok => ExitStatus::Success,
+        Some(error) if error.code != ErrorCode::Failed => ExitStatus::Refused,
+        _ => ExitStatus::Failed,
     }
 }
 
@@ -311,5 +317,30 @@ mod tests {
         );
         assert!(parse_broker("tcp://x").is_err());
         assert!(parse_broker("mqtt://:1").is_err());
+    }
+
+    #[test]
+    fn a_refusal_and_a_failure_exit_differently() {
+        let reply = |code: Option<ErrorCode>| Reply {
+            ok: code.is_none(),
+            result: None,
+            error: code.map(|code| crate::mqtt::command::CommandError {
+                code,
+                field: None,
+                message: "x".into(),
+            }),
+        };
+        assert_eq!(reply_status(&reply(None)), ExitStatus::Success);
+        assert_eq!(
+            reply_status(&reply(Some(ErrorCode::Failed))),
+            ExitStatus::Failed
+        );
+        for refusal in [
+            ErrorCode::Unauthorised,
+            ErrorCode::BadArguments,
+            ErrorCode::Busy,
+        ] {
+            assert_eq!(reply_status(&reply(Some(refusal))), ExitStatus::Refused);
+        }
     }
 }

@@ -10,8 +10,8 @@ use std::process::ExitCode;
 pub enum ExitStatus {
     /// The command did what was asked.
     Success,
-    /// The command ran and failed, or the agent refused or failed an MQTT command; the
-    /// reason is printed on stderr.
+    /// The command ran and failed (for `ctl`: the agent ran it and it failed); the reason is
+    /// printed on stderr.
     Failed,
     /// The config file cannot be used (`run` does not start; `check-config` lists why).
     BadConfig,
@@ -21,6 +21,9 @@ pub enum ExitStatus {
     /// `ctl` got no reply: the broker is unreachable, refused the connection, or the agent
     /// did not answer in time.
     NoReply,
+    /// `ctl`: the agent refused the command without running it (not signed or not allowed,
+    /// bad arguments, unknown command, busy); the reply's error code is printed on stderr.
+    Refused,
     /// The command line is wrong (unknown option, missing value, malformed `ctl` words).
     Usage,
     /// A second stop signal cut the agent's shutdown short.
@@ -29,12 +32,13 @@ pub enum ExitStatus {
 
 impl ExitStatus {
     /// Every status, in the order `--help` lists them.
-    pub const ALL: [ExitStatus; 7] = [
+    pub const ALL: [ExitStatus; 8] = [
         ExitStatus::Success,
         ExitStatus::Failed,
         ExitStatus::BadConfig,
         ExitStatus::Incomplete,
         ExitStatus::NoReply,
+        ExitStatus::Refused,
         ExitStatus::Usage,
         ExitStatus::Forced,
     ];
@@ -47,6 +51,7 @@ impl ExitStatus {
             ExitStatus::BadConfig => 2,
             ExitStatus::Incomplete => 3,
             ExitStatus::NoReply => 4,
+            ExitStatus::Refused => 5,
             // EX_USAGE of sysexits.h.
             ExitStatus::Usage => 64,
             // 128 + SIGINT, what shells report for an interrupted program.
@@ -58,10 +63,11 @@ impl ExitStatus {
     pub const fn meaning(self) -> &'static str {
         match self {
             ExitStatus::Success => "done",
-            ExitStatus::Failed => "failed, or refused by the agent (the reason is on stderr)",
+            ExitStatus::Failed => "failed (the reason is on stderr)",
             ExitStatus::BadConfig => "the config file cannot be used (see check-config)",
             ExitStatus::Incomplete => "a device read was incomplete or a restore was not verified",
             ExitStatus::NoReply => "ctl: no reply (broker unreachable, timeout)",
+            ExitStatus::Refused => "ctl: the agent refused the command (the reason is on stderr)",
             ExitStatus::Usage => "wrong command line",
             ExitStatus::Forced => "run: a second stop signal cut the shutdown short",
         }

@@ -16,10 +16,11 @@
 //! | code | meaning |
 //! |------|---------|
 //! | 0    | done |
-//! | 1    | failed, or refused by the agent (`ctl`); the reason is on stderr |
+//! | 1    | failed; the reason is on stderr |
 //! | 2    | the config file cannot be used (`run` does not start; `check-config` lists why) |
 //! | 3    | a device read was incomplete or a restore was not verified |
 //! | 4    | `ctl`: no reply (broker unreachable, timeout) |
+//! | 5    | `ctl`: the agent refused the command (signature, arguments, unknown command, busy) |
 //! | 64   | wrong command line |
 //! | 130  | `run`: a second stop signal cut the shutdown short |
 
@@ -123,7 +124,7 @@ pub enum Command {
     /// (mode 0600) and prints the `[[mqtt.admin_keys]]` lines for the agents' configs.
     Keygen(ctl::KeygenArgs),
     /// Send a command to an agent over MQTT, wait for the reply and print it. Exit code 0:
-    /// done; 1: refused or failed; 4: no reply; 64: the words cannot become a request.
+    /// done; 1: failed; 4: no reply; 5: refused; 64: the words cannot become a request.
     Ctl(Box<ctl::CtlArgs>),
 }
 
