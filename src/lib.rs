@@ -1,7 +1,7 @@
 //! edge-agent: keeps a complete, durable picture of who is enrolled on each biometric terminal,
 //! never deletes a device user, and forwards every change upstream exactly once.
 //!
-//! The binary (`src/main.rs`) is a thin CLI over this library so that integration tests and
+//! The binary (`src/main.rs`) is a thin shell over this library's [`cli`] module so that integration tests and
 //! benchmarks drive exactly the code that runs on the box.
 //!
 //! Start with `docs/ARCHITECTURE.md` at the repository root: the data flow, the module map and
@@ -11,6 +11,7 @@
 
 pub mod agent;
 pub mod audit;
+pub mod cli;
 pub mod config;
 pub mod ctl;
 pub mod demo;

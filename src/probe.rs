@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-/// What a probe found, printable as text or JSON.
+/// What a probe found; `edge-agent probe` prints it as text (`cli::render::probe`) or JSON.
 #[derive(Debug, Serialize)]
 pub struct ProbeReport {
     /// Configured device id.
@@ -219,43 +219,6 @@ fn fill(report: &mut ProbeReport, read: &UserRead) {
     report.device_user_count = Some(read.device_user_count);
     report.round_trips = read.round_trips;
     report.bytes_received = read.bytes_received;
-}
-
-impl ProbeReport {
-    /// The report as a technician reads it.
-    pub fn to_text(&self) -> String {
-        let mut out = String::new();
-        let skew = self
-            .clock_skew_s
-            .map_or("unknown".to_string(), |s| format!("{s:+} s"));
-        out.push_str(&format!(
-            "device {} (sn {}, firmware {}), clock skew {skew}\n",
-            self.device,
-            self.sn,
-            self.firmware.as_deref().unwrap_or("unknown")
-        ));
-        match &self.error {
-            None => {
-                out.push_str(&format!(
-                    "COMPLETE read: {} users (device reports {}), {} round trips, {} KiB in {:.1} s\n",
-                    self.users,
-                    self.device_user_count.unwrap_or_default(),
-                    self.round_trips,
-                    self.bytes_received / 1024,
-                    self.seconds
-                ));
-                for (kind, count) in &self.credentials {
-                    out.push_str(&format!("  {kind:<12} {count}\n"));
-                }
-            }
-            Some(reason) => out.push_str(&format!(
-                "INCOMPLETE read after {:.1} s: {reason}\nNothing may be concluded about users \
-                 missing from this read.\n",
-                self.seconds
-            )),
-        }
-        out
-    }
 }
 
 /// Counts credentials by type and prints progress; keeps no values.

@@ -1,5 +1,6 @@
 //! The technician's commands on the box: `buffer list`, `audit query`, `backup list|create|
-//! restore [--dry-run]`, `migrate`.
+//! restore [--dry-run]`, `migrate`. They return data; `crate::cli` parses their arguments and
+//! renders what they return.
 //!
 //! They work **directly on the store, with the agent stopped** (`systemctl stop edge-agent`),
 //! rather than through a local socket of the running agent:
@@ -13,8 +14,8 @@
 
 use super::backup::{self, BackupInfo};
 use super::buffer::{self, MappingStatus};
-use super::clock::format_ms;
 use super::lock::FlockLock;
+use super::migrate::DeviceMigration;
 use super::ports::{AuditEntry, AuditQuery, AuditTrail, StoreAudit, UpstreamOutbox};
 use super::restore::RestoreReport;
 use super::{Engine, SyncError};
@@ -50,119 +51,26 @@ pub fn engine(config: &Config, store: &Store) -> anyhow::Result<Engine> {
         .with_outbox(Arc::new(UpstreamOutbox::new(outbox))))
 }
 
-/// `buffer list`: one line per buffered user, then the counts.
+/// `buffer list`: the buffered users and their counts per status, in the shape the MQTT
+/// command of the same name replies with (`{"users": [...], "stats": {...}}`).
 pub fn buffer_list(
     store: &Store,
     device: Option<&str>,
     status: Option<MappingStatus>,
-    json: bool,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<serde_json::Value> {
     let views = buffer::list(store, device, status)?;
     let stats = buffer::stats(store, device)?;
-    if json {
-        let value = serde_json::json!({ "users": views, "stats": stats });
-        return Ok(serde_json::to_string_pretty(&value)? + "\n");
-    }
-    let mut out = format!(
-        "{:<12} {:<10} {:<20} {:<9} {:<12} {:<28} {:<21} {}\n",
-        "DEVICE", "USER", "NAME", "STATUS", "PERSON", "CREDENTIALS", "LAST SEEN", "DISCOVERED"
-    );
-    for view in &views {
-        out.push_str(&format!(
-            "{:<12} {:<10} {:<20} {:<9} {:<12} {:<28} {:<21} {}\n",
-            view.device_id,
-            view.user_id,
-            view.name,
-            view.status,
-            view.person_id.as_deref().unwrap_or("-"),
-            view.credentials,
-            format_ms(view.last_seen_at_ms),
-            format_ms(view.discovered_at_ms),
-        ));
-    }
-    out.push_str(&format!(
-        "{} users: {} unmapped, {} pending, {} mapped, {} conflict, {} missing\n",
-        stats.total, stats.unmapped, stats.pending, stats.mapped, stats.conflict, stats.missing
-    ));
-    Ok(out)
+    Ok(serde_json::json!({ "users": views, "stats": stats }))
 }
 
 /// `audit query`: matching entries, newest first.
-pub fn audit_query(store: &Store, query: &AuditQuery, json: bool) -> anyhow::Result<String> {
-    let entries = StoreAudit::new(store.clone()).query(query)?;
-    if json {
-        let rows: Vec<_> = entries.iter().map(audit_json).collect();
-        return Ok(serde_json::to_string_pretty(&rows)? + "\n");
-    }
-    let mut out = String::new();
-    for entry in &entries {
-        out.push_str(&format!(
-            "{}  {:<15} {:<12} {:<10} {:<12} {}\n",
-            format_ms(entry.at_ms),
-            entry.operation.as_str(),
-            if entry.device_id.is_empty() {
-                "-"
-            } else {
-                &entry.device_id
-            },
-            entry.user_id.as_deref().unwrap_or("-"),
-            entry.actor,
-            entry.detail
-        ));
-    }
-    if entries.is_empty() {
-        out.push_str("no matching audit entries\n");
-    } else if entries.len() == query.limit {
-        out.push_str(&format!(
-            "(page of {}; more with --offset {})\n",
-            query.limit,
-            query.offset + query.limit
-        ));
-    }
-    Ok(out)
-}
-
-fn audit_json(entry: &AuditEntry) -> serde_json::Value {
-    serde_json::json!({
-        "at": format_ms(entry.at_ms),
-        "at_ms": entry.at_ms,
-        "operation": entry.operation.as_str(),
-        "device_id": entry.device_id,
-        "user_id": entry.user_id,
-        "actor": entry.actor,
-        "detail": entry.detail,
-    })
+pub fn audit_query(store: &Store, query: &AuditQuery) -> anyhow::Result<Vec<AuditEntry>> {
+    Ok(StoreAudit::new(store.clone()).query(query)?)
 }
 
 /// `backup list`: every backup with its counts.
-pub fn backup_list(config: &Config, device: Option<&str>, json: bool) -> anyhow::Result<String> {
-    let backups = backup::list(&config.backup_dir(), device)?;
-    if json {
-        return Ok(serde_json::to_string_pretty(&backups)? + "\n");
-    }
-    let mut out = String::new();
-    for info in &backups {
-        out.push_str(&backup_line(info));
-    }
-    if backups.is_empty() {
-        out.push_str(&format!(
-            "no backups in {}\n",
-            config.backup_dir().display()
-        ));
-    }
-    Ok(out)
-}
-
-fn backup_line(info: &BackupInfo) -> String {
-    format!(
-        "{}  {:<12} {:>6} users {:>7} credentials {:>10} bytes  {}\n",
-        info.header.created_at,
-        info.header.device_id,
-        info.trailer.users,
-        info.trailer.credentials,
-        info.size_bytes,
-        info.path.display()
-    )
+pub fn backup_list(config: &Config, device: Option<&str>) -> anyhow::Result<Vec<BackupInfo>> {
+    Ok(backup::list(&config.backup_dir(), device)?)
 }
 
 /// The AI06 devices of the config, by id (all of them with `None`).
@@ -214,7 +122,7 @@ pub async fn backup_create(
     store: &Store,
     device: &str,
     wait: Duration,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<BackupInfo> {
     let devices = aiface_devices(config, Some(device))?;
     let (tasks, hub) = listen(config, store, &devices).await?;
     let engine = engine(config, store)?;
@@ -224,7 +132,7 @@ pub async fn backup_create(
     }
     .await;
     tasks.stop(Duration::from_secs(1)).await;
-    Ok(format!("backup written:\n{}", backup_line(&outcome?)))
+    Ok(outcome?)
 }
 
 /// The backup file a technician named: a path, or a file name in the backup directory.
@@ -258,80 +166,41 @@ pub async fn backup_restore(
     Ok(outcome?)
 }
 
-/// `migrate`: reads every configured AI06 and buffers its users; returns the report and
-/// whether every device was read.
+/// What `migrate` did.
+#[derive(Debug)]
+pub struct MigrateOutcome {
+    /// Each AI06 device: read and buffered, or why not.
+    pub devices: Vec<DeviceMigration>,
+    /// Configured devices this build cannot migrate (ZK), by id.
+    pub unsupported: Vec<String>,
+}
+
+impl MigrateOutcome {
+    /// `true` when every configured device was read completely.
+    pub fn all_read(&self) -> bool {
+        self.unsupported.is_empty() && self.devices.iter().all(|d| d.outcome.is_ok())
+    }
+}
+
+/// `migrate`: reads every configured AI06 and buffers its users.
 pub async fn migrate(
     config: &Config,
     store: &Store,
     wait: Duration,
-) -> anyhow::Result<(String, bool)> {
+) -> anyhow::Result<MigrateOutcome> {
     let devices = aiface_devices(config, None)?;
     let ids: Vec<String> = devices.iter().map(|d| d.id.clone()).collect();
     let (tasks, hub) = listen(config, store, &devices).await?;
     let engine = engine(config, store)?;
     let report = engine.migrate(hub.as_ref(), &ids, wait).await;
     tasks.stop(Duration::from_secs(1)).await;
-    let mut out = String::new();
-    let mut all_read = true;
-    for device in &report {
-        match &device.outcome {
-            Ok((users, new)) => out.push_str(&format!(
-                "{}: complete read of {users} users, {new} newly buffered",
-                device.device_id
-            )),
-            Err(err) => {
-                all_read = false;
-                out.push_str(&format!("{}: NOT read: {err}", device.device_id));
-            }
-        }
-        if let Some(stats) = &device.stats {
-            out.push_str(&format!(
-                "; buffer: {} users, {} unmapped, {} mapped, {} missing",
-                stats.total, stats.unmapped, stats.mapped, stats.missing
-            ));
-        }
-        out.push('\n');
-    }
-    for skipped in config.device.iter().filter(|d| d.driver != Driver::Aiface) {
-        all_read = false;
-        out.push_str(&format!(
-            "{}: NOT read: zk devices are not supported by this build yet\n",
-            skipped.id
-        ));
-    }
-    Ok((out, all_read))
-}
-
-/// A time given on the command line: RFC 3339 (`2026-11-22T08:00:00Z`), a UTC date
-/// (`2026-11-22`), or a duration meaning "that long ago" (`2h`, `7d`).
-pub fn parse_time(text: &str, now_ms: i64) -> Result<i64, String> {
-    if let Ok(time) = chrono::DateTime::parse_from_rfc3339(text) {
-        return Ok(time.timestamp_millis());
-    }
-    if let Ok(date) = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
-        return Ok(date
-            .and_time(chrono::NaiveTime::MIN)
-            .and_utc()
-            .timestamp_millis());
-    }
-    if let Ok(ago) = text.parse::<crate::config::HumanDuration>() {
-        return Ok(now_ms - i64::try_from(ago.get().as_millis()).unwrap_or(i64::MAX));
-    }
-    Err(format!(
-        "{text:?} is not a time: use 2026-11-22T08:00:00Z, 2026-11-22, or a duration ago like 2h or 7d"
-    ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn times_parse_as_rfc3339_dates_or_durations_ago() {
-        let now = 1_800_000_000_000;
-        assert_eq!(parse_time("1970-01-02", now), Ok(86_400_000));
-        assert_eq!(parse_time("1970-01-01T00:00:01Z", now), Ok(1_000));
-        assert_eq!(parse_time("2h", now), Ok(now - 7_200_000));
-        assert!(parse_time("yesterday-ish", now).is_err());
-    }
+    Ok(MigrateOutcome {
+        devices: report,
+        unsupported: config
+            .device
+            .iter()
+            .filter(|d| d.driver != Driver::Aiface)
+            .map(|d| d.id.clone())
+            .collect(),
+    })
 }

@@ -106,7 +106,7 @@ fn every_command_round_trips_through_ctl() {
     for words in DEVICE_SCOPED {
         let out = ctl(&broker, key, words);
         let (_, stderr) = texts(&out);
-        assert_eq!(out.status.code(), Some(1), "{words:?}: {stderr}");
+        assert_eq!(out.status.code(), refused(), "{words:?}: {stderr}");
         assert!(
             stderr.contains("refused (bad_arguments): argument `device`: no synced device"),
             "{words:?}: {stderr}"
@@ -137,7 +137,7 @@ fn unavailable_commands_still_require_a_signature() {
     );
     let out = ctl(&broker, None, &["backups", "restore", "file=b1"]);
     let (_, stderr) = texts(&out);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), refused());
     assert!(stderr.contains("refused (unauthorised)"), "{stderr}");
 }
 
@@ -153,7 +153,7 @@ fn wrong_arguments_are_refused_naming_the_field() {
     let key = Some(admin.file.as_path());
     let refused = |words: &[&str]| {
         let out = ctl(&broker, key, words);
-        assert_eq!(out.status.code(), Some(1), "{words:?}");
+        assert_eq!(out.status.code(), refused(), "{words:?}");
         texts(&out).1
     };
 
@@ -277,7 +277,7 @@ fn a_reply_over_the_brokers_packet_limit_becomes_a_too_large_error() {
         &["logs", "tail", "lines=200", "filter=filler"],
     );
     let (_, stderr) = texts(&out);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(out.status.code(), refused(), "{stderr}");
     assert!(stderr.contains("refused (too_large)"), "{stderr}");
 
     // The connection survived (an oversized packet would have broken it) and small replies
@@ -287,4 +287,9 @@ fn a_reply_over_the_brokers_packet_limit_becomes_a_too_large_error() {
     assert!(out.status.success(), "{stderr}");
     assert!(stdout.contains("filler line 0199"), "{stdout}");
     assert_eq!(agent.log_text().matches(support_mqtt::CONNECTED).count(), 1);
+}
+
+/// The exit code of `ctl` when the agent refuses a command.
+fn refused() -> Option<i32> {
+    Some(i32::from(edge_agent::cli::ExitStatus::Refused.code()))
 }

@@ -213,7 +213,12 @@ fn a_broker_the_agent_cannot_verify_is_refused() {
         ])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2), "{:?}", texts(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(i32::from(edge_agent::cli::ExitStatus::NoReply.code())),
+        "{:?}",
+        texts(&out)
+    );
 }
 
 #[test]

@@ -1,6 +1,8 @@
 //! Every class of config mistake a new user is likely to make produces one clear line that
-//! names the key and the line, and the annotated reference config is itself valid.
+//! names the key and the line, and the annotated reference config is itself valid. The binary
+//! exits with the documented code for a bad config, no reply and a wrong command line.
 
+use edge_agent::cli::ExitStatus;
 use edge_agent::config::{self, ConfigError};
 use std::io::Write;
 
@@ -239,4 +241,93 @@ fn secret_files_must_exist_and_world_readable_ones_are_warned_about() {
 
     std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
     assert!(config::load(&config_path).unwrap().warnings.is_empty());
+}
+
+/// Runs the `edge-agent` binary with `args`; returns its exit code, stdout and stderr.
+fn edge_agent(args: &[&std::ffi::OsStr]) -> (Option<i32>, String, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_edge-agent"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn code(status: ExitStatus) -> Option<i32> {
+    Some(i32::from(status.code()))
+}
+
+#[test]
+fn help_lists_every_exit_code_with_its_meaning() {
+    let (status, help, _) = edge_agent(&["--help".as_ref()]);
+    assert_eq!(status, code(ExitStatus::Success));
+    let table = &help[help.find("Exit codes:").expect(&help)..];
+    for status in ExitStatus::ALL {
+        let line = format!("{:>3}  {}", status.code(), status.meaning());
+        assert!(table.contains(&line), "{line:?} missing from:\n{table}");
+    }
+}
+
+#[test]
+fn a_bad_config_exits_with_the_bad_config_code_whichever_command_reads_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        "[agent]\nid = \"x\"\n[monitor]\ninterval = \"often\"\n",
+    )
+    .unwrap();
+    for command in [
+        &["check-config"][..],
+        &["status", "--config"],
+        &["run", "--config"],
+    ] {
+        let mut args: Vec<&std::ffi::OsStr> = command.iter().map(|c| c.as_ref()).collect();
+        args.push(config.as_os_str());
+        let (status, _, stderr) = edge_agent(&args);
+        assert_eq!(status, code(ExitStatus::BadConfig), "{command:?}: {stderr}");
+        assert!(
+            stderr.contains(":4: monitor.interval: invalid duration"),
+            "{command:?}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn ctl_without_a_broker_exits_with_the_no_reply_code() {
+    // A port nothing listens on: the connection is refused at once.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let broker = format!("mqtt://127.0.0.1:{port}");
+    let (status, _, stderr) = edge_agent(
+        &[
+            "ctl",
+            "--broker",
+            &broker,
+            "--agent",
+            "gw",
+            "--timeout",
+            "5s",
+            "status",
+        ]
+        .map(AsRef::as_ref),
+    );
+    assert_eq!(status, code(ExitStatus::NoReply), "{stderr}");
+    assert!(stderr.contains("MQTT connection failed"), "{stderr}");
+}
+
+#[test]
+fn a_wrong_command_line_exits_with_the_usage_code() {
+    let (status, _, stderr) = edge_agent(&["probe", "--no-such-option"].map(AsRef::as_ref));
+    assert_eq!(status, code(ExitStatus::Usage), "{stderr}");
+    let (status, _, stderr) =
+        edge_agent(&["ctl", "--broker", "tcp://x", "--agent", "gw", "status"].map(AsRef::as_ref));
+    assert_eq!(status, code(ExitStatus::Usage), "{stderr}");
+    assert!(stderr.contains("expected mqtts://"), "{stderr}");
 }

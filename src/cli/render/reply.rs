@@ -1,5 +1,7 @@
-//! Human-readable output of a reply: `key: value` lines, lists of records as aligned tables.
-//! (`--json` prints the reply as it came.)
+//! Human-readable output of an MQTT reply for `ctl`: `key: value` lines, lists of records as
+//! aligned tables. (`--json` prints the reply as it came.) Replies that have a dedicated
+//! renderer shared with a local command (a list of buffered users) use it, so an operator reads
+//! the same table whether it came from the store on the box or from a running agent.
 
 use std::fmt::Write as _;
 
@@ -14,8 +16,8 @@ const LEADING_COLUMNS: [&str; 5] = ["sequence", "time", "id", "operation", "acto
 /// Widest a table cell is printed before it is cut with `…`.
 const MAX_CELL: usize = 60;
 
-/// Prints a reply: the result on stdout, an error on stderr.
-pub fn print(reply: &Reply) {
+/// Prints the reply to `command`: the result on stdout, an error on stderr.
+pub fn print(command: &str, reply: &Reply) {
     match (&reply.result, &reply.error) {
         (_, Some(error)) => {
             let code = serde_json::to_value(error.code)
@@ -23,6 +25,9 @@ pub fn print(reply: &Reply) {
                 .and_then(|v| v.as_str().map(str::to_owned))
                 .unwrap_or_default();
             eprintln!("refused ({code}): {}", error.message);
+        }
+        (Some(result), None) if command == "buffer list" => {
+            print!("{}", super::buffer::listing(result));
         }
         (Some(result), None) => print!("{}", render(result)),
         (None, None) => println!("ok"),
