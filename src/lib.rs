@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod audit;
+pub mod backoff;
 pub mod config;
 pub mod ctl;
 pub mod demo;

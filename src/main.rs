@@ -162,9 +162,9 @@ enum AuditCommand {
         /// Only this device.
         #[arg(long)]
         device: Option<String>,
-        /// Only this operation (discovered, missing, reappeared, restore, backup, ...).
+        /// Only this operation (discovery, missing, reappeared, restore, backup, ...).
         #[arg(long)]
-        operation: Option<edge_agent::sync::ports::AuditOperation>,
+        operation: Option<edge_agent::audit::Operation>,
         /// Not before: 2026-11-22T08:00:00Z, 2026-11-22, or a duration ago (7d).
         #[arg(long)]
         since: Option<String>,
@@ -287,17 +287,18 @@ fn main() -> ExitCode {
                     .transpose()
                     .map_err(anyhow::Error::msg)
             };
-            let query = edge_agent::sync::ports::AuditQuery {
-                user_id: user,
+            let query = edge_agent::audit::AuditQuery {
+                device_user_id: user,
                 device_id: device,
                 operation,
-                from_ms: time(since)?,
-                to_ms: time(until)?,
-                offset,
+                since_unix_ms: time(since)?,
+                // --until is exclusive, the query's bound inclusive.
+                until_unix_ms: time(until)?.map(|to| to - 1),
+                before_sequence: None,
                 limit,
             };
             let store = tools::open_store(&config)?;
-            tools::audit_query(&store, &query, json).map(done)
+            tools::audit_query(&store, &query, offset, json).map(done)
         }),
         Command::Backup { command } => backup(command),
         Command::Migrate { config, wait } => offline(&config, |config| async move {

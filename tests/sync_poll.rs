@@ -5,16 +5,17 @@
 mod sync_support;
 
 use edge_agent::agent::Tasks;
+use edge_agent::audit::{Audit, AuditEntry, AuditQuery, Operation};
 use edge_agent::events::EventBody;
 use edge_agent::store::{Store, StoreOptions};
 use edge_agent::sync::buffer;
 use edge_agent::sync::clock::format_ms;
 use edge_agent::sync::poll::PollOutcome;
-use edge_agent::sync::ports::{AuditOperation, AuditQuery, AuditTrail, StoreAudit, StoreOutbox};
 use edge_agent::sync::{snapshot, state};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use sync_support::queued_events;
 use sync_support::{Agent, Emulator, DEVICE, PATIENCE};
 
 /// Log lines written while a test runs (the tests use a current-thread runtime, so a
@@ -69,8 +70,12 @@ async fn a_keypad_enrolment_is_buffered_as_unmapped_by_the_poll_it_triggers() {
         .unwrap()
         .store;
     let mut tasks = Tasks::new();
-    let upstream = edge_agent::upstream::start(&mut tasks, &config, &store).unwrap();
-    let sync = edge_agent::sync::start(&mut tasks, &config, &store, &upstream)
+    let outbox =
+        edge_agent::upstream::Outbox::open(&store, config.upstream.outbox_max_bytes.bytes())
+            .unwrap();
+    let engine = std::sync::Arc::new(edge_agent::sync::engine(&config, &store, outbox.clone()));
+    let _upstream = edge_agent::upstream::start(&mut tasks, &config, outbox, engine.clone());
+    let sync = edge_agent::sync::start(&mut tasks, &config, &store, engine)
         .await
         .unwrap();
     let emulator = Emulator::spawn(
@@ -100,18 +105,19 @@ async fn a_keypad_enrolment_is_buffered_as_unmapped_by_the_poll_it_triggers() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let events = StoreOutbox::new(store.clone()).events().unwrap();
+    let events = queued_events(&store);
     assert!(events
         .iter()
         .any(|e| matches!(&e.body, EventBody::UserDiscovered(u) if u.user_id == "4")));
-    let audit = StoreAudit::new(store.clone())
-        .query(&AuditQuery {
-            user_id: Some("4".into()),
+    let audit = audit_entries(
+        &store,
+        AuditQuery {
+            device_user_id: Some("4".into()),
             ..AuditQuery::default()
-        })
-        .unwrap();
+        },
+    );
     assert_eq!(audit.len(), 1, "{audit:?}");
-    assert_eq!(audit[0].operation, AuditOperation::Discovered);
+    assert_eq!(audit[0].operation, Operation::Discovery);
 
     // `sync-now` wakes the loop for one more complete read.
     assert!(!sync.sync_now("no-such-device"));
@@ -215,9 +221,7 @@ async fn users_deleted_on_the_device_are_reported_missing_by_name_and_last_seen_
     .map(|(id, s)| (id.to_string(), s.to_string()))
     .collect();
     assert_eq!(status, expected);
-    let alerts: Vec<_> = StoreOutbox::new(agent.store.clone())
-        .events()
-        .unwrap()
+    let alerts: Vec<_> = queued_events(&agent.store)
         .into_iter()
         .filter_map(|e| match e.body {
             EventBody::UserMissing {
@@ -261,7 +265,7 @@ async fn a_read_interrupted_mid_page_changes_nothing_and_raises_no_missing_alert
     let snapshot_before = snapshot::load(&agent.store, DEVICE).unwrap();
     let state_before = state::load(&agent.store, DEVICE).unwrap();
     let buffer_before = buffer::list(&agent.store, Some(DEVICE), None).unwrap();
-    let events_before = StoreOutbox::new(agent.store.clone()).events().unwrap();
+    let events_before = queued_events(&agent.store);
 
     // Users 1–3 are gone AND the terminal drops the link on the third page of the list.
     let mut faulty = knobs.to_vec();
@@ -287,17 +291,17 @@ async fn a_read_interrupted_mid_page_changes_nothing_and_raises_no_missing_alert
         buffer_before
     );
     assert_eq!(
-        StoreOutbox::new(agent.store.clone()).events().unwrap(),
+        queued_events(&agent.store),
         events_before,
         "no event at all, so no missing-user alert"
     );
-    let audit = StoreAudit::new(agent.store.clone());
-    let incomplete = audit
-        .query(&AuditQuery {
-            operation: Some(AuditOperation::ReadIncomplete),
+    let incomplete = audit_entries(
+        &agent.store,
+        AuditQuery {
+            operation: Some(Operation::ReadIncomplete),
             ..AuditQuery::default()
-        })
-        .unwrap();
+        },
+    );
     assert_eq!(incomplete.len(), 1, "the failed read is audited");
     let health = &agent.engine.health()[DEVICE];
     assert_eq!(health.consecutive_failures, 1, "{health:?}");
@@ -318,12 +322,13 @@ async fn a_read_interrupted_mid_page_changes_nothing_and_raises_no_missing_alert
     };
     let missing: Vec<_> = applied.missing.iter().map(|m| m.user_id.as_str()).collect();
     assert_eq!(missing, ["1", "2", "3"]);
-    let dropped = audit
-        .query(&AuditQuery {
-            operation: Some(AuditOperation::CountDropped),
+    let dropped = audit_entries(
+        &agent.store,
+        AuditQuery {
+            operation: Some(Operation::CountDropped),
             ..AuditQuery::default()
-        })
-        .unwrap();
+        },
+    );
     assert_eq!(dropped.len(), 1, "{dropped:?}");
     assert!(
         dropped[0].detail.contains("announced 57 users"),
@@ -334,4 +339,15 @@ async fn a_read_interrupted_mid_page_changes_nothing_and_raises_no_missing_alert
     second.stop();
     sync_support::assert_consistent(&agent.store, DEVICE);
     agent.stop().await;
+}
+
+/// The audit entries of `store` matching `query`, newest first.
+fn audit_entries(store: &Store, query: AuditQuery) -> Vec<AuditEntry> {
+    Audit::new(store.clone())
+        .query(&query)
+        .unwrap()
+        .entries
+        .into_iter()
+        .map(|(_, entry)| entry)
+        .collect()
 }

@@ -28,8 +28,12 @@ async fn a_zk_terminal_is_polled_and_its_users_buffered() {
         .unwrap()
         .store;
     let mut tasks = Tasks::new();
-    let upstream = edge_agent::upstream::start(&mut tasks, &config, &store).unwrap();
-    let _sync = edge_agent::sync::start(&mut tasks, &config, &store, &upstream)
+    let outbox =
+        edge_agent::upstream::Outbox::open(&store, config.upstream.outbox_max_bytes.bytes())
+            .unwrap();
+    let engine = std::sync::Arc::new(edge_agent::sync::engine(&config, &store, outbox.clone()));
+    let _upstream = edge_agent::upstream::start(&mut tasks, &config, outbox, engine.clone());
+    let _sync = edge_agent::sync::start(&mut tasks, &config, &store, engine)
         .await
         .unwrap();
 

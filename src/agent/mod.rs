@@ -104,9 +104,11 @@ async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
     let (config_tx, _config_rx) = watch::channel(Arc::clone(&config));
     let mut tasks = Tasks::new();
     let started_at_ms = chrono::Utc::now().timestamp_millis();
-    let upstream =
-        upstream::start(&mut tasks, &config, &store).context("cannot open the upstream outbox")?;
-    let sync = crate::sync::start(&mut tasks, &config, &store, &upstream).await?;
+    let outbox = upstream::Outbox::open(&store, config.upstream.outbox_max_bytes.bytes())
+        .context("cannot open the upstream outbox")?;
+    let engine = Arc::new(crate::sync::engine(&config, &store, outbox.clone()));
+    let upstream = upstream::start(&mut tasks, &config, outbox, engine.clone());
+    let sync = crate::sync::start(&mut tasks, &config, &store, engine).await?;
     let status = StatusSources {
         config: Arc::clone(&config),
         store: store.clone(),
@@ -119,7 +121,6 @@ async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
     if let Some(interval) = systemd::watchdog_interval() {
         tasks.spawn("systemd-watchdog", move |stop| watchdog(interval, stop));
     }
-    crate::audit::spawn_retention(&mut tasks, &store, config.buffer.audit_retention.get());
     let _control_plane = crate::mqtt::start(
         &mut tasks,
         &config,

@@ -129,7 +129,12 @@ pub struct UnknownOperation {
 impl FromStr for Operation {
     type Err = UnknownOperation;
 
+    /// Accepts the names of [`Operation::as_str`], and `discovered` for
+    /// [`Operation::Discovery`] (the name the technician's `audit query` used to take).
     fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text == "discovered" {
+            return Ok(Operation::Discovery);
+        }
         Operation::ALL
             .into_iter()
             .find(|operation| operation.as_str() == text)
@@ -165,6 +170,10 @@ mod tests {
         for operation in Operation::ALL {
             assert_eq!(operation.as_str().parse::<Operation>().unwrap(), operation);
         }
+        assert_eq!(
+            "discovered".parse::<Operation>().unwrap(),
+            Operation::Discovery
+        );
         let err = "deletion".parse::<Operation>().unwrap_err().to_string();
         assert!(err.contains("\"deletion\""), "{err}");
         assert!(err.contains("admin_command"), "{err}");

@@ -6,11 +6,12 @@
 use super::buffer::{BufferRecord, MappingStatus};
 use super::credentials::{self, StoredCredential, StoredValue};
 use super::mapping::{Mapping, MappingState};
-use super::ports::{AuditEntry, AuditOperation};
 use super::{Engine, SyncError};
+use crate::audit::{self, AuditEntry, Operation};
 use crate::device::{Credential, DeviceSession};
 use crate::events::{DeviceUser, EventBody, EventKey, PersonAttributes, Resolution};
 use crate::store::{keys, Record, Store, StoreError, TreeName, TxError};
+use crate::upstream::outbox;
 use device_protocols::aiface::{BackupNum, CredentialValue};
 use serde::{Deserialize, Serialize};
 
@@ -143,12 +144,12 @@ impl Engine {
                 admin: decision.admin.clone(),
             },
         );
-        let events = self.outbox().prepare(vec![event])?;
+        let events = self.outbox().prepare_all(vec![event])?;
         let audit = self.audit().prepare(vec![AuditEntry {
-            at_ms: now,
-            operation: AuditOperation::Resolution,
-            device_id: device_id.clone(),
-            user_id: Some(user_id.clone()),
+            at_unix_ms: now,
+            operation: Operation::Resolution,
+            device_id: Some(device_id.clone()),
+            device_user_id: Some(user_id.clone()),
             actor: decision.admin.clone(),
             detail: format!(
                 "conflict resolved with {resolution:?}: name {:?}, privilege {}, card {}",
@@ -172,8 +173,8 @@ impl Engine {
                 record.status = MappingStatus::Mapped;
             }
             tx.insert(TreeName::Buffer, &key, &record)?;
-            self.outbox().enqueue(tx, &events)?;
-            self.audit().append(tx, &audit)
+            outbox::enqueue_in(tx, &events)?;
+            audit::append_in(tx, &audit)
         })?;
         self.outbox().committed(events);
         self.store().make_durable().await?;

@@ -4,17 +4,17 @@
 
 use super::lock::FlockLock;
 use super::poll::PollOutcome;
-use super::ports::UpstreamOutbox;
 use super::retention::RetentionPolicy;
 use super::Engine;
 use crate::agent::{StopSignal, Tasks};
+use crate::audit::Audit;
 use crate::config::{Config, Driver, LockMode};
 use crate::device::aiface::{AifaceHub, AifaceServer, AifaceSession, Notice};
 use crate::device::punches::PunchLog;
 use crate::device::zk::{ZkSession, ZkSettings};
 use crate::device::DeviceSession;
 use crate::store::Store;
-use crate::upstream::Upstream;
+use crate::upstream::Outbox;
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
@@ -85,6 +85,24 @@ pub struct DeviceSchedule {
     pub backup_dir: PathBuf,
 }
 
+/// The engine of the running agent: the configured device lock (flock), the system clock, the
+/// agent's outbox and audit log. `agent::run` builds it before the services that use it (the
+/// upstream mapping puller hands it what it pulls).
+pub fn engine(config: &Config, store: &Store, outbox: Outbox) -> Engine {
+    if config.lock.mode != LockMode::Flock {
+        tracing::warn!("[lock] mode = arbiter is not available in this build yet; using flock locks (one box only)");
+    }
+    let lock = FlockLock::from_config(&config.lock);
+    let audit = Audit::new(store.clone());
+    Engine::new(
+        store.clone(),
+        &config.agent.id,
+        Arc::new(lock),
+        outbox,
+        audit,
+    )
+}
+
 /// Handle to the running service, for the control plane: `sync-now`, and the engine behind
 /// `map`, `conflicts resolve`, `backups …`, `audit query` and `status`.
 #[derive(Clone)]
@@ -122,23 +140,16 @@ impl SyncHandle {
     }
 }
 
-/// Starts the sync service for every configured device: binds the AI06 listener (with punch
-/// storage), a poll loop per device, and the retention sweep. The one call `agent::run` makes.
+/// Starts the sync service of `engine` for every configured device: binds the AI06 listener
+/// (with punch storage), a poll loop per device, and the retention sweep. The one call
+/// `agent::run` makes.
 pub async fn start(
     tasks: &mut Tasks,
     config: &Config,
     store: &Store,
-    upstream: &Upstream,
+    engine: Arc<Engine>,
 ) -> anyhow::Result<SyncHandle> {
-    if config.lock.mode != LockMode::Flock {
-        tracing::warn!("[lock] mode = arbiter is not available in this build yet; using flock locks (one box only)");
-    }
-    let lock = FlockLock::from_config(&config.lock);
-    let outbox = upstream.outbox().clone();
-    let engine = Arc::new(
-        Engine::new(store.clone(), &config.agent.id, Arc::new(lock))
-            .with_outbox(Arc::new(UpstreamOutbox::new(outbox.clone()))),
-    );
+    let outbox = engine.outbox().clone();
     let aiface: Vec<_> = config
         .device
         .iter()

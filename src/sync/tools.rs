@@ -15,10 +15,10 @@ use super::backup::{self, BackupInfo};
 use super::buffer::{self, MappingStatus};
 use super::clock::format_ms;
 use super::lock::FlockLock;
-use super::ports::{AuditEntry, AuditQuery, AuditTrail, StoreAudit, UpstreamOutbox};
 use super::restore::RestoreReport;
 use super::{Engine, SyncError};
 use crate::agent::Tasks;
+use crate::audit::{Audit, AuditEntry, AuditQuery};
 use crate::config::{Config, DeviceConfig, Driver};
 use crate::device::aiface::{AifaceHub, AifaceServer};
 use crate::device::punches::PunchLog;
@@ -46,8 +46,14 @@ pub fn open_store(config: &Config) -> anyhow::Result<Store> {
 pub fn engine(config: &Config, store: &Store) -> anyhow::Result<Engine> {
     let lock = FlockLock::from_config(&config.lock);
     let outbox = Outbox::open(store, config.upstream.outbox_max_bytes.bytes())?;
-    Ok(Engine::new(store.clone(), &config.agent.id, Arc::new(lock))
-        .with_outbox(Arc::new(UpstreamOutbox::new(outbox))))
+    let audit = Audit::new(store.clone());
+    Ok(Engine::new(
+        store.clone(),
+        &config.agent.id,
+        Arc::new(lock),
+        outbox,
+        audit,
+    ))
 }
 
 /// `buffer list`: one line per buffered user, then the counts.
@@ -87,9 +93,18 @@ pub fn buffer_list(
     Ok(out)
 }
 
-/// `audit query`: matching entries, newest first.
-pub fn audit_query(store: &Store, query: &AuditQuery, json: bool) -> anyhow::Result<String> {
-    let entries = StoreAudit::new(store.clone()).query(query)?;
+/// `audit query`: matching entries, newest first, skipping the newest `offset` matches.
+pub fn audit_query(
+    store: &Store,
+    query: &AuditQuery,
+    offset: usize,
+    json: bool,
+) -> anyhow::Result<String> {
+    let entries: Vec<AuditEntry> = Audit::new(store.clone())
+        .query_from(query, offset)?
+        .into_iter()
+        .map(|(_, entry)| entry)
+        .collect();
     if json {
         let rows: Vec<_> = entries.iter().map(audit_json).collect();
         return Ok(serde_json::to_string_pretty(&rows)? + "\n");
@@ -98,14 +113,10 @@ pub fn audit_query(store: &Store, query: &AuditQuery, json: bool) -> anyhow::Res
     for entry in &entries {
         out.push_str(&format!(
             "{}  {:<15} {:<12} {:<10} {:<12} {}\n",
-            format_ms(entry.at_ms),
+            format_ms(entry.at_unix_ms),
             entry.operation.as_str(),
-            if entry.device_id.is_empty() {
-                "-"
-            } else {
-                &entry.device_id
-            },
-            entry.user_id.as_deref().unwrap_or("-"),
+            entry.device_id.as_deref().unwrap_or("-"),
+            entry.device_user_id.as_deref().unwrap_or("-"),
             entry.actor,
             entry.detail
         ));
@@ -116,7 +127,7 @@ pub fn audit_query(store: &Store, query: &AuditQuery, json: bool) -> anyhow::Res
         out.push_str(&format!(
             "(page of {}; more with --offset {})\n",
             query.limit,
-            query.offset + query.limit
+            offset + query.limit
         ));
     }
     Ok(out)
@@ -124,11 +135,11 @@ pub fn audit_query(store: &Store, query: &AuditQuery, json: bool) -> anyhow::Res
 
 fn audit_json(entry: &AuditEntry) -> serde_json::Value {
     serde_json::json!({
-        "at": format_ms(entry.at_ms),
-        "at_ms": entry.at_ms,
+        "at": format_ms(entry.at_unix_ms),
+        "at_ms": entry.at_unix_ms,
         "operation": entry.operation.as_str(),
-        "device_id": entry.device_id,
-        "user_id": entry.user_id,
+        "device_id": entry.device_id.as_deref().unwrap_or_default(),
+        "user_id": entry.device_user_id,
         "actor": entry.actor,
         "detail": entry.detail,
     })

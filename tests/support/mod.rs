@@ -5,11 +5,16 @@
 pub mod upstream_double;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use edge_agent::agent::Tasks;
-use edge_agent::events::{Event, EventBody, EventKey, Punch};
+use edge_agent::audit::Audit;
+use edge_agent::device::{ReadUser, UserRead};
+use edge_agent::events::{DeviceUser, Event, EventBody, EventKey, Punch};
 use edge_agent::store::{Store, StoreOptions};
+use edge_agent::sync::lock::FlockLock;
+use edge_agent::sync::Engine;
 use edge_agent::upstream::{self, ClientSettings, ForwarderOptions, Outbox, UpstreamClient};
 
 /// The token the double accepts.
@@ -70,11 +75,26 @@ pub fn punch(device: &str, n: u64, token: u64) -> Event {
     }
 }
 
-/// The agent side of a test: a store, its outbox and (once started) the forwarder.
+/// The sync engine over `store` and `outbox` (locks in `dir/locks`): the owner the mapping
+/// puller hands its pages to.
+pub fn engine(dir: &Path, store: &Store, outbox: &Outbox) -> Arc<Engine> {
+    let lock = FlockLock::new(dir.join("locks"), 1, Duration::ZERO);
+    Arc::new(Engine::new(
+        store.clone(),
+        "agent-1",
+        Arc::new(lock),
+        outbox.clone(),
+        Audit::new(store.clone()),
+    ))
+}
+
+/// The agent side of a test: a store, its outbox, the sync engine that owns the mappings and
+/// (once started) the forwarder and mapping puller.
 pub struct AgentSide {
     pub dir: tempfile::TempDir,
     pub store: Store,
     pub outbox: Outbox,
+    pub engine: Arc<Engine>,
     pub tasks: Option<Tasks>,
     pub upstream: Option<upstream::Upstream>,
 }
@@ -85,10 +105,17 @@ impl AgentSide {
         let dir = tempfile::tempdir().expect("temporary directory");
         let store = open_store(dir.path());
         let outbox = Outbox::open(&store, max_bytes).expect("open the outbox");
+        AgentSide::over(dir, store, outbox)
+    }
+
+    /// The agent side over an open `store` and `outbox`, with locks in `dir`.
+    pub fn over(dir: tempfile::TempDir, store: Store, outbox: Outbox) -> AgentSide {
+        let engine = engine(dir.path(), &store, &outbox);
         AgentSide {
             dir,
             store,
             outbox,
+            engine,
             tasks: None,
             upstream: None,
         }
@@ -102,9 +129,37 @@ impl AgentSide {
             &mut tasks,
             self.outbox.clone(),
             client,
+            self.engine.clone(),
             options,
         ));
         self.tasks = Some(tasks);
+    }
+
+    /// Buffers device users `ids` of `device` through a complete read, so that mappings pulled
+    /// for them have a user to link.
+    pub async fn buffer_users(&self, device: &str, ids: &[&str]) {
+        let read = UserRead {
+            users: ids
+                .iter()
+                .map(|id| {
+                    let user = DeviceUser {
+                        user_id: id.to_string(),
+                        ..DeviceUser::default()
+                    };
+                    let read = ReadUser {
+                        user,
+                        slots: Vec::new(),
+                    };
+                    (id.to_string(), read)
+                })
+                .collect(),
+            device_user_count: ids.len() as u64,
+            ..UserRead::default()
+        };
+        self.engine
+            .apply_read(device, &read, 0)
+            .await
+            .expect("buffer the users");
     }
 
     /// Stops the forwarder.
