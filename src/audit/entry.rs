@@ -159,8 +159,14 @@ mod tests {
             actor: "a".into(),
             detail: "d".into(),
         };
-        // version 1 | zigzag 1 | variant 8 | None | Some "7" | "a" | "d"
-        let golden = [1, 2, 8, 0, 1, 1, b'7', 1, b'a', 1, b'd'];
+        // version 1 | zigzag 1 | variant 8 | None | Some "7" | "a" | "d": what stores
+        // written before the kind was stored hold, and still read.
+        let untagged = [1, 2, 8, 0, 1, 1, b'7', 1, b'a', 1, b'd'];
+        assert_eq!(envelope::decode::<AuditEntry>(&untagged).unwrap(), entry);
+        // tag 0 | kind "audit_entry" length-prefixed | the same version and body
+        let mut golden = vec![0, 11];
+        golden.extend_from_slice(b"audit_entry");
+        golden.extend_from_slice(&untagged);
         assert_eq!(envelope::encode(&entry).unwrap(), golden);
         assert_eq!(envelope::decode::<AuditEntry>(&golden).unwrap(), entry);
     }
