@@ -15,7 +15,7 @@
 //! generation (their event keys repeat on replay, so a crash between chunks stays
 //! idempotent); it is not done here because a diff is one transaction by design.
 
-use super::buffer::{credential_summary, BufferRecord, MappingStatus};
+use super::buffer::{self, credential_summary, BufferRecord, MappingStatus};
 use super::clock::format_ms;
 use super::conflicts::{self, ConflictRecord};
 use super::diff::{self, Diff};
@@ -146,8 +146,8 @@ impl Engine {
             write_appeared(tx, &plan)?;
             write_changed(tx, &plan)?;
             write_missing(tx, &plan)?;
-            tx.insert(TreeName::History, &history_key, &entry)?;
-            tx.insert(TreeName::SyncState, device_id.as_bytes(), &new_state)?;
+            history::put_in(tx, &history_key, &entry)?;
+            state::put_in(tx, device_id.as_bytes(), &new_state)?;
             outbox::enqueue_in(tx, &events)?;
             audit::append_in(tx, &audit)
         })?;
@@ -430,7 +430,7 @@ impl Engine {
 fn write_appeared(tx: &Tx<'_>, plan: &Plan) -> Result<(), TxError> {
     for (user, appearance) in plan.diff.appeared.iter().zip(&plan.appearances) {
         let key = user_key(plan, &user.user.user_id)?;
-        tx.insert(TreeName::Snapshots, &key, user)?;
+        snapshot::put_in(tx, &key, user)?;
         let record = match (appearance, tx.get::<BufferRecord>(TreeName::Buffer, &key)?) {
             (Appearance::New, _) | (_, None) => BufferRecord::discovered(
                 &plan.device_id,
@@ -455,7 +455,7 @@ fn write_appeared(tx: &Tx<'_>, plan: &Plan) -> Result<(), TxError> {
 fn write_changed(tx: &Tx<'_>, plan: &Plan) -> Result<(), TxError> {
     for (_, after) in &plan.diff.changed {
         let key = user_key(plan, &after.user.user_id)?;
-        tx.insert(TreeName::Snapshots, &key, after)?;
+        snapshot::put_in(tx, &key, after)?;
         let mut record = tx
             .get::<BufferRecord>(TreeName::Buffer, &key)?
             .unwrap_or_else(|| {
@@ -488,21 +488,21 @@ fn write_buffer(
             upstream: person.clone(),
             detected_at_ms: plan.now_ms,
         };
-        tx.insert(TreeName::Conflicts, key, &conflict)?;
+        conflicts::put_in(tx, key, &conflict)?;
         record.status = MappingStatus::Conflict;
     }
-    tx.insert(TreeName::Buffer, key, &record)
+    buffer::put_in(tx, key, &record)
 }
 
 fn write_missing(tx: &Tx<'_>, plan: &Plan) -> Result<(), TxError> {
     for gone in &plan.missing {
         let key = user_key(plan, &gone.user_id)?;
-        tx.remove(TreeName::Snapshots, &key)?;
+        snapshot::remove_in(tx, &key)?;
         if let Some(mut record) = tx.get::<BufferRecord>(TreeName::Buffer, &key)? {
             record.status = MappingStatus::Missing;
             record.last_seen_at_ms = gone.last_seen_at_ms;
             record.missing_since_ms = Some(plan.now_ms);
-            tx.insert(TreeName::Buffer, &key, &record)?;
+            buffer::put_in(tx, &key, &record)?;
         }
     }
     Ok(())

@@ -6,12 +6,12 @@
 //! This module is the only writer of the `mappings` tree. The upstream puller hands each pulled
 //! page to the engine through [`MappingSink`], which applies it here.
 
-use super::buffer::{BufferRecord, MappingStatus};
+use super::buffer::{self, BufferRecord, MappingStatus};
 use super::conflicts::{self, ConflictRecord};
 use super::{Engine, SyncError};
 use crate::audit::{self, AuditEntry, Operation};
 use crate::events::{Event, EventBody, EventKey, PersonAttributes};
-use crate::store::{keys, Record, StoreError, TreeName, TxError};
+use crate::store::{keys, Record, StoreError, TreeName, Tx, TxError};
 use crate::upstream::mapping::{MappingSink, PulledMapping, SinkError};
 use crate::upstream::outbox;
 use futures::future::BoxFuture;
@@ -174,8 +174,8 @@ impl Engine {
                 {
                     record.status = MappingStatus::Pending;
                 }
-                tx.insert(TreeName::Buffer, &key, &record)?;
-                tx.insert(TreeName::Mappings, &key, &mapping)?;
+                buffer::put_in(tx, &key, &record)?;
+                put_in(tx, &key, &mapping)?;
                 outbox::enqueue_in(tx, &events)?;
                 audit::append_in(tx, &audit)
             })?;
@@ -286,7 +286,7 @@ impl Engine {
             let previous = tx.get::<Mapping>(TreeName::Mappings, &key)?;
             match update {
                 MappingUpdate::PersonNotFound { .. } | MappingUpdate::Removed { .. } => {
-                    tx.remove(TreeName::Mappings, &key)?;
+                    remove_in(tx, &key)?;
                     record.person_id = None;
                     record.mapped_at_ms = None;
                     if record.status != MappingStatus::Missing {
@@ -304,7 +304,7 @@ impl Engine {
                         confirmed_at_ms: Some(now),
                         person: Some(person.clone()),
                     };
-                    tx.insert(TreeName::Mappings, &key, &mapping)?;
+                    put_in(tx, &key, &mapping)?;
                     record.person_id = Some(person.person_id.clone());
                     record.mapped_at_ms = Some(now);
                     if outcome == MappingOutcome::Conflict {
@@ -314,7 +314,7 @@ impl Engine {
                             upstream: person.clone(),
                             detected_at_ms: now,
                         };
-                        tx.insert(TreeName::Conflicts, &key, &conflict)?;
+                        conflicts::put_in(tx, &key, &conflict)?;
                     }
                     if record.status != MappingStatus::Missing {
                         record.status = if outcome == MappingOutcome::Conflict {
@@ -325,7 +325,7 @@ impl Engine {
                     }
                 }
             }
-            tx.insert(TreeName::Buffer, &key, &record)?;
+            buffer::put_in(tx, &key, &record)?;
             outbox::enqueue_in(tx, &events)?;
             audit::append_in(tx, &audit)
         })?;
@@ -354,4 +354,16 @@ pub fn get(
     user_id: &str,
 ) -> Result<Option<Mapping>, StoreError> {
     store.get(TreeName::Mappings, keys::device_user(device_id, user_id)?)
+}
+
+/// Writes `value` at `key` of the `mappings` tree inside the caller's transaction: this
+/// module is the tree's only writer (see `crate::store::TreeName`).
+pub(crate) fn put_in(tx: &Tx<'_>, key: impl AsRef<[u8]>, value: &Mapping) -> Result<(), TxError> {
+    tx.insert(TreeName::Mappings, key, value)
+}
+
+/// Removes the value at `key` of the `mappings` tree inside the caller's transaction;
+/// `true` if there was one.
+pub(crate) fn remove_in(tx: &Tx<'_>, key: impl AsRef<[u8]>) -> Result<bool, TxError> {
+    tx.remove(TreeName::Mappings, key)
 }

@@ -10,9 +10,9 @@
 //! - Backups: files older than `backup.retention` (default 30 days), never a device's newest.
 
 use super::backup;
-use super::buffer::{BufferRecord, MappingStatus};
+use super::buffer::{self, BufferRecord, MappingStatus};
 use super::credentials;
-use super::history::HistoryEntry;
+use super::history::{self, HistoryEntry};
 use super::{Engine, SyncError};
 use crate::audit::Operation;
 use crate::store::{TreeName, TxError};
@@ -124,7 +124,7 @@ impl Engine {
                         {
                             return Ok(None);
                         }
-                        tx.remove(TreeName::Buffer, &key)?;
+                        buffer::remove_in(tx, &key)?;
                         Ok::<_, TxError>(Some((record.device_id, record.user.user_id)))
                     })?;
             if let Some((device, user)) = gone {
@@ -147,8 +147,7 @@ impl Engine {
             }
         }
         for key in &old {
-            self.store()
-                .remove::<HistoryEntry>(TreeName::History, key)?;
+            history::remove(self.store(), key)?;
         }
         Ok(old.len())
     }

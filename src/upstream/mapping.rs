@@ -18,7 +18,7 @@ use tokio::sync::Notify;
 
 use crate::agent::StopSignal;
 use crate::events::PersonAttributes;
-use crate::store::{keys, Record, Store, StoreError, TreeName};
+use crate::store::{keys, Record, Store, StoreError};
 
 use super::client::{RequestError, UpstreamClient};
 
@@ -79,7 +79,7 @@ pub enum PullError {
 /// The cursor the next pull starts from (empty: from the beginning).
 pub fn stored_cursor(store: &Store) -> Result<String, StoreError> {
     Ok(store
-        .get::<MappingCursor>(TreeName::Meta, CURSOR_KEY)?
+        .meta::<MappingCursor>(CURSOR_KEY)?
         .map(|stored| stored.cursor)
         .unwrap_or_default())
 }
@@ -115,7 +115,7 @@ pub async fn pull(
         let next = MappingCursor {
             cursor: page.next_cursor.clone(),
         };
-        store.insert(TreeName::Meta, CURSOR_KEY, &next)?;
+        store.set_meta(CURSOR_KEY, &next)?;
         store.make_durable().await?;
         handed += count;
         let advanced = page.next_cursor != cursor;

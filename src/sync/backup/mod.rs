@@ -141,7 +141,7 @@ impl Engine {
                     .get(TreeName::SyncState, device_id.as_bytes())?
                     .unwrap_or_default();
                 state.last_backup_ms = Some(created);
-                tx.insert(TreeName::SyncState, device_id.as_bytes(), &state)?;
+                state::put_in(tx, device_id.as_bytes(), &state)?;
                 audit::append_in(tx, &audit)
             })?;
         self.store().make_durable().await?;
