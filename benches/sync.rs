@@ -79,7 +79,9 @@ fn open_engine(dir: &std::path::Path) -> Engine {
         .unwrap()
         .store;
     let lock = FlockLock::new(dir.join("locks"), 1, Duration::ZERO);
-    Engine::new(store, "bench", Arc::new(lock))
+    let outbox = edge_agent::upstream::Outbox::open(&store, u64::MAX).unwrap();
+    let audit = edge_agent::audit::Audit::new(store.clone());
+    Engine::new(store, "bench", Arc::new(lock), outbox, audit)
 }
 
 fn churn_figures(runtime: &tokio::runtime::Runtime) {

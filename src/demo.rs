@@ -15,7 +15,6 @@ use crate::sync::apply::Applied;
 use crate::sync::buffer;
 use crate::sync::lock::FlockLock;
 use crate::sync::poll::PollOutcome;
-use crate::sync::ports::UpstreamOutbox;
 use crate::sync::Engine;
 use crate::upstream::outbox::Outbox;
 use device_protocols::sim::aiface::{emulate, CommandLog, Scenario};
@@ -133,8 +132,14 @@ async fn run_in(options: &DemoOptions, data_dir: &Path) -> anyhow::Result<()> {
     );
 
     let lock = FlockLock::from_config(&config.lock);
-    let engine = Engine::new(store.clone(), &config.agent.id, Arc::new(lock))
-        .with_outbox(Arc::new(UpstreamOutbox::new(outbox.clone())));
+    let audit = crate::audit::Audit::new(store.clone());
+    let engine = Engine::new(
+        store.clone(),
+        &config.agent.id,
+        Arc::new(lock),
+        outbox.clone(),
+        audit,
+    );
 
     println!("\nPoll 1 — reading every user completely (list, counts checked, every credential):");
     let started = Instant::now();

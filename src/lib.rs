@@ -11,6 +11,7 @@
 
 pub mod agent;
 pub mod audit;
+pub mod backoff;
 pub mod cli;
 pub mod config;
 pub mod ctl;

@@ -129,7 +129,12 @@ pub struct UnknownOperation {
 impl FromStr for Operation {
     type Err = UnknownOperation;
 
+    /// Accepts the names of [`Operation::as_str`], and `discovered` for
+    /// [`Operation::Discovery`] (the name the technician's `audit query` used to take).
     fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text == "discovered" {
+            return Ok(Operation::Discovery);
+        }
         Operation::ALL
             .into_iter()
             .find(|operation| operation.as_str() == text)
@@ -154,8 +159,14 @@ mod tests {
             actor: "a".into(),
             detail: "d".into(),
         };
-        // version 1 | zigzag 1 | variant 8 | None | Some "7" | "a" | "d"
-        let golden = [1, 2, 8, 0, 1, 1, b'7', 1, b'a', 1, b'd'];
+        // version 1 | zigzag 1 | variant 8 | None | Some "7" | "a" | "d": what stores
+        // written before the kind was stored hold, and still read.
+        let untagged = [1, 2, 8, 0, 1, 1, b'7', 1, b'a', 1, b'd'];
+        assert_eq!(envelope::decode::<AuditEntry>(&untagged).unwrap(), entry);
+        // tag 0 | kind "audit_entry" length-prefixed | the same version and body
+        let mut golden = vec![0, 11];
+        golden.extend_from_slice(b"audit_entry");
+        golden.extend_from_slice(&untagged);
         assert_eq!(envelope::encode(&entry).unwrap(), golden);
         assert_eq!(envelope::decode::<AuditEntry>(&golden).unwrap(), entry);
     }
@@ -165,6 +176,10 @@ mod tests {
         for operation in Operation::ALL {
             assert_eq!(operation.as_str().parse::<Operation>().unwrap(), operation);
         }
+        assert_eq!(
+            "discovered".parse::<Operation>().unwrap(),
+            Operation::Discovery
+        );
         let err = "deletion".parse::<Operation>().unwrap_err().to_string();
         assert!(err.contains("\"deletion\""), "{err}");
         assert!(err.contains("admin_command"), "{err}");

@@ -9,12 +9,14 @@
 //!
 //! Nothing edits an entry after it is written. The only removal is the [retention
 //! sweep](Audit::sweep_older_than), which drops the oldest entries once they are past
-//! `buffer.audit_retention`.
+//! `buffer.audit_retention`; the sync engine's retention task runs it together with the other
+//! retention rules (`crate::sync::retention`).
 //!
 //! Writers that change other trees in the same step (the sync engine: buffer + audit + outbox)
-//! insert an entry inside their own transaction with [`insert_in`], taking the sequence number
-//! before the transaction as the store requires. Writers without a transaction use
-//! [`Audit::record`].
+//! take the keys with [`Audit::prepare`] before their transaction, as the store requires, and
+//! write the entries inside it with [`append_in`] (or [`insert_in`] for one entry). Writers
+//! without a transaction use [`Audit::record`]. This module is the only writer of the `audit`
+//! tree; the others reach it through these functions.
 
 mod entry;
 mod query;
@@ -22,8 +24,7 @@ mod query;
 pub use entry::{AuditEntry, Operation, UnknownOperation};
 pub use query::{AuditPage, AuditQuery};
 
-use crate::lifecycle::Tasks;
-use crate::store::{keys, Store, StoreError, TreeName, Tx, TxError};
+use crate::store::{keys, Prepared, Store, StoreError, TreeName, Tx, TxError};
 
 /// The audit log of one store. Cheap to clone.
 #[derive(Clone)]
@@ -46,9 +47,40 @@ impl Audit {
         Ok(sequence)
     }
 
+    /// Takes the keys for `entries`, in order, before the caller's transaction writes them with
+    /// [`append_in`].
+    pub fn prepare(&self, entries: Vec<AuditEntry>) -> Result<Prepared<AuditEntry>, StoreError> {
+        Prepared::number(&self.store, entries)
+    }
+
     /// One page of entries matching `query`, newest first; see [`AuditQuery`] for paging.
     pub fn query(&self, query: &AuditQuery) -> Result<AuditPage, StoreError> {
         query::run(&self.store, query)
+    }
+
+    /// The entries matching `query` after skipping the newest `offset` matches, at most
+    /// `query.limit` of them, newest first: offset paging for the technician's `audit query`,
+    /// whose pages are numbered rather than continued from a cursor.
+    pub fn query_from(
+        &self,
+        query: &AuditQuery,
+        offset: usize,
+    ) -> Result<Vec<(u64, AuditEntry)>, StoreError> {
+        let wanted = offset + query.limit;
+        let mut page_query = AuditQuery {
+            limit: wanted.max(1),
+            ..query.clone()
+        };
+        let mut found = Vec::new();
+        loop {
+            let page = self.query(&page_query)?;
+            found.extend(page.entries);
+            match page.next_before {
+                Some(before) if found.len() < wanted => page_query.before_sequence = Some(before),
+                _ => break,
+            }
+        }
+        Ok(found.into_iter().skip(offset).take(query.limit).collect())
     }
 
     /// Removes entries written before `cutoff_unix_ms`, oldest first, and returns how many.
@@ -71,38 +103,21 @@ impl Audit {
     }
 }
 
-/// How often the retention sweep runs.
-const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
-
-/// Starts the hourly retention sweep: entries older than `retention` (`buffer.audit_retention`)
-/// are removed, so the log cannot grow without bound on a box that runs for years.
-pub fn spawn_retention(tasks: &mut Tasks, store: &Store, retention: std::time::Duration) {
-    let audit = Audit::new(store.clone());
-    tasks.spawn("audit-retention", move |mut stop| async move {
-        let mut ticker = tokio::time::interval(SWEEP_EVERY);
-        loop {
-            tokio::select! {
-                _ = stop.stopped() => return,
-                _ = ticker.tick() => {}
-            }
-            let cutoff = chrono::Utc::now().timestamp_millis()
-                - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
-            let audit = audit.clone();
-            match tokio::task::spawn_blocking(move || audit.sweep_older_than(cutoff)).await {
-                Ok(Ok(0)) => {}
-                Ok(Ok(removed)) => tracing::info!(removed, "audit entries past retention removed"),
-                Ok(Err(err)) => tracing::warn!("audit retention sweep failed: {err}"),
-                Err(err) => tracing::warn!("audit retention sweep task failed: {err}"),
-            }
-        }
-    });
-}
-
 /// Appends `entry` at `sequence` inside a transaction that declared [`TreeName::Audit`]; for
 /// writers whose audit entry must land atomically with other changes. Take `sequence` from
 /// [`Store::next_sequence`] before starting the transaction.
 pub fn insert_in(tx: &Tx<'_>, sequence: u64, entry: &AuditEntry) -> Result<(), TxError> {
     tx.insert(TreeName::Audit, keys::sequence(sequence), entry)
+}
+
+/// Appends prepared entries inside a transaction that declared [`TreeName::Audit`]; for
+/// writers whose audit entries must land atomically with other changes. Safe to run again when
+/// sled retries the closure.
+pub fn append_in(tx: &Tx<'_>, entries: &Prepared<AuditEntry>) -> Result<(), TxError> {
+    for (sequence, entry) in &entries.items {
+        insert_in(tx, *sequence, entry)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -205,6 +220,32 @@ mod tests {
     }
 
     #[test]
+    fn offset_paging_skips_the_newest_matches() {
+        let (_dir, _store, audit) = temp_audit();
+        for at in 0..7 {
+            audit.record(&entry(at, Operation::Lock, None)).unwrap();
+            audit.record(&entry(at, Operation::Backup, None)).unwrap();
+        }
+        let query = AuditQuery {
+            operation: Some(Operation::Lock),
+            limit: 3,
+            ..AuditQuery::default()
+        };
+        let times = |offset| -> Vec<i64> {
+            audit
+                .query_from(&query, offset)
+                .unwrap()
+                .iter()
+                .map(|(_, e)| e.at_unix_ms)
+                .collect()
+        };
+        assert_eq!(times(0), [6, 5, 4]);
+        assert_eq!(times(3), [3, 2, 1]);
+        assert_eq!(times(6), [0]);
+        assert!(times(7).is_empty());
+    }
+
+    #[test]
     fn sweep_removes_only_entries_older_than_the_cutoff() {
         let (_dir, _store, audit) = temp_audit();
         for at in [10, 20, 30, 40] {
@@ -228,5 +269,32 @@ mod tests {
         let page = audit.query(&AuditQuery::default()).unwrap();
         assert_eq!(page.entries[0].0, sequence);
         assert_eq!(page.entries[0].1.operation, Operation::Mapping);
+    }
+
+    #[test]
+    fn prepared_entries_land_in_order_in_one_transaction() {
+        let (_dir, store, audit) = temp_audit();
+        let prepared = audit
+            .prepare(vec![
+                entry(1, Operation::Discovery, Some("1")),
+                entry(2, Operation::Missing, Some("2")),
+            ])
+            .unwrap();
+        store
+            .transaction(&[TreeName::Audit], |tx| append_in(tx, &prepared))
+            .unwrap();
+        let page = audit.query(&AuditQuery::default()).unwrap();
+        let seen: Vec<(u64, Operation)> = page
+            .entries
+            .iter()
+            .map(|(sequence, e)| (*sequence, e.operation))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (prepared.items[1].0, Operation::Missing),
+                (prepared.items[0].0, Operation::Discovery)
+            ]
+        );
     }
 }

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 
 use super::oneshot::{self, complete_or_not, done};
 use super::{render, ExitStatus, DEFAULT_CONFIG};
+use crate::audit::{AuditQuery, Operation as AuditOperation};
 use crate::config::HumanDuration;
 use crate::sync::buffer::MappingStatus;
-use crate::sync::ports::{AuditOperation, AuditQuery};
 use crate::sync::tools;
 
 /// `edge-agent buffer` subcommands.
@@ -44,7 +44,7 @@ pub enum AuditCommand {
         /// Only this device.
         #[arg(long)]
         device: Option<String>,
-        /// Only this operation (discovered, missing, reappeared, restore, backup, ...).
+        /// Only this operation (discovery, missing, reappeared, restore, backup, ...).
         #[arg(long)]
         operation: Option<AuditOperation>,
         /// Not before: 2026-11-22T08:00:00Z, 2026-11-22, or a duration ago (7d).
@@ -166,20 +166,21 @@ pub fn audit(command: AuditCommand) -> ExitStatus {
                 .map_err(anyhow::Error::msg)
         };
         let query = AuditQuery {
-            user_id: user,
+            device_user_id: user,
             device_id: device,
             operation,
-            from_ms: time(since)?,
-            to_ms: time(until)?,
-            offset,
+            since_unix_ms: time(since)?,
+            // --until is exclusive, the query's bound inclusive.
+            until_unix_ms: time(until)?.map(|to| to - 1),
+            before_sequence: None,
             limit,
         };
         let store = tools::open_store(&config)?;
-        let entries = tools::audit_query(&store, &query)?;
+        let entries = tools::audit_query(&store, &query, offset)?;
         let text = if json {
             serde_json::to_string_pretty(&render::audit::entries_json(&entries))? + "\n"
         } else {
-            render::audit::entries(&entries, &query)
+            render::audit::entries(&entries, &query, offset)
         };
         Ok(done(text))
     })

@@ -1,7 +1,7 @@
 //! The connection supervisor (M1): drives rumqttc's event loop in a task of its own and adds
 //! what rumqttc leaves out (rumqtt#703, #250, #910):
 //!
-//! - exponential backoff with full jitter between failed attempts ([`super::backoff`]);
+//! - exponential backoff with full jitter between failed attempts ([`crate::backoff`]);
 //! - resubscription on every CONNACK (the agent connects with a clean start, so the broker
 //!   never remembers its subscriptions, and rumqttc does not resubscribe);
 //! - the link state other tasks consult before publishing (they never block on the client);
@@ -26,11 +26,11 @@ use rumqttc::Outgoing;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
-use super::backoff::{random_fraction, Backoff};
 use super::command::router::{reply_message, IncomingRequest};
 use super::command::{CommandError, ErrorCode, Reply};
 use super::publisher::{LinkState, Message, Publisher};
 use super::topics::Topics;
+use crate::backoff::{random_fraction, ReconnectBackoff};
 use crate::lifecycle::StopSignal;
 
 /// How long a stop lets the event-loop step in progress finish before saying goodbye.
@@ -56,7 +56,7 @@ pub(super) struct Connection {
     /// Where copies of our own alerts go.
     pub echoes: mpsc::Sender<Bytes>,
     /// Reconnect delays.
-    pub backoff: Backoff,
+    pub backoff: ReconnectBackoff,
     /// The retained `down` published on a graceful stop.
     pub farewell: Vec<u8>,
     /// The client id, for the log.

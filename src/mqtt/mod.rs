@@ -14,7 +14,6 @@
 //! polling, the outbox or anything else that reports through this module.
 
 mod alerts;
-pub mod backoff;
 pub mod broker;
 pub mod clock;
 pub mod command;
@@ -37,11 +36,11 @@ use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::AsyncClient;
 use tokio::sync::mpsc;
 
+use crate::backoff::{BackoffPolicy, ReconnectBackoff};
 use crate::config::Config;
 use crate::lifecycle::Tasks;
 use crate::ops::logging::LoggingHandle;
 use crate::store::Store;
-use backoff::{Backoff, BackoffPolicy};
 use broker::BrokerSettings;
 use command::registry::Registry;
 use command::router::{AuthPolicy, Router};
@@ -202,7 +201,7 @@ pub fn start_with(
         topics: topics.clone(),
         requests: request_tx,
         echoes: echo_tx,
-        backoff: Backoff::new(tuning.backoff),
+        backoff: ReconnectBackoff::new(tuning.backoff),
         farewell,
         client_id: settings.client_id.clone(),
     };

@@ -94,7 +94,13 @@ mod tests {
             message: "x".into(),
         };
         // version 1 | zigzag varint 1 | variant 0 | "m" | "r" | "x"
-        let golden = [1, 2, 0, 1, b'm', 1, b'r', 1, b'x'];
+        // version 1 | body: what stores written before the kind was stored hold.
+        let untagged = [1, 2, 0, 1, b'm', 1, b'r', 1, b'x'];
+        assert_eq!(envelope::decode::<Alarm>(&untagged).unwrap(), alarm);
+        // tag 0 | kind "alarm" length-prefixed | the same version and body
+        let mut golden = vec![0, 5];
+        golden.extend_from_slice(b"alarm");
+        golden.extend_from_slice(&untagged);
         assert_eq!(envelope::encode(&alarm).unwrap(), golden);
         assert_eq!(envelope::decode::<Alarm>(&golden).unwrap(), alarm);
     }

@@ -2,7 +2,7 @@
 //!
 //! Everything the agent must not lose (device users, the outbox, audit…) lives here, behind a
 //! small typed API: a fixed set of [trees](TreeName), documented key layouts, values as
-//! postcard inside a [versioned envelope](envelope), multi-tree [transactions](Store::transaction),
+//! postcard inside a [tagged, versioned envelope](envelope), multi-tree [transactions](Store::transaction),
 //! an explicit [durability call](Store::make_durable) with group commit, a checked
 //! [schema version](schema), and [salvage] of a damaged directory at open.
 //!
@@ -41,7 +41,8 @@
 //! | `sync_state`   | `device_id`                          | read generation and last complete read of the device |
 //!
 //! Every value except `meta/schema_version` is an [`envelope`] around a type implementing
-//! [`Record`]; the modules that own those types declare them next to their logic.
+//! [`Record`]; the modules that own those types declare them next to their logic. Each tree
+//! has one writer, named on its [`TreeName`] variant; other modules read, or ask the writer.
 //!
 //! # Durability
 //!
@@ -59,6 +60,7 @@ mod group_commit;
 pub mod keys;
 mod open;
 mod options;
+mod prepared;
 pub mod salvage;
 pub mod schema;
 mod trees;
@@ -75,6 +77,7 @@ pub use error::{DurabilityError, StoreError};
 pub use keys::KeyError;
 pub use open::Opened;
 pub use options::StoreOptions;
+pub use prepared::Prepared;
 pub use salvage::SalvageReport;
 pub use trees::TreeName;
 pub use txn::{Tx, TxError};

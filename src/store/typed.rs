@@ -63,6 +63,28 @@ impl Store {
         })
     }
 
+    /// Reads the single value called `name` in the `meta` tree (for example the upstream
+    /// mapping cursor).
+    pub fn meta<R: Record>(&self, name: &[u8]) -> Result<Option<R>, StoreError> {
+        self.get(TreeName::Meta, name)
+    }
+
+    /// Writes the single value called `name` in the `meta` tree. The store is the tree's only
+    /// writer: other modules keep their single values through this, and the schema version's
+    /// name is refused, so nothing can overwrite it by accident. Not yet durable, like
+    /// [`Store::insert`].
+    pub fn set_meta<R: Record>(&self, name: &[u8], value: &R) -> Result<(), StoreError> {
+        if name == super::schema::SCHEMA_KEY {
+            return Err(StoreError::BadKey {
+                tree: TreeName::Meta,
+                key: String::from_utf8_lossy(name).into_owned(),
+                expected:
+                    "a name other than the schema version, which only the schema check writes",
+            });
+        }
+        self.insert(TreeName::Meta, name, value)
+    }
+
     /// A number larger than every number this store handed out before, also across restarts
     /// and crashes (sled persists the counter ahead of use). Use it with
     /// [`crate::store::keys::sequence`] for time-ordered keys. Never call it inside a
@@ -165,6 +187,17 @@ mod tests {
             message.contains("test_item record has version 9"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn meta_values_round_trip_and_the_schema_version_is_protected() {
+        let (_dir, store) = temp_store();
+        assert_eq!(store.meta::<Item>(b"cursor").unwrap(), None);
+        store.set_meta(b"cursor", &item("c", 1)).unwrap();
+        assert_eq!(store.meta::<Item>(b"cursor").unwrap(), Some(item("c", 1)));
+        assert!(store
+            .set_meta(crate::store::schema::SCHEMA_KEY, &item("x", 0))
+            .is_err());
     }
 
     #[test]

@@ -15,19 +15,20 @@
 //! generation (their event keys repeat on replay, so a crash between chunks stays
 //! idempotent); it is not done here because a diff is one transaction by design.
 
-use super::buffer::{credential_summary, BufferRecord, MappingStatus};
+use super::buffer::{self, credential_summary, BufferRecord, MappingStatus};
 use super::clock::format_ms;
 use super::conflicts::{self, ConflictRecord};
 use super::diff::{self, Diff};
 use super::history::{self, HistoryEntry};
 use super::mapping::{self, MappingState};
-use super::ports::{AuditEntry, AuditOperation};
 use super::snapshot::{self, SnapshotUser};
 use super::state::{self, SyncState};
 use super::{Engine, SyncError};
+use crate::audit::{self, AuditEntry, Operation};
 use crate::device::{ReadError, UserRead};
 use crate::events::{Event, EventBody, EventKey, PersonAttributes};
 use crate::store::{keys, StoreError, TreeName, Tx, TxError};
+use crate::upstream::outbox;
 use std::collections::HashMap;
 
 /// A user that vanished between two complete reads.
@@ -95,7 +96,7 @@ impl Engine {
         let plan = self.plan(device_id, read)?;
         let generation = plan.previous.generation + 1;
         let (events, audit) = self.describe(&plan, generation, fencing_token);
-        let events = self.outbox().prepare(events)?;
+        let events = self.outbox().prepare_all(events)?;
         let audit = self.audit().prepare(audit)?;
         let trees = self.trees(&[
             TreeName::Snapshots,
@@ -145,10 +146,10 @@ impl Engine {
             write_appeared(tx, &plan)?;
             write_changed(tx, &plan)?;
             write_missing(tx, &plan)?;
-            tx.insert(TreeName::History, &history_key, &entry)?;
-            tx.insert(TreeName::SyncState, device_id.as_bytes(), &new_state)?;
-            self.outbox().enqueue(tx, &events)?;
-            self.audit().append(tx, &audit)
+            history::put_in(tx, &history_key, &entry)?;
+            state::put_in(tx, device_id.as_bytes(), &new_state)?;
+            outbox::enqueue_in(tx, &events)?;
+            audit::append_in(tx, &audit)
         })?;
         self.outbox().committed(events);
         self.store().make_durable().await?;
@@ -175,32 +176,33 @@ impl Engine {
         self.audit_now(
             device_id,
             None,
-            AuditOperation::ReadIncomplete,
+            Operation::ReadIncomplete,
             "agent",
             format!("{error}; snapshot and buffer unchanged"),
         )
         .await
     }
 
-    /// Writes one audit entry on its own and makes it durable.
+    /// Writes one audit entry on its own and makes it durable. An empty `device_id` records an
+    /// agent-wide entry (no device).
     pub async fn audit_now(
         &self,
         device_id: &str,
         user_id: Option<&str>,
-        operation: AuditOperation,
+        operation: Operation,
         actor: &str,
         detail: String,
     ) -> Result<(), SyncError> {
         let audit = self.audit().prepare(vec![AuditEntry {
-            at_ms: self.now_ms(),
+            at_unix_ms: self.now_ms(),
             operation,
-            device_id: device_id.to_string(),
-            user_id: user_id.map(str::to_string),
+            device_id: (!device_id.is_empty()).then(|| device_id.to_string()),
+            device_user_id: user_id.map(str::to_string),
             actor: actor.to_string(),
             detail,
         }])?;
         self.store()
-            .transaction(self.audit().trees(), |tx| self.audit().append(tx, &audit))?;
+            .transaction(&[TreeName::Audit], |tx| audit::append_in(tx, &audit))?;
         self.store().make_durable().await?;
         Ok(())
     }
@@ -296,10 +298,10 @@ impl Engine {
             EventKey::user_change(kind, self.agent_id(), device, user, generation)
         };
         let entry = |operation, user: &str, detail: String| AuditEntry {
-            at_ms: now,
+            at_unix_ms: now,
             operation,
-            device_id: device.to_string(),
-            user_id: Some(user.to_string()),
+            device_id: Some(device.to_string()),
+            device_user_id: Some(user.to_string()),
             actor: "agent".to_string(),
             detail,
         };
@@ -315,7 +317,7 @@ impl Engine {
                         EventBody::UserDiscovered(user.user.clone()),
                     ));
                     audit.push(entry(
-                        AuditOperation::Discovered,
+                        Operation::Discovery,
                         id,
                         format!(
                             "first seen (read #{generation}), name {:?}, credentials: {}; \
@@ -337,7 +339,7 @@ impl Engine {
                         },
                     ));
                     audit.push(entry(
-                        AuditOperation::Reappeared,
+                        Operation::Reappeared,
                         id,
                         format!(
                             "back on the device (read #{generation}) after missing since {}",
@@ -361,7 +363,7 @@ impl Engine {
                 },
             ));
             audit.push(entry(
-                AuditOperation::Changed,
+                Operation::Changed,
                 id,
                 format!(
                     "changed on the device (read #{generation}): {}",
@@ -381,7 +383,7 @@ impl Engine {
                 },
             ));
             audit.push(entry(
-                AuditOperation::Missing,
+                Operation::Missing,
                 &gone.user_id,
                 format!(
                     "absent from complete read #{generation}; last seen {}; kept in the buffer \
@@ -402,7 +404,7 @@ impl Engine {
                 .map(|u| u.user.clone())
                 .unwrap_or_default();
             audit.push(entry(
-                AuditOperation::Conflict,
+                Operation::Conflict,
                 id,
                 format!(
                     "device and upstream person {} differ in {}; both versions kept",
@@ -428,7 +430,7 @@ impl Engine {
 fn write_appeared(tx: &Tx<'_>, plan: &Plan) -> Result<(), TxError> {
     for (user, appearance) in plan.diff.appeared.iter().zip(&plan.appearances) {
         let key = user_key(plan, &user.user.user_id)?;
-        tx.insert(TreeName::Snapshots, &key, user)?;
+        snapshot::put_in(tx, &key, user)?;
         let record = match (appearance, tx.get::<BufferRecord>(TreeName::Buffer, &key)?) {
             (Appearance::New, _) | (_, None) => BufferRecord::discovered(
                 &plan.device_id,
@@ -453,7 +455,7 @@ fn write_appeared(tx: &Tx<'_>, plan: &Plan) -> Result<(), TxError> {
 fn write_changed(tx: &Tx<'_>, plan: &Plan) -> Result<(), TxError> {
     for (_, after) in &plan.diff.changed {
         let key = user_key(plan, &after.user.user_id)?;
-        tx.insert(TreeName::Snapshots, &key, after)?;
+        snapshot::put_in(tx, &key, after)?;
         let mut record = tx
             .get::<BufferRecord>(TreeName::Buffer, &key)?
             .unwrap_or_else(|| {
@@ -486,21 +488,21 @@ fn write_buffer(
             upstream: person.clone(),
             detected_at_ms: plan.now_ms,
         };
-        tx.insert(TreeName::Conflicts, key, &conflict)?;
+        conflicts::put_in(tx, key, &conflict)?;
         record.status = MappingStatus::Conflict;
     }
-    tx.insert(TreeName::Buffer, key, &record)
+    buffer::put_in(tx, key, &record)
 }
 
 fn write_missing(tx: &Tx<'_>, plan: &Plan) -> Result<(), TxError> {
     for gone in &plan.missing {
         let key = user_key(plan, &gone.user_id)?;
-        tx.remove(TreeName::Snapshots, &key)?;
+        snapshot::remove_in(tx, &key)?;
         if let Some(mut record) = tx.get::<BufferRecord>(TreeName::Buffer, &key)? {
             record.status = MappingStatus::Missing;
             record.last_seen_at_ms = gone.last_seen_at_ms;
             record.missing_since_ms = Some(plan.now_ms);
-            tx.insert(TreeName::Buffer, &key, &record)?;
+            buffer::put_in(tx, &key, &record)?;
         }
     }
     Ok(())

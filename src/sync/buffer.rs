@@ -9,7 +9,7 @@
 
 use super::state::{self, SyncState};
 use crate::events::DeviceUser;
-use crate::store::{keys, Record, Store, StoreError, TreeName};
+use crate::store::{keys, Record, Store, StoreError, TreeName, Tx, TxError};
 use serde::{Deserialize, Serialize};
 
 /// Where a buffered user's mapping stands.
@@ -254,4 +254,20 @@ pub fn credential_summary(user: &DeviceUser) -> String {
     } else {
         parts.join(", ")
     }
+}
+
+/// Writes `value` at `key` of the `buffer` tree inside the caller's transaction: this
+/// module is the tree's only writer (see `crate::store::TreeName`).
+pub(crate) fn put_in(
+    tx: &Tx<'_>,
+    key: impl AsRef<[u8]>,
+    value: &BufferRecord,
+) -> Result<(), TxError> {
+    tx.insert(TreeName::Buffer, key, value)
+}
+
+/// Removes the value at `key` of the `buffer` tree inside the caller's transaction;
+/// `true` if there was one.
+pub(crate) fn remove_in(tx: &Tx<'_>, key: impl AsRef<[u8]>) -> Result<bool, TxError> {
+    tx.remove(TreeName::Buffer, key)
 }

@@ -3,14 +3,15 @@
 //! both sides (the device side by *writing* the chosen attributes — an update, never a delete)
 //! and audited with the administrator's identity.
 
-use super::buffer::{BufferRecord, MappingStatus};
+use super::buffer::{self, BufferRecord, MappingStatus};
 use super::credentials::{self, StoredCredential, StoredValue};
-use super::mapping::{Mapping, MappingState};
-use super::ports::{AuditEntry, AuditOperation};
+use super::mapping::{self, Mapping, MappingState};
 use super::{Engine, SyncError};
+use crate::audit::{self, AuditEntry, Operation};
 use crate::device::{Credential, DeviceSession};
 use crate::events::{DeviceUser, EventBody, EventKey, PersonAttributes, Resolution};
-use crate::store::{keys, Record, Store, StoreError, TreeName, TxError};
+use crate::store::{keys, Record, Store, StoreError, TreeName, Tx, TxError};
+use crate::upstream::outbox;
 use device_protocols::aiface::{BackupNum, CredentialValue};
 use serde::{Deserialize, Serialize};
 
@@ -143,12 +144,12 @@ impl Engine {
                 admin: decision.admin.clone(),
             },
         );
-        let events = self.outbox().prepare(vec![event])?;
+        let events = self.outbox().prepare_all(vec![event])?;
         let audit = self.audit().prepare(vec![AuditEntry {
-            at_ms: now,
-            operation: AuditOperation::Resolution,
-            device_id: device_id.clone(),
-            user_id: Some(user_id.clone()),
+            at_unix_ms: now,
+            operation: Operation::Resolution,
+            device_id: Some(device_id.clone()),
+            device_user_id: Some(user_id.clone()),
             actor: decision.admin.clone(),
             detail: format!(
                 "conflict resolved with {resolution:?}: name {:?}, privilege {}, card {}",
@@ -159,11 +160,11 @@ impl Engine {
         }])?;
         let trees = self.trees(&[TreeName::Buffer, TreeName::Mappings, TreeName::Conflicts]);
         self.store().transaction(&trees, |tx| {
-            tx.remove(TreeName::Conflicts, &key)?;
+            remove_in(tx, &key)?;
             if let Some(mut mapping) = tx.get::<Mapping>(TreeName::Mappings, &key)? {
                 mapping.person = Some(result.clone());
                 mapping.state = MappingState::Confirmed;
-                tx.insert(TreeName::Mappings, &key, &mapping)?;
+                mapping::put_in(tx, &key, &mapping)?;
             }
             let Some(mut record) = tx.get::<BufferRecord>(TreeName::Buffer, &key)? else {
                 return Err(TxError::abort("the buffer record vanished"));
@@ -171,9 +172,9 @@ impl Engine {
             if record.status == MappingStatus::Conflict {
                 record.status = MappingStatus::Mapped;
             }
-            tx.insert(TreeName::Buffer, &key, &record)?;
-            self.outbox().enqueue(tx, &events)?;
-            self.audit().append(tx, &audit)
+            buffer::put_in(tx, &key, &record)?;
+            outbox::enqueue_in(tx, &events)?;
+            audit::append_in(tx, &audit)
         })?;
         self.outbox().committed(events);
         self.store().make_durable().await?;
@@ -247,8 +248,8 @@ impl Engine {
                 privilege: credential.privilege,
                 value: StoredValue::of(&credential.value),
             };
-            self.store().insert(
-                TreeName::Credentials,
+            credentials::put(
+                self.store(),
                 credentials::key(&device_id, user_id, slot)?,
                 &stored,
             )?;
@@ -258,8 +259,24 @@ impl Engine {
         for (key, mut stored) in held {
             stored.name = result.name.clone();
             stored.privilege = u64::from(result.privilege);
-            self.store().insert(TreeName::Credentials, key, &stored)?;
+            credentials::put(self.store(), key, &stored)?;
         }
         Ok(())
     }
+}
+
+/// Writes `value` at `key` of the `conflicts` tree inside the caller's transaction: this
+/// module is the tree's only writer (see `crate::store::TreeName`).
+pub(crate) fn put_in(
+    tx: &Tx<'_>,
+    key: impl AsRef<[u8]>,
+    value: &ConflictRecord,
+) -> Result<(), TxError> {
+    tx.insert(TreeName::Conflicts, key, value)
+}
+
+/// Removes the value at `key` of the `conflicts` tree inside the caller's transaction;
+/// `true` if there was one.
+pub(crate) fn remove_in(tx: &Tx<'_>, key: impl AsRef<[u8]>) -> Result<bool, TxError> {
+    tx.remove(TreeName::Conflicts, key)
 }

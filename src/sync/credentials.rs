@@ -79,6 +79,16 @@ pub fn get(
     store.get(TreeName::Credentials, key(device_id, user_id, slot)?)
 }
 
+/// Caches `stored` at `key` (from [`key`]); this module is the only writer of the
+/// `credentials` tree.
+pub fn put(
+    store: &Store,
+    key: impl AsRef<[u8]>,
+    stored: &StoredCredential,
+) -> Result<(), StoreError> {
+    store.insert(TreeName::Credentials, key, stored)
+}
+
 /// Removes every cached credential of one user (retention of a long-gone user).
 pub fn remove_user(store: &Store, device_id: &str, user_id: &str) -> Result<usize, StoreError> {
     let mut prefix = keys::device_user(device_id, user_id)?;
@@ -132,7 +142,7 @@ impl ReadSink for StoreSink {
             value: StoredValue::of(&credential.value),
         };
         key(&self.device_id, &credential.user_id, credential.slot)
-            .and_then(|key| self.store.insert(TreeName::Credentials, key, &stored))
+            .and_then(|key| put(&self.store, key, &stored))
             .map_err(|err| err.to_string())
     }
 

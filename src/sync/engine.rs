@@ -1,13 +1,14 @@
-//! The [`Engine`]: everything one sync operation needs (store, outbox and audit ports, device
-//! lock, clock, agent id), shared by the poll loops, backups, restore, migrate and the admin
+//! The [`Engine`]: everything one sync operation needs (store, outbox, audit log, device lock,
+//! clock, agent id), shared by the poll loops, backups, restore, migrate and the admin
 //! operations so each of those is a small module of its own.
 
 use super::apply::Applied;
 use super::clock::{Clock, SystemClock};
 use super::lock::DeviceLock;
-use super::ports::{AuditTrail, EventOutbox, StoreAudit, StoreOutbox};
+use crate::audit::Audit;
 use crate::events::{Event, EventBody};
 use crate::store::{Store, TreeName};
+use crate::upstream::outbox::Outbox;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::broadcast;
@@ -15,8 +16,8 @@ use tokio::sync::broadcast;
 /// The sync engine's shared context. Cheap to share behind an `Arc`.
 pub struct Engine {
     store: Store,
-    outbox: Arc<dyn EventOutbox>,
-    audit: Arc<dyn AuditTrail>,
+    outbox: Outbox,
+    audit: Audit,
     lock: Arc<dyn DeviceLock>,
     clock: Arc<dyn Clock>,
     agent_id: String,
@@ -54,12 +55,19 @@ pub struct DeviceHealth {
 }
 
 impl Engine {
-    /// An engine over `store` with the store-backed outbox and audit stand-ins (see
-    /// [`crate::sync::ports`]) and the system clock.
-    pub fn new(store: Store, agent_id: &str, lock: Arc<dyn DeviceLock>) -> Self {
+    /// An engine over `store` that queues its events in `outbox` and records what it did in
+    /// `audit` (both in the same store, written in the same transactions as the change they
+    /// describe), with the system clock.
+    pub fn new(
+        store: Store,
+        agent_id: &str,
+        lock: Arc<dyn DeviceLock>,
+        outbox: Outbox,
+        audit: Audit,
+    ) -> Self {
         Self {
-            outbox: Arc::new(StoreOutbox::new(store.clone())),
-            audit: Arc::new(StoreAudit::new(store.clone())),
+            outbox,
+            audit,
             store,
             lock,
             clock: Arc::new(SystemClock),
@@ -76,31 +84,19 @@ impl Engine {
         self
     }
 
-    /// Uses another outbox (the real upstream outbox at merge).
-    pub fn with_outbox(mut self, outbox: Arc<dyn EventOutbox>) -> Self {
-        self.outbox = outbox;
-        self
-    }
-
-    /// Uses another audit log (the real audit module at merge).
-    pub fn with_audit(mut self, audit: Arc<dyn AuditTrail>) -> Self {
-        self.audit = audit;
-        self
-    }
-
     /// The store.
     pub fn store(&self) -> &Store {
         &self.store
     }
 
-    /// The outbox port.
-    pub fn outbox(&self) -> &dyn EventOutbox {
-        self.outbox.as_ref()
+    /// The outbox the engine's events go to.
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
     }
 
-    /// The audit port.
-    pub fn audit(&self) -> &dyn AuditTrail {
-        self.audit.as_ref()
+    /// The audit log the engine records in.
+    pub fn audit(&self) -> &Audit {
+        &self.audit
     }
 
     /// The device lock.
@@ -162,12 +158,11 @@ impl Engine {
         }
     }
 
-    /// `extra` plus the trees the outbox and audit ports write: what a transaction that also
-    /// queues events and audits must declare.
+    /// `extra` plus the outbox and audit trees: what a transaction that also queues events
+    /// and audits must declare.
     pub(super) fn trees(&self, extra: &[TreeName]) -> Vec<TreeName> {
         let mut trees = extra.to_vec();
-        trees.extend_from_slice(self.outbox.trees());
-        trees.extend_from_slice(self.audit.trees());
+        trees.extend_from_slice(&[TreeName::Outbox, TreeName::Audit]);
         trees
     }
 

@@ -3,7 +3,7 @@
 //! storing deltas instead of full sets keeps a 10,000-user device polled every 5 minutes from
 //! writing megabytes a day of unchanged ids.
 
-use crate::store::{keys, Record, Store, StoreError, TreeName};
+use crate::store::{keys, Record, Store, StoreError, TreeName, Tx, TxError};
 use serde::{Deserialize, Serialize};
 
 /// One complete read of one device.
@@ -42,4 +42,20 @@ pub fn list(store: &Store, device_id: &str) -> Result<Vec<HistoryEntry>, StoreEr
         .scan_prefix::<HistoryEntry>(TreeName::History, prefix)
         .map(|entry| entry.map(|(_, entry)| entry))
         .collect()
+}
+
+/// Writes `value` at `key` of the `history` tree inside the caller's transaction: this
+/// module is the tree's only writer (see `crate::store::TreeName`).
+pub(crate) fn put_in(
+    tx: &Tx<'_>,
+    key: impl AsRef<[u8]>,
+    value: &HistoryEntry,
+) -> Result<(), TxError> {
+    tx.insert(TreeName::History, key, value)
+}
+
+/// Removes the entry at `key` (retention).
+pub(crate) fn remove(store: &Store, key: impl AsRef<[u8]>) -> Result<(), StoreError> {
+    store.remove::<HistoryEntry>(TreeName::History, key)?;
+    Ok(())
 }

@@ -2,13 +2,19 @@
 //! command, confirmed (or refused) by the upstream, which also feeds mappings made on its side
 //! through incremental pulls. The buffer shows a mapping as `pending` until the upstream
 //! confirms the person exists, and as `mapped` only then.
+//!
+//! This module is the only writer of the `mappings` tree. The upstream puller hands each pulled
+//! page to the engine through [`MappingSink`], which applies it here.
 
-use super::buffer::{BufferRecord, MappingStatus};
+use super::buffer::{self, BufferRecord, MappingStatus};
 use super::conflicts::{self, ConflictRecord};
-use super::ports::{AuditEntry, AuditOperation};
 use super::{Engine, SyncError};
+use crate::audit::{self, AuditEntry, Operation};
 use crate::events::{Event, EventBody, EventKey, PersonAttributes};
-use crate::store::{keys, Record, StoreError, TreeName, TxError};
+use crate::store::{keys, Record, StoreError, TreeName, Tx, TxError};
+use crate::upstream::mapping::{MappingSink, PulledMapping, SinkError};
+use crate::upstream::outbox;
+use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 /// Where a mapping stands.
@@ -44,7 +50,7 @@ impl Record for Mapping {
 
 /// What the upstream says about one device user's person (delivered by the upstream pull).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum UpstreamMapping {
+pub enum MappingUpdate {
     /// The person exists and is linked to this device user, with these attributes.
     Confirmed {
         /// Device.
@@ -63,6 +69,33 @@ pub enum UpstreamMapping {
         /// The person id that was asked for.
         person_id: String,
     },
+    /// The upstream removed the link between the device user and this person.
+    Removed {
+        /// Device.
+        device_id: String,
+        /// Device user id.
+        user_id: String,
+        /// The person the user was linked to.
+        person_id: String,
+    },
+}
+
+impl From<PulledMapping> for MappingUpdate {
+    fn from(pulled: PulledMapping) -> Self {
+        if pulled.removed {
+            MappingUpdate::Removed {
+                device_id: pulled.device_id,
+                user_id: pulled.user_id,
+                person_id: pulled.person.person_id,
+            }
+        } else {
+            MappingUpdate::Confirmed {
+                device_id: pulled.device_id,
+                user_id: pulled.user_id,
+                person: pulled.person,
+            }
+        }
+    }
 }
 
 /// What applying an upstream mapping did.
@@ -72,7 +105,7 @@ pub enum MappingOutcome {
     Mapped,
     /// Device and upstream disagree; a conflict was recorded.
     Conflict,
-    /// The request was dropped (person not found).
+    /// The mapping was dropped (person not found, or the link removed upstream).
     Dropped,
     /// The device user is not in the buffer; nothing to link (yet).
     UnknownUser,
@@ -113,12 +146,12 @@ impl Engine {
                 admin: admin.to_string(),
             },
         };
-        let events = self.outbox().prepare(vec![event])?;
+        let events = self.outbox().prepare_all(vec![event])?;
         let audit = self.audit().prepare(vec![AuditEntry {
-            at_ms: now,
-            operation: AuditOperation::Mapping,
-            device_id: device_id.to_string(),
-            user_id: Some(user_id.to_string()),
+            at_unix_ms: now,
+            operation: Operation::Mapping,
+            device_id: Some(device_id.to_string()),
+            device_user_id: Some(user_id.to_string()),
             actor: admin.to_string(),
             detail: format!("map requested to person {person_id}; pending upstream confirmation"),
         }])?;
@@ -141,27 +174,39 @@ impl Engine {
                 {
                     record.status = MappingStatus::Pending;
                 }
-                tx.insert(TreeName::Buffer, &key, &record)?;
-                tx.insert(TreeName::Mappings, &key, &mapping)?;
-                self.outbox().enqueue(tx, &events)?;
-                self.audit().append(tx, &audit)
+                buffer::put_in(tx, &key, &record)?;
+                put_in(tx, &key, &mapping)?;
+                outbox::enqueue_in(tx, &events)?;
+                audit::append_in(tx, &audit)
             })?;
         self.outbox().committed(events);
         self.store().make_durable().await?;
         Ok(())
     }
 
-    /// Applies what the upstream says about mappings (its incremental pull). A confirmed person
-    /// whose attributes differ from the device user's becomes a conflict, both versions kept.
+    /// Applies what the upstream says about mappings (its incremental pull) and makes it
+    /// durable. A confirmed person whose attributes differ from the device user's becomes a
+    /// conflict, both versions kept.
     pub async fn apply_upstream_mapping(
         &self,
-        update: &UpstreamMapping,
+        update: &MappingUpdate,
     ) -> Result<MappingOutcome, SyncError> {
+        let outcome = self.write_upstream_mapping(update)?;
+        self.store().make_durable().await?;
+        Ok(outcome)
+    }
+
+    /// [`Engine::apply_upstream_mapping`] without the durability call, so a page of updates
+    /// is made durable once.
+    fn write_upstream_mapping(&self, update: &MappingUpdate) -> Result<MappingOutcome, SyncError> {
         let (device_id, user_id) = match update {
-            UpstreamMapping::Confirmed {
+            MappingUpdate::Confirmed {
                 device_id, user_id, ..
             }
-            | UpstreamMapping::PersonNotFound {
+            | MappingUpdate::PersonNotFound {
+                device_id, user_id, ..
+            }
+            | MappingUpdate::Removed {
                 device_id, user_id, ..
             } => (device_id.as_str(), user_id.as_str()),
         };
@@ -172,12 +217,17 @@ impl Engine {
         let now = self.now_ms();
         let state = super::state::load(self.store(), device_id)?;
         let (outcome, events, audit_detail) = match update {
-            UpstreamMapping::PersonNotFound { person_id, .. } => (
+            MappingUpdate::PersonNotFound { person_id, .. } => (
                 MappingOutcome::Dropped,
                 Vec::new(),
                 format!("upstream has no person {person_id}; mapping request dropped"),
             ),
-            UpstreamMapping::Confirmed { person, .. } => {
+            MappingUpdate::Removed { person_id, .. } => (
+                MappingOutcome::Dropped,
+                Vec::new(),
+                format!("upstream removed the link to person {person_id}; mapping dropped"),
+            ),
+            MappingUpdate::Confirmed { person, .. } => {
                 let differences = conflicts::differences(&record.user, person);
                 if differences.is_empty() {
                     (
@@ -214,17 +264,17 @@ impl Engine {
                 }
             }
         };
-        let events = self.outbox().prepare(events)?;
+        let events = self.outbox().prepare_all(events)?;
         let operation = if outcome == MappingOutcome::Conflict {
-            AuditOperation::Conflict
+            Operation::Conflict
         } else {
-            AuditOperation::Mapping
+            Operation::Mapping
         };
         let audit = self.audit().prepare(vec![AuditEntry {
-            at_ms: now,
+            at_unix_ms: now,
             operation,
-            device_id: device_id.to_string(),
-            user_id: Some(user_id.to_string()),
+            device_id: Some(device_id.to_string()),
+            device_user_id: Some(user_id.to_string()),
             actor: "upstream".to_string(),
             detail: audit_detail,
         }])?;
@@ -235,15 +285,15 @@ impl Engine {
             };
             let previous = tx.get::<Mapping>(TreeName::Mappings, &key)?;
             match update {
-                UpstreamMapping::PersonNotFound { .. } => {
-                    tx.remove(TreeName::Mappings, &key)?;
+                MappingUpdate::PersonNotFound { .. } | MappingUpdate::Removed { .. } => {
+                    remove_in(tx, &key)?;
                     record.person_id = None;
                     record.mapped_at_ms = None;
                     if record.status != MappingStatus::Missing {
                         record.status = MappingStatus::Unmapped;
                     }
                 }
-                UpstreamMapping::Confirmed { person, .. } => {
+                MappingUpdate::Confirmed { person, .. } => {
                     let mapping = Mapping {
                         person_id: person.person_id.clone(),
                         state: MappingState::Confirmed,
@@ -254,7 +304,7 @@ impl Engine {
                         confirmed_at_ms: Some(now),
                         person: Some(person.clone()),
                     };
-                    tx.insert(TreeName::Mappings, &key, &mapping)?;
+                    put_in(tx, &key, &mapping)?;
                     record.person_id = Some(person.person_id.clone());
                     record.mapped_at_ms = Some(now);
                     if outcome == MappingOutcome::Conflict {
@@ -264,7 +314,7 @@ impl Engine {
                             upstream: person.clone(),
                             detected_at_ms: now,
                         };
-                        tx.insert(TreeName::Conflicts, &key, &conflict)?;
+                        conflicts::put_in(tx, &key, &conflict)?;
                     }
                     if record.status != MappingStatus::Missing {
                         record.status = if outcome == MappingOutcome::Conflict {
@@ -275,13 +325,25 @@ impl Engine {
                     }
                 }
             }
-            tx.insert(TreeName::Buffer, &key, &record)?;
-            self.outbox().enqueue(tx, &events)?;
-            self.audit().append(tx, &audit)
+            buffer::put_in(tx, &key, &record)?;
+            outbox::enqueue_in(tx, &events)?;
+            audit::append_in(tx, &audit)
         })?;
         self.outbox().committed(events);
-        self.store().make_durable().await?;
         Ok(outcome)
+    }
+}
+
+/// The engine owns the mappings: the upstream puller hands it each pulled page.
+impl MappingSink for Engine {
+    fn apply(&self, page: Vec<PulledMapping>) -> BoxFuture<'_, Result<(), SinkError>> {
+        Box::pin(async move {
+            for pulled in page {
+                self.write_upstream_mapping(&MappingUpdate::from(pulled))?;
+            }
+            self.store().make_durable().await?;
+            Ok(())
+        })
     }
 }
 
@@ -292,4 +354,16 @@ pub fn get(
     user_id: &str,
 ) -> Result<Option<Mapping>, StoreError> {
     store.get(TreeName::Mappings, keys::device_user(device_id, user_id)?)
+}
+
+/// Writes `value` at `key` of the `mappings` tree inside the caller's transaction: this
+/// module is the tree's only writer (see `crate::store::TreeName`).
+pub(crate) fn put_in(tx: &Tx<'_>, key: impl AsRef<[u8]>, value: &Mapping) -> Result<(), TxError> {
+    tx.insert(TreeName::Mappings, key, value)
+}
+
+/// Removes the value at `key` of the `mappings` tree inside the caller's transaction;
+/// `true` if there was one.
+pub(crate) fn remove_in(tx: &Tx<'_>, key: impl AsRef<[u8]>) -> Result<bool, TxError> {
+    tx.remove(TreeName::Mappings, key)
 }

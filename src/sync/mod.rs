@@ -7,9 +7,9 @@
 //! used by restore and conflict resolution.
 //!
 //! Modules, one job each:
-//! - [`Engine`]: the shared context; [`ports`]: the outbox/audit seams (replaced at merge);
-//!   [`lock`]: the device lock interface and its flock implementation; [`clock`]: injectable
-//!   wall time.
+//! - [`Engine`]: the shared context (it writes through the upstream outbox and the audit log,
+//!   in the same transaction as the change they describe); [`lock`]: the device lock
+//!   interface and its flock implementation; [`clock`]: injectable wall time.
 //! - [`diff`] (pure) and [`apply`] (the one transaction); [`poll`]: lock → read → apply;
 //!   [`service`]: the poll loops and their wake-ups; [`migrate`]: B7.
 //! - Records: [`snapshot`], [`buffer`] (B1), [`mapping`] (B2), [`conflicts`] (B3), [`history`]
@@ -30,7 +30,6 @@ pub mod lock;
 pub mod mapping;
 pub mod migrate;
 pub mod poll;
-pub mod ports;
 pub mod restore;
 pub mod retention;
 pub mod service;

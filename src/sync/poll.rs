@@ -2,9 +2,9 @@
 
 use super::apply::Applied;
 use super::credentials::StoreSink;
-use super::ports::AuditOperation;
 use super::state;
 use super::{Engine, SyncError};
+use crate::audit::Operation;
 use crate::device::registry;
 use crate::device::{DeviceSession, FetchMode, ReadError};
 
@@ -37,7 +37,7 @@ impl Engine {
             Ok(guard) => guard,
             Err(err) => {
                 let detail = format!("poll skipped: {err}");
-                self.audit_now(device_id, None, AuditOperation::Lock, "agent", detail)
+                self.audit_now(device_id, None, Operation::Lock, "agent", detail)
                     .await?;
                 return Err(err.into());
             }
@@ -94,13 +94,7 @@ impl Engine {
             last_read = state.users,
             "{detail}"
         );
-        self.audit_now(
-            device_id,
-            None,
-            AuditOperation::CountDropped,
-            "agent",
-            detail,
-        )
-        .await
+        self.audit_now(device_id, None, Operation::CountDropped, "agent", detail)
+            .await
     }
 }

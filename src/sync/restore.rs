@@ -6,9 +6,10 @@
 
 use super::backup::file::{self, BackupError, BackupInfo, CredentialLine};
 use super::credentials::StoreSink;
-use super::ports::{AuditEntry, AuditOperation};
 use super::{Engine, SyncError};
+use crate::audit::{self, AuditEntry, Operation};
 use crate::device::{slot_kind_name, Credential, DeviceSession, FetchMode, UserRead};
+use crate::store::TreeName;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
@@ -258,19 +259,19 @@ impl Engine {
                 "re-added"
             };
             entries.push(AuditEntry {
-                at_ms: now,
-                operation: AuditOperation::Restore,
-                device_id: device_id.to_string(),
-                user_id: Some(user.to_string()),
+                at_unix_ms: now,
+                operation: Operation::Restore,
+                device_id: Some(device_id.to_string()),
+                device_user_id: Some(user.to_string()),
                 actor: actor.to_string(),
                 detail: format!("{mode} from {name}: {verb} slots {slots:?}"),
             });
         }
         entries.push(AuditEntry {
-            at_ms: now,
-            operation: AuditOperation::Restore,
-            device_id: device_id.to_string(),
-            user_id: None,
+            at_unix_ms: now,
+            operation: Operation::Restore,
+            device_id: Some(device_id.to_string()),
+            device_user_id: None,
             actor: actor.to_string(),
             detail: format!(
                 "{mode} from {name}: {} credential(s) of {} user(s) missing, {} written, verified: {}",
@@ -282,7 +283,7 @@ impl Engine {
         });
         let entries = self.audit().prepare(entries)?;
         self.store()
-            .transaction(self.audit().trees(), |tx| self.audit().append(tx, &entries))?;
+            .transaction(&[TreeName::Audit], |tx| audit::append_in(tx, &entries))?;
         self.store().make_durable().await?;
         Ok(())
     }

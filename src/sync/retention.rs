@@ -10,11 +10,11 @@
 //! - Backups: files older than `backup.retention` (default 30 days), never a device's newest.
 
 use super::backup;
-use super::buffer::{BufferRecord, MappingStatus};
+use super::buffer::{self, BufferRecord, MappingStatus};
 use super::credentials;
-use super::history::HistoryEntry;
-use super::ports::AuditOperation;
+use super::history::{self, HistoryEntry};
 use super::{Engine, SyncError};
+use crate::audit::Operation;
 use crate::store::{TreeName, TxError};
 use std::path::Path;
 use std::time::Duration;
@@ -68,7 +68,7 @@ impl Engine {
         let mut swept = Swept {
             buffer: self.sweep_buffer(cutoff(now, policy.buffer))?,
             history: self.sweep_history(cutoff(now, policy.audit))?,
-            audit: self.audit().sweep(cutoff(now, policy.audit))?,
+            audit: self.audit().sweep_older_than(cutoff(now, policy.audit))?,
             backups: 0,
         };
         swept.backups = backup::sweep(backup_dir, cutoff(now, policy.backups))?.len();
@@ -89,7 +89,7 @@ impl Engine {
                 swept.backups
             );
             tracing::info!("{detail}");
-            self.audit_now("", None, AuditOperation::Retention, "agent", detail)
+            self.audit_now("", None, Operation::Retention, "agent", detail)
                 .await?;
         }
         self.store().make_durable().await?;
@@ -124,7 +124,7 @@ impl Engine {
                         {
                             return Ok(None);
                         }
-                        tx.remove(TreeName::Buffer, &key)?;
+                        buffer::remove_in(tx, &key)?;
                         Ok::<_, TxError>(Some((record.device_id, record.user.user_id)))
                     })?;
             if let Some((device, user)) = gone {
@@ -147,8 +147,7 @@ impl Engine {
             }
         }
         for key in &old {
-            self.store()
-                .remove::<HistoryEntry>(TreeName::History, key)?;
+            history::remove(self.store(), key)?;
         }
         Ok(old.len())
     }

@@ -2,7 +2,7 @@
 //! compared with. It changes only in the transaction that applies a complete read (invariant 2).
 
 use crate::events::DeviceUser;
-use crate::store::{keys, Record, Store, StoreError, TreeName};
+use crate::store::{keys, Record, Store, StoreError, TreeName, Tx, TxError};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -27,4 +27,20 @@ pub fn load(store: &Store, device_id: &str) -> Result<BTreeMap<String, SnapshotU
         .scan_prefix::<SnapshotUser>(TreeName::Snapshots, &prefix)
         .map(|entry| entry.map(|(_, user)| (user.user.user_id.clone(), user)))
         .collect()
+}
+
+/// Writes `value` at `key` of the `snapshots` tree inside the caller's transaction: this
+/// module is the tree's only writer (see `crate::store::TreeName`).
+pub(crate) fn put_in(
+    tx: &Tx<'_>,
+    key: impl AsRef<[u8]>,
+    value: &SnapshotUser,
+) -> Result<(), TxError> {
+    tx.insert(TreeName::Snapshots, key, value)
+}
+
+/// Removes the value at `key` of the `snapshots` tree inside the caller's transaction;
+/// `true` if there was one.
+pub(crate) fn remove_in(tx: &Tx<'_>, key: impl AsRef<[u8]>) -> Result<bool, TxError> {
+    tx.remove(TreeName::Snapshots, key)
 }

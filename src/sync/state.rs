@@ -1,7 +1,7 @@
 //! Where the sync engine stands with each device (`sync_state` tree): the durable read
 //! generation that makes event keys stable, and when the last complete read happened.
 
-use crate::store::{Record, Store, StoreError, TreeName};
+use crate::store::{Record, Store, StoreError, TreeName, Tx, TxError};
 use serde::{Deserialize, Serialize};
 
 /// Per-device sync state, written in the same transaction as the snapshot it describes.
@@ -28,4 +28,10 @@ pub fn load(store: &Store, device_id: &str) -> Result<SyncState, StoreError> {
     Ok(store
         .get(TreeName::SyncState, device_id.as_bytes())?
         .unwrap_or_default())
+}
+
+/// Writes `value` at `key` of the `sync_state` tree inside the caller's transaction: this
+/// module is the tree's only writer (see `crate::store::TreeName`).
+pub(crate) fn put_in(tx: &Tx<'_>, key: impl AsRef<[u8]>, value: &SyncState) -> Result<(), TxError> {
+    tx.insert(TreeName::SyncState, key, value)
 }

@@ -16,9 +16,9 @@ use super::backup::{self, BackupInfo};
 use super::buffer::{self, MappingStatus};
 use super::lock::FlockLock;
 use super::migrate::DeviceMigration;
-use super::ports::{AuditEntry, AuditQuery, AuditTrail, StoreAudit, UpstreamOutbox};
 use super::restore::RestoreReport;
 use super::{Engine, SyncError};
+use crate::audit::{Audit, AuditEntry, AuditQuery};
 use crate::config::{Config, DeviceConfig, Driver};
 use crate::device::aiface::{AifaceHub, AifaceServer};
 use crate::device::punches::PunchLog;
@@ -47,8 +47,14 @@ pub fn open_store(config: &Config) -> anyhow::Result<Store> {
 pub fn engine(config: &Config, store: &Store) -> anyhow::Result<Engine> {
     let lock = FlockLock::from_config(&config.lock);
     let outbox = Outbox::open(store, config.upstream.outbox_max_bytes.bytes())?;
-    Ok(Engine::new(store.clone(), &config.agent.id, Arc::new(lock))
-        .with_outbox(Arc::new(UpstreamOutbox::new(outbox))))
+    let audit = Audit::new(store.clone());
+    Ok(Engine::new(
+        store.clone(),
+        &config.agent.id,
+        Arc::new(lock),
+        outbox,
+        audit,
+    ))
 }
 
 /// `buffer list`: the buffered users and their counts per status, in the shape the MQTT
@@ -63,9 +69,17 @@ pub fn buffer_list(
     Ok(serde_json::json!({ "users": views, "stats": stats }))
 }
 
-/// `audit query`: matching entries, newest first.
-pub fn audit_query(store: &Store, query: &AuditQuery) -> anyhow::Result<Vec<AuditEntry>> {
-    Ok(StoreAudit::new(store.clone()).query(query)?)
+/// `audit query`: matching entries, newest first, skipping the newest `offset` matches.
+pub fn audit_query(
+    store: &Store,
+    query: &AuditQuery,
+    offset: usize,
+) -> anyhow::Result<Vec<AuditEntry>> {
+    Ok(Audit::new(store.clone())
+        .query_from(query, offset)?
+        .into_iter()
+        .map(|(_, entry)| entry)
+        .collect())
 }
 
 /// `backup list`: every backup with its counts.

@@ -29,13 +29,13 @@ use crate::events::Event;
 use crate::lifecycle::StopSignal;
 use crate::store::{Alarm, AlarmKind};
 
-use super::backoff::Backoff;
 use super::client::{RequestError, UpstreamClient};
 use super::outbox::{Outbox, Queued, Settlement};
 use super::pacing::Pacer;
 use super::status::StatusBoard;
 use super::wire::{BatchReply, EventOutcome};
 use super::ForwarderOptions;
+use crate::backoff::Backoff;
 
 /// What one step decided about the pause before the next.
 enum Next {

@@ -1,21 +1,24 @@
 //! Mapping pulls (B2, upstream side): the upstream's links from device users to people,
 //! fetched incrementally with a cursor on a schedule and right after the upstream comes back.
 //!
-//! Each page is stored together with the cursor that follows it in one transaction, then made
-//! durable, so a crash re-fetches at most the page in progress and never skips one. Mappings
-//! land in the `mappings` tree as [`UpstreamMapping`] records, where the sync engine reads
-//! them for conflict checks.
+//! The puller does not store mappings itself: the `mappings` tree belongs to the sync engine
+//! (`crate::sync::mapping`), which compares each person with the device user and records
+//! conflicts. The puller hands each page to a [`MappingSink`] (the engine) and stores the cursor
+//! that follows the page only *after* the sink applied it durably, so a crash re-fetches at most
+//! the page in progress and never skips one. (This module cannot name the engine: `sync`
+//! depends on `upstream`, not the other way round.)
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tokio::sync::Notify;
 
 use crate::events::PersonAttributes;
 use crate::lifecycle::StopSignal;
-use crate::store::{keys, Record, Store, StoreError, TreeName};
+use crate::store::{keys, Record, Store, StoreError};
 
 use super::client::{RequestError, UpstreamClient};
 
@@ -24,18 +27,28 @@ pub const CURSOR_KEY: &[u8] = b"upstream_mapping_cursor";
 /// Mappings asked for per page.
 pub const PAGE_SIZE: u32 = 500;
 
-/// A device user's link to an upstream person, as last pulled.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UpstreamMapping {
-    /// The person and the attributes to compare with the device user.
+/// One change of the upstream's mapping feed, as handed to the [`MappingSink`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PulledMapping {
+    /// The device.
+    pub device_id: String,
+    /// The device's user id.
+    pub user_id: String,
+    /// The person the device user is linked to, with the attributes to compare.
     pub person: PersonAttributes,
-    /// When it was pulled (UTC ms).
-    pub pulled_at_ms: i64,
+    /// The upstream removed the link (the person is the one it was linked to).
+    pub removed: bool,
 }
 
-impl Record for UpstreamMapping {
-    const KIND: &'static str = "upstream_mapping";
-    const VERSION: u32 = 1;
+/// Why the owner of the mappings could not apply a page.
+pub type SinkError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The owner of the `mappings` tree, which applies what the upstream says. Implemented by the
+/// sync engine; the puller only fetches and keeps its place in the feed.
+pub trait MappingSink: Send + Sync {
+    /// Applies one page of changes, in order, and returns once they are durable. An error
+    /// stops the pull before its cursor moves, so the page is fetched again next time.
+    fn apply(&self, page: Vec<PulledMapping>) -> BoxFuture<'_, Result<(), SinkError>>;
 }
 
 /// The position in the upstream's change feed.
@@ -55,70 +68,60 @@ pub enum PullError {
     /// The request failed.
     #[error("mapping pull failed: {0}")]
     Request(#[from] RequestError),
-    /// The store failed.
-    #[error("cannot store pulled mappings: {0}")]
+    /// The store failed (reading or writing the cursor).
+    #[error("cannot keep the mapping cursor: {0}")]
     Store(#[from] StoreError),
+    /// The owner of the mappings could not apply a page.
+    #[error("cannot apply pulled mappings: {0}")]
+    Sink(SinkError),
 }
 
 /// The cursor the next pull starts from (empty: from the beginning).
 pub fn stored_cursor(store: &Store) -> Result<String, StoreError> {
     Ok(store
-        .get::<MappingCursor>(TreeName::Meta, CURSOR_KEY)?
+        .meta::<MappingCursor>(CURSOR_KEY)?
         .map(|stored| stored.cursor)
         .unwrap_or_default())
 }
 
-/// The stored mapping of one device user, if any.
-pub fn mapping(
-    store: &Store,
-    device_id: &str,
-    user_id: &str,
-) -> Result<Option<UpstreamMapping>, StoreError> {
-    let key = keys::device_user(device_id, user_id).map_err(StoreError::from)?;
-    store.get(TreeName::Mappings, key)
-}
-
-/// Pulls every page after the stored cursor; returns how many changes were stored.
+/// Pulls every page after the stored cursor into `sink`; returns how many changes were
+/// handed over.
 pub async fn pull(
     client: &UpstreamClient,
     store: &Store,
+    sink: &dyn MappingSink,
     agent_id: &str,
 ) -> Result<usize, PullError> {
     let mut cursor = stored_cursor(store)?;
-    let mut stored = 0;
+    let mut handed = 0;
     loop {
         let page = client.pull_mappings(agent_id, &cursor, PAGE_SIZE).await?;
-        let pulled_at_ms = chrono::Utc::now().timestamp_millis();
         let mut changes = Vec::with_capacity(page.mappings.len());
-        for change in &page.mappings {
+        for change in page.mappings {
             match keys::device_user(&change.device_id, &change.user_id) {
-                Ok(key) => changes.push((key, change)),
+                Ok(_) => changes.push(PulledMapping {
+                    device_id: change.device_id,
+                    user_id: change.user_id,
+                    person: change.person,
+                    removed: change.removed,
+                }),
                 Err(error) => tracing::warn!("ignoring a mapping the store cannot key: {error}"),
             }
+        }
+        let count = changes.len();
+        if count > 0 {
+            sink.apply(changes).await.map_err(PullError::Sink)?;
         }
         let next = MappingCursor {
             cursor: page.next_cursor.clone(),
         };
-        store.transaction(&[TreeName::Mappings, TreeName::Meta], |tx| {
-            for (key, change) in &changes {
-                if change.removed {
-                    tx.remove(TreeName::Mappings, key)?;
-                } else {
-                    let mapping = UpstreamMapping {
-                        person: change.person.clone(),
-                        pulled_at_ms,
-                    };
-                    tx.insert(TreeName::Mappings, key, &mapping)?;
-                }
-            }
-            tx.insert(TreeName::Meta, CURSOR_KEY, &next)
-        })?;
+        store.set_meta(CURSOR_KEY, &next)?;
         store.make_durable().await?;
-        stored += changes.len();
+        handed += count;
         let advanced = page.next_cursor != cursor;
         cursor = page.next_cursor;
         if !page.has_more || !advanced {
-            return Ok(stored);
+            return Ok(handed);
         }
     }
 }
@@ -127,6 +130,7 @@ pub async fn pull(
 pub(crate) async fn run_puller(
     client: Arc<UpstreamClient>,
     store: Store,
+    sink: Arc<dyn MappingSink>,
     agent_id: String,
     interval: Duration,
     reconnected: Arc<Notify>,
@@ -134,7 +138,7 @@ pub(crate) async fn run_puller(
 ) {
     loop {
         let pulled = tokio::select! {
-            pulled = pull(&client, &store, &agent_id) => pulled,
+            pulled = pull(&client, &store, sink.as_ref(), &agent_id) => pulled,
             _ = stop.stopped() => return,
         };
         match pulled {

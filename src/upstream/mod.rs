@@ -11,13 +11,11 @@
 //! | [`wire`]      | JSON shapes of the contract                                       |
 //! | [`outbox`]    | durable queue in sled, byte cap, dead letters                     |
 //! | [`client`]    | reqwest client, TLS, auth, timeouts, error classification         |
-//! | [`backoff`]   | exponential backoff with full jitter, `Retry-After`               |
 //! | [`pacing`]    | requests-per-second limit                                         |
 //! | `forwarder`   | the delivery loop                                                 |
 //! | [`mapping`]   | incremental mapping pulls                                         |
 //! | [`status`]    | what `status` shows                                               |
 
-pub mod backoff;
 pub mod client;
 mod forwarder;
 pub mod mapping;
@@ -36,7 +34,8 @@ use crate::lifecycle::Tasks;
 use crate::store::Store;
 
 pub use client::{ClientSettings, RequestError, UpstreamClient};
-pub use outbox::{enqueue_in, DeadLetter, Outbox, OutboxError, OutboxStats, Prepared};
+pub use mapping::{MappingSink, PulledMapping};
+pub use outbox::{enqueue_in, DeadLetter, Outbox, OutboxError, OutboxStats};
 pub use status::{ForwarderState, StatusBoard, SyncStatus};
 
 /// First backoff ceiling; doubles per failure up to `upstream.max_backoff`.
@@ -111,11 +110,16 @@ impl Upstream {
     }
 }
 
-/// Starts forwarding from `outbox` (opened by the agent, which hands it to the producers too)
-/// when `[upstream]` names a URL: the forwarder and the mapping puller. A forwarder that cannot
-/// start (unreadable token or CA file) is logged and shown in status, while events keep
-/// queueing: device data is never held back by upstream trouble.
-pub fn start(tasks: &mut Tasks, config: &Config, outbox: Outbox) -> Upstream {
+/// When `[upstream]` names a URL, starts the forwarder on `outbox` and the mapping puller,
+/// which hands what it pulls to `mappings` (the sync engine, owner of the mappings). A
+/// forwarder that cannot start (unreadable token or CA file) is logged and shown in status,
+/// while events keep queueing: device data is never held back by upstream trouble.
+pub fn start(
+    tasks: &mut Tasks,
+    config: &Config,
+    outbox: Outbox,
+    mappings: Arc<dyn MappingSink>,
+) -> Upstream {
     let Some(options) = ForwarderOptions::from_config(config) else {
         tracing::info!("no upstream.url: events are kept in the outbox, nothing is forwarded");
         return Upstream {
@@ -124,7 +128,7 @@ pub fn start(tasks: &mut Tasks, config: &Config, outbox: Outbox) -> Upstream {
         };
     };
     match UpstreamClient::new(&options.client) {
-        Ok(client) => spawn(tasks, outbox, client, &options),
+        Ok(client) => spawn(tasks, outbox, client, mappings, &options),
         Err(error) => {
             tracing::error!("upstream forwarding not started, events stay queued: {error}");
             Upstream {
@@ -141,11 +145,12 @@ pub fn open_outbox(config: &Config, store: &Store) -> Result<Outbox, OutboxError
     Outbox::open(store, config.upstream.outbox_max_bytes.bytes())
 }
 
-/// Starts the forwarder and the mapping puller on `outbox` with `client`.
+/// Starts the forwarder on `outbox` with `client`, and the mapping puller into `mappings`.
 pub fn spawn(
     tasks: &mut Tasks,
     outbox: Outbox,
     client: UpstreamClient,
+    mappings: Arc<dyn MappingSink>,
     options: &ForwarderOptions,
 ) -> Upstream {
     let client = Arc::new(client);
@@ -163,7 +168,15 @@ pub fn spawn(
     let agent_id = options.agent_id.clone();
     let interval = options.mapping_pull_interval;
     tasks.spawn("upstream-mappings", move |stop| {
-        mapping::run_puller(client, store, agent_id, interval, reconnected, stop)
+        mapping::run_puller(
+            client,
+            store,
+            mappings,
+            agent_id,
+            interval,
+            reconnected,
+            stop,
+        )
     });
     Upstream { outbox, board }
 }

@@ -1,10 +1,11 @@
 //! The durable outbox (U1): events wait here, in sled, until the upstream has them.
 //!
 //! - **Same transaction as the cause.** A producer takes a [`Prepared`] slot with
-//!   [`Outbox::prepare`] *before* its transaction (sequence numbers may not be taken inside
-//!   one), writes it with [`enqueue_in`] inside its own [`Store::transaction`], and reports
-//!   the commit with [`Outbox::committed`]; then it calls [`Store::make_durable`] before
-//!   acknowledging anything. [`Outbox::enqueue`] does all of that for a lone event.
+//!   [`Outbox::prepare`] (or [`Outbox::prepare_all`]) *before* its transaction (sequence
+//!   numbers may not be taken inside one), writes it with [`enqueue_in`] inside its own
+//!   [`Store::transaction`], and reports the commit with [`Outbox::committed`]; then it calls
+//!   [`Store::make_durable`] before acknowledging anything. [`Outbox::enqueue`] does all of
+//!   that for a lone event.
 //! - **Order.** Keys are store sequence numbers, so the outbox is FIFO overall and therefore
 //!   per device, provided each device's events are enqueued one after another (the per-device
 //!   sync loop does).
@@ -25,7 +26,7 @@ use tokio::sync::Notify;
 
 use crate::events::Event;
 use crate::store::{
-    envelope, keys, Alarm, AlarmKind, Record, Store, StoreError, TreeName, Tx, TxError,
+    envelope, keys, Alarm, AlarmKind, Prepared, Record, Store, StoreError, TreeName, Tx, TxError,
 };
 
 /// Bytes a key of the outbox occupies (a big-endian sequence number).
@@ -52,23 +53,6 @@ struct Tally {
     /// Set when an event was refused; cleared when a drain makes room again. Keeps the alarm
     /// and the log line to one per episode.
     full: bool,
-}
-
-/// An event with its outbox slot reserved and its room checked; write it with [`enqueue_in`]
-/// and report the commit with [`Outbox::committed`].
-#[must_use = "write it with outbox::enqueue_in and report the commit with Outbox::committed"]
-#[derive(Debug, Clone)]
-pub struct Prepared {
-    sequence: u64,
-    event: Event,
-    size: u64,
-}
-
-impl Prepared {
-    /// The outbox sequence number the event will have.
-    pub fn sequence(&self) -> u64 {
-        self.sequence
-    }
 }
 
 /// An event waiting in the outbox.
@@ -158,17 +142,13 @@ pub enum OutboxError {
     Store(#[from] StoreError),
 }
 
-/// Writes a prepared event into the outbox inside the caller's transaction, which must
+/// Writes prepared events into the outbox inside the caller's transaction, which must
 /// declare [`TreeName::Outbox`]. Safe to run again when sled retries the closure.
-pub fn enqueue_in(tx: &Tx<'_>, prepared: &Prepared) -> Result<(), TxError> {
-    insert_event(tx, prepared.sequence, &prepared.event)
-}
-
-/// The outbox's record layout: the event under its big-endian sequence number. Producers that
-/// run while the agent is stopped (the technician's `migrate`) write with it directly; the
-/// running agent's counters are rebuilt from the tree when it starts.
-pub fn insert_event(tx: &Tx<'_>, sequence: u64, event: &Event) -> Result<(), TxError> {
-    tx.insert(TreeName::Outbox, keys::sequence(sequence), event)
+pub fn enqueue_in(tx: &Tx<'_>, prepared: &Prepared<Event>) -> Result<(), TxError> {
+    for (sequence, event) in &prepared.items {
+        tx.insert(TreeName::Outbox, keys::sequence(*sequence), event)?;
+    }
+    Ok(())
 }
 
 impl Outbox {
@@ -198,27 +178,40 @@ impl Outbox {
 
     /// Reserves a slot for `event` after checking there is room; refuses with
     /// [`OutboxError::Full`] (and raises the alarm once per episode) when there is not.
-    pub fn prepare(&self, event: Event) -> Result<Prepared, OutboxError> {
-        let size = KEY_BYTES
-            + envelope::encode(&event)
-                .map_err(|error| StoreError::value(TreeName::Outbox, b"(new event)", error))?
-                .len() as u64;
-        self.check_room(size)?;
-        let sequence = self.inner.store.next_sequence()?;
-        Ok(Prepared {
-            sequence,
-            event,
-            size,
-        })
+    pub fn prepare(&self, event: Event) -> Result<Prepared<Event>, OutboxError> {
+        self.prepare_all(vec![event])
     }
 
-    /// Reports that the transaction holding `prepared` committed: counts it and wakes the
-    /// forwarder.
-    pub fn committed(&self, prepared: Prepared) {
+    /// Reserves slots for `events`, in order, after checking there is room for all of them;
+    /// refuses the whole batch with [`OutboxError::Full`] when there is not, so a change is
+    /// never half-reported.
+    pub fn prepare_all(&self, events: Vec<Event>) -> Result<Prepared<Event>, OutboxError> {
+        let mut size = 0;
+        for event in &events {
+            size += KEY_BYTES
+                + envelope::encode(event)
+                    .map_err(|error| StoreError::value(TreeName::Outbox, b"(new event)", error))?
+                    .len() as u64;
+        }
+        if events.is_empty() {
+            return Ok(Prepared::empty());
+        }
+        self.check_room(size)?;
+        let mut prepared = Prepared::number(&self.inner.store, events)?;
+        prepared.bytes = size;
+        Ok(prepared)
+    }
+
+    /// Reports that the transaction holding `prepared` committed: counts its events and wakes
+    /// the forwarder.
+    pub fn committed(&self, prepared: Prepared<Event>) {
+        if prepared.is_empty() {
+            return;
+        }
         {
             let mut tally = self.lock_tally();
-            tally.depth += 1;
-            tally.bytes += prepared.size;
+            tally.depth += prepared.len() as u64;
+            tally.bytes += prepared.bytes;
         }
         self.inner.work.notify_one();
     }
@@ -226,7 +219,7 @@ impl Outbox {
     /// Queues one event on its own and waits until it is durable; returns its sequence number.
     pub async fn enqueue(&self, event: Event) -> Result<u64, OutboxError> {
         let prepared = self.prepare(event)?;
-        let sequence = prepared.sequence;
+        let sequence = prepared.items[0].0;
         self.inner
             .store
             .transaction(&[TreeName::Outbox], |tx| enqueue_in(tx, &prepared))?;
@@ -336,7 +329,7 @@ impl Outbox {
                 sequence: dead_letter,
             });
         }
-        let sequence = prepared.sequence;
+        let sequence = prepared.items[0].0;
         self.committed(prepared);
         store.make_durable().await?;
         Ok(sequence)

@@ -67,7 +67,8 @@ fn agent_child() {
         options.batch_size = 10;
         let client = UpstreamClient::new(&options.client).expect("client");
         let mut tasks = Tasks::new();
-        let _upstream = upstream::spawn(&mut tasks, outbox.clone(), client, &options);
+        let engine = test_support::agent::upstream::engine(&dir, &store, &outbox);
+        let _upstream = upstream::spawn(&mut tasks, outbox.clone(), client, engine, &options);
         for i in 0.. {
             let event = punch(&format!("dev{}", i % 3), round * 1_000_000 + i, 1);
             let key = event.key.clone();
@@ -163,13 +164,8 @@ fn every_acknowledged_event_is_applied_exactly_once_across_sigkills() {
     runtime.block_on(async {
         let store = open_store(dir.path());
         let outbox = Outbox::open(&store, CAP).expect("outbox");
-        let mut agent = AgentSide {
-            dir: tempfile::tempdir().expect("spare directory"),
-            store,
-            outbox,
-            tasks: None,
-            upstream: None,
-        };
+        let mut agent =
+            AgentSide::over(tempfile::tempdir().expect("spare directory"), store, outbox);
         agent.start(&options(&double.url(), &dir.path().join("upstream.token")));
         agent.drained(Duration::from_secs(30)).await;
         let outbox = agent.outbox.clone();

@@ -10,7 +10,7 @@ use edge_agent::store::{Store, StoreOptions};
 use edge_agent::sync::backup::{self, file};
 use edge_agent::sync::buffer;
 use edge_agent::sync::lock::FlockLock;
-use edge_agent::sync::{Engine, SyncError};
+use edge_agent::sync::SyncError;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -169,7 +169,7 @@ async fn a_backup_with_zero_users_from_a_device_reporting_users_is_an_error() {
         .unwrap()
         .store;
     let lock = FlockLock::new(dir.path().join("locks"), 1, Duration::ZERO);
-    let engine = Engine::new(store, "gw", Arc::new(lock));
+    let engine = sync_support::engine(&store, "gw", Arc::new(lock));
     let backups = dir.path().join("backups");
     let err = engine.backup(&EmptyButCounted, &backups).await.unwrap_err();
     assert!(

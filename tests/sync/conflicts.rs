@@ -5,18 +5,19 @@
 //! leaves the buffer consistent. A device-side change of a mapped user is a conflict too.
 
 use device_protocols::aiface::CredentialValue;
+use edge_agent::audit::{Audit, AuditEntry, AuditQuery, Operation};
 use edge_agent::device::{
     Credential, DeviceSession, FetchMode, ReadError, ReadSink, ReadUser, UserRead,
 };
-use edge_agent::events::{DeviceUser, EventBody, PersonAttributes, Resolution};
+use edge_agent::events::{DeviceUser, Event, EventBody, PersonAttributes, Resolution};
 use edge_agent::store::{Store, StoreOptions, TreeName};
 use edge_agent::sync::buffer::{self, MappingStatus};
 use edge_agent::sync::conflicts::{self, ConflictDecision};
 use edge_agent::sync::credentials::{self, StoredCredential, StoredValue};
 use edge_agent::sync::lock::FlockLock;
-use edge_agent::sync::mapping::{self, MappingOutcome, MappingState, UpstreamMapping};
-use edge_agent::sync::ports::{AuditOperation, AuditQuery, AuditTrail, StoreAudit, StoreOutbox};
+use edge_agent::sync::mapping::{self, MappingOutcome, MappingState, MappingUpdate};
 use edge_agent::sync::{Engine, SyncError};
+use edge_agent::upstream::Outbox;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -94,13 +95,41 @@ fn status(store: &Store, user: &str) -> String {
         .unwrap()
 }
 
+/// Every event queued in the outbox of `store`, oldest first.
+fn queued_events(store: &Store) -> Vec<Event> {
+    Outbox::open(store, u64::MAX)
+        .unwrap()
+        .peek(usize::MAX)
+        .unwrap()
+        .into_iter()
+        .map(|queued| queued.event)
+        .collect()
+}
+
+/// The audit entries of `store` matching `query`, newest first.
+fn audit_entries(store: &Store, query: AuditQuery) -> Vec<AuditEntry> {
+    Audit::new(store.clone())
+        .query(&query)
+        .unwrap()
+        .entries
+        .into_iter()
+        .map(|(_, entry)| entry)
+        .collect()
+}
+
 fn setup() -> (tempfile::TempDir, Store, Engine) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&StoreOptions::at(dir.path().join("store")))
         .unwrap()
         .store;
     let lock = FlockLock::new(dir.path().join("locks"), 1, Duration::ZERO);
-    let engine = Engine::new(store.clone(), "gw", Arc::new(lock));
+    let engine = Engine::new(
+        store.clone(),
+        "gw",
+        Arc::new(lock),
+        Outbox::open(&store, u64::MAX).unwrap(),
+        Audit::new(store.clone()),
+    );
     (dir, store, engine)
 }
 
@@ -128,7 +157,7 @@ async fn a_mapping_is_pending_until_confirmed_and_a_disagreement_becomes_a_confl
         .unwrap();
     assert_eq!(status(&store, "1"), "pending");
     let outcome = engine
-        .apply_upstream_mapping(&UpstreamMapping::Confirmed {
+        .apply_upstream_mapping(&MappingUpdate::Confirmed {
             device_id: DEVICE.into(),
             user_id: "1".into(),
             person: person("P1", "Ann", "3000000001"),
@@ -148,7 +177,7 @@ async fn a_mapping_is_pending_until_confirmed_and_a_disagreement_becomes_a_confl
         .await
         .unwrap();
     let outcome = engine
-        .apply_upstream_mapping(&UpstreamMapping::PersonNotFound {
+        .apply_upstream_mapping(&MappingUpdate::PersonNotFound {
             device_id: DEVICE.into(),
             user_id: "2".into(),
             person_id: "P404".into(),
@@ -159,7 +188,7 @@ async fn a_mapping_is_pending_until_confirmed_and_a_disagreement_becomes_a_confl
     assert_eq!(status(&store, "2"), "unmapped");
 
     let outcome = engine
-        .apply_upstream_mapping(&UpstreamMapping::Confirmed {
+        .apply_upstream_mapping(&MappingUpdate::Confirmed {
             device_id: DEVICE.into(),
             user_id: "2".into(),
             person: person("P2", "Robert", "3000000002"),
@@ -187,7 +216,7 @@ async fn a_mapping_is_pending_until_confirmed_and_a_disagreement_becomes_a_confl
     assert_eq!(applied.conflicts, ["1"]);
     assert_eq!(status(&store, "1"), "conflict");
 
-    let events = StoreOutbox::new(store.clone()).events().unwrap();
+    let events = queued_events(&store);
     let kinds: Vec<&str> = events
         .iter()
         .filter_map(|e| match &e.body {
@@ -238,7 +267,7 @@ async fn resolutions_write_only_updates_to_the_device_and_are_audited_with_the_a
             &format!("400000000{id}"),
         );
         engine
-            .apply_upstream_mapping(&UpstreamMapping::Confirmed {
+            .apply_upstream_mapping(&MappingUpdate::Confirmed {
                 device_id: DEVICE.into(),
                 user_id: id.into(),
                 person: upstream,
@@ -320,21 +349,79 @@ async fn resolutions_write_only_updates_to_the_device_and_are_audited_with_the_a
     for id in ["1", "2", "3"] {
         assert_eq!(status(&store, id), MappingStatus::Mapped.as_str());
     }
-    let resolutions = StoreAudit::new(store.clone())
-        .query(&AuditQuery {
-            operation: Some(AuditOperation::Resolution),
+    let resolutions = audit_entries(
+        &store,
+        AuditQuery {
+            operation: Some(Operation::Resolution),
             ..AuditQuery::default()
-        })
-        .unwrap();
+        },
+    );
     assert_eq!(resolutions.len(), 3);
     assert!(resolutions.iter().all(|e| e.actor == "alice"));
-    let resolved = StoreOutbox::new(store.clone())
-        .events()
-        .unwrap()
+    let resolved = queued_events(&store)
         .into_iter()
         .filter(
             |e| matches!(&e.body, EventBody::ConflictResolved { admin, .. } if admin == "alice"),
         )
         .count();
     assert_eq!(resolved, 3);
+}
+
+#[tokio::test]
+async fn a_link_removed_upstream_unmaps_the_user_and_is_audited() {
+    let (_dir, store, engine) = setup();
+    engine
+        .apply_read(
+            DEVICE,
+            &read_of(&[device_user("1", "Ann", "3000000001")]),
+            0,
+        )
+        .await
+        .unwrap();
+    let confirmed = MappingUpdate::Confirmed {
+        device_id: DEVICE.into(),
+        user_id: "1".into(),
+        person: person("P1", "Ann", "3000000001"),
+    };
+    assert_eq!(
+        engine.apply_upstream_mapping(&confirmed).await.unwrap(),
+        MappingOutcome::Mapped
+    );
+    assert_eq!(status(&store, "1"), "mapped");
+
+    let outcome = engine
+        .apply_upstream_mapping(&MappingUpdate::Removed {
+            device_id: DEVICE.into(),
+            user_id: "1".into(),
+            person_id: "P1".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(outcome, MappingOutcome::Dropped);
+    assert_eq!(status(&store, "1"), "unmapped");
+    assert!(mapping::get(&store, DEVICE, "1").unwrap().is_none());
+    let audited = audit_entries(
+        &store,
+        AuditQuery {
+            device_user_id: Some("1".into()),
+            operation: Some(Operation::Mapping),
+            ..AuditQuery::default()
+        },
+    );
+    assert!(
+        audited[0].detail.contains("removed the link to person P1"),
+        "{audited:?}"
+    );
+
+    // A user the agent has not read has nothing to link; nothing is stored.
+    let unknown = MappingUpdate::Confirmed {
+        device_id: DEVICE.into(),
+        user_id: "77".into(),
+        person: person("P77", "Zed", "1"),
+    };
+    assert_eq!(
+        engine.apply_upstream_mapping(&unknown).await.unwrap(),
+        MappingOutcome::UnknownUser
+    );
+    assert!(mapping::get(&store, DEVICE, "77").unwrap().is_none());
 }

@@ -5,7 +5,6 @@ use edge_agent::events::Event;
 use edge_agent::store::{Store, StoreOptions, TreeName};
 use edge_agent::sync::buffer::{self, BufferRecord};
 use edge_agent::sync::credentials::StoredCredential;
-use edge_agent::sync::ports::StoreOutbox;
 use edge_agent::sync::snapshot::{self, SnapshotUser};
 use edge_agent::sync::{history, state};
 use std::collections::BTreeMap;
@@ -33,7 +32,7 @@ fn picture(store_dir: &Path) -> (Picture, u64) {
             .map(|entry| entry.unwrap().1)
             .collect(),
         snapshot: snapshot::load(&store, DEVICE).unwrap(),
-        events: StoreOutbox::new(store.clone()).events().unwrap(),
+        events: sync_support::queued_events(&store),
         credentials: store
             .scan_prefix::<StoredCredential>(TreeName::Credentials, [])
             .collect::<Result<_, _>>()
@@ -152,7 +151,7 @@ fn migrate_twice_gives_the_same_store_and_the_listings_show_it() {
         &config,
     );
     assert_eq!(
-        audit.lines().filter(|l| l.contains("discovered")).count(),
+        audit.lines().filter(|l| l.contains("discovery")).count(),
         5,
         "{audit}"
     );
@@ -160,7 +159,7 @@ fn migrate_twice_gives_the_same_store_and_the_listings_show_it() {
     let user7 = edge_agent(&["audit", "query", "--user", "7", "--json"], &config);
     let entries: serde_json::Value = serde_json::from_str(&user7).unwrap();
     assert_eq!(entries.as_array().unwrap().len(), 1, "{user7}");
-    assert_eq!(entries[0]["operation"], "discovered");
+    assert_eq!(entries[0]["operation"], "discovery");
 
     // The backup commands through the binary too (the emulator reconnects to each run).
     let created = edge_agent(

@@ -2,18 +2,18 @@
 //! the buffer, on-device deletions become missing-user warnings (and nothing destructive is
 //! ever sent), and an interrupted read changes nothing.
 
+use edge_agent::audit::{Audit, AuditEntry, AuditQuery, Operation};
 use edge_agent::events::EventBody;
 use edge_agent::lifecycle::Tasks;
 use edge_agent::store::{Store, StoreOptions};
 use edge_agent::sync::buffer;
 use edge_agent::sync::clock::format_ms;
 use edge_agent::sync::poll::PollOutcome;
-use edge_agent::sync::ports::{AuditOperation, AuditQuery, AuditTrail, StoreAudit, StoreOutbox};
 use edge_agent::sync::{snapshot, state};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use sync_support::{Agent, DEVICE, PATIENCE};
+use sync_support::{queued_events, Agent, DEVICE, PATIENCE};
 use test_support::agent::sync as sync_support;
 
 /// Log lines written while a test runs (the tests use a current-thread runtime, so a
@@ -99,18 +99,19 @@ async fn a_keypad_enrolment_is_buffered_as_unmapped_by_the_poll_it_triggers() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let events = StoreOutbox::new(store.clone()).events().unwrap();
+    let events = queued_events(&store);
     assert!(events
         .iter()
         .any(|e| matches!(&e.body, EventBody::UserDiscovered(u) if u.user_id == "4")));
-    let audit = StoreAudit::new(store.clone())
-        .query(&AuditQuery {
-            user_id: Some("4".into()),
+    let audit = audit_entries(
+        &store,
+        AuditQuery {
+            device_user_id: Some("4".into()),
             ..AuditQuery::default()
-        })
-        .unwrap();
+        },
+    );
     assert_eq!(audit.len(), 1, "{audit:?}");
-    assert_eq!(audit[0].operation, AuditOperation::Discovered);
+    assert_eq!(audit[0].operation, Operation::Discovery);
 
     // `sync-now` wakes the loop for one more complete read.
     assert!(!sync.sync_now("no-such-device"));
@@ -214,9 +215,7 @@ async fn users_deleted_on_the_device_are_reported_missing_by_name_and_last_seen_
     .map(|(id, s)| (id.to_string(), s.to_string()))
     .collect();
     assert_eq!(status, expected);
-    let alerts: Vec<_> = StoreOutbox::new(agent.store.clone())
-        .events()
-        .unwrap()
+    let alerts: Vec<_> = queued_events(&agent.store)
         .into_iter()
         .filter_map(|e| match e.body {
             EventBody::UserMissing {
@@ -260,7 +259,7 @@ async fn a_read_interrupted_mid_page_changes_nothing_and_raises_no_missing_alert
     let snapshot_before = snapshot::load(&agent.store, DEVICE).unwrap();
     let state_before = state::load(&agent.store, DEVICE).unwrap();
     let buffer_before = buffer::list(&agent.store, Some(DEVICE), None).unwrap();
-    let events_before = StoreOutbox::new(agent.store.clone()).events().unwrap();
+    let events_before = queued_events(&agent.store);
 
     // Users 1–3 are gone AND the terminal drops the link on the third page of the list.
     let mut faulty = knobs.to_vec();
@@ -286,17 +285,17 @@ async fn a_read_interrupted_mid_page_changes_nothing_and_raises_no_missing_alert
         buffer_before
     );
     assert_eq!(
-        StoreOutbox::new(agent.store.clone()).events().unwrap(),
+        queued_events(&agent.store),
         events_before,
         "no event at all, so no missing-user alert"
     );
-    let audit = StoreAudit::new(agent.store.clone());
-    let incomplete = audit
-        .query(&AuditQuery {
-            operation: Some(AuditOperation::ReadIncomplete),
+    let incomplete = audit_entries(
+        &agent.store,
+        AuditQuery {
+            operation: Some(Operation::ReadIncomplete),
             ..AuditQuery::default()
-        })
-        .unwrap();
+        },
+    );
     assert_eq!(incomplete.len(), 1, "the failed read is audited");
     let health = &agent.engine.health()[DEVICE];
     assert_eq!(health.consecutive_failures, 1, "{health:?}");
@@ -317,12 +316,13 @@ async fn a_read_interrupted_mid_page_changes_nothing_and_raises_no_missing_alert
     };
     let missing: Vec<_> = applied.missing.iter().map(|m| m.user_id.as_str()).collect();
     assert_eq!(missing, ["1", "2", "3"]);
-    let dropped = audit
-        .query(&AuditQuery {
-            operation: Some(AuditOperation::CountDropped),
+    let dropped = audit_entries(
+        &agent.store,
+        AuditQuery {
+            operation: Some(Operation::CountDropped),
             ..AuditQuery::default()
-        })
-        .unwrap();
+        },
+    );
     assert_eq!(dropped.len(), 1, "{dropped:?}");
     assert!(
         dropped[0].detail.contains("announced 57 users"),
@@ -333,4 +333,15 @@ async fn a_read_interrupted_mid_page_changes_nothing_and_raises_no_missing_alert
     second.stop();
     sync_support::assert_consistent(&agent.store, DEVICE);
     agent.stop().await;
+}
+
+/// The audit entries of `store` matching `query`, newest first.
+fn audit_entries(store: &Store, query: AuditQuery) -> Vec<AuditEntry> {
+    Audit::new(store.clone())
+        .query(&query)
+        .unwrap()
+        .entries
+        .into_iter()
+        .map(|(_, entry)| entry)
+        .collect()
 }

@@ -2,6 +2,7 @@
 //! last seen (with its cached credentials), a user still on the device never is, old audit and
 //! history entries go after their retention, and old backups go but never a device's newest.
 
+use edge_agent::audit::{Audit, AuditQuery, Operation};
 use edge_agent::device::{ReadUser, UserRead};
 use edge_agent::events::DeviceUser;
 use edge_agent::store::{Store, StoreOptions, TreeName};
@@ -12,9 +13,9 @@ use edge_agent::sync::clock::ManualClock;
 use edge_agent::sync::credentials::{self, StoredCredential, StoredValue};
 use edge_agent::sync::history;
 use edge_agent::sync::lock::FlockLock;
-use edge_agent::sync::ports::{AuditOperation, AuditQuery, AuditTrail, StoreAudit};
 use edge_agent::sync::retention::RetentionPolicy;
 use edge_agent::sync::Engine;
+use edge_agent::upstream::Outbox;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -63,8 +64,14 @@ async fn retention_sweeps_only_what_is_gone_and_old_enough() {
         .store;
     let clock = ManualClock::at(T0);
     let lock = FlockLock::new(dir.path().join("locks"), 1, Duration::ZERO);
-    let engine =
-        Engine::new(store.clone(), "gw", Arc::new(lock)).with_clock(Arc::new(clock.clone()));
+    let engine = Engine::new(
+        store.clone(),
+        "gw",
+        Arc::new(lock),
+        Outbox::open(&store, u64::MAX).unwrap(),
+        Audit::new(store.clone()),
+    )
+    .with_clock(Arc::new(clock.clone()));
     let policy = RetentionPolicy {
         buffer: Duration::from_secs(90 * 86_400),
         audit: Duration::from_secs(30 * 86_400),
@@ -126,13 +133,15 @@ async fn retention_sweeps_only_what_is_gone_and_old_enough() {
         "history past 30 days swept"
     );
 
-    let audit = StoreAudit::new(store.clone())
+    let audit: Vec<_> = Audit::new(store.clone())
         .query(&AuditQuery::default())
-        .unwrap();
+        .unwrap()
+        .entries
+        .into_iter()
+        .map(|(_, entry)| entry)
+        .collect();
     assert!(
-        audit
-            .iter()
-            .all(|e| e.operation == AuditOperation::Retention),
+        audit.iter().all(|e| e.operation == Operation::Retention),
         "only the sweeps' own entries are left: {audit:?}"
     );
     assert_eq!(audit.len(), 2);

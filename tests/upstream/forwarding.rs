@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use edge_agent::store::AlarmKind;
+use edge_agent::sync::mapping::{self as owner, MappingState};
 use edge_agent::upstream::{mapping, UpstreamClient};
 use serde_json::json;
 use test_support::agent::upstream::{options, punch, token_file, AgentSide, TOKEN};
@@ -256,38 +257,45 @@ async fn mappings_are_pulled_incrementally_from_the_stored_cursor() {
     double.add_mapping("dev1", "7", person("p7", "Ana"), false);
     double.add_mapping("dev1", "8", person("p8", "Bo"), false);
     double.add_mapping("dev2", "7", person("p9", "Cy"), false);
+    // The sync engine owns the mappings: it links only users it has read from a device.
+    agent.buffer_users("dev1", &["7", "8", "9"]).await;
+    agent.buffer_users("dev2", &["7"]).await;
+    let sink = agent.engine.as_ref();
 
     assert_eq!(
-        mapping::pull(&client, &agent.store, "agent-1")
+        mapping::pull(&client, &agent.store, sink, "agent-1")
             .await
             .unwrap(),
         3
     );
     assert_eq!(mapping::stored_cursor(&agent.store).unwrap(), "3");
-    let stored = mapping::mapping(&agent.store, "dev1", "8")
-        .unwrap()
-        .unwrap();
-    assert_eq!(stored.person.name, "Bo");
+    let stored = owner::get(&agent.store, "dev1", "8").unwrap().unwrap();
+    assert_eq!(stored.person.unwrap().name, "Bo");
+    assert_eq!(
+        (stored.person_id.as_str(), stored.state),
+        ("p8", MappingState::Confirmed)
+    );
+    assert_eq!(
+        owner::get(&agent.store, "dev2", "7")
+            .unwrap()
+            .unwrap()
+            .person_id,
+        "p9"
+    );
 
     double.add_mapping("dev1", "8", person("p8", "Bo"), true);
     double.add_mapping("dev1", "9", person("p10", "Di"), false);
     assert_eq!(
-        mapping::pull(&client, &agent.store, "agent-1")
+        mapping::pull(&client, &agent.store, sink, "agent-1")
             .await
             .unwrap(),
         2
     );
-    assert!(mapping::mapping(&agent.store, "dev1", "8")
-        .unwrap()
-        .is_none());
-    assert!(mapping::mapping(&agent.store, "dev1", "9")
-        .unwrap()
-        .is_some());
-    assert!(mapping::mapping(&agent.store, "dev1", "7")
-        .unwrap()
-        .is_some());
+    assert!(owner::get(&agent.store, "dev1", "8").unwrap().is_none());
+    assert!(owner::get(&agent.store, "dev1", "9").unwrap().is_some());
+    assert!(owner::get(&agent.store, "dev1", "7").unwrap().is_some());
     assert_eq!(
-        mapping::pull(&client, &agent.store, "agent-1")
+        mapping::pull(&client, &agent.store, sink, "agent-1")
             .await
             .unwrap(),
         0
@@ -328,12 +336,13 @@ async fn start_follows_the_config_and_never_blocks_queueing() {
         .unwrap()
     };
     let store = test_support::agent::open_store(dir.path());
+    let outbox = upstream::Outbox::open(&store, CAP).unwrap();
+    let engine = test_support::agent::upstream::engine(dir.path(), &store, &outbox);
 
     // Without a URL events are kept; with an unreadable token the forwarder is not started
     // but events are still kept; both say why in status.
     let mut tasks = Tasks::new();
-    let outbox = || upstream::open_outbox(&config(""), &store).unwrap();
-    let idle = upstream::start(&mut tasks, &config(""), outbox());
+    let idle = upstream::start(&mut tasks, &config(""), outbox.clone(), engine.clone());
     assert_eq!(
         idle.status().unwrap().forwarder,
         ForwarderState::NotConfigured
@@ -345,7 +354,8 @@ async fn start_follows_the_config_and_never_blocks_queueing() {
             "url = \"{}\"\ntoken_file = \"/nonexistent/token\"",
             double.url()
         )),
-        outbox(),
+        outbox.clone(),
+        engine.clone(),
     );
     let ForwarderState::Failed(reason) = broken.status().unwrap().forwarder else {
         panic!("a missing token file must show as a failed forwarder");
@@ -361,7 +371,8 @@ async fn start_follows_the_config_and_never_blocks_queueing() {
             double.url(),
             token.display()
         )),
-        outbox(),
+        outbox,
+        engine,
     );
     assert_eq!(running.status().unwrap().forwarder, ForwarderState::Running);
     wait_for(LIMIT, "the queued event to be applied", || {
@@ -377,6 +388,7 @@ async fn mappings_are_pulled_again_when_the_upstream_comes_back() {
     double.set_outage(true);
     let mut agent = AgentSide::new(CAP);
     enqueue_punches(&agent, "dev1", 0..1).await;
+    agent.buffer_users("dev1", &["7"]).await;
     // The schedule alone would pull again only in an hour.
     agent.start(&options(
         &double.url(),
@@ -400,7 +412,7 @@ async fn mappings_are_pulled_again_when_the_upstream_comes_back() {
     double.set_outage(false);
     let store = agent.store.clone();
     wait_for(LIMIT, "the mapping pulled after reconnecting", || {
-        mapping::mapping(&store, "dev1", "7").unwrap().is_some()
+        owner::get(&store, "dev1", "7").unwrap().is_some()
     })
     .await;
     agent.stop().await;

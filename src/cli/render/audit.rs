@@ -3,23 +3,20 @@
 
 use serde_json::Value;
 
+use crate::audit::{AuditEntry, AuditQuery};
 use crate::sync::clock::format_ms;
-use crate::sync::ports::{AuditEntry, AuditQuery};
 
-/// The entries as a technician reads them; `query` gives the page for the paging hint.
-pub fn entries(entries: &[AuditEntry], query: &AuditQuery) -> String {
+/// The entries as a technician reads them; `query` and `offset` give the page for the paging
+/// hint.
+pub fn entries(entries: &[AuditEntry], query: &AuditQuery, offset: usize) -> String {
     let mut out = String::new();
     for entry in entries {
         out.push_str(&format!(
             "{}  {:<15} {:<12} {:<10} {:<12} {}\n",
-            format_ms(entry.at_ms),
+            format_ms(entry.at_unix_ms),
             entry.operation.as_str(),
-            if entry.device_id.is_empty() {
-                "-"
-            } else {
-                &entry.device_id
-            },
-            entry.user_id.as_deref().unwrap_or("-"),
+            entry.device_id.as_deref().unwrap_or("-"),
+            entry.device_user_id.as_deref().unwrap_or("-"),
             entry.actor,
             entry.detail
         ));
@@ -30,7 +27,7 @@ pub fn entries(entries: &[AuditEntry], query: &AuditQuery) -> String {
         out.push_str(&format!(
             "(page of {}; more with --offset {})\n",
             query.limit,
-            query.offset + query.limit
+            offset + query.limit
         ));
     }
     out
@@ -43,11 +40,11 @@ pub fn entries_json(entries: &[AuditEntry]) -> Value {
 
 fn entry_json(entry: &AuditEntry) -> Value {
     serde_json::json!({
-        "at": format_ms(entry.at_ms),
-        "at_ms": entry.at_ms,
+        "at": format_ms(entry.at_unix_ms),
+        "at_ms": entry.at_unix_ms,
         "operation": entry.operation.as_str(),
-        "device_id": entry.device_id,
-        "user_id": entry.user_id,
+        "device_id": entry.device_id.as_deref().unwrap_or_default(),
+        "user_id": entry.device_user_id,
         "actor": entry.actor,
         "detail": entry.detail,
     })

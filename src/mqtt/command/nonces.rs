@@ -123,7 +123,13 @@ mod tests {
             keep_until_unix_s: 1,
             key: "k".into(),
         };
-        let golden = [1, 2, 1, b'k'];
+        // version 1 | body: what stores written before the kind was stored hold.
+        let untagged = [1, 2, 1, b'k'];
+        assert_eq!(envelope::decode::<NonceRecord>(&untagged).unwrap(), record);
+        // tag 0 | kind "command_nonce" length-prefixed | the same version and body
+        let mut golden = vec![0, 13];
+        golden.extend_from_slice(b"command_nonce");
+        golden.extend_from_slice(&untagged);
         assert_eq!(envelope::encode(&record).unwrap(), golden);
     }
 }

@@ -7,9 +7,9 @@ pub mod file;
 pub use file::{BackupError, BackupInfo};
 
 use super::credentials::StoreSink;
-use super::ports::AuditOperation;
 use super::state::{self, SyncState};
 use super::{Engine, SyncError};
+use crate::audit::{self, AuditEntry, Operation};
 use crate::device::{Credential, DeviceSession, FetchMode, HeldCredential, ReadProgress, ReadSink};
 use crate::store::TreeName;
 use file::BackupWriter;
@@ -110,7 +110,7 @@ impl Engine {
         self.audit_now(
             device_id,
             None,
-            AuditOperation::Backup,
+            Operation::Backup,
             "agent",
             format!("backup FAILED: {error}"),
         )
@@ -119,11 +119,11 @@ impl Engine {
 
     /// Records the new backup in the device's sync state and the audit log, durably.
     async fn backup_done(&self, device_id: &str, info: &BackupInfo) -> Result<(), SyncError> {
-        let audit = self.audit().prepare(vec![super::ports::AuditEntry {
-            at_ms: self.now_ms(),
-            operation: AuditOperation::Backup,
-            device_id: device_id.to_string(),
-            user_id: None,
+        let audit = self.audit().prepare(vec![AuditEntry {
+            at_unix_ms: self.now_ms(),
+            operation: Operation::Backup,
+            device_id: Some(device_id.to_string()),
+            device_user_id: None,
             actor: "agent".to_string(),
             detail: format!(
                 "backup written: {} ({} users, {} credentials, {} bytes, sha256 {})",
@@ -141,8 +141,8 @@ impl Engine {
                     .get(TreeName::SyncState, device_id.as_bytes())?
                     .unwrap_or_default();
                 state.last_backup_ms = Some(created);
-                tx.insert(TreeName::SyncState, device_id.as_bytes(), &state)?;
-                self.audit().append(tx, &audit)
+                state::put_in(tx, device_id.as_bytes(), &state)?;
+                audit::append_in(tx, &audit)
             })?;
         self.store().make_durable().await?;
         tracing::info!(

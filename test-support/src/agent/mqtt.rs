@@ -7,7 +7,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use edge_agent::mqtt::backoff::BackoffPolicy;
+use edge_agent::backoff::BackoffPolicy;
 use edge_agent::mqtt::{ControlPlane, Tuning};
 use edge_agent::ops::logging::{self, JournaldMode, LogOptions, LoggingHandle};
 use rumqttc::v5::mqttbytes::v5::Packet;

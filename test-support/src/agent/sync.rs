@@ -2,15 +2,16 @@
 //! with that one device, an agent-side listener with a sync engine over a temporary store, and
 //! the store consistency check.
 
+use edge_agent::audit::Audit;
 use edge_agent::config::{self, Config};
 use edge_agent::device::aiface::{AifaceHub, AifaceServer, AifaceSession};
-use edge_agent::events::EventBody;
+use edge_agent::events::{Event, EventBody};
 use edge_agent::lifecycle::Tasks;
 use edge_agent::store::{Store, StoreOptions};
 use edge_agent::sync::buffer::{self, MappingStatus};
 use edge_agent::sync::lock::FlockLock;
-use edge_agent::sync::ports::StoreOutbox;
 use edge_agent::sync::{history, snapshot, state, Engine};
+use edge_agent::upstream::Outbox;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,6 +19,29 @@ use std::time::{Duration, Instant};
 
 use crate::emulator::{Emulator, Protocol};
 use crate::net::free_port;
+
+/// An engine over `store` with the real outbox (uncapped) and audit log.
+pub fn engine(store: &Store, agent_id: &str, lock: Arc<FlockLock>) -> Engine {
+    let outbox = Outbox::open(store, u64::MAX).expect("open the outbox");
+    Engine::new(
+        store.clone(),
+        agent_id,
+        lock,
+        outbox,
+        Audit::new(store.clone()),
+    )
+}
+
+/// Every event queued in the outbox of `store`, oldest first.
+pub fn queued_events(store: &Store) -> Vec<Event> {
+    Outbox::open(store, u64::MAX)
+        .expect("open the outbox")
+        .peek(usize::MAX)
+        .expect("read the outbox")
+        .into_iter()
+        .map(|queued| queued.event)
+        .collect()
+}
 
 /// The serial number every test emulator registers with.
 pub const SN: &str = "SIM00000001";
@@ -98,7 +122,7 @@ impl Agent {
         let mut tasks = Tasks::new();
         tasks.spawn("aiface-listener", move |stop| server.run(stop));
         let lock = FlockLock::new(config.lock.dir.clone(), 2, Duration::from_millis(50));
-        let engine = Arc::new(Engine::new(store.clone(), "gw-test", Arc::new(lock)));
+        let engine = Arc::new(engine(&store, "gw-test", Arc::new(lock)));
         Agent {
             dir,
             config,
@@ -171,7 +195,7 @@ pub fn assert_consistent(store: &Store, device: &str) {
         .collect();
     let in_snapshot: BTreeSet<&str> = snapshot.keys().map(String::as_str).collect();
     assert_eq!(present, in_snapshot, "buffer users present vs snapshot");
-    let events = StoreOutbox::new(store.clone()).events().unwrap();
+    let events = queued_events(store);
     let keys: BTreeSet<&str> = events.iter().map(|e| e.key.as_str()).collect();
     assert_eq!(keys.len(), events.len(), "event keys are unique");
     let discovered = events

@@ -3,11 +3,16 @@
 //! [`crate::upstream_double::UpstreamDouble`].
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
-use edge_agent::events::{Event, EventBody, EventKey, Punch};
+use edge_agent::audit::Audit;
+use edge_agent::device::{ReadUser, UserRead};
+use edge_agent::events::{DeviceUser, Event, EventBody, EventKey, Punch};
 use edge_agent::lifecycle::Tasks;
 use edge_agent::store::Store;
+use edge_agent::sync::lock::FlockLock;
+use edge_agent::sync::Engine;
 use edge_agent::upstream::{self, ClientSettings, ForwarderOptions, Outbox, UpstreamClient};
 
 use super::open_store;
@@ -64,7 +69,21 @@ pub fn punch(device: &str, n: u64, token: u64) -> Event {
     }
 }
 
-/// The agent side of a test: a store, its outbox and (once started) the forwarder.
+/// The sync engine over `store` and `outbox` (locks in `dir/locks`): the owner the mapping
+/// puller hands its pages to.
+pub fn engine(dir: &Path, store: &Store, outbox: &Outbox) -> Arc<Engine> {
+    let lock = FlockLock::new(dir.join("locks"), 1, Duration::ZERO);
+    Arc::new(Engine::new(
+        store.clone(),
+        "agent-1",
+        Arc::new(lock),
+        outbox.clone(),
+        Audit::new(store.clone()),
+    ))
+}
+
+/// The agent side of a test: a store, its outbox, the sync engine that owns the mappings and
+/// (once started) the forwarder and mapping puller.
 pub struct AgentSide {
     /// Holds the store; removed on drop.
     pub dir: tempfile::TempDir,
@@ -72,6 +91,8 @@ pub struct AgentSide {
     pub store: Store,
     /// The outbox over the store.
     pub outbox: Outbox,
+    /// The sync engine, owner of the mappings the puller hands over.
+    pub engine: Arc<Engine>,
     /// The forwarder's tasks, once started.
     pub tasks: Option<Tasks>,
     /// The forwarder's handle, once started.
@@ -84,10 +105,17 @@ impl AgentSide {
         let dir = tempfile::tempdir().expect("temporary directory");
         let store = open_store(dir.path());
         let outbox = Outbox::open(&store, max_bytes).expect("open the outbox");
+        AgentSide::over(dir, store, outbox)
+    }
+
+    /// The agent side over an open `store` and `outbox`, with locks in `dir`.
+    pub fn over(dir: tempfile::TempDir, store: Store, outbox: Outbox) -> AgentSide {
+        let engine = engine(dir.path(), &store, &outbox);
         AgentSide {
             dir,
             store,
             outbox,
+            engine,
             tasks: None,
             upstream: None,
         }
@@ -101,9 +129,37 @@ impl AgentSide {
             &mut tasks,
             self.outbox.clone(),
             client,
+            self.engine.clone(),
             options,
         ));
         self.tasks = Some(tasks);
+    }
+
+    /// Buffers device users `ids` of `device` through a complete read, so that mappings pulled
+    /// for them have a user to link.
+    pub async fn buffer_users(&self, device: &str, ids: &[&str]) {
+        let read = UserRead {
+            users: ids
+                .iter()
+                .map(|id| {
+                    let user = DeviceUser {
+                        user_id: id.to_string(),
+                        ..DeviceUser::default()
+                    };
+                    let read = ReadUser {
+                        user,
+                        slots: Vec::new(),
+                    };
+                    (id.to_string(), read)
+                })
+                .collect(),
+            device_user_count: ids.len() as u64,
+            ..UserRead::default()
+        };
+        self.engine
+            .apply_read(device, &read, 0)
+            .await
+            .expect("buffer the users");
     }
 
     /// Stops the forwarder.
