@@ -1,8 +1,8 @@
 //! edge-agent: keeps a complete, durable picture of who is enrolled on each biometric terminal,
 //! never deletes a device user, and forwards every change upstream exactly once.
 //!
-//! The binary (`src/main.rs`) is a thin shell over this library's [`cli`] module so that integration tests and
-//! benchmarks drive exactly the code that runs on the box.
+//! The binary (`src/main.rs`) is a thin shell over this library's [`cli`] module so that
+//! integration tests and benchmarks drive exactly the code that runs on the box.
 //!
 //! Start with `docs/ARCHITECTURE.md` at the repository root: the data flow, the module map and
 //! which module may import which, the store layout with the one writer of each tree, the
@@ -18,6 +18,7 @@ pub mod ctl;
 pub mod demo;
 pub mod device;
 pub mod events;
+pub mod exit_status;
 pub mod lifecycle;
 pub mod mqtt;
 pub mod ops;
@@ -35,3 +36,6 @@ pub fn version_line() -> String {
         std::env::consts::OS
     )
 }
+
+#[cfg(test)]
+mod layering;

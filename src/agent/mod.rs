@@ -33,9 +33,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 /// Exit code when the config cannot be used at start (systemd shows it; `check-config` explains).
-const EXIT_BAD_CONFIG: u8 = crate::cli::ExitStatus::BadConfig.code();
+const EXIT_BAD_CONFIG: u8 = crate::exit_status::ExitStatus::BadConfig.code();
 /// Exit code when a second stop signal cut a slow shutdown short.
-const EXIT_FORCED: u8 = crate::cli::ExitStatus::Forced.code();
+const EXIT_FORCED: u8 = crate::exit_status::ExitStatus::Forced.code();
 
 /// Runs the agent until it is told to stop; the entry point of `edge-agent run`.
 pub fn run_blocking(config_path: PathBuf) -> ExitCode {

@@ -27,7 +27,6 @@
 pub mod config;
 pub mod ctl;
 pub mod demo;
-mod exit;
 mod oneshot;
 pub mod probe;
 pub mod render;
@@ -36,7 +35,7 @@ pub mod status;
 pub mod store_tools;
 pub mod version;
 
-pub use exit::ExitStatus;
+pub use crate::exit_status::ExitStatus;
 
 use std::ffi::OsString;
 use std::process::ExitCode;

@@ -7,6 +7,7 @@
 
 mod human;
 mod load;
+pub mod log_level;
 mod secrets;
 mod validate;
 

@@ -186,7 +186,7 @@ fn valid_host_port(address: &str) -> bool {
 }
 
 fn check_log(findings: &mut Findings, config: &Config) {
-    if let Err(err) = crate::ops::logging::parse_level(&config.log.level) {
+    if let Err(err) = super::log_level::parse_level(&config.log.level) {
         findings.error("log.level", err.to_string());
     }
     if config.log.max_files == 0 {

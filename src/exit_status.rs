@@ -1,5 +1,9 @@
 //! The exit codes of every `edge-agent` command, in one place, so that a code means the same
 //! thing whichever command returns it and scripts, systemd and operators can rely on it.
+//!
+//! A leaf module (it imports nothing from the crate): both the command line (`crate::cli`) and
+//! the running agent (`crate::agent`) end with these codes, and `cli` starts `agent`, so the
+//! codes cannot live in `cli` without a cycle.
 
 use std::process::ExitCode;
 
