@@ -38,7 +38,7 @@ pub async fn start_core(tasks: &mut Tasks, config: &Config, store: &Store) -> an
 /// The engine of the running agent: the configured device lock (flock), the system clock, the
 /// agent's outbox and audit log. The upstream mapping puller hands it what it pulls (it owns the
 /// mappings), so it is built before both the sync loops and the upstream.
-pub fn engine(config: &Config, store: &Store, outbox: Outbox) -> Engine {
+pub(super) fn engine(config: &Config, store: &Store, outbox: Outbox) -> Engine {
     if config.lock.mode != LockMode::Flock {
         tracing::warn!(
             "[lock] mode = arbiter is not available in this build yet; using flock locks (one box only)"

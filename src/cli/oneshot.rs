@@ -11,7 +11,7 @@ use crate::config::Config;
 /// `command` on a runtime, prints the text it returns and exits with the status it returns; an
 /// error is printed on stderr and is [`ExitStatus::Failed`]. (The store commands among them
 /// need the agent stopped; see `crate::sync::tools`.)
-pub fn run<F, Fut>(config: &Path, command: F) -> ExitStatus
+pub(super) fn run<F, Fut>(config: &Path, command: F) -> ExitStatus
 where
     F: FnOnce(Config) -> Fut,
     Fut: Future<Output = anyhow::Result<(String, ExitStatus)>>,
@@ -43,13 +43,13 @@ where
 }
 
 /// Output of a command that succeeded.
-pub fn done(text: String) -> (String, ExitStatus) {
+pub(super) fn done(text: String) -> (String, ExitStatus) {
     (text, ExitStatus::Success)
 }
 
 /// [`ExitStatus::Success`] when a device read was complete (or a restore verified), else
 /// [`ExitStatus::Incomplete`].
-pub fn complete_or_not(complete: bool) -> ExitStatus {
+pub(super) fn complete_or_not(complete: bool) -> ExitStatus {
     if complete {
         ExitStatus::Success
     } else {

@@ -501,28 +501,28 @@ mod defaults {
     use std::net::SocketAddr;
     use std::path::PathBuf;
 
-    pub fn site() -> String {
+    pub(super) fn site() -> String {
         "default".into()
     }
-    pub fn data_dir() -> PathBuf {
+    pub(super) fn data_dir() -> PathBuf {
         PathBuf::from("/var/lib/edge-agent")
     }
-    pub fn shutdown_timeout() -> HumanDuration {
+    pub(super) fn shutdown_timeout() -> HumanDuration {
         HumanDuration::from_secs(10)
     }
-    pub fn baud() -> u32 {
+    pub(super) fn baud() -> u32 {
         115_200
     }
-    pub fn yes() -> bool {
+    pub(super) fn yes() -> bool {
         true
     }
-    pub fn encoding() -> String {
+    pub(super) fn encoding() -> String {
         "utf-8".into()
     }
-    pub fn command_timeout() -> HumanDuration {
+    pub(super) fn command_timeout() -> HumanDuration {
         HumanDuration::from_secs(12)
     }
-    pub fn aiface_listen() -> SocketAddr {
+    pub(super) fn aiface_listen() -> SocketAddr {
         SocketAddr::from(([0, 0, 0, 0], 7788))
     }
 }

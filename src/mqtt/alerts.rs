@@ -124,7 +124,7 @@ pub(super) struct AlertSender {
 
 impl AlertSender {
     /// Runs until `stop` resolves.
-    pub async fn run(mut self, mut stop: crate::lifecycle::StopSignal) {
+    pub(super) async fn run(mut self, mut stop: crate::lifecycle::StopSignal) {
         // key -> (connection number, when) of the last send.
         let mut sent: HashMap<String, (u64, Instant)> = HashMap::new();
         let mut tick = tokio::time::interval(self.resend_after);

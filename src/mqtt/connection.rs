@@ -77,7 +77,7 @@ enum Phase {
 
 impl Connection {
     /// Runs until `stop` resolves, then says goodbye.
-    pub async fn run(mut self, mut stop: StopSignal) {
+    pub(super) async fn run(mut self, mut stop: StopSignal) {
         let mut phase = Phase::Down {
             since: Instant::now(),
             attempts: 0,

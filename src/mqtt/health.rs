@@ -189,7 +189,7 @@ pub(super) struct HealthPublisher {
 
 impl HealthPublisher {
     /// Runs until `stop` resolves.
-    pub async fn run(self, mut stop: StopSignal) {
+    pub(super) async fn run(self, mut stop: StopSignal) {
         let this = Arc::new(self);
         let mut connections = this.publisher.link().watch_connections();
         let mut ticker = tokio::time::interval(this.period);

@@ -16,8 +16,6 @@
 //! With the `agent` feature, [`agent`] adds the helpers built on the agent's own types
 //! (configs, in-process agents, store checks); only the agent's tests enable it.
 
-#![warn(missing_docs)]
-
 pub mod emulator;
 pub mod mosquitto;
 pub mod net;

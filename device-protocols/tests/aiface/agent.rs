@@ -21,14 +21,14 @@ use tokio_tungstenite::WebSocketStream;
 use test_support::Emulator;
 
 /// Longest any single step may take before the test calls it hung.
-pub const STEP: Duration = Duration::from_secs(15);
+pub(crate) const STEP: Duration = Duration::from_secs(15);
 
 /// The `cloudtime` the test agent sends.
-pub const CLOUDTIME: &str = "2026-03-04 08:00:00";
+pub(crate) const CLOUDTIME: &str = "2026-03-04 08:00:00";
 
 /// Starts `device-sim aiface` dialling `url` with extra `knobs`; its command log is labelled
 /// `test`. It reconnects quickly and gives up after two minutes.
-pub fn start_emulator(url: &str, test: &str, knobs: &[&str]) -> Emulator {
+pub(crate) fn start_emulator(url: &str, test: &str, knobs: &[&str]) -> Emulator {
     let mut args = vec!["--run-for", "120", "--reconnect-delay-ms", "100"];
     args.extend_from_slice(knobs);
     Emulator::aiface(test, url, &args)
@@ -57,7 +57,7 @@ fn commands_logged(emulator: &Emulator) -> Vec<Value> {
 
 /// Why the link failed to deliver a reply.
 #[derive(Debug)]
-pub enum LinkError {
+pub(crate) enum LinkError {
     Closed,
     TimedOut,
     Garbage(ParseError),
@@ -65,7 +65,7 @@ pub enum LinkError {
 
 /// Why a complete read failed.
 #[derive(Debug)]
-pub enum ReadError {
+pub(crate) enum ReadError {
     Link(LinkError),
     Paging(PagingError),
     Fetch(FetchError),
@@ -79,7 +79,7 @@ impl From<LinkError> for ReadError {
 }
 
 /// The agent side of one terminal: a listener, the current link, and what it has seen.
-pub struct Agent {
+pub(crate) struct Agent {
     pub listener: TcpListener,
     pub ws: Option<WebSocketStream<TcpStream>>,
     /// Every command sent, as JSON, in order (compared with the emulator's log).
@@ -93,7 +93,7 @@ pub struct Agent {
 
 impl Agent {
     /// Listens on a free loopback port; returns the agent and the URL the terminal should dial.
-    pub async fn bind() -> (Agent, String) {
+    pub(crate) async fn bind() -> (Agent, String) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("ws://{}/pub/chat", listener.local_addr().unwrap());
         let agent = Agent {
@@ -110,13 +110,13 @@ impl Agent {
     }
 
     /// Accepts the terminal's connection and answers its `reg`.
-    pub async fn accept_device(&mut self) -> Registration {
+    pub(crate) async fn accept_device(&mut self) -> Registration {
         let accepted = RegReply::accepted(CLOUDTIME, self.nosenduser);
         self.accept_device_with(accepted).await
     }
 
     /// Accepts the terminal's connection and answers its `reg` with `answer`.
-    pub async fn accept_device_with(&mut self, answer: RegReply) -> Registration {
+    pub(crate) async fn accept_device_with(&mut self, answer: RegReply) -> Registration {
         let (tcp, _) = timeout(STEP, self.listener.accept())
             .await
             .expect("device dials in")
@@ -139,7 +139,7 @@ impl Agent {
     }
 
     /// Sends one raw text frame.
-    pub async fn send_text(&mut self, text: String) {
+    pub(crate) async fn send_text(&mut self, text: String) {
         self.ws
             .as_mut()
             .unwrap()
@@ -149,7 +149,7 @@ impl Agent {
     }
 
     /// The next decoded frame, or why none came within `wait`.
-    pub async fn recv(&mut self, wait: Duration) -> Result<DeviceMessage, LinkError> {
+    pub(crate) async fn recv(&mut self, wait: Duration) -> Result<DeviceMessage, LinkError> {
         let ws = self.ws.as_mut().ok_or(LinkError::Closed)?;
         loop {
             let frame = timeout(wait, ws.next())
@@ -192,7 +192,7 @@ impl Agent {
     }
 
     /// Waits for the next report, answering it.
-    pub async fn next_report(&mut self) -> DeviceReport {
+    pub(crate) async fn next_report(&mut self) -> DeviceReport {
         match self.recv(STEP).await.unwrap() {
             DeviceMessage::Report(report) => {
                 self.on_report(report.clone()).await;
@@ -203,7 +203,7 @@ impl Agent {
     }
 
     /// Sends a command (recording it) and waits for its reply, answering pushed reports meanwhile.
-    pub async fn request(&mut self, command: &Command) -> Result<DeviceReply, LinkError> {
+    pub(crate) async fn request(&mut self, command: &Command) -> Result<DeviceReply, LinkError> {
         self.sent
             .push(serde_json::from_str(&command.to_json()).unwrap());
         self.send_text(command.to_json()).await;
@@ -217,7 +217,7 @@ impl Agent {
 
     /// `getuserlist` to completion, capped at the pages a full device could need (up to 13
     /// credentials per user: 10 fingerprints, password, card, photo).
-    pub async fn read_users(
+    pub(crate) async fn read_users(
         &mut self,
         capacity: &Capacity,
     ) -> Result<Vec<UserListEntry>, ReadError> {
@@ -237,7 +237,7 @@ impl Agent {
     }
 
     /// The device's counters (`getdevcap`).
-    pub async fn devcap(&mut self) -> Result<Capacity, ReadError> {
+    pub(crate) async fn devcap(&mut self) -> Result<Capacity, ReadError> {
         match self.request(&Command::GetDevCap).await?.outcome {
             ReplyOutcome::Success(ReplyBody::DevCap(cap)) => Ok(cap.capacity),
             other => panic!("getdevcap failed: {other:?}"),
@@ -245,7 +245,9 @@ impl Agent {
     }
 
     /// The complete user read of the issue: devcap, list, devcap, check, then every credential.
-    pub async fn complete_read(&mut self) -> Result<(ListSummary, Vec<UserCredential>), ReadError> {
+    pub(crate) async fn complete_read(
+        &mut self,
+    ) -> Result<(ListSummary, Vec<UserCredential>), ReadError> {
         let before = self.devcap().await?;
         let entries = self.read_users(&before).await?;
         let after = self.devcap().await?;
@@ -264,7 +266,7 @@ impl Agent {
     }
 
     /// Stops the emulator and checks its log holds exactly the commands sent, none destructive.
-    pub fn finish(self, emulator: Emulator) -> Value {
+    pub(crate) fn finish(self, emulator: Emulator) -> Value {
         let logged = commands_logged(&emulator);
         assert_eq!(
             logged, self.sent,

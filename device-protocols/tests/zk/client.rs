@@ -14,7 +14,7 @@ use device_protocols::zk::{
 };
 
 /// The transport under a [`TestClient`].
-pub enum Link {
+pub(crate) enum Link {
     Tcp(TcpStream, TcpReassembler),
     Udp(UdpSocket),
     Serial(SerialLink),
@@ -22,7 +22,7 @@ pub enum Link {
 
 /// One end of a serial line: a writer, a reader thread feeding a channel (so reads can time
 /// out), and the RS485 address to put on outgoing frames.
-pub struct SerialLink {
+pub(crate) struct SerialLink {
     pub writer: File,
     pub incoming: Receiver<Vec<u8>>,
     pub reassembler: SerialReassembler,
@@ -32,7 +32,7 @@ pub struct SerialLink {
 
 impl SerialLink {
     /// Wraps a line; `reader` is a second handle on it, moved to a reader thread.
-    pub fn new(writer: File, mut reader: File, address: u8) -> SerialLink {
+    pub(crate) fn new(writer: File, mut reader: File, address: u8) -> SerialLink {
         let (tx, incoming) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
@@ -55,7 +55,7 @@ impl SerialLink {
 /// A minimal blocking client over the sans-IO types, for tests only (the agent's driver lives in
 /// the agent). It shows the intended use: session → packet → frame → send; receive → reassemble
 /// → decode → match reply id → feed the state machine.
-pub struct TestClient {
+pub(crate) struct TestClient {
     pub link: Link,
     pub session: ClientSession,
     /// How names are decoded (the device's configured code page).
@@ -63,14 +63,14 @@ pub struct TestClient {
 }
 
 /// Everything one complete read returns.
-pub struct FullRead {
+pub(crate) struct FullRead {
     pub sizes: DeviceSizes,
     pub users: UserTable,
     pub logs: AttendanceLog,
 }
 
 impl TestClient {
-    pub fn tcp(addr: SocketAddr) -> TestClient {
+    pub(crate) fn tcp(addr: SocketAddr) -> TestClient {
         let stream = TcpStream::connect(addr).unwrap();
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
@@ -82,7 +82,7 @@ impl TestClient {
         }
     }
 
-    pub fn udp(addr: SocketAddr) -> TestClient {
+    pub(crate) fn udp(addr: SocketAddr) -> TestClient {
         let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
         socket.connect(addr).unwrap();
         socket
@@ -95,7 +95,7 @@ impl TestClient {
         }
     }
 
-    pub fn serial(link: SerialLink) -> TestClient {
+    pub(crate) fn serial(link: SerialLink) -> TestClient {
         TestClient {
             link: Link::Serial(link),
             session: ClientSession::new(),
@@ -104,14 +104,14 @@ impl TestClient {
     }
 
     /// Changes the RS485 address put on outgoing serial frames.
-    pub fn set_serial_address(&mut self, address: u8) {
+    pub(crate) fn set_serial_address(&mut self, address: u8) {
         let Link::Serial(link) = &mut self.link else {
             panic!("only serial links have an address");
         };
         link.address = address;
     }
 
-    pub fn set_timeout(&mut self, timeout: Duration) {
+    pub(crate) fn set_timeout(&mut self, timeout: Duration) {
         match &mut self.link {
             Link::Tcp(stream, _) => stream.set_read_timeout(Some(timeout)).unwrap(),
             Link::Udp(socket) => socket.set_read_timeout(Some(timeout)).unwrap(),
@@ -120,7 +120,7 @@ impl TestClient {
     }
 
     /// Sends raw ZK packet bytes with the transport's framing.
-    pub fn send_raw(&mut self, packet: &[u8]) {
+    pub(crate) fn send_raw(&mut self, packet: &[u8]) {
         match &mut self.link {
             Link::Tcp(stream, _) => stream.write_all(&frame_tcp(packet)).unwrap(),
             Link::Udp(socket) => {
@@ -134,7 +134,7 @@ impl TestClient {
     }
 
     /// Receives one packet; `None` on timeout or a closed connection.
-    pub fn recv(&mut self) -> Option<Packet> {
+    pub(crate) fn recv(&mut self) -> Option<Packet> {
         match &mut self.link {
             Link::Tcp(stream, reassembler) => loop {
                 if let Some(bytes) = reassembler.next_packet().unwrap() {
@@ -169,7 +169,7 @@ impl TestClient {
     }
 
     /// Waits for the peer to close a TCP connection; false if the read timed out instead.
-    pub fn closed_by_peer(&mut self) -> bool {
+    pub(crate) fn closed_by_peer(&mut self) -> bool {
         let Link::Tcp(stream, _) = &mut self.link else {
             panic!("only TCP connections close");
         };
@@ -178,7 +178,7 @@ impl TestClient {
     }
 
     /// Sends a request and returns the reply to it, skipping stale packets.
-    pub fn call(&mut self, request: &Request) -> Option<Packet> {
+    pub(crate) fn call(&mut self, request: &Request) -> Option<Packet> {
         let packet = self.session.packet(request);
         self.send_raw(&packet.encode());
         self.reply_to_last()
@@ -194,7 +194,10 @@ impl TestClient {
     }
 
     /// Connects (authenticating with `key` if the device asks).
-    pub fn connect(&mut self, key: Option<u32>) -> Result<(), device_protocols::zk::ReplyError> {
+    pub(crate) fn connect(
+        &mut self,
+        key: Option<u32>,
+    ) -> Result<(), device_protocols::zk::ReplyError> {
         let reply = self.call(&Request::Connect).expect("connect reply");
         if self.session.on_connect_reply(&reply)? == SessionState::NeedsAuth {
             let reply = self
@@ -208,7 +211,11 @@ impl TestClient {
     }
 
     /// Runs one bulk read to completion.
-    pub fn bulk(&mut self, dataset: BulkDataset, max_chunk: u32) -> Result<Vec<u8>, BulkError> {
+    pub(crate) fn bulk(
+        &mut self,
+        dataset: BulkDataset,
+        max_chunk: u32,
+    ) -> Result<Vec<u8>, BulkError> {
         let (mut read, mut request) = BulkRead::start(dataset, max_chunk);
         loop {
             let mut reply = self.call(&request).expect("bulk reply");
@@ -230,7 +237,7 @@ impl TestClient {
     }
 
     /// The whole session the agent runs: disable → sizes → users → logs → enable → exit.
-    pub fn full_read(&mut self, max_chunk: u32) -> FullRead {
+    pub(crate) fn full_read(&mut self, max_chunk: u32) -> FullRead {
         let codec = self.codec;
         let reply = self
             .call(&Request::DisableDevice {
@@ -250,7 +257,7 @@ impl TestClient {
         FullRead { sizes, users, logs }
     }
 
-    pub fn exit(&mut self) {
+    pub(crate) fn exit(&mut self) {
         let reply = self.call(&Request::Exit).unwrap();
         self.session.expect_ok(&reply).unwrap();
     }

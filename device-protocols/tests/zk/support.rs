@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 /// Parses hex, ignoring case.
-pub fn hex(text: &str) -> Vec<u8> {
+pub(crate) fn hex(text: &str) -> Vec<u8> {
     assert!(text.len() % 2 == 0, "odd-length hex {text:?}");
     (0..text.len())
         .step_by(2)
@@ -12,7 +12,7 @@ pub fn hex(text: &str) -> Vec<u8> {
 }
 
 /// Loads a fixture: one hex segment per non-comment line, exactly as the capture delivered it.
-pub fn fixture_segments(name: &str) -> Vec<Vec<u8>> {
+pub(crate) fn fixture_segments(name: &str) -> Vec<Vec<u8>> {
     let path: PathBuf = [env!("CARGO_MANIFEST_DIR"), "tests", "fixtures", "zk", name]
         .iter()
         .collect();
@@ -26,7 +26,7 @@ pub fn fixture_segments(name: &str) -> Vec<Vec<u8>> {
 }
 
 /// Seconds since the Unix epoch of a naive "YYYY-MM-DDTHH:MM:SS" (for comparing device clocks).
-pub fn naive_seconds(text: &str) -> i64 {
+pub(crate) fn naive_seconds(text: &str) -> i64 {
     let n = |range: std::ops::Range<usize>| text[range].parse::<i64>().expect("timestamp digits");
     let (year, month, day) = (n(0..4), n(5..7), n(8..10));
     let y = if month <= 2 { year - 1 } else { year };
@@ -38,7 +38,7 @@ pub fn naive_seconds(text: &str) -> i64 {
 }
 
 /// Formats a ZK time the way the peer scripts print timestamps.
-pub fn zk_iso(time: device_protocols::zk::ZkTime) -> String {
+pub(crate) fn zk_iso(time: device_protocols::zk::ZkTime) -> String {
     let t = time.to_parts();
     format!(
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",

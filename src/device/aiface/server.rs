@@ -51,17 +51,17 @@ pub(super) struct Context {
 }
 
 impl Context {
-    pub fn device_for_sn(&self, sn: &str) -> Option<DeviceEntry> {
+    pub(super) fn device_for_sn(&self, sn: &str) -> Option<DeviceEntry> {
         self.by_sn.get(sn).cloned()
     }
 
-    pub fn send_user_pushes(&self, device_id: &str) -> bool {
+    pub(super) fn send_user_pushes(&self, device_id: &str) -> bool {
         self.by_sn
             .values()
             .any(|entry| entry.device_id == device_id && entry.send_user_pushes)
     }
 
-    pub fn user_pushed(&self, device_id: &str, credential: &UserCredential) {
+    pub(super) fn user_pushed(&self, device_id: &str, credential: &UserCredential) {
         let _ = self.notices.send(Notice::UserPushed {
             device_id: device_id.to_string(),
             user_id: credential.enrollid.to_string(),
@@ -70,7 +70,7 @@ impl Context {
 
     /// Announces the connection and, when punches are stored, backfills the punches the device
     /// holds as "new" (they may have piled up while it was offline).
-    pub fn after_registration(&self, session: &AifaceSession) {
+    pub(super) fn after_registration(&self, session: &AifaceSession) {
         let _ = self.notices.send(Notice::Connected {
             device_id: session.device_id().to_string(),
         });

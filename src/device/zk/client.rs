@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// Attempts per unanswered request on links that lose packets, and per bulk slice everywhere.
-pub const MAX_ATTEMPTS: u32 = 3;
+pub(super) const MAX_ATTEMPTS: u32 = 3;
 
 /// Seconds of silence after which the firmware re-enables a disabled terminal by itself: if the
 /// agent dies between `DISABLE` and `ENABLE`, the terminal is back in service within a minute.
@@ -44,7 +44,7 @@ pub enum SessionError {
 ///
 /// Close it with [`Client::close`]. If it is dropped instead (the read's future was cancelled,
 /// e.g. at shutdown), `Drop` hands the link to a background task that performs the same close.
-pub struct Client {
+pub(super) struct Client {
     /// Always present; taken only by `Drop` to finish the close in the background.
     link: Option<Link>,
     device: String,
@@ -61,7 +61,7 @@ pub struct Client {
 impl Client {
     /// Sends `CONNECT` on a fresh link. No session exists on the device until this succeeds, so
     /// a failure here needs no `EXIT`.
-    pub async fn connect(
+    pub(super) async fn connect(
         device: &str,
         link: Link,
         timeout: Duration,
@@ -83,17 +83,17 @@ impl Client {
     }
 
     /// The transport in use.
-    pub fn transport(&self) -> &'static str {
+    pub(super) fn transport(&self) -> &'static str {
         self.link().name()
     }
 
     /// Requests answered and reply bytes received so far.
-    pub fn traffic(&self) -> (u64, u64) {
+    pub(super) fn traffic(&self) -> (u64, u64) {
         (self.round_trips, self.bytes_received)
     }
 
     /// Answers `ACK_UNAUTH` with the comm key when the device asked for one.
-    pub async fn authenticate(&mut self, key: CommKey) -> Result<(), SessionError> {
+    pub(super) async fn authenticate(&mut self, key: CommKey) -> Result<(), SessionError> {
         if self.session.state() != SessionState::NeedsAuth {
             return Ok(());
         }
@@ -103,23 +103,23 @@ impl Client {
     }
 
     /// Sends `request` and checks for `ACK_OK`, returning the reply data.
-    pub async fn expect_ok(&mut self, request: &Request) -> Result<Vec<u8>, SessionError> {
+    pub(super) async fn expect_ok(&mut self, request: &Request) -> Result<Vec<u8>, SessionError> {
         let reply = self.call(request).await?;
         Ok(self.session.expect_ok(&reply)?.to_vec())
     }
 
     /// The raw reply to `request`, for replies the sans-IO session decodes (time, options).
-    pub async fn request(&mut self, request: &Request) -> Result<Packet, SessionError> {
+    pub(super) async fn request(&mut self, request: &Request) -> Result<Packet, SessionError> {
         self.call(request).await
     }
 
     /// The sans-IO session, to decode replies.
-    pub fn session(&self) -> &ClientSession {
+    pub(super) fn session(&self) -> &ClientSession {
         &self.session
     }
 
     /// Disables keypad and sensor with the auto re-enable timeout, so counts cannot change.
-    pub async fn disable_device(&mut self) -> Result<(), SessionError> {
+    pub(super) async fn disable_device(&mut self) -> Result<(), SessionError> {
         // Marked before sending: if the reply is lost the device may still be disabled.
         self.device_disabled = true;
         self.expect_ok(&Request::DisableDevice {
@@ -130,7 +130,7 @@ impl Client {
     }
 
     /// Re-enables the device.
-    pub async fn enable_device(&mut self) -> Result<(), SessionError> {
+    pub(super) async fn enable_device(&mut self) -> Result<(), SessionError> {
         self.expect_ok(&Request::EnableDevice).await?;
         self.device_disabled = false;
         Ok(())
@@ -139,7 +139,10 @@ impl Client {
     /// Downloads a whole dataset with sequential `READ_BUFFER` slices, each waited for with the
     /// per-packet timeout and re-requested (with a new reply id, as firmware requires) when it
     /// stalls; then frees the device's buffer.
-    pub async fn bulk_read(&mut self, dataset: BulkDataset) -> Result<Vec<u8>, SessionError> {
+    pub(super) async fn bulk_read(
+        &mut self,
+        dataset: BulkDataset,
+    ) -> Result<Vec<u8>, SessionError> {
         let (mut read, mut request) = BulkRead::start(dataset, self.link().max_chunk());
         let data = loop {
             let before_slice = read.clone();
@@ -197,7 +200,7 @@ impl Client {
     /// one goes). When the TCP connection broke, `EXIT` goes out on a fresh connection, since
     /// firmware finds sessions by id. Failures are logged, never raised: the read's own outcome
     /// is what the caller reports.
-    pub async fn close(mut self) {
+    pub(super) async fn close(mut self) {
         self.needs_close = false;
         let device = self.device.clone();
         let device = device.as_str();

@@ -22,7 +22,7 @@ pub struct Identity {
 }
 
 /// Opens a session, asks, and closes it again on every path.
-pub async fn identify(
+pub(super) async fn identify(
     settings: &ZkSettings,
     prefer_udp: &AtomicBool,
 ) -> Result<Identity, ReadError> {

@@ -65,7 +65,7 @@ impl LinkError {
 }
 
 /// One open transport to one device.
-pub enum Link {
+pub(super) enum Link {
     /// TCP with the 8-byte prefix.
     Tcp(TcpLink),
     /// One packet per UDP datagram.
@@ -76,7 +76,7 @@ pub enum Link {
 
 impl Link {
     /// Sends one encoded ZK packet in a single write.
-    pub async fn send(&mut self, packet: &[u8]) -> Result<(), LinkError> {
+    pub(super) async fn send(&mut self, packet: &[u8]) -> Result<(), LinkError> {
         match self {
             Link::Tcp(link) => link.send(packet).await,
             Link::Udp(link) => link.send(packet).await,
@@ -86,7 +86,7 @@ impl Link {
 
     /// The next packet from the device, or [`LinkError::TimedOut`] at `deadline`. Returns the
     /// packet and the number of bytes it took on the wire.
-    pub async fn recv(&mut self, deadline: Instant) -> Result<(Incoming, usize), LinkError> {
+    pub(super) async fn recv(&mut self, deadline: Instant) -> Result<(Incoming, usize), LinkError> {
         match self {
             Link::Tcp(link) => link.recv(deadline).await,
             Link::Udp(link) => link.recv(deadline).await,
@@ -95,7 +95,7 @@ impl Link {
     }
 
     /// Largest `READ_BUFFER` slice to ask for: TCP takes ~64 KiB, datagram links 16 KiB.
-    pub fn max_chunk(&self) -> u32 {
+    pub(super) fn max_chunk(&self) -> u32 {
         match self {
             Link::Tcp(_) => MAX_CHUNK_TCP,
             Link::Udp(_) | Link::Serial(_) => MAX_CHUNK_UDP,
@@ -104,12 +104,12 @@ impl Link {
 
     /// Whether a lost packet is normal here, so an unanswered single-packet command is worth
     /// resending (the device answers a repeated reply id from its cache, without re-executing).
-    pub fn loses_packets(&self) -> bool {
+    pub(super) fn loses_packets(&self) -> bool {
         matches!(self, Link::Udp(_) | Link::Serial(_))
     }
 
     /// The transport's name for logs and reports.
-    pub fn name(&self) -> &'static str {
+    pub(super) fn name(&self) -> &'static str {
         match self {
             Link::Tcp(_) => "tcp",
             Link::Udp(_) => "udp",
@@ -120,7 +120,7 @@ impl Link {
     /// A fresh TCP connection to the same device, for closing a session whose connection broke:
     /// firmware keys sessions by id, not by socket, so `EXIT` on a new connection frees it.
     /// `None` for the other transports, which have no connection to replace.
-    pub async fn reopen(&self, timeout: Duration) -> Option<Result<Link, LinkError>> {
+    pub(super) async fn reopen(&self, timeout: Duration) -> Option<Result<Link, LinkError>> {
         match self {
             Link::Tcp(link) => Some(
                 TcpLink::connect(link.target(), timeout)

@@ -37,7 +37,10 @@ impl From<SessionError> for ReadError {
 /// Opens a session: the link, then `CONNECT`. Over TCP with `udp_fallback`, a TCP attempt that
 /// fails before the device answered is followed by UDP on the same address, and the choice is
 /// remembered (`prefer_udp`) so later reads go straight to UDP.
-pub async fn open(settings: &ZkSettings, prefer_udp: &AtomicBool) -> Result<Client, SessionError> {
+pub(super) async fn open(
+    settings: &ZkSettings,
+    prefer_udp: &AtomicBool,
+) -> Result<Client, SessionError> {
     let timeout = settings.command_timeout;
     let over = |link: Result<Link, LinkError>, what: &str| {
         link.map_err(|source| SessionError::Link {
@@ -109,7 +112,7 @@ async fn fetch_users(
 
 /// A complete read (see the module docs); the sink is fed after the session has ended, so the
 /// terminal is back in service while the store works.
-pub async fn read_users(
+pub(super) async fn read_users(
     settings: &ZkSettings,
     prefer_udp: &AtomicBool,
     mode: FetchMode,

@@ -15,7 +15,7 @@ use tokio_serial::{SerialPortBuilderExt, SerialStream};
 
 /// An open serial line to one terminal (RS232) or one address on a bus (RS485). Generic over
 /// the port only so the end-of-file rule can be tested with an in-memory pipe.
-pub struct SerialLink<P = SerialStream> {
+pub(super) struct SerialLink<P = SerialStream> {
     port: P,
     path: PathBuf,
     address: u8,
@@ -26,7 +26,7 @@ pub struct SerialLink<P = SerialStream> {
 
 impl SerialLink {
     /// Opens `path` at `baud`, 8N1, for the device at RS485 `address` (1 on RS232).
-    pub fn open(path: &Path, baud: u32, address: u8) -> Result<SerialLink, LinkError> {
+    pub(super) fn open(path: &Path, baud: u32, address: u8) -> Result<SerialLink, LinkError> {
         let port = tokio_serial::new(path.to_string_lossy(), baud)
             .open_native_async()
             .map_err(|err| LinkError::Unreachable {
@@ -51,7 +51,7 @@ impl<P: AsyncRead + AsyncWrite + Unpin> SerialLink<P> {
     }
 
     /// Writes one framed packet addressed to this device.
-    pub async fn send(&mut self, packet: &[u8]) -> Result<(), LinkError> {
+    pub(super) async fn send(&mut self, packet: &[u8]) -> Result<(), LinkError> {
         self.port
             .write_all(&frame_serial(self.address, packet))
             .await?;
@@ -60,7 +60,7 @@ impl<P: AsyncRead + AsyncWrite + Unpin> SerialLink<P> {
     }
 
     /// Reads until a valid frame from this device's address is complete.
-    pub async fn recv(&mut self, deadline: Instant) -> Result<(Incoming, usize), LinkError> {
+    pub(super) async fn recv(&mut self, deadline: Instant) -> Result<(Incoming, usize), LinkError> {
         loop {
             while let Some(frame) = self.reassembler.next_frame() {
                 if frame.address != self.address || !frame.checksum_valid {

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 const READ_BUFFER: usize = 64 * 1024;
 
 /// An open TCP connection to a terminal.
-pub struct TcpLink {
+pub(super) struct TcpLink {
     target: String,
     stream: TcpStream,
     reassembler: TcpReassembler,
@@ -22,7 +22,7 @@ pub struct TcpLink {
 
 impl TcpLink {
     /// Connects to `target` (`host:port`) within `timeout`.
-    pub async fn connect(target: &str, timeout: Duration) -> Result<TcpLink, LinkError> {
+    pub(super) async fn connect(target: &str, timeout: Duration) -> Result<TcpLink, LinkError> {
         let unreachable = |source| LinkError::Unreachable {
             target: format!("tcp {target}"),
             source,
@@ -47,18 +47,18 @@ impl TcpLink {
     }
 
     /// The `host:port` this link connected to.
-    pub fn target(&self) -> &str {
+    pub(super) fn target(&self) -> &str {
         &self.target
     }
 
     /// Writes one framed packet.
-    pub async fn send(&mut self, packet: &[u8]) -> Result<(), LinkError> {
+    pub(super) async fn send(&mut self, packet: &[u8]) -> Result<(), LinkError> {
         self.stream.write_all(&frame_tcp(packet)).await?;
         Ok(())
     }
 
     /// Reads until one whole packet is buffered.
-    pub async fn recv(&mut self, deadline: Instant) -> Result<(Incoming, usize), LinkError> {
+    pub(super) async fn recv(&mut self, deadline: Instant) -> Result<(Incoming, usize), LinkError> {
         loop {
             if let Some(bytes) = self.reassembler.next_packet()? {
                 let wire_len = bytes.len() + device_protocols::zk::framing::TCP_PREFIX_LEN;

@@ -9,21 +9,21 @@ use tokio::time::Instant;
 
 /// The firmware's UDP receive buffer: a longer datagram is truncated and then dropped for its
 /// checksum, so the driver refuses to send one.
-pub const MAX_DATAGRAM: usize = 1032;
+pub(super) const MAX_DATAGRAM: usize = 1032;
 
 /// Largest datagram accepted from the device (a bulk fragment is 1024 data bytes, but some
 /// firmware sends larger ones).
 const RECEIVE_BUFFER: usize = 64 * 1024;
 
 /// A UDP "connection" to a terminal.
-pub struct UdpLink {
+pub(super) struct UdpLink {
     socket: UdpSocket,
     buffer: Vec<u8>,
 }
 
 impl UdpLink {
     /// Binds an ephemeral local port and fixes the peer to `target` (`host:port`).
-    pub async fn connect(target: &str) -> Result<UdpLink, LinkError> {
+    pub(super) async fn connect(target: &str) -> Result<UdpLink, LinkError> {
         let unreachable = |source| LinkError::Unreachable {
             target: format!("udp {target}"),
             source,
@@ -52,7 +52,7 @@ impl UdpLink {
     }
 
     /// Sends one packet as one datagram.
-    pub async fn send(&mut self, packet: &[u8]) -> Result<(), LinkError> {
+    pub(super) async fn send(&mut self, packet: &[u8]) -> Result<(), LinkError> {
         if packet.len() > MAX_DATAGRAM {
             return Err(LinkError::DatagramTooLarge {
                 len: packet.len(),
@@ -64,7 +64,7 @@ impl UdpLink {
     }
 
     /// Receives the next datagram. An ICMP "port unreachable" surfaces here as an I/O error.
-    pub async fn recv(&mut self, deadline: Instant) -> Result<(Incoming, usize), LinkError> {
+    pub(super) async fn recv(&mut self, deadline: Instant) -> Result<(Incoming, usize), LinkError> {
         let len = by_deadline(deadline, async {
             Ok(self.socket.recv(&mut self.buffer).await?)
         })

@@ -18,7 +18,7 @@ const PASSWORD_SLOT: u16 = 10;
 const CARD_SLOT: u16 = 11;
 
 /// Checks the decoded table against the device's own count; anything else is incomplete.
-pub fn check_complete(table: &UserTable, sizes: &DeviceSizes) -> Result<(), ReadError> {
+pub(super) fn check_complete(table: &UserTable, sizes: &DeviceSizes) -> Result<(), ReadError> {
     let records = table.users.len();
     if !table.count_consistent || records != sizes.users as usize {
         let layout = table
@@ -35,7 +35,7 @@ pub fn check_complete(table: &UserTable, sizes: &DeviceSizes) -> Result<(), Read
 
 /// The agent's privilege scale (0 user, 1 admin, 2 super user) from ZK's privilege byte, whose
 /// bits 1–3 are the level (0 user, 1 enroller, 3 admin, 7 super-admin) and bit 0 "disabled".
-pub fn privilege(zk: u8) -> u32 {
+pub(super) fn privilege(zk: u8) -> u32 {
     match (zk >> 1) & 0b111 {
         0 => 0,
         7 => 2,
@@ -44,7 +44,7 @@ pub fn privilege(zk: u8) -> u32 {
 }
 
 /// Builds the read from a checked table, handing credentials to the sink.
-pub fn to_user_read(
+pub(super) fn to_user_read(
     table: &UserTable,
     sizes: &DeviceSizes,
     mode: FetchMode,

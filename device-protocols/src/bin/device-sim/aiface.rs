@@ -15,7 +15,7 @@ const EXIT_DESTRUCTIVE: i32 = 3;
 
 /// Options of the aiface emulator.
 #[derive(clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// The agent's WebSocket URL, e.g. ws://127.0.0.1:7788/pub/chat.
     #[arg(long)]
     url: String,
@@ -34,7 +34,7 @@ pub struct Args {
 }
 
 /// Runs the aiface emulator until it is told to stop.
-pub fn run(args: Args) -> anyhow::Result<()> {
+pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     let scenario = match &args.scenario {
         Some(path) => args.knobs.overlay_file(path)?,
         None => (*args.knobs).clone(),

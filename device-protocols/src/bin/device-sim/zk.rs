@@ -16,7 +16,7 @@ use device_protocols::zk::{AttendanceLayout, CommKey, TextCodec, UserLayout};
 
 /// User record format.
 #[derive(Clone, Copy, ValueEnum)]
-pub enum UserFormat {
+pub(crate) enum UserFormat {
     /// 72-byte records (TFT firmware).
     #[value(name = "72")]
     Extended72,
@@ -27,7 +27,7 @@ pub enum UserFormat {
 
 /// Attendance record format.
 #[derive(Clone, Copy, ValueEnum)]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     /// 40-byte records (TFT firmware).
     #[value(name = "40")]
     Full40,
@@ -41,7 +41,7 @@ pub enum LogFormat {
 
 /// `GET_FREE_SIZES` reply length.
 #[derive(Clone, Copy, ValueEnum)]
-pub enum SizesFormat {
+pub(crate) enum SizesFormat {
     /// 92 bytes (with face counters).
     #[value(name = "92")]
     Face92,
@@ -52,7 +52,7 @@ pub enum SizesFormat {
 
 /// A way to make the device misbehave.
 #[derive(Clone, Copy, ValueEnum)]
-pub enum Fault {
+pub(crate) enum Fault {
     /// Stop half-way through each multi-packet bulk reply (TCP: and close the connection).
     DropMidTransfer,
     /// Send the last fragment of each multi-packet bulk reply one byte short.
@@ -65,7 +65,7 @@ pub enum Fault {
 
 /// Options of the zk emulator, boxed so the subcommand enum stays small.
 #[derive(clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     #[command(flatten)]
     options: Box<Options>,
 }
@@ -73,7 +73,7 @@ pub struct Args {
 /// Every knob of the zk emulator.
 #[derive(clap::Args)]
 #[command(group(clap::ArgGroup::new("listen").required(true).multiple(true).args(["tcp", "udp", "serial"])))]
-pub struct Options {
+pub(crate) struct Options {
     /// Listen for TCP on this address (port 0 picks a free port).
     #[arg(long, value_name = "ADDR")]
     tcp: Option<SocketAddr>,
@@ -144,7 +144,7 @@ pub struct Options {
 }
 
 /// Runs the zk emulator until it is killed.
-pub fn run(args: Args) -> anyhow::Result<()> {
+pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     let args = *args.options;
     let user_layout = match args.user_format {
         UserFormat::Extended72 => UserLayout::Extended72,

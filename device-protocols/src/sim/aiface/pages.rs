@@ -7,14 +7,14 @@ use super::scenario::CountMeans;
 
 /// Where a paged listing stands: the next record to send and where the last page began.
 #[derive(Debug, Default)]
-pub struct Cursor {
+pub(super) struct Cursor {
     next: usize,
     page_start: usize,
 }
 
 impl Cursor {
     /// The next page of `items` (from the first one when `stn` is true).
-    pub fn serve<T: Clone>(
+    pub(super) fn serve<T: Clone>(
         &mut self,
         items: &[T],
         stn: bool,
@@ -31,12 +31,12 @@ impl Cursor {
     }
 
     /// Makes the next page a copy of the last one (the `repeat` fault).
-    pub fn repeat_last(&mut self) {
+    pub(super) fn repeat_last(&mut self) {
         self.next = self.page_start;
     }
 
     /// Makes the next page the first one (the `restart` fault).
-    pub fn restart(&mut self) {
+    pub(super) fn restart(&mut self) {
         self.next = 0;
     }
 }
@@ -78,7 +78,7 @@ fn page_of<T: Clone>(
 
 /// Whether a device time falls in a `getalllog` date window; dates may be unpadded
 /// (`2018-11-1`), as in the vendor's example.
-pub fn in_window(time: &str, from: &Option<String>, to: &Option<String>) -> bool {
+pub(super) fn in_window(time: &str, from: &Option<String>, to: &Option<String>) -> bool {
     let date = |text: &str| -> Option<(u32, u32, u32)> {
         let mut parts = text
             .split_whitespace()

@@ -25,17 +25,17 @@ pub struct SimUser {
 }
 
 /// Card number of a generated user (a JSON number, as the firmware sends it).
-pub fn card_number(enrollid: u64) -> u64 {
+pub(super) fn card_number(enrollid: u64) -> u64 {
     3_000_000_000 + enrollid
 }
 
 /// Password of a generated user.
-pub fn password(enrollid: u64) -> u64 {
+pub(super) fn password(enrollid: u64) -> u64 {
     100_000 + enrollid % 900_000
 }
 
 /// A base64 "JPEG" of exactly `kb` KiB of text, starting with the JPEG magic like a real photo.
-pub fn photo(enrollid: u64, kb: usize) -> String {
+pub(super) fn photo(enrollid: u64, kb: usize) -> String {
     let mut bytes = vec![0u8; kb * 1024 / 4 * 3];
     rand::rngs::StdRng::seed_from_u64(enrollid).fill_bytes(&mut bytes);
     let magic = [0xFF, 0xD8, 0xFF];
@@ -45,7 +45,7 @@ pub fn photo(enrollid: u64, kb: usize) -> String {
 }
 
 /// A fingerprint template in the vendor's text form, with a `(N)` zero-run like real ones.
-pub fn fingerprint(enrollid: u64, slot: u16) -> String {
+pub(super) fn fingerprint(enrollid: u64, slot: u16) -> String {
     let mut bytes = vec![0u8; 600];
     rand::rngs::StdRng::seed_from_u64(enrollid << 8 | u64::from(slot)).fill_bytes(&mut bytes);
     format!(
@@ -55,7 +55,7 @@ pub fn fingerprint(enrollid: u64, slot: u16) -> String {
 }
 
 /// The users a scenario starts with.
-pub fn initial_users(scenario: &Scenario) -> BTreeMap<u64, SimUser> {
+pub(super) fn initial_users(scenario: &Scenario) -> BTreeMap<u64, SimUser> {
     (0..scenario.users)
         .map(|i| {
             let enrollid = scenario.first_enrollid + i;
@@ -70,7 +70,7 @@ pub fn initial_users(scenario: &Scenario) -> BTreeMap<u64, SimUser> {
 }
 
 /// A user with the credentials the scenario asks for.
-pub fn generate(enrollid: u64, name: String, scenario: &Scenario) -> SimUser {
+pub(super) fn generate(enrollid: u64, name: String, scenario: &Scenario) -> SimUser {
     let mut credentials = BTreeMap::new();
     for slot in 0..u16::from(scenario.fingerprints.min(10)) {
         credentials.insert(
@@ -105,7 +105,7 @@ pub fn generate(enrollid: u64, name: String, scenario: &Scenario) -> SimUser {
 }
 
 /// The `getuserlist` lines of a set of users: one per credential, in enrollid/slot order.
-pub fn list_entries(users: &BTreeMap<u64, SimUser>) -> Vec<UserListEntry> {
+pub(super) fn list_entries(users: &BTreeMap<u64, SimUser>) -> Vec<UserListEntry> {
     users
         .iter()
         .flat_map(|(&enrollid, user)| {
@@ -122,7 +122,11 @@ pub fn list_entries(users: &BTreeMap<u64, SimUser>) -> Vec<UserListEntry> {
 }
 
 /// One credential as `getuserinfo` and `senduser` carry it.
-pub fn credential(enrollid: u64, user: &SimUser, backupnum: BackupNum) -> Option<UserCredential> {
+pub(super) fn credential(
+    enrollid: u64,
+    user: &SimUser,
+    backupnum: BackupNum,
+) -> Option<UserCredential> {
     Some(UserCredential {
         enrollid,
         name: Some(user.name.clone()),

@@ -15,13 +15,13 @@ use crate::mqtt::Services;
 const MAX_LIMIT: i64 = 500;
 
 /// The `audit query` command.
-pub struct AuditQuery {
+pub(crate) struct AuditQuery {
     audit: Audit,
 }
 
 impl AuditQuery {
     /// Built from the shared services.
-    pub fn new(services: &Services) -> AuditQuery {
+    pub(crate) fn new(services: &Services) -> AuditQuery {
         AuditQuery {
             audit: Audit::new(services.store.clone()),
         }

@@ -14,7 +14,7 @@ use crate::mqtt::Services;
 use crate::store::Store;
 
 /// The `health` command.
-pub struct HealthCheck {
+pub(crate) struct HealthCheck {
     identity: Identity,
     store: Store,
     board: Arc<HealthBoard>,
@@ -23,7 +23,7 @@ pub struct HealthCheck {
 
 impl HealthCheck {
     /// Built from the shared services.
-    pub fn new(services: &Services) -> HealthCheck {
+    pub(crate) fn new(services: &Services) -> HealthCheck {
         HealthCheck {
             identity: services.identity.clone(),
             store: services.store.clone(),

@@ -13,13 +13,13 @@ use crate::mqtt::Services;
 use crate::ops::logging::{LogError, LoggingHandle};
 
 /// The `log-level` command.
-pub struct LogLevel {
+pub(crate) struct LogLevel {
     logging: Arc<LoggingHandle>,
 }
 
 impl LogLevel {
     /// Built from the shared services.
-    pub fn new(services: &Services) -> LogLevel {
+    pub(crate) fn new(services: &Services) -> LogLevel {
         LogLevel {
             logging: Arc::clone(&services.logging),
         }

@@ -19,13 +19,13 @@ const DEFAULT_LINES: i64 = 50;
 const MAX_LINES: i64 = 1000;
 
 /// The `logs tail` command.
-pub struct LogsTail {
+pub(crate) struct LogsTail {
     log_file: Option<PathBuf>,
 }
 
 impl LogsTail {
     /// Built from the shared services.
-    pub fn new(services: &Services) -> LogsTail {
+    pub(crate) fn new(services: &Services) -> LogsTail {
         LogsTail {
             log_file: services.log_file.clone(),
         }

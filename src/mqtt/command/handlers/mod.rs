@@ -8,12 +8,12 @@ mod logs_tail;
 mod status;
 mod sync;
 
-pub use audit_query::AuditQuery;
-pub use health::HealthCheck;
-pub use log_level::LogLevel;
-pub use logs_tail::LogsTail;
-pub use status::Status;
-pub use sync::{
+pub(super) use audit_query::AuditQuery;
+pub(super) use health::HealthCheck;
+pub(super) use log_level::LogLevel;
+pub(super) use logs_tail::LogsTail;
+pub(super) use status::Status;
+pub(super) use sync::{
     BackupsCreate, BackupsList, BackupsRestore, BufferList, ConflictsList, ConflictsResolve,
     DeadLettersList, DeadLettersRequeue, History, Map, SyncNow,
 };

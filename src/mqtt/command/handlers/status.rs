@@ -15,7 +15,7 @@ use crate::mqtt::Services;
 use crate::store::Store;
 
 /// The `status` command.
-pub struct Status {
+pub(crate) struct Status {
     identity: Identity,
     store: Store,
     link: Arc<LinkState>,
@@ -24,7 +24,7 @@ pub struct Status {
 
 impl Status {
     /// Built from the shared services.
-    pub fn new(services: &Services) -> Status {
+    pub(crate) fn new(services: &Services) -> Status {
         Status {
             identity: services.identity.clone(),
             store: services.store.clone(),

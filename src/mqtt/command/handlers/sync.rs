@@ -45,7 +45,7 @@ fn live_session(
 }
 
 /// `sync-now device=ID`: polls the device at once (state-changing: it takes the lock).
-pub struct SyncNow(pub SyncHandle);
+pub(crate) struct SyncNow(pub SyncHandle);
 
 impl Command for SyncNow {
     fn changes_state(&self, _args: &Args) -> bool {
@@ -64,7 +64,7 @@ impl Command for SyncNow {
 }
 
 /// `buffer list [device=ID] [status=unmapped|pending|mapped|conflict|missing]`.
-pub struct BufferList(pub SyncHandle);
+pub(crate) struct BufferList(pub SyncHandle);
 
 impl Command for BufferList {
     fn changes_state(&self, _args: &Args) -> bool {
@@ -92,7 +92,7 @@ impl Command for BufferList {
 
 /// `map device=ID user=ID person=ID`: links a buffered user to an upstream person (pending
 /// until the upstream confirms the person exists).
-pub struct Map(pub SyncHandle);
+pub(crate) struct Map(pub SyncHandle);
 
 impl Command for Map {
     fn changes_state(&self, _args: &Args) -> bool {
@@ -125,7 +125,7 @@ impl Command for Map {
 }
 
 /// `conflicts list [device=ID]`: open device/upstream disagreements with both versions.
-pub struct ConflictsList(pub SyncHandle);
+pub(crate) struct ConflictsList(pub SyncHandle);
 
 impl Command for ConflictsList {
     fn changes_state(&self, _args: &Args) -> bool {
@@ -145,7 +145,7 @@ impl Command for ConflictsList {
 
 /// `history device=ID [limit=N]`: user counts per complete read, newest first, with the ids
 /// that came and went.
-pub struct History(pub SyncHandle);
+pub(crate) struct History(pub SyncHandle);
 
 impl Command for History {
     fn changes_state(&self, _args: &Args) -> bool {
@@ -175,7 +175,7 @@ impl Command for History {
 }
 
 /// `backups list [device=ID]`: backup files with their counts.
-pub struct BackupsList {
+pub(crate) struct BackupsList {
     /// Where backups are written.
     pub dir: std::path::PathBuf,
 }
@@ -197,7 +197,7 @@ impl Command for BackupsList {
 }
 
 /// `backups create device=ID`: a full backup of a connected device now, under its lock.
-pub struct BackupsCreate {
+pub(crate) struct BackupsCreate {
     /// The sync service (engine and live sessions).
     pub sync: SyncHandle,
     /// Where backups are written.
@@ -223,7 +223,7 @@ impl Command for BackupsCreate {
 }
 
 /// `dead-letters list`: events the upstream refused for good, with the reason.
-pub struct DeadLettersList(pub Upstream);
+pub(crate) struct DeadLettersList(pub Upstream);
 
 impl Command for DeadLettersList {
     fn changes_state(&self, _args: &Args) -> bool {
@@ -245,7 +245,7 @@ impl Command for DeadLettersList {
 }
 
 /// `dead-letters requeue sequence=N | all=true`: puts dead letters back in the outbox.
-pub struct DeadLettersRequeue(pub Upstream);
+pub(crate) struct DeadLettersRequeue(pub Upstream);
 
 impl Command for DeadLettersRequeue {
     fn changes_state(&self, _args: &Args) -> bool {
@@ -282,7 +282,7 @@ impl Command for DeadLettersRequeue {
 /// `conflicts resolve device=ID user=ID use=device|database|merge [person=ID name=… card=…
 /// privilege=N]`: an administrator's decision, applied to both sides (the device side only
 /// ever adds or updates) and audited with the admin key's name.
-pub struct ConflictsResolve(pub SyncHandle);
+pub(crate) struct ConflictsResolve(pub SyncHandle);
 
 impl Command for ConflictsResolve {
     fn changes_state(&self, _args: &Args) -> bool {
@@ -348,7 +348,7 @@ impl Command for ConflictsResolve {
 
 /// `backups restore device=ID file=NAME [dry_run=true]`: re-adds only what the device lacks
 /// from a backup file in the backup directory, then verifies with a fresh complete read.
-pub struct BackupsRestore {
+pub(crate) struct BackupsRestore {
     /// The sync service (engine and live sessions).
     pub sync: SyncHandle,
     /// Where backups are written.
