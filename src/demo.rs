@@ -6,20 +6,17 @@
 //! acknowledged. Everything is printed in plain words as it happens.
 
 use crate::config::{self, Config};
-use crate::device::aiface::AifaceServer;
 use crate::device::aiface::AifaceSession;
 use crate::device::punches::PunchLog;
 use crate::lifecycle::Tasks;
 use crate::store::{Store, StoreOptions};
 use crate::sync::apply::Applied;
 use crate::sync::buffer;
-use crate::sync::lock::FlockLock;
 use crate::sync::poll::PollOutcome;
 use crate::sync::Engine;
 use crate::upstream::outbox::Outbox;
 use device_protocols::sim::aiface::{emulate, CommandLog, Scenario};
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
@@ -79,12 +76,16 @@ async fn run_in(options: &DemoOptions, data_dir: &Path) -> anyhow::Result<()> {
     let store = Store::open(&StoreOptions::at(config.store_dir()))?.store;
     let outbox = Outbox::open(&store, config.upstream.outbox_max_bytes.bytes())?;
     let punches = PunchLog::new(outbox.clone(), &config.agent.id);
-    let server =
-        AifaceServer::bind(&config.device, Some(store.clone()), Some(punches.clone())).await?;
-    let address = server.local_addrs()[0];
-    let hub = server.hub();
     let mut tasks = Tasks::new();
-    tasks.spawn("aiface-listener", move |stop| server.run(stop));
+    let listener = crate::device::listen_aiface(
+        &mut tasks,
+        &config.device,
+        Some(store.clone()),
+        Some(punches.clone()),
+    )
+    .await?;
+    let address = listener.addresses[0];
+    let hub = listener.hub;
     step(
         "Agent listening for AI06 terminals",
         &format!("ws://{address}"),
@@ -131,15 +132,7 @@ async fn run_in(options: &DemoOptions, data_dir: &Path) -> anyhow::Result<()> {
         ),
     );
 
-    let lock = FlockLock::from_config(&config.lock);
-    let audit = crate::audit::Audit::new(store.clone());
-    let engine = Engine::new(
-        store.clone(),
-        &config.agent.id,
-        Arc::new(lock),
-        outbox.clone(),
-        audit,
-    );
+    let engine = Engine::from_config(&config, &store, outbox.clone());
 
     println!("\nPoll 1 — reading every user completely (list, counts checked, every credential):");
     let started = Instant::now();

@@ -5,7 +5,6 @@
 //! are waited for; ZK terminals are dialled (tcp, udp or serial).
 
 use crate::config::{Config, DeviceConfig, Driver};
-use crate::device::aiface::AifaceServer;
 use crate::device::zk::{Endpoint, ZkSession, ZkSettings};
 use crate::device::{Credential, HeldCredential};
 use crate::device::{DeviceSession, FetchMode, ReadError, ReadProgress, ReadSink, UserRead};
@@ -76,16 +75,16 @@ pub async fn probe(
     if listen.is_some() {
         device.listen = listen;
     }
-    let server = AifaceServer::bind(std::slice::from_ref(&device), None, None).await?;
-    let hub = server.hub();
-    let addresses: Vec<String> = server.local_addrs().iter().map(|a| a.to_string()).collect();
+    let mut tasks = Tasks::new();
+    let listener =
+        crate::device::listen_aiface(&mut tasks, std::slice::from_ref(&device), None, None).await?;
+    let hub = listener.hub;
+    let addresses: Vec<String> = listener.addresses.iter().map(|a| a.to_string()).collect();
     eprintln!(
         "waiting up to {wait:?} for {device_id} (sn {}) to connect on {}; punches stay on the device",
         device.allowed_sn.join(" or "),
         addresses.join(", ")
     );
-    let mut tasks = Tasks::new();
-    tasks.spawn("aiface-listener", move |stop| server.run(stop));
     let Some(session) = hub.session(device_id, wait).await else {
         tasks.stop(Duration::from_secs(1)).await;
         anyhow::bail!(

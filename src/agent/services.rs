@@ -2,14 +2,12 @@
 //! one place that decides which service gets which outbox, engine or device; the services
 //! themselves only spawn their own tasks.
 
-use crate::audit::Audit;
-use crate::config::{Config, LockMode};
+use crate::config::Config;
 use crate::device::{self, punches::PunchLog};
 use crate::lifecycle::Tasks;
 use crate::store::Store;
-use crate::sync::lock::FlockLock;
 use crate::sync::{self, Engine, SyncHandle};
-use crate::upstream::{self, Outbox, Upstream};
+use crate::upstream::{self, Upstream};
 use anyhow::Context as _;
 use std::sync::Arc;
 
@@ -27,30 +25,10 @@ pub struct Core {
 /// exactly the agent's wiring without its signals and control plane.
 pub async fn start_core(tasks: &mut Tasks, config: &Config, store: &Store) -> anyhow::Result<Core> {
     let outbox = upstream::open_outbox(config, store).context("cannot open the upstream outbox")?;
-    let engine = Arc::new(engine(config, store, outbox.clone()));
+    let engine = Arc::new(Engine::from_config(config, store, outbox.clone()));
     let punches = PunchLog::new(outbox.clone(), &config.agent.id);
     let devices = device::start(tasks, config, store, punches).await?;
     let sync = sync::start(tasks, config, Arc::clone(&engine), devices);
     let upstream = upstream::start(tasks, config, outbox, engine);
     Ok(Core { upstream, sync })
-}
-
-/// The engine of the running agent: the configured device lock (flock), the system clock, the
-/// agent's outbox and audit log. The upstream mapping puller hands it what it pulls (it owns the
-/// mappings), so it is built before both the sync loops and the upstream.
-pub(super) fn engine(config: &Config, store: &Store, outbox: Outbox) -> Engine {
-    if config.lock.mode != LockMode::Flock {
-        tracing::warn!(
-            "[lock] mode = arbiter is not available in this build yet; using flock locks (one box only)"
-        );
-    }
-    let lock = FlockLock::from_config(&config.lock);
-    let audit = Audit::new(store.clone());
-    Engine::new(
-        store.clone(),
-        &config.agent.id,
-        Arc::new(lock),
-        outbox,
-        audit,
-    )
 }

@@ -21,7 +21,7 @@ pub use read::{
     card_of, slot_kind_name, Credential, FetchMode, HeldCredential, MemorySink, ReadError,
     ReadProgress, ReadSink, ReadUser, SummarySink, UserRead,
 };
-pub use start::{start, Devices};
+pub use start::{listen_aiface, start, AifaceListener, Devices};
 
 use std::future::Future;
 

@@ -5,10 +5,11 @@
 use super::aiface::{AifaceHub, AifaceServer, Notice};
 use super::punches::PunchLog;
 use super::zk::{ZkSession, ZkSettings};
-use crate::config::{Config, Driver};
+use crate::config::{Config, DeviceConfig, Driver};
 use crate::lifecycle::Tasks;
 use crate::store::Store;
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::sync::broadcast;
 
@@ -60,16 +61,44 @@ pub async fn start(
             zk,
         });
     }
-    let server = AifaceServer::bind(&aiface, Some(store.clone()), Some(punches)).await?;
-    for address in server.local_addrs() {
+    let listener = listen_aiface(tasks, &aiface, Some(store.clone()), Some(punches)).await?;
+    for address in &listener.addresses {
         tracing::info!(%address, "listening for AI06 terminals");
     }
-    let devices = Devices {
-        aiface: server.hub(),
+    Ok(Devices {
+        aiface: listener.hub,
         aiface_ids: aiface.into_iter().map(|d| d.id).collect(),
-        notices: Some(server.notices()),
+        notices: Some(listener.notices),
         zk,
+    })
+}
+
+/// An AI06 listener bound and serving as the `aiface-listener` task of its [`Tasks`].
+pub struct AifaceListener {
+    /// Live sessions of the terminals that dialled in.
+    pub hub: Arc<AifaceHub>,
+    /// Connections and keypad enrolments, for whoever decides when to read.
+    pub notices: broadcast::Receiver<Notice>,
+    /// Where it listens (to tell a technician, or an emulator where to dial).
+    pub addresses: Vec<SocketAddr>,
+}
+
+/// Binds the listener for the AI06 `devices` and serves it under `tasks`: the one way anything
+/// in the agent (the running agent, the demo, `probe` and the store tools) listens for AI06
+/// terminals. With a `store` the listener records each device's contact; with `punches` it
+/// stores the punches terminals push.
+pub async fn listen_aiface(
+    tasks: &mut Tasks,
+    devices: &[DeviceConfig],
+    store: Option<Store>,
+    punches: Option<PunchLog>,
+) -> anyhow::Result<AifaceListener> {
+    let server = AifaceServer::bind(devices, store, punches).await?;
+    let listener = AifaceListener {
+        hub: server.hub(),
+        notices: server.notices(),
+        addresses: server.local_addrs(),
     };
     tasks.spawn("aiface-listener", move |stop| server.run(stop));
-    Ok(devices)
+    Ok(listener)
 }

@@ -148,7 +148,8 @@ impl RotatingFile {
         this
     }
 
-    /// Overrides the retry delays; tests use zero so they need not sleep.
+    /// Overrides the retry delays. A test hook: tests use zero so they need not sleep; the
+    /// agent keeps the defaults.
     pub fn with_intervals(mut self, reopen: Duration, replaced_check: Duration) -> Self {
         self.reopen_interval = reopen;
         self.replaced_check_interval = replaced_check;

@@ -32,7 +32,8 @@ impl ManualClock {
         Self(Arc::new(AtomicI64::new(now_ms)))
     }
 
-    /// Moves the clock forward by `ms`.
+    /// Moves the clock forward by `ms`. A test hook, like the manual clock itself: retention and
+    /// backup schedules are proved without waiting.
     pub fn advance_ms(&self, ms: i64) {
         self.0.fetch_add(ms, Ordering::SeqCst);
     }

@@ -4,8 +4,9 @@
 
 use super::apply::Applied;
 use super::clock::{Clock, SystemClock};
-use super::lock::DeviceLock;
+use super::lock::{DeviceLock, FlockLock};
 use crate::audit::Audit;
+use crate::config::{Config, LockMode};
 use crate::events::{Event, EventBody};
 use crate::store::{Store, TreeName};
 use crate::upstream::outbox::Outbox;
@@ -78,7 +79,28 @@ impl Engine {
         }
     }
 
-    /// Uses another clock (tests, and proving idempotency at a fixed instant).
+    /// The engine of the running agent, as `[agent]` and `[lock]` configure it: the device lock,
+    /// the system clock, `outbox` and the audit log of `store`. The agent, the demo and the
+    /// store tools all build it here, so they sync the same way.
+    pub fn from_config(config: &Config, store: &Store, outbox: Outbox) -> Self {
+        if config.lock.mode != LockMode::Flock {
+            tracing::warn!(
+                "[lock] mode = arbiter is not available in this build yet; using flock locks (one box only)"
+            );
+        }
+        let lock = FlockLock::from_config(&config.lock);
+        let audit = Audit::new(store.clone());
+        Self::new(
+            store.clone(),
+            &config.agent.id,
+            Arc::new(lock),
+            outbox,
+            audit,
+        )
+    }
+
+    /// Uses another clock. A test hook: the agent runs on the system clock; tests fix the instant
+    /// to prove idempotency and retention cut-offs.
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
         self

@@ -14,13 +14,12 @@
 
 use super::backup::{self, BackupInfo};
 use super::buffer::{self, MappingStatus};
-use super::lock::FlockLock;
 use super::migrate::DeviceMigration;
 use super::restore::RestoreReport;
 use super::{Engine, SyncError};
 use crate::audit::{Audit, AuditEntry, AuditQuery};
 use crate::config::{Config, DeviceConfig, Driver};
-use crate::device::aiface::{AifaceHub, AifaceServer};
+use crate::device::aiface::AifaceHub;
 use crate::device::punches::PunchLog;
 use crate::lifecycle::Tasks;
 use crate::store::{Store, StoreError};
@@ -43,18 +42,10 @@ pub fn open_store(config: &Config) -> anyhow::Result<Store> {
     }
 }
 
-/// The engine the commands use: the configured flock lock, the system clock.
+/// The engine the commands use: the running agent's, over the store they opened.
 pub fn engine(config: &Config, store: &Store) -> anyhow::Result<Engine> {
-    let lock = FlockLock::from_config(&config.lock);
     let outbox = Outbox::open(store, config.upstream.outbox_max_bytes.bytes())?;
-    let audit = Audit::new(store.clone());
-    Ok(Engine::new(
-        store.clone(),
-        &config.agent.id,
-        Arc::new(lock),
-        outbox,
-        audit,
-    ))
+    Ok(Engine::from_config(config, store, outbox))
 }
 
 /// `buffer list`: the buffered users and their counts per status, in the shape the MQTT
@@ -109,11 +100,11 @@ async fn listen(
 ) -> anyhow::Result<(Tasks, Arc<AifaceHub>)> {
     let outbox = Outbox::open(store, config.upstream.outbox_max_bytes.bytes())?;
     let punches = PunchLog::new(outbox, &config.agent.id);
-    let server = AifaceServer::bind(devices, Some(store.clone()), Some(punches)).await?;
-    let hub = server.hub();
     let mut tasks = Tasks::new();
-    tasks.spawn("aiface-listener", move |stop| server.run(stop));
-    Ok((tasks, hub))
+    let listener =
+        crate::device::listen_aiface(&mut tasks, devices, Some(store.clone()), Some(punches))
+            .await?;
+    Ok((tasks, listener.hub))
 }
 
 async fn connected(
