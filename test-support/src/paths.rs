@@ -42,14 +42,13 @@ pub fn device_sim() -> PathBuf {
 pub fn target_tmp() -> PathBuf {
     let dir = match std::env::var_os("CARGO_TARGET_TMPDIR") {
         Some(dir) => PathBuf::from(dir),
-        None => {
-            let exe = std::env::current_exe().expect("test binary path");
-            // The target directory is the one cargo marks with CACHEDIR.TAG.
-            exe.ancestors()
-                .find(|dir| dir.join("CACHEDIR.TAG").is_file())
-                .map(|target| target.join("tmp"))
-                .unwrap_or_else(|| std::env::temp_dir().join("edge-agent-tests"))
-        }
+        // `target/<profile>/deps/<test>` → `target/tmp`. Not found by cargo's CACHEDIR.TAG
+        // marker: cargo writes it only when it creates `target` itself, and the test script
+        // creates `target` first (for the peers' venv).
+        None => profile_dir()
+            .parent()
+            .expect("target/<profile> has a parent")
+            .join("tmp"),
     };
     std::fs::create_dir_all(&dir).expect("create the test scratch directory");
     dir
