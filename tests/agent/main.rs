@@ -1,4 +1,6 @@
-//! The agent binary as a user meets it: the demo, and signals on a running agent.
+//! The agent binary as a user meets it: the demo, signals on a running agent, and a running
+//! agent joined to an emulated terminal and the upstream double.
 
 mod demo;
 mod lifecycle;
+mod site;

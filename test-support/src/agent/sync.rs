@@ -4,7 +4,7 @@
 
 use edge_agent::audit::Audit;
 use edge_agent::config::{self, Config};
-use edge_agent::device::aiface::{AifaceHub, AifaceServer, AifaceSession};
+use edge_agent::device::aiface::{AifaceHub, AifaceSession};
 use edge_agent::events::{Event, EventBody};
 use edge_agent::lifecycle::Tasks;
 use edge_agent::store::{Store, StoreOptions};
@@ -115,12 +115,16 @@ impl Agent {
         let store = Store::open(&StoreOptions::at(config.store_dir()))
             .unwrap()
             .store;
-        let server = AifaceServer::bind(&config.device, Some(store.clone()), None)
-            .await
-            .unwrap();
-        let hub = server.hub();
         let mut tasks = Tasks::new();
-        tasks.spawn("aiface-listener", move |stop| server.run(stop));
+        let hub = edge_agent::device::listen_aiface(
+            &mut tasks,
+            &config.device,
+            Some(store.clone()),
+            None,
+        )
+        .await
+        .unwrap()
+        .hub;
         let lock = FlockLock::new(config.lock.dir.clone(), 2, Duration::from_millis(50));
         let engine = Arc::new(engine(&store, "gw-test", Arc::new(lock)));
         Agent {

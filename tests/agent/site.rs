@@ -1,0 +1,119 @@
+//! The running agent joins its parts: `edge-agent run` with an emulated AI06 terminal and the
+//! upstream double. A mapping the upstream serves for a user the agent has read reaches the
+//! sync engine (the one owner of mappings) through the puller `agent::run` wired to it, and
+//! the buffer shows the user as mapped. Fails if the puller writes anywhere else, or is not
+//! handed the engine.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use test_support::agent::sync::{config_text, emulator, DEVICE};
+use test_support::agent::upstream::{token_file, TOKEN};
+use test_support::upstream_double::UpstreamDouble;
+use test_support::{free_port, tempdir};
+
+const PATIENCE: Duration = Duration::from_secs(60);
+
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits until the agent's log holds `needle`; panics with the log if it never does.
+async fn wait_for_log(agent: &mut Running, log: &Path, needle: &str) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.contains(needle) {
+            return;
+        }
+        if let Ok(Some(status)) = agent.0.try_wait() {
+            panic!("agent exited ({status}) before logging {needle:?}:\n{text}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {needle:?} after {PATIENCE:?}:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mapping_pulled_by_the_running_agent_maps_the_buffered_user() {
+    let dir = tempdir().unwrap();
+    let double = UpstreamDouble::start(TOKEN).await;
+    let token = token_file(dir.path(), TOKEN);
+    let port = free_port();
+    let log = dir.path().join("agent.log");
+    let device = "poll_interval = \"1h\"\n";
+    let mut text = config_text(dir.path(), port, device);
+    // `config_text` ends inside `[[device]]`; these tables follow it.
+    text = text.replace(
+        "[log]\nfile = \"\"",
+        &format!("[log]\nfile = \"{}\"", log.display()),
+    );
+    text.push_str(&format!(
+        "[upstream]\nurl = \"{}\"\ntoken_file = \"{}\"\nmapping_pull_interval = \"1s\"\n",
+        double.url(),
+        token.display()
+    ));
+    let config = dir.path().join("agent.toml");
+    std::fs::write(&config, text).unwrap();
+
+    let mut agent = Running(
+        Command::new(env!("CARGO_BIN_EXE_edge-agent"))
+            .args(["run", "--config"])
+            .arg(&config)
+            .env("JOURNAL_STREAM", "none")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let terminal = emulator(
+        port,
+        &dir.path().join("terminal.jsonl"),
+        &["--users", "4", "--photo-kb", "1", "--cards", "false"],
+    );
+    wait_for_log(&mut agent, &log, "complete read applied").await;
+
+    // The user is buffered now; the upstream links it to a person with the same attributes.
+    double.add_mapping(
+        DEVICE,
+        "3",
+        json!({"person_id": "P3", "name": "user3", "privilege": 0, "card": null}),
+        false,
+    );
+    wait_for_log(&mut agent, &log, "pulled mapping changes from the upstream").await;
+
+    let rc = unsafe { libc::kill(agent.0.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(rc, 0);
+    let status = agent.0.wait().unwrap();
+    assert!(status.success(), "agent stopped with {status}");
+    drop(terminal);
+
+    let output = Command::new(env!("CARGO_BIN_EXE_edge-agent"))
+        .args(["buffer", "list", "--json", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let listing: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let status_of = |user: &str| {
+        listing["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["user_id"] == user)
+            .map(|u| u["status"].as_str().unwrap().to_string())
+    };
+    assert_eq!(status_of("3").as_deref(), Some("mapped"), "{listing:#}");
+    assert_eq!(status_of("2").as_deref(), Some("unmapped"), "{listing:#}");
+}
