@@ -191,12 +191,15 @@ impl EventKey {
     }
 
     /// Key of a user-level change observed by complete read number `read_generation` of the
-    /// device (generations are stored durably and only increase).
+    /// device in the store epoch `store_epoch` (generations are stored durably and only
+    /// increase within an epoch; a salvaged store starts a new epoch, so a key is never
+    /// reused for another change).
     pub fn user_change(
         kind: &str,
         agent_id: &str,
         device_id: &str,
         user_id: &str,
+        store_epoch: &str,
         read_generation: u64,
     ) -> String {
         Self::join(&[
@@ -204,6 +207,7 @@ impl EventKey {
             agent_id,
             device_id,
             user_id,
+            store_epoch,
             &read_generation.to_string(),
         ])
     }
@@ -253,8 +257,8 @@ mod tests {
             "punch/SN1/7/2026-11-22%2008:01:02/1/0"
         );
         assert_ne!(
-            EventKey::user_change("user_missing", "a", "d", "x/1", 3),
-            EventKey::user_change("user_missing", "a", "d/x", "1", 3)
+            EventKey::user_change("user_missing", "a", "d", "x/1", "e", 3),
+            EventKey::user_change("user_missing", "a", "d/x", "1", "e", 3)
         );
     }
 

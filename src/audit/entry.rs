@@ -68,11 +68,14 @@ pub enum Operation {
     CountDropped,
     /// Records removed by retention.
     Retention,
+    /// The upstream fell behind a device's buffer (the outbox refused a read's events), or a
+    /// catch-up was queued to bring it level again.
+    UpstreamCatchUp,
 }
 
 impl Operation {
     /// Every operation, in declaration order (for help texts and error messages).
-    pub const ALL: [Operation; 15] = [
+    pub const ALL: [Operation; 16] = [
         Operation::Discovery,
         Operation::Buffering,
         Operation::Mapping,
@@ -88,6 +91,7 @@ impl Operation {
         Operation::ReadIncomplete,
         Operation::CountDropped,
         Operation::Retention,
+        Operation::UpstreamCatchUp,
     ];
 
     /// The name used in queries and JSON, e.g. `admin_command`.
@@ -108,6 +112,7 @@ impl Operation {
             Operation::ReadIncomplete => "read_incomplete",
             Operation::CountDropped => "count_dropped",
             Operation::Retention => "retention",
+            Operation::UpstreamCatchUp => "upstream_catch_up",
         }
     }
 }

@@ -16,6 +16,9 @@ pub struct DemoArgs {
     /// Keep the demo's data directory afterwards.
     #[arg(long)]
     pub keep: bool,
+    /// Print a JSON summary of what happened on stdout (the narration goes to stderr).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Runs the demo: [`ExitStatus::Success`] when all of it worked.
@@ -24,6 +27,7 @@ pub fn run(args: DemoArgs) -> ExitStatus {
         users: args.users,
         photo_kb: args.photo_kb,
         keep: args.keep,
+        json: args.json,
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
@@ -33,7 +37,18 @@ pub fn run(args: DemoArgs) -> ExitStatus {
         }
     };
     match runtime.block_on(crate::demo::run(&options)) {
-        Ok(()) => ExitStatus::Success,
+        Ok(summary) => {
+            if options.json {
+                match serde_json::to_string_pretty(&summary) {
+                    Ok(text) => println!("{text}"),
+                    Err(err) => {
+                        eprintln!("edge-agent demo: cannot print the summary: {err}");
+                        return ExitStatus::Failed;
+                    }
+                }
+            }
+            ExitStatus::Success
+        }
         Err(err) => {
             eprintln!("edge-agent demo FAILED: {err:#}");
             ExitStatus::Failed

@@ -310,6 +310,11 @@ pub struct LogConfig {
 pub struct StoreConfig {
     /// Page cache size (sled's own default of 1 GiB is far too big for a gateway box).
     pub cache_size: ByteSize,
+    /// How long the group committer lingers before a flush and fsync so that writers arriving
+    /// close together share it (see `StoreOptions::group_commit_window`). `0s`, the default,
+    /// suits a disk with a fast fsync; a slow SD card may gain from a few ms. Events reach the
+    /// upstream only after that fsync, so this is also the added forwarding delay.
+    pub group_commit_window: HumanDuration,
 }
 
 /// `[esl]`: the shelf-label gateway (AIMS). Disabled unless `enabled = true`.
@@ -366,6 +371,7 @@ impl Config {
     pub fn store_options(&self) -> crate::store::StoreOptions {
         crate::store::StoreOptions {
             cache_capacity: self.store.cache_size.bytes(),
+            group_commit_window: self.store.group_commit_window.get(),
             ..crate::store::StoreOptions::at(self.store_dir())
         }
     }
@@ -476,6 +482,7 @@ impl Default for StoreConfig {
     fn default() -> Self {
         Self {
             cache_size: ByteSize(8 << 20),
+            group_commit_window: HumanDuration(std::time::Duration::ZERO),
         }
     }
 }

@@ -225,6 +225,12 @@ fn check_intervals(findings: &mut Findings, config: &Config) {
     if config.store.cache_size.bytes() < 1 << 20 {
         findings.error("store.cache_size", "must be at least 1MiB");
     }
+    if config.store.group_commit_window.get() > std::time::Duration::from_secs(1) {
+        findings.error(
+            "store.group_commit_window",
+            "must be at most 1s (every write that must be durable waits this long)",
+        );
+    }
     if config.backup.retention.get() < config.backup.interval.get() {
         findings.error(
             "backup.retention",

@@ -9,6 +9,7 @@ use crate::config::Config;
 use crate::device::aiface::AifaceHub;
 use crate::device::registry;
 use crate::store::Store;
+use crate::sync::catch_up;
 use crate::upstream::Upstream;
 use serde::Serialize;
 use serde_json::Value;
@@ -63,6 +64,9 @@ pub struct DeviceStatus {
     pub clock_skew_s: Option<i64>,
     /// When it last registered (UTC ms).
     pub last_registered_at_ms: Option<i64>,
+    /// The first read generation whose events the full outbox refused, while the upstream is
+    /// behind this device's buffer (a catch-up follows when there is room).
+    pub upstream_behind_since_generation: Option<u64>,
 }
 
 /// An alarm, flattened for display.
@@ -108,6 +112,10 @@ impl StatusSources {
                     users_reported: record.as_ref().and_then(|r| r.users),
                     clock_skew_s: record.as_ref().and_then(|r| r.clock_skew_s),
                     last_registered_at_ms: record.as_ref().map(|r| r.registered_at_ms),
+                    upstream_behind_since_generation: catch_up::load(&self.store, &device.id)
+                        .ok()
+                        .flatten()
+                        .map(|behind| behind.since_generation),
                 }
             })
             .collect();

@@ -30,8 +30,21 @@ pub(crate) struct Durability {
     data_file: SyncedPath,
     directory: SyncedPath,
     first_failure: Mutex<Option<DurabilityError>>,
+    /// Held for a whole flush-and-fsync round, so rounds run one after another and complete in
+    /// the order they started (what [`WriteMark`] relies on).
+    round: Mutex<()>,
+    started: AtomicU64,
     completed: AtomicU64,
 }
+
+/// A point in the store's write history, taken right after some writes: those writes are
+/// durable once a flush-and-fsync round that *started after* the mark has completed.
+///
+/// It exists so that an owner can tell, without calling [`Store::make_durable`] itself,
+/// whether writes it was told about are durable yet: the outbox keeps events committed by
+/// other modules hidden from the forwarder until then (durable, then forwarded).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct WriteMark(u64);
 
 /// An open handle kept only to fsync it, with its path for error messages.
 struct SyncedPath {
@@ -65,6 +78,8 @@ impl Durability {
             data_file: SyncedPath::open(store_dir.join("db"))?,
             directory: SyncedPath::open(store_dir.to_path_buf())?,
             first_failure: Mutex::new(None),
+            round: Mutex::new(()),
+            started: AtomicU64::new(0),
             completed: AtomicU64::new(0),
         })
     }
@@ -72,13 +87,17 @@ impl Durability {
     /// Makes every write that completed before this call durable: sled flush, then fsync of
     /// the data file and of the directory. Refuses once any earlier attempt has failed.
     pub(crate) fn make_durable(&self) -> Result<(), DurabilityError> {
+        let _round = self.round.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(earlier) = self.earlier_failure() {
             return Err(DurabilityError::Poisoned(Box::new(earlier)));
         }
+        // Counted before sled's flush starts: a write that completed before a mark equal to
+        // this count is covered by this round.
+        self.started.fetch_add(1, Ordering::SeqCst);
         let outcome = self.flush_and_fsync();
         match &outcome {
             Ok(()) => {
-                self.completed.fetch_add(1, Ordering::Relaxed);
+                self.completed.fetch_add(1, Ordering::SeqCst);
             }
             Err(error) => {
                 let mut first = self.first_failure.lock().unwrap_or_else(|e| e.into_inner());
@@ -88,9 +107,15 @@ impl Durability {
         outcome
     }
 
-    /// How many flush-and-fsync rounds have succeeded.
+    /// How many flush-and-fsync rounds have succeeded. Rounds run one at a time and a failed
+    /// round poisons every later one, so this is also the number of the last round completed.
     pub(crate) fn completed(&self) -> u64 {
-        self.completed.load(Ordering::Relaxed)
+        self.completed.load(Ordering::SeqCst)
+    }
+
+    /// How many rounds have started (a round in progress included).
+    fn started(&self) -> u64 {
+        self.started.load(Ordering::SeqCst)
     }
 
     fn earlier_failure(&self) -> Option<DurabilityError> {
@@ -138,6 +163,18 @@ impl Store {
     /// smaller than the number of durability requests; exported for metrics.
     pub fn durable_flushes(&self) -> u64 {
         self.inner.durability.completed()
+    }
+
+    /// Marks the present point of the write history; take it *after* the writes it stands for
+    /// have completed (their transaction returned).
+    pub fn mark_writes(&self) -> WriteMark {
+        WriteMark(self.inner.durability.started())
+    }
+
+    /// Whether every write completed before `mark` was taken is durable: a round that started
+    /// after the mark has completed.
+    pub fn is_durable(&self, mark: WriteMark) -> bool {
+        self.inner.durability.completed() > mark.0
     }
 }
 

@@ -96,6 +96,19 @@ pub enum StoreError {
         /// Why the fresh store failed.
         reason: String,
     },
+    /// The meta tree has no store epoch, which every open writes: the store was changed by
+    /// something other than this agent.
+    #[error(
+        "store {path} has no store epoch although every open records one; was it modified by \
+         another tool? Restart the agent so the open records one"
+    )]
+    MissingEpoch {
+        /// The store directory.
+        path: PathBuf,
+    },
+    /// The operating system gave no random bytes for a new store epoch.
+    #[error("cannot mint a store epoch: the system's random source failed: {0}")]
+    Random(String),
     /// A sled operation failed while the store was running.
     #[error("store operation '{operation}' failed: {source}")]
     Sled {

@@ -23,7 +23,7 @@
 //!
 //! | tree           | key                                  | value                                         |
 //! |----------------|--------------------------------------|-----------------------------------------------|
-//! | `meta`         | ASCII name, e.g. `schema_version`    | `schema_version`: raw u32 BE (see [`schema`]); other names: envelopes |
+//! | `meta`         | ASCII name, e.g. `schema_version`    | `schema_version`: raw u32 BE (see [`schema`]); `store_epoch`: [`StoreEpoch`]; other names: envelopes |
 //! | `alarms`       | sequence u64 BE                      | [`Alarm`]                                     |
 //! | `devices`      | `device_id`                          | what the agent knows about the device         |
 //! | `snapshots`    | `device_id \0 user_id`               | the user as of the device's last complete read |
@@ -39,6 +39,7 @@
 //! | `credentials`  | `device_id \0 user_id \0` slot u16 BE | credential value as last fetched (sync engine's cache) |
 //! | `history`      | `device_id \0` generation u64 BE     | one entry per complete read: counts, ids added/missing/changed |
 //! | `sync_state`   | `device_id`                          | read generation and last complete read of the device |
+//! | `catch_up`     | `device_id`                          | since which read the upstream is behind (outbox was full) |
 //!
 //! Every value except `meta/schema_version` is an [`envelope`] around a type implementing
 //! [`Record`]; the modules that own those types declare them next to their logic. Each tree
@@ -54,6 +55,7 @@
 
 mod alarm;
 mod durability;
+mod epoch;
 pub mod envelope;
 mod error;
 mod group_commit;
@@ -73,6 +75,7 @@ use std::time::Duration;
 
 pub use alarm::{Alarm, AlarmKind};
 pub use envelope::{EnvelopeError, Record};
+pub use epoch::{EpochCause, StoreEpoch};
 pub use error::{DurabilityError, StoreError};
 pub use keys::KeyError;
 pub use open::Opened;
@@ -83,6 +86,7 @@ pub use trees::TreeName;
 pub use txn::{Tx, TxError};
 
 use durability::Durability;
+pub use durability::WriteMark;
 use group_commit::GroupCommitter;
 
 /// A handle to the open store. Cheap to clone; all clones share one sled database, one

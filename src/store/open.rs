@@ -5,6 +5,7 @@ use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 
+use super::epoch::{self, EpochCause};
 use super::error::StoreError;
 use super::options::StoreOptions;
 use super::salvage::{self, SalvageReport};
@@ -78,6 +79,7 @@ impl Store {
             },
         })?;
         store.raise_alarm(&report.alarm())?;
+        epoch::mint(&store, EpochCause::Salvaged)?;
         store.make_durable_blocking()?;
         Ok(Opened {
             store,
@@ -117,13 +119,18 @@ fn open_and_check(options: &StoreOptions) -> Result<Store, OpenFailure> {
                     .into(),
             ))
         }
-        StoredSchema::Absent => schema::record(&store, CURRENT_SCHEMA)?,
+        StoredSchema::Absent => {
+            epoch::mint(&store, EpochCause::Created)?;
+            schema::record(&store, CURRENT_SCHEMA)?
+        }
         StoredSchema::Unreadable(len) => {
             return Err(OpenFailure::Damaged(format!(
                 "the stored schema version is {len} bytes long instead of 4"
             )))
         }
     }
+    epoch::ensure(&store)?;
+    store.make_durable_blocking()?;
     Ok(store)
 }
 

@@ -61,12 +61,16 @@ pub enum TreeName {
     /// Per device, where the sync engine stands: read generation, last complete read. Key
     /// `device_id`. Written only by `crate::sync::state`.
     SyncState,
+    /// Per device, since which read generation the upstream is behind the buffer (the outbox
+    /// was full and refused that read's events); removed when the catch-up is queued. Key
+    /// `device_id`. Written only by `crate::sync::catch_up`.
+    CatchUp,
 }
 
 impl TreeName {
     /// Every tree, in a fixed order; the store opens them all at start-up so that the
     /// typed accessors never fail on a missing tree.
-    pub const ALL: [TreeName; 16] = [
+    pub const ALL: [TreeName; 17] = [
         TreeName::Meta,
         TreeName::Alarms,
         TreeName::Devices,
@@ -83,6 +87,7 @@ impl TreeName {
         TreeName::Credentials,
         TreeName::History,
         TreeName::SyncState,
+        TreeName::CatchUp,
     ];
 
     /// The tree's name on disk. Changing one of these strings orphans the old tree's data,
@@ -105,6 +110,7 @@ impl TreeName {
             TreeName::Credentials => "credentials",
             TreeName::History => "history",
             TreeName::SyncState => "sync_state",
+            TreeName::CatchUp => "catch_up",
         }
     }
 
@@ -150,6 +156,7 @@ mod tests {
             TreeName::Credentials => "src/sync/credentials.rs",
             TreeName::History => "src/sync/history.rs",
             TreeName::SyncState => "src/sync/state.rs",
+            TreeName::CatchUp => "src/sync/catch_up.rs",
         }
     }
 

@@ -16,6 +16,7 @@
 //! idempotent); it is not done here because a diff is one transaction by design.
 
 use super::buffer::{self, credential_summary, BufferRecord, MappingStatus};
+use super::catch_up;
 use super::clock::format_ms;
 use super::conflicts::{self, ConflictRecord};
 use super::diff::{self, Diff};
@@ -76,6 +77,8 @@ enum Appearance {
 /// writes.
 struct Plan {
     device_id: String,
+    /// The store epoch, part of every event key.
+    epoch: String,
     now_ms: i64,
     previous: SyncState,
     diff: Diff,
@@ -95,10 +98,22 @@ impl Engine {
     ) -> Result<Applied, SyncError> {
         let plan = self.plan(device_id, read)?;
         let generation = plan.previous.generation + 1;
-        let (events, audit) = self.describe(&plan, generation, fencing_token);
-        let events = self.outbox().prepare_all(events)?;
+        let (events, mut audit) = self.describe(&plan, generation, fencing_token);
+        let outcome = catch_up::ReadOutcome {
+            device_id,
+            epoch: &plan.epoch,
+            generation,
+            now_ms: plan.now_ms,
+            fencing_token,
+            read,
+            newly_missing: &plan.missing,
+        };
+        // A full outbox withholds the events, never the read (see `catch_up`).
+        let outgoing = self.outgoing(&outcome, events, &mut audit)?;
+        let events = outgoing.events;
         let audit = self.audit().prepare(audit)?;
         let trees = self.trees(&[
+            TreeName::CatchUp,
             TreeName::Snapshots,
             TreeName::Buffer,
             TreeName::Mappings,
@@ -148,6 +163,7 @@ impl Engine {
             write_missing(tx, &plan)?;
             history::put_in(tx, &history_key, &entry)?;
             state::put_in(tx, device_id.as_bytes(), &new_state)?;
+            catch_up::put_in(tx, device_id, outgoing.behind.as_ref())?;
             outbox::enqueue_in(tx, &events)?;
             audit::append_in(tx, &audit)
         })?;
@@ -250,6 +266,7 @@ impl Engine {
         }
         Ok(Plan {
             device_id: device_id.to_string(),
+            epoch: store.epoch()?.id,
             now_ms,
             previous,
             diff,
@@ -295,7 +312,7 @@ impl Engine {
         let mut events = Vec::new();
         let mut audit = Vec::new();
         let key = |kind: &str, user: &str| {
-            EventKey::user_change(kind, self.agent_id(), device, user, generation)
+            EventKey::user_change(kind, self.agent_id(), device, user, &plan.epoch, generation)
         };
         let entry = |operation, user: &str, detail: String| AuditEntry {
             at_unix_ms: now,

@@ -245,6 +245,7 @@ impl Engine {
                             self.agent_id(),
                             device_id,
                             user_id,
+                            &self.store().epoch()?.id,
                             state.generation,
                         ),
                         EventBody::ConflictDetected {

@@ -19,6 +19,7 @@
 pub mod apply;
 pub mod backup;
 pub mod buffer;
+pub mod catch_up;
 pub mod clock;
 pub mod conflicts;
 pub mod credentials;

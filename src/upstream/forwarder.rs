@@ -128,6 +128,14 @@ impl Forwarder {
             Err(error) => return self.retry(format!("cannot read the outbox: {error}"), None),
         };
         if batch.is_empty() {
+            if self.outbox.awaits_durability() {
+                // Committed events wait for an fsync their producer has asked for (or forgot
+                // to); join it rather than idle.
+                return match self.outbox.store().make_durable().await {
+                    Ok(()) => Next::Continue,
+                    Err(error) => self.retry(format!("cannot make the outbox durable: {error}"), None),
+                };
+            }
             return Next::Idle;
         }
         self.board.sending(batch.len());

@@ -6,6 +6,14 @@
 //!   [`Store::transaction`], and reports the commit with [`Outbox::committed`]; then it calls
 //!   [`Store::make_durable`] before acknowledging anything. [`Outbox::enqueue`] does all of
 //!   that for a lone event.
+//! - **Durable, then forwarded.** An event is invisible to [`Outbox::peek`] (so to the
+//!   forwarder, and so to the upstream) from the moment its slot is prepared until a
+//!   flush-and-fsync that started after [`Outbox::committed`] has completed. The outbox checks
+//!   this itself with a [`WriteMark`], so no producer can get the order wrong: whether it calls
+//!   `committed` before or after `make_durable`, a crash between its commit and the fsync
+//!   can never leave the upstream holding an event the store lost (whose read generation,
+//!   and so key, would then be reused for another payload). A forwarder that finds only
+//!   not-yet-durable events asks for the fsync itself ([`Outbox::awaits_durability`]).
 //! - **Order.** Keys are store sequence numbers, so the outbox is FIFO overall and therefore
 //!   per device, provided each device's events are enqueued one after another (the per-device
 //!   sync loop does).
@@ -18,6 +26,7 @@
 //! Depth and bytes are counted in memory (one scan at open, then kept up to date by the
 //! methods that add and remove), so status and the cap check cost nothing per event.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
@@ -27,6 +36,7 @@ use tokio::sync::Notify;
 use crate::events::Event;
 use crate::store::{
     envelope, keys, Alarm, AlarmKind, Prepared, Record, Store, StoreError, TreeName, Tx, TxError,
+    WriteMark,
 };
 
 /// Bytes a key of the outbox occupies (a big-endian sequence number).
@@ -42,7 +52,19 @@ struct Inner {
     store: Store,
     max_bytes: u64,
     tally: Mutex<Tally>,
+    /// Slots prepared in this process whose events are not yet known durable, by sequence
+    /// number. Empty at open: whatever sled recovered is on disk.
+    hidden: Mutex<BTreeMap<u64, Stage>>,
     work: Notify,
+}
+
+/// Where a prepared slot is on its way to the forwarder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Prepared; its transaction may or may not have committed yet.
+    Prepared,
+    /// Committed; durable once the store has made `mark` durable.
+    Committed(WriteMark),
 }
 
 /// What is queued, as counted in memory.
@@ -142,6 +164,18 @@ pub enum OutboxError {
     Store(#[from] StoreError),
 }
 
+/// Bytes `events` will occupy in the outbox (keys and encoded values).
+fn encoded_size(events: &[Event]) -> Result<u64, OutboxError> {
+    let mut size = 0;
+    for event in events {
+        size += KEY_BYTES
+            + envelope::encode(event)
+                .map_err(|error| StoreError::value(TreeName::Outbox, b"(new event)", error))?
+                .len() as u64;
+    }
+    Ok(size)
+}
+
 /// Writes prepared events into the outbox inside the caller's transaction, which must
 /// declare [`TreeName::Outbox`]. Safe to run again when sled retries the closure.
 pub fn enqueue_in(tx: &Tx<'_>, prepared: &Prepared<Event>) -> Result<(), TxError> {
@@ -166,6 +200,7 @@ impl Outbox {
                 store: store.clone(),
                 max_bytes,
                 tally: Mutex::new(tally),
+                hidden: Mutex::new(BTreeMap::new()),
                 work: Notify::new(),
             }),
         })
@@ -186,27 +221,58 @@ impl Outbox {
     /// refuses the whole batch with [`OutboxError::Full`] when there is not, so a change is
     /// never half-reported.
     pub fn prepare_all(&self, events: Vec<Event>) -> Result<Prepared<Event>, OutboxError> {
-        let mut size = 0;
-        for event in &events {
-            size += KEY_BYTES
-                + envelope::encode(event)
-                    .map_err(|error| StoreError::value(TreeName::Outbox, b"(new event)", error))?
-                    .len() as u64;
-        }
         if events.is_empty() {
             return Ok(Prepared::empty());
         }
+        let size = encoded_size(&events)?;
         self.check_room(size)?;
+        self.reserve(events, size)
+    }
+
+    /// Reserves slots for a catch-up (see `crate::sync::catch_up`): accepted once the queue
+    /// is below half its cap, whatever the catch-up's own size, because a catch-up carries a
+    /// whole device and may be larger than the cap itself; refused with [`OutboxError::Full`]
+    /// otherwise. So the outbox may exceed its cap by at most one device's catch-up.
+    pub fn prepare_catch_up(&self, events: Vec<Event>) -> Result<Prepared<Event>, OutboxError> {
+        let queued_bytes = self.lock_tally().bytes;
+        let max_bytes = self.inner.max_bytes;
+        if queued_bytes >= max_bytes / 2 {
+            return Err(OutboxError::Full {
+                queued_bytes,
+                max_bytes,
+                event_bytes: 0,
+            });
+        }
+        let size = encoded_size(&events)?;
+        self.reserve(events, size)
+    }
+
+    /// Numbers `events` and hides their slots until they are durable.
+    fn reserve(&self, events: Vec<Event>, size: u64) -> Result<Prepared<Event>, OutboxError> {
         let mut prepared = Prepared::number(&self.inner.store, events)?;
         prepared.bytes = size;
+        let mut hidden = self.lock_hidden();
+        for (sequence, _) in &prepared.items {
+            hidden.insert(*sequence, Stage::Prepared);
+        }
+        // A slot whose transaction aborted stays listed (a few bytes each); it never reaches
+        // the tree, so it hides nothing.
         Ok(prepared)
     }
 
     /// Reports that the transaction holding `prepared` committed: counts its events and wakes
-    /// the forwarder.
+    /// the forwarder. The events stay hidden from [`Outbox::peek`] until the store has made
+    /// this commit durable (see the module docs), whichever order the caller uses.
     pub fn committed(&self, prepared: Prepared<Event>) {
         if prepared.is_empty() {
             return;
+        }
+        let mark = self.inner.store.mark_writes();
+        {
+            let mut hidden = self.lock_hidden();
+            for (sequence, _) in &prepared.items {
+                hidden.insert(*sequence, Stage::Committed(mark));
+            }
         }
         {
             let mut tally = self.lock_tally();
@@ -214,6 +280,15 @@ impl Outbox {
             tally.bytes += prepared.bytes;
         }
         self.inner.work.notify_one();
+    }
+
+    /// Whether committed events are waiting only for the store's next fsync to become
+    /// visible. The forwarder then calls [`Store::make_durable`] itself instead of idling.
+    pub fn awaits_durability(&self) -> bool {
+        let store = &self.inner.store;
+        self.lock_hidden()
+            .values()
+            .any(|stage| matches!(stage, Stage::Committed(mark) if !store.is_durable(*mark)))
     }
 
     /// Queues one event on its own and waits until it is durable; returns its sequence number.
@@ -228,11 +303,26 @@ impl Outbox {
         Ok(sequence)
     }
 
-    /// Up to `limit` events from the head of the queue, oldest first.
+    /// Up to `limit` durable events from the head of the queue, oldest first. Stops at the
+    /// first event not yet known durable, so order is kept.
     pub fn peek(&self, limit: usize) -> Result<Vec<Queued>, OutboxError> {
         let mut batch = Vec::with_capacity(limit.min(1024));
-        for entry in self.inner.store.tree(TreeName::Outbox).iter().take(limit) {
+        let mut hidden = self.lock_hidden();
+        let store = &self.inner.store;
+        for entry in store.tree(TreeName::Outbox).iter() {
+            if batch.len() >= limit {
+                break;
+            }
             let (key, value) = entry.map_err(StoreError::sled("read the outbox"))?;
+            if let Some(sequence) = keys::parse_sequence(&key) {
+                match hidden.get(&sequence) {
+                    None => {}
+                    Some(Stage::Committed(mark)) if store.is_durable(*mark) => {
+                        hidden.remove(&sequence);
+                    }
+                    Some(_) => break,
+                }
+            }
             let event = envelope::decode::<Event>(&value)
                 .map_err(|error| StoreError::value(TreeName::Outbox, &key, error))?;
             let sequence = keys::parse_sequence(&key).ok_or_else(|| StoreError::BadKey {
@@ -415,6 +505,14 @@ impl Outbox {
         }
     }
 
+    fn lock_hidden(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Stage>> {
+        // A map of stages; every update is a single insert or remove.
+        self.inner
+            .hidden
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     fn lock_tally(&self) -> std::sync::MutexGuard<'_, Tally> {
         // The tally is plain counters: a panic elsewhere cannot leave it half-updated.
         self.inner
@@ -474,6 +572,67 @@ mod tests {
         assert_eq!(settled.depth, 2);
         assert_eq!(settled.bytes, before.bytes - head[0].0.size);
         assert_eq!(settled.oldest_occurred_at_ms, Some(1_001));
+    }
+
+    /// Durable, then forwarded: a committed event stays out of `peek` (the forwarder's only
+    /// view) until an fsync that started after the commit, whichever order the producer uses.
+    #[tokio::test]
+    async fn an_event_is_invisible_to_the_forwarder_until_an_fsync_after_its_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&StoreOptions::at(dir.path().join("s")))
+            .unwrap()
+            .store;
+        let outbox = Outbox::open(&store, u64::MAX).unwrap();
+        let flushes = store.durable_flushes();
+        let prepared = outbox.prepare(alarm_event(1)).unwrap();
+        store
+            .transaction(&[TreeName::Outbox], |tx| enqueue_in(tx, &prepared))
+            .unwrap();
+        assert!(
+            outbox.peek(10).unwrap().is_empty(),
+            "committed to sled but not yet reported"
+        );
+        // The wrong order: the commit reported (and the forwarder woken) before the fsync.
+        outbox.committed(prepared);
+        assert_eq!(store.durable_flushes(), flushes, "no fsync happened yet");
+        assert!(
+            outbox.peek(10).unwrap().is_empty(),
+            "an event was visible to the forwarder before the fsync that makes it durable"
+        );
+        assert!(outbox.awaits_durability());
+        assert_eq!(outbox.stats().unwrap().depth, 1);
+
+        store.make_durable().await.unwrap();
+        assert!(!outbox.awaits_durability());
+        let visible = outbox.peek(10).unwrap();
+        assert_eq!(visible.len(), 1);
+        assert_eq!(visible[0].event, alarm_event(1));
+    }
+
+    /// A slot prepared while another producer's transaction is still open keeps the queue's
+    /// order: nothing behind it is handed out until it is durable too.
+    #[tokio::test]
+    async fn a_hidden_event_holds_back_the_ones_behind_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&StoreOptions::at(dir.path().join("s")))
+            .unwrap()
+            .store;
+        let outbox = Outbox::open(&store, u64::MAX).unwrap();
+        let first = outbox.prepare(alarm_event(1)).unwrap();
+        store
+            .transaction(&[TreeName::Outbox], |tx| enqueue_in(tx, &first))
+            .unwrap();
+        outbox.enqueue(alarm_event(2)).await.unwrap();
+        assert!(outbox.peek(10).unwrap().is_empty(), "order kept");
+        outbox.committed(first);
+        store.make_durable().await.unwrap();
+        let keys: Vec<_> = outbox
+            .peek(10)
+            .unwrap()
+            .into_iter()
+            .map(|queued| queued.event)
+            .collect();
+        assert_eq!(keys, [alarm_event(1), alarm_event(2)]);
     }
 
     #[tokio::test]

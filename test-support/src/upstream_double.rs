@@ -4,7 +4,10 @@
 //! It checks the bearer token, the request schema (strictly: unknown fields are contract
 //! violations), idempotency (counting, per key, how often an event was *delivered* and how
 //! often it was *applied*; a key re-used for a different event is a violation) and fencing
-//! (a token lower than one already applied for the device is rejected). Faults are injected
+//! (a token lower than one already applied for the device is rejected). It also counts
+//! *facts*, independently of keys: a user change is the fact (device, user, type, store
+//! epoch, read generation), so the same fact applied under two keys counts twice, and every
+//! key seen with two different payloads is listed. Faults are injected
 //! per request: outage (503), chosen statuses, 429 with `Retry-After`, slow replies after
 //! applying, connections dropped after applying, permanent rejection of chosen keys, and
 //! whole-batch refusal of batches holding a chosen key.
@@ -96,6 +99,8 @@ struct Faults {
 #[derive(Debug, Default)]
 struct Ledger {
     deliveries: HashMap<String, u32>,
+    facts: HashMap<Fact, u32>,
+    two_payloads: Vec<String>,
     applications: HashMap<String, u32>,
     applied: HashMap<String, InEventKey>,
     applied_order: Vec<String>,
@@ -104,6 +109,54 @@ struct Ledger {
     violations: Vec<String>,
     mappings: Vec<Value>,
     persons: HashMap<String, Value>,
+}
+
+/// One user change as a fact: what happened to whom, observed by which read.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Fact {
+    /// `device_id` of the event.
+    pub device: String,
+    /// The device user's id, from the event's data.
+    pub user: String,
+    /// The event type (`user_discovered`, `user_missing`, …).
+    pub kind: String,
+    /// The store epoch (second-to-last key component).
+    pub epoch: String,
+    /// The read generation (last key component).
+    pub generation: u64,
+}
+
+impl Fact {
+    /// The fact an event states, for the user-change types; `None` for the others.
+    fn of(event: &InEvent) -> Option<Fact> {
+        const USER_CHANGES: [&str; 5] = [
+            "user_discovered",
+            "user_changed",
+            "user_missing",
+            "user_reappeared",
+            "conflict_detected",
+        ];
+        if !USER_CHANGES.contains(&event.kind.as_str()) {
+            return None;
+        }
+        let data = &event.data;
+        let user = ["user", "after", "device"]
+            .iter()
+            .find_map(|nested| data.get(*nested).and_then(|inner| inner.get("user_id")))
+            .or_else(|| data.get("user_id"))?
+            .as_str()?
+            .to_string();
+        let mut parts = event.key.rsplit('/');
+        let generation = parts.next()?.parse().ok()?;
+        let epoch = parts.next()?.to_string();
+        Some(Fact {
+            device: event.device_id.clone(),
+            user,
+            kind: event.kind.clone(),
+            epoch,
+            generation,
+        })
+    }
 }
 
 /// The parts of an applied event a retry must repeat exactly.
@@ -278,6 +331,16 @@ impl UpstreamDouble {
             .filter(|seen| seen.endpoint == "events")
             .cloned()
             .collect()
+    }
+    /// Every applied user-change fact with how often it was applied (the contract's promise
+    /// is once).
+    pub fn fact_counts(&self) -> HashMap<Fact, u32> {
+        self.ledger().facts.clone()
+    }
+    /// Keys that arrived with a payload other than the one applied under them, once per
+    /// such arrival (should stay empty: a key names one event forever).
+    pub fn keys_with_two_payloads(&self) -> Vec<String> {
+        self.ledger().two_payloads.clone()
     }
     /// Contract violations by the client (should stay empty).
     pub fn violations(&self) -> Vec<String> {
@@ -504,6 +567,9 @@ impl Shared {
                         let fence = ledger.fences.entry(event.device_id.clone()).or_default();
                         *fence = (*fence).max(event.fencing_token);
                         *ledger.applications.entry(key.clone()).or_default() += 1;
+                        if let Some(fact) = Fact::of(&event) {
+                            *ledger.facts.entry(fact).or_default() += 1;
+                        }
                         ledger.applied_order.push(key.clone());
                         ledger.applied.insert(key.clone(), identity(event));
                         json!({"status": "accepted"})
@@ -550,6 +616,7 @@ impl Ledger {
             if *applied != identity_ref(event) {
                 self.violations
                     .push(format!("key {} re-used for a different event", event.key));
+                self.two_payloads.push(event.key.clone());
                 return Err("idempotency key re-used for a different event".into());
             }
             return Ok(false);

@@ -3,4 +3,5 @@
 
 mod demo;
 mod lifecycle;
+mod salvage;
 mod site;

@@ -3,6 +3,7 @@
 
 mod deps;
 mod forwarding;
+mod full_outbox;
 mod outage;
 mod outbox_cap;
 mod tls;

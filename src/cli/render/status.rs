@@ -65,6 +65,13 @@ pub fn format_report(report: &Value, now_ms: i64) -> String {
                 .map_or("-".to_string(), |n| n.to_string()),
             age(now_ms, &device["last_registered_at_ms"]),
         ));
+        if let Some(generation) = device["upstream_behind_since_generation"].as_u64() {
+            out.push_str(&format!(
+                "  {:<20} upstream behind since read #{generation} (the outbox was full); a \
+                 catch-up is queued when there is room\n",
+                ""
+            ));
+        }
     }
     let upstream = &report["upstream"];
     if upstream.is_object() {
@@ -92,7 +99,7 @@ pub fn format_report(report: &Value, now_ms: i64) -> String {
             outbox["bytes"],
             outbox["max_bytes"],
             if outbox["refusing"].as_bool() == Some(true) {
-                " — FULL, refusing new events"
+                " — FULL, refusing new events (punches are refused too: terminals keep them)"
             } else {
                 ""
             },
@@ -128,7 +135,8 @@ mod tests {
             "started_at_ms": updated_at_ms - 3_600_000, "updated_at_ms": updated_at_ms,
             "devices": [{"id": "door", "driver": "aiface", "connected": false, "sn": "SN1",
                          "users_reported": 12, "clock_skew_s": -3,
-                         "last_registered_at_ms": updated_at_ms - 600_000}],
+                         "last_registered_at_ms": updated_at_ms - 600_000,
+                         "upstream_behind_since_generation": 4}],
             "upstream": {"forwarder": {"state": "failed", "reason": "token file unreadable"},
                          "queued": 5, "delivered": 0,
                          "outbox": {"depth": 5, "bytes": 900, "max_bytes": 64000000,
@@ -149,6 +157,8 @@ mod tests {
         );
         assert!(text.contains("failed (token file unreadable)"), "{text}");
         assert!(text.contains("FULL, refusing new events"), "{text}");
+        assert!(text.contains("punches are refused too"), "{text}");
+        assert!(text.contains("upstream behind since read #4"), "{text}");
         assert!(text.contains("outbox full"), "{text}");
     }
 

@@ -3,6 +3,10 @@
 //! expiry check alone refuses the command. The nonce and the command's audit entry are written
 //! in one transaction and made durable *before* the command runs, so a crash can never let a
 //! command run twice or run unaudited.
+//!
+//! A salvaged store has lost its nonces, so a command signed before the salvage (still inside
+//! its validity window) could run a second time: such commands are refused, judged by the
+//! store epoch's mint time (see [`crate::store::StoreEpoch::refuses_signed_at`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -29,20 +33,33 @@ pub enum ClaimError {
     /// It was used before.
     #[error("nonce already used")]
     Replayed,
+    /// It was signed before the store was salvaged, which lost the nonces that would tell.
+    #[error("signed before the store was salvaged at {salvaged_at_ms} (UTC ms)")]
+    SignedBeforeSalvage {
+        /// When the salvage minted the current store epoch (UTC ms).
+        salvaged_at_ms: i64,
+    },
     /// The store failed; the command must not run.
     #[error("cannot record the command's nonce: {0}")]
     Store(#[from] StoreError),
 }
 
 /// Records `nonce` and the command's audit entry atomically and durably; refuses a nonce seen
-/// before.
+/// before, and any command signed (at `issued_at_unix_s`) before a salvage of the store.
 pub async fn claim(
     store: &Store,
     nonce: &str,
+    issued_at_unix_s: i64,
     record: &NonceRecord,
     entry: &AuditEntry,
 ) -> Result<(), ClaimError> {
     const REPLAYED: &str = "nonce already used";
+    let epoch = store.epoch()?;
+    if epoch.refuses_signed_at(issued_at_unix_s) {
+        return Err(ClaimError::SignedBeforeSalvage {
+            salvaged_at_ms: epoch.minted_at_ms,
+        });
+    }
     let sequence = store.next_sequence()?;
     let outcome = store.transaction(&[TreeName::Nonces, TreeName::Audit], |tx| {
         if tx.get::<NonceRecord>(TreeName::Nonces, nonce)?.is_some() {
@@ -104,8 +121,8 @@ mod tests {
             keep_until_unix_s: 100,
             key: "ops".into(),
         };
-        claim(&store, "n-000001", &record, &entry()).await.unwrap();
-        let again = claim(&store, "n-000001", &record, &entry()).await;
+        claim(&store, "n-000001", 0, &record, &entry()).await.unwrap();
+        let again = claim(&store, "n-000001", 0, &record, &entry()).await;
         assert!(matches!(again, Err(ClaimError::Replayed)), "{again:?}");
         let audit = Audit::new(store.clone())
             .query(&AuditQuery::default())
@@ -114,7 +131,7 @@ mod tests {
 
         assert_eq!(sweep(&store, 100).unwrap(), 0);
         assert_eq!(sweep(&store, 101).unwrap(), 1);
-        claim(&store, "n-000001", &record, &entry()).await.unwrap();
+        claim(&store, "n-000001", 0, &record, &entry()).await.unwrap();
     }
 
     #[test]

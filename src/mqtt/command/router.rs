@@ -343,13 +343,24 @@ impl Router {
             actor: auth.key.clone(),
             detail: format!("{name} {canonical_args}"),
         };
-        nonces::claim(&self.store, &auth.nonce, &record, &entry)
+        nonces::claim(&self.store, &auth.nonce, auth.issued_at, &record, &entry)
             .await
             .map_err(|err| match err {
                 ClaimError::Replayed => CommandError::new(
                     ErrorCode::Replayed,
                     "this signed command was already received (its nonce was used); sign a new \
                      one; nothing was done",
+                ),
+                ClaimError::SignedBeforeSalvage { salvaged_at_ms } => CommandError::new(
+                    ErrorCode::Replayed,
+                    format!(
+                        "this command was signed before the store was salvaged (at {}), which \
+                         lost the record of the commands already run, so it may have run \
+                         before; sign a new one; nothing was done",
+                        chrono::DateTime::from_timestamp_millis(salvaged_at_ms)
+                            .map(|at| at.to_rfc3339())
+                            .unwrap_or_else(|| salvaged_at_ms.to_string())
+                    ),
                 ),
                 ClaimError::Store(err) => CommandError::failed(format!(
                     "the command was not run because it could not be recorded: {err}"
