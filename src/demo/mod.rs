@@ -35,7 +35,7 @@ const DELETED_USER: u64 = 7;
 const DELETE_AFTER: Duration = Duration::from_millis(2500);
 
 /// The embedded configuration (`config/demo.toml`).
-const DEMO_CONFIG: &str = include_str!("../config/demo.toml");
+const DEMO_CONFIG: &str = include_str!("../../config/demo.toml");
 
 /// Options of the demo.
 #[derive(Debug, Clone)]

@@ -191,6 +191,8 @@ mod tests {
             data_file: SyncedPath::open(PathBuf::from("/dev/null")).unwrap(),
             directory: SyncedPath::open(std::env::temp_dir()).unwrap(),
             first_failure: Mutex::new(None),
+            round: Mutex::new(()),
+            started: AtomicU64::new(0),
             completed: AtomicU64::new(0),
         };
         let first = durability.make_durable().unwrap_err();
