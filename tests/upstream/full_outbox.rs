@@ -18,7 +18,7 @@ use test_support::upstream_double::UpstreamDouble;
 use test_support::{free_port, tempdir};
 
 const PATIENCE: Duration = Duration::from_secs(60);
-const FIRST_USERS: usize = 8;
+const FIRST_USERS: usize = 20;
 const ENROLLED: usize = 30;
 
 struct Running(Child);
@@ -84,7 +84,8 @@ async fn reads_go_on_while_the_outbox_is_full_and_a_catch_up_converges_the_upstr
         "[log]\nfile = \"\"",
         &format!("[log]\nfile = \"{}\"", log.display()),
     );
-    // Room for the first read's events, not for the enrolments that follow.
+    // Room for the first read's events (which fill more than half of it, so no catch-up fits
+    // before the upstream is back), not for the enrolments that follow.
     text.push_str(&format!(
         "[upstream]\nurl = \"{}\"\ntoken_file = \"{}\"\noutbox_max_bytes = \"4KB\"\n\
          max_backoff = \"1s\"\n",
@@ -115,8 +116,6 @@ async fn reads_go_on_while_the_outbox_is_full_and_a_catch_up_converges_the_upstr
             &first,
             "--photo-kb",
             "0",
-            "--cards",
-            "false",
             "--enrol",
             &enrol,
             "--enrol-after-ms",
