@@ -1,8 +1,9 @@
 //! The exactly-once proof through the running agent: `edge-agent run` reads an emulated AI06
 //! terminal, applies the read and forwards its events to the upstream double, and is killed
-//! with SIGKILL at a random moment of read → apply → forward, 30 times. Between rounds the
-//! terminal's users change (another range of ids, other names), so a read generation that
-//! were reused after a crash would describe other changes under the same keys.
+//! with SIGKILL during read → apply → forward, 30 times: in every other round at a random
+//! moment, in the others just after the upstream received the round's first event. Between
+//! rounds the terminal's users change (another range of ids, other names), so a read
+//! generation that were reused after a crash would describe other changes under the same keys.
 //!
 //! The judge is the double's own count of *facts* (device, user, type, store epoch, read
 //! generation), compared with what the agent's store durably recorded (its read history):
@@ -132,8 +133,19 @@ fn every_fact_the_running_agent_records_reaches_the_upstream_exactly_once_across
         let first = rng.random_range(1..8);
         let _terminal = terminal(port, dir.path(), round, users, first, rng.random_range(0..3));
         let before = applied_reads(&log);
+        let delivered = double.total_deliveries();
         let mut agent = start_agent(&config);
-        std::thread::sleep(Duration::from_millis(rng.random_range(150..1500)));
+        if round % 2 == 0 {
+            std::thread::sleep(Duration::from_millis(rng.random_range(150..1500)));
+        } else {
+            // Just after the upstream received something of this round: the moment a forward
+            // made before the fsync would be lost with the store.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while double.total_deliveries() == delivered && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            std::thread::sleep(Duration::from_millis(rng.random_range(0..20)));
+        }
         agent.kill().expect("SIGKILL the agent");
         agent.wait().expect("reap the agent");
         if applied_reads(&log) > before {
