@@ -21,11 +21,11 @@ use crate::sync::poll::PollOutcome;
 use crate::sync::Engine;
 use crate::upstream::outbox::Outbox;
 use crate::upstream::{self, ForwarderOptions, UpstreamClient};
+use device_protocols::sim::aiface::{emulate, CommandLog, Scenario};
 use receiver::{Receiver, ReceiverCounts};
 use serde::Serialize;
-use std::sync::Arc;
-use device_protocols::sim::aiface::{emulate, CommandLog, Scenario};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
@@ -377,11 +377,7 @@ async fn drained(outbox: &Outbox) -> anyhow::Result<u64> {
 }
 
 /// One poll; an incomplete read (the terminal changed mid-read) is explained and retried.
-async fn poll(
-    engine: &Engine,
-    session: &AifaceSession,
-    say: &Narrator,
-) -> anyhow::Result<Applied> {
+async fn poll(engine: &Engine, session: &AifaceSession, say: &Narrator) -> anyhow::Result<Applied> {
     for _ in 0..3 {
         match engine.poll(session).await? {
             PollOutcome::Complete(applied) => return Ok(applied),
@@ -407,4 +403,3 @@ async fn wait_for_punch(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
-

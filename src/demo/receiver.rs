@@ -94,7 +94,9 @@ impl Receiver {
 
 fn lock(ledger: &Mutex<Ledger>) -> std::sync::MutexGuard<'_, Ledger> {
     // Plain counters and a map; a panic cannot leave them half-updated.
-    ledger.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    ledger
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// One connection: requests one after another until the client closes it.

@@ -82,7 +82,10 @@ pub(crate) fn mint(store: &Store, cause: EpochCause) -> Result<StoreEpoch, Store
 
 /// Mints an epoch for a store that has none (one created before epochs existed).
 pub(crate) fn ensure(store: &Store) -> Result<(), StoreError> {
-    if store.get::<StoreEpoch>(TreeName::Meta, EPOCH_KEY)?.is_none() {
+    if store
+        .get::<StoreEpoch>(TreeName::Meta, EPOCH_KEY)?
+        .is_none()
+    {
         mint(store, EpochCause::Upgraded)?;
     }
     Ok(())

@@ -55,8 +55,8 @@
 
 mod alarm;
 mod durability;
-mod epoch;
 pub mod envelope;
+mod epoch;
 mod error;
 mod group_commit;
 pub mod keys;

@@ -82,7 +82,9 @@ pub(super) fn put_in(
 ) -> Result<(), TxError> {
     match behind {
         Some(behind) => tx.insert(TreeName::CatchUp, device_id.as_bytes(), behind),
-        None => tx.remove(TreeName::CatchUp, device_id.as_bytes()).map(|_| ()),
+        None => tx
+            .remove(TreeName::CatchUp, device_id.as_bytes())
+            .map(|_| ()),
     }
 }
 

@@ -133,7 +133,9 @@ impl Forwarder {
                 // to); join it rather than idle.
                 return match self.outbox.store().make_durable().await {
                     Ok(()) => Next::Continue,
-                    Err(error) => self.retry(format!("cannot make the outbox durable: {error}"), None),
+                    Err(error) => {
+                        self.retry(format!("cannot make the outbox durable: {error}"), None)
+                    }
                 };
             }
             return Next::Idle;

@@ -15,13 +15,14 @@ fn the_demo_buffers_every_user_reports_a_deleted_one_and_forwards_every_event_up
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "demo failed:\n{stdout}\n{stderr}"
-    );
+    assert!(output.status.success(), "demo failed:\n{stdout}\n{stderr}");
     let summary: Value = serde_json::from_str(&stdout)
         .unwrap_or_else(|err| panic!("stdout is not the JSON summary ({err}):\n{stdout}"));
-    let count = |field: &str| summary[field].as_u64().unwrap_or_else(|| panic!("{field}: {summary:#}"));
+    let count = |field: &str| {
+        summary[field]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{field}: {summary:#}"))
+    };
     assert_eq!(count("users_read"), 45, "{summary:#}");
     assert_eq!(count("users_buffered"), 45, "{summary:#}");
     assert_eq!(summary["missing"], serde_json::json!(["7"]), "{summary:#}");

@@ -98,7 +98,10 @@ async fn after_a_salvage_new_facts_get_new_keys_and_commands_signed_before_are_r
         "[log]\nfile = \"\"",
         &format!("[log]\nlevel = \"info\"\nfile = \"{}\"", log.display()),
     );
-    text = text.replace("[agent]\nid = \"gw-test\"", "[agent]\nid = \"gw-test\"\nsite = \"s1\"");
+    text = text.replace(
+        "[agent]\nid = \"gw-test\"",
+        "[agent]\nid = \"gw-test\"\nsite = \"s1\"",
+    );
     text.push_str(&format!(
         "[upstream]\nurl = \"{}\"\ntoken_file = \"{}\"\n\
          [mqtt]\nhost = \"127.0.0.1\"\nport = {}\ntls = false\nkeep_alive = \"5s\"\n{}\n",
@@ -138,7 +141,12 @@ async fn after_a_salvage_new_facts_get_new_keys_and_commands_signed_before_are_r
         .await
         .unwrap();
     let signed = client
-        .request_payload("log-level", &json!({}), Some(&key), Duration::from_secs(600))
+        .request_payload(
+            "log-level",
+            &json!({}),
+            Some(&key),
+            Duration::from_secs(600),
+        )
         .unwrap();
     let reply = client
         .send_raw("log-level", signed.clone(), Bytes::from_static(b"first"))

@@ -97,7 +97,12 @@ fn as_recorded(fact: &Fact) -> Recorded {
         "user_changed" => "user_changed",
         other => panic!("unexpected fact type {other}"),
     };
-    (fact.device.clone(), fact.user.clone(), class, fact.generation)
+    (
+        fact.device.clone(),
+        fact.user.clone(),
+        class,
+        fact.generation,
+    )
 }
 
 #[test]
@@ -131,7 +136,14 @@ fn every_fact_the_running_agent_records_reaches_the_upstream_exactly_once_across
     for round in 0..ROUNDS {
         let users = rng.random_range(3..15);
         let first = rng.random_range(1..8);
-        let _terminal = terminal(port, dir.path(), round, users, first, rng.random_range(0..3));
+        let _terminal = terminal(
+            port,
+            dir.path(),
+            round,
+            users,
+            first,
+            rng.random_range(0..3),
+        );
         let before = applied_reads(&log);
         let delivered = double.total_deliveries();
         let mut agent = start_agent(&config);
@@ -171,7 +183,11 @@ fn every_fact_the_running_agent_records_reaches_the_upstream_exactly_once_across
         .expect("open the store")
         .store;
     let epoch = store.epoch().expect("epoch");
-    assert_ne!(epoch.cause, EpochCause::Salvaged, "a SIGKILL damaged the store");
+    assert_ne!(
+        epoch.cause,
+        EpochCause::Salvaged,
+        "a SIGKILL damaged the store"
+    );
     runtime.block_on(async {
         let outbox = Outbox::open(&store, u64::MAX).expect("outbox");
         let mut side = AgentSide::over(tempfile::tempdir().expect("dir"), store.clone(), outbox);
@@ -189,7 +205,10 @@ fn every_fact_the_running_agent_records_reaches_the_upstream_exactly_once_across
     let twice: BTreeMap<_, _> = facts.iter().filter(|(_, n)| **n != 1).collect();
     assert!(twice.is_empty(), "facts applied more than once: {twice:?}");
     let other_epochs: Vec<_> = facts.keys().filter(|f| f.epoch != epoch.id).collect();
-    assert!(other_epochs.is_empty(), "facts of another epoch: {other_epochs:?}");
+    assert!(
+        other_epochs.is_empty(),
+        "facts of another epoch: {other_epochs:?}"
+    );
     let upstream: BTreeSet<Recorded> = facts.keys().map(as_recorded).collect();
     let recorded = recorded_facts(&store);
     let phantoms: Vec<_> = upstream.difference(&recorded).collect();
@@ -199,7 +218,10 @@ fn every_fact_the_running_agent_records_reaches_the_upstream_exactly_once_across
          lost with the crash): {phantoms:?}"
     );
     let lost: Vec<_> = recorded.difference(&upstream).collect();
-    assert!(lost.is_empty(), "recorded but never applied upstream: {lost:?}");
+    assert!(
+        lost.is_empty(),
+        "recorded but never applied upstream: {lost:?}"
+    );
     assert!(!recorded.is_empty(), "no fact at all: nothing was proved");
     println!(
         "{ROUNDS} SIGKILL rounds of the running agent in {:.1?} ({kills_after_an_apply} after a \

@@ -31,7 +31,12 @@ impl Drop for Running {
 }
 
 /// Waits until `condition` holds of the agent's log text.
-async fn wait_for_log(agent: &mut Running, log: &Path, what: &str, condition: impl Fn(&str) -> bool) {
+async fn wait_for_log(
+    agent: &mut Running,
+    log: &Path,
+    what: &str,
+    condition: impl Fn(&str) -> bool,
+) {
     let deadline = Instant::now() + PATIENCE;
     loop {
         let text = std::fs::read_to_string(log).unwrap_or_default();
@@ -41,7 +46,10 @@ async fn wait_for_log(agent: &mut Running, log: &Path, what: &str, condition: im
         if let Ok(Some(status)) = agent.0.try_wait() {
             panic!("agent exited ({status}) before {what}:\n{text}");
         }
-        assert!(Instant::now() < deadline, "no {what} after {PATIENCE:?}:\n{text}");
+        assert!(
+            Instant::now() < deadline,
+            "no {what} after {PATIENCE:?}:\n{text}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -57,7 +65,10 @@ async fn status_where(data: &Path, what: &str, condition: impl Fn(&Value) -> boo
         if condition(&status) {
             return status;
         }
-        assert!(Instant::now() < deadline, "status never showed {what}: {status:#}");
+        assert!(
+            Instant::now() < deadline,
+            "status never showed {what}: {status:#}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -122,16 +133,23 @@ async fn reads_go_on_while_the_outbox_is_full_and_a_catch_up_converges_the_upstr
             "2000",
         ],
     );
-    wait_for_log(&mut agent, &log, "a read applied locally past a full outbox", |text| {
-        text.contains("the outbox is full: the read is applied locally")
-    })
+    wait_for_log(
+        &mut agent,
+        &log,
+        "a read applied locally past a full outbox",
+        |text| text.contains("the outbox is full: the read is applied locally"),
+    )
     .await;
 
     let data = dir.path().join("data");
-    let status = status_where(&data, "the device behind and the outbox refusing", |status| {
-        status["devices"][0]["upstream_behind_since_generation"].is_u64()
-            && status["upstream"]["outbox"]["refusing"] == true
-    })
+    let status = status_where(
+        &data,
+        "the device behind and the outbox refusing",
+        |status| {
+            status["devices"][0]["upstream_behind_since_generation"].is_u64()
+                && status["upstream"]["outbox"]["refusing"] == true
+        },
+    )
     .await;
     let behind_since = status["devices"][0]["upstream_behind_since_generation"]
         .as_u64()
@@ -152,7 +170,9 @@ async fn reads_go_on_while_the_outbox_is_full_and_a_catch_up_converges_the_upstr
     // The upstream comes back: the queue drains, a catch-up follows and drains too.
     let outage_ended = Instant::now();
     double.set_outage(false);
-    let all: BTreeSet<String> = (1..=FIRST_USERS + ENROLLED).map(|n| n.to_string()).collect();
+    let all: BTreeSet<String> = (1..=FIRST_USERS + ENROLLED)
+        .map(|n| n.to_string())
+        .collect();
     test_support::wait_for(PATIENCE, "every buffered user upstream", || {
         discovered_upstream(&double) == all
     })
@@ -195,7 +215,10 @@ async fn reads_go_on_while_the_outbox_is_full_and_a_catch_up_converges_the_upstr
         .iter()
         .map(|user| user["user_id"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(buffered, all, "the buffer holds every user the terminal has");
+    assert_eq!(
+        buffered, all,
+        "the buffer holds every user the terminal has"
+    );
     let audit = Command::new(env!("CARGO_BIN_EXE_edge-agent"))
         .args(["audit", "query", "--config"])
         .arg(&config)

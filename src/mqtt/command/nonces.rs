@@ -121,7 +121,9 @@ mod tests {
             keep_until_unix_s: 100,
             key: "ops".into(),
         };
-        claim(&store, "n-000001", 0, &record, &entry()).await.unwrap();
+        claim(&store, "n-000001", 0, &record, &entry())
+            .await
+            .unwrap();
         let again = claim(&store, "n-000001", 0, &record, &entry()).await;
         assert!(matches!(again, Err(ClaimError::Replayed)), "{again:?}");
         let audit = Audit::new(store.clone())
@@ -131,7 +133,9 @@ mod tests {
 
         assert_eq!(sweep(&store, 100).unwrap(), 0);
         assert_eq!(sweep(&store, 101).unwrap(), 1);
-        claim(&store, "n-000001", 0, &record, &entry()).await.unwrap();
+        claim(&store, "n-000001", 0, &record, &entry())
+            .await
+            .unwrap();
     }
 
     #[test]
