@@ -50,9 +50,11 @@ impl Record for StoreEpoch {
 impl StoreEpoch {
     /// Whether a signed command issued at `issued_at_unix_s` must be refused because the store
     /// that would have remembered its nonce was lost after it was signed: true only for an
-    /// epoch minted by a salvage, for commands signed before it.
+    /// epoch minted by a salvage, for commands signed in a whole second before it (the
+    /// signature's time has second resolution, and a command signed in the salvage's own
+    /// second cannot have reached the agent that ran before it).
     pub fn refuses_signed_at(&self, issued_at_unix_s: i64) -> bool {
-        self.cause == EpochCause::Salvaged && issued_at_unix_s * 1000 < self.minted_at_ms
+        self.cause == EpochCause::Salvaged && issued_at_unix_s < self.minted_at_ms.div_euclid(1000)
     }
 }
 
@@ -117,11 +119,12 @@ mod tests {
     fn only_a_salvage_refuses_commands_signed_before_it() {
         let epoch = |cause| StoreEpoch {
             id: "00".into(),
-            minted_at_ms: 10_000,
+            minted_at_ms: 10_500,
             cause,
         };
         assert!(epoch(EpochCause::Salvaged).refuses_signed_at(9));
         assert!(!epoch(EpochCause::Salvaged).refuses_signed_at(10));
+        assert!(!epoch(EpochCause::Salvaged).refuses_signed_at(11));
         assert!(!epoch(EpochCause::Created).refuses_signed_at(9));
         assert!(!epoch(EpochCause::Upgraded).refuses_signed_at(9));
     }
