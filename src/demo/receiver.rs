@@ -182,7 +182,7 @@ fn apply(ledger: &Mutex<Ledger>, batch: &Value) -> Value {
         .map(|event| {
             let key = event["key"].as_str().unwrap_or_default().to_string();
             ledger.counts.deliveries += 1;
-            let status = match ledger.applied.get(&key) {
+            match ledger.applied.get(&key) {
                 Some(earlier) if *earlier == event => {
                     ledger.counts.duplicates += 1;
                     json!({"key": key, "status": "duplicate"})
@@ -199,8 +199,7 @@ fn apply(ledger: &Mutex<Ledger>, batch: &Value) -> Value {
                     ledger.applied.insert(key.clone(), event);
                     json!({"key": key, "status": "accepted"})
                 }
-            };
-            status
+            }
         })
         .collect();
     json!({ "results": results })
