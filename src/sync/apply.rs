@@ -432,12 +432,15 @@ fn write_appeared(tx: &Tx<'_>, plan: &Plan) -> Result<(), TxError> {
         let key = user_key(plan, &user.user.user_id)?;
         snapshot::put_in(tx, &key, user)?;
         let record = match (appearance, tx.get::<BufferRecord>(TreeName::Buffer, &key)?) {
-            (Appearance::New, _) | (_, None) => BufferRecord::discovered(
-                &plan.device_id,
-                user.user.clone(),
-                user.slots.clone(),
-                plan.now_ms,
-            ),
+            (Appearance::New, _) | (_, None) => {
+                let record = BufferRecord::discovered(
+                    &plan.device_id,
+                    user.user.clone(),
+                    user.slots.clone(),
+                    plan.now_ms,
+                );
+                mapping::link_discovered(tx, &key, record)?
+            }
             (_, Some(mut record)) => {
                 record.user = user.user.clone();
                 record.slots = user.slots.clone();

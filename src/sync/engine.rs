@@ -29,6 +29,7 @@ pub struct Engine {
     health: Mutex<HashMap<String, DeviceHealth>>,
     /// Durable changes, for publishers (MQTT alerts) that must not run ahead of the store.
     changes: broadcast::Sender<DeviceChange>,
+    person_requests: Arc<tokio::sync::Notify>,
 }
 
 /// A complete read that changed something, announced only after it is durable: the MQTT plane
@@ -76,6 +77,7 @@ impl Engine {
             count_checked: Mutex::new(HashMap::new()),
             health: Mutex::new(HashMap::new()),
             changes: broadcast::channel(64).0,
+            person_requests: Arc::new(tokio::sync::Notify::new()),
         }
     }
 
@@ -104,6 +106,12 @@ impl Engine {
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
         self
+    }
+
+    /// Notified after each administrator's `map`, so the upstream's person confirmer asks
+    /// about it at once instead of at its next scheduled look.
+    pub fn person_requests(&self) -> &Arc<tokio::sync::Notify> {
+        &self.person_requests
     }
 
     /// The store.

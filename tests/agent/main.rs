@@ -3,4 +3,5 @@
 
 mod demo;
 mod lifecycle;
+mod mappings;
 mod site;

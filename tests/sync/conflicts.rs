@@ -413,7 +413,7 @@ async fn a_link_removed_upstream_unmaps_the_user_and_is_audited() {
         "{audited:?}"
     );
 
-    // A user the agent has not read has nothing to link; nothing is stored.
+    // A user the agent has not read yet: the mapping is kept for it, not dropped.
     let unknown = MappingUpdate::Confirmed {
         device_id: DEVICE.into(),
         user_id: "77".into(),
@@ -421,7 +421,9 @@ async fn a_link_removed_upstream_unmaps_the_user_and_is_audited() {
     };
     assert_eq!(
         engine.apply_upstream_mapping(&unknown).await.unwrap(),
-        MappingOutcome::UnknownUser
+        MappingOutcome::KeptForUnreadUser
     );
-    assert!(mapping::get(&store, DEVICE, "77").unwrap().is_none());
+    let kept = mapping::get(&store, DEVICE, "77").unwrap().unwrap();
+    assert_eq!(kept.person_id, "P77");
+    assert_eq!(kept.state, MappingState::Confirmed);
 }
