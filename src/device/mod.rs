@@ -19,7 +19,7 @@ pub mod zk;
 
 pub use read::{
     card_of, slot_kind_name, Credential, FetchMode, HeldCredential, MemorySink, ReadError,
-    ReadProgress, ReadSink, ReadUser, SummarySink, UserRead,
+    ReadProgress, ReadSink, ReadUser, SummarySink, UserDetails, UserRead,
 };
 pub use start::{listen_aiface, start, AifaceListener, Devices};
 

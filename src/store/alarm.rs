@@ -46,6 +46,14 @@ pub enum AlarmKind {
         /// The HTTP status the upstream answered.
         status: u16,
     },
+    /// A backup was not written (the read failed, or the file would not hold every user the
+    /// complete read found): the device has no fresh backup until one succeeds.
+    BackupFailed {
+        /// The device.
+        device_id: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 impl Record for Alarm {
