@@ -623,7 +623,18 @@ mod tests {
                 CredentialValue::Number(3_000_000_002u64.into()),
             ))
             .unwrap();
-        writer.finish(2).unwrap()
+        for (id, slots) in [("1", vec![11, 50]), ("2", vec![11]), ("3", vec![])] {
+            let user = ReadUser {
+                user: crate::events::DeviceUser {
+                    user_id: id.to_string(),
+                    name: format!("user{id}"),
+                    ..Default::default()
+                },
+                slots,
+            };
+            writer.add_user(&user, None).unwrap();
+        }
+        writer.finish(3).unwrap()
     }
 
     #[test]
@@ -635,8 +646,16 @@ mod tests {
             "door%2F1_20261118T110640Z.backup.jsonl",
             "device id made file-safe, UTC time in the name"
         );
-        assert_eq!((info.trailer.users, info.trailer.credentials), (2, 3));
+        assert_eq!((info.trailer.users, info.trailer.credentials), (3, 3));
         assert_eq!(read_info(&info.path).unwrap(), info);
+        let users = users(&info.path).unwrap();
+        let ids: Vec<&str> = users.iter().map(|u| u.user_id.as_str()).collect();
+        assert_eq!(
+            ids,
+            ["1", "2", "3"],
+            "a user without credentials is still a line"
+        );
+        assert!(users[2].credentials.is_empty());
         let mut seen = Vec::new();
         for_each_credential(&info.path, |line| {
             seen.push((line.user_id, line.slot, line.value));
