@@ -48,6 +48,14 @@ pub trait DeviceSession: Send + Sync {
         &'a self,
         credential: &'a Credential,
     ) -> impl Future<Output = Result<(), ReadError>> + Send + 'a;
+
+    /// Renames one user on the device without touching any credential (AI06 `setusername`).
+    /// A driver that cannot rename refuses and sends nothing.
+    fn set_user_name<'a>(
+        &'a self,
+        user_id: &'a str,
+        name: &'a str,
+    ) -> impl Future<Output = Result<(), ReadError>> + Send + 'a;
 }
 
 /// A shared session is a session: the sync loop and an operator's command (backup, restore)
@@ -70,5 +78,13 @@ impl<T: DeviceSession> DeviceSession for std::sync::Arc<T> {
         credential: &'a Credential,
     ) -> impl Future<Output = Result<(), ReadError>> + Send + 'a {
         T::write_credential(self, credential)
+    }
+
+    fn set_user_name<'a>(
+        &'a self,
+        user_id: &'a str,
+        name: &'a str,
+    ) -> impl Future<Output = Result<(), ReadError>> + Send + 'a {
+        T::set_user_name(self, user_id, name)
     }
 }

@@ -53,6 +53,35 @@ fn statuses(config: &Path) -> Vec<(String, String)> {
     found
 }
 
+/// `edge-agent run` as agent gw1 of site s1: one AI06 `door` listening on `port`, the
+/// upstream double (mappings pulled every second) and the broker with `admin` trusted.
+fn site_config(
+    dir: &Path,
+    port: u16,
+    double: &UpstreamDouble,
+    broker: &Broker,
+    admin: &str,
+) -> String {
+    let token = token_file(dir, TOKEN);
+    let mut text = config_text(dir, port, "poll_interval = \"1h\"\n")
+        .replace("id = \"gw-test\"", "id = \"gw1\"\nsite = \"s1\"")
+        .replace(
+            "[log]\nfile = \"\"",
+            &format!(
+                "[log]\nlevel = \"info\"\nfile = \"{}\"",
+                dir.join("agent.log").display()
+            ),
+        );
+    text.push_str(&format!(
+        "[upstream]\nurl = \"{}\"\ntoken_file = \"{}\"\nmapping_pull_interval = \"1s\"\n\
+         [mqtt]\nhost = \"127.0.0.1\"\nport = {}\ntls = false\nkeep_alive = \"5s\"\n{admin}\n",
+        double.url(),
+        token.display(),
+        broker.port,
+    ));
+    text
+}
+
 fn stop(agent: &mut Agent) {
     agent.signal(libc::SIGTERM);
     let status = agent.child.wait().unwrap();
@@ -71,25 +100,8 @@ async fn mappings_map_conflict_refuse_retry_and_unmap_through_the_running_agent(
     let broker = Broker::start(false);
     let admin = keygen(dir.path(), "ops");
     let double = UpstreamDouble::start(TOKEN).await;
-    let token = token_file(dir.path(), TOKEN);
     let port = free_port();
-    let mut text = config_text(dir.path(), port, "poll_interval = \"1h\"\n")
-        .replace("id = \"gw-test\"", "id = \"gw1\"\nsite = \"s1\"")
-        .replace(
-            "[log]\nfile = \"\"",
-            &format!(
-                "[log]\nlevel = \"info\"\nfile = \"{}\"",
-                dir.path().join("agent.log").display()
-            ),
-        );
-    text.push_str(&format!(
-        "[upstream]\nurl = \"{}\"\ntoken_file = \"{}\"\nmapping_pull_interval = \"1s\"\n\
-         [mqtt]\nhost = \"127.0.0.1\"\nport = {}\ntls = false\nkeep_alive = \"5s\"\n{}\n",
-        double.url(),
-        token.display(),
-        broker.port,
-        admin.config_lines
-    ));
+    let text = site_config(dir.path(), port, &double, &broker, &admin.config_lines);
     let config = dir.path().join("agent.toml");
 
     // 1. The upstream maps users 3 (same attributes) and 4 (another name) before the agent
@@ -196,5 +208,110 @@ async fn mappings_map_conflict_refuse_retry_and_unmap_through_the_running_agent(
     assert!(
         audit.contains("upstream has no person NOPE"),
         "the refusal is audited with its reason: {audit}"
+    );
+}
+
+/// How many commands named `name` the terminal received.
+fn received(terminal: &test_support::Emulator, name: &str) -> usize {
+    terminal
+        .commands()
+        .iter()
+        .filter(|command| command.to_string().contains(&format!("\"{name}\"")))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conflicts_resolve_by_rename_and_never_lower_an_admin_unless_told() {
+    let dir = tempdir().unwrap();
+    let broker = Broker::start(false);
+    let admin = keygen(dir.path(), "ops");
+    let double = UpstreamDouble::start(TOKEN).await;
+    let port = free_port();
+    let text = site_config(dir.path(), port, &double, &broker, &admin.config_lines);
+    let config = dir.path().join("agent.toml");
+    // User 1 is a device administrator; upstream holds it as a normal user. User 2 has
+    // another name upstream.
+    double.add_mapping(
+        DEVICE,
+        "1",
+        json!({"person_id": "P1", "name": "user1", "privilege": 0, "card": null}),
+        false,
+    );
+    double.add_mapping(
+        DEVICE,
+        "2",
+        json!({"person_id": "P2", "name": "Renamed Two", "privilege": 0, "card": null}),
+        false,
+    );
+    let mut agent = Agent::start(dir.path(), &text);
+    agent.wait_for_log(PULLED, 1);
+    let terminal = emulator(
+        port,
+        &dir.path().join("terminal.jsonl"),
+        &[
+            "--users",
+            "2",
+            "--admins",
+            "1",
+            "--photo-kb",
+            "1",
+            "--cards",
+            "false",
+        ],
+    );
+    agent.wait_for_log("complete read applied", 1);
+    let key = Some(admin.file.as_path());
+    let resolve = |user: &str, extra: &[&str]| {
+        let device = format!("device={DEVICE}");
+        let user = format!("user={user}");
+        let mut words = vec![
+            "conflicts",
+            "resolve",
+            device.as_str(),
+            user.as_str(),
+            "use=database",
+        ];
+        words.extend_from_slice(extra);
+        ctl(&broker, key, &words)
+    };
+
+    // A name change is a rename: `setusername`, and no credential is written.
+    let out = resolve("2", &[]);
+    assert!(out.status.success(), "{:?}", texts(&out));
+    assert_eq!(received(&terminal, "setusername"), 1);
+    assert_eq!(received(&terminal, "setuserinfo"), 0);
+
+    // Lowering the administrator is refused without an explicit word, and nothing is sent.
+    let out = resolve("1", &[]);
+    let (stdout, stderr) = texts(&out);
+    assert!(
+        !out.status.success() && format!("{stdout}{stderr}").contains("lower_privilege"),
+        "{stdout}{stderr}"
+    );
+    assert_eq!(received(&terminal, "setuserinfo"), 0);
+
+    // Told explicitly, the privilege goes down with a credential read from the device in the
+    // same locked session (a `getuserinfo` for user 1 right before the one `setuserinfo`).
+    let reads_before = received(&terminal, "getuserinfo");
+    let out = resolve("1", &["lower_privilege=true"]);
+    assert!(out.status.success(), "{:?}", texts(&out));
+    assert!(received(&terminal, "getuserinfo") > reads_before);
+    assert_eq!(received(&terminal, "setuserinfo"), 1);
+    let written = terminal
+        .commands()
+        .into_iter()
+        .find(|command| command.to_string().contains("\"setuserinfo\""))
+        .unwrap()
+        .to_string();
+    assert!(
+        written.contains("\"admin\":0") && written.contains("\"enrollid\":1"),
+        "{written}"
+    );
+
+    stop(&mut agent);
+    drop(terminal);
+    assert_eq!(
+        statuses(&config),
+        pairs(&[("1", "mapped"), ("2", "mapped")])
     );
 }

@@ -69,7 +69,7 @@ mod report;
 mod server_message;
 mod server_reply;
 
-pub use command::{Command, SetUserInfo};
+pub use command::{Command, SetUserInfo, UserName};
 pub use command_name::{is_destructive, CommandName};
 pub use completeness::{check_complete, check_user_count, CompletenessError, ListSummary};
 pub use credential::{BackupNum, CredentialKind, CredentialRef, CredentialValue, UserCredential};

@@ -279,6 +279,20 @@ impl Device {
                 Some(user) => self.ack(name, json!({ "enrollid": enrollid, "record": user.name })),
                 None => self.refuse(name),
             },
+            Command::SetUserName { record, .. } => {
+                if record
+                    .iter()
+                    .any(|named| !self.users.contains_key(&named.enrollid))
+                {
+                    return self.refuse(name);
+                }
+                for named in record {
+                    if let Some(user) = self.users.get_mut(&named.enrollid) {
+                        user.name = named.name.clone();
+                    }
+                }
+                self.ack(name, json!({}))
+            }
             Command::EnableUser { enrollid, enflag } => match self.users.get_mut(enrollid) {
                 Some(user) => {
                     user.enabled = *enflag == 1;

@@ -310,6 +310,7 @@ impl Command for ConflictsResolve {
         let name = args.opt_str("name")?;
         let card = args.opt_id("card")?;
         let privilege = args.opt_int("privilege", 0, 255)?;
+        let lower_privilege = args.opt_bool("lower_privilege")?.unwrap_or(false);
         args.finish()?;
         let merged = match resolution {
             Resolution::Merge => Some(PersonAttributes {
@@ -328,6 +329,7 @@ impl Command for ConflictsResolve {
             user_id: user,
             resolution,
             merged,
+            lower_privilege,
             admin: caller
                 .admin
                 .clone()
@@ -374,7 +376,7 @@ impl Command for BackupsRestore {
                 "a file name from `backups list`, not a path",
             ));
         }
-        let dry_run = args.opt_str("dry_run")?.is_some_and(|v| v == "true");
+        let dry_run = args.opt_bool("dry_run")?.unwrap_or(false);
         args.finish()?;
         let session = live_session(&self.sync, &device)?;
         let engine = std::sync::Arc::clone(self.sync.engine());
