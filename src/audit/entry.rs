@@ -68,11 +68,13 @@ pub enum Operation {
     CountDropped,
     /// Records removed by retention.
     Retention,
+    /// A record a device sent that cannot be read, kept aside with its raw JSON.
+    Quarantine,
 }
 
 impl Operation {
     /// Every operation, in declaration order (for help texts and error messages).
-    pub const ALL: [Operation; 15] = [
+    pub const ALL: [Operation; 16] = [
         Operation::Discovery,
         Operation::Buffering,
         Operation::Mapping,
@@ -88,6 +90,7 @@ impl Operation {
         Operation::ReadIncomplete,
         Operation::CountDropped,
         Operation::Retention,
+        Operation::Quarantine,
     ];
 
     /// The name used in queries and JSON, e.g. `admin_command`.
@@ -108,6 +111,7 @@ impl Operation {
             Operation::ReadIncomplete => "read_incomplete",
             Operation::CountDropped => "count_dropped",
             Operation::Retention => "retention",
+            Operation::Quarantine => "quarantine",
         }
     }
 }

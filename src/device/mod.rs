@@ -12,6 +12,7 @@
 
 pub mod aiface;
 pub mod punches;
+pub mod quarantine;
 mod read;
 pub mod registry;
 mod start;

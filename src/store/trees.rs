@@ -61,12 +61,15 @@ pub enum TreeName {
     /// Per device, where the sync engine stands: read generation, last complete read. Key
     /// `device_id`. Written only by `crate::sync::state`.
     SyncState,
+    /// Records a device sent that cannot be read (raw JSON, reason, time), kept for an
+    /// operator. Key `device_id \0 sequence`. Written only by `crate::device::quarantine`.
+    Quarantine,
 }
 
 impl TreeName {
     /// Every tree, in a fixed order; the store opens them all at start-up so that the
     /// typed accessors never fail on a missing tree.
-    pub const ALL: [TreeName; 16] = [
+    pub const ALL: [TreeName; 17] = [
         TreeName::Meta,
         TreeName::Alarms,
         TreeName::Devices,
@@ -83,6 +86,7 @@ impl TreeName {
         TreeName::Credentials,
         TreeName::History,
         TreeName::SyncState,
+        TreeName::Quarantine,
     ];
 
     /// The tree's name on disk. Changing one of these strings orphans the old tree's data,
@@ -105,6 +109,7 @@ impl TreeName {
             TreeName::Credentials => "credentials",
             TreeName::History => "history",
             TreeName::SyncState => "sync_state",
+            TreeName::Quarantine => "quarantine",
         }
     }
 
@@ -150,6 +155,7 @@ mod tests {
             TreeName::Credentials => "src/sync/credentials.rs",
             TreeName::History => "src/sync/history.rs",
             TreeName::SyncState => "src/sync/state.rs",
+            TreeName::Quarantine => "src/device/quarantine.rs",
         }
     }
 

@@ -5,4 +5,5 @@ mod backups;
 mod demo;
 mod lifecycle;
 mod mappings;
+mod punches;
 mod site;

@@ -189,6 +189,10 @@ pub struct Scenario {
     /// Punches to send as `sendlog`, one record each.
     #[arg(long, default_value_t = 0)]
     pub punches: u64,
+    /// Each `sendlog` frame also carries one malformed record (no `time`, a non-numeric
+    /// `enrollid`).
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
+    pub malformed_punches: bool,
     /// Punches per second.
     #[arg(long, default_value_t = 2.0)]
     pub punch_rate: f64,
