@@ -54,6 +54,16 @@ pub enum AlarmKind {
         /// Why.
         reason: String,
     },
+    /// Critical: a complete read lost many users at once; their `user_missing` events are held
+    /// until an administrator confirms or the users come back.
+    MassDisappearance {
+        /// The device.
+        device_id: String,
+        /// Users missing at once.
+        missing: u64,
+        /// Users in the previous complete read.
+        previous: u64,
+    },
 }
 
 impl Record for Alarm {

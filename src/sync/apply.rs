@@ -19,6 +19,7 @@ use super::buffer::{self, credential_summary, BufferRecord, MappingStatus};
 use super::clock::format_ms;
 use super::conflicts::{self, ConflictRecord};
 use super::diff::{self, Diff};
+use super::guard;
 use super::history::{self, HistoryEntry};
 use super::mapping::{self, MappingState};
 use super::snapshot::{self, SnapshotUser};
@@ -95,8 +96,16 @@ impl Engine {
     ) -> Result<Applied, SyncError> {
         let plan = self.plan(device_id, read)?;
         let generation = plan.previous.generation + 1;
-        let (events, audit) = self.describe(&plan, generation, fencing_token);
-        let events = self.outbox().prepare_all(events)?;
+        let (events, mut audit) = self.describe(&plan, generation, fencing_token);
+        let guarded = self.guard_missing(
+            device_id,
+            plan.previous.users,
+            read.users.len() as u64,
+            events,
+            &mut audit,
+            plan.now_ms,
+        );
+        let events = self.outbox().prepare_all(guarded.forward)?;
         let audit = self.audit().prepare(audit)?;
         let trees = self.trees(&[
             TreeName::Snapshots,
@@ -105,6 +114,7 @@ impl Engine {
             TreeName::Conflicts,
             TreeName::History,
             TreeName::SyncState,
+            TreeName::HeldEvents,
         ]);
         let history_key = history::key(device_id, generation)?;
         let entry = HistoryEntry {
@@ -146,6 +156,9 @@ impl Engine {
             write_appeared(tx, &plan)?;
             write_changed(tx, &plan)?;
             write_missing(tx, &plan)?;
+            guard::hold_in(tx, device_id, &guarded.held, plan.now_ms)?;
+            let back = plan.diff.appeared.iter().map(|u| u.user.user_id.as_str());
+            guard::release_returned_in(tx, device_id, back)?;
             history::put_in(tx, &history_key, &entry)?;
             state::put_in(tx, device_id.as_bytes(), &new_state)?;
             outbox::enqueue_in(tx, &events)?;
@@ -153,6 +166,10 @@ impl Engine {
         })?;
         self.outbox().committed(events);
         self.store().make_durable().await?;
+        if !guarded.held.is_empty() {
+            self.alarm_mass_missing(device_id, guarded.held.len(), plan.previous.users)
+                .await?;
+        }
 
         let applied = summarise(&plan, generation, read.users.len());
         report(device_id, &applied);

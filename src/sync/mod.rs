@@ -25,6 +25,7 @@ pub mod credentials;
 pub mod diff;
 mod engine;
 mod error;
+pub mod guard;
 pub mod history;
 pub mod lock;
 pub mod mapping;

@@ -2,7 +2,9 @@
 //! agent joined to an emulated terminal and the upstream double.
 
 mod backups;
+mod common;
 mod demo;
+mod guard;
 mod lifecycle;
 mod mappings;
 mod punches;

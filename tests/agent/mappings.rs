@@ -10,89 +10,17 @@
 //! - A mapping the upstream removes puts the user back to `unmapped`; nothing destructive
 //!   reaches the terminal (the emulator checks every command it received when dropped).
 
-use std::path::Path;
 use std::process::Command;
 
-use serde_json::{json, Value};
+use serde_json::json;
 use test_support::agent::mqtt::{ctl, keygen, texts, Agent};
-use test_support::agent::sync::{config_text, emulator, DEVICE};
-use test_support::agent::upstream::{token_file, TOKEN};
+use test_support::agent::sync::{emulator, DEVICE};
+use test_support::agent::upstream::TOKEN;
 use test_support::mosquitto::Broker;
 use test_support::upstream_double::UpstreamDouble;
 use test_support::{free_port, tempdir};
 
-const PULLED: &str = "pulled mapping changes from the upstream";
-
-fn cli(config: &Path, words: &[&str]) -> Value {
-    let output = Command::new(env!("CARGO_BIN_EXE_edge-agent"))
-        .args(words)
-        .arg("--config")
-        .arg(config)
-        .arg("--json")
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{words:?}: {output:?}");
-    serde_json::from_slice(&output.stdout).unwrap()
-}
-
-/// Each buffered user's status.
-fn statuses(config: &Path) -> Vec<(String, String)> {
-    let listing = cli(config, &["buffer", "list"]);
-    let mut found: Vec<(String, String)> = listing["users"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|u| {
-            (
-                u["user_id"].as_str().unwrap().to_string(),
-                u["status"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
-    found.sort();
-    found
-}
-
-/// `edge-agent run` as agent gw1 of site s1: one AI06 `door` listening on `port`, the
-/// upstream double (mappings pulled every second) and the broker with `admin` trusted.
-fn site_config(
-    dir: &Path,
-    port: u16,
-    double: &UpstreamDouble,
-    broker: &Broker,
-    admin: &str,
-) -> String {
-    let token = token_file(dir, TOKEN);
-    let mut text = config_text(dir, port, "poll_interval = \"1h\"\n")
-        .replace("id = \"gw-test\"", "id = \"gw1\"\nsite = \"s1\"")
-        .replace(
-            "[log]\nfile = \"\"",
-            &format!(
-                "[log]\nlevel = \"info\"\nfile = \"{}\"",
-                dir.join("agent.log").display()
-            ),
-        );
-    text.push_str(&format!(
-        "[upstream]\nurl = \"{}\"\ntoken_file = \"{}\"\nmapping_pull_interval = \"1s\"\n\
-         [mqtt]\nhost = \"127.0.0.1\"\nport = {}\ntls = false\nkeep_alive = \"5s\"\n{admin}\n",
-        double.url(),
-        token.display(),
-        broker.port,
-    ));
-    text
-}
-
-fn stop(agent: &mut Agent) {
-    agent.signal(libc::SIGTERM);
-    let status = agent.child.wait().unwrap();
-    assert!(status.success(), "agent stopped with {status}");
-}
-
-fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
-    list.iter()
-        .map(|(u, s)| (u.to_string(), s.to_string()))
-        .collect()
-}
+use super::common::{cli, pairs, received, site_config, statuses, stop, PULLED};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mappings_map_conflict_refuse_retry_and_unmap_through_the_running_agent() {
@@ -209,15 +137,6 @@ async fn mappings_map_conflict_refuse_retry_and_unmap_through_the_running_agent(
         audit.contains("upstream has no person NOPE"),
         "the refusal is audited with its reason: {audit}"
     );
-}
-
-/// How many commands named `name` the terminal received.
-fn received(terminal: &test_support::Emulator, name: &str) -> usize {
-    terminal
-        .commands()
-        .iter()
-        .filter(|command| command.to_string().contains(&format!("\"{name}\"")))
-        .count()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

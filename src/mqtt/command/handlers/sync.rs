@@ -124,6 +124,33 @@ impl Command for Map {
     }
 }
 
+/// `missing confirm device=ID`: an administrator confirms a mass disappearance; the held
+/// `user_missing` events of the device are forwarded.
+pub(crate) struct MissingConfirm(pub SyncHandle);
+
+impl Command for MissingConfirm {
+    fn changes_state(&self, _args: &Args) -> bool {
+        true
+    }
+
+    fn prepare(&self, mut args: Args, caller: &Caller) -> Result<Action, CommandError> {
+        let device = device_arg(&mut args, &self.0)?;
+        args.finish()?;
+        let admin = caller
+            .admin
+            .clone()
+            .unwrap_or_else(|| "unsigned".to_string());
+        let engine = std::sync::Arc::clone(self.0.engine());
+        Ok(Box::pin(async move {
+            let forwarded = engine
+                .confirm_missing(&device, &admin)
+                .await
+                .map_err(failed)?;
+            Ok(json!({ "device": device, "forwarded": forwarded }))
+        }))
+    }
+}
+
 /// `conflicts list [device=ID]`: open device/upstream disagreements with both versions.
 pub(crate) struct ConflictsList(pub SyncHandle);
 
