@@ -71,6 +71,8 @@ pub enum Operation {
     /// The upstream fell behind a device's buffer (the outbox refused a read's events), or a
     /// catch-up was queued to bring it level again.
     UpstreamCatchUp,
+    /// A record a device sent that cannot be read, kept aside with its raw JSON.
+    Quarantine,
 }
 
 impl Operation {
@@ -92,6 +94,7 @@ impl Operation {
         Operation::CountDropped,
         Operation::Retention,
         Operation::UpstreamCatchUp,
+        Operation::Quarantine,
     ];
 
     /// The name used in queries and JSON, e.g. `admin_command`.
@@ -113,6 +116,7 @@ impl Operation {
             Operation::CountDropped => "count_dropped",
             Operation::Retention => "retention",
             Operation::UpstreamCatchUp => "upstream_catch_up",
+            Operation::Quarantine => "quarantine",
         }
     }
 }

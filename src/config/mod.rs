@@ -272,6 +272,12 @@ pub struct BufferConfig {
 pub struct MonitorConfig {
     /// Time between complete reads of each device.
     pub interval: HumanDuration,
+    /// A complete read losing more than this share of the previous read's users (and at least
+    /// `mass_missing_min` of them), or dropping to 0 users, is a mass disappearance: its
+    /// `user_missing` events are held for an administrator.
+    pub mass_missing_share: f64,
+    /// The fewest missing users that count as a mass disappearance.
+    pub mass_missing_min: u64,
 }
 
 /// Whether logs go to journald.
@@ -462,6 +468,8 @@ impl Default for MonitorConfig {
     fn default() -> Self {
         Self {
             interval: HumanDuration::from_secs(300),
+            mass_missing_share: 0.2,
+            mass_missing_min: 5,
         }
     }
 }

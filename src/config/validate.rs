@@ -215,6 +215,13 @@ fn check_intervals(findings: &mut Findings, config: &Config) {
         config.backup.interval.get(),
         60,
     );
+    let share = config.monitor.mass_missing_share;
+    if !(share > 0.0 && share <= 1.0) {
+        findings.error(
+            "monitor.mass_missing_share",
+            "must be a share above 0 and at most 1 (0.2 = 20 %)",
+        );
+    }
     at_least(findings, "lock.lease", config.lock.lease.get(), 1);
     at_least(
         findings,

@@ -12,6 +12,7 @@
 
 pub mod aiface;
 pub mod punches;
+pub mod quarantine;
 mod read;
 pub mod registry;
 mod start;
@@ -19,7 +20,7 @@ pub mod zk;
 
 pub use read::{
     card_of, slot_kind_name, Credential, FetchMode, HeldCredential, MemorySink, ReadError,
-    ReadProgress, ReadSink, ReadUser, SummarySink, UserRead,
+    ReadProgress, ReadSink, ReadUser, SummarySink, UserDetails, UserRead,
 };
 pub use start::{listen_aiface, start, AifaceListener, Devices};
 
@@ -48,6 +49,14 @@ pub trait DeviceSession: Send + Sync {
         &'a self,
         credential: &'a Credential,
     ) -> impl Future<Output = Result<(), ReadError>> + Send + 'a;
+
+    /// Renames one user on the device without touching any credential (AI06 `setusername`).
+    /// A driver that cannot rename refuses and sends nothing.
+    fn set_user_name<'a>(
+        &'a self,
+        user_id: &'a str,
+        name: &'a str,
+    ) -> impl Future<Output = Result<(), ReadError>> + Send + 'a;
 }
 
 /// A shared session is a session: the sync loop and an operator's command (backup, restore)
@@ -70,5 +79,13 @@ impl<T: DeviceSession> DeviceSession for std::sync::Arc<T> {
         credential: &'a Credential,
     ) -> impl Future<Output = Result<(), ReadError>> + Send + 'a {
         T::write_credential(self, credential)
+    }
+
+    fn set_user_name<'a>(
+        &'a self,
+        user_id: &'a str,
+        name: &'a str,
+    ) -> impl Future<Output = Result<(), ReadError>> + Send + 'a {
+        T::set_user_name(self, user_id, name)
     }
 }

@@ -113,6 +113,20 @@ pub struct UserRead {
     pub round_trips: u64,
     /// Bytes of reply frames received during the read.
     pub bytes_received: u64,
+    /// What the device's user list says about each user beyond the summary (ZK: group and
+    /// the enabled flag), by user id; kept in backups so a restore can put them back. Empty
+    /// for drivers whose list carries none (the AI06).
+    pub details: BTreeMap<String, UserDetails>,
+}
+
+/// Per-user attributes of the device's own user record that are not forwarded upstream but
+/// belong in a backup.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UserDetails {
+    /// The user's group (ZK: 1 is the default group), as text.
+    pub group: Option<String>,
+    /// Whether the user may punch (ZK: privilege bit 0 clear).
+    pub enabled: Option<bool>,
 }
 
 /// Why a read is not complete. Every variant means "we do not know": never conclude that users

@@ -46,6 +46,24 @@ pub enum AlarmKind {
         /// The HTTP status the upstream answered.
         status: u16,
     },
+    /// A backup was not written (the read failed, or the file would not hold every user the
+    /// complete read found): the device has no fresh backup until one succeeds.
+    BackupFailed {
+        /// The device.
+        device_id: String,
+        /// Why.
+        reason: String,
+    },
+    /// Critical: a complete read lost many users at once; their `user_missing` events are held
+    /// until an administrator confirms or the users come back.
+    MassDisappearance {
+        /// The device.
+        device_id: String,
+        /// Users missing at once.
+        missing: u64,
+        /// Users in the previous complete read.
+        previous: u64,
+    },
 }
 
 impl Record for Alarm {

@@ -40,6 +40,8 @@
 //! | `history`      | `device_id \0` generation u64 BE     | one entry per complete read: counts, ids added/missing/changed |
 //! | `sync_state`   | `device_id`                          | read generation and last complete read of the device |
 //! | `catch_up`     | `device_id`                          | since which read the upstream is behind (outbox was full) |
+//! | `quarantine`   | `device_id \0` sequence u64 BE       | a record a device sent that cannot be read, raw JSON kept |
+//! | `held_events`  | `device_id \0 user_id`               | `user_missing` event of a mass disappearance, held for an admin |
 //!
 //! Every value except `meta/schema_version` is an [`envelope`] around a type implementing
 //! [`Record`]; the modules that own those types declare them next to their logic. Each tree

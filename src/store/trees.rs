@@ -65,12 +65,18 @@ pub enum TreeName {
     /// was full and refused that read's events); removed when the catch-up is queued. Key
     /// `device_id`. Written only by `crate::sync::catch_up`.
     CatchUp,
+    /// Records a device sent that cannot be read (raw JSON, reason, time), kept for an
+    /// operator. Key `device_id \0 sequence`. Written only by `crate::device::quarantine`.
+    Quarantine,
+    /// `user_missing` events of a mass disappearance, held until an administrator confirms or
+    /// the users come back. Key `device_id \0 user_id`. Written only by `crate::sync::guard`.
+    HeldEvents,
 }
 
 impl TreeName {
     /// Every tree, in a fixed order; the store opens them all at start-up so that the
     /// typed accessors never fail on a missing tree.
-    pub const ALL: [TreeName; 17] = [
+    pub const ALL: [TreeName; 19] = [
         TreeName::Meta,
         TreeName::Alarms,
         TreeName::Devices,
@@ -88,6 +94,8 @@ impl TreeName {
         TreeName::History,
         TreeName::SyncState,
         TreeName::CatchUp,
+        TreeName::Quarantine,
+        TreeName::HeldEvents,
     ];
 
     /// The tree's name on disk. Changing one of these strings orphans the old tree's data,
@@ -111,6 +119,8 @@ impl TreeName {
             TreeName::History => "history",
             TreeName::SyncState => "sync_state",
             TreeName::CatchUp => "catch_up",
+            TreeName::Quarantine => "quarantine",
+            TreeName::HeldEvents => "held_events",
         }
     }
 
@@ -157,6 +167,8 @@ mod tests {
             TreeName::History => "src/sync/history.rs",
             TreeName::SyncState => "src/sync/state.rs",
             TreeName::CatchUp => "src/sync/catch_up.rs",
+            TreeName::Quarantine => "src/device/quarantine.rs",
+            TreeName::HeldEvents => "src/sync/guard.rs",
         }
     }
 

@@ -20,6 +20,7 @@ use super::catch_up;
 use super::clock::format_ms;
 use super::conflicts::{self, ConflictRecord};
 use super::diff::{self, Diff};
+use super::guard;
 use super::history::{self, HistoryEntry};
 use super::mapping::{self, MappingState};
 use super::snapshot::{self, SnapshotUser};
@@ -99,6 +100,14 @@ impl Engine {
         let plan = self.plan(device_id, read)?;
         let generation = plan.previous.generation + 1;
         let (events, mut audit) = self.describe(&plan, generation, fencing_token);
+        let guarded = self.guard_missing(
+            device_id,
+            plan.previous.users,
+            read.users.len() as u64,
+            events,
+            &mut audit,
+            plan.now_ms,
+        );
         let outcome = catch_up::ReadOutcome {
             device_id,
             epoch: &plan.epoch,
@@ -109,7 +118,7 @@ impl Engine {
             newly_missing: &plan.missing,
         };
         // A full outbox withholds the events, never the read (see `catch_up`).
-        let outgoing = self.outgoing(&outcome, events, &mut audit)?;
+        let outgoing = self.outgoing(&outcome, guarded.forward, &mut audit)?;
         let events = outgoing.events;
         let audit = self.audit().prepare(audit)?;
         let trees = self.trees(&[
@@ -120,6 +129,7 @@ impl Engine {
             TreeName::Conflicts,
             TreeName::History,
             TreeName::SyncState,
+            TreeName::HeldEvents,
         ]);
         let history_key = history::key(device_id, generation)?;
         let entry = HistoryEntry {
@@ -161,6 +171,9 @@ impl Engine {
             write_appeared(tx, &plan)?;
             write_changed(tx, &plan)?;
             write_missing(tx, &plan)?;
+            guard::hold_in(tx, device_id, &guarded.held, plan.now_ms)?;
+            let back = plan.diff.appeared.iter().map(|u| u.user.user_id.as_str());
+            guard::release_returned_in(tx, device_id, back)?;
             history::put_in(tx, &history_key, &entry)?;
             state::put_in(tx, device_id.as_bytes(), &new_state)?;
             catch_up::put_in(tx, device_id, outgoing.behind.as_ref())?;
@@ -169,6 +182,10 @@ impl Engine {
         })?;
         self.outbox().committed(events);
         self.store().make_durable().await?;
+        if !guarded.held.is_empty() {
+            self.alarm_mass_missing(device_id, guarded.held.len(), plan.previous.users)
+                .await?;
+        }
 
         let applied = summarise(&plan, generation, read.users.len());
         report(device_id, &applied);
@@ -449,12 +466,15 @@ fn write_appeared(tx: &Tx<'_>, plan: &Plan) -> Result<(), TxError> {
         let key = user_key(plan, &user.user.user_id)?;
         snapshot::put_in(tx, &key, user)?;
         let record = match (appearance, tx.get::<BufferRecord>(TreeName::Buffer, &key)?) {
-            (Appearance::New, _) | (_, None) => BufferRecord::discovered(
-                &plan.device_id,
-                user.user.clone(),
-                user.slots.clone(),
-                plan.now_ms,
-            ),
+            (Appearance::New, _) | (_, None) => {
+                let record = BufferRecord::discovered(
+                    &plan.device_id,
+                    user.user.clone(),
+                    user.slots.clone(),
+                    plan.now_ms,
+                );
+                mapping::link_discovered(tx, &key, record)?
+            }
             (_, Some(mut record)) => {
                 record.user = user.user.clone();
                 record.slots = user.slots.clone();

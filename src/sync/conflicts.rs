@@ -4,11 +4,12 @@
 //! and audited with the administrator's identity.
 
 use super::buffer::{self, BufferRecord, MappingStatus};
+use super::credentials::StoreSink;
 use super::credentials::{self, StoredCredential, StoredValue};
 use super::mapping::{self, Mapping, MappingState};
 use super::{Engine, SyncError};
 use crate::audit::{self, AuditEntry, Operation};
-use crate::device::{Credential, DeviceSession};
+use crate::device::{Credential, DeviceSession, FetchMode, HeldCredential, ReadSink};
 use crate::events::{DeviceUser, EventBody, EventKey, PersonAttributes, Resolution};
 use crate::store::{keys, Record, Store, StoreError, TreeName, Tx, TxError};
 use crate::upstream::outbox;
@@ -71,6 +72,10 @@ pub struct ConflictDecision {
     pub resolution: Resolution,
     /// The attributes to write to both sides, for [`Resolution::Merge`].
     pub merged: Option<PersonAttributes>,
+    /// The signed command says explicitly that the device user's privilege may go down
+    /// (`lower_privilege=true`); without it a resolution that would lower a device
+    /// administrator's privilege is refused.
+    pub lower_privilege: bool,
     /// The admin key name that signed the command.
     pub admin: String,
     /// The signed command's nonce (stable event key).
@@ -128,8 +133,14 @@ impl Engine {
             let held = self.lock().acquire(device_id).await?;
             fencing_token = held.fencing_token();
             guard = Some(held);
-            self.write_attributes(session, user_id, &conflict.device, &result)
-                .await?;
+            self.write_attributes(
+                session,
+                user_id,
+                &conflict.device,
+                &result,
+                decision.lower_privilege,
+            )
+            .await?;
         }
         let now = self.now_ms();
         let event = self.event(
@@ -185,12 +196,24 @@ impl Engine {
     /// Writes name, privilege and card to the device. Name and privilege belong to the user on
     /// the device, so rewriting one held credential carries them; the card is its own slot. A
     /// card can be replaced but not removed (that would be a delete).
+    /// Brings the device user to `result` with updates only, under the device lock the caller
+    /// holds:
+    /// - a card decided by the resolution is written as the card credential (a new value, not a
+    ///   cached one), carrying the chosen name and privilege;
+    /// - otherwise a name change is a rename (`setusername`), which touches no credential;
+    /// - a privilege change without a card write rewrites one credential of the user with a
+    ///   value read from the device in this same locked session, never from the cache;
+    /// - a device administrator's privilege is lowered only when `lower_privilege` says so.
+    ///
+    /// A driver that cannot do one of these (ZK user writes) refuses, and nothing is recorded
+    /// as resolved.
     async fn write_attributes<S: DeviceSession>(
         &self,
         session: &S,
         user_id: &str,
         device: &DeviceUser,
         result: &PersonAttributes,
+        lower_privilege: bool,
     ) -> Result<(), SyncError> {
         let device_id = session.device_id().to_string();
         if device.card.is_some() && result.card.is_none() {
@@ -200,68 +223,141 @@ impl Engine {
                     .into(),
             ));
         }
-        let mut writes = Vec::new();
+        if result.privilege < device.privilege && !lower_privilege {
+            return Err(SyncError::Refused(format!(
+                "user {user_id} has privilege {} on the device; the chosen attributes would \
+                 lower it to {}. A device administrator's privilege is only lowered when the \
+                 signed command says so explicitly (lower_privilege=true)",
+                device.privilege, result.privilege
+            )));
+        }
+        let write_error = |slot: u16| {
+            let device_id = device_id.clone();
+            move |source| SyncError::Write {
+                device: device_id,
+                user_id: user_id.to_string(),
+                slot,
+                source,
+            }
+        };
+        let mut written: Option<Credential> = None;
         if result.card.is_some() && result.card != device.card {
             let card = result.card.clone().unwrap_or_default();
             let value = card
                 .parse::<serde_json::Number>()
                 .map(CredentialValue::Number)
                 .unwrap_or(CredentialValue::Text(card));
-            writes.push((BackupNum::CARD.0, value));
+            written = Some(Credential {
+                user_id: user_id.to_string(),
+                slot: BackupNum::CARD.0,
+                name: result.name.clone(),
+                privilege: u64::from(result.privilege),
+                value,
+            });
+        } else if device.privilege != result.privilege {
+            let mut fresh = self.read_from_device(session, user_id).await?;
+            fresh.name = result.name.clone();
+            fresh.privilege = u64::from(result.privilege);
+            written = Some(fresh);
+        } else if device.name != result.name {
+            session
+                .set_user_name(user_id, &result.name)
+                .await
+                .map_err(|source| SyncError::Write {
+                    device: device_id.clone(),
+                    user_id: user_id.to_string(),
+                    slot: 0,
+                    source,
+                })?;
         }
+        if let Some(credential) = &written {
+            session
+                .write_credential(credential)
+                .await
+                .map_err(write_error(credential.slot))?;
+            credentials::put(
+                self.store(),
+                credentials::key(&device_id, user_id, credential.slot)?,
+                &StoredCredential {
+                    name: credential.name.clone(),
+                    privilege: credential.privilege,
+                    value: StoredValue::of(&credential.value),
+                },
+            )?;
+        }
+        // The device holds name and privilege per user: keep the cached credentials' copies in
+        // step so the next read summarises the user as the device now has it. Only these
+        // labels change in the cache; no cached value is ever written to the device.
         let mut prefix = keys::device_user(&device_id, user_id).map_err(StoreError::from)?;
         prefix.push(keys::SEPARATOR);
         let held: Vec<(Vec<u8>, StoredCredential)> = self
             .store()
             .scan_prefix::<StoredCredential>(TreeName::Credentials, &prefix)
             .collect::<Result<_, _>>()?;
-        let name_changes = device.name != result.name || device.privilege != result.privilege;
-        if name_changes && writes.is_empty() {
-            let (key, stored) = held.first().ok_or_else(|| {
-                SyncError::Refused(format!(
-                    "no credential of user {user_id} is held to carry the new name; wait for \
-                     the next complete read"
-                ))
-            })?;
-            let slot = u16::from_be_bytes([key[key.len() - 2], key[key.len() - 1]]);
-            writes.push((slot, stored.value.to_value()));
-        }
-        for (slot, value) in writes {
-            let credential = Credential {
-                user_id: user_id.to_string(),
-                slot,
-                name: result.name.clone(),
-                privilege: u64::from(result.privilege),
-                value,
-            };
-            session
-                .write_credential(&credential)
-                .await
-                .map_err(|source| SyncError::Write {
-                    device: device_id.clone(),
-                    user_id: user_id.to_string(),
-                    slot,
-                    source,
-                })?;
-            let stored = StoredCredential {
-                name: credential.name.clone(),
-                privilege: credential.privilege,
-                value: StoredValue::of(&credential.value),
-            };
-            credentials::put(
-                self.store(),
-                credentials::key(&device_id, user_id, slot)?,
-                &stored,
-            )?;
-        }
-        // The device holds name and privilege per user: keep every cached credential in step so
-        // the next read summarises the user as the device now has it.
         for (key, mut stored) in held {
             stored.name = result.name.clone();
             stored.privilege = u64::from(result.privilege);
             credentials::put(self.store(), key, &stored)?;
         }
         Ok(())
+    }
+
+    /// One credential of `user_id` as the device holds it now: a read in the caller's locked
+    /// session that fetches this user's credentials afresh (other users' come from the cache).
+    async fn read_from_device<S: DeviceSession>(
+        &self,
+        session: &S,
+        user_id: &str,
+    ) -> Result<Credential, SyncError> {
+        let device_id = session.device_id();
+        let mut sink = FreshUser {
+            cache: StoreSink::new(self.store().clone(), device_id),
+            user_id: user_id.to_string(),
+            fetched: None,
+        };
+        session
+            .read_users(FetchMode::Missing, &mut sink)
+            .await
+            .map_err(|source| SyncError::Read {
+                device: device_id.to_string(),
+                source,
+            })?;
+        sink.fetched.ok_or_else(|| {
+            SyncError::Refused(format!(
+                "user {user_id} has no credential on device {device_id} to carry a privilege \
+                 change; nothing was written"
+            ))
+        })
+    }
+}
+
+/// A read sink that fetches one user's credentials from the device (keeping the first, the
+/// lowest slot, to carry a privilege change) and lets the cache answer for everyone else.
+struct FreshUser {
+    cache: StoreSink,
+    user_id: String,
+    fetched: Option<Credential>,
+}
+
+impl ReadSink for FreshUser {
+    fn held(&self, user_id: &str, slot: u16) -> Option<HeldCredential> {
+        if user_id == self.user_id {
+            None
+        } else {
+            self.cache.held(user_id, slot)
+        }
+    }
+
+    fn credential(&mut self, credential: Credential) -> Result<(), String> {
+        if credential.user_id == self.user_id
+            && self
+                .fetched
+                .as_ref()
+                .is_none_or(|kept| credential.slot < kept.slot)
+        {
+            self.fetched = Some(credential.clone());
+        }
+        self.cache.credential(credential)
     }
 }
 

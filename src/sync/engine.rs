@@ -29,6 +29,8 @@ pub struct Engine {
     health: Mutex<HashMap<String, DeviceHealth>>,
     /// Durable changes, for publishers (MQTT alerts) that must not run ahead of the store.
     changes: broadcast::Sender<DeviceChange>,
+    person_requests: Arc<tokio::sync::Notify>,
+    mass_guard: super::guard::MassGuard,
 }
 
 /// A complete read that changed something, announced only after it is durable: the MQTT plane
@@ -76,6 +78,8 @@ impl Engine {
             count_checked: Mutex::new(HashMap::new()),
             health: Mutex::new(HashMap::new()),
             changes: broadcast::channel(64).0,
+            person_requests: Arc::new(tokio::sync::Notify::new()),
+            mass_guard: super::guard::MassGuard::default(),
         }
     }
 
@@ -97,6 +101,10 @@ impl Engine {
             outbox,
             audit,
         )
+        .with_mass_guard(super::guard::MassGuard {
+            share: config.monitor.mass_missing_share,
+            min_users: config.monitor.mass_missing_min,
+        })
     }
 
     /// Uses another clock. A test hook: the agent runs on the system clock; tests fix the instant
@@ -104,6 +112,23 @@ impl Engine {
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
         self
+    }
+
+    /// Replaces the mass-disappearance guard's thresholds.
+    pub fn with_mass_guard(mut self, guard: super::guard::MassGuard) -> Self {
+        self.mass_guard = guard;
+        self
+    }
+
+    /// When a read's `user_missing` events are held for an administrator.
+    pub fn mass_guard(&self) -> super::guard::MassGuard {
+        self.mass_guard
+    }
+
+    /// Notified after each administrator's `map`, so the upstream's person confirmer asks
+    /// about it at once instead of at its next scheduled look.
+    pub fn person_requests(&self) -> &Arc<tokio::sync::Notify> {
+        &self.person_requests
     }
 
     /// The store.

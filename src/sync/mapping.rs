@@ -14,8 +14,11 @@ use crate::events::{Event, EventBody, EventKey, PersonAttributes};
 use crate::store::{keys, Record, StoreError, TreeName, Tx, TxError};
 use crate::upstream::mapping::{MappingSink, PulledMapping, SinkError};
 use crate::upstream::outbox;
+use crate::upstream::persons::PendingPerson;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use tokio::sync::Notify;
 
 /// Where a mapping stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,8 +110,9 @@ pub enum MappingOutcome {
     Conflict,
     /// The mapping was dropped (person not found, or the link removed upstream).
     Dropped,
-    /// The device user is not in the buffer; nothing to link (yet).
-    UnknownUser,
+    /// The device user has not been read yet: the mapping is kept in the `mappings` tree and
+    /// links the user when a complete read first finds it (a removal drops the kept one).
+    KeptForUnreadUser,
 }
 
 impl Engine {
@@ -181,6 +185,7 @@ impl Engine {
             })?;
         self.outbox().committed(events);
         self.store().make_durable().await?;
+        self.person_requests().notify_one();
         Ok(())
     }
 
@@ -212,7 +217,8 @@ impl Engine {
         };
         let key = keys::device_user(device_id, user_id).map_err(StoreError::from)?;
         let Some(record) = self.store().get::<BufferRecord>(TreeName::Buffer, &key)? else {
-            return Ok(MappingOutcome::UnknownUser);
+            self.keep_for_unread_user(update, &key)?;
+            return Ok(MappingOutcome::KeptForUnreadUser);
         };
         let now = self.now_ms();
         let state = super::state::load(self.store(), device_id)?;
@@ -335,6 +341,95 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// A mapping for a device user the agent has not read yet: kept (or, for a removal,
+    /// dropped) in the `mappings` tree with an audit entry, so the first complete read that
+    /// finds the user links it ([`link_discovered`]). Without this the puller's cursor would
+    /// move past the change and the link would be lost.
+    fn keep_for_unread_user(&self, update: &MappingUpdate, key: &[u8]) -> Result<(), SyncError> {
+        let now = self.now_ms();
+        let (device_id, user_id, mapping, detail) = match update {
+            MappingUpdate::Confirmed {
+                device_id,
+                user_id,
+                person,
+            } => (
+                device_id,
+                user_id,
+                Some(Mapping {
+                    person_id: person.person_id.clone(),
+                    state: MappingState::Confirmed,
+                    requested_by: "upstream".to_string(),
+                    requested_at_ms: now,
+                    confirmed_at_ms: Some(now),
+                    person: Some(person.clone()),
+                }),
+                format!(
+                    "upstream maps this user to person {}; the user has not been read yet, the \
+                     mapping is kept and applied when a complete read finds it",
+                    person.person_id
+                ),
+            ),
+            MappingUpdate::PersonNotFound {
+                device_id,
+                user_id,
+                person_id,
+            }
+            | MappingUpdate::Removed {
+                device_id,
+                user_id,
+                person_id,
+            } => (
+                device_id,
+                user_id,
+                None,
+                format!("upstream dropped the link to person {person_id} of a user not read yet"),
+            ),
+        };
+        let audit = self.audit().prepare(vec![AuditEntry {
+            at_unix_ms: now,
+            operation: Operation::Mapping,
+            device_id: Some(device_id.to_string()),
+            device_user_id: Some(user_id.to_string()),
+            actor: "upstream".to_string(),
+            detail,
+        }])?;
+        self.store()
+            .transaction(&self.trees(&[TreeName::Mappings]), |tx| {
+                match &mapping {
+                    Some(mapping) => put_in(tx, key, mapping)?,
+                    None => {
+                        remove_in(tx, key)?;
+                    }
+                }
+                audit::append_in(tx, &audit)
+            })?;
+        Ok(())
+    }
+}
+
+/// Links a user a complete read has just found for the first time to a mapping kept for it
+/// (pulled before the user was read, or left from an earlier store of this device): the
+/// record shows the person and `mapped`/`pending` instead of `unmapped`. Called inside the
+/// apply transaction; an open conflict keeps `conflict`.
+pub(crate) fn link_discovered(
+    tx: &Tx<'_>,
+    key: &[u8],
+    mut record: BufferRecord,
+) -> Result<BufferRecord, TxError> {
+    let Some(mapping) = tx.get::<Mapping>(TreeName::Mappings, key)? else {
+        return Ok(record);
+    };
+    let open_conflict = tx
+        .get::<ConflictRecord>(TreeName::Conflicts, key)?
+        .is_some();
+    let confirmed = mapping.state == MappingState::Confirmed;
+    record.person_id = Some(mapping.person_id);
+    record.mapped_at_ms = mapping.confirmed_at_ms.filter(|_| confirmed);
+    record.status = MappingStatus::of_present(open_conflict, Some(confirmed));
+    Ok(record)
+}
+
 /// The engine owns the mappings: the upstream puller hands it each pulled page.
 impl MappingSink for Engine {
     fn apply(&self, page: Vec<PulledMapping>) -> BoxFuture<'_, Result<(), SinkError>> {
@@ -345,6 +440,71 @@ impl MappingSink for Engine {
             self.store().make_durable().await?;
             Ok(())
         })
+    }
+
+    fn pending_persons(&self) -> Result<Vec<PendingPerson>, SinkError> {
+        let mut pending = Vec::new();
+        for entry in self.store().scan_prefix::<Mapping>(TreeName::Mappings, []) {
+            let (key, mapping) = entry?;
+            if mapping.state != MappingState::Pending {
+                continue;
+            }
+            let mut parts = key.splitn(2, |byte| *byte == 0);
+            let device_id = String::from_utf8_lossy(parts.next().unwrap_or_default());
+            let user_id = String::from_utf8_lossy(parts.next().unwrap_or_default());
+            pending.push(PendingPerson {
+                device_id: device_id.into_owned(),
+                user_id: user_id.into_owned(),
+                person_id: mapping.person_id,
+            });
+        }
+        Ok(pending)
+    }
+
+    fn settle_person(
+        &self,
+        pending: PendingPerson,
+        found: Option<PersonAttributes>,
+    ) -> BoxFuture<'_, Result<(), SinkError>> {
+        Box::pin(async move {
+            let still_pending = get(self.store(), &pending.device_id, &pending.user_id)?
+                .is_some_and(|m| {
+                    m.state == MappingState::Pending && m.person_id == pending.person_id
+                });
+            if !still_pending {
+                return Ok(());
+            }
+            let update = match found {
+                Some(mut person) => {
+                    person.person_id = pending.person_id;
+                    MappingUpdate::Confirmed {
+                        device_id: pending.device_id,
+                        user_id: pending.user_id,
+                        person,
+                    }
+                }
+                None => {
+                    tracing::warn!(
+                        device = %pending.device_id,
+                        user = %pending.user_id,
+                        "map refused: the upstream has no person {}",
+                        pending.person_id
+                    );
+                    MappingUpdate::PersonNotFound {
+                        device_id: pending.device_id,
+                        user_id: pending.user_id,
+                        person_id: pending.person_id,
+                    }
+                }
+            };
+            let outcome = self.apply_upstream_mapping(&update).await?;
+            tracing::info!(?outcome, "the upstream answered a pending map request");
+            Ok(())
+        })
+    }
+
+    fn person_requests(&self) -> Arc<Notify> {
+        Arc::clone(Engine::person_requests(self))
     }
 }
 

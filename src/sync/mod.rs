@@ -26,6 +26,7 @@ pub mod credentials;
 pub mod diff;
 mod engine;
 mod error;
+pub mod guard;
 pub mod history;
 pub mod lock;
 pub mod mapping;

@@ -21,6 +21,7 @@ use crate::lifecycle::StopSignal;
 use crate::store::{keys, Record, Store, StoreError};
 
 use super::client::{RequestError, UpstreamClient};
+use super::persons::PendingPerson;
 
 /// Key of the stored cursor in the `meta` tree.
 pub const CURSOR_KEY: &[u8] = b"upstream_mapping_cursor";
@@ -49,6 +50,22 @@ pub trait MappingSink: Send + Sync {
     /// Applies one page of changes, in order, and returns once they are durable. An error
     /// stops the pull before its cursor moves, so the page is fetched again next time.
     fn apply(&self, page: Vec<PulledMapping>) -> BoxFuture<'_, Result<(), SinkError>>;
+
+    /// The administrators' mappings still waiting for `GET /persons/{id}` (see
+    /// [`super::persons`]).
+    fn pending_persons(&self) -> Result<Vec<PendingPerson>, SinkError>;
+
+    /// Records the upstream's answer about a pending mapping durably: `Some` confirms it with
+    /// the person's attributes, `None` (404) refuses it with the reason. A mapping that
+    /// changed meanwhile (re-mapped, removed) is left alone.
+    fn settle_person(
+        &self,
+        pending: PendingPerson,
+        found: Option<PersonAttributes>,
+    ) -> BoxFuture<'_, Result<(), SinkError>>;
+
+    /// Notified whenever a mapping is requested, so the confirmer asks at once.
+    fn person_requests(&self) -> Arc<Notify>;
 }
 
 /// The position in the upstream's change feed.

@@ -14,6 +14,7 @@
 //! | [`pacing`]    | requests-per-second limit                                         |
 //! | `forwarder`   | the delivery loop                                                 |
 //! | [`mapping`]   | incremental mapping pulls                                         |
+//! | [`persons`]   | `GET /persons/{id}` for pending `map` requests, with backoff      |
 //! | [`status`]    | what `status` shows                                               |
 
 pub mod client;
@@ -21,6 +22,7 @@ mod forwarder;
 pub mod mapping;
 pub mod outbox;
 pub mod pacing;
+pub mod persons;
 pub mod status;
 pub mod wire;
 
@@ -164,6 +166,11 @@ pub fn spawn(
         Arc::clone(&reconnected),
     );
     tasks.spawn("upstream-forwarder", move |stop| forwarder.run(stop));
+    let confirmer = (Arc::clone(&client), Arc::clone(&mappings));
+    let (base, cap) = (options.base_backoff, options.max_backoff);
+    tasks.spawn("upstream-persons", move |stop| {
+        persons::run_confirmer(confirmer.0, confirmer.1, base, cap, stop)
+    });
     let store = outbox.store().clone();
     let agent_id = options.agent_id.clone();
     let interval = options.mapping_pull_interval;

@@ -93,6 +93,7 @@ struct Faults {
     drops: u32,
     reject_keys: HashMap<String, String>,
     refuse_batches_with: HashSet<String>,
+    persons_unavailable: u32,
 }
 
 /// What the double has recorded.
@@ -285,6 +286,10 @@ impl UpstreamDouble {
         self.ledger().mappings.push(json!({
             "device_id": device_id, "user_id": user_id, "person": person, "removed": removed
         }));
+    }
+    /// The next `count` `GET /persons/{id}` requests answer 503.
+    pub fn persons_unavailable_next(&self, count: u32) {
+        self.faults().persons_unavailable += count;
     }
     /// Adds a person `GET /persons/{id}` finds.
     pub fn add_person(&self, person: Value) {
@@ -483,6 +488,15 @@ async fn get_person(
     if let Some(refusal) = check_auth(&shared, &headers) {
         shared.record(at, "persons", 0, 401);
         return refusal;
+    }
+    {
+        let mut faults = shared.faults.lock().unwrap();
+        if faults.persons_unavailable > 0 {
+            faults.persons_unavailable -= 1;
+            drop(faults);
+            shared.record(at, "persons", 0, 503);
+            return (StatusCode::SERVICE_UNAVAILABLE, "persons unavailable").into_response();
+        }
     }
     let person = shared.ledger.lock().unwrap().persons.get(&id).cloned();
     match person {

@@ -1,7 +1,12 @@
 //! The agent binary as a user meets it: the demo, signals on a running agent, and a running
 //! agent joined to an emulated terminal and the upstream double.
 
+mod backups;
+mod common;
 mod demo;
+mod guard;
 mod lifecycle;
 mod salvage;
+mod mappings;
+mod punches;
 mod site;

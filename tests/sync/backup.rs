@@ -160,6 +160,10 @@ impl DeviceSession for EmptyButCounted {
     async fn write_credential(&self, _credential: &Credential) -> Result<(), ReadError> {
         Err(ReadError::Refused("read-only test device".into()))
     }
+
+    async fn set_user_name(&self, _user_id: &str, _name: &str) -> Result<(), ReadError> {
+        unreachable!("a backup renames nothing")
+    }
 }
 
 #[tokio::test]

@@ -27,6 +27,7 @@ const DEVICE: &str = "door";
 #[derive(Default)]
 struct Recorder {
     writes: Mutex<Vec<Credential>>,
+    renames: Mutex<Vec<(String, String)>>,
 }
 
 impl DeviceSession for Recorder {
@@ -46,6 +47,14 @@ impl DeviceSession for Recorder {
 
     async fn write_credential(&self, credential: &Credential) -> Result<(), ReadError> {
         self.writes.lock().unwrap().push(credential.clone());
+        Ok(())
+    }
+
+    async fn set_user_name(&self, user_id: &str, name: &str) -> Result<(), ReadError> {
+        self.renames
+            .lock()
+            .unwrap()
+            .push((user_id.to_string(), name.to_string()));
         Ok(())
     }
 }
@@ -282,6 +291,7 @@ async fn resolutions_write_only_updates_to_the_device_and_are_audited_with_the_a
         user_id: user.into(),
         resolution,
         merged,
+        lower_privilege: false,
         admin: "alice".into(),
         nonce: format!("nonce-{user}"),
     };
@@ -339,10 +349,15 @@ async fn resolutions_write_only_updates_to_the_device_and_are_audited_with_the_a
         (result.person_id.as_str(), result.name.as_str()),
         ("P3", "Cy Merged")
     );
-    let last = device.writes.lock().unwrap().last().cloned().unwrap();
+    // The new name reaches the device as a rename; no cached credential is written back.
     assert_eq!(
-        (last.user_id.as_str(), last.slot, last.name.as_str()),
-        ("3", 50, "Cy Merged")
+        device.writes.lock().unwrap().len(),
+        1,
+        "only user 2's new card"
+    );
+    assert_eq!(
+        *device.renames.lock().unwrap(),
+        [("3".to_string(), "Cy Merged".to_string())]
     );
 
     assert!(conflicts::list(&store, Some(DEVICE)).unwrap().is_empty());
@@ -413,7 +428,7 @@ async fn a_link_removed_upstream_unmaps_the_user_and_is_audited() {
         "{audited:?}"
     );
 
-    // A user the agent has not read has nothing to link; nothing is stored.
+    // A user the agent has not read yet: the mapping is kept for it, not dropped.
     let unknown = MappingUpdate::Confirmed {
         device_id: DEVICE.into(),
         user_id: "77".into(),
@@ -421,7 +436,9 @@ async fn a_link_removed_upstream_unmaps_the_user_and_is_audited() {
     };
     assert_eq!(
         engine.apply_upstream_mapping(&unknown).await.unwrap(),
-        MappingOutcome::UnknownUser
+        MappingOutcome::KeptForUnreadUser
     );
-    assert!(mapping::get(&store, DEVICE, "77").unwrap().is_none());
+    let kept = mapping::get(&store, DEVICE, "77").unwrap().unwrap();
+    assert_eq!(kept.person_id, "P77");
+    assert_eq!(kept.state, MappingState::Confirmed);
 }

@@ -38,6 +38,15 @@ pub enum Command {
         #[serde(deserialize_with = "lenient::de_u64")]
         enrollid: u64,
     },
+    /// Renames users (batch of at most 50): how a name decided upstream reaches the terminal
+    /// without rewriting any credential.
+    SetUserName {
+        /// Number of records.
+        #[serde(deserialize_with = "lenient::de_u64")]
+        count: u64,
+        /// `{enrollid, name}` per user.
+        record: Vec<UserName>,
+    },
     /// Enables (`enflag:1`) or disables (`enflag:0`) a user without deleting anything.
     EnableUser {
         /// The user's ID on the device.
@@ -78,6 +87,17 @@ pub enum Command {
     GetDevCap,
 }
 
+/// One record of `setusername`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserName {
+    /// The user's ID on the device.
+    #[serde(deserialize_with = "lenient::de_u64")]
+    pub enrollid: u64,
+    /// The new display name.
+    #[serde(deserialize_with = "lenient::de_text")]
+    pub name: String,
+}
+
 /// The fields of `setuserinfo` (the classic form, understood by every firmware).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SetUserInfo {
@@ -104,6 +124,7 @@ impl Command {
             Command::GetUserInfo { .. } => CommandName::GetUserInfo,
             Command::SetUserInfo(_) => CommandName::SetUserInfo,
             Command::GetUserName { .. } => CommandName::GetUserName,
+            Command::SetUserName { .. } => CommandName::SetUserName,
             Command::EnableUser { .. } => CommandName::EnableUser,
             Command::GetNewLog { .. } => CommandName::GetNewLog,
             Command::GetAllLog { .. } => CommandName::GetAllLog,

@@ -69,7 +69,7 @@ mod report;
 mod server_message;
 mod server_reply;
 
-pub use command::{Command, SetUserInfo};
+pub use command::{Command, SetUserInfo, UserName};
 pub use command_name::{is_destructive, CommandName};
 pub use completeness::{check_complete, check_user_count, CompletenessError, ListSummary};
 pub use credential::{BackupNum, CredentialKind, CredentialRef, CredentialValue, UserCredential};
@@ -80,6 +80,8 @@ pub use fetch::{CredentialFetch, FetchError};
 pub use paging::{page_cap, PagedRead, PagedRecord, PagingError, Step};
 pub use records::{LogRecord, Page, PunchKey, UserListEntry};
 pub use reply::{DeviceReply, ReplyBody, ReplyOutcome};
-pub use report::{DeviceReport, LogUpload, PinEntry, QrScan, Registration, UserPush};
+pub use report::{
+    DeviceReport, LogUpload, MalformedRecord, PinEntry, QrScan, Registration, UserPush,
+};
 pub use server_message::{parse_server_message, ReceivedCommand, ServerMessage};
 pub use server_reply::{RegReply, SendLogReply, SendUserReply, ServerReply};

@@ -33,7 +33,13 @@ pub struct Registration {
 }
 
 /// `sendlog`: a batch of punches (real-time or backlog) awaiting exactly one reply.
+///
+/// Records are read one by one: a record that cannot be read (no `time`, a non-numeric
+/// `enrollid`) lands in [`LogUpload::malformed`] with its raw JSON instead of failing the whole
+/// frame, so the good records can be stored and the frame answered (a frame left unanswered
+/// is resent by the terminal forever).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "RawLogUpload")]
 pub struct LogUpload {
     /// Device serial number.
     #[serde(deserialize_with = "lenient::de_text")]
@@ -47,9 +53,60 @@ pub struct LogUpload {
     /// The punches.
     #[serde(rename = "record", default)]
     pub records: Vec<LogRecord>,
+    /// The records of the frame that could not be read, as sent.
+    #[serde(skip)]
+    pub malformed: Vec<MalformedRecord>,
     /// Fields this crate does not interpret.
     #[serde(flatten)]
     pub extras: BTreeMap<String, Value>,
+}
+
+/// A record of a `sendlog` frame that is not a readable punch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MalformedRecord {
+    /// The record exactly as the terminal sent it.
+    pub raw: Value,
+    /// Why it cannot be read.
+    pub reason: String,
+}
+
+/// The wire form of [`LogUpload`], records still raw.
+#[derive(Deserialize)]
+struct RawLogUpload {
+    #[serde(deserialize_with = "lenient::de_text")]
+    sn: String,
+    #[serde(default)]
+    count: Option<Value>,
+    #[serde(default)]
+    logindex: Option<Value>,
+    #[serde(rename = "record", default)]
+    records: Vec<Value>,
+    #[serde(flatten)]
+    extras: BTreeMap<String, Value>,
+}
+
+impl From<RawLogUpload> for LogUpload {
+    fn from(raw: RawLogUpload) -> Self {
+        let mut records = Vec::with_capacity(raw.records.len());
+        let mut malformed = Vec::new();
+        for record in raw.records {
+            match serde_json::from_value::<LogRecord>(record.clone()) {
+                Ok(read) => records.push(read),
+                Err(error) => malformed.push(MalformedRecord {
+                    raw: record,
+                    reason: error.to_string(),
+                }),
+            }
+        }
+        LogUpload {
+            sn: raw.sn,
+            count: raw.count,
+            logindex: raw.logindex,
+            records,
+            malformed,
+            extras: raw.extras,
+        }
+    }
 }
 
 /// `senduser`: a user enrolled on the device keypad (pushed unless `nosenduser:true`).

@@ -7,6 +7,7 @@
 
 use super::server::Context;
 use super::session::AifaceSession;
+use crate::device::quarantine;
 use crate::device::registry::{self, DeviceRecord};
 use device_protocols::aiface::{
     parse_device_message, DeviceMessage, DeviceReport, RegReply, Registration, SendLogReply,
@@ -233,12 +234,24 @@ async fn answer_report(
     let device = session.device_id();
     let reply = match report {
         DeviceReport::SendLog(upload) => {
-            let outcome = match &context.punches {
-                Some(punches) => punches
-                    .record(device, session.sn(), &upload.records)
-                    .await
-                    .map_err(|err| err.to_string()),
-                None => Err("punches are not stored in this mode".to_string()),
+            let outcome = match (&context.punches, &context.store) {
+                (Some(punches), Some(store)) => {
+                    // Unreadable records are kept aside first, so the frame can be answered.
+                    let quarantined = if upload.malformed.is_empty() {
+                        Ok(())
+                    } else {
+                        quarantine::keep(store, device, session.sn(), "sendlog", &upload.malformed)
+                            .await
+                    };
+                    match quarantined {
+                        Ok(()) => punches
+                            .record(device, session.sn(), &upload.records)
+                            .await
+                            .map_err(|err| err.to_string()),
+                        Err(err) => Err(format!("cannot quarantine an unreadable record: {err}")),
+                    }
+                }
+                _ => Err("punches are not stored in this mode".to_string()),
             };
             match outcome {
                 Ok(batch) => {

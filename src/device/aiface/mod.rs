@@ -34,4 +34,12 @@ impl DeviceSession for AifaceSession {
     ) -> impl Future<Output = Result<(), ReadError>> + Send + 'a {
         read::write_credential(self, credential)
     }
+
+    fn set_user_name<'a>(
+        &'a self,
+        user_id: &'a str,
+        name: &'a str,
+    ) -> impl Future<Output = Result<(), ReadError>> + Send + 'a {
+        read::set_user_name(self, user_id, name)
+    }
 }

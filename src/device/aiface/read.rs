@@ -7,7 +7,7 @@ use crate::device::read::card_of;
 use crate::device::{Credential, FetchMode, ReadError, ReadProgress, ReadSink, UserRead};
 use device_protocols::aiface::{
     check_complete, page_cap, Capacity, Command, CredentialValue, DeviceReply, PagedRead,
-    ReplyBody, ReplyOutcome, SetUserInfo, Step, UserListEntry,
+    ReplyBody, ReplyOutcome, SetUserInfo, Step, UserListEntry, UserName,
 };
 
 /// Page size the AI06 firmware uses for `getuserlist` (the page cap allows for larger ones).
@@ -184,5 +184,28 @@ pub(super) async fn write_credential(
             &format!("setuserinfo {}/{}", credential.user_id, credential.slot),
             &other,
         )),
+    }
+}
+
+/// Renames one user with `setusername` (no credential is sent, so none can be overwritten).
+pub(super) async fn set_user_name(
+    session: &AifaceSession,
+    user_id: &str,
+    name: &str,
+) -> Result<(), ReadError> {
+    let enrollid = user_id
+        .parse()
+        .map_err(|_| ReadError::Refused(format!("user id {user_id:?} is not numeric")))?;
+    let command = Command::SetUserName {
+        count: 1,
+        record: vec![UserName {
+            enrollid,
+            name: name.to_string(),
+        }],
+    };
+    let reply = session.exchange(command).await?;
+    match reply.outcome {
+        ReplyOutcome::Success(_) => Ok(()),
+        other => Err(refused(&format!("setusername {user_id}"), &other)),
     }
 }

@@ -77,4 +77,16 @@ impl DeviceSession for ZkSession {
             credential.user_id, credential.slot, self.settings.device_id
         )))
     }
+
+    async fn set_user_name<'a>(
+        &'a self,
+        user_id: &'a str,
+        _name: &'a str,
+    ) -> Result<(), ReadError> {
+        Err(ReadError::Refused(format!(
+            "renaming user {user_id} on zk devices (a user-record write) is not supported by \
+             this agent version yet; nothing was sent to {}",
+            self.settings.device_id
+        )))
+    }
 }

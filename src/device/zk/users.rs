@@ -7,7 +7,9 @@
 //! Fingerprint templates (slots 0–9) need a separate template read that this driver does not do
 //! yet, so `fingerprints` stays 0.
 
-use crate::device::{Credential, FetchMode, ReadError, ReadProgress, ReadSink, ReadUser, UserRead};
+use crate::device::{
+    Credential, FetchMode, ReadError, ReadProgress, ReadSink, ReadUser, UserDetails, UserRead,
+};
 use crate::events::DeviceUser;
 use device_protocols::aiface::CredentialValue;
 use device_protocols::zk::{DeviceSizes, UserRecord, UserTable};
@@ -76,6 +78,13 @@ pub(super) fn to_user_read(
             });
         }
         let user_id = user.user_id.clone();
+        read.details.insert(
+            user_id.clone(),
+            UserDetails {
+                group: Some(record.group.to_string()),
+                enabled: Some(record.privilege & 1 == 0),
+            },
+        );
         if read
             .users
             .insert(user_id.clone(), ReadUser { user, slots })

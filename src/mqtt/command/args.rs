@@ -90,6 +90,22 @@ impl Args {
         }
     }
 
+    /// An optional yes/no: a JSON boolean, or the text `true`/`false` (`ctl` sends
+    /// `dry_run=true` as a boolean; hand-written JSON may quote it).
+    pub fn opt_bool(&mut self, name: &str) -> Result<Option<bool>, CommandError> {
+        match self.take(name) {
+            None => Ok(None),
+            Some(Value::Bool(flag)) => Ok(Some(flag)),
+            Some(Value::String(text)) if text == "true" || text == "false" => {
+                Ok(Some(text == "true"))
+            }
+            Some(other) => Err(self.bad(
+                name,
+                format!("expected true or false, got {}", describe(&other)),
+            )),
+        }
+    }
+
     /// An optional identifier: a string, or a whole number taken as its decimal text (device
     /// user ids are usually numeric, and `ctl` sends `user=42` as a number).
     pub fn opt_id(&mut self, name: &str) -> Result<Option<String>, CommandError> {

@@ -90,7 +90,7 @@ impl Registry {
                 None => unavailable(sync, changes_state),
             }
         };
-        let commands: [(&'static str, Arc<dyn Command>); 16] = [
+        let commands: [(&'static str, Arc<dyn Command>); 17] = [
             ("status", Arc::new(handlers::Status::new(services))),
             ("log-level", Arc::new(handlers::LogLevel::new(services))),
             ("logs tail", Arc::new(handlers::LogsTail::new(services))),
@@ -104,6 +104,10 @@ impl Registry {
                 sync_command(|h| Arc::new(handlers::BufferList(h)), false),
             ),
             ("map", sync_command(|h| Arc::new(handlers::Map(h)), true)),
+            (
+                "missing confirm",
+                sync_command(|h| Arc::new(handlers::MissingConfirm(h)), true),
+            ),
             (
                 "conflicts list",
                 sync_command(|h| Arc::new(handlers::ConflictsList(h)), false),

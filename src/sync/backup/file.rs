@@ -4,8 +4,17 @@
 //! {"format":"edge-agent-backup","version":1,"device_id":"door-1","agent_id":"gw-7","created_at":"2026-11-22T10:24:55Z","created_at_ms":…}
 //! {"user_id":"1","slot":11,"name":"Ann","privilege":0,"value":3000000001}
 //! {"user_id":"1","slot":50,"name":"Ann","privilege":0,"value":"/9j/4AAQ…"}
-//! {"trailer":{"users":1,"credentials":2,"device_user_count":1,"sha256":"9f86d08…"}}
+//! {"user":{"user_id":"1","name":"Ann","privilege":0,"card":"3000000001","password":null,"group":null,"enabled":null,"credentials":[11,50]}}
+//! {"user":{"user_id":"2","name":"Bob","privilege":0,"card":null,"password":null,"group":"1","enabled":true,"credentials":[]}}
+//! {"trailer":{"users":2,"credentials":2,"device_user_count":2,"sha256":"9f86d08…"}}
 //! ```
+//!
+//! - Every user of the complete read has one `user` line (version 2), with or without
+//!   credentials: a ZK user with no card, password or template is still a user. The trailer's
+//!   `users` counts those lines and must equal the complete read's user count, or no file is
+//!   written. Credentials are streamed first (as the read delivers them), the user lines follow
+//!   once the read is complete. Version 1 files (credential lines only; `users` counted the
+//!   distinct users of those lines) are still read.
 //!
 //! - The name is `<device>_<YYYYMMDDTHHMMSSZ>.backup.jsonl` (UTC; the device id made
 //!   file-safe), so `ls` sorts a device's backups by time and a technician can tell them apart
@@ -19,11 +28,14 @@
 //!   either exists completely or not at all. Credentials are streamed to the file as they
 //!   arrive, so a 5,000-photo backup never sits in memory.
 
-use crate::device::Credential;
+use crate::device::{Credential, ReadUser, UserDetails};
+
+/// The AiFace slot of a password/PIN (the ZK driver maps its password there too).
+const PASSWORD_SLOT: u16 = 10;
 use device_protocols::aiface::CredentialValue;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -31,8 +43,10 @@ use thiserror::Error;
 
 /// The `format` value of every backup header.
 pub const FORMAT: &str = "edge-agent-backup";
-/// The format version this build writes and reads.
-pub const VERSION: u32 = 1;
+/// The format version this build writes (it also reads [`VERSION_CREDENTIALS_ONLY`]).
+pub const VERSION: u32 = 2;
+/// The first format version: credential lines only, no user lines.
+pub const VERSION_CREDENTIALS_ONLY: u32 = 1;
 /// The file name ending of backups.
 pub const EXTENSION: &str = ".backup.jsonl";
 
@@ -66,6 +80,19 @@ pub enum BackupError {
         device: String,
         /// What the device reports.
         device_user_count: u64,
+    },
+    /// The file would not hold every user the complete read found.
+    #[error(
+        "backup of {device} holds {written} users but the complete read found {read}; no backup \
+         was written"
+    )]
+    MissingUsers {
+        /// The device.
+        device: String,
+        /// Users the complete read found.
+        read: u64,
+        /// User lines written.
+        written: u64,
     },
     /// Fewer credentials reached the file than the device listed.
     #[error("backup of {device} holds {written} credentials but the device listed {listed}; no backup was written")]
@@ -133,10 +160,36 @@ impl From<CredentialLine> for Credential {
     }
 }
 
+/// One user line (version 2): the user as the device holds it, credentials or not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupUser {
+    /// Device user id.
+    pub user_id: String,
+    /// Name.
+    pub name: String,
+    /// Device privilege level.
+    pub privilege: u32,
+    /// Card number, if enrolled.
+    pub card: Option<String>,
+    /// The password/PIN as read from the device, if set (its credential line holds it too).
+    pub password: Option<String>,
+    /// Group or department, when the device's list carries one (ZK).
+    pub group: Option<String>,
+    /// Whether the user may punch, when the device's list says (ZK).
+    pub enabled: Option<bool>,
+    /// The credential slots the device listed for the user (their lines are in this file).
+    pub credentials: Vec<u16>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct UserLine {
+    user: BackupUser,
+}
+
 /// The counts and checksum closing a backup.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Trailer {
-    /// Distinct users.
+    /// User lines (version 1: distinct users of the credential lines).
     pub users: u64,
     /// Credential lines.
     pub credentials: u64,
@@ -170,7 +223,8 @@ pub struct BackupWriter {
     final_path: PathBuf,
     out: BufWriter<File>,
     hasher: Sha256,
-    users: BTreeSet<String>,
+    users: u64,
+    passwords: BTreeMap<String, String>,
     credentials: u64,
     header: Header,
 }
@@ -233,7 +287,8 @@ impl BackupWriter {
             final_path,
             out: BufWriter::with_capacity(256 * 1024, file),
             hasher: Sha256::new(),
-            users: BTreeSet::new(),
+            users: 0,
+            passwords: BTreeMap::new(),
             credentials: 0,
             header: header.clone(),
         };
@@ -263,11 +318,41 @@ impl BackupWriter {
             value: credential.value.clone(),
         };
         self.line(&line)?;
-        if !self.users.contains(&credential.user_id) {
-            self.users.insert(credential.user_id.clone());
+        if credential.slot == PASSWORD_SLOT {
+            self.passwords
+                .insert(credential.user_id.clone(), credential.value.as_text());
         }
         self.credentials += 1;
         Ok(())
+    }
+
+    /// Appends the line of one user of the complete read, after its credentials.
+    pub fn add_user(
+        &mut self,
+        user: &ReadUser,
+        details: Option<&UserDetails>,
+    ) -> Result<(), BackupError> {
+        let details = details.cloned().unwrap_or_default();
+        let line = UserLine {
+            user: BackupUser {
+                user_id: user.user.user_id.clone(),
+                name: user.user.name.clone(),
+                privilege: user.user.privilege,
+                card: user.user.card.clone(),
+                password: self.passwords.remove(&user.user.user_id),
+                group: details.group,
+                enabled: details.enabled,
+                credentials: user.slots.clone(),
+            },
+        };
+        self.line(&line)?;
+        self.users += 1;
+        Ok(())
+    }
+
+    /// User lines written so far.
+    pub fn users(&self) -> u64 {
+        self.users
     }
 
     /// Credentials written so far.
@@ -278,7 +363,7 @@ impl BackupWriter {
     /// Writes the trailer, makes the file durable and moves it into place.
     pub fn finish(mut self, device_user_count: u64) -> Result<BackupInfo, BackupError> {
         let trailer = Trailer {
-            users: self.users.len() as u64,
+            users: self.users,
             credentials: self.credentials,
             device_user_count,
             sha256: hex(&self.hasher.clone().finalize()),
@@ -364,7 +449,9 @@ fn parse_header(path: &Path, line: &str) -> Result<Header, BackupError> {
             format!("the first line is not a backup header: {err}"),
         )
     })?;
-    if header.format != FORMAT || header.version != VERSION {
+    if header.format != FORMAT
+        || (header.version != VERSION && header.version != VERSION_CREDENTIALS_ONLY)
+    {
         return Err(corrupt(
             path,
             format!(
@@ -402,9 +489,29 @@ pub fn for_each_credential(
     stream(path, &mut each)
 }
 
+/// Checks the backup (as [`verify`]) and returns its user lines (none in a version 1 file).
+pub fn users(path: &Path) -> Result<Vec<BackupUser>, BackupError> {
+    verify(path)?;
+    let mut users = Vec::new();
+    stream_lines(path, &mut |_| Ok(()), &mut |user| {
+        users.push(user);
+        Ok(())
+    })?;
+    Ok(users)
+}
+
 fn stream(
     path: &Path,
-    mut each: impl FnMut(CredentialLine) -> Result<(), BackupError>,
+    each: impl FnMut(CredentialLine) -> Result<(), BackupError>,
+) -> Result<BackupInfo, BackupError> {
+    let mut each = each;
+    stream_lines(path, &mut each, &mut |_| Ok(()))
+}
+
+fn stream_lines(
+    path: &Path,
+    each: &mut dyn FnMut(CredentialLine) -> Result<(), BackupError>,
+    each_user: &mut dyn FnMut(BackupUser) -> Result<(), BackupError>,
 ) -> Result<BackupInfo, BackupError> {
     let file = File::open(path).map_err(io_error(path))?;
     let size_bytes = file.metadata().map_err(io_error(path))?.len();
@@ -413,6 +520,7 @@ fn stream(
     let mut line = String::new();
     let mut header = None;
     let mut users = BTreeSet::new();
+    let mut user_lines = 0u64;
     let mut credentials = 0u64;
     let mut number = 0usize;
     loop {
@@ -439,23 +547,37 @@ fn stream(
                     ),
                 ));
             }
-            if trailer.credentials != credentials || trailer.users != users.len() as u64 {
+            let header = header.expect("set on the first line");
+            let users_held = if header.version == VERSION_CREDENTIALS_ONLY {
+                users.len() as u64
+            } else {
+                user_lines
+            };
+            if trailer.credentials != credentials || trailer.users != users_held {
                 return Err(corrupt(
                     path,
                     format!(
-                    "counts mismatch: trailer says {} users / {} credentials, file holds {} / {}",
-                    trailer.users, trailer.credentials, users.len(), credentials
-                ),
+                        "counts mismatch: trailer says {} users / {} credentials, file holds \
+                         {users_held} / {credentials}",
+                        trailer.users, trailer.credentials
+                    ),
                 ));
             }
             return Ok(BackupInfo {
                 path: path.to_path_buf(),
-                header: header.expect("set on the first line"),
+                header,
                 trailer,
                 size_bytes,
             });
         }
         hasher.update(line.as_bytes());
+        if line.starts_with("{\"user\"") {
+            let user: UserLine = serde_json::from_str(line.trim_end())
+                .map_err(|err| corrupt(path, format!("line {number} is not a user: {err}")))?;
+            user_lines += 1;
+            each_user(user.user)?;
+            continue;
+        }
         let credential: CredentialLine = serde_json::from_str(line.trim_end())
             .map_err(|err| corrupt(path, format!("line {number} is not a credential: {err}")))?;
         users.insert(credential.user_id.clone());
@@ -501,7 +623,18 @@ mod tests {
                 CredentialValue::Number(3_000_000_002u64.into()),
             ))
             .unwrap();
-        writer.finish(2).unwrap()
+        for (id, slots) in [("1", vec![11, 50]), ("2", vec![11]), ("3", vec![])] {
+            let user = ReadUser {
+                user: crate::events::DeviceUser {
+                    user_id: id.to_string(),
+                    name: format!("user{id}"),
+                    ..Default::default()
+                },
+                slots,
+            };
+            writer.add_user(&user, None).unwrap();
+        }
+        writer.finish(3).unwrap()
     }
 
     #[test]
@@ -513,8 +646,16 @@ mod tests {
             "door%2F1_20261118T110640Z.backup.jsonl",
             "device id made file-safe, UTC time in the name"
         );
-        assert_eq!((info.trailer.users, info.trailer.credentials), (2, 3));
+        assert_eq!((info.trailer.users, info.trailer.credentials), (3, 3));
         assert_eq!(read_info(&info.path).unwrap(), info);
+        let users = users(&info.path).unwrap();
+        let ids: Vec<&str> = users.iter().map(|u| u.user_id.as_str()).collect();
+        assert_eq!(
+            ids,
+            ["1", "2", "3"],
+            "a user without credentials is still a line"
+        );
+        assert!(users[2].credentials.is_empty());
         let mut seen = Vec::new();
         for_each_credential(&info.path, |line| {
             seen.push((line.user_id, line.slot, line.value));

@@ -11,7 +11,7 @@ use super::state::{self, SyncState};
 use super::{Engine, SyncError};
 use crate::audit::{self, AuditEntry, Operation};
 use crate::device::{Credential, DeviceSession, FetchMode, HeldCredential, ReadProgress, ReadSink};
-use crate::store::TreeName;
+use crate::store::{Alarm, AlarmKind, TreeName};
 use file::BackupWriter;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -69,11 +69,27 @@ impl Engine {
                 return Err(error);
             }
         };
+        let mut user_lines = Ok(());
+        for (user_id, user) in &read.users {
+            user_lines = sink.writer.add_user(user, read.details.get(user_id));
+            if user_lines.is_err() {
+                break;
+            }
+        }
         let written = sink.writer.credentials();
-        let refusal = if read.users.is_empty() && read.device_user_count > 0 {
+        let read_users = read.users.len() as u64;
+        let refusal = if let Err(error) = user_lines {
+            Some(error)
+        } else if read.users.is_empty() && read.device_user_count > 0 {
             Some(BackupError::Empty {
                 device: device_id.to_string(),
                 device_user_count: read.device_user_count,
+            })
+        } else if sink.writer.users() != read_users {
+            Some(BackupError::MissingUsers {
+                device: device_id.to_string(),
+                read: read_users,
+                written: sink.writer.users(),
             })
         } else if written != read.credentials_listed as u64 {
             Some(BackupError::Incomplete {
@@ -91,6 +107,18 @@ impl Engine {
             return Err(error);
         }
         let info = match sink.writer.finish(read.device_user_count) {
+            Ok(info) if info.trailer.users != read_users => {
+                // Never reached with the checks above; kept so a file whose trailer disagrees
+                // with the read can never be reported as a success.
+                let _ = std::fs::remove_file(&info.path);
+                let error = SyncError::Backup(BackupError::MissingUsers {
+                    device: device_id.to_string(),
+                    read: read_users,
+                    written: info.trailer.users,
+                });
+                self.backup_failed(device_id, &error).await?;
+                return Err(error);
+            }
             Ok(info) => info,
             Err(err) => {
                 let error = SyncError::Backup(err);
@@ -105,8 +133,21 @@ impl Engine {
         Ok(info)
     }
 
+    /// A backup that was not written: an error line, a durable alarm (the MQTT alert path
+    /// picks alarms up) and an audit entry.
     async fn backup_failed(&self, device_id: &str, error: &SyncError) -> Result<(), SyncError> {
         tracing::error!(device = device_id, %error, "backup failed");
+        self.store().raise_alarm(&Alarm {
+            raised_at_unix_ms: self.now_ms(),
+            kind: AlarmKind::BackupFailed {
+                device_id: device_id.to_string(),
+                reason: error.to_string(),
+            },
+            message: format!(
+                "the backup of {device_id} was not written ({error}); the device has no fresh \
+                 backup until one succeeds"
+            ),
+        })?;
         self.audit_now(
             device_id,
             None,

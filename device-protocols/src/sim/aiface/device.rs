@@ -279,6 +279,20 @@ impl Device {
                 Some(user) => self.ack(name, json!({ "enrollid": enrollid, "record": user.name })),
                 None => self.refuse(name),
             },
+            Command::SetUserName { record, .. } => {
+                if record
+                    .iter()
+                    .any(|named| !self.users.contains_key(&named.enrollid))
+                {
+                    return self.refuse(name);
+                }
+                for named in record {
+                    if let Some(user) = self.users.get_mut(&named.enrollid) {
+                        user.name = named.name.clone();
+                    }
+                }
+                self.ack(name, json!({}))
+            }
             Command::EnableUser { enrollid, enflag } => match self.users.get_mut(enrollid) {
                 Some(user) => {
                     user.enabled = *enflag == 1;
@@ -407,6 +421,7 @@ impl Device {
             count: Some(json!(1)),
             logindex: Some(json!(logindex)),
             records: vec![record.clone()],
+            malformed: Vec::new(),
             extras: Default::default(),
         };
         self.logs.push(StoredLog {
@@ -414,7 +429,17 @@ impl Device {
             delivered: false,
             logindex: Some(logindex),
         });
-        let frame = DeviceMessage::Report(DeviceReport::SendLog(upload)).to_json();
+        let mut frame = DeviceMessage::Report(DeviceReport::SendLog(upload)).to_json();
+        if self.scenario.malformed_punches {
+            // A record real firmware has been seen to send: no time, a non-numeric user id.
+            let mut value: serde_json::Value =
+                serde_json::from_str(&frame).expect("a frame this emulator wrote is JSON");
+            if let Some(records) = value["record"].as_array_mut() {
+                records.push(json!({"enrollid": "x7", "mode": 1, "inout": 0}));
+            }
+            value["count"] = json!(2);
+            frame = value.to_string();
+        }
         (logindex, frame)
     }
 

@@ -133,6 +133,9 @@ pub struct Scenario {
     /// Give every user a card (backupnum 11).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub cards: bool,
+    /// The first N users are device administrators (admin 1).
+    #[arg(long, default_value_t = 0)]
+    pub admins: u64,
     /// Give every user a password (backupnum 10).
     #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
     pub passwords: bool,
@@ -186,6 +189,10 @@ pub struct Scenario {
     /// Punches to send as `sendlog`, one record each.
     #[arg(long, default_value_t = 0)]
     pub punches: u64,
+    /// Each `sendlog` frame also carries one malformed record (no `time`, a non-numeric
+    /// `enrollid`).
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
+    pub malformed_punches: bool,
     /// Punches per second.
     #[arg(long, default_value_t = 2.0)]
     pub punch_rate: f64,

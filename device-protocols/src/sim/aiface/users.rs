@@ -98,7 +98,7 @@ pub(super) fn generate(enrollid: u64, name: String, scenario: &Scenario) -> SimU
     }
     SimUser {
         name,
-        admin: 0,
+        admin: u64::from(enrollid < scenario.first_enrollid.saturating_add(scenario.admins)),
         enabled: true,
         credentials,
     }

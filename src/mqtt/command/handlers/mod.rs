@@ -15,7 +15,7 @@ pub(super) use logs_tail::LogsTail;
 pub(super) use status::Status;
 pub(super) use sync::{
     BackupsCreate, BackupsList, BackupsRestore, BufferList, ConflictsList, ConflictsResolve,
-    DeadLettersList, DeadLettersRequeue, History, Map, SyncNow,
+    DeadLettersList, DeadLettersRequeue, History, Map, MissingConfirm, SyncNow,
 };
 
 use chrono::{DateTime, SecondsFormat, Utc};

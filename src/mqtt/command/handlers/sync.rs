@@ -124,6 +124,33 @@ impl Command for Map {
     }
 }
 
+/// `missing confirm device=ID`: an administrator confirms a mass disappearance; the held
+/// `user_missing` events of the device are forwarded.
+pub(crate) struct MissingConfirm(pub SyncHandle);
+
+impl Command for MissingConfirm {
+    fn changes_state(&self, _args: &Args) -> bool {
+        true
+    }
+
+    fn prepare(&self, mut args: Args, caller: &Caller) -> Result<Action, CommandError> {
+        let device = device_arg(&mut args, &self.0)?;
+        args.finish()?;
+        let admin = caller
+            .admin
+            .clone()
+            .unwrap_or_else(|| "unsigned".to_string());
+        let engine = std::sync::Arc::clone(self.0.engine());
+        Ok(Box::pin(async move {
+            let forwarded = engine
+                .confirm_missing(&device, &admin)
+                .await
+                .map_err(failed)?;
+            Ok(json!({ "device": device, "forwarded": forwarded }))
+        }))
+    }
+}
+
 /// `conflicts list [device=ID]`: open device/upstream disagreements with both versions.
 pub(crate) struct ConflictsList(pub SyncHandle);
 
@@ -310,6 +337,7 @@ impl Command for ConflictsResolve {
         let name = args.opt_str("name")?;
         let card = args.opt_id("card")?;
         let privilege = args.opt_int("privilege", 0, 255)?;
+        let lower_privilege = args.opt_bool("lower_privilege")?.unwrap_or(false);
         args.finish()?;
         let merged = match resolution {
             Resolution::Merge => Some(PersonAttributes {
@@ -328,6 +356,7 @@ impl Command for ConflictsResolve {
             user_id: user,
             resolution,
             merged,
+            lower_privilege,
             admin: caller
                 .admin
                 .clone()
@@ -374,7 +403,7 @@ impl Command for BackupsRestore {
                 "a file name from `backups list`, not a path",
             ));
         }
-        let dry_run = args.opt_str("dry_run")?.is_some_and(|v| v == "true");
+        let dry_run = args.opt_bool("dry_run")?.unwrap_or(false);
         args.finish()?;
         let session = live_session(&self.sync, &device)?;
         let engine = std::sync::Arc::clone(self.sync.engine());

@@ -1,0 +1,206 @@
+//! Backups hold every user, through the running agent: `edge-agent run` dials an emulated ZK
+//! terminal whose users mostly have no card, password or template, makes its first scheduled
+//! backup, and the file holds one line for every user of the complete read (a credential-less
+//! user is still a user), with a trailer that counts them all. A backup that cannot be made
+//! leaves no file, an error, an audit entry and a durable alarm.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use edge_agent::store::{AlarmKind, Store, StoreOptions};
+use serde_json::Value;
+use test_support::{tempdir, Emulator};
+
+const PATIENCE: Duration = Duration::from_secs(60);
+
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Running {
+    fn start(config: &Path) -> Running {
+        Running(
+            Command::new(env!("CARGO_BIN_EXE_edge-agent"))
+                .args(["run", "--config"])
+                .arg(config)
+                .env("JOURNAL_STREAM", "none")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    }
+
+    fn wait_for_log(&mut self, log: &Path, needle: &str) {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            if text.contains(needle) {
+                return;
+            }
+            if let Ok(Some(status)) = self.0.try_wait() {
+                panic!("agent exited ({status}) before logging {needle:?}:\n{text}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} after {PATIENCE:?}:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn stop(mut self) {
+        let rc = unsafe { libc::kill(self.0.id() as libc::pid_t, libc::SIGTERM) };
+        assert_eq!(rc, 0);
+        let status = self.0.wait().unwrap();
+        assert!(status.success(), "agent stopped with {status}");
+    }
+}
+
+/// A config for one ZK terminal at `address`, everything under `dir`.
+fn config(dir: &Path, address: &str) -> std::path::PathBuf {
+    let text = format!(
+        "[agent]\nid = \"gw-backup\"\ndata_dir = \"{data}\"\nshutdown_timeout = \"5s\"\n\
+         [log]\nfile = \"{log}\"\njournald = \"never\"\n\
+         [lock]\ndir = \"{locks}\"\n\
+         [[device]]\nid = \"zk-door\"\ndriver = \"zk\"\naddress = \"{address}\"\n\
+         poll_interval = \"1h\"\ncommand_timeout = \"3s\"\n",
+        data = dir.join("data").display(),
+        log = dir.join("agent.log").display(),
+        locks = dir.join("locks").display(),
+    );
+    let path = dir.join("agent.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn backup_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir.join("data").join("backups"))
+        .map(|entries| {
+            entries
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.to_string_lossy().ends_with(".backup.jsonl"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_zk_backup_holds_every_user_with_or_without_credentials() {
+    // Users 1, 5 and 7 have no card and no password; the others have one or both.
+    let terminal = Emulator::zk(&["--tcp", "127.0.0.1:0", "--users", "7", "--pacing-ms", "0"]);
+    let address = terminal.tcp.expect("emulator tcp address").to_string();
+    let dir = tempdir().unwrap();
+    let config = config(dir.path(), &address);
+    let mut agent = Running::start(&config);
+    agent.wait_for_log(&dir.path().join("agent.log"), "backup written");
+    agent.stop();
+
+    let files = backup_files(dir.path());
+    assert_eq!(files.len(), 1, "{files:?}");
+    let text = std::fs::read_to_string(&files[0]).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let mut users: Vec<String> = lines
+        .iter()
+        .filter_map(|line| line.get("user"))
+        .map(|user| user["user_id"].as_str().unwrap().to_string())
+        .collect();
+    users.sort();
+    assert_eq!(
+        users,
+        ["1001", "1002", "1003", "1004", "1005", "1006", "1007"],
+        "{text}"
+    );
+    let bare = lines
+        .iter()
+        .filter_map(|line| line.get("user"))
+        .find(|user| user["user_id"] == "1001")
+        .unwrap();
+    assert_eq!(bare["credentials"], serde_json::json!([]), "{bare}");
+    assert_eq!(bare["group"], "1", "{bare}");
+    assert_eq!(bare["enabled"], true, "{bare}");
+    assert!(bare["name"].as_str().unwrap().ends_with(" 1"), "{bare}");
+    let with_pin = lines
+        .iter()
+        .filter_map(|line| line.get("user"))
+        .find(|user| user["user_id"] == "1003")
+        .unwrap();
+    assert_eq!(with_pin["password"], "1234", "{with_pin}");
+    let trailer = &lines.last().unwrap()["trailer"];
+    assert_eq!(trailer["users"], 7, "{trailer}");
+    assert_eq!(trailer["device_user_count"], 7, "{trailer}");
+
+    // The listing a technician uses agrees.
+    let listed = Command::new(env!("CARGO_BIN_EXE_edge-agent"))
+        .args(["backup", "list", "--json", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(listed.status.success(), "{listed:?}");
+    let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert!(listed.to_string().contains("\"users\":7"), "{listed}");
+    terminal.assert_nothing_destructive();
+}
+
+#[test]
+fn a_backup_that_cannot_be_made_leaves_no_file_and_a_durable_alarm() {
+    // The terminal reports one user more than its table holds: the read is not complete.
+    let terminal = Emulator::zk(&[
+        "--tcp",
+        "127.0.0.1:0",
+        "--users",
+        "7",
+        "--pacing-ms",
+        "0",
+        "--fault",
+        "wrong-counts",
+    ]);
+    let address = terminal.tcp.expect("emulator tcp address").to_string();
+    let dir = tempdir().unwrap();
+    let config = config(dir.path(), &address);
+    let mut agent = Running::start(&config);
+    agent.wait_for_log(&dir.path().join("agent.log"), "backup failed");
+    agent.stop();
+
+    assert!(backup_files(dir.path()).is_empty());
+    let store = Store::open(&StoreOptions::at(dir.path().join("data").join("store")))
+        .unwrap()
+        .store;
+    let alarms = store.alarms().unwrap();
+    assert!(
+        alarms.iter().any(|(_, alarm)| matches!(
+            &alarm.kind,
+            AlarmKind::BackupFailed { device_id, .. } if device_id == "zk-door"
+        )),
+        "{alarms:?}"
+    );
+    drop(store);
+    let audit = Command::new(env!("CARGO_BIN_EXE_edge-agent"))
+        .args([
+            "audit",
+            "query",
+            "--operation",
+            "backup",
+            "--json",
+            "--config",
+        ])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(audit.status.success(), "{audit:?}");
+    assert!(
+        String::from_utf8_lossy(&audit.stdout).contains("backup FAILED"),
+        "{audit:?}"
+    );
+    terminal.assert_nothing_destructive();
+}

@@ -1,0 +1,95 @@
+//! What the running-agent tests share: the config of a site (one AI06, the upstream double,
+//! a private mosquitto with a trusted admin key) and the local commands that read the store
+//! after the agent stopped.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+use test_support::agent::mqtt::Agent;
+use test_support::agent::sync::config_text;
+use test_support::agent::upstream::{token_file, TOKEN};
+use test_support::mosquitto::Broker;
+use test_support::upstream_double::UpstreamDouble;
+
+pub(crate) const PULLED: &str = "pulled mapping changes from the upstream";
+
+pub(crate) fn cli(config: &Path, words: &[&str]) -> Value {
+    let output = Command::new(env!("CARGO_BIN_EXE_edge-agent"))
+        .args(words)
+        .arg("--config")
+        .arg(config)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{words:?}: {output:?}");
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// Each buffered user's status.
+pub(crate) fn statuses(config: &Path) -> Vec<(String, String)> {
+    let listing = cli(config, &["buffer", "list"]);
+    let mut found: Vec<(String, String)> = listing["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| {
+            (
+                u["user_id"].as_str().unwrap().to_string(),
+                u["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+/// `edge-agent run` as agent gw1 of site s1: one AI06 `door` listening on `port`, the
+/// upstream double (mappings pulled every second) and the broker with `admin` trusted.
+pub(crate) fn site_config(
+    dir: &Path,
+    port: u16,
+    double: &UpstreamDouble,
+    broker: &Broker,
+    admin: &str,
+) -> String {
+    let token = token_file(dir, TOKEN);
+    let mut text = config_text(dir, port, "poll_interval = \"1h\"\n")
+        .replace("id = \"gw-test\"", "id = \"gw1\"\nsite = \"s1\"")
+        .replace(
+            "[log]\nfile = \"\"",
+            &format!(
+                "[log]\nlevel = \"info\"\nfile = \"{}\"",
+                dir.join("agent.log").display()
+            ),
+        );
+    text.push_str(&format!(
+        "[upstream]\nurl = \"{}\"\ntoken_file = \"{}\"\nmapping_pull_interval = \"1s\"\n\
+         [mqtt]\nhost = \"127.0.0.1\"\nport = {}\ntls = false\nkeep_alive = \"5s\"\n{admin}\n",
+        double.url(),
+        token.display(),
+        broker.port,
+    ));
+    text
+}
+
+pub(crate) fn stop(agent: &mut Agent) {
+    agent.signal(libc::SIGTERM);
+    let status = agent.child.wait().unwrap();
+    assert!(status.success(), "agent stopped with {status}");
+}
+
+pub(crate) fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter()
+        .map(|(u, s)| (u.to_string(), s.to_string()))
+        .collect()
+}
+
+/// How many commands named `name` the terminal received.
+pub(crate) fn received(terminal: &test_support::Emulator, name: &str) -> usize {
+    terminal
+        .commands()
+        .iter()
+        .filter(|command| command.to_string().contains(&format!("\"{name}\"")))
+        .count()
+}

@@ -1,0 +1,101 @@
+//! The mass-disappearance guard through the running agent: an AI06 with 10 users is read, then
+//! a unit with the same `sn` and only 2 users dials in (a replaced terminal, or an impostor).
+//! The read is recorded (8 users `missing` in the buffer), but no `user_missing` event reaches
+//! the upstream and a critical alarm is raised, until an administrator confirms with a signed
+//! `missing confirm`; then all 8 are forwarded.
+
+use std::time::{Duration, Instant};
+
+use edge_agent::store::{AlarmKind, Store, StoreOptions};
+use test_support::agent::mqtt::{ctl, keygen, texts, Agent};
+use test_support::agent::sync::{emulator, DEVICE};
+use test_support::agent::upstream::TOKEN;
+use test_support::mosquitto::Broker;
+use test_support::upstream_double::UpstreamDouble;
+use test_support::{free_port, tempdir};
+
+use super::common::{site_config, statuses, stop};
+
+/// Keys of the events of `kind` the upstream applied.
+fn applied(double: &UpstreamDouble, kind: &str) -> usize {
+    double
+        .applied_order()
+        .iter()
+        .filter(|key| key.starts_with(kind))
+        .count()
+}
+
+fn wait_until(what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(Instant::now() < deadline, "never: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mass_disappearance_is_held_until_an_admin_confirms() {
+    let dir = tempdir().unwrap();
+    let broker = Broker::start(false);
+    let admin = keygen(dir.path(), "ops");
+    let double = UpstreamDouble::start(TOKEN).await;
+    let port = free_port();
+    let text = site_config(dir.path(), port, &double, &broker, &admin.config_lines);
+    let config = dir.path().join("agent.toml");
+    let mut agent = Agent::start(dir.path(), &text);
+
+    let first = emulator(
+        port,
+        &dir.path().join("first.jsonl"),
+        &["--users", "10", "--photo-kb", "1", "--cards", "false"],
+    );
+    agent.wait_for_log("complete read applied", 1);
+    wait_until("10 discoveries forwarded", || {
+        applied(&double, "user_discovered") == 10
+    });
+    drop(first);
+
+    // The same sn dials in with 2 users.
+    let second = emulator(
+        port,
+        &dir.path().join("second.jsonl"),
+        &["--users", "2", "--photo-kb", "1", "--cards", "false"],
+    );
+    agent.wait_for_log("CRITICAL: 8 of 10 users vanished at once", 1);
+    // Time enough for the forwarder to deliver anything that was queued.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(applied(&double, "user_missing"), 0, "held, not forwarded");
+
+    let key = Some(admin.file.as_path());
+    let out = ctl(
+        &broker,
+        key,
+        &["missing", "confirm", &format!("device={DEVICE}")],
+    );
+    assert!(out.status.success(), "{:?}", texts(&out));
+    assert!(texts(&out).0.contains('8'), "{:?}", texts(&out));
+    wait_until(
+        "8 user_missing events forwarded after the confirmation",
+        || applied(&double, "user_missing") == 8,
+    );
+
+    stop(&mut agent);
+    drop(second);
+    let missing = statuses(&config)
+        .into_iter()
+        .filter(|(_, status)| status == "missing")
+        .count();
+    assert_eq!(missing, 8, "the read was recorded");
+    let store = Store::open(&StoreOptions::at(dir.path().join("data").join("store")))
+        .unwrap()
+        .store;
+    let alarms = store.alarms().unwrap();
+    assert!(
+        alarms.iter().any(|(_, alarm)| matches!(
+            &alarm.kind,
+            AlarmKind::MassDisappearance { device_id, missing: 8, previous: 10 }
+                if device_id == DEVICE
+        )),
+        "{alarms:?}"
+    );
+}
