@@ -77,7 +77,7 @@ pub enum Operation {
 
 impl Operation {
     /// Every operation, in declaration order (for help texts and error messages).
-    pub const ALL: [Operation; 16] = [
+    pub const ALL: [Operation; 17] = [
         Operation::Discovery,
         Operation::Buffering,
         Operation::Mapping,

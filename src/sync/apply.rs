@@ -116,6 +116,7 @@ impl Engine {
             fencing_token,
             read,
             newly_missing: &plan.missing,
+            held_now: &guarded.held,
         };
         // A full outbox withholds the events, never the read (see `catch_up`).
         let outgoing = self.outgoing(&outcome, guarded.forward, &mut audit)?;

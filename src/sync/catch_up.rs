@@ -15,10 +15,13 @@
 //! Punches are not caught up: they are refused while the outbox is full and the terminal
 //! keeps them (see `crate::device::punches`).
 
+use std::collections::HashSet;
+
 use serde::{Deserialize, Serialize};
 
 use super::apply::MissingUser;
 use super::buffer::{BufferRecord, MappingStatus};
+use super::guard;
 use super::{Engine, SyncError};
 use crate::audit::{AuditEntry, Operation};
 use crate::device::UserRead;
@@ -66,6 +69,8 @@ pub(super) struct ReadOutcome<'a> {
     pub read: &'a UserRead,
     /// Users this read found missing (not yet marked missing in the buffer).
     pub newly_missing: &'a [MissingUser],
+    /// `user_missing` events this read holds back (a mass disappearance, see `guard`).
+    pub held_now: &'a [Event],
 }
 
 /// Whether the upstream is behind `device_id`'s buffer, and since when.
@@ -196,6 +201,13 @@ impl Engine {
                 body,
             )
         };
+        // A user whose disappearance waits for an administrator (`guard`) is not announced
+        // missing by a catch-up either: the hold covers every way the news could leave.
+        let mut held: HashSet<String> = guard::held(self.store(), Some(outcome.device_id))?
+            .into_iter()
+            .filter_map(|(_, held)| missing_user_id(&held.event))
+            .collect();
+        held.extend(outcome.held_now.iter().filter_map(missing_user_id));
         let mut events = Vec::new();
         for (id, user) in &outcome.read.users {
             events.push(event(
@@ -204,6 +216,9 @@ impl Engine {
             ));
         }
         for gone in outcome.newly_missing {
+            if held.contains(&gone.user_id) {
+                continue;
+            }
             let user = self
                 .store()
                 .get::<BufferRecord>(TreeName::Buffer, self.user_key(outcome, &gone.user_id)?)?
@@ -225,6 +240,7 @@ impl Engine {
             let (_, record) = entry?;
             if record.status != MappingStatus::Missing
                 || outcome.read.users.contains_key(&record.user.user_id)
+                || held.contains(&record.user.user_id)
             {
                 continue;
             }
@@ -242,5 +258,13 @@ impl Engine {
 
     fn user_key(&self, outcome: &ReadOutcome<'_>, user_id: &str) -> Result<Vec<u8>, SyncError> {
         Ok(keys::device_user(outcome.device_id, user_id).map_err(StoreError::from)?)
+    }
+}
+
+/// The device user a `user_missing` event is about (`None` for any other event).
+fn missing_user_id(event: &Event) -> Option<String> {
+    match &event.body {
+        EventBody::UserMissing { user, .. } => Some(user.user_id.clone()),
+        _ => None,
     }
 }

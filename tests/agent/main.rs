@@ -6,7 +6,7 @@ mod common;
 mod demo;
 mod guard;
 mod lifecycle;
-mod salvage;
 mod mappings;
 mod punches;
+mod salvage;
 mod site;
