@@ -87,6 +87,7 @@ pub struct SyncHandle {
     engine: Arc<Engine>,
     triggers: Arc<HashMap<String, Arc<Notify>>>,
     aiface: Arc<AifaceHub>,
+    zk: Arc<ZkSource>,
 }
 
 impl SyncHandle {
@@ -103,6 +104,12 @@ impl SyncHandle {
     /// Live AI06 sessions (for status).
     pub fn aiface(&self) -> &Arc<AifaceHub> {
         &self.aiface
+    }
+
+    /// The session of a configured ZK terminal (the agent dials it when the session is used),
+    /// for operator commands that read it, such as `backups create`; `None` for other devices.
+    pub fn zk_session(&self, device_id: &str) -> Option<Arc<ZkSession>> {
+        self.zk.sessions.get(device_id).cloned()
     }
 
     /// Asks for a poll of `device_id` now; `false` if no such device is being synced.
@@ -133,15 +140,13 @@ pub fn start(
         zk,
     } = devices;
     let mut triggers = HashMap::new();
-    if !zk.is_empty() {
-        let source = Arc::new(ZkSource { sessions: zk });
-        for device in config
-            .device
-            .iter()
-            .filter(|d| source.sessions.contains_key(&d.id))
-        {
-            spawn_device(tasks, &engine, &source, config, device, &mut triggers);
-        }
+    let zk = Arc::new(ZkSource { sessions: zk });
+    for device in config
+        .device
+        .iter()
+        .filter(|d| zk.sessions.contains_key(&d.id))
+    {
+        spawn_device(tasks, &engine, &zk, config, device, &mut triggers);
     }
     for device in config.device.iter().filter(|d| aiface_ids.contains(&d.id)) {
         spawn_device(tasks, &engine, &aiface, config, device, &mut triggers);
@@ -166,6 +171,7 @@ pub fn start(
         engine,
         triggers: Arc::new(triggers),
         aiface,
+        zk,
     }
 }
 

@@ -15,7 +15,7 @@
 //! It is written independently of the agent's wire types, so a mistake in those is caught
 //! here rather than mirrored.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -322,6 +322,44 @@ impl UpstreamDouble {
     /// Keys in the order they were applied.
     pub fn applied_order(&self) -> Vec<String> {
         self.ledger().applied_order.clone()
+    }
+    /// What the upstream now believes about each device user, folded from the applied user
+    /// events in the order they were applied: `Some(name)` present, `None` missing. Keyed by
+    /// (device id, user id). A site test compares it with the agent's buffer and the
+    /// terminals' own truth.
+    pub fn user_states(&self) -> BTreeMap<(String, String), Option<String>> {
+        let ledger = self.ledger();
+        let mut states = BTreeMap::new();
+        for key in &ledger.applied_order {
+            let Some((_, device, _, _, kind, data)) = ledger.applied.get(key) else {
+                continue;
+            };
+            let (user, present) = match kind.as_str() {
+                "user_discovered" => (Some(data), true),
+                "user_changed" => (data.get("after").and_then(Value::as_object), true),
+                "user_reappeared" => (data.get("user").and_then(Value::as_object), true),
+                "user_missing" => (data.get("user").and_then(Value::as_object), false),
+                _ => continue,
+            };
+            let Some(user) = user else { continue };
+            let Some(id) = user.get("user_id").and_then(Value::as_str) else {
+                continue;
+            };
+            let name = user.get("name").and_then(Value::as_str).map(str::to_string);
+            states.insert(
+                (device.clone(), id.to_string()),
+                if present { name } else { None },
+            );
+        }
+        states
+    }
+    /// How many events of type `kind` were applied.
+    pub fn applied_of_kind(&self, kind: &str) -> usize {
+        self.ledger()
+            .applied
+            .values()
+            .filter(|(_, _, _, _, applied, _)| applied == kind)
+            .count()
     }
     /// Every request seen.
     pub fn requests(&self) -> Vec<Seen> {

@@ -10,3 +10,4 @@ mod mappings;
 mod punches;
 mod salvage;
 mod site;
+mod site_day;

@@ -56,6 +56,12 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     let summary = json!({
         "stats": stats,
         "users_on_device": simulator.device.users.len(),
+        "users": simulator
+            .device
+            .users
+            .iter()
+            .map(|(enrollid, user)| (enrollid.to_string(), json!(user.name)))
+            .collect::<serde_json::Map<_, _>>(),
         "credentials_written": simulator.device.credentials_written,
         "disabled_users": simulator.device.disabled_users(),
         "faults_fired": simulator.device.faults_fired,

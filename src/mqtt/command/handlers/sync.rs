@@ -239,14 +239,30 @@ impl Command for BackupsCreate {
     fn prepare(&self, mut args: Args, _caller: &Caller) -> Result<Action, CommandError> {
         let device = device_arg(&mut args, &self.sync)?;
         args.finish()?;
-        let session = live_session(&self.sync, &device)?;
         let engine = std::sync::Arc::clone(self.sync.engine());
         let dir = self.dir.clone();
-        Ok(Box::pin(async move {
-            let info = engine.backup(&session, &dir).await.map_err(failed)?;
-            Ok(json!({ "backup": info }))
-        }))
+        // A ZK terminal is dialled for the backup; an AI06 must be connected.
+        match self.sync.zk_session(&device) {
+            Some(session) => Ok(backup_action(engine, session, dir)),
+            None => Ok(backup_action(
+                engine,
+                live_session(&self.sync, &device)?,
+                dir,
+            )),
+        }
     }
+}
+
+/// The work of `backups create` on one device's session, whatever the protocol.
+fn backup_action<S: crate::device::DeviceSession + Send + Sync + 'static>(
+    engine: std::sync::Arc<crate::sync::Engine>,
+    session: S,
+    dir: std::path::PathBuf,
+) -> Action {
+    Box::pin(async move {
+        let info = engine.backup(&session, &dir).await.map_err(failed)?;
+        Ok(json!({ "backup": info }))
+    })
 }
 
 /// `dead-letters list`: events the upstream refused for good, with the reason.
