@@ -99,3 +99,35 @@ async fn a_mass_disappearance_is_held_until_an_admin_confirms() {
         "{alarms:?}"
     );
 }
+
+#[test]
+fn a_terminal_outside_allowed_peers_is_refused_even_with_a_good_sn() {
+    let dir = tempdir().unwrap();
+    let port = free_port();
+    let log = dir.path().join("agent.log");
+    let text = test_support::agent::sync::config_text(
+        dir.path(),
+        port,
+        "poll_interval = \"1h\"\nallowed_peers = [\"192.0.2.0/24\"]\n",
+    )
+    .replace(
+        "[log]\nfile = \"\"",
+        &format!("[log]\nfile = \"{}\"", log.display()),
+    );
+    let mut agent = Agent::spawn(dir.path(), &text);
+    let terminal = emulator(
+        port,
+        &dir.path().join("terminal.jsonl"),
+        &["--users", "3", "--photo-kb", "1"],
+    );
+    agent.wait_for_log("not in the device's allowed_peers", 1);
+    std::thread::sleep(Duration::from_millis(500));
+    stop(&mut agent);
+    drop(terminal);
+    let config = dir.path().join("agent.toml");
+    assert!(
+        statuses(&config).is_empty(),
+        "nothing read from a refused peer"
+    );
+    assert!(!agent.log_text().contains("complete read applied"));
+}

@@ -4,6 +4,7 @@
 use super::connection;
 use super::hub::AifaceHub;
 use super::session::{AifaceSession, Timeouts};
+use crate::config::peers::PeerRule;
 use crate::config::{DeviceConfig, Driver};
 use crate::device::punches::PunchLog;
 use crate::lifecycle::StopSignal;
@@ -39,6 +40,7 @@ pub(super) struct DeviceEntry {
     pub device_id: String,
     pub send_user_pushes: bool,
     pub timeouts: Timeouts,
+    pub allowed_peers: Vec<PeerRule>,
 }
 
 /// Shared by every connection of one server.
@@ -136,6 +138,11 @@ impl AifaceServer {
             let entry = DeviceEntry {
                 device_id: device.id.clone(),
                 send_user_pushes: device.send_user_pushes,
+                allowed_peers: device
+                    .allowed_peers
+                    .iter()
+                    .filter_map(|peer| PeerRule::parse(peer).ok())
+                    .collect(),
                 timeouts: Timeouts {
                     normal,
                     large: normal.max(Duration::from_secs(30)),
