@@ -8,6 +8,7 @@
 mod human;
 mod load;
 pub mod log_level;
+pub mod peers;
 mod secrets;
 mod validate;
 
@@ -133,6 +134,10 @@ pub struct DeviceConfig {
     /// Serial numbers allowed to register as this device (aiface); empty accepts none.
     #[serde(default)]
     pub allowed_sn: Vec<String>,
+    /// Addresses or networks (`10.1.0.0/16`) the terminal may connect from (aiface); empty
+    /// allows any. A terminal registering from elsewhere is refused even with a good `sn`.
+    #[serde(default)]
+    pub allowed_peers: Vec<String>,
     /// Ask the terminal to push keypad enrolments (`senduser`) as they happen (aiface).
     #[serde(default = "defaults::yes")]
     pub send_user_pushes: bool,

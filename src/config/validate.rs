@@ -95,6 +95,11 @@ fn check_devices(findings: &mut Findings, devices: &[DeviceConfig]) {
                          device; add the sn shown in the terminal's menu",
                     );
                 }
+                for peer in &device.allowed_peers {
+                    if let Err(problem) = super::peers::PeerRule::parse(peer) {
+                        findings.error(&key("allowed_peers"), problem);
+                    }
+                }
                 for sn in &device.allowed_sn {
                     if let Some(other) = serial_numbers.insert(sn, index) {
                         findings.error(

@@ -105,7 +105,9 @@ mod tests {
         let first = Store::open(&options).unwrap().store.epoch().unwrap();
         assert_eq!(first.cause, EpochCause::Created);
         assert_eq!(first.id.len(), 16);
-        let again = Store::open(&options).unwrap().store.epoch().unwrap();
+        let again = crate::store::test_support::reopen(&options)
+            .epoch()
+            .unwrap();
         assert_eq!(again, first);
         let other = Store::open(&StoreOptions::at(dir.path().join("t")))
             .unwrap()

@@ -193,4 +193,21 @@ pub(crate) mod test_support {
             .store;
         (dir, store)
     }
+
+    /// Opens the store at `options` again after a handle was dropped. sled releases its file
+    /// lock from a background thread shortly after the drop, so on a loaded machine the first
+    /// attempts may find it still held; they are retried for up to 10 s.
+    pub(crate) fn reopen(options: &StoreOptions) -> Store {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match Store::open(options) {
+                Err(super::StoreError::AlreadyInUse { .. })
+                    if std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                other => return other.expect("reopen the store").store,
+            }
+        }
+    }
 }

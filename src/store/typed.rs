@@ -85,6 +85,19 @@ impl Store {
         self.insert(TreeName::Meta, name, value)
     }
 
+    /// Removes the single value called `name` from the `meta` tree (a note that is no longer
+    /// true, such as an owed punch backfill); the schema version cannot be removed.
+    pub fn remove_meta<R: Record>(&self, name: &[u8]) -> Result<Option<R>, StoreError> {
+        if name == super::schema::SCHEMA_KEY {
+            return Err(StoreError::BadKey {
+                tree: TreeName::Meta,
+                key: String::from_utf8_lossy(name).into_owned(),
+                expected: "a name other than the schema version, which only the schema check owns",
+            });
+        }
+        self.remove(TreeName::Meta, name)
+    }
+
     /// A number larger than every number this store handed out before, also across restarts
     /// and crashes (sled persists the counter ahead of use). Use it with
     /// [`crate::store::keys::sequence`] for time-ordered keys. Never call it inside a

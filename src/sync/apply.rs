@@ -1,6 +1,8 @@
 //! Applying a complete read: diff against the last snapshot, then snapshot, buffer, conflicts,
 //! history, sync state, outbox events and audit entries in **one** transaction, made durable
-//! before anything is logged as done or returned to a caller that could publish it.
+//! before anything is logged as done or returned to a caller that could publish it. When the
+//! outbox is full the read is applied without its events and the device is marked behind for
+//! a later catch-up (see `super::catch_up`).
 //!
 //! An incomplete read goes through [`Engine::record_incomplete`] instead, which writes one
 //! audit entry and nothing else (invariant 2).

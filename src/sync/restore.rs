@@ -4,7 +4,7 @@
 //! `write_credential`, then verify with a fresh complete read. A second restore finds nothing
 //! missing and writes nothing.
 
-use super::backup::file::{self, BackupError, BackupInfo, CredentialLine};
+use super::backup::file::{self, BackupError, BackupInfo, BackupUser, CredentialLine};
 use super::credentials::StoreSink;
 use super::{Engine, SyncError};
 use crate::audit::{self, AuditEntry, Operation};
@@ -35,6 +35,11 @@ pub struct RestoreReport {
     pub dry_run: bool,
     /// Credentials in the backup that the device lacked.
     pub missing: Vec<MissingCredential>,
+    /// Users of the backup absent from the device that have no credential at all (a ZK user
+    /// with no card, PIN or template): listed so nobody is silently left out, but no driver
+    /// can write a bare user record yet, so a real restore cannot re-add them and is not
+    /// verified while they are absent.
+    pub users_without_credentials: Vec<BackupUser>,
     /// Credentials written.
     pub written: usize,
     /// After writing, a fresh complete read found every credential of the backup.
@@ -60,8 +65,17 @@ impl RestoreReport {
             self.backup.trailer.users,
             self.backup.trailer.credentials
         );
+        for user in &self.users_without_credentials {
+            out.push_str(&format!(
+                "user {} {:?} (no credentials) is absent from the device; it cannot be re-added \
+                 by this agent version (no driver writes a user without a credential yet)\n",
+                user.user_id, user.name
+            ));
+        }
         if self.missing.is_empty() {
-            out.push_str("nothing is missing on the device; nothing to restore\n");
+            if self.users_without_credentials.is_empty() {
+                out.push_str("nothing is missing on the device; nothing to restore\n");
+            }
             return out;
         }
         let verb = if self.dry_run {
@@ -127,15 +141,18 @@ impl Engine {
         let guard = self.lock().acquire(device_id).await?;
         let before = self.complete_read(session, guard.fencing_token()).await?;
         let missing = plan(backup, &before)?;
+        let users_without_credentials = absent_bare_users(backup, &before)?;
         let mut report = RestoreReport {
             backup: info,
             dry_run,
             missing,
+            users_without_credentials,
             written: 0,
             verified: false,
         };
         if dry_run || report.missing.is_empty() {
-            report.verified = report.missing.is_empty();
+            report.verified =
+                report.missing.is_empty() && report.users_without_credentials.is_empty();
             self.audit_restore(device_id, actor, &report).await?;
             return Ok(report);
         }
@@ -146,7 +163,8 @@ impl Engine {
             .collect();
         report.written = self.write_missing(session, backup, wanted, &before).await?;
         let after = self.complete_read(session, guard.fencing_token()).await?;
-        report.verified = plan(backup, &after)?.is_empty();
+        report.verified =
+            plan(backup, &after)?.is_empty() && absent_bare_users(backup, &after)?.is_empty();
         self.audit_restore(device_id, actor, &report).await?;
         drop(guard);
         if !report.verified {
@@ -252,6 +270,19 @@ impl Engine {
                 .or_default()
                 .push(missing.slot);
         }
+        for user in &report.users_without_credentials {
+            entries.push(AuditEntry {
+                at_unix_ms: now,
+                operation: Operation::Restore,
+                device_id: Some(device_id.to_string()),
+                device_user_id: Some(user.user_id.clone()),
+                actor: actor.to_string(),
+                detail: format!(
+                    "{mode} from {name}: user without credentials is absent and cannot be \
+                     re-added by this agent version"
+                ),
+            });
+        }
         for (user, slots) in &by_user {
             let verb = if report.dry_run {
                 "would re-add"
@@ -287,6 +318,14 @@ impl Engine {
         self.store().make_durable().await?;
         Ok(())
     }
+}
+
+/// The backup's users without any credential that `read` lacks.
+fn absent_bare_users(backup: &Path, read: &UserRead) -> Result<Vec<BackupUser>, SyncError> {
+    Ok(file::users(backup)?
+        .into_iter()
+        .filter(|user| user.credentials.is_empty() && !read.users.contains_key(&user.user_id))
+        .collect())
 }
 
 /// The backup's credentials that `read` lacks, in backup order.

@@ -158,8 +158,22 @@ pub async fn backup_restore(
     dry_run: bool,
     wait: Duration,
 ) -> anyhow::Result<RestoreReport> {
-    let devices = aiface_devices(config, Some(device))?;
     let path = resolve_backup(config, file);
+    if let Some(zk) = config
+        .device
+        .iter()
+        .find(|d| d.id == device && d.driver == Driver::Zk)
+    {
+        // The agent dials ZK terminals: a session is made, not waited for. Writes to them are
+        // refused by the driver, so only a dry run (or finding nothing missing) succeeds.
+        let session =
+            crate::device::zk::ZkSession::new(crate::device::zk::ZkSettings::from_config(zk)?);
+        let engine = engine(config, store)?;
+        return Ok(engine
+            .restore(&session, &path, dry_run, "technician")
+            .await?);
+    }
+    let devices = aiface_devices(config, Some(device))?;
     let (tasks, hub) = listen(config, store, &devices).await?;
     let engine = engine(config, store)?;
     let outcome = async {

@@ -554,7 +554,7 @@ mod tests {
             }
             outbox.stats().unwrap()
         };
-        let store = Store::open(&options).unwrap().store;
+        let store = crate::store::test_support::reopen(&options);
         let outbox = Outbox::open(&store, u64::MAX).unwrap();
         let after = outbox.stats().unwrap();
         assert_eq!((after.depth, after.bytes), (before.depth, before.bytes));

@@ -204,3 +204,48 @@ fn a_backup_that_cannot_be_made_leaves_no_file_and_a_durable_alarm() {
     );
     terminal.assert_nothing_destructive();
 }
+
+#[test]
+fn a_restore_dry_run_names_an_absent_user_without_credentials() {
+    let dir = tempdir().unwrap();
+    let terminal = Emulator::zk(&["--tcp", "127.0.0.1:0", "--users", "7", "--pacing-ms", "0"]);
+    let address = terminal.tcp.expect("emulator tcp address").to_string();
+    let config = config(dir.path(), &address);
+    let mut agent = Running::start(&config);
+    agent.wait_for_log(&dir.path().join("agent.log"), "backup written");
+    agent.stop();
+    drop(terminal);
+    let backup = backup_files(dir.path()).remove(0);
+
+    // The terminal now holds only users 1001–1005: 1006 (card and PIN) and 1007 (nothing)
+    // are gone.
+    let shrunk = Emulator::zk(&["--tcp", "127.0.0.1:0", "--users", "5", "--pacing-ms", "0"]);
+    let address = shrunk.tcp.expect("emulator tcp address").to_string();
+    let config = self::config(dir.path(), &address);
+    let out = Command::new(env!("CARGO_BIN_EXE_edge-agent"))
+        .args([
+            "backup",
+            "restore",
+            "--dry-run",
+            "--wait",
+            "20s",
+            "--device",
+            "zk-door",
+        ])
+        .arg(&backup)
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains("would re-add user 1006"),
+        "the user with credentials is planned: {text}"
+    );
+    assert!(
+        text.contains("user 1007") && text.contains("(no credentials) is absent"),
+        "the user without credentials is named, not left out: {text}"
+    );
+    shrunk.assert_nothing_destructive();
+}

@@ -99,3 +99,78 @@ async fn a_mass_disappearance_is_held_until_an_admin_confirms() {
         "{alarms:?}"
     );
 }
+
+#[test]
+fn a_terminal_outside_allowed_peers_is_refused_even_with_a_good_sn() {
+    let dir = tempdir().unwrap();
+    let port = free_port();
+    let log = dir.path().join("agent.log");
+    let text = test_support::agent::sync::config_text(
+        dir.path(),
+        port,
+        "poll_interval = \"1h\"\nallowed_peers = [\"192.0.2.0/24\"]\n",
+    )
+    .replace(
+        "[log]\nfile = \"\"",
+        &format!("[log]\nfile = \"{}\"", log.display()),
+    );
+    let mut agent = Agent::spawn(dir.path(), &text);
+    let terminal = emulator(
+        port,
+        &dir.path().join("terminal.jsonl"),
+        &["--users", "3", "--photo-kb", "1"],
+    );
+    agent.wait_for_log("not in the device's allowed_peers", 1);
+    std::thread::sleep(Duration::from_millis(500));
+    stop(&mut agent);
+    drop(terminal);
+    let config = dir.path().join("agent.toml");
+    assert!(
+        statuses(&config).is_empty(),
+        "nothing read from a refused peer"
+    );
+    assert!(!agent.log_text().contains("complete read applied"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_events_are_dropped_when_the_users_come_back() {
+    let dir = tempdir().unwrap();
+    let broker = Broker::start(false);
+    let admin = keygen(dir.path(), "ops");
+    let double = UpstreamDouble::start(TOKEN).await;
+    let port = free_port();
+    let text = site_config(dir.path(), port, &double, &broker, &admin.config_lines);
+    let mut agent = Agent::start(dir.path(), &text);
+    let ten = ["--users", "10", "--photo-kb", "1", "--cards", "false"];
+    let first = emulator(port, &dir.path().join("first.jsonl"), &ten);
+    agent.wait_for_log("complete read applied", 1);
+    drop(first);
+    let second = emulator(
+        port,
+        &dir.path().join("second.jsonl"),
+        &["--users", "0", "--photo-kb", "1", "--cards", "false"],
+    );
+    agent.wait_for_log("CRITICAL: 10 of 10 users vanished at once", 1);
+    drop(second);
+    // The real terminal is back with every user.
+    let back = emulator(port, &dir.path().join("back.jsonl"), &ten);
+    agent.wait_for_log("complete read applied", 3);
+    let out = ctl(
+        &broker,
+        Some(admin.file.as_path()),
+        &["missing", "confirm", &format!("device={DEVICE}")],
+    );
+    let (stdout, stderr) = texts(&out);
+    assert!(
+        !out.status.success() && format!("{stdout}{stderr}").contains("no user_missing events"),
+        "nothing is held any more: {stdout}{stderr}"
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        applied(&double, "user_missing"),
+        0,
+        "the upstream never heard of it"
+    );
+    stop(&mut agent);
+    drop(back);
+}

@@ -102,3 +102,102 @@ fn a_malformed_punch_record_is_quarantined_and_the_frame_acknowledged() {
         "{audit:?}"
     );
 }
+
+/// `edge-agent run` on one AI06 `door` and the upstream double, with an outbox capped at
+/// `outbox_max_bytes`.
+fn outbox_config(
+    dir: &std::path::Path,
+    port: u16,
+    url: &str,
+    outbox_max_bytes: &str,
+) -> std::path::PathBuf {
+    let token =
+        test_support::agent::upstream::token_file(dir, test_support::agent::upstream::TOKEN);
+    let mut text = config_text(dir, port, "poll_interval = \"1h\"\n").replace(
+        "[log]\nfile = \"\"",
+        &format!("[log]\nfile = \"{}\"", dir.join("agent.log").display()),
+    );
+    text.push_str(&format!(
+        "[upstream]\nurl = \"{url}\"\ntoken_file = \"{}\"\noutbox_max_bytes = \"{outbox_max_bytes}\"\n\
+         max_backoff = \"1s\"\n",
+        token.display()
+    ));
+    let config = dir.join("agent.toml");
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
+fn wait_for_log(log: &std::path::Path, needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.contains(needle) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no {needle:?}:\n{text}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn run(config: &std::path::Path) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_edge-agent"))
+        .args(["run", "--config"])
+        .arg(config)
+        .env("JOURNAL_STREAM", "none")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn sigterm(mut agent: std::process::Child) {
+    let rc = unsafe { libc::kill(agent.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(rc, 0);
+    assert!(agent.wait().unwrap().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_backfill_store_is_retried_from_getalllog() {
+    let dir = tempdir().unwrap();
+    let double =
+        test_support::upstream_double::UpstreamDouble::start(test_support::agent::upstream::TOKEN)
+            .await;
+    double.set_outage(true);
+    let port = free_port();
+    let config = outbox_config(dir.path(), port, &double.url(), "64MB");
+    let log = dir.path().join("agent.log");
+
+    // The upstream is down; the first read's events stay queued.
+    let agent = run(&config);
+    let first = emulator(
+        port,
+        &dir.path().join("first.jsonl"),
+        &["--users", "5", "--photo-kb", "1"],
+    );
+    wait_for_log(&log, "complete read applied");
+    sigterm(agent);
+    drop(first);
+
+    // With a smaller cap the queued events fill the outbox. The terminal comes back with 3
+    // punches it has not delivered: `getnewlog` serves them (and counts them delivered), but
+    // the full outbox refuses them.
+    let config = outbox_config(dir.path(), port, &double.url(), "400B");
+    let agent = run(&config);
+    let terminal = emulator(
+        port,
+        &dir.path().join("terminal.jsonl"),
+        &["--users", "5", "--photo-kb", "1", "--new-logs", "3"],
+    );
+    wait_for_log(&log, "punch backfill could not be stored");
+    // The upstream returns, the outbox drains, and the retry from getalllog stores them.
+    double.set_outage(false);
+    wait_for_log(&log, "owed punch backfill stored from getalllog");
+    sigterm(agent);
+    drop(terminal);
+
+    let store = Store::open(&StoreOptions::at(dir.path().join("data").join("store")))
+        .unwrap()
+        .store;
+    assert_eq!(punches::of_device(&store, DEVICE).unwrap().len(), 3);
+}

@@ -349,9 +349,27 @@ fn garbage_is_rejected_with_a_reason() {
     ));
     let untagged = parse_device_message(r#"{"sn":"X","result":true}"#).unwrap_err();
     assert!(untagged.to_string().contains("result, sn"), "{untagged}");
-    let bad = parse_device_message(
-        r#"{"cmd":"sendlog","sn":"X","record":[{"enrollid":"abc","time":"t"}]}"#,
-    )
-    .unwrap_err();
+    let bad =
+        parse_device_message(r#"{"cmd":"sendlog","sn":"X","record":"nonsense"}"#).unwrap_err();
     assert!(bad.to_string().contains("sendlog"), "{bad}");
+}
+
+#[test]
+fn an_unreadable_punch_record_is_set_aside_and_the_rest_of_the_frame_read() {
+    let frame = r#"{"cmd":"sendlog","sn":"X","count":2,"record":[
+        {"enrollid":"abc","time":"t"},
+        {"enrollid":7,"time":"2026-11-30 08:00:00","mode":1,"inout":0}]}"#;
+    let Ok(DeviceMessage::Report(DeviceReport::SendLog(upload))) = parse_device_message(frame)
+    else {
+        panic!("a frame with one bad record is still a sendlog");
+    };
+    assert_eq!(upload.records.len(), 1);
+    assert_eq!(upload.records[0].enrollid, 7);
+    assert_eq!(upload.malformed.len(), 1);
+    assert_eq!(upload.malformed[0].raw["enrollid"], "abc");
+    assert!(
+        upload.malformed[0].reason.contains("abc"),
+        "{:?}",
+        upload.malformed
+    );
 }

@@ -99,7 +99,7 @@ pub fn format_report(report: &Value, now_ms: i64) -> String {
             outbox["bytes"],
             outbox["max_bytes"],
             if outbox["refusing"].as_bool() == Some(true) {
-                " — FULL, refusing new events (punches are refused too: terminals keep them)"
+                " — FULL, refusing new events that do not fit (punches too: terminals keep them and resend)"
             } else {
                 ""
             },
@@ -157,7 +157,7 @@ mod tests {
         );
         assert!(text.contains("failed (token file unreadable)"), "{text}");
         assert!(text.contains("FULL, refusing new events"), "{text}");
-        assert!(text.contains("punches are refused too"), "{text}");
+        assert!(text.contains("punches too: terminals keep them"), "{text}");
         assert!(text.contains("upstream behind since read #4"), "{text}");
         assert!(text.contains("outbox full"), "{text}");
     }

@@ -7,6 +7,7 @@
 
 use super::server::Context;
 use super::session::AifaceSession;
+use crate::config::peers;
 use crate::device::quarantine;
 use crate::device::registry::{self, DeviceRecord};
 use device_protocols::aiface::{
@@ -63,6 +64,23 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, context: Arc<Cont
         let _ = sink.close().await;
         return;
     };
+    if !peers::allowed(&device.allowed_peers, peer.ip()) {
+        tracing::warn!(
+            %peer,
+            device = %device.device_id,
+            sn = %registration.sn,
+            "terminal refused: it connected from an address not in the device's allowed_peers"
+        );
+        let reply = ServerReply::Reg(RegReply::rejected(format!(
+            "{} may not connect from {}",
+            registration.sn,
+            peer.ip()
+        )))
+        .to_json();
+        let _ = sink.send(Message::text(reply)).await;
+        let _ = sink.close().await;
+        return;
+    }
     let (outgoing, queue) = mpsc::channel(64);
     let record = registration_record(&registration, peer);
     let session = AifaceSession::new(&device.device_id, record.clone(), outgoing, device.timeouts);

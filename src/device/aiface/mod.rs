@@ -1,6 +1,7 @@
 //! The AI06 (AiFace) driver: a WebSocket server the terminals dial into, one command in flight
 //! per device, complete user reads, durable punches, keypad-enrolment notices.
 
+mod backfill;
 mod connection;
 mod hub;
 mod read;

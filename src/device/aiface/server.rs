@@ -4,11 +4,12 @@
 use super::connection;
 use super::hub::AifaceHub;
 use super::session::{AifaceSession, Timeouts};
+use crate::config::peers::PeerRule;
 use crate::config::{DeviceConfig, Driver};
 use crate::device::punches::PunchLog;
 use crate::lifecycle::StopSignal;
 use crate::store::Store;
-use device_protocols::aiface::{page_cap, PagedRead, Step, UserCredential};
+use device_protocols::aiface::UserCredential;
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -39,6 +40,7 @@ pub(super) struct DeviceEntry {
     pub device_id: String,
     pub send_user_pushes: bool,
     pub timeouts: Timeouts,
+    pub allowed_peers: Vec<PeerRule>,
 }
 
 /// Shared by every connection of one server.
@@ -74,42 +76,9 @@ impl Context {
         let _ = self.notices.send(Notice::Connected {
             device_id: session.device_id().to_string(),
         });
-        if let Some(punches) = self.punches.clone() {
-            tokio::spawn(backfill_punches(session.clone(), punches));
+        if let (Some(punches), Some(store)) = (self.punches.clone(), self.store.clone()) {
+            tokio::spawn(super::backfill::run(session.clone(), punches, store));
         }
-    }
-}
-
-/// Reads `getnewlog` to the end and stores every punch (durably) that is not stored yet.
-async fn backfill_punches(session: AifaceSession, punches: PunchLog) {
-    let device = session.device_id().to_string();
-    let mut read = PagedRead::new_logs(page_cap(1_000_000, 1, 40));
-    let mut command = read.first_request();
-    let records = loop {
-        let reply = match session.exchange(command).await {
-            Ok(reply) => reply,
-            Err(err) => {
-                tracing::warn!(%device, %err, "punch backfill interrupted; it runs again at the next connection");
-                return;
-            }
-        };
-        match read.on_reply(reply) {
-            Ok(Step::Request(next)) => command = next,
-            Ok(Step::Complete(records)) => break records,
-            Err(err) => {
-                tracing::warn!(%device, %err, "punch backfill incomplete; it runs again at the next connection");
-                return;
-            }
-        }
-    };
-    if records.is_empty() {
-        return;
-    }
-    match punches.record(&device, session.sn(), &records).await {
-        Ok(batch) => {
-            tracing::info!(%device, new = batch.new, repeated = batch.duplicates, "punch backfill stored")
-        }
-        Err(err) => tracing::error!(%device, %err, "punch backfill could not be stored"),
     }
 }
 
@@ -136,6 +105,11 @@ impl AifaceServer {
             let entry = DeviceEntry {
                 device_id: device.id.clone(),
                 send_user_pushes: device.send_user_pushes,
+                allowed_peers: device
+                    .allowed_peers
+                    .iter()
+                    .filter_map(|peer| PeerRule::parse(peer).ok())
+                    .collect(),
                 timeouts: Timeouts {
                     normal,
                     large: normal.max(Duration::from_secs(30)),
