@@ -2,5 +2,6 @@
 //! agent joined to an emulated terminal and the upstream double.
 
 mod demo;
+mod hostile;
 mod lifecycle;
 mod site;
