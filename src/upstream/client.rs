@@ -311,7 +311,7 @@ pub fn parse_reply<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Re
     serde_json::from_slice(bytes).map_err(|error| RequestError::Retryable {
         reason: format!(
             "unreadable reply ({error}): {}",
-            shorten(&String::from_utf8_lossy(&bytes))
+            shorten(&String::from_utf8_lossy(bytes))
         ),
         retry_after: None,
     })

@@ -440,7 +440,9 @@ async fn a_reply_body_over_the_bound_is_abandoned_and_retried_not_buffered() {
     assert!(
         keys.iter().all(|key| double.deliveries(key) == 2),
         "the oversized reply was accepted: {:?}",
-        keys.iter().map(|key| double.deliveries(key)).collect::<Vec<_>>()
+        keys.iter()
+            .map(|key| double.deliveries(key))
+            .collect::<Vec<_>>()
     );
     let status = agent.upstream.as_ref().unwrap().status().unwrap();
     let error = status.last_error.unwrap_or_default();

@@ -261,7 +261,11 @@ mod tests {
         for code in 0..=u16::MAX {
             let code = Code(code);
             let allowed = READ_ONLY.contains(&code) || ALLOWED_WRITES.contains(&code);
-            assert_eq!(DestructiveCommand::recognise(code).is_none(), allowed, "{code}");
+            assert_eq!(
+                DestructiveCommand::recognise(code).is_none(),
+                allowed,
+                "{code}"
+            );
         }
     }
 

@@ -70,9 +70,7 @@ fn skipped(script: &str, why: &str) {
     test_support::skip::skipped(
         check,
         script,
-        &format!(
-            "{why} (install the peer: pip install pyzk / (cd tests/peers && npm install))"
-        ),
+        &format!("{why} (install the peer: pip install pyzk / (cd tests/peers && npm install))"),
     );
 }
 

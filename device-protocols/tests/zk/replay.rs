@@ -269,7 +269,12 @@ fn client_frames_match_captured_client_frames() {
         SessionState::NeedsAuth
     );
     assert_eq!(session.session_id(), 0x45CF);
-    let auth = frame_tcp(session.packet(&Request::Auth(CommKey(12))).encode().as_bytes());
+    let auth = frame_tcp(
+        session
+            .packet(&Request::Auth(CommKey(12)))
+            .encode()
+            .as_bytes(),
+    );
     assert_eq!(auth, hex("5050827d0c0000004e044e2ccf450100614d323c"));
 
     let ok = packets_from([hex("5050827d08000000d0075fb2cf450100")]).remove(0);

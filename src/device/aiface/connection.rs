@@ -9,8 +9,8 @@ use super::server::Context;
 use super::session::AifaceSession;
 use crate::device::registry::{self, DeviceRecord};
 use device_protocols::aiface::{
-    parse_device_message, DeviceMessage, DeviceReport, RegReply, Registration, SendLogReply,
-    OutgoingFrame, SendUserReply, ServerReply,
+    parse_device_message, DeviceMessage, DeviceReport, OutgoingFrame, RegReply, Registration,
+    SendLogReply, SendUserReply, ServerReply,
 };
 use futures::{SinkExt, StreamExt};
 use std::net::SocketAddr;

@@ -53,9 +53,7 @@ impl TcpLink {
 
     /// Writes one framed packet.
     pub(super) async fn send(&mut self, packet: &RequestBytes) -> Result<(), LinkError> {
-        self.stream
-            .write_all(&frame_tcp(packet.as_bytes()))
-            .await?;
+        self.stream.write_all(&frame_tcp(packet.as_bytes())).await?;
         Ok(())
     }
 
