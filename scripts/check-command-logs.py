@@ -8,13 +8,14 @@ read-only or an allowed add/update is destructive). The test harness puts every 
 (the family) that ran it; logs a test kept in its own temporary directory are copied there when
 the emulator stops. After the suite this scans all of them together, prints how many logs and
 commands each family contributed, and fails when a destructive command was received or when a
-family named with `--require` contributed no log at all (so a test family whose logs went
-somewhere else cannot pass unscanned).
+protocol/family pair named with `--require` (e.g. `aiface/sync`: the AI06 emulators of the
+`sync` test binary) contributed no log at all, so a test family whose logs went somewhere
+else cannot pass unscanned.
 
 Logs of the emulators' own negative tests (which send a destructive command on purpose, to
 prove the flag works) live in directories ending in `-negative` and are skipped.
 
-    check-command-logs.py [ROOT] [--require agent,crash,device,sync,aiface,zk]
+    check-command-logs.py [ROOT] [--require aiface/sync,zk/device,…]
 """
 import argparse
 import collections
@@ -24,7 +25,7 @@ import sys
 
 parser = argparse.ArgumentParser()
 parser.add_argument("root", nargs="?", default="target/tmp")
-parser.add_argument("--require", default="", help="comma-separated families that must contribute")
+parser.add_argument("--require", default="", help="comma-separated protocol/family pairs that must contribute")
 args = parser.parse_args()
 
 root = pathlib.Path(args.root)
@@ -33,7 +34,8 @@ per_family = collections.defaultdict(lambda: [0, 0])  # family -> [logs, command
 commands = 0
 bad = []
 for log in logs:
-    family = log.name.split("--", 1)[0] if "--" in log.name else "(unnamed)"
+    protocol = log.parent.name.split("-command-logs", 1)[0]
+    family = protocol + "/" + (log.name.split("--", 1)[0] if "--" in log.name else "(unnamed)")
     per_family[family][0] += 1
     lines = log.read_text(errors="replace").splitlines()
     for number, line in enumerate(lines, 1):

@@ -77,11 +77,12 @@ else
 fi
 
 say "no destructive command reached any emulated terminal in the whole suite"
-# Every test family that runs emulators must have contributed logs; a filtered run (extra
-# arguments) checks only what it ran.
+# Every test family (test binary) that runs emulators must have contributed logs of each
+# protocol it emulates; a filtered run (extra arguments) checks only what it ran.
 require=""
 if (($# == 0)); then
-  require="--require agent,crash,device,sync,aiface,zk"
+  require="--require aiface/agent,aiface/crash,aiface/device,aiface/sync,aiface/aiface"
+  require+=",zk/device,zk/sync,zk/zk"
 fi
 python3 scripts/check-command-logs.py target/tmp $require || status=1
 
