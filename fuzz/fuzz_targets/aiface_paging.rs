@@ -5,7 +5,7 @@
 #![no_main]
 
 use device_protocols::aiface::{parse_device_message, DeviceMessage, PagedRead, Step};
-use libfuzzer_sys::arbitrary::Arbitrary;
+use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use serde_json::json;
 
