@@ -18,6 +18,15 @@ use super::wire::{wire_event, BatchReply, EventBatch, MappingPage};
 /// Longest error-body excerpt kept in a reason (dead letters, logs).
 const MAX_REASON_CHARS: usize = 300;
 
+/// Largest 2xx reply body read from the upstream (a batch result or a mapping page). A batch
+/// is at most 100 events and a mapping page is cursor-paged, so a well-behaved upstream stays
+/// far below this; a body that grows past it is abandoned (retried later) instead of being
+/// buffered without end in the gateway's memory.
+pub const MAX_REPLY_BODY: usize = 8 * 1024 * 1024;
+
+/// Largest error reply body read (only an excerpt of [`MAX_REASON_CHARS`] is kept).
+pub const MAX_ERROR_BODY: usize = 64 * 1024;
+
 /// What the client needs to know; built from `[upstream]` (see [`super::ForwarderOptions`]).
 #[derive(Debug, Clone)]
 pub struct ClientSettings {
@@ -199,7 +208,8 @@ impl UpstreamClient {
             return Ok(reply);
         }
         let retry_after = retry_after(reply.headers());
-        let reason = shorten(&reply.text().await.unwrap_or_default());
+        let body = read_body(reply, MAX_ERROR_BODY).await.unwrap_or_default();
+        let reason = shorten(&String::from_utf8_lossy(&body));
         let error = classify(status, reason, retry_after);
         if matches!(error, RequestError::Unauthorized { .. }) {
             // Forget the token so the next attempt picks up a corrected file.
@@ -275,11 +285,33 @@ fn transport_error(error: reqwest::Error) -> RequestError {
 async fn decode_json<T: serde::de::DeserializeOwned>(
     reply: reqwest::Response,
 ) -> Result<T, RequestError> {
-    let bytes = reply.bytes().await.map_err(transport_error)?;
-    serde_json::from_slice(&bytes).map_err(|error| RequestError::Retryable {
+    let bytes = read_body(reply, MAX_REPLY_BODY).await?;
+    parse_reply(&bytes)
+}
+
+/// Reads a reply body chunk by chunk, giving up (retryable) once it exceeds `limit` bytes: the
+/// upstream's length header is not trusted, the bytes received are counted.
+async fn read_body(mut reply: reqwest::Response, limit: usize) -> Result<Vec<u8>, RequestError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = reply.chunk().await.map_err(transport_error)? {
+        if body.len().saturating_add(chunk.len()) > limit {
+            return Err(RequestError::Retryable {
+                reason: format!("reply body larger than {limit} bytes; not read further"),
+                retry_after: None,
+            });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Parses a 2xx body as the documented JSON. Public so the fuzz target `upstream_reply` feeds
+/// it the same bytes an upstream could send.
+pub fn parse_reply<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, RequestError> {
+    serde_json::from_slice(bytes).map_err(|error| RequestError::Retryable {
         reason: format!(
             "unreadable reply ({error}): {}",
-            shorten(&String::from_utf8_lossy(&bytes))
+            shorten(&String::from_utf8_lossy(bytes))
         ),
         retry_after: None,
     })

@@ -3,9 +3,11 @@
 //!
 //! Every emulator records each command it receives as a JSON line in its command log, with a
 //! `destructive` flag. An [`Emulator`] checks its log when it is stopped or dropped: no
-//! destructive command may reach a terminal (the product's first safety rule). The logs of
-//! [`command_log`] stay under `target/tmp/<protocol>-command-logs/`, where the test script
-//! checks all of them together after the suite.
+//! destructive command may reach a terminal (the product's first safety rule). Every log ends
+//! up under `target/tmp/<protocol>-command-logs/`, named after the test family (the test binary)
+//! that ran it, where the test script checks all of them together after the suite and fails
+//! when a family that runs emulators contributed none: a log a test keeps elsewhere (in its
+//! temporary directory, next to the agent's store) is copied there when the emulator stops.
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
@@ -57,10 +59,28 @@ fn log_path(dir: &str, name: &str) -> PathBuf {
     let dir = target_tmp().join(dir);
     std::fs::create_dir_all(&dir).expect("create the command-log directory");
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let path = dir.join(format!("{name}-{}-{n}.jsonl", std::process::id()));
+    let path = dir.join(format!(
+        "{}--{name}-{}-{n}.jsonl",
+        test_family(),
+        std::process::id()
+    ));
     // A pid reused from an earlier run must not mix old entries into this log.
     let _ = std::fs::remove_file(&path);
     path
+}
+
+/// The test family running this process: the test binary's name without cargo's hash
+/// (`target/debug/deps/sync-0123abcd` → `sync`). The suite-wide scan counts logs per family.
+pub fn test_family() -> String {
+    let exe = std::env::current_exe().expect("test binary path");
+    let stem = exe
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    match stem.rsplit_once('-') {
+        Some((family, hash)) if hash.chars().all(|c| c.is_ascii_hexdigit()) => family.to_owned(),
+        _ => stem,
+    }
 }
 
 /// A running `device-sim`, killed when dropped; its command log is checked for destructive
@@ -68,6 +88,7 @@ fn log_path(dir: &str, name: &str) -> PathBuf {
 pub struct Emulator {
     child: Option<Child>,
     stdout: Option<BufReader<ChildStdout>>,
+    protocol: Protocol,
     command_log: PathBuf,
     /// The TCP listener of a ZK emulator started with `--tcp`.
     pub tcp: Option<SocketAddr>,
@@ -126,6 +147,7 @@ impl Emulator {
         Emulator {
             child: Some(child),
             stdout: Some(stdout),
+            protocol,
             command_log,
             tcp,
             udp,
@@ -253,7 +275,33 @@ impl Emulator {
         if let Some(mut out) = self.stdout.take() {
             let _ = out.read_to_string(&mut stdout);
         }
+        self.collect_log();
         (status, stdout)
+    }
+
+    /// Copies a log kept outside the suite's log directory into it, so the suite-wide scan
+    /// reads every emulator run (a test that sends a destructive command on purpose keeps its
+    /// log where it is: in a `-negative` directory or its own temporary one).
+    fn collect_log(&self) {
+        if self.destructive_expected || self.command_log.starts_with(target_tmp()) {
+            return;
+        }
+        let stem = self
+            .command_log
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "log".into());
+        let copy = command_log(self.protocol, &stem);
+        if let Err(err) = std::fs::copy(&self.command_log, &copy) {
+            // A log that was never written (the emulator died at once) has nothing to scan;
+            // anything else is a hole in the scan and must not pass quietly (unless the test is
+            // failing already: a second panic in a drop would abort the whole binary).
+            assert!(
+                err.kind() == std::io::ErrorKind::NotFound || std::thread::panicking(),
+                "cannot copy the command log {} for the suite-wide scan: {err}",
+                self.command_log.display()
+            );
+        }
     }
 }
 
@@ -271,6 +319,7 @@ impl Drop for Emulator {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+            self.collect_log();
         }
         if !std::thread::panicking() && !self.destructive_expected {
             self.assert_nothing_destructive();

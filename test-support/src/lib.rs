@@ -10,6 +10,7 @@
 //! - [`mosquitto`]: a private broker on a free port, killable and restartable;
 //! - [`upstream_double`]: an HTTP server enforcing the upstream contract, with fault injection;
 //! - [`pty`]: pseudo-terminals and a null-modem cable for the serial transport;
+//! - [`skip`]: loud skips of a check that cannot run here, reported by the test script;
 //! - [`net`], [`wait`], [`paths`]: free ports, polling with a deadline, where binaries and
 //!   scratch files are.
 //!
@@ -21,6 +22,7 @@ pub mod mosquitto;
 pub mod net;
 pub mod paths;
 pub mod pty;
+pub mod skip;
 pub mod upstream_double;
 pub mod wait;
 

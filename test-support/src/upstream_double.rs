@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use axum::extract::connect_info::Connected;
 use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -90,6 +91,7 @@ struct Faults {
     statuses: VecDeque<u16>,
     throttles: VecDeque<u64>,
     slow: VecDeque<Duration>,
+    pads: VecDeque<usize>,
     drops: u32,
     reject_keys: HashMap<String, String>,
     refuse_batches_with: HashSet<String>,
@@ -244,6 +246,12 @@ impl UpstreamDouble {
     /// The next `POST /events` requests answer these statuses, one each, without applying.
     pub fn answer_next(&self, statuses: &[u16]) {
         self.faults().statuses.extend(statuses);
+    }
+    /// The next `count` batches are applied, then answered with their (valid) JSON result
+    /// padded with whitespace to `bytes`: an upstream, or something in front of it, sending a
+    /// body larger than the agent reads.
+    pub fn pad_next(&self, count: usize, bytes: usize) {
+        self.faults().pads.extend(std::iter::repeat_n(bytes, count));
     }
     /// The next `count` requests answer 429 with `Retry-After: seconds`.
     pub fn throttle_next(&self, count: usize, seconds: u64) {
@@ -451,14 +459,15 @@ async fn post_events(
         }
     }
     let results = shared.apply(batch.events);
-    let (slow, drop_it) = {
+    let (slow, drop_it, pad) = {
         let mut faults = shared.faults.lock().unwrap();
         let slow = faults.slow.pop_front();
+        let pad = faults.pads.pop_front();
         let drop_it = faults.drops > 0;
         if drop_it {
             faults.drops -= 1;
         }
-        (slow, drop_it)
+        (slow, drop_it, pad)
     };
     if let Some(delay) = slow {
         tokio::time::sleep(delay).await;
@@ -468,6 +477,11 @@ async fn post_events(
         shared.record(at, "events", events, 0);
     } else {
         shared.record(at, "events", events, 200);
+    }
+    if let Some(bytes) = pad {
+        let mut body = json!({ "results": results }).to_string();
+        body.extend(std::iter::repeat_n(' ', bytes.saturating_sub(body.len())));
+        return ([(CONTENT_TYPE, "application/json")], body).into_response();
     }
     Json(json!({ "results": results })).into_response()
 }

@@ -5,6 +5,7 @@ mod backups;
 mod common;
 mod demo;
 mod guard;
+mod hostile;
 mod lifecycle;
 mod mappings;
 mod punches;

@@ -272,11 +272,10 @@ fn strace_works() -> bool {
 #[test]
 fn an_fsync_of_the_data_file_lies_between_each_write_and_its_acknowledgement() {
     if !strace_works() {
-        // Straight to the stderr handle: libtest captures `eprintln!` of passing tests.
-        let _ = writeln!(
-            std::io::stderr(),
-            "\n*** SKIPPED an_fsync_of_the_data_file_lies_between_each_write_and_its_acknowledgement: \
-             strace is not installed or may not trace here (apt-get install strace) ***\n"
+        test_support::skip::skipped(
+            "strace",
+            "an_fsync_of_the_data_file_lies_between_each_write_and_its_acknowledgement",
+            "strace is not installed or may not trace here (apt-get install strace)",
         );
         return;
     }

@@ -417,3 +417,36 @@ async fn mappings_are_pulled_again_when_the_upstream_comes_back() {
     .await;
     agent.stop().await;
 }
+
+/// Invariant 5 (bounded input): a reply body larger than `MAX_REPLY_BODY` is not read to the
+/// end. The double applies the batch and pads its valid JSON result past the bound; the agent
+/// abandons the reply (retryable), sends the batch again, and the double's per-key ledger shows
+/// the events delivered twice but applied once. Without the bound the padded body parses and
+/// each event is delivered only once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_body_over_the_bound_is_abandoned_and_retried_not_buffered() {
+    use edge_agent::upstream::client::MAX_REPLY_BODY;
+    let double = UpstreamDouble::start(TOKEN).await;
+    let mut agent = AgentSide::new(CAP);
+    let keys = enqueue_punches(&agent, "dev1", 0..5).await;
+    double.pad_next(1, MAX_REPLY_BODY + 1);
+    agent.start(&options(
+        &double.url(),
+        &token_file(agent.dir.path(), TOKEN),
+    ));
+    agent.drained(LIMIT).await;
+
+    assert!(keys.iter().all(|key| double.applications(key) == 1));
+    assert!(
+        keys.iter().all(|key| double.deliveries(key) == 2),
+        "the oversized reply was accepted: {:?}",
+        keys.iter()
+            .map(|key| double.deliveries(key))
+            .collect::<Vec<_>>()
+    );
+    let status = agent.upstream.as_ref().unwrap().status().unwrap();
+    let error = status.last_error.unwrap_or_default();
+    assert!(error.contains("larger than"), "{error}");
+    assert!(double.violations().is_empty(), "{:?}", double.violations());
+    agent.stop().await;
+}

@@ -318,7 +318,13 @@ impl<T: PagedRecord> PagedRead<T> {
             return self.complete();
         }
         // Records with `count:0`, or fewer counted than held, fit neither reading of `count`.
-        let range_fits = page.to >= page.from && page.to - page.from + 1 == held as u64;
+        // Checked: `from`, `to` and `count` are whatever the device sent (`to = u64::MAX` with
+        // `from = 0` must fail the page, not wrap or panic).
+        let range_fits = page
+            .to
+            .checked_sub(page.from)
+            .and_then(|span| span.checked_add(1))
+            == Some(held as u64);
         if !range_fits || page.count < held as u64 {
             let (from, to, count) = (page.from, page.to, page.count);
             return Err(PagingError::InconsistentPage {
@@ -339,7 +345,8 @@ impl<T: PagedRecord> PagedRead<T> {
             });
         }
         if let Some((previous_from, previous_to)) = self.previous {
-            let expected = previous_to + 1;
+            // A previous page ending at `u64::MAX` leaves no next record to continue at.
+            let expected = previous_to.saturating_add(1);
             if (page.from, page.to) == (previous_from, previous_to) {
                 return Err(PagingError::Repeated {
                     command,
@@ -355,7 +362,7 @@ impl<T: PagedRecord> PagedRead<T> {
                     expected,
                 });
             }
-            if page.from != expected {
+            if page.from != expected || previous_to == u64::MAX {
                 return Err(PagingError::Discontinuous {
                     command,
                     page: page_no,
@@ -377,7 +384,7 @@ impl<T: PagedRecord> PagedRead<T> {
                 });
             }
             self.announced_total = Some(page.count);
-            if page.to + 1 >= page.count {
+            if page.to.saturating_add(1) >= page.count {
                 return self.complete();
             }
         }

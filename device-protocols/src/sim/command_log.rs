@@ -27,7 +27,7 @@ pub enum Reopen {
 /// One protocol's line in the command log.
 ///
 /// The protocol decides which of its commands are destructive (AiFace: anything not known to be
-/// harmless; ZK: the codes on its deny-list); the log writes that verdict as `destructive` next
+/// harmless; ZK: any code off its allow-list); the log writes that verdict as `destructive` next
 /// to the protocol's own fields, so every line can be checked the same way.
 pub trait LogLine: Serialize {
     /// Prefix of the emulator's messages on stderr, e.g. `device-sim zk`.

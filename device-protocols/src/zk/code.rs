@@ -4,15 +4,33 @@
 //! both; the named constants document each code's role. The agent never builds packets from raw
 //! codes: it goes through [`crate::zk::Request`], which has no destructive variants. The
 //! emulator, which must accept anything a client sends, parses raw codes and uses
-//! [`DestructiveCommand::recognise`] to flag the dangerous ones in its command log.
+//! [`DestructiveCommand::recognise`] (an allow-list) to flag every code not known to be safe in
+//! its command log.
 
 use std::fmt;
 
 /// A command or reply code as carried in the first header field.
+///
+/// Outside this crate a code can only be one of the named constants or one decoded from the
+/// wire: the field is private, so agent code cannot write `Code(18)` (a user delete) or any
+/// other raw code. The `raw` feature (this crate's own tests and the fuzz targets, never the
+/// agent) opens it.
+#[cfg(not(feature = "raw"))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Code(pub(crate) u16);
+
+/// A command or reply code as carried in the first header field (field public: feature `raw`,
+/// for tests and fuzz targets that must build arbitrary packets).
+#[cfg(feature = "raw")]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Code(pub u16);
 
 impl Code {
+    /// The code's number, for logs and reports.
+    pub const fn value(self) -> u16 {
+        self.0
+    }
+
     /// Opens a session (session id 0 in the request).
     pub const CONNECT: Code = Code(1000);
     /// Frees the session; the last freed session re-enables the device.
@@ -152,11 +170,46 @@ impl fmt::Display for Code {
     }
 }
 
-/// A command that deletes or clears device data.
+/// Codes a client may send that only read, or manage the session: the first half of the
+/// emulator's allow-list.
+pub const READ_ONLY: &[Code] = &[
+    Code::CONNECT,
+    Code::EXIT,
+    Code::AUTH,
+    Code::ENABLE_DEVICE,
+    Code::DISABLE_DEVICE,
+    Code::GET_VERSION,
+    Code::GET_FREE_SIZES,
+    Code::GET_PINWIDTH,
+    Code::GET_TIME,
+    Code::OPTIONS_RRQ,
+    Code::PREPARE_BUFFER,
+    Code::READ_BUFFER,
+    Code::FREE_DATA,
+    Code::DB_RRQ,
+    Code::USERTEMP_RRQ,
+    Code::ATTLOG_RRQ,
+    Code::OPLOG_RRQ,
+    Code::REG_EVENT,
+    Code::START_VERIFY,
+    Code::CANCEL_CAPTURE,
+    Code::REFRESH_OPTION,
+    // A client's acknowledgement of a realtime event.
+    Code::ACK_OK,
+];
+
+/// Codes a client may send that add or update, never remove: the second half of the allow-list.
+/// A user write replaces at most the record of its own uid; `REFRESH_DATA` applies it;
+/// `SET_TIME` sets the clock.
+pub const ALLOWED_WRITES: &[Code] = &[Code::USER_WRQ, Code::REFRESH_DATA, Code::SET_TIME];
+
+/// A command that may delete or clear device data, or one that is not known to be safe.
 ///
 /// Parse-only: nothing in this crate encodes these. It exists so the emulator (and any audit
 /// tool) can flag such a command if one ever arrives, which is how the test suite proves the
-/// agent never sends one.
+/// agent never sends one. The recogniser is an allow-list: a code that is neither in
+/// [`READ_ONLY`] nor in [`ALLOWED_WRITES`] counts as destructive, so a code this crate does not
+/// know (`CMD_CLEAR_ADMIN`, a vendor extension) fails the run instead of passing unnoticed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DestructiveCommand {
     /// `CMD_DELETE_USER`.
@@ -169,20 +222,62 @@ pub enum DestructiveCommand {
     ClearAttendance,
     /// `CMD_CLEAR_OPLOG`.
     ClearOperationLog,
+    /// Any other code not on the allow-list (an option write, a data upload, a code this crate
+    /// does not name): not known to be harmless, so treated as destructive.
+    NotAllowed(Code),
 }
 
 impl DestructiveCommand {
-    /// Recognises a destructive command code; `None` for every other code.
+    /// `None` only for a code on the allow-list ([`READ_ONLY`] or [`ALLOWED_WRITES`]); every
+    /// other code is destructive, named when this crate knows what it deletes.
     pub fn recognise(code: Code) -> Option<DestructiveCommand> {
-        match code {
-            Code::DELETE_USER => Some(DestructiveCommand::DeleteUser),
-            Code::DELETE_USERTEMP | Code::DELETE_TEMPLATE_BY_ID => {
-                Some(DestructiveCommand::DeleteTemplate)
-            }
-            Code::CLEAR_DATA => Some(DestructiveCommand::ClearData),
-            Code::CLEAR_ATTLOG => Some(DestructiveCommand::ClearAttendance),
-            Code::CLEAR_OPLOG => Some(DestructiveCommand::ClearOperationLog),
-            _ => None,
+        if READ_ONLY.contains(&code) || ALLOWED_WRITES.contains(&code) {
+            return None;
         }
+        Some(match code {
+            Code::DELETE_USER => DestructiveCommand::DeleteUser,
+            Code::DELETE_USERTEMP | Code::DELETE_TEMPLATE_BY_ID => {
+                DestructiveCommand::DeleteTemplate
+            }
+            Code::CLEAR_DATA => DestructiveCommand::ClearData,
+            Code::CLEAR_ATTLOG => DestructiveCommand::ClearAttendance,
+            Code::CLEAR_OPLOG => DestructiveCommand::ClearOperationLog,
+            other => DestructiveCommand::NotAllowed(other),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_codes_are_destructive() {
+        // CMD_CLEAR_ADMIN: not named by this crate, still flagged.
+        assert_eq!(
+            DestructiveCommand::recognise(Code(20)),
+            Some(DestructiveCommand::NotAllowed(Code(20)))
+        );
+        for code in 0..=u16::MAX {
+            let code = Code(code);
+            let allowed = READ_ONLY.contains(&code) || ALLOWED_WRITES.contains(&code);
+            assert_eq!(
+                DestructiveCommand::recognise(code).is_none(),
+                allowed,
+                "{code}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_named_deletes_are_named() {
+        assert_eq!(
+            DestructiveCommand::recognise(Code::DELETE_USER),
+            Some(DestructiveCommand::DeleteUser)
+        );
+        assert_eq!(
+            DestructiveCommand::recognise(Code::OPTIONS_WRQ),
+            Some(DestructiveCommand::NotAllowed(Code::OPTIONS_WRQ))
+        );
     }
 }

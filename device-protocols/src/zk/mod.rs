@@ -19,7 +19,9 @@
 //!
 //! # Example: a buffered user read without I/O
 //!
-//! A driver owns the socket; this crate owns every protocol decision. Here the "device" is the
+//! A driver owns the socket; this crate owns every protocol decision. (The device side of this
+//! example builds raw reply packets, which needs the `raw` feature; agent code has only
+//! [`RequestPacket`].) Here the "device" is the
 //! crate's own firmware reply builder ([`device`]), so the loop runs as written; a driver replaces
 //! the marked lines with one write and as many reads as it takes.
 //!
@@ -57,7 +59,7 @@
 //! let mut stream = TcpReassembler::new();
 //! let dataset = 'read: loop {
 //!     let packet = session.packet(&request);
-//!     let _wire: Vec<u8> = frame_tcp(&packet.encode()); // driver: write this in one send
+//!     let _wire: Vec<u8> = frame_tcp(packet.encode().as_bytes()); // driver: write this in one send
 //!     // --- device side (driver: read from the socket instead) ---
 //!     let (sid, rid) = (packet.session_id, packet.reply_id);
 //!     let replies = match request {
@@ -121,7 +123,7 @@ pub use auth::CommKey;
 pub use bulk::{BulkError, BulkRead, BulkStep, MAX_CHUNK_TCP, MAX_CHUNK_UDP, MAX_DATASET_LEN};
 pub use code::{Code, DestructiveCommand};
 pub use framing::{frame_tcp, FramingError, TcpReassembler};
-pub use packet::{Incoming, Packet, PacketError};
+pub use packet::{Incoming, Packet, PacketError, RequestBytes, RequestPacket};
 pub use record::{RecordError, UserId};
 pub use request::{BulkDataset, Request, UserWrite};
 pub use serial::{frame_serial, SerialFrame, SerialReassembler};

@@ -44,8 +44,21 @@ pub enum PacketError {
 }
 
 impl Packet {
-    /// Builds a packet.
+    /// Builds a packet from raw fields: the emulator's replies and, with the `raw` feature, tests
+    /// and fuzz targets. Agent code cannot call it; its packets come from
+    /// [`super::ClientSession::packet`], which takes a [`super::Request`].
+    #[cfg(feature = "raw")]
     pub fn new(code: Code, session_id: u16, reply_id: u16, data: Vec<u8>) -> Packet {
+        Packet::build(code, session_id, reply_id, data)
+    }
+
+    /// Builds a packet from raw fields (crate-private without the `raw` feature).
+    #[cfg(not(feature = "raw"))]
+    pub(crate) fn new(code: Code, session_id: u16, reply_id: u16, data: Vec<u8>) -> Packet {
+        Packet::build(code, session_id, reply_id, data)
+    }
+
+    fn build(code: Code, session_id: u16, reply_id: u16, data: Vec<u8>) -> Packet {
         Packet {
             code,
             session_id,
@@ -54,8 +67,21 @@ impl Packet {
         }
     }
 
-    /// Encodes header and data with the exact checksum.
+    /// Encodes any packet (feature `raw`: tests and fuzz targets). Agent code encodes only a
+    /// [`RequestPacket`].
+    #[cfg(feature = "raw")]
     pub fn encode(&self) -> Vec<u8> {
+        self.encode_bytes()
+    }
+
+    /// Encodes any packet (crate-private without the `raw` feature: the emulator's replies).
+    #[cfg(not(feature = "raw"))]
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        self.encode_bytes()
+    }
+
+    /// Encodes header and data with the exact checksum.
+    fn encode_bytes(&self) -> Vec<u8> {
         let mut bytes = Vec::with_capacity(HEADER_LEN + self.data.len());
         bytes.extend_from_slice(&self.code.0.to_le_bytes());
         bytes.extend_from_slice(&[0, 0]);
@@ -86,5 +112,44 @@ impl Packet {
             },
             checksum_valid: checksum(&zeroed) == stored,
         })
+    }
+}
+
+/// A packet built from one of the agent's [`super::Request`]s by [`super::ClientSession::packet`]:
+/// the only packet agent code can encode. `Request` has no delete or clear variant and this
+/// type has no public constructor, so no agent code path can put a destructive ZK command on a
+/// link (the compile-fail test in `test-support/tests/no_raw_send.rs` holds that).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestPacket(Packet);
+
+impl RequestPacket {
+    pub(crate) fn of(packet: Packet) -> RequestPacket {
+        RequestPacket(packet)
+    }
+
+    /// Header and data with the exact checksum, ready for a transport's framing.
+    pub fn encode(&self) -> RequestBytes {
+        RequestBytes(self.0.encode_bytes())
+    }
+}
+
+/// Reads the packet's fields (`code`, `session_id`, `reply_id`, `data`); read-only.
+impl std::ops::Deref for RequestPacket {
+    type Target = Packet;
+
+    fn deref(&self) -> &Packet {
+        &self.0
+    }
+}
+
+/// The encoded bytes of a [`RequestPacket`]: what a driver's link accepts, so a link cannot be
+/// handed bytes that did not come from a `Request`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestBytes(Vec<u8>);
+
+impl RequestBytes {
+    /// The bytes, for the transport's framing.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
     }
 }

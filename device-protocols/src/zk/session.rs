@@ -6,7 +6,7 @@
 //! dropped. This type owns those rules so a driver only moves bytes and waits.
 
 use super::code::Code;
-use super::packet::Packet;
+use super::packet::{Packet, RequestPacket};
 use super::request::Request;
 use super::time::ZkTime;
 
@@ -99,7 +99,7 @@ impl ClientSession {
     /// To retransmit a single-packet command over UDP, resend the previous bytes unchanged (same
     /// reply id ⇒ the device answers from its cache). To re-request a lost bulk chunk, call this
     /// again: the cache holds only the chunk's final ACK, so a new reply id is required.
-    pub fn packet(&mut self, request: &Request) -> Packet {
+    pub fn packet(&mut self, request: &Request) -> RequestPacket {
         self.last_reply_id = self.last_reply_id.wrapping_add(1);
         self.last_code = request.code();
         // CONNECT always opens a fresh session, even when this object is reused to reconnect.
@@ -107,12 +107,12 @@ impl ClientSession {
             Request::Connect => 0,
             _ => self.session_id,
         };
-        Packet::new(
+        RequestPacket::of(Packet::new(
             request.code(),
             session_id,
             self.last_reply_id,
             request.data(self.session_id),
-        )
+        ))
     }
 
     /// Whether `packet` answers the most recent request (same reply id). Anything else is a stale

@@ -560,3 +560,84 @@ proptest! {
         }
     }
 }
+
+/// A value a hostile or broken device may put in `from`, `to` or `count`: the edges of `u64`
+/// and of its neighbours, and ordinary small numbers.
+fn extreme() -> impl Strategy<Value = u64> {
+    prop_oneof![
+        Just(0u64),
+        Just(1),
+        Just(u64::MAX),
+        Just(u64::MAX - 1),
+        Just(u64::MAX / 2),
+        Just(u64::from(u32::MAX)),
+        Just(u64::from(u32::MAX) + 1),
+        0u64..64,
+        any::<u64>(),
+    ]
+}
+
+/// A page with device-chosen numbers around `records` well-formed user entries.
+fn hostile_page(from: u64, to: u64, count: u64, records: usize) -> DeviceReply {
+    let records: Vec<_> = (0..records)
+        .map(|i| json!({"enrollid": i + 1, "admin": 0, "backupnum": 50}))
+        .collect();
+    decode(
+        json!({"ret": "getuserlist", "result": true, "count": count, "from": from, "to": to, "record": records}),
+    )
+}
+
+proptest! {
+    /// Invariant 5 (bounded, checked arithmetic on what a device sends): whatever numbers the
+    /// pages carry, the guards answer with a step or an error; they never overflow (a panic in
+    /// a debug build, a silent wrap in release), and a completed read never holds more records
+    /// than the pages delivered.
+    #[test]
+    fn paging_guards_survive_extreme_numbers(
+        pages in proptest::collection::vec((extreme(), extreme(), extreme(), 0usize..4), 1..6),
+    ) {
+        let mut read = PagedRead::users(16);
+        let mut delivered = 0usize;
+        for (from, to, count, records) in pages {
+            delivered += records;
+            match read.on_reply(hostile_page(from, to, count, records)) {
+                Ok(Step::Request(_)) => continue,
+                Ok(Step::Complete(users)) => {
+                    prop_assert!(users.len() <= delivered);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+    }
+}
+
+/// The overflow the property test guards, written out: `from = 0, to = u64::MAX` spans 2^64
+/// records, which `to - from + 1` cannot hold.
+#[test]
+fn a_page_spanning_every_u64_is_inconsistent_not_an_overflow() {
+    let mut read = PagedRead::users(4);
+    let err = read
+        .on_reply(hostile_page(0, u64::MAX, u64::MAX, 1))
+        .unwrap_err();
+    assert!(
+        matches!(err, PagingError::InconsistentPage { to: u64::MAX, .. }),
+        "{err}"
+    );
+}
+
+/// A page that ends at `u64::MAX` leaves no index for a next page to start at.
+#[test]
+fn a_page_after_one_ending_at_u64_max_is_discontinuous() {
+    let mut read = PagedRead::users(4);
+    // `from` must be 0 on the first page, so only a per-page count can get this far: the
+    // first page is one record at 0..=0, then a page claiming u64::MAX..=u64::MAX.
+    assert!(matches!(
+        read.on_reply(hostile_page(0, 0, 1, 1)),
+        Ok(Step::Request(_))
+    ));
+    let err = read
+        .on_reply(hostile_page(u64::MAX, u64::MAX, 1, 1))
+        .unwrap_err();
+    assert!(matches!(err, PagingError::Discontinuous { .. }), "{err}");
+}

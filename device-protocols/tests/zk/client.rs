@@ -180,7 +180,7 @@ impl TestClient {
     /// Sends a request and returns the reply to it, skipping stale packets.
     pub(crate) fn call(&mut self, request: &Request) -> Option<Packet> {
         let packet = self.session.packet(request);
-        self.send_raw(&packet.encode());
+        self.send_raw(packet.encode().as_bytes());
         self.reply_to_last()
     }
 

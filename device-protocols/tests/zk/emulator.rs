@@ -233,12 +233,6 @@ fn firmware_drops_what_firmware_drops_and_resends_its_cache() {
     client.send_raw(&Packet::new(Code::GET_TIME, session, 19, Vec::new()).encode());
     assert_eq!(client.recv(), None);
 
-    // Unknown commands are answered, as pyzk's error recovery needs.
-    for (reply_id, code) in [(30, 2001), (31, 0xFFFF), (32, 4242)] {
-        client.send_raw(&Packet::new(Code(code), session, reply_id, Vec::new()).encode());
-        assert_eq!(client.recv().unwrap().code, Code::ACK_UNKNOWN);
-    }
-
     // A client ACK_OK (event acknowledgement) gets no reply.
     client.send_raw(&Packet::new(Code::ACK_OK, session, 0, Vec::new()).encode());
     assert_eq!(client.recv(), None);
@@ -260,6 +254,33 @@ fn firmware_drops_what_firmware_drops_and_resends_its_cache() {
             "{expected} missing"
         );
     }
+}
+
+/// Unknown commands are answered with `ACK_UNKNOWN`, as pyzk's error recovery needs, and the
+/// allow-list flags each of them: a code not known to be safe (here `CMD_CLEAR_ADMIN`, 20, which
+/// the crate does not name) counts as destructive.
+#[test]
+fn unknown_commands_are_answered_and_flagged() {
+    let mut sim = Emulator::start(
+        Protocol::Zk,
+        negative_command_log(Protocol::Zk, "unknown-codes"),
+        &["--udp", "127.0.0.1:0"],
+    );
+    sim.expect_destructive();
+    let mut client = TestClient::udp(sim.udp.unwrap());
+    client.connect(None).unwrap();
+    let session = client.session.session_id();
+    for (reply_id, code) in [(30, 2001), (31, 0xFFFF), (32, 4242), (33, 20)] {
+        client.send_raw(&Packet::new(Code(code), session, reply_id, Vec::new()).encode());
+        assert_eq!(client.recv().unwrap().code, Code::ACK_UNKNOWN);
+    }
+    let flagged: Vec<u64> = sim
+        .commands()
+        .into_iter()
+        .filter(|e| e["destructive"] == true)
+        .map(|e| e["code"].as_u64().unwrap())
+        .collect();
+    assert_eq!(flagged, [2001, 0xFFFF, 4242, 20]);
 }
 
 #[test]

@@ -3,10 +3,10 @@
 //! they return must equal what the emulator holds (read back with our own client and, for the
 //! generated data, known by construction).
 //!
-//! When a peer is not installed the test prints a loud SKIPPED banner instead of failing; CI
-//! installs both (`pip install pyzk`, `npm install` in tests/peers).
+//! When a peer is not installed the test records a loud skip (`test_support::skip`) instead of
+//! failing: the test script prints it in its summary, and fails on CI, which promises both
+//! checks (the script installs pyzk and node-zklib).
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -62,16 +62,16 @@ fn run_peer(program: &str, script: &str, args: &[String]) -> Option<Value> {
 }
 
 fn skipped(script: &str, why: &str) {
-    // Written to the process's stderr directly: the test harness captures `eprintln!` of passing
-    // tests, and a skipped conformance check must be visible in every CI log.
-    let banner = format!(
-        "\n************************************************************\n\
-         *** SKIPPED: {script}: {why}\n\
-         *** install the peer to run this conformance check:\n\
-         ***   pip install pyzk   /   (cd tests/peers && npm install)\n\
-         ************************************************************\n"
+    let check = if script.contains("pyzk") {
+        "pyzk"
+    } else {
+        "node-zklib"
+    };
+    test_support::skip::skipped(
+        check,
+        script,
+        &format!("{why} (install the peer: pip install pyzk / (cd tests/peers && npm install))"),
     );
-    let _ = std::io::stderr().write_all(banner.as_bytes());
 }
 
 /// What the emulator holds, read with our own client, plus its clock.

@@ -260,7 +260,7 @@ fn zp_attendance_entry_decodes_field_by_field() {
 #[test]
 fn client_frames_match_captured_client_frames() {
     let mut session = ClientSession::new();
-    let connect = frame_tcp(&session.packet(&Request::Connect).encode());
+    let connect = frame_tcp(session.packet(&Request::Connect).encode().as_bytes());
     assert_eq!(connect, hex("5050827d08000000e80317fc00000000"));
 
     let unauth = packets_from([hex("5050827d08000000d5075bb2cf450000")]).remove(0);
@@ -269,13 +269,18 @@ fn client_frames_match_captured_client_frames() {
         SessionState::NeedsAuth
     );
     assert_eq!(session.session_id(), 0x45CF);
-    let auth = frame_tcp(&session.packet(&Request::Auth(CommKey(12))).encode());
+    let auth = frame_tcp(
+        session
+            .packet(&Request::Auth(CommKey(12)))
+            .encode()
+            .as_bytes(),
+    );
     assert_eq!(auth, hex("5050827d0c0000004e044e2ccf450100614d323c"));
 
     let ok = packets_from([hex("5050827d08000000d0075fb2cf450100")]).remove(0);
     assert!(session.is_reply_to_last(&ok));
     session.on_auth_reply(&ok).unwrap();
-    let sizes = frame_tcp(&session.packet(&Request::GetFreeSizes).encode());
+    let sizes = frame_tcp(session.packet(&Request::GetFreeSizes).encode().as_bytes());
     assert_eq!(sizes, hex("5050827d080000003200fcb9cf450200"));
 
     let prepare = Packet::new(

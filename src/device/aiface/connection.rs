@@ -11,8 +11,8 @@ use crate::config::peers;
 use crate::device::quarantine;
 use crate::device::registry::{self, DeviceRecord};
 use device_protocols::aiface::{
-    parse_device_message, DeviceMessage, DeviceReport, RegReply, Registration, SendLogReply,
-    SendUserReply, ServerReply,
+    parse_device_message, DeviceMessage, DeviceReport, OutgoingFrame, RegReply, Registration,
+    SendLogReply, SendUserReply, ServerReply,
 };
 use futures::{SinkExt, StreamExt};
 use std::net::SocketAddr;
@@ -26,6 +26,15 @@ use tokio_tungstenite::WebSocketStream;
 
 /// Largest frame accepted: face photos run past a megabyte in base64.
 pub const MAX_FRAME_BYTES: usize = 16 << 20;
+
+/// The WebSocket limits every AI06 connection is served with: a message or frame larger than
+/// [`MAX_FRAME_BYTES`] ends the connection instead of growing a buffer without bound. Public so
+/// the `aiface_ws_frames` fuzz target decodes frames exactly as the listener does.
+pub fn websocket_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(MAX_FRAME_BYTES))
+        .max_frame_size(Some(MAX_FRAME_BYTES))
+}
 /// How long a new connection may take to send `reg`.
 const REGISTRATION_TIMEOUT: Duration = Duration::from_secs(30);
 /// Interval of our WebSocket pings.
@@ -37,9 +46,7 @@ type Socket = WebSocketStream<TcpStream>;
 
 /// Serves one accepted TCP connection until it ends.
 pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, context: Arc<Context>) {
-    let config = WebSocketConfig::default()
-        .max_message_size(Some(MAX_FRAME_BYTES))
-        .max_frame_size(Some(MAX_FRAME_BYTES));
+    let config = websocket_config();
     // Any URL path is accepted: terminals are configured with all sorts of paths.
     let socket = match tokio_tungstenite::accept_async_with_config(stream, Some(config)).await {
         Ok(socket) => socket,
@@ -59,8 +66,8 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, context: Arc<Cont
     let Some(device) = context.device_for_sn(&registration.sn) else {
         let reason = format!("sn {} is not allowed on this agent", registration.sn);
         tracing::warn!(%peer, sn = %registration.sn, "terminal refused: its sn is not in any device's allowed_sn");
-        let reply = ServerReply::Reg(RegReply::rejected(reason)).to_json();
-        let _ = sink.send(Message::text(reply)).await;
+        let reply = ServerReply::Reg(RegReply::rejected(reason));
+        let _ = sink.send(text_frame(OutgoingFrame::from(&reply))).await;
         let _ = sink.close().await;
         return;
     };
@@ -86,7 +93,7 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, context: Arc<Cont
     let session = AifaceSession::new(&device.device_id, record.clone(), outgoing, device.timeouts);
     let accepted = RegReply::accepted(registry::local_cloudtime(), !device.send_user_pushes);
     if sink
-        .send(Message::text(ServerReply::Reg(accepted).to_json()))
+        .send(text_frame(OutgoingFrame::from(&ServerReply::Reg(accepted))))
         .await
         .is_err()
     {
@@ -169,14 +176,14 @@ fn remember_registration(context: &Context, device_id: &str, record: &DeviceReco
 
 async fn write_frames(
     mut sink: futures::stream::SplitSink<Socket, Message>,
-    mut queue: mpsc::Receiver<Message>,
+    mut queue: mpsc::Receiver<OutgoingFrame>,
 ) {
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.tick().await;
     loop {
         let frame = tokio::select! {
             frame = queue.recv() => match frame {
-                Some(frame) => frame,
+                Some(frame) => text_frame(frame),
                 None => break,
             },
             _ = ping.tick() => Message::Ping(Vec::new().into()),
@@ -307,5 +314,11 @@ async fn answer_report(
             return Ok(());
         }
     };
-    session.send(Message::text(reply.to_json())).await
+    session.send(&reply).await
+}
+
+/// The one way a text frame is made on an AI06 connection: from an [`OutgoingFrame`], which
+/// only a `Command` or a `ServerReply` produces.
+fn text_frame(frame: OutgoingFrame) -> Message {
+    Message::text(frame.into_text())
 }

@@ -8,7 +8,7 @@ mod read;
 mod server;
 mod session;
 
-pub use connection::MAX_FRAME_BYTES;
+pub use connection::{websocket_config, MAX_FRAME_BYTES};
 pub use hub::AifaceHub;
 pub use server::{AifaceServer, Notice};
 pub use session::{AifaceSession, ExchangeError, Timeouts, MAX_ATTEMPTS};

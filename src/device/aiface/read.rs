@@ -16,6 +16,10 @@ const ASSUMED_PAGE_SIZE: u64 = 40;
 const CREDENTIALS_PER_USER: u64 = 14;
 /// Users assumed when the device does not report its capacity.
 const FALLBACK_CAPACITY: u64 = 100_000;
+/// The largest capacity believed from `getdevcap` when sizing the page cap: the AI06 holds a
+/// few tens of thousands of users, and a device claiming `usersize` near `u64::MAX` must not
+/// lift the cap (and with it the bound on the records a read collects).
+const MAX_BELIEVED_CAPACITY: u64 = 1_000_000;
 
 impl From<ExchangeError> for ReadError {
     fn from(err: ExchangeError) -> Self {
@@ -106,7 +110,10 @@ async fn read_list(
     capacity: &Capacity,
     sink: &mut (dyn ReadSink + Send),
 ) -> Result<Vec<UserListEntry>, ReadError> {
-    let users = capacity.usersize.unwrap_or(FALLBACK_CAPACITY);
+    let users = capacity
+        .usersize
+        .unwrap_or(FALLBACK_CAPACITY)
+        .min(MAX_BELIEVED_CAPACITY);
     let mut read = PagedRead::users(page_cap(users, CREDENTIALS_PER_USER, ASSUMED_PAGE_SIZE));
     let mut command = read.first_request();
     loop {

@@ -6,12 +6,11 @@
 //! already timed out, say) is logged and ignored rather than taken for the current answer.
 
 use crate::device::registry::DeviceRecord;
-use device_protocols::aiface::{Command, DeviceReply};
+use device_protocols::aiface::{Command, DeviceReply, OutgoingFrame, ServerReply};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio_tungstenite::tungstenite::Message;
 
 /// Attempts per command (the first try and two retries).
 pub const MAX_ATTEMPTS: u32 = 3;
@@ -51,7 +50,7 @@ struct Pending {
 struct Shared {
     device_id: String,
     registration: DeviceRecord,
-    outgoing: mpsc::Sender<Message>,
+    outgoing: mpsc::Sender<OutgoingFrame>,
     pending: Mutex<Option<Pending>>,
     turn: tokio::sync::Mutex<()>,
     closed: watch::Sender<bool>,
@@ -71,7 +70,7 @@ impl AifaceSession {
     pub(super) fn new(
         device_id: &str,
         registration: DeviceRecord,
-        outgoing: mpsc::Sender<Message>,
+        outgoing: mpsc::Sender<OutgoingFrame>,
         timeouts: Timeouts,
     ) -> Self {
         Self {
@@ -123,7 +122,7 @@ impl AifaceSession {
                 command: command.clone(),
                 reply: tx,
             });
-            let frame = Message::text(command.to_json());
+            let frame = OutgoingFrame::from(&command);
             if self.shared.outgoing.send(frame).await.is_err() {
                 self.pending().take();
                 return Err(ExchangeError::Closed);
@@ -171,11 +170,12 @@ impl AifaceSession {
         true
     }
 
-    /// Sends a frame that is not a command (a reply to a device report, a ping).
-    pub(super) async fn send(&self, frame: Message) -> Result<(), ExchangeError> {
+    /// Sends the agent's answer to a device report. Only a [`ServerReply`] can be sent this way,
+    /// never hand-written text (pings are the connection writer's own).
+    pub(super) async fn send(&self, reply: &ServerReply) -> Result<(), ExchangeError> {
         self.shared
             .outgoing
-            .send(frame)
+            .send(OutgoingFrame::from(reply))
             .await
             .map_err(|_| ExchangeError::Closed)
     }

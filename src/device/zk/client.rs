@@ -9,7 +9,7 @@
 use super::link::{Link, LinkError};
 use device_protocols::zk::{
     BulkDataset, BulkError, BulkRead, BulkStep, ClientSession, CommKey, Packet, ReplyError,
-    Request, SessionState,
+    Request, RequestBytes, SessionState,
 };
 use std::time::Duration;
 use tokio::time::Instant;
@@ -292,7 +292,7 @@ impl Client {
         }
     }
 
-    async fn send(&mut self, bytes: &[u8], what: &str) -> Result<(), SessionError> {
+    async fn send(&mut self, bytes: &RequestBytes, what: &str) -> Result<(), SessionError> {
         self.link_mut()
             .send(bytes)
             .await

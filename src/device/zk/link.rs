@@ -9,7 +9,7 @@
 use super::serial::SerialLink;
 use super::tcp::TcpLink;
 use super::udp::UdpLink;
-use device_protocols::zk::{FramingError, Incoming, MAX_CHUNK_TCP, MAX_CHUNK_UDP};
+use device_protocols::zk::{FramingError, Incoming, RequestBytes, MAX_CHUNK_TCP, MAX_CHUNK_UDP};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -75,8 +75,9 @@ pub(super) enum Link {
 }
 
 impl Link {
-    /// Sends one encoded ZK packet in a single write.
-    pub(super) async fn send(&mut self, packet: &[u8]) -> Result<(), LinkError> {
+    /// Sends one encoded ZK request in a single write. Only a [`RequestBytes`] (built from a
+    /// `zk::Request`, which has no delete or clear) can be sent: no raw bytes reach a link.
+    pub(super) async fn send(&mut self, packet: &RequestBytes) -> Result<(), LinkError> {
         match self {
             Link::Tcp(link) => link.send(packet).await,
             Link::Udp(link) => link.send(packet).await,

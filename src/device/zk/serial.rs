@@ -7,7 +7,7 @@
 //! `Ok(0)` forever, so treating it as "no data yet" would spin a core at 100 %.
 
 use super::link::{by_deadline, invalid, LinkError};
-use device_protocols::zk::{frame_serial, Incoming, Packet, SerialReassembler};
+use device_protocols::zk::{frame_serial, Incoming, Packet, RequestBytes, SerialReassembler};
 use std::path::{Path, PathBuf};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
@@ -51,9 +51,9 @@ impl<P: AsyncRead + AsyncWrite + Unpin> SerialLink<P> {
     }
 
     /// Writes one framed packet addressed to this device.
-    pub(super) async fn send(&mut self, packet: &[u8]) -> Result<(), LinkError> {
+    pub(super) async fn send(&mut self, packet: &RequestBytes) -> Result<(), LinkError> {
         self.port
-            .write_all(&frame_serial(self.address, packet))
+            .write_all(&frame_serial(self.address, packet.as_bytes()))
             .await?;
         self.port.flush().await?;
         Ok(())
@@ -94,14 +94,21 @@ impl<P: AsyncRead + AsyncWrite + Unpin> SerialLink<P> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use device_protocols::zk::{Code, Packet};
+    use device_protocols::zk::checksum::checksum;
+    use device_protocols::zk::Code;
     use std::time::Duration;
 
+    /// A device's `ACK_OK` for session 9, written out byte by byte: agent code (tests included)
+    /// cannot encode raw packets, only requests.
     fn reply(address: u8, reply_id: u16) -> Vec<u8> {
-        frame_serial(
-            address,
-            &Packet::new(Code::ACK_OK, 9, reply_id, vec![]).encode(),
-        )
+        let mut packet = Vec::new();
+        packet.extend_from_slice(&Code::ACK_OK.value().to_le_bytes());
+        packet.extend_from_slice(&[0, 0]);
+        packet.extend_from_slice(&9u16.to_le_bytes());
+        packet.extend_from_slice(&reply_id.to_le_bytes());
+        let sum = checksum(&packet);
+        packet[2..4].copy_from_slice(&sum.to_le_bytes());
+        frame_serial(address, &packet)
     }
 
     /// An unplugged USB adapter reads as end of file forever: the link must report the device as

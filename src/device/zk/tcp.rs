@@ -3,7 +3,7 @@
 //! socket read may hold half a frame or several.
 
 use super::link::{by_deadline, invalid, LinkError};
-use device_protocols::zk::{frame_tcp, Incoming, Packet, TcpReassembler};
+use device_protocols::zk::{frame_tcp, Incoming, Packet, RequestBytes, TcpReassembler};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -52,8 +52,8 @@ impl TcpLink {
     }
 
     /// Writes one framed packet.
-    pub(super) async fn send(&mut self, packet: &[u8]) -> Result<(), LinkError> {
-        self.stream.write_all(&frame_tcp(packet)).await?;
+    pub(super) async fn send(&mut self, packet: &RequestBytes) -> Result<(), LinkError> {
+        self.stream.write_all(&frame_tcp(packet.as_bytes())).await?;
         Ok(())
     }
 

@@ -3,7 +3,7 @@
 //! 1032-byte receive buffer.
 
 use super::link::{by_deadline, invalid, LinkError};
-use device_protocols::zk::{Incoming, Packet};
+use device_protocols::zk::{Incoming, Packet, RequestBytes};
 use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
@@ -52,7 +52,8 @@ impl UdpLink {
     }
 
     /// Sends one packet as one datagram.
-    pub(super) async fn send(&mut self, packet: &[u8]) -> Result<(), LinkError> {
+    pub(super) async fn send(&mut self, packet: &RequestBytes) -> Result<(), LinkError> {
+        let packet = packet.as_bytes();
         if packet.len() > MAX_DATAGRAM {
             return Err(LinkError::DatagramTooLarge {
                 len: packet.len(),
@@ -84,11 +85,19 @@ mod tests {
         let mut link = UdpLink::connect(&device.local_addr().unwrap().to_string())
             .await
             .unwrap();
-        let err = link.send(&[0; MAX_DATAGRAM + 1]).await.unwrap_err();
+        // An option read of an n-byte name is an 8-byte header, the name and its NUL.
+        let option_read = |name_len: usize| {
+            device_protocols::zk::ClientSession::new()
+                .packet(&device_protocols::zk::Request::ReadOption(
+                    "A".repeat(name_len),
+                ))
+                .encode()
+        };
+        let err = link.send(&option_read(MAX_DATAGRAM - 8)).await.unwrap_err();
         assert!(
             matches!(err, LinkError::DatagramTooLarge { len: 1033, .. }),
             "{err}"
         );
-        link.send(&[0; MAX_DATAGRAM]).await.unwrap();
+        link.send(&option_read(MAX_DATAGRAM - 9)).await.unwrap();
     }
 }

@@ -27,13 +27,18 @@ fn describe(value: &Value) -> String {
         Value::Array(_) => "a list",
         Value::Object(_) => "an object",
     };
-    let mut shown = value.to_string();
-    if shown.len() > 40 {
-        shown.truncate(40);
+    // Cut by characters: the value is the sender's, and a byte cut can land inside one
+    // (`String::truncate` would panic there).
+    let text = value.to_string();
+    let mut shown: String = text.chars().take(SHOWN_CHARS).collect();
+    if shown.len() < text.len() {
         shown.push('…');
     }
     format!("{shown} ({kind})")
 }
+
+/// How much of a wrongly typed value an error message quotes.
+const SHOWN_CHARS: usize = 40;
 
 impl Args {
     /// Wraps `value`, which must be an object (absent means no arguments). `name` is how the
@@ -177,6 +182,18 @@ mod tests {
     use super::*;
     use crate::mqtt::command::reply::ErrorCode;
     use serde_json::json;
+
+    /// A wrongly typed value longer than the quote, with a multi-byte character across the
+    /// cut: the error quotes it by characters instead of panicking the command router.
+    #[test]
+    fn a_long_value_with_multibyte_characters_is_quoted_not_a_panic() {
+        // `["a` then two-byte characters: byte 40 falls inside one.
+        let value = json!([format!("a{}", "é".repeat(40))]);
+        let mut args = Args::new(Some(json!({ "device": value })), "args", "").unwrap();
+        let err = args.opt_str("device").unwrap_err();
+        assert!(err.message.contains('…'), "{}", err.message);
+        assert!(err.message.contains("a list"), "{}", err.message);
+    }
 
     #[test]
     fn a_wrong_type_names_the_argument_and_what_was_expected() {

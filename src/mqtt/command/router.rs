@@ -302,7 +302,8 @@ impl Router {
                 ),
             ));
         }
-        if now > auth.expires_at + skew {
+        // Checked: `expires_at` is the sender's number, anything up to i64::MAX.
+        if now > auth.expires_at.saturating_add(skew) {
             return Err(CommandError::new(
                 ErrorCode::Expired,
                 format!(
@@ -332,7 +333,9 @@ impl Router {
         auth: &Auth,
     ) -> Result<(), CommandError> {
         let record = NonceRecord {
-            keep_until_unix_s: auth.expires_at + self.policy.clock_skew.as_secs() as i64,
+            keep_until_unix_s: auth
+                .expires_at
+                .saturating_add(self.policy.clock_skew.as_secs() as i64),
             key: auth.key.clone(),
         };
         let entry = AuditEntry {
@@ -369,8 +372,9 @@ impl Router {
     }
 }
 
-/// Splits a request payload into its `args` and `auth` values.
-fn parse_body(payload: &[u8]) -> Result<(Option<Value>, Option<Value>), CommandError> {
+/// Splits a request payload into its `args` and `auth` values. Public so the `mqtt_command` fuzz
+/// target feeds it what a broker could deliver.
+pub fn parse_body(payload: &[u8]) -> Result<(Option<Value>, Option<Value>), CommandError> {
     let malformed = |what: String| {
         CommandError::new(
             ErrorCode::MalformedRequest,

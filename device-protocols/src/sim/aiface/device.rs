@@ -220,7 +220,18 @@ impl Device {
             Some(FaultKind::Silence) => return Answer::Silence,
             Some(FaultKind::Repeat) => self.paged_cursor(&name).map_or((), Cursor::repeat_last),
             Some(FaultKind::Restart) => self.paged_cursor(&name).map_or((), Cursor::restart),
-            None => {}
+            Some(FaultKind::Overflow) if name == CommandName::GetUserList => {
+                let entries = users::list_entries(&self.users);
+                let records = entries.into_iter().take(self.scenario.page_size).collect();
+                let page = Page {
+                    count: u64::MAX,
+                    from: 0,
+                    to: u64::MAX,
+                    records,
+                };
+                return self.reply(name, ReplyBody::UserList(page));
+            }
+            Some(FaultKind::Overflow) | None => {}
         }
         match &received.command {
             Ok(command) => self.answer_command(command),

@@ -1,7 +1,8 @@
 //! The AiFace line of the command log: one per frame the emulated terminal receives.
 //!
 //! AiFace's rule for "destructive" is the codec's ([`ReceivedCommand::is_destructive`]):
-//! any command not known to be harmless counts, unknown names included.
+//! any command not known to be harmless counts, unknown names included, and so does a frame
+//! that is not a command or reply at all.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -57,9 +58,14 @@ impl Frame {
         Frame::new(session, FrameKind::Reply, message)
     }
 
-    /// A frame the protocol does not allow (`message` says what it was).
+    /// A frame the protocol does not allow (`message` says what it was). It counts as
+    /// destructive: the allow-list passes only what is known to be harmless, and a frame the
+    /// terminal cannot classify (no `cmd` or `ret`, not JSON, binary) is not known to be, since
+    /// firmware may parse more loosely than this emulator.
     pub fn unparsed(session: u64, message: Value) -> Self {
-        Frame::new(session, FrameKind::Unparsed, message)
+        let mut frame = Frame::new(session, FrameKind::Unparsed, message);
+        frame.destructive = true;
+        frame
     }
 
     fn new(session: u64, kind: FrameKind, message: Value) -> Self {
@@ -116,9 +122,10 @@ mod tests {
     }
 
     #[test]
-    fn unknown_and_wiping_commands_are_destructive() {
+    fn unknown_wiping_and_unparsed_frames_are_destructive() {
         assert!(Frame::command(1, &received(r#"{"cmd":"cleanuser"}"#)).is_destructive());
         assert!(Frame::command(1, &received(r#"{"cmd":"nosuchcommand"}"#)).is_destructive());
-        assert!(!Frame::unparsed(1, Value::from("x")).is_destructive());
+        // Not a command or reply at all: not known to be harmless.
+        assert!(Frame::unparsed(1, Value::from("x")).is_destructive());
     }
 }

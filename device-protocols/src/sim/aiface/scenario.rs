@@ -40,6 +40,9 @@ pub enum FaultKind {
     /// Answer a paged command from the first page again (firmware that restarted the listing,
     /// as after a reboot).
     Restart,
+    /// Answer a paged command with its first page claiming records `0..=u64::MAX` of a total
+    /// of `u64::MAX` (hostile or corrupt numbers: the agent's arithmetic must not overflow).
+    Overflow,
 }
 
 /// A fault that fires once, on the `nth` (1-based, counted over the whole run) receipt of
@@ -73,8 +76,9 @@ impl FromStr for FaultSpec {
             "refuse" => FaultKind::Refuse,
             "repeat" => FaultKind::Repeat,
             "restart" => FaultKind::Restart,
+            "overflow" => FaultKind::Overflow,
             other => {
-                let kinds = "drop, garbage, silence, refuse, repeat or restart";
+                let kinds = "drop, garbage, silence, refuse, repeat, restart or overflow";
                 return Err(format!("unknown fault kind {other:?}; use {kinds}"));
             }
         };

@@ -2,7 +2,8 @@
 //!
 //! Tests read the log to prove that no destructive command ever reached the device, and to see
 //! exactly what an independent client sent (including what firmware would silently drop). ZK's
-//! rule for "destructive" is the codec's deny-list ([`DestructiveCommand::recognise`]).
+//! rule for "destructive" is the codec's allow-list ([`DestructiveCommand::recognise`]): any
+//! code not known to be read-only or an allowed add/update.
 
 use serde::Serialize;
 
@@ -49,7 +50,7 @@ pub struct Entry {
     pub reply_id: u16,
     /// Bytes of command data.
     pub data_len: usize,
-    /// Which destructive command it was, if the code deletes or clears device data.
+    /// Which destructive command it was, if the code is not on the allow-list.
     pub destructive_kind: Option<String>,
     /// What the firmware did with it.
     pub disposition: Disposition,
@@ -101,9 +102,11 @@ mod tests {
     }
 
     #[test]
-    fn deny_listed_codes_are_destructive() {
+    fn codes_off_the_allow_list_are_destructive() {
         assert!(entry(Code::CLEAR_DATA).is_destructive());
         assert!(entry(Code::DELETE_USER).is_destructive());
+        assert!(entry(Code(20)).is_destructive(), "CMD_CLEAR_ADMIN, unnamed");
+        assert!(entry(Code::OPTIONS_WRQ).is_destructive());
         assert!(!entry(Code::GET_FREE_SIZES).is_destructive());
     }
 
