@@ -13,7 +13,7 @@ use serde::Serialize;
 use tokio::sync::Notify;
 
 use super::alerts::Alerts;
-use super::clock::{clock_sync, ClockSync};
+use crate::clock_sync::{clock_sync, ClockSync};
 use super::publisher::{Message, Publisher};
 use crate::events::{Event, EventBody};
 use crate::lifecycle::StopSignal;

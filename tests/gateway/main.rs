@@ -2,4 +2,5 @@
 //! the notify protocol the unit relies on (`Type=notify`, `WatchdogSec=`), and records stamped
 //! before the clock was synchronised.
 
+mod clock;
 mod notify;

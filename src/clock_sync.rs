@@ -1,4 +1,6 @@
-//! Whether the system clock is synchronised, as the kernel sees it.
+//! Whether the system clock is synchronised, as the kernel sees it. A leaf every level may ask:
+//! events are marked with it when stamped (see `Event::clock_synchronized`), `status` and the
+//! MQTT health report show it.
 //!
 //! Gateway boards often have no battery-backed clock and boot in the past until NTP catches
 //! up; records stamped meanwhile are wrong and TLS may fail. The kernel's NTP state (the one
@@ -15,6 +17,13 @@ pub enum ClockSync {
     Synchronized,
     /// Nothing has synchronised the clock (yet), or synchronisation was lost.
     Unsynchronized,
+}
+
+impl ClockSync {
+    /// Whether times read from the system clock now can be trusted.
+    pub fn is_synchronized(self) -> bool {
+        self == ClockSync::Synchronized
+    }
 }
 
 /// Reads the kernel's clock synchronisation state.
