@@ -97,8 +97,10 @@ CONF
 edge-agent check-config /etc/edge-agent/edge-agent.toml >/dev/null || fail "check-config of the edited config"
 as_agent() { setpriv --reuid=edge-agent --regid=edge-agent --init-groups -- "$@"; }
 run_agent_and_read() {
-  : >/var/log/edge-agent/edge-agent.log.test
-  as_agent edge-agent run --config /etc/edge-agent/edge-agent.toml >/dev/null 2>&1 &
+  rm -f /var/log/edge-agent/edge-agent.log
+  # setpriv itself, not the as_agent function: $! must be the agent's pid, not a subshell's.
+  setpriv --reuid=edge-agent --regid=edge-agent --init-groups -- \
+    edge-agent run --config /etc/edge-agent/edge-agent.toml >/tmp/agent.out 2>&1 &
   local agent=$!
   "$sim" aiface --url "ws://127.0.0.1:$port/pub/chat" --users 7 --run-for 60 >/dev/null 2>&1 &
   local sim_pid=$!
@@ -111,7 +113,13 @@ run_agent_and_read() {
       fail "the agent never applied a complete read"
     fi
   done
-  kill -TERM "$agent"; wait "$agent" || fail "the agent did not stop cleanly"
+  kill -TERM "$agent"
+  local rc=0
+  wait "$agent" || rc=$?
+  if [ $rc != 0 ]; then
+    tail -n 20 /tmp/agent.out
+    fail "the agent did not stop cleanly (exit $rc)"
+  fi
   kill "$sim_pid" 2>/dev/null || true; wait "$sim_pid" 2>/dev/null || true
 }
 users_in_store() { as_agent edge-agent buffer list --json --config /etc/edge-agent/edge-agent.toml | python3 -c 'import json,sys; d=json.load(sys.stdin); print(len(d if isinstance(d,list) else d.get("users", d.get("entries", []))))'; }
