@@ -56,7 +56,10 @@ fn write_man_pages(out: &Path) -> std::io::Result<()> {
             .arg(&path)
             .status()?;
         if !gz.success() {
-            return Err(std::io::Error::other(format!("gzip failed on {}", path.display())));
+            return Err(std::io::Error::other(format!(
+                "gzip failed on {}",
+                path.display()
+            )));
         }
     }
     std::io::stdout().flush()

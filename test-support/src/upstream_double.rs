@@ -507,10 +507,9 @@ impl Shared {
             .map(|event| {
                 let key = event.key.clone();
                 *ledger.deliveries.entry(key.clone()).or_default() += 1;
-                ledger.clock_flags.insert(
-                    key.clone(),
-                    (event.kind.clone(), event.clock_synchronized),
-                );
+                ledger
+                    .clock_flags
+                    .insert(key.clone(), (event.kind.clone(), event.clock_synchronized));
                 let outcome = match ledger.judge(&event, &reject_keys) {
                     Ok(true) => {
                         let fence = ledger.fences.entry(event.device_id.clone()).or_default();

@@ -29,7 +29,11 @@ fn wait_for(socket: &UnixDatagram, needle: &str, seen: &mut Vec<String>) {
             Err(err) => panic!("notify socket: {err}"),
         }
     }
-    panic!("no {needle:?} on the notify socket; received: {seen:?}");
+    let last: Vec<_> = seen.iter().rev().take(5).collect();
+    panic!(
+        "no {needle:?} on the notify socket; {} datagrams received, the last: {last:?}",
+        seen.len()
+    );
 }
 
 #[test]
@@ -71,8 +75,13 @@ fn the_running_agent_reports_ready_pings_the_watchdog_and_says_it_is_stopping() 
     assert_eq!(rc, 0);
     wait_for(&socket, "STOPPING=1", &mut seen);
     let status = agent.wait().unwrap();
-    assert!(status.success(), "agent stopped with {status}; notifications: {seen:?}");
+    assert!(
+        status.success(),
+        "agent stopped with {status}; notifications: {seen:?}"
+    );
     let ready_at = seen.iter().position(|s| s.lines().any(|l| l == "READY=1"));
-    let first_ping = seen.iter().position(|s| s.lines().any(|l| l == "WATCHDOG=1"));
+    let first_ping = seen
+        .iter()
+        .position(|s| s.lines().any(|l| l == "WATCHDOG=1"));
     assert!(ready_at.is_some() && first_ping.is_some(), "{seen:?}");
 }
