@@ -99,4 +99,42 @@ unshare --mount --propagation private -- bash -euo pipefail -c '
   exec chroot "$work/root" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \
     bash "$2/scripts/package-test-root.sh" "$3" "$4" "$5" "$6"
 ' _ "$work" "$root" "$new_deb" "$prev_deb" "$sim" "$version" || fail "the install test (above)"
+
+# ---------------------------------------------------------------------------------------------
+say "x86_64 package: the unit under a real systemd (PID 1 of private namespaces)"
+# systemd boots only sysinit.target (journald) in a private pid, mount and network namespace
+# over a fresh overlay of /; the test installs the package there and drives the unit.
+sd="$work/systemd"
+mkdir -p "$sd/upper" "$sd/overlay-work" "$sd/root"
+unshare --pid --fork --mount --net --propagation private -- bash -euo pipefail -c '
+  sd=$1
+  mount -t overlay overlay -o "lowerdir=/,upperdir=$sd/upper,workdir=$sd/overlay-work" "$sd/root"
+  mount -t proc proc "$sd/root/proc"
+  mount --rbind /sys "$sd/root/sys"
+  mount --rbind /dev "$sd/root/dev"
+  mount -t tmpfs tmpfs "$sd/root/run"
+  exec chroot "$sd/root" env -i container=edge-agent-test /lib/systemd/systemd --system \
+    --unit=sysinit.target --log-target=null
+' _ "$sd" &
+unshare_pid=$!
+systemd_pid=
+state=
+for _ in $(seq 150); do
+  systemd_pid=$(pgrep -P "$unshare_pid" || true)
+  if [ -n "$systemd_pid" ]; then
+    state=$(nsenter -t "$systemd_pid" -m -p -n -r -w systemctl is-system-running 2>/dev/null || true)
+    case "$state" in running|degraded) break ;; esac
+  fi
+  sleep 0.2
+done
+case "$state" in
+  running|degraded) echo "systemd is PID 1 of the test namespace (state: $state)" ;;
+  *) kill -KILL "$systemd_pid" 2>/dev/null || true; fail "systemd did not come up in the test namespace (state: ${state:-none})" ;;
+esac
+systemd_status=0
+nsenter -t "$systemd_pid" -m -p -n -r -w env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \
+  bash "$root/scripts/package-test-systemd.sh" "$new_deb" "$sim" || systemd_status=$?
+kill -KILL "$systemd_pid" 2>/dev/null || true
+wait "$unshare_pid" 2>/dev/null || true
+((systemd_status == 0)) || fail "the systemd test (above)"
 echo "package tests passed"

@@ -26,7 +26,13 @@ impl ClockSync {
     }
 }
 
-/// Reads the kernel's clock synchronisation state.
+/// The flag file systemd-timesyncd creates once it has synchronised the clock (systemd ≥ 239).
+const TIMESYNCD_FLAG: &str = "/run/systemd/timesync/synchronized";
+
+/// Reads the kernel's clock synchronisation state. Where the call is forbidden (the systemd
+/// unit's system call filter and `ProtectClock=` deny `adjtimex` even for reading; the unit
+/// makes that an `EPERM` rather than a kill), systemd-timesyncd's flag file answers instead; with
+/// neither, the clock counts as unsynchronised (nothing confirms it).
 pub fn clock_sync() -> ClockSync {
     // SAFETY: `timex` is plain data; an all-zero value with `modes = 0` asks adjtimex to only
     // read the state, which needs no privilege and touches nothing but the struct we own.
@@ -34,7 +40,14 @@ pub fn clock_sync() -> ClockSync {
         let mut timex: libc::timex = std::mem::zeroed();
         libc::adjtimex(&mut timex)
     };
-    if state == libc::TIME_ERROR || state < 0 {
+    if state < 0 {
+        return if std::path::Path::new(TIMESYNCD_FLAG).exists() {
+            ClockSync::Synchronized
+        } else {
+            ClockSync::Unsynchronized
+        };
+    }
+    if state == libc::TIME_ERROR {
         ClockSync::Unsynchronized
     } else {
         ClockSync::Synchronized
