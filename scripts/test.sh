@@ -102,6 +102,25 @@ if [ -n "$skips" ]; then
   done <<<"$skips"
 fi
 
+# The .deb packages for x86_64, aarch64 and armv7 (scripts/package.sh), the ARM binaries under
+# qemu and the install/upgrade/remove/purge test (scripts/package-test.sh). A filtered run
+# (extra nextest arguments) or PACKAGES=0 leaves them out and says so; CI runs everything.
+skip_packages=
+[ "${PACKAGES:-1}" = 0 ] && skip_packages="PACKAGES=0"
+(($#)) && skip_packages="a filtered test run"
+if [ -n "$skip_packages" ]; then
+  say "packages: SKIPPED ($skip_packages); CI builds and tests them"
+else
+  say "packages: build (three targets), ARM under qemu, install tests"
+  package_start=$(date +%s)
+  if bash scripts/package.sh && bash scripts/package-test.sh; then
+    echo "packages built and tested in $(($(date +%s) - package_start)) s"
+  else
+    echo "PACKAGES FAILED (see above)" >&2
+    status=1
+  fi
+fi
+
 # A short smoke run of every decoder fuzz target from the seeds kept in fuzz/seeds/ (cargo-fuzz
 # needs nightly features; the stable toolchain provides them with RUSTC_BOOTSTRAP=1).
 # FUZZ_SECONDS=0 skips it; the long run is scripts/fuzz-long.sh.

@@ -22,6 +22,12 @@ pub struct Event {
     pub device_id: String,
     /// When the agent observed it: wall-clock UTC, milliseconds since the Unix epoch.
     pub occurred_at_ms: i64,
+    /// Whether the system clock was synchronised when `occurred_at_ms` was taken
+    /// ([`crate::clock_sync`]). A gateway without a battery-backed clock boots in the past until
+    /// NTP catches up; events stamped meanwhile say so, in the store and on the wire, instead
+    /// of passing a wrong time off as right. Events stored before this flag existed read as
+    /// `true` (their stamping was never checked).
+    pub clock_synchronized: bool,
     /// Fencing token of the device lock held while the change was observed (0: no lock).
     /// The upstream rejects a token lower than one it already saw for the device.
     pub fencing_token: u64,
@@ -167,7 +173,41 @@ pub struct Punch {
 
 impl Record for Event {
     const KIND: &'static str = "event";
-    const VERSION: u32 = 1;
+    /// 2: `clock_synchronized` added; version 1 records are upgraded by [`EventV1`].
+    const VERSION: u32 = 2;
+
+    fn upgrade(found_version: u32, body: &[u8]) -> Result<Self, crate::store::EnvelopeError> {
+        if found_version != 1 {
+            return Err(crate::store::EnvelopeError::NoUpgradePath {
+                kind: Self::KIND,
+                found: found_version,
+                current: Self::VERSION,
+            });
+        }
+        let v1: EventV1 = crate::store::envelope::decode_body(Self::KIND, found_version, body)?;
+        Ok(Event {
+            key: v1.key,
+            agent_id: v1.agent_id,
+            device_id: v1.device_id,
+            occurred_at_ms: v1.occurred_at_ms,
+            clock_synchronized: true,
+            fencing_token: v1.fencing_token,
+            body: v1.body,
+        })
+    }
+}
+
+/// An [`Event`] as version 1 stored it (before `clock_synchronized`): read once from an outbox
+/// written by an older build, never written.
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+struct EventV1 {
+    key: String,
+    agent_id: String,
+    device_id: String,
+    occurred_at_ms: i64,
+    fencing_token: u64,
+    body: EventBody,
 }
 
 /// Builders for idempotency keys: the same change always yields the same key.
@@ -269,6 +309,7 @@ mod tests {
             agent_id: "a".into(),
             device_id: "d".into(),
             occurred_at_ms: 1_700_000_000_000,
+            clock_synchronized: false,
             fencing_token: 9,
             body: EventBody::UserMissing {
                 user: DeviceUser {
@@ -282,5 +323,33 @@ mod tests {
         };
         let bytes = envelope::encode(&event).unwrap();
         assert_eq!(envelope::decode::<Event>(&bytes).unwrap(), event);
+    }
+
+    /// Version 1 as the previous build wrote it, for the upgrade test only.
+    impl Record for EventV1 {
+        const KIND: &'static str = "event";
+        const VERSION: u32 = 1;
+    }
+
+    #[test]
+    fn a_version_1_event_from_an_older_outbox_reads_as_clock_synchronized() {
+        let v1 = EventV1 {
+            key: "k".into(),
+            agent_id: "a".into(),
+            device_id: "d".into(),
+            occurred_at_ms: 1_700_000_000_000,
+            fencing_token: 3,
+            body: EventBody::Alarm {
+                kind: "x".into(),
+                message: "m".into(),
+            },
+        };
+        let bytes = envelope::encode(&v1).unwrap();
+        // The envelope of version 1: kind "event", version 1, then the old body.
+        assert_eq!(&bytes[..8], &[0, 5, b'e', b'v', b'e', b'n', b't', 1]);
+        let event = envelope::decode::<Event>(&bytes).unwrap();
+        assert!(event.clock_synchronized);
+        assert_eq!(event.key, "k");
+        assert_eq!(event.fencing_token, 3);
     }
 }

@@ -13,6 +13,7 @@ pub mod agent;
 pub mod audit;
 pub mod backoff;
 pub mod cli;
+pub mod clock_sync;
 pub mod config;
 pub mod ctl;
 pub mod demo;

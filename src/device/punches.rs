@@ -66,6 +66,7 @@ impl PunchLog {
         records: &[LogRecord],
     ) -> Result<PunchBatch, OutboxError> {
         let now = chrono::Utc::now().timestamp_millis();
+        let clock_synchronized = crate::clock_sync::clock_sync().is_synchronized();
         let mut punches = Vec::with_capacity(records.len());
         for record in records {
             let punch = punch_of(sn, record);
@@ -77,6 +78,7 @@ impl PunchLog {
                 agent_id: self.agent_id.clone(),
                 device_id: device_id.to_string(),
                 occurred_at_ms: now,
+                clock_synchronized,
                 fencing_token: 0,
                 body: EventBody::Punch(punch.clone()),
             })?;

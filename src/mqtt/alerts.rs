@@ -70,6 +70,7 @@ impl Alerts {
             agent_id: self.agent_id.to_string(),
             device_id: device_id.to_owned(),
             occurred_at_ms: chrono::Utc::now().timestamp_millis(),
+            clock_synchronized: crate::clock_sync::clock_sync().is_synchronized(),
             fencing_token: 0,
             body,
         };

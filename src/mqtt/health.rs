@@ -13,8 +13,8 @@ use serde::Serialize;
 use tokio::sync::Notify;
 
 use super::alerts::Alerts;
-use super::clock::{clock_sync, ClockSync};
 use super::publisher::{Message, Publisher};
+use crate::clock_sync::{clock_sync, ClockSync};
 use crate::events::{Event, EventBody};
 use crate::lifecycle::StopSignal;
 use crate::store::{Store, TreeName};

@@ -15,7 +15,6 @@
 
 mod alerts;
 pub mod broker;
-pub mod clock;
 pub mod command;
 mod connection;
 pub mod health;

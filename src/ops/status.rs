@@ -35,6 +35,9 @@ pub struct StatusReport {
     pub started_at_ms: i64,
     /// When this report was written (UTC ms).
     pub updated_at_ms: i64,
+    /// The system clock's synchronisation as the kernel reports it: while `unsynchronized`,
+    /// every time the agent stamps may be wrong and the events it stamps are marked so.
+    pub clock: crate::clock_sync::ClockSync,
     /// One entry per configured device.
     pub devices: Vec<DeviceStatus>,
     /// Upstream forwarding and outbox health.
@@ -143,6 +146,7 @@ impl StatusSources {
             pid: std::process::id(),
             started_at_ms: self.started_at_ms,
             updated_at_ms: chrono::Utc::now().timestamp_millis(),
+            clock: crate::clock_sync::clock_sync(),
             devices,
             upstream,
             alarms,

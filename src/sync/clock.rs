@@ -9,6 +9,10 @@ use std::sync::Arc;
 pub trait Clock: Send + Sync {
     /// Now, in UTC milliseconds.
     fn now_ms(&self) -> i64;
+
+    /// Whether [`Clock::now_ms`] can be trusted now: events stamped while it cannot are marked
+    /// (`Event::clock_synchronized`).
+    fn synchronized(&self) -> bool;
 }
 
 /// The system clock: what the agent uses in production.
@@ -18,6 +22,11 @@ pub struct SystemClock;
 impl Clock for SystemClock {
     fn now_ms(&self) -> i64 {
         chrono::Utc::now().timestamp_millis()
+    }
+
+    /// The kernel's view ([`crate::clock_sync`]): synchronised once NTP disciplines the clock.
+    fn synchronized(&self) -> bool {
+        crate::clock_sync::clock_sync().is_synchronized()
     }
 }
 
@@ -42,6 +51,11 @@ impl ManualClock {
 impl Clock for ManualClock {
     fn now_ms(&self) -> i64 {
         self.0.load(Ordering::SeqCst)
+    }
+
+    /// A manual clock is set by its test, so it is as good as synchronised.
+    fn synchronized(&self) -> bool {
+        true
     }
 }
 

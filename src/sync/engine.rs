@@ -156,6 +156,11 @@ impl Engine {
         &self.agent_id
     }
 
+    /// Whether the engine's clock is synchronised now (marks the events it stamps).
+    pub(super) fn clock_synchronized(&self) -> bool {
+        self.clock.synchronized()
+    }
+
     /// Now, from the engine's clock (UTC ms).
     pub fn now_ms(&self) -> i64 {
         self.clock.now_ms()
@@ -227,6 +232,7 @@ impl Engine {
             agent_id: self.agent_id.clone(),
             device_id: device_id.to_string(),
             occurred_at_ms,
+            clock_synchronized: self.clock.synchronized(),
             fencing_token,
             body,
         }

@@ -143,6 +143,7 @@ impl Engine {
             agent_id: self.agent_id().to_string(),
             device_id: device_id.to_string(),
             occurred_at_ms: now,
+            clock_synchronized: self.clock_synchronized(),
             fencing_token: 0,
             body: EventBody::MappingRequested {
                 user_id: user_id.to_string(),

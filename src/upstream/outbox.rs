@@ -534,6 +534,7 @@ mod tests {
             agent_id: "a".into(),
             device_id: String::new(),
             occurred_at_ms: 1_000 + i64::from(n),
+            clock_synchronized: true,
             fencing_token: 0,
             body: EventBody::Alarm {
                 kind: "test".into(),

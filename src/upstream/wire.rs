@@ -22,6 +22,9 @@ pub struct WireEvent<'a> {
     pub device_id: &'a str,
     /// When the agent observed it, RFC 3339 UTC with milliseconds.
     pub occurred_at: String,
+    /// `false` when the agent's clock was not synchronised (no NTP yet) when it stamped
+    /// `occurred_at`: that time may be wrong, typically too early after a boot.
+    pub clock_synchronized: bool,
     /// Fencing token of the device lock (0: no lock held).
     pub fencing_token: u64,
     /// The event type, one of [`TYPE_NAMES`].
@@ -134,6 +137,7 @@ pub fn wire_event(event: &Event) -> WireEvent<'_> {
         agent_id: &event.agent_id,
         device_id: &event.device_id,
         occurred_at: rfc3339_ms(event.occurred_at_ms),
+        clock_synchronized: event.clock_synchronized,
         fencing_token: event.fencing_token,
         kind: type_name(&event.body),
         data: body_data(&event.body),
@@ -173,6 +177,7 @@ mod tests {
             agent_id: "a".into(),
             device_id: "d".into(),
             occurred_at_ms: 1_795_000_000_123,
+            clock_synchronized: true,
             fencing_token: 4,
             body,
         }

@@ -59,6 +59,7 @@ struct InEvent {
     agent_id: String,
     device_id: String,
     occurred_at: String,
+    clock_synchronized: bool,
     fencing_token: u64,
     #[serde(rename = "type")]
     kind: String,
@@ -107,6 +108,8 @@ struct Ledger {
     applications: HashMap<String, u32>,
     applied: HashMap<String, InEventKey>,
     applied_order: Vec<String>,
+    /// Per key, the `clock_synchronized` flag of its latest delivery, with its type.
+    clock_flags: HashMap<String, (String, bool)>,
     fences: HashMap<String, u64>,
     requests: Vec<Seen>,
     violations: Vec<String>,
@@ -314,6 +317,11 @@ impl UpstreamDouble {
     /// Times the event with `key` was applied (the contract allows at most one).
     pub fn applications(&self, key: &str) -> u32 {
         self.ledger().applications.get(key).copied().unwrap_or(0)
+    }
+    /// Every delivered key with its event type and whether the agent's clock was synchronised
+    /// when it stamped the event (`clock_synchronized`, latest delivery).
+    pub fn clock_flags(&self) -> HashMap<String, (String, bool)> {
+        self.ledger().clock_flags.clone()
     }
     /// Every applied key with its application count.
     pub fn application_counts(&self) -> HashMap<String, u32> {
@@ -628,6 +636,9 @@ impl Shared {
             .map(|event| {
                 let key = event.key.clone();
                 *ledger.deliveries.entry(key.clone()).or_default() += 1;
+                ledger
+                    .clock_flags
+                    .insert(key.clone(), (event.kind.clone(), event.clock_synchronized));
                 let outcome = match ledger.judge(&event, &reject_keys) {
                     Ok(true) => {
                         let fence = ledger.fences.entry(event.device_id.clone()).or_default();

@@ -44,6 +44,15 @@ pub fn format_report(report: &Value, now_ms: i64) -> String {
             age(now_ms, &report["started_at_ms"])
         ));
     }
+    if report["clock"] == "unsynchronized" {
+        out.push_str(
+            "CLOCK NOT SYNCHRONISED: the system clock has not been set by NTP; times the agent \
+             stamps now may be wrong and its events are marked clock_synchronized=false \
+             (timedatectl; check NTP)\n",
+        );
+    } else if report["clock"] == "synchronized" {
+        out.push_str("clock synchronised\n");
+    }
     out.push_str("\nDevices:\n");
     for device in report["devices"].as_array().into_iter().flatten() {
         let connected = match device["connected"].as_bool() {

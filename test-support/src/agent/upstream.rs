@@ -64,6 +64,7 @@ pub fn punch(device: &str, n: u64, token: u64) -> Event {
         agent_id: "agent-1".into(),
         device_id: device.into(),
         occurred_at_ms: 1_795_000_000_000 + n as i64,
+        clock_synchronized: true,
         fencing_token: token,
         body: EventBody::Punch(punch),
     }

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use super::blocking;
+use crate::clock_sync::clock_sync;
 use crate::mqtt::alerts::Alerts;
-use crate::mqtt::clock::clock_sync;
 use crate::mqtt::command::args::Args;
 use crate::mqtt::command::registry::{Action, Caller, Command};
 use crate::mqtt::command::reply::CommandError;
