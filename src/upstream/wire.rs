@@ -197,7 +197,8 @@ mod tests {
             wire,
             json!({
                 "key": "k1", "agent_id": "a", "device_id": "d",
-                "occurred_at": "2026-11-18T11:06:40.123Z", "fencing_token": 4,
+                "occurred_at": "2026-11-18T11:06:40.123Z", "clock_synchronized": true,
+                "fencing_token": 4,
                 "type": "user_discovered",
                 "data": {"user_id": "7", "name": "Ana", "privilege": 0, "card": null,
                          "has_password": false, "fingerprints": 2, "faces": 0, "palms": 0}
