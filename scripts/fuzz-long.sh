@@ -46,7 +46,9 @@ for target in "${targets[@]}"; do
   seconds=$(( $(date +%s) - started ))
   executed=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -n 1)
   executed=${executed:-0}
-  rate=$(( executed / (seconds > 0 ? seconds : 1) ))
+  # libFuzzer's own rate: the wall time above also counts a rebuild, if sources changed.
+  rate=$(grep -o 'stat::average_exec_per_sec: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -n 1)
+  rate=${rate:-0}
   line=$(printf '%-18s %-5s %12s executions %7s s %9s exec/s' "$target" "$outcome" "$executed" "$seconds" "$rate")
   echo "$line"
   summary+=("$line")
