@@ -33,7 +33,32 @@ fn populated_store(parent: &Path, records: u64) -> StoreOptions {
             .expect("insert");
     }
     store.make_durable_blocking().expect("durable");
+    drop(store);
+    wait_until_released(&options.path.join("db"));
     options
+}
+
+/// Waits until no sled instance of this process holds the store's lock any more: sled's
+/// background threads release it a moment after the handle is dropped, and a test that damages
+/// the file and reopens it must not mistake that moment for damage (`AlreadyInUse`). sled
+/// takes an exclusive `flock` on the data file; so does this probe, without blocking.
+fn wait_until_released(db: &Path) {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::File::open(db).expect("open the data file");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        // SAFETY: flock(2) on a descriptor this function owns.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            // SAFETY: as above; the probe's own lock is released at once.
+            unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_UN) };
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the store's lock was never released"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 /// Sibling directories named `<store>.corrupt-*`.
