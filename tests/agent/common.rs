@@ -6,7 +6,6 @@ use std::path::Path;
 use std::process::Command;
 
 use serde_json::Value;
-use test_support::agent::mqtt::Agent;
 use test_support::agent::sync::config_text;
 use test_support::agent::upstream::{token_file, TOKEN};
 use test_support::mosquitto::Broker;
@@ -71,12 +70,6 @@ pub(crate) fn site_config(
         broker.port,
     ));
     text
-}
-
-pub(crate) fn stop(agent: &mut Agent) {
-    agent.signal(libc::SIGTERM);
-    let status = agent.child.wait().unwrap();
-    assert!(status.success(), "agent stopped with {status}");
 }
 
 pub(crate) fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {

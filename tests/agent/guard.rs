@@ -4,17 +4,19 @@
 //! the upstream and a critical alarm is raised, until an administrator confirms with a signed
 //! `missing confirm`; then all 8 are forwarded.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use edge_agent::store::{AlarmKind, Store, StoreOptions};
 use test_support::agent::mqtt::{ctl, keygen, texts, Agent};
+use test_support::agent::running::PATIENCE;
 use test_support::agent::sync::{emulator, DEVICE};
 use test_support::agent::upstream::TOKEN;
 use test_support::mosquitto::Broker;
 use test_support::upstream_double::UpstreamDouble;
+use test_support::wait::wait_until;
 use test_support::{free_port, tempdir};
 
-use super::common::{site_config, statuses, stop};
+use super::common::{site_config, statuses};
 
 /// Keys of the events of `kind` the upstream applied.
 fn applied(double: &UpstreamDouble, kind: &str) -> usize {
@@ -23,14 +25,6 @@ fn applied(double: &UpstreamDouble, kind: &str) -> usize {
         .iter()
         .filter(|key| key.starts_with(kind))
         .count()
-}
-
-fn wait_until(what: &str, done: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !done() {
-        assert!(Instant::now() < deadline, "never: {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -50,7 +44,7 @@ async fn a_mass_disappearance_is_held_until_an_admin_confirms() {
         &["--users", "10", "--photo-kb", "1", "--cards", "false"],
     );
     agent.wait_for_log("complete read applied", 1);
-    wait_until("10 discoveries forwarded", || {
+    wait_until(PATIENCE, "10 discoveries forwarded", || {
         applied(&double, "user_discovered") == 10
     });
     drop(first);
@@ -75,11 +69,12 @@ async fn a_mass_disappearance_is_held_until_an_admin_confirms() {
     assert!(out.status.success(), "{:?}", texts(&out));
     assert!(texts(&out).0.contains('8'), "{:?}", texts(&out));
     wait_until(
+        PATIENCE,
         "8 user_missing events forwarded after the confirmation",
         || applied(&double, "user_missing") == 8,
     );
 
-    stop(&mut agent);
+    agent.stop();
     drop(second);
     let missing = statuses(&config)
         .into_iter()
@@ -122,7 +117,7 @@ fn a_terminal_outside_allowed_peers_is_refused_even_with_a_good_sn() {
     );
     agent.wait_for_log("not in the device's allowed_peers", 1);
     std::thread::sleep(Duration::from_millis(500));
-    stop(&mut agent);
+    agent.stop();
     drop(terminal);
     let config = dir.path().join("agent.toml");
     assert!(
@@ -171,6 +166,6 @@ async fn held_events_are_dropped_when_the_users_come_back() {
         0,
         "the upstream never heard of it"
     );
-    stop(&mut agent);
+    agent.stop();
     drop(back);
 }

@@ -20,7 +20,7 @@ use test_support::mosquitto::Broker;
 use test_support::upstream_double::UpstreamDouble;
 use test_support::{free_port, tempdir};
 
-use super::common::{cli, pairs, received, site_config, statuses, stop, PULLED};
+use super::common::{cli, pairs, received, site_config, statuses, PULLED};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mappings_map_conflict_refuse_retry_and_unmap_through_the_running_agent() {
@@ -48,7 +48,7 @@ async fn mappings_map_conflict_refuse_retry_and_unmap_through_the_running_agent(
     );
     let mut agent = Agent::start(dir.path(), &text);
     agent.wait_for_log(PULLED, 1);
-    stop(&mut agent);
+    agent.stop();
 
     // 2. Migration, the first complete read, links the kept mappings.
     let terminal = emulator(
@@ -73,10 +73,7 @@ async fn mappings_map_conflict_refuse_retry_and_unmap_through_the_running_agent(
     );
 
     // 3. Admin maps through signed commands: P2 exists (after one 503), NOPE does not.
-    let reads_before = std::fs::read_to_string(dir.path().join("agent.log"))
-        .unwrap_or_default()
-        .matches("complete read applied")
-        .count();
+    let reads_before = agent.count("complete read applied");
     let mut agent = Agent::start(dir.path(), &text);
     agent.wait_for_log("complete read applied", reads_before + 1);
     let key = Some(admin.file.as_path());
@@ -113,7 +110,7 @@ async fn mappings_map_conflict_refuse_retry_and_unmap_through_the_running_agent(
         true,
     );
     agent.wait_for_log(PULLED, 2);
-    stop(&mut agent);
+    agent.stop();
     drop(terminal);
 
     assert_eq!(
@@ -227,7 +224,7 @@ async fn conflicts_resolve_by_rename_and_never_lower_an_admin_unless_told() {
         "{written}"
     );
 
-    stop(&mut agent);
+    agent.stop();
     drop(terminal);
     assert_eq!(
         statuses(&config),

@@ -44,32 +44,18 @@ const ZK_USERS: usize = 7;
 /// Generous: the CI machine is shared and loaded.
 const PATIENCE: Duration = Duration::from_secs(90);
 
-/// How many log lines hold all of `needles`.
-fn lines_with(agent: &Agent, needles: &[&str]) -> usize {
-    agent
-        .log_text()
-        .lines()
+/// How many lines of `text` hold all of `needles`.
+fn lines_with(text: &str, needles: &[&str]) -> usize {
+    text.lines()
         .filter(|line| needles.iter().all(|needle| line.contains(needle)))
         .count()
 }
 
 /// Waits until the log holds a line with all of `needles`, more than `before` times.
 fn wait_for_line(agent: &mut Agent, needles: &[&str], before: usize) {
-    let deadline = Instant::now() + PATIENCE;
-    while lines_with(agent, needles) <= before {
-        if let Ok(Some(status)) = agent.child.try_wait() {
-            panic!(
-                "agent exited ({status}) before logging {needles:?}:\n{}",
-                agent.log_text()
-            );
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no {needles:?} after {PATIENCE:?}:\n{}",
-            agent.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    agent.wait_for_log_where(&format!("{needles:?} ×{}", before + 1), |text| {
+        lines_with(text, needles) > before
+    });
 }
 
 /// The users the upstream holds present for `device`, with their names.
@@ -187,7 +173,7 @@ async fn a_day_at_the_site_ends_with_upstream_buffer_and_terminals_agreeing() {
     let key = Some(admin.file.as_path());
 
     // Morning: the agent starts, both terminals are read completely and forwarded.
-    let mut agent = Agent::start(dir.path(), &text);
+    let mut agent = Agent::start(dir.path(), &text).with_patience(PATIENCE);
     let users = AI06_USERS.to_string();
     let ai06 = emulator(
         port,
@@ -278,9 +264,8 @@ async fn a_day_at_the_site_ends_with_upstream_buffer_and_terminals_agreeing() {
     );
 
     // The agent is killed during the outage and started again.
-    agent.child.kill().unwrap();
-    agent.child.wait().unwrap();
-    let mut agent = Agent::start(dir.path(), &text);
+    agent.kill();
+    let mut agent = Agent::start(dir.path(), &text).with_patience(PATIENCE);
     double.set_outage(false);
 
     // Afternoon: the upstream converges on what the terminals hold.
@@ -292,8 +277,8 @@ async fn a_day_at_the_site_ends_with_upstream_buffer_and_terminals_agreeing() {
             && door.contains_key(&enrolled)
             && double.applied_of_kind("punch") == 6
     });
-    let catch_ups = lines_with(&agent, &["catch-up queued"]);
-    let refusals = lines_with(&agent, &["the outbox is full"]);
+    let catch_ups = lines_with(&agent.log_text(), &["catch-up queued"]);
+    let refusals = lines_with(&agent.log_text(), &["the outbox is full"]);
     for device in [DEVICE, ZK] {
         let out = ctl(
             &broker,
@@ -303,8 +288,7 @@ async fn a_day_at_the_site_ends_with_upstream_buffer_and_terminals_agreeing() {
         assert!(out.status.success(), "{device}: {:?}", texts(&out));
     }
 
-    agent.signal(libc::SIGTERM);
-    assert!(agent.child.wait().unwrap().success());
+    agent.stop();
     let truth = ai06.stop();
     zk.assert_nothing_destructive();
     drop(zk);
