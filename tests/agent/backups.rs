@@ -9,7 +9,7 @@ use std::process::Command;
 
 use edge_agent::store::{AlarmKind, Store, StoreOptions};
 use serde_json::Value;
-use test_support::agent::running::RunningAgent;
+use test_support::agent::running::{local_json, RunningAgent};
 use test_support::{tempdir, Emulator};
 
 /// A config for one ZK terminal at `address`, everything under `dir`.
@@ -89,13 +89,7 @@ fn a_zk_backup_holds_every_user_with_or_without_credentials() {
     assert_eq!(trailer["device_user_count"], 7, "{trailer}");
 
     // The listing a technician uses agrees.
-    let listed = Command::new(env!("CARGO_BIN_EXE_edge-agent"))
-        .args(["backup", "list", "--json", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(listed.status.success(), "{listed:?}");
-    let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let listed = local_json(&config, &["backup", "list"]);
     assert!(listed.to_string().contains("\"users\":7"), "{listed}");
     terminal.assert_nothing_destructive();
 }

@@ -3,9 +3,7 @@
 //! after the agent stopped.
 
 use std::path::Path;
-use std::process::Command;
-
-use serde_json::Value;
+use test_support::agent::running::local_json;
 use test_support::agent::sync::config_text;
 use test_support::agent::upstream::{token_file, TOKEN};
 use test_support::mosquitto::Broker;
@@ -13,21 +11,9 @@ use test_support::upstream_double::UpstreamDouble;
 
 pub(crate) const PULLED: &str = "pulled mapping changes from the upstream";
 
-pub(crate) fn cli(config: &Path, words: &[&str]) -> Value {
-    let output = Command::new(env!("CARGO_BIN_EXE_edge-agent"))
-        .args(words)
-        .arg("--config")
-        .arg(config)
-        .arg("--json")
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{words:?}: {output:?}");
-    serde_json::from_slice(&output.stdout).unwrap()
-}
-
 /// Each buffered user's status.
 pub(crate) fn statuses(config: &Path) -> Vec<(String, String)> {
-    let listing = cli(config, &["buffer", "list"]);
+    let listing = local_json(config, &["buffer", "list"]);
     let mut found: Vec<(String, String)> = listing["users"]
         .as_array()
         .unwrap()

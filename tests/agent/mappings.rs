@@ -14,13 +14,14 @@ use std::process::Command;
 
 use serde_json::json;
 use test_support::agent::mqtt::{ctl, keygen, texts, Agent};
+use test_support::agent::running::local_json;
 use test_support::agent::sync::{emulator, DEVICE};
 use test_support::agent::upstream::TOKEN;
 use test_support::mosquitto::Broker;
 use test_support::upstream_double::UpstreamDouble;
 use test_support::{free_port, tempdir};
 
-use super::common::{cli, pairs, received, site_config, statuses, PULLED};
+use super::common::{pairs, received, site_config, statuses, PULLED};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mappings_map_conflict_refuse_retry_and_unmap_through_the_running_agent() {
@@ -129,7 +130,7 @@ async fn mappings_map_conflict_refuse_retry_and_unmap_through_the_running_agent(
         .map(|seen| seen.status)
         .collect::<Vec<_>>();
     assert_eq!(persons, vec![503, 200, 404], "GET /persons/{{id}} answers");
-    let audit = cli(&config, &["audit", "query", "--user", "1"]).to_string();
+    let audit = local_json(&config, &["audit", "query", "--user", "1"]).to_string();
     assert!(
         audit.contains("upstream has no person NOPE"),
         "the refusal is audited with its reason: {audit}"

@@ -4,10 +4,8 @@
 //! the buffer shows the user as mapped. Fails if the puller writes anywhere else, or is not
 //! handed the engine.
 
-use std::process::Command;
-
-use serde_json::{json, Value};
-use test_support::agent::running::RunningAgent;
+use serde_json::json;
+use test_support::agent::running::{local_json, RunningAgent};
 use test_support::agent::sync::{config_text, emulator, DEVICE};
 use test_support::agent::upstream::{token_file, TOKEN};
 use test_support::upstream_double::UpstreamDouble;
@@ -55,13 +53,7 @@ async fn a_mapping_pulled_by_the_running_agent_maps_the_buffered_user() {
     agent.stop();
     drop(terminal);
 
-    let output = Command::new(env!("CARGO_BIN_EXE_edge-agent"))
-        .args(["buffer", "list", "--json", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{output:?}");
-    let listing: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let listing = local_json(&config, &["buffer", "list"]);
     let status_of = |user: &str| {
         listing["users"]
             .as_array()

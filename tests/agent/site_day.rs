@@ -26,6 +26,7 @@ use edge_agent::device::quarantine;
 use edge_agent::store::{Store, StoreOptions};
 use serde_json::{json, Value};
 use test_support::agent::mqtt::{ctl, keygen, texts, Agent};
+use test_support::agent::running::local_json;
 use test_support::agent::sync::{emulator, DEVICE};
 use test_support::agent::upstream::TOKEN;
 use test_support::mosquitto::Broker;
@@ -33,7 +34,7 @@ use test_support::upstream_double::UpstreamDouble;
 use test_support::wait::wait_until;
 use test_support::{free_port, tempdir, Emulator};
 
-use super::common::{cli, site_config};
+use super::common::site_config;
 
 /// The ZK terminal's device id in the site's config.
 const ZK: &str = "zk-back";
@@ -71,7 +72,7 @@ fn upstream_present(double: &UpstreamDouble, device: &str) -> BTreeMap<String, S
 /// The buffer as `edge-agent buffer list --json` shows it after the agent stopped:
 /// (device, user) → (status, name).
 fn buffer(config: &Path) -> BTreeMap<(String, String), (String, String)> {
-    let listing = cli(config, &["buffer", "list"]);
+    let listing = local_json(config, &["buffer", "list"]);
     listing["users"]
         .as_array()
         .unwrap()

@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use test_support::agent::running::RunningAgent;
+use test_support::agent::running::{local_json, RunningAgent};
 use test_support::agent::sync::{config_text, emulator};
 use test_support::agent::upstream::{token_file, TOKEN};
 use test_support::upstream_double::UpstreamDouble;
@@ -156,13 +156,7 @@ async fn reads_go_on_while_the_outbox_is_full_and_a_catch_up_converges_the_upstr
     assert!(double.keys_with_two_payloads().is_empty());
 
     agent.stop();
-    let output = Command::new(env!("CARGO_BIN_EXE_edge-agent"))
-        .args(["buffer", "list", "--json", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{output:?}");
-    let listing: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let listing = local_json(&config, &["buffer", "list"]);
     let buffered: BTreeSet<String> = listing["users"]
         .as_array()
         .unwrap()

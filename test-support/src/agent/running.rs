@@ -131,6 +131,20 @@ impl Drop for RunningAgent {
     }
 }
 
+/// Runs the local command `edge-agent WORDS --config CONFIG --json` (one that reads the store
+/// directly, as tests do after the agent stopped), asserts it succeeded and returns its JSON.
+pub fn local_json(config: &Path, words: &[&str]) -> serde_json::Value {
+    let output = Command::new(bin())
+        .args(words)
+        .arg("--config")
+        .arg(config)
+        .arg("--json")
+        .output()
+        .expect("run edge-agent");
+    assert!(output.status.success(), "{words:?}: {output:?}");
+    serde_json::from_slice(&output.stdout).expect("JSON from edge-agent --json")
+}
+
 /// Runs the blocking `f` without starving a multi-threaded runtime the test may be on.
 fn blocking<R>(f: impl FnOnce() -> R) -> R {
     match tokio::runtime::Handle::try_current() {
