@@ -7,8 +7,9 @@
 use std::path::Path;
 use std::process::Command;
 
-use edge_agent::store::{AlarmKind, Store, StoreOptions};
+use edge_agent::store::AlarmKind;
 use serde_json::Value;
+use test_support::agent::open_store;
 use test_support::agent::running::{local_json, RunningAgent};
 use test_support::{tempdir, Emulator};
 
@@ -115,9 +116,7 @@ fn a_backup_that_cannot_be_made_leaves_no_file_and_a_durable_alarm() {
     agent.stop();
 
     assert!(backup_files(dir.path()).is_empty());
-    let store = Store::open(&StoreOptions::at(dir.path().join("data").join("store")))
-        .unwrap()
-        .store;
+    let store = open_store(&dir.path().join("data"));
     let alarms = store.alarms().unwrap();
     assert!(
         alarms.iter().any(|(_, alarm)| matches!(

@@ -6,8 +6,9 @@
 
 use std::time::Duration;
 
-use edge_agent::store::{AlarmKind, Store, StoreOptions};
+use edge_agent::store::AlarmKind;
 use test_support::agent::mqtt::{ctl, keygen, texts, Agent};
+use test_support::agent::open_store;
 use test_support::agent::running::PATIENCE;
 use test_support::agent::sync::{emulator, DEVICE};
 use test_support::agent::upstream::TOKEN;
@@ -81,9 +82,7 @@ async fn a_mass_disappearance_is_held_until_an_admin_confirms() {
         .filter(|(_, status)| status == "missing")
         .count();
     assert_eq!(missing, 8, "the read was recorded");
-    let store = Store::open(&StoreOptions::at(dir.path().join("data").join("store")))
-        .unwrap()
-        .store;
+    let store = open_store(&dir.path().join("data"));
     let alarms = store.alarms().unwrap();
     assert!(
         alarms.iter().any(|(_, alarm)| matches!(

@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use edge_agent::device::{punches, quarantine};
-use edge_agent::store::{Store, StoreOptions};
+use test_support::agent::open_store;
 use test_support::agent::running::RunningAgent;
 use test_support::agent::sync::{config_text, emulator, DEVICE};
 use test_support::{free_port, tempdir};
@@ -54,9 +54,7 @@ fn a_malformed_punch_record_is_quarantined_and_the_frame_acknowledged() {
         "every frame answered once: {report}"
     );
 
-    let store = Store::open(&StoreOptions::at(dir.path().join("data").join("store")))
-        .unwrap()
-        .store;
+    let store = open_store(&dir.path().join("data"));
     let punches = punches::of_device(&store, DEVICE).unwrap();
     assert_eq!(punches.len(), 2, "both good punches stored");
     let kept = quarantine::list(&store, Some(DEVICE)).unwrap();
@@ -149,8 +147,6 @@ async fn a_failed_backfill_store_is_retried_from_getalllog() {
     agent.stop();
     drop(terminal);
 
-    let store = Store::open(&StoreOptions::at(dir.path().join("data").join("store")))
-        .unwrap()
-        .store;
+    let store = open_store(&dir.path().join("data"));
     assert_eq!(punches::of_device(&store, DEVICE).unwrap().len(), 3);
 }

@@ -23,9 +23,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use edge_agent::device::quarantine;
-use edge_agent::store::{Store, StoreOptions};
 use serde_json::{json, Value};
 use test_support::agent::mqtt::{ctl, keygen, texts, Agent};
+use test_support::agent::open_store;
 use test_support::agent::running::local_json;
 use test_support::agent::sync::{emulator, DEVICE};
 use test_support::agent::upstream::TOKEN;
@@ -336,9 +336,7 @@ async fn a_day_at_the_site_ends_with_upstream_buffer_and_terminals_agreeing() {
     assert!(double.violations().is_empty(), "{:?}", double.violations());
 
     // Every malformed record kept aside; every backup holds every user.
-    let store = Store::open(&StoreOptions::at(dir.path().join("data").join("store")))
-        .unwrap()
-        .store;
+    let store = open_store(&dir.path().join("data"));
     assert!(!quarantine::list(&store, None).unwrap().is_empty());
     drop(store);
     let files = backups(dir.path());

@@ -17,10 +17,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use edge_agent::store::{EpochCause, Store, StoreOptions};
+use edge_agent::store::{EpochCause, Store};
 use edge_agent::sync::history;
 use edge_agent::upstream::Outbox;
 use rand::Rng;
+use test_support::agent::open_store;
 use test_support::agent::running::RunningAgent;
 use test_support::agent::sync::{config_text, emulator, DEVICE};
 use test_support::agent::upstream::{options, token_file, AgentSide, TOKEN};
@@ -167,9 +168,7 @@ fn every_fact_the_running_agent_records_reaches_the_upstream_exactly_once_across
     agent.stop();
 
     // Forward whatever is still queued, then judge.
-    let store = Store::open(&StoreOptions::at(dir.path().join("data").join("store")))
-        .expect("open the store")
-        .store;
+    let store = open_store(&dir.path().join("data"));
     let epoch = store.epoch().expect("epoch");
     assert_ne!(
         epoch.cause,
