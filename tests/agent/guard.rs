@@ -7,17 +7,15 @@
 use std::time::Duration;
 
 use edge_agent::store::AlarmKind;
-use test_support::agent::mqtt::{ctl, keygen, texts, Agent};
+use test_support::agent::mqtt::{ctl, texts, Agent};
 use test_support::agent::open_store;
 use test_support::agent::running::PATIENCE;
 use test_support::agent::sync::{emulator, DEVICE};
-use test_support::agent::upstream::TOKEN;
-use test_support::mosquitto::Broker;
 use test_support::upstream_double::UpstreamDouble;
 use test_support::wait::wait_until;
 use test_support::{free_port, tempdir};
 
-use super::common::{site_config, statuses};
+use super::common::{statuses, Site};
 
 /// Keys of the events of `kind` the upstream applied.
 fn applied(double: &UpstreamDouble, kind: &str) -> usize {
@@ -30,13 +28,15 @@ fn applied(double: &UpstreamDouble, kind: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mass_disappearance_is_held_until_an_admin_confirms() {
-    let dir = tempdir().unwrap();
-    let broker = Broker::start(false);
-    let admin = keygen(dir.path(), "ops");
-    let double = UpstreamDouble::start(TOKEN).await;
-    let port = free_port();
-    let text = site_config(dir.path(), port, &double, &broker, &admin.config_lines);
-    let config = dir.path().join("agent.toml");
+    let Site {
+        dir,
+        broker,
+        admin,
+        double,
+        port,
+        text,
+        config,
+    } = Site::start().await;
     let mut agent = Agent::start(dir.path(), &text);
 
     let first = emulator(
@@ -128,12 +128,15 @@ fn a_terminal_outside_allowed_peers_is_refused_even_with_a_good_sn() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn held_events_are_dropped_when_the_users_come_back() {
-    let dir = tempdir().unwrap();
-    let broker = Broker::start(false);
-    let admin = keygen(dir.path(), "ops");
-    let double = UpstreamDouble::start(TOKEN).await;
-    let port = free_port();
-    let text = site_config(dir.path(), port, &double, &broker, &admin.config_lines);
+    let Site {
+        dir,
+        broker,
+        admin,
+        double,
+        port,
+        text,
+        config: _config,
+    } = Site::start().await;
     let mut agent = Agent::start(dir.path(), &text);
     let ten = ["--users", "10", "--photo-kb", "1", "--cards", "false"];
     let first = emulator(port, &dir.path().join("first.jsonl"), &ten);

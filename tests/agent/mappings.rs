@@ -13,25 +13,23 @@
 use std::process::Command;
 
 use serde_json::json;
-use test_support::agent::mqtt::{ctl, keygen, texts, Agent};
+use test_support::agent::mqtt::{ctl, texts, Agent};
 use test_support::agent::running::local_json;
 use test_support::agent::sync::{emulator, DEVICE};
-use test_support::agent::upstream::TOKEN;
-use test_support::mosquitto::Broker;
-use test_support::upstream_double::UpstreamDouble;
-use test_support::{free_port, tempdir};
 
-use super::common::{pairs, received, site_config, statuses, PULLED};
+use super::common::{pairs, received, statuses, Site, PULLED};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mappings_map_conflict_refuse_retry_and_unmap_through_the_running_agent() {
-    let dir = tempdir().unwrap();
-    let broker = Broker::start(false);
-    let admin = keygen(dir.path(), "ops");
-    let double = UpstreamDouble::start(TOKEN).await;
-    let port = free_port();
-    let text = site_config(dir.path(), port, &double, &broker, &admin.config_lines);
-    let config = dir.path().join("agent.toml");
+    let Site {
+        dir,
+        broker,
+        admin,
+        double,
+        port,
+        text,
+        config,
+    } = Site::start().await;
 
     // 1. The upstream maps users 3 (same attributes) and 4 (another name) before the agent
     //    has read the terminal: nothing is buffered, yet the mappings must not be lost.
@@ -139,13 +137,15 @@ async fn mappings_map_conflict_refuse_retry_and_unmap_through_the_running_agent(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conflicts_resolve_by_rename_and_never_lower_an_admin_unless_told() {
-    let dir = tempdir().unwrap();
-    let broker = Broker::start(false);
-    let admin = keygen(dir.path(), "ops");
-    let double = UpstreamDouble::start(TOKEN).await;
-    let port = free_port();
-    let text = site_config(dir.path(), port, &double, &broker, &admin.config_lines);
-    let config = dir.path().join("agent.toml");
+    let Site {
+        dir,
+        broker,
+        admin,
+        double,
+        port,
+        text,
+        config,
+    } = Site::start().await;
     // User 1 is a device administrator; upstream holds it as a normal user. User 2 has
     // another name upstream.
     double.add_mapping(
