@@ -28,42 +28,38 @@ fn applied(double: &UpstreamDouble, kind: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mass_disappearance_is_held_until_an_admin_confirms() {
-    let Site {
-        dir,
-        broker,
-        admin,
-        double,
-        port,
-        text,
-        config,
-    } = Site::start().await;
-    let mut agent = Agent::start(dir.path(), &text);
+    let site = Site::start().await;
+    let mut agent = Agent::start(site.dir.path(), &site.text);
 
     let first = emulator(
-        port,
-        &dir.path().join("first.jsonl"),
+        site.port,
+        &site.dir.path().join("first.jsonl"),
         &["--users", "10", "--photo-kb", "1", "--cards", "false"],
     );
     agent.wait_for_log("complete read applied", 1);
     wait_until(PATIENCE, "10 discoveries forwarded", || {
-        applied(&double, "user_discovered") == 10
+        applied(&site.double, "user_discovered") == 10
     });
     drop(first);
 
     // The same sn dials in with 2 users.
     let second = emulator(
-        port,
-        &dir.path().join("second.jsonl"),
+        site.port,
+        &site.dir.path().join("second.jsonl"),
         &["--users", "2", "--photo-kb", "1", "--cards", "false"],
     );
     agent.wait_for_log("CRITICAL: 8 of 10 users vanished at once", 1);
     // Time enough for the forwarder to deliver anything that was queued.
     std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(applied(&double, "user_missing"), 0, "held, not forwarded");
+    assert_eq!(
+        applied(&site.double, "user_missing"),
+        0,
+        "held, not forwarded"
+    );
 
-    let key = Some(admin.file.as_path());
+    let key = Some(site.admin.file.as_path());
     let out = ctl(
-        &broker,
+        &site.broker,
         key,
         &["missing", "confirm", &format!("device={DEVICE}")],
     );
@@ -72,17 +68,17 @@ async fn a_mass_disappearance_is_held_until_an_admin_confirms() {
     wait_until(
         PATIENCE,
         "8 user_missing events forwarded after the confirmation",
-        || applied(&double, "user_missing") == 8,
+        || applied(&site.double, "user_missing") == 8,
     );
 
     agent.stop();
     drop(second);
-    let missing = statuses(&config)
+    let missing = statuses(&site.config)
         .into_iter()
         .filter(|(_, status)| status == "missing")
         .count();
     assert_eq!(missing, 8, "the read was recorded");
-    let store = open_store(&dir.path().join("data"));
+    let store = open_store(&site.dir.path().join("data"));
     let alarms = store.alarms().unwrap();
     assert!(
         alarms.iter().any(|(_, alarm)| matches!(
@@ -128,33 +124,25 @@ fn a_terminal_outside_allowed_peers_is_refused_even_with_a_good_sn() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn held_events_are_dropped_when_the_users_come_back() {
-    let Site {
-        dir,
-        broker,
-        admin,
-        double,
-        port,
-        text,
-        config: _config,
-    } = Site::start().await;
-    let mut agent = Agent::start(dir.path(), &text);
+    let site = Site::start().await;
+    let mut agent = Agent::start(site.dir.path(), &site.text);
     let ten = ["--users", "10", "--photo-kb", "1", "--cards", "false"];
-    let first = emulator(port, &dir.path().join("first.jsonl"), &ten);
+    let first = emulator(site.port, &site.dir.path().join("first.jsonl"), &ten);
     agent.wait_for_log("complete read applied", 1);
     drop(first);
     let second = emulator(
-        port,
-        &dir.path().join("second.jsonl"),
+        site.port,
+        &site.dir.path().join("second.jsonl"),
         &["--users", "0", "--photo-kb", "1", "--cards", "false"],
     );
     agent.wait_for_log("CRITICAL: 10 of 10 users vanished at once", 1);
     drop(second);
     // The real terminal is back with every user.
-    let back = emulator(port, &dir.path().join("back.jsonl"), &ten);
+    let back = emulator(site.port, &site.dir.path().join("back.jsonl"), &ten);
     agent.wait_for_log("complete read applied", 3);
     let out = ctl(
-        &broker,
-        Some(admin.file.as_path()),
+        &site.broker,
+        Some(site.admin.file.as_path()),
         &["missing", "confirm", &format!("device={DEVICE}")],
     );
     let (stdout, stderr) = texts(&out);
@@ -164,7 +152,7 @@ async fn held_events_are_dropped_when_the_users_come_back() {
     );
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(
-        applied(&double, "user_missing"),
+        applied(&site.double, "user_missing"),
         0,
         "the upstream never heard of it"
     );
