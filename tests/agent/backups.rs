@@ -5,64 +5,13 @@
 //! leaves no file, an error, an audit entry and a durable alarm.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-use edge_agent::store::{AlarmKind, Store, StoreOptions};
+use edge_agent::store::AlarmKind;
 use serde_json::Value;
+use test_support::agent::open_store;
+use test_support::agent::running::{local_json, RunningAgent};
 use test_support::{tempdir, Emulator};
-
-const PATIENCE: Duration = Duration::from_secs(60);
-
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Running {
-    fn start(config: &Path) -> Running {
-        Running(
-            Command::new(env!("CARGO_BIN_EXE_edge-agent"))
-                .args(["run", "--config"])
-                .arg(config)
-                .env("JOURNAL_STREAM", "none")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        )
-    }
-
-    fn wait_for_log(&mut self, log: &Path, needle: &str) {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let text = std::fs::read_to_string(log).unwrap_or_default();
-            if text.contains(needle) {
-                return;
-            }
-            if let Ok(Some(status)) = self.0.try_wait() {
-                panic!("agent exited ({status}) before logging {needle:?}:\n{text}");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no {needle:?} after {PATIENCE:?}:\n{text}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn stop(mut self) {
-        let rc = unsafe { libc::kill(self.0.id() as libc::pid_t, libc::SIGTERM) };
-        assert_eq!(rc, 0);
-        let status = self.0.wait().unwrap();
-        assert!(status.success(), "agent stopped with {status}");
-    }
-}
 
 /// A config for one ZK terminal at `address`, everything under `dir`.
 fn config(dir: &Path, address: &str) -> std::path::PathBuf {
@@ -99,8 +48,8 @@ fn a_zk_backup_holds_every_user_with_or_without_credentials() {
     let address = terminal.tcp.expect("emulator tcp address").to_string();
     let dir = tempdir().unwrap();
     let config = config(dir.path(), &address);
-    let mut agent = Running::start(&config);
-    agent.wait_for_log(&dir.path().join("agent.log"), "backup written");
+    let mut agent = RunningAgent::on(&config, &dir.path().join("agent.log"));
+    agent.wait_for_log("backup written", 1);
     agent.stop();
 
     let files = backup_files(dir.path());
@@ -141,13 +90,7 @@ fn a_zk_backup_holds_every_user_with_or_without_credentials() {
     assert_eq!(trailer["device_user_count"], 7, "{trailer}");
 
     // The listing a technician uses agrees.
-    let listed = Command::new(env!("CARGO_BIN_EXE_edge-agent"))
-        .args(["backup", "list", "--json", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(listed.status.success(), "{listed:?}");
-    let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let listed = local_json(&config, &["backup", "list"]);
     assert!(listed.to_string().contains("\"users\":7"), "{listed}");
     terminal.assert_nothing_destructive();
 }
@@ -168,14 +111,12 @@ fn a_backup_that_cannot_be_made_leaves_no_file_and_a_durable_alarm() {
     let address = terminal.tcp.expect("emulator tcp address").to_string();
     let dir = tempdir().unwrap();
     let config = config(dir.path(), &address);
-    let mut agent = Running::start(&config);
-    agent.wait_for_log(&dir.path().join("agent.log"), "backup failed");
+    let mut agent = RunningAgent::on(&config, &dir.path().join("agent.log"));
+    agent.wait_for_log("backup failed", 1);
     agent.stop();
 
     assert!(backup_files(dir.path()).is_empty());
-    let store = Store::open(&StoreOptions::at(dir.path().join("data").join("store")))
-        .unwrap()
-        .store;
+    let store = open_store(&dir.path().join("data"));
     let alarms = store.alarms().unwrap();
     assert!(
         alarms.iter().any(|(_, alarm)| matches!(
@@ -211,8 +152,8 @@ fn a_restore_dry_run_names_an_absent_user_without_credentials() {
     let terminal = Emulator::zk(&["--tcp", "127.0.0.1:0", "--users", "7", "--pacing-ms", "0"]);
     let address = terminal.tcp.expect("emulator tcp address").to_string();
     let config = config(dir.path(), &address);
-    let mut agent = Running::start(&config);
-    agent.wait_for_log(&dir.path().join("agent.log"), "backup written");
+    let mut agent = RunningAgent::on(&config, &dir.path().join("agent.log"));
+    agent.wait_for_log("backup written", 1);
     agent.stop();
     drop(terminal);
     let backup = backup_files(dir.path()).remove(0);

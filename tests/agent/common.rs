@@ -2,33 +2,20 @@
 //! a private mosquitto with a trusted admin key) and the local commands that read the store
 //! after the agent stopped.
 
-use std::path::Path;
-use std::process::Command;
-
-use serde_json::Value;
-use test_support::agent::mqtt::Agent;
+use std::path::{Path, PathBuf};
+use test_support::agent::mqtt::{keygen, AdminKey};
+use test_support::agent::running::local_json;
 use test_support::agent::sync::config_text;
 use test_support::agent::upstream::{token_file, TOKEN};
 use test_support::mosquitto::Broker;
 use test_support::upstream_double::UpstreamDouble;
+use test_support::{free_port, tempdir, TempDir};
 
 pub(crate) const PULLED: &str = "pulled mapping changes from the upstream";
 
-pub(crate) fn cli(config: &Path, words: &[&str]) -> Value {
-    let output = Command::new(env!("CARGO_BIN_EXE_edge-agent"))
-        .args(words)
-        .arg("--config")
-        .arg(config)
-        .arg("--json")
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{words:?}: {output:?}");
-    serde_json::from_slice(&output.stdout).unwrap()
-}
-
 /// Each buffered user's status.
 pub(crate) fn statuses(config: &Path) -> Vec<(String, String)> {
-    let listing = cli(config, &["buffer", "list"]);
+    let listing = local_json(config, &["buffer", "list"]);
     let mut found: Vec<(String, String)> = listing["users"]
         .as_array()
         .unwrap()
@@ -73,10 +60,39 @@ pub(crate) fn site_config(
     text
 }
 
-pub(crate) fn stop(agent: &mut Agent) {
-    agent.signal(libc::SIGTERM);
-    let status = agent.child.wait().unwrap();
-    assert!(status.success(), "agent stopped with {status}");
+/// One site for a test: its directory, a private broker, a trusted admin key (`ops`), the
+/// upstream double, the port the AI06 dials, and the text and path of the agent's
+/// [`site_config`] (written when the agent starts).
+pub(crate) struct Site {
+    pub(crate) dir: TempDir,
+    pub(crate) broker: Broker,
+    pub(crate) admin: AdminKey,
+    pub(crate) double: UpstreamDouble,
+    pub(crate) port: u16,
+    pub(crate) text: String,
+    pub(crate) config: PathBuf,
+}
+
+impl Site {
+    /// Starts the broker and the double and writes the admin key and the token.
+    pub(crate) async fn start() -> Site {
+        let dir = tempdir().unwrap();
+        let broker = Broker::start(false);
+        let admin = keygen(dir.path(), "ops");
+        let double = UpstreamDouble::start(TOKEN).await;
+        let port = free_port();
+        let text = site_config(dir.path(), port, &double, &broker, &admin.config_lines);
+        let config = dir.path().join("agent.toml");
+        Site {
+            dir,
+            broker,
+            admin,
+            double,
+            port,
+            text,
+            config,
+        }
+    }
 }
 
 pub(crate) fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {

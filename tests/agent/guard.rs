@@ -4,17 +4,18 @@
 //! the upstream and a critical alarm is raised, until an administrator confirms with a signed
 //! `missing confirm`; then all 8 are forwarded.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use edge_agent::store::{AlarmKind, Store, StoreOptions};
-use test_support::agent::mqtt::{ctl, keygen, texts, Agent};
+use edge_agent::store::AlarmKind;
+use test_support::agent::mqtt::{ctl, texts, Agent};
+use test_support::agent::open_store;
+use test_support::agent::running::PATIENCE;
 use test_support::agent::sync::{emulator, DEVICE};
-use test_support::agent::upstream::TOKEN;
-use test_support::mosquitto::Broker;
 use test_support::upstream_double::UpstreamDouble;
+use test_support::wait::wait_until;
 use test_support::{free_port, tempdir};
 
-use super::common::{site_config, statuses, stop};
+use super::common::{statuses, Site};
 
 /// Keys of the events of `kind` the upstream applied.
 fn applied(double: &UpstreamDouble, kind: &str) -> usize {
@@ -25,70 +26,59 @@ fn applied(double: &UpstreamDouble, kind: &str) -> usize {
         .count()
 }
 
-fn wait_until(what: &str, done: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !done() {
-        assert!(Instant::now() < deadline, "never: {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mass_disappearance_is_held_until_an_admin_confirms() {
-    let dir = tempdir().unwrap();
-    let broker = Broker::start(false);
-    let admin = keygen(dir.path(), "ops");
-    let double = UpstreamDouble::start(TOKEN).await;
-    let port = free_port();
-    let text = site_config(dir.path(), port, &double, &broker, &admin.config_lines);
-    let config = dir.path().join("agent.toml");
-    let mut agent = Agent::start(dir.path(), &text);
+    let site = Site::start().await;
+    let mut agent = Agent::start(site.dir.path(), &site.text);
 
     let first = emulator(
-        port,
-        &dir.path().join("first.jsonl"),
+        site.port,
+        &site.dir.path().join("first.jsonl"),
         &["--users", "10", "--photo-kb", "1", "--cards", "false"],
     );
     agent.wait_for_log("complete read applied", 1);
-    wait_until("10 discoveries forwarded", || {
-        applied(&double, "user_discovered") == 10
+    wait_until(PATIENCE, "10 discoveries forwarded", || {
+        applied(&site.double, "user_discovered") == 10
     });
     drop(first);
 
     // The same sn dials in with 2 users.
     let second = emulator(
-        port,
-        &dir.path().join("second.jsonl"),
+        site.port,
+        &site.dir.path().join("second.jsonl"),
         &["--users", "2", "--photo-kb", "1", "--cards", "false"],
     );
     agent.wait_for_log("CRITICAL: 8 of 10 users vanished at once", 1);
     // Time enough for the forwarder to deliver anything that was queued.
     std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(applied(&double, "user_missing"), 0, "held, not forwarded");
+    assert_eq!(
+        applied(&site.double, "user_missing"),
+        0,
+        "held, not forwarded"
+    );
 
-    let key = Some(admin.file.as_path());
+    let key = Some(site.admin.file.as_path());
     let out = ctl(
-        &broker,
+        &site.broker,
         key,
         &["missing", "confirm", &format!("device={DEVICE}")],
     );
     assert!(out.status.success(), "{:?}", texts(&out));
     assert!(texts(&out).0.contains('8'), "{:?}", texts(&out));
     wait_until(
+        PATIENCE,
         "8 user_missing events forwarded after the confirmation",
-        || applied(&double, "user_missing") == 8,
+        || applied(&site.double, "user_missing") == 8,
     );
 
-    stop(&mut agent);
+    agent.stop();
     drop(second);
-    let missing = statuses(&config)
+    let missing = statuses(&site.config)
         .into_iter()
         .filter(|(_, status)| status == "missing")
         .count();
     assert_eq!(missing, 8, "the read was recorded");
-    let store = Store::open(&StoreOptions::at(dir.path().join("data").join("store")))
-        .unwrap()
-        .store;
+    let store = open_store(&site.dir.path().join("data"));
     let alarms = store.alarms().unwrap();
     assert!(
         alarms.iter().any(|(_, alarm)| matches!(
@@ -122,7 +112,7 @@ fn a_terminal_outside_allowed_peers_is_refused_even_with_a_good_sn() {
     );
     agent.wait_for_log("not in the device's allowed_peers", 1);
     std::thread::sleep(Duration::from_millis(500));
-    stop(&mut agent);
+    agent.stop();
     drop(terminal);
     let config = dir.path().join("agent.toml");
     assert!(
@@ -134,30 +124,25 @@ fn a_terminal_outside_allowed_peers_is_refused_even_with_a_good_sn() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn held_events_are_dropped_when_the_users_come_back() {
-    let dir = tempdir().unwrap();
-    let broker = Broker::start(false);
-    let admin = keygen(dir.path(), "ops");
-    let double = UpstreamDouble::start(TOKEN).await;
-    let port = free_port();
-    let text = site_config(dir.path(), port, &double, &broker, &admin.config_lines);
-    let mut agent = Agent::start(dir.path(), &text);
+    let site = Site::start().await;
+    let mut agent = Agent::start(site.dir.path(), &site.text);
     let ten = ["--users", "10", "--photo-kb", "1", "--cards", "false"];
-    let first = emulator(port, &dir.path().join("first.jsonl"), &ten);
+    let first = emulator(site.port, &site.dir.path().join("first.jsonl"), &ten);
     agent.wait_for_log("complete read applied", 1);
     drop(first);
     let second = emulator(
-        port,
-        &dir.path().join("second.jsonl"),
+        site.port,
+        &site.dir.path().join("second.jsonl"),
         &["--users", "0", "--photo-kb", "1", "--cards", "false"],
     );
     agent.wait_for_log("CRITICAL: 10 of 10 users vanished at once", 1);
     drop(second);
     // The real terminal is back with every user.
-    let back = emulator(port, &dir.path().join("back.jsonl"), &ten);
+    let back = emulator(site.port, &site.dir.path().join("back.jsonl"), &ten);
     agent.wait_for_log("complete read applied", 3);
     let out = ctl(
-        &broker,
-        Some(admin.file.as_path()),
+        &site.broker,
+        Some(site.admin.file.as_path()),
         &["missing", "confirm", &format!("device={DEVICE}")],
     );
     let (stdout, stderr) = texts(&out);
@@ -167,10 +152,10 @@ async fn held_events_are_dropped_when_the_users_come_back() {
     );
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(
-        applied(&double, "user_missing"),
+        applied(&site.double, "user_missing"),
         0,
         "the upstream never heard of it"
     );
-    stop(&mut agent);
+    agent.stop();
     drop(back);
 }

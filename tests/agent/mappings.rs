@@ -13,57 +13,48 @@
 use std::process::Command;
 
 use serde_json::json;
-use test_support::agent::mqtt::{ctl, keygen, texts, Agent};
+use test_support::agent::mqtt::{ctl, texts, Agent};
+use test_support::agent::running::local_json;
 use test_support::agent::sync::{emulator, DEVICE};
-use test_support::agent::upstream::TOKEN;
-use test_support::mosquitto::Broker;
-use test_support::upstream_double::UpstreamDouble;
-use test_support::{free_port, tempdir};
 
-use super::common::{cli, pairs, received, site_config, statuses, stop, PULLED};
+use super::common::{pairs, received, statuses, Site, PULLED};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mappings_map_conflict_refuse_retry_and_unmap_through_the_running_agent() {
-    let dir = tempdir().unwrap();
-    let broker = Broker::start(false);
-    let admin = keygen(dir.path(), "ops");
-    let double = UpstreamDouble::start(TOKEN).await;
-    let port = free_port();
-    let text = site_config(dir.path(), port, &double, &broker, &admin.config_lines);
-    let config = dir.path().join("agent.toml");
+    let site = Site::start().await;
 
     // 1. The upstream maps users 3 (same attributes) and 4 (another name) before the agent
     //    has read the terminal: nothing is buffered, yet the mappings must not be lost.
-    double.add_mapping(
+    site.double.add_mapping(
         DEVICE,
         "3",
         json!({"person_id": "P3", "name": "user3", "privilege": 0, "card": null}),
         false,
     );
-    double.add_mapping(
+    site.double.add_mapping(
         DEVICE,
         "4",
         json!({"person_id": "P4", "name": "Someone Else", "privilege": 0, "card": null}),
         false,
     );
-    let mut agent = Agent::start(dir.path(), &text);
+    let mut agent = Agent::start(site.dir.path(), &site.text);
     agent.wait_for_log(PULLED, 1);
-    stop(&mut agent);
+    agent.stop();
 
     // 2. Migration, the first complete read, links the kept mappings.
     let terminal = emulator(
-        port,
-        &dir.path().join("terminal.jsonl"),
+        site.port,
+        &site.dir.path().join("terminal.jsonl"),
         &["--users", "4", "--photo-kb", "1", "--cards", "false"],
     );
     let migrated = Command::new(env!("CARGO_BIN_EXE_edge-agent"))
         .args(["migrate", "--wait", "30s", "--config"])
-        .arg(&config)
+        .arg(&site.config)
         .output()
         .unwrap();
     assert!(migrated.status.success(), "{migrated:?}");
     assert_eq!(
-        statuses(&config),
+        statuses(&site.config),
         pairs(&[
             ("1", "unmapped"),
             ("2", "unmapped"),
@@ -73,24 +64,22 @@ async fn mappings_map_conflict_refuse_retry_and_unmap_through_the_running_agent(
     );
 
     // 3. Admin maps through signed commands: P2 exists (after one 503), NOPE does not.
-    let reads_before = std::fs::read_to_string(dir.path().join("agent.log"))
-        .unwrap_or_default()
-        .matches("complete read applied")
-        .count();
-    let mut agent = Agent::start(dir.path(), &text);
+    let reads_before = agent.count("complete read applied");
+    let mut agent = Agent::start(site.dir.path(), &site.text);
     agent.wait_for_log("complete read applied", reads_before + 1);
-    let key = Some(admin.file.as_path());
-    let out = ctl(&broker, key, &["conflicts", "list"]);
+    let key = Some(site.admin.file.as_path());
+    let out = ctl(&site.broker, key, &["conflicts", "list"]);
     let (listed, _) = texts(&out);
     assert!(
         out.status.success() && listed.contains("Someone Else") && listed.contains("has_password"),
         "the conflict keeps both versions: {:?}",
         texts(&out)
     );
-    double.add_person(json!({"person_id": "P2", "name": "user2", "privilege": 0, "card": null}));
-    double.persons_unavailable_next(1);
+    site.double
+        .add_person(json!({"person_id": "P2", "name": "user2", "privilege": 0, "card": null}));
+    site.double.persons_unavailable_next(1);
     let out = ctl(
-        &broker,
+        &site.broker,
         key,
         &["map", &format!("device={DEVICE}"), "user=2", "person=P2"],
     );
@@ -98,7 +87,7 @@ async fn mappings_map_conflict_refuse_retry_and_unmap_through_the_running_agent(
     agent.wait_for_log("the mapping stays pending", 1);
     agent.wait_for_log("the upstream answered a pending map request", 1);
     let out = ctl(
-        &broker,
+        &site.broker,
         key,
         &["map", &format!("device={DEVICE}"), "user=1", "person=NOPE"],
     );
@@ -106,18 +95,18 @@ async fn mappings_map_conflict_refuse_retry_and_unmap_through_the_running_agent(
     agent.wait_for_log("map refused: the upstream has no person NOPE", 1);
 
     // 4. The upstream removes the link of user 3.
-    double.add_mapping(
+    site.double.add_mapping(
         DEVICE,
         "3",
         json!({"person_id": "P3", "name": "user3", "privilege": 0, "card": null}),
         true,
     );
     agent.wait_for_log(PULLED, 2);
-    stop(&mut agent);
+    agent.stop();
     drop(terminal);
 
     assert_eq!(
-        statuses(&config),
+        statuses(&site.config),
         pairs(&[
             ("1", "unmapped"),
             ("2", "mapped"),
@@ -125,14 +114,15 @@ async fn mappings_map_conflict_refuse_retry_and_unmap_through_the_running_agent(
             ("4", "conflict")
         ])
     );
-    let persons = double
+    let persons = site
+        .double
         .requests()
         .iter()
         .filter(|seen| seen.endpoint == "persons")
         .map(|seen| seen.status)
         .collect::<Vec<_>>();
     assert_eq!(persons, vec![503, 200, 404], "GET /persons/{{id}} answers");
-    let audit = cli(&config, &["audit", "query", "--user", "1"]).to_string();
+    let audit = local_json(&site.config, &["audit", "query", "--user", "1"]).to_string();
     assert!(
         audit.contains("upstream has no person NOPE"),
         "the refusal is audited with its reason: {audit}"
@@ -141,32 +131,26 @@ async fn mappings_map_conflict_refuse_retry_and_unmap_through_the_running_agent(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conflicts_resolve_by_rename_and_never_lower_an_admin_unless_told() {
-    let dir = tempdir().unwrap();
-    let broker = Broker::start(false);
-    let admin = keygen(dir.path(), "ops");
-    let double = UpstreamDouble::start(TOKEN).await;
-    let port = free_port();
-    let text = site_config(dir.path(), port, &double, &broker, &admin.config_lines);
-    let config = dir.path().join("agent.toml");
+    let site = Site::start().await;
     // User 1 is a device administrator; upstream holds it as a normal user. User 2 has
     // another name upstream.
-    double.add_mapping(
+    site.double.add_mapping(
         DEVICE,
         "1",
         json!({"person_id": "P1", "name": "user1", "privilege": 0, "card": null}),
         false,
     );
-    double.add_mapping(
+    site.double.add_mapping(
         DEVICE,
         "2",
         json!({"person_id": "P2", "name": "Renamed Two", "privilege": 0, "card": null}),
         false,
     );
-    let mut agent = Agent::start(dir.path(), &text);
+    let mut agent = Agent::start(site.dir.path(), &site.text);
     agent.wait_for_log(PULLED, 1);
     let terminal = emulator(
-        port,
-        &dir.path().join("terminal.jsonl"),
+        site.port,
+        &site.dir.path().join("terminal.jsonl"),
         &[
             "--users",
             "2",
@@ -179,7 +163,7 @@ async fn conflicts_resolve_by_rename_and_never_lower_an_admin_unless_told() {
         ],
     );
     agent.wait_for_log("complete read applied", 1);
-    let key = Some(admin.file.as_path());
+    let key = Some(site.admin.file.as_path());
     let resolve = |user: &str, extra: &[&str]| {
         let device = format!("device={DEVICE}");
         let user = format!("user={user}");
@@ -191,7 +175,7 @@ async fn conflicts_resolve_by_rename_and_never_lower_an_admin_unless_told() {
             "use=database",
         ];
         words.extend_from_slice(extra);
-        ctl(&broker, key, &words)
+        ctl(&site.broker, key, &words)
     };
 
     // A name change is a rename: `setusername`, and no credential is written.
@@ -227,10 +211,10 @@ async fn conflicts_resolve_by_rename_and_never_lower_an_admin_unless_told() {
         "{written}"
     );
 
-    stop(&mut agent);
+    agent.stop();
     drop(terminal);
     assert_eq!(
-        statuses(&config),
+        statuses(&site.config),
         pairs(&[("1", "mapped"), ("2", "mapped")])
     );
 }

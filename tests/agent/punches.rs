@@ -4,11 +4,12 @@
 //! records in quarantine (raw JSON, audited) and answers each frame once, so the terminal
 //! never resends.
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use edge_agent::device::{punches, quarantine};
-use edge_agent::store::{Store, StoreOptions};
+use test_support::agent::open_store;
+use test_support::agent::running::RunningAgent;
 use test_support::agent::sync::{config_text, emulator, DEVICE};
 use test_support::{free_port, tempdir};
 
@@ -23,15 +24,7 @@ fn a_malformed_punch_record_is_quarantined_and_the_frame_acknowledged() {
     );
     let config = dir.path().join("agent.toml");
     std::fs::write(&config, text).unwrap();
-    let mut agent = Command::new(env!("CARGO_BIN_EXE_edge-agent"))
-        .args(["run", "--config"])
-        .arg(&config)
-        .env("JOURNAL_STREAM", "none")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut agent = RunningAgent::on(&config, &log);
     let terminal = emulator(
         port,
         &dir.path().join("terminal.jsonl"),
@@ -50,20 +43,10 @@ fn a_malformed_punch_record_is_quarantined_and_the_frame_acknowledged() {
             "true",
         ],
     );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if text.matches("punches stored").count() >= 2 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "punches never stored:\n{text}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    agent.wait_for_log("punches stored", 2);
     // Long enough for the terminal to resend an unanswered frame (500 ms).
     std::thread::sleep(Duration::from_millis(1200));
-    let rc = unsafe { libc::kill(agent.id() as libc::pid_t, libc::SIGTERM) };
-    assert_eq!(rc, 0);
-    assert!(agent.wait().unwrap().success());
+    agent.stop();
     let report = terminal.stop();
     let stats = &report["stats"];
     assert_eq!(
@@ -71,9 +54,7 @@ fn a_malformed_punch_record_is_quarantined_and_the_frame_acknowledged() {
         "every frame answered once: {report}"
     );
 
-    let store = Store::open(&StoreOptions::at(dir.path().join("data").join("store")))
-        .unwrap()
-        .store;
+    let store = open_store(&dir.path().join("data"));
     let punches = punches::of_device(&store, DEVICE).unwrap();
     assert_eq!(punches.len(), 2, "both good punches stored");
     let kept = quarantine::list(&store, Some(DEVICE)).unwrap();
@@ -127,36 +108,6 @@ fn outbox_config(
     config
 }
 
-fn wait_for_log(log: &std::path::Path, needle: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        if text.contains(needle) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "no {needle:?}:\n{text}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn run(config: &std::path::Path) -> std::process::Child {
-    Command::new(env!("CARGO_BIN_EXE_edge-agent"))
-        .args(["run", "--config"])
-        .arg(config)
-        .env("JOURNAL_STREAM", "none")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
-fn sigterm(mut agent: std::process::Child) {
-    let rc = unsafe { libc::kill(agent.id() as libc::pid_t, libc::SIGTERM) };
-    assert_eq!(rc, 0);
-    assert!(agent.wait().unwrap().success());
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_backfill_store_is_retried_from_getalllog() {
     let dir = tempdir().unwrap();
@@ -169,35 +120,33 @@ async fn a_failed_backfill_store_is_retried_from_getalllog() {
     let log = dir.path().join("agent.log");
 
     // The upstream is down; the first read's events stay queued.
-    let agent = run(&config);
+    let mut agent = RunningAgent::on(&config, &log);
     let first = emulator(
         port,
         &dir.path().join("first.jsonl"),
         &["--users", "5", "--photo-kb", "1"],
     );
-    wait_for_log(&log, "complete read applied");
-    sigterm(agent);
+    agent.wait_for_log("complete read applied", 1);
+    agent.stop();
     drop(first);
 
     // With a smaller cap the queued events fill the outbox. The terminal comes back with 3
     // punches it has not delivered: `getnewlog` serves them (and counts them delivered), but
     // the full outbox refuses them.
     let config = outbox_config(dir.path(), port, &double.url(), "400B");
-    let agent = run(&config);
+    let mut agent = RunningAgent::on(&config, &log);
     let terminal = emulator(
         port,
         &dir.path().join("terminal.jsonl"),
         &["--users", "5", "--photo-kb", "1", "--new-logs", "3"],
     );
-    wait_for_log(&log, "punch backfill could not be stored");
+    agent.wait_for_log("punch backfill could not be stored", 1);
     // The upstream returns, the outbox drains, and the retry from getalllog stores them.
     double.set_outage(false);
-    wait_for_log(&log, "owed punch backfill stored from getalllog");
-    sigterm(agent);
+    agent.wait_for_log("owed punch backfill stored from getalllog", 1);
+    agent.stop();
     drop(terminal);
 
-    let store = Store::open(&StoreOptions::at(dir.path().join("data").join("store")))
-        .unwrap()
-        .store;
+    let store = open_store(&dir.path().join("data"));
     assert_eq!(punches::of_device(&store, DEVICE).unwrap().len(), 3);
 }

@@ -5,9 +5,7 @@
 //! signed command issued before the salvage is refused even though the nonce that would have
 //! caught its replay was lost with the old store.
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use edge_agent::ctl::{fresh_client_id, Client};
@@ -16,6 +14,7 @@ use edge_agent::mqtt::command::ErrorCode;
 use edge_agent::mqtt::signing::AdminKeyFile;
 use serde_json::json;
 use test_support::agent::mqtt::{keygen, CONNECTED};
+use test_support::agent::running::RunningAgent;
 use test_support::agent::sync::{config_text, emulator};
 use test_support::agent::upstream::{token_file, TOKEN};
 use test_support::mosquitto::Broker;
@@ -24,48 +23,6 @@ use test_support::{free_port, tempdir};
 
 const PATIENCE: Duration = Duration::from_secs(60);
 const USERS: usize = 4;
-
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start(config: &Path) -> Running {
-    Running(
-        Command::new(env!("CARGO_BIN_EXE_edge-agent"))
-            .args(["run", "--config"])
-            .arg(config)
-            .env("JOURNAL_STREAM", "none")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    )
-}
-
-/// Waits until `log` holds `needle` `count` times.
-async fn wait_for_log(agent: &mut Running, log: &Path, needle: &str, count: usize) {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        if text.matches(needle).count() >= count {
-            return;
-        }
-        if let Ok(Some(status)) = agent.0.try_wait() {
-            panic!("agent exited ({status}) before logging {needle:?}:\n{text}");
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no {needle:?} ×{count} after {PATIENCE:?}:\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 /// `user_discovered` applications the double counted, per store epoch.
 fn discovered_per_epoch(double: &UpstreamDouble) -> std::collections::BTreeMap<String, usize> {
@@ -76,13 +33,6 @@ fn discovered_per_epoch(double: &UpstreamDouble) -> std::collections::BTreeMap<S
         }
     }
     per_epoch
-}
-
-async fn stop(agent: &mut Running) {
-    let rc = unsafe { libc::kill(agent.0.id() as libc::pid_t, libc::SIGTERM) };
-    assert_eq!(rc, 0);
-    let status = tokio::task::block_in_place(|| agent.0.wait()).unwrap();
-    assert!(status.success(), "agent stopped with {status}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -119,9 +69,9 @@ async fn after_a_salvage_new_facts_get_new_keys_and_commands_signed_before_are_r
         &["--users", &users, "--photo-kb", "0"],
     );
 
-    let mut agent = start(&config);
-    wait_for_log(&mut agent, &log, CONNECTED, 1).await;
-    wait_for_log(&mut agent, &log, "complete read applied", 1).await;
+    let mut agent = RunningAgent::on(&config, &log);
+    agent.wait_for_log(CONNECTED, 1);
+    agent.wait_for_log("complete read applied", 1);
     test_support::wait_for(PATIENCE, "the first epoch's users upstream", || {
         discovered_per_epoch(&double).values().sum::<usize>() == USERS
     })
@@ -154,16 +104,16 @@ async fn after_a_salvage_new_facts_get_new_keys_and_commands_signed_before_are_r
         .unwrap();
     assert!(reply.ok, "{reply:?}");
     client.disconnect().await;
-    stop(&mut agent).await;
+    agent.stop();
 
     // Damage the store: sled refuses a garbage snapshot file, so the next start salvages it.
     tokio::time::sleep(Duration::from_millis(1100)).await; // the salvage is strictly later
     let store_dir = dir.path().join("data").join("store");
     std::fs::write(store_dir.join("snap.00000000FFFFFFFF"), [0x5a; 300]).unwrap();
-    let mut agent = start(&config);
-    wait_for_log(&mut agent, &log, "the store was damaged", 1).await;
-    wait_for_log(&mut agent, &log, CONNECTED, 2).await;
-    wait_for_log(&mut agent, &log, "complete read applied", 2).await;
+    let mut agent = RunningAgent::on(&config, &log);
+    agent.wait_for_log("the store was damaged", 1);
+    agent.wait_for_log(CONNECTED, 2);
+    agent.wait_for_log("complete read applied", 2);
     test_support::wait_for(PATIENCE, "the new epoch's users upstream", || {
         discovered_per_epoch(&double).values().sum::<usize>() == 2 * USERS
     })
@@ -198,5 +148,5 @@ async fn after_a_salvage_new_facts_get_new_keys_and_commands_signed_before_are_r
         .unwrap();
     assert!(fresh.ok, "{fresh:?}");
     client.disconnect().await;
-    stop(&mut agent).await;
+    agent.stop();
 }

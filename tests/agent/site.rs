@@ -4,45 +4,12 @@
 //! the buffer shows the user as mapped. Fails if the puller writes anywhere else, or is not
 //! handed the engine.
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-use serde_json::{json, Value};
+use serde_json::json;
+use test_support::agent::running::{local_json, RunningAgent};
 use test_support::agent::sync::{config_text, emulator, DEVICE};
 use test_support::agent::upstream::{token_file, TOKEN};
 use test_support::upstream_double::UpstreamDouble;
 use test_support::{free_port, tempdir};
-
-const PATIENCE: Duration = Duration::from_secs(60);
-
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Waits until the agent's log holds `needle`; panics with the log if it never does.
-async fn wait_for_log(agent: &mut Running, log: &Path, needle: &str) {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        if text.contains(needle) {
-            return;
-        }
-        if let Ok(Some(status)) = agent.0.try_wait() {
-            panic!("agent exited ({status}) before logging {needle:?}:\n{text}");
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no {needle:?} after {PATIENCE:?}:\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mapping_pulled_by_the_running_agent_maps_the_buffered_user() {
@@ -66,23 +33,13 @@ async fn a_mapping_pulled_by_the_running_agent_maps_the_buffered_user() {
     let config = dir.path().join("agent.toml");
     std::fs::write(&config, text).unwrap();
 
-    let mut agent = Running(
-        Command::new(env!("CARGO_BIN_EXE_edge-agent"))
-            .args(["run", "--config"])
-            .arg(&config)
-            .env("JOURNAL_STREAM", "none")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut agent = RunningAgent::on(&config, &log);
     let terminal = emulator(
         port,
         &dir.path().join("terminal.jsonl"),
         &["--users", "4", "--photo-kb", "1", "--cards", "false"],
     );
-    wait_for_log(&mut agent, &log, "complete read applied").await;
+    agent.wait_for_log("complete read applied", 1);
 
     // The user is buffered now; the upstream links it to a person with the same attributes.
     double.add_mapping(
@@ -91,21 +48,12 @@ async fn a_mapping_pulled_by_the_running_agent_maps_the_buffered_user() {
         json!({"person_id": "P3", "name": "user3", "privilege": 0, "card": null}),
         false,
     );
-    wait_for_log(&mut agent, &log, "pulled mapping changes from the upstream").await;
+    agent.wait_for_log("pulled mapping changes from the upstream", 1);
 
-    let rc = unsafe { libc::kill(agent.0.id() as libc::pid_t, libc::SIGTERM) };
-    assert_eq!(rc, 0);
-    let status = agent.0.wait().unwrap();
-    assert!(status.success(), "agent stopped with {status}");
+    agent.stop();
     drop(terminal);
 
-    let output = Command::new(env!("CARGO_BIN_EXE_edge-agent"))
-        .args(["buffer", "list", "--json", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{output:?}");
-    let listing: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let listing = local_json(&config, &["buffer", "list"]);
     let status_of = |user: &str| {
         listing["users"]
             .as_array()

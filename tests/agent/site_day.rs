@@ -23,9 +23,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use edge_agent::device::quarantine;
-use edge_agent::store::{Store, StoreOptions};
 use serde_json::{json, Value};
 use test_support::agent::mqtt::{ctl, keygen, texts, Agent};
+use test_support::agent::open_store;
+use test_support::agent::running::local_json;
 use test_support::agent::sync::{emulator, DEVICE};
 use test_support::agent::upstream::TOKEN;
 use test_support::mosquitto::Broker;
@@ -33,7 +34,7 @@ use test_support::upstream_double::UpstreamDouble;
 use test_support::wait::wait_until;
 use test_support::{free_port, tempdir, Emulator};
 
-use super::common::{cli, site_config};
+use super::common::site_config;
 
 /// The ZK terminal's device id in the site's config.
 const ZK: &str = "zk-back";
@@ -44,32 +45,18 @@ const ZK_USERS: usize = 7;
 /// Generous: the CI machine is shared and loaded.
 const PATIENCE: Duration = Duration::from_secs(90);
 
-/// How many log lines hold all of `needles`.
-fn lines_with(agent: &Agent, needles: &[&str]) -> usize {
-    agent
-        .log_text()
-        .lines()
+/// How many lines of `text` hold all of `needles`.
+fn lines_with(text: &str, needles: &[&str]) -> usize {
+    text.lines()
         .filter(|line| needles.iter().all(|needle| line.contains(needle)))
         .count()
 }
 
 /// Waits until the log holds a line with all of `needles`, more than `before` times.
 fn wait_for_line(agent: &mut Agent, needles: &[&str], before: usize) {
-    let deadline = Instant::now() + PATIENCE;
-    while lines_with(agent, needles) <= before {
-        if let Ok(Some(status)) = agent.child.try_wait() {
-            panic!(
-                "agent exited ({status}) before logging {needles:?}:\n{}",
-                agent.log_text()
-            );
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no {needles:?} after {PATIENCE:?}:\n{}",
-            agent.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    agent.wait_for_log_where(&format!("{needles:?} ×{}", before + 1), |text| {
+        lines_with(text, needles) > before
+    });
 }
 
 /// The users the upstream holds present for `device`, with their names.
@@ -85,7 +72,7 @@ fn upstream_present(double: &UpstreamDouble, device: &str) -> BTreeMap<String, S
 /// The buffer as `edge-agent buffer list --json` shows it after the agent stopped:
 /// (device, user) → (status, name).
 fn buffer(config: &Path) -> BTreeMap<(String, String), (String, String)> {
-    let listing = cli(config, &["buffer", "list"]);
+    let listing = local_json(config, &["buffer", "list"]);
     listing["users"]
         .as_array()
         .unwrap()
@@ -187,7 +174,7 @@ async fn a_day_at_the_site_ends_with_upstream_buffer_and_terminals_agreeing() {
     let key = Some(admin.file.as_path());
 
     // Morning: the agent starts, both terminals are read completely and forwarded.
-    let mut agent = Agent::start(dir.path(), &text);
+    let mut agent = Agent::start(dir.path(), &text).with_patience(PATIENCE);
     let users = AI06_USERS.to_string();
     let ai06 = emulator(
         port,
@@ -278,9 +265,8 @@ async fn a_day_at_the_site_ends_with_upstream_buffer_and_terminals_agreeing() {
     );
 
     // The agent is killed during the outage and started again.
-    agent.child.kill().unwrap();
-    agent.child.wait().unwrap();
-    let mut agent = Agent::start(dir.path(), &text);
+    agent.kill();
+    let mut agent = Agent::start(dir.path(), &text).with_patience(PATIENCE);
     double.set_outage(false);
 
     // Afternoon: the upstream converges on what the terminals hold.
@@ -292,8 +278,8 @@ async fn a_day_at_the_site_ends_with_upstream_buffer_and_terminals_agreeing() {
             && door.contains_key(&enrolled)
             && double.applied_of_kind("punch") == 6
     });
-    let catch_ups = lines_with(&agent, &["catch-up queued"]);
-    let refusals = lines_with(&agent, &["the outbox is full"]);
+    let catch_ups = lines_with(&agent.log_text(), &["catch-up queued"]);
+    let refusals = lines_with(&agent.log_text(), &["the outbox is full"]);
     for device in [DEVICE, ZK] {
         let out = ctl(
             &broker,
@@ -303,8 +289,7 @@ async fn a_day_at_the_site_ends_with_upstream_buffer_and_terminals_agreeing() {
         assert!(out.status.success(), "{device}: {:?}", texts(&out));
     }
 
-    agent.signal(libc::SIGTERM);
-    assert!(agent.child.wait().unwrap().success());
+    agent.stop();
     let truth = ai06.stop();
     zk.assert_nothing_destructive();
     drop(zk);
@@ -351,9 +336,7 @@ async fn a_day_at_the_site_ends_with_upstream_buffer_and_terminals_agreeing() {
     assert!(double.violations().is_empty(), "{:?}", double.violations());
 
     // Every malformed record kept aside; every backup holds every user.
-    let store = Store::open(&StoreOptions::at(dir.path().join("data").join("store")))
-        .unwrap()
-        .store;
+    let store = open_store(&dir.path().join("data"));
     assert!(!quarantine::list(&store, None).unwrap().is_empty());
     drop(store);
     let files = backups(dir.path());

@@ -15,14 +15,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use edge_agent::store::{EpochCause, Store, StoreOptions};
+use edge_agent::store::{EpochCause, Store};
 use edge_agent::sync::history;
 use edge_agent::upstream::Outbox;
 use rand::Rng;
-use test_support::agent::sync::{config_text, emulator, DEVICE, PATIENCE};
+use test_support::agent::open_store;
+use test_support::agent::running::RunningAgent;
+use test_support::agent::sync::{config_text, emulator, DEVICE};
 use test_support::agent::upstream::{options, token_file, AgentSide, TOKEN};
 use test_support::upstream_double::{Fact, UpstreamDouble};
 use test_support::Emulator;
@@ -31,18 +32,6 @@ const ROUNDS: u32 = 30;
 
 /// A fact without the store epoch, in the words of the agent's read history.
 type Recorded = (String, String, &'static str, u64);
-
-fn start_agent(config: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_edge-agent"))
-        .args(["run", "--config"])
-        .arg(config)
-        .env("JOURNAL_STREAM", "none")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("edge-agent starts")
-}
 
 /// The terminal of one round: `users` users from `first`, names tagged with `tag`.
 fn terminal(port: u16, dir: &Path, round: u32, users: u64, first: u64, tag: u32) -> Emulator {
@@ -66,10 +55,13 @@ fn terminal(port: u16, dir: &Path, round: u32, users: u64, first: u64, tag: u32)
     )
 }
 
+/// What the agent logs when it applied a complete read.
+const APPLIED: &str = "complete read applied";
+
 fn applied_reads(log: &Path) -> usize {
     std::fs::read_to_string(log)
         .unwrap_or_default()
-        .matches("complete read applied")
+        .matches(APPLIED)
         .count()
 }
 
@@ -150,7 +142,7 @@ fn every_fact_the_running_agent_records_reaches_the_upstream_exactly_once_across
         );
         let before = applied_reads(&log);
         let delivered = double.total_deliveries();
-        let mut agent = start_agent(&config);
+        let mut agent = RunningAgent::on(&config, &log);
         if round % 2 == 0 {
             std::thread::sleep(Duration::from_millis(rng.random_range(150..1500)));
         } else {
@@ -162,8 +154,7 @@ fn every_fact_the_running_agent_records_reaches_the_upstream_exactly_once_across
             }
             std::thread::sleep(Duration::from_millis(rng.random_range(0..20)));
         }
-        agent.kill().expect("SIGKILL the agent");
-        agent.wait().expect("reap the agent");
+        agent.kill();
         if applied_reads(&log) > before {
             kills_after_an_apply += 1;
         }
@@ -172,20 +163,12 @@ fn every_fact_the_running_agent_records_reaches_the_upstream_exactly_once_across
     // A last, clean run: it reads the final terminal and forwards what is queued.
     let _terminal = terminal(port, dir.path(), ROUNDS, 6, 2, 9);
     let before = applied_reads(&log);
-    let mut agent = start_agent(&config);
-    let deadline = Instant::now() + PATIENCE;
-    while applied_reads(&log) == before {
-        assert!(Instant::now() < deadline, "the last run applied no read");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let rc = unsafe { libc::kill(agent.id() as libc::pid_t, libc::SIGTERM) };
-    assert_eq!(rc, 0);
-    assert!(agent.wait().expect("reap").success(), "clean stop");
+    let mut agent = RunningAgent::on(&config, &log);
+    agent.wait_for_log(APPLIED, before + 1);
+    agent.stop();
 
     // Forward whatever is still queued, then judge.
-    let store = Store::open(&StoreOptions::at(dir.path().join("data").join("store")))
-        .expect("open the store")
-        .store;
+    let store = open_store(&dir.path().join("data"));
     let epoch = store.epoch().expect("epoch");
     assert_ne!(
         epoch.cause,

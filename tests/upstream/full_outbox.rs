@@ -8,10 +8,11 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use test_support::agent::running::{local_json, RunningAgent};
 use test_support::agent::sync::{config_text, emulator};
 use test_support::agent::upstream::{token_file, TOKEN};
 use test_support::upstream_double::UpstreamDouble;
@@ -20,39 +21,6 @@ use test_support::{free_port, tempdir};
 const PATIENCE: Duration = Duration::from_secs(60);
 const FIRST_USERS: usize = 20;
 const ENROLLED: usize = 30;
-
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Waits until `condition` holds of the agent's log text.
-async fn wait_for_log(
-    agent: &mut Running,
-    log: &Path,
-    what: &str,
-    condition: impl Fn(&str) -> bool,
-) {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        if condition(&text) {
-            return;
-        }
-        if let Ok(Some(status)) = agent.0.try_wait() {
-            panic!("agent exited ({status}) before {what}:\n{text}");
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no {what} after {PATIENCE:?}:\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 /// The status file the running agent rewrites every few seconds, once `condition` holds.
 async fn status_where(data: &Path, what: &str, condition: impl Fn(&Value) -> bool) -> Value {
@@ -106,17 +74,7 @@ async fn reads_go_on_while_the_outbox_is_full_and_a_catch_up_converges_the_upstr
     let config = dir.path().join("agent.toml");
     std::fs::write(&config, text).unwrap();
 
-    let mut agent = Running(
-        Command::new(env!("CARGO_BIN_EXE_edge-agent"))
-            .args(["run", "--config"])
-            .arg(&config)
-            .env("JOURNAL_STREAM", "none")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut agent = RunningAgent::on(&config, &log);
     let first = FIRST_USERS.to_string();
     let enrol = ENROLLED.to_string();
     let _terminal = emulator(
@@ -133,13 +91,9 @@ async fn reads_go_on_while_the_outbox_is_full_and_a_catch_up_converges_the_upstr
             "2000",
         ],
     );
-    wait_for_log(
-        &mut agent,
-        &log,
-        "a read applied locally past a full outbox",
-        |text| text.contains("the outbox is full: the read is applied locally"),
-    )
-    .await;
+    agent.wait_for_log_where("a read applied locally past a full outbox", |text| {
+        text.contains("the outbox is full: the read is applied locally")
+    });
 
     let data = dir.path().join("data");
     let status = status_where(
@@ -181,10 +135,9 @@ async fn reads_go_on_while_the_outbox_is_full_and_a_catch_up_converges_the_upstr
     })
     .await;
     let converged_in = outage_ended.elapsed();
-    wait_for_log(&mut agent, &log, "the catch-up", |text| {
+    agent.wait_for_log_where("the catch-up", |text| {
         text.contains("catch-up queued so the upstream converges")
-    })
-    .await;
+    });
     status_where(&data, "the device level again", |status| {
         status["devices"][0]["upstream_behind_since_generation"].is_null()
             && status["upstream"]["outbox"]["depth"] == 0
@@ -202,16 +155,8 @@ async fn reads_go_on_while_the_outbox_is_full_and_a_catch_up_converges_the_upstr
     );
     assert!(double.keys_with_two_payloads().is_empty());
 
-    let rc = unsafe { libc::kill(agent.0.id() as libc::pid_t, libc::SIGTERM) };
-    assert_eq!(rc, 0);
-    assert!(agent.0.wait().unwrap().success());
-    let output = Command::new(env!("CARGO_BIN_EXE_edge-agent"))
-        .args(["buffer", "list", "--json", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{output:?}");
-    let listing: Value = serde_json::from_slice(&output.stdout).unwrap();
+    agent.stop();
+    let listing = local_json(&config, &["buffer", "list"]);
     let buffered: BTreeSet<String> = listing["users"]
         .as_array()
         .unwrap()

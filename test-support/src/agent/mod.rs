@@ -2,6 +2,7 @@
 //! `agent`): one module per test area, plus what several areas share.
 
 pub mod mqtt;
+pub mod running;
 pub mod sync;
 pub mod upstream;
 

@@ -3,9 +3,9 @@
 //! itself is [`crate::mosquitto::Broker`].
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use edge_agent::backoff::BackoffPolicy;
 use edge_agent::mqtt::{ControlPlane, Tuning};
@@ -16,14 +16,6 @@ use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use tokio::sync::mpsc;
 
 use crate::mosquitto::Broker;
-use crate::paths::binary;
-
-/// The agent binary under test: the one cargo built for this test run, or `EDGE_AGENT_BIN`
-/// (the measurement test uses it to measure a release build).
-pub fn bin() -> String {
-    std::env::var("EDGE_AGENT_BIN")
-        .unwrap_or_else(|_| binary("edge-agent").to_string_lossy().into_owned())
-}
 
 /// A key pair made with the real `keygen`, and its config lines.
 pub struct AdminKey {
@@ -68,16 +60,11 @@ pub fn agent_config(dir: &Path, broker_port: u16, extra_mqtt: &str, admin: &Admi
 /// What the agent logs on every (re)connection to the broker.
 pub const CONNECTED: &str = "connected to the MQTT broker";
 
-/// The agent binary running `run --config`, killed when dropped.
-pub struct Agent {
-    /// The agent process.
-    pub child: Child,
-    /// Its log file.
-    pub log: PathBuf,
-}
+pub use super::running::{bin, RunningAgent as Agent};
 
 impl Agent {
-    /// Writes `config` into `dir`, starts the agent on it and waits for its connection.
+    /// Writes `config` into `dir`, starts the agent on it and waits for its connection to the
+    /// broker.
     pub fn start(dir: &Path, config: &str) -> Agent {
         let connected_before = std::fs::read_to_string(dir.join("agent.log"))
             .unwrap_or_default()
@@ -86,59 +73,6 @@ impl Agent {
         let mut agent = Agent::spawn(dir, config);
         agent.wait_for_log(CONNECTED, connected_before + 1);
         agent
-    }
-
-    /// Writes `config` into `dir` and starts the agent on it without waiting.
-    pub fn spawn(dir: &Path, config: &str) -> Agent {
-        let path = dir.join("agent.toml");
-        std::fs::write(&path, config).unwrap();
-        let log = dir.join("agent.log");
-        let child = Command::new(bin())
-            .args(["run", "--config"])
-            .arg(&path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        Agent { child, log }
-    }
-
-    /// The log so far.
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Waits until the log contains `needle` at least `count` times.
-    pub fn wait_for_log(&mut self, needle: &str, count: usize) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let text = self.log_text();
-            if text.matches(needle).count() >= count {
-                return;
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("agent exited ({status}) before logging {needle:?}:\n{text}");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no {needle:?} ×{count} in the log after 30 s:\n{text}"
-            );
-            std::thread::sleep(Duration::from_millis(25));
-        }
-    }
-
-    /// Sends a signal to the agent.
-    pub fn signal(&self, signal: libc::c_int) {
-        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
-        assert_eq!(rc, 0);
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
