@@ -6,45 +6,16 @@
 //! stop cleanly. Fails if the paging arithmetic overflows (the debug binary panics in the sync
 //! task) or if the body bound is not wired into the client the forwarder uses.
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use edge_agent::upstream::client::MAX_REPLY_BODY;
+use test_support::agent::running::RunningAgent;
 use test_support::agent::sync::{config_text, emulator};
 use test_support::agent::upstream::{token_file, TOKEN};
 use test_support::upstream_double::UpstreamDouble;
 use test_support::{free_port, tempdir};
 
 const PATIENCE: Duration = Duration::from_secs(60);
-
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Waits until the agent's log holds `needle`; panics with the log if it never does.
-async fn wait_for_log(agent: &mut Running, log: &Path, needle: &str) -> String {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        if text.contains(needle) {
-            return text;
-        }
-        if let Ok(Some(status)) = agent.0.try_wait() {
-            panic!("agent exited ({status}) before logging {needle:?}:\n{text}");
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no {needle:?} after {PATIENCE:?}:\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_page_numbers_and_an_oversized_reply_are_refused_without_harm() {
@@ -67,17 +38,7 @@ async fn hostile_page_numbers_and_an_oversized_reply_are_refused_without_harm() 
     let config = dir.path().join("agent.toml");
     std::fs::write(&config, text).unwrap();
 
-    let mut agent = Running(
-        Command::new(env!("CARGO_BIN_EXE_edge-agent"))
-            .args(["run", "--config"])
-            .arg(&config)
-            .env("JOURNAL_STREAM", "none")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut agent = RunningAgent::on(&config, &log);
     let terminal = emulator(
         port,
         &dir.path().join("hostile.jsonl"),
@@ -91,9 +52,9 @@ async fn hostile_page_numbers_and_an_oversized_reply_are_refused_without_harm() 
         ],
     );
     // The guard's reason names the impossible range; then the next poll reads completely.
-    wait_for_log(&mut agent, &log, "0..=18446744073709551615").await;
-    wait_for_log(&mut agent, &log, "complete read applied").await;
-    wait_for_log(&mut agent, &log, "larger than").await;
+    agent.wait_for_log("0..=18446744073709551615", 1);
+    agent.wait_for_log("complete read applied", 1);
+    agent.wait_for_log("larger than", 1);
 
     // The discovered users' events: the padded reply was abandoned, so they went twice and
     // were applied once.
@@ -108,12 +69,8 @@ async fn hostile_page_numbers_and_an_oversized_reply_are_refused_without_harm() 
     };
     assert!(keys.iter().all(|key| double.applications(key) == 1));
 
-    // SAFETY: kill(2) with the pid of our child, which has not been reaped.
-    let rc = unsafe { libc::kill(agent.0.id() as libc::pid_t, libc::SIGTERM) };
-    assert_eq!(rc, 0);
-    let status = agent.0.wait().unwrap();
-    let text = std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(status.success(), "agent stopped with {status}:\n{text}");
+    agent.stop();
+    let text = agent.log_text();
     assert!(!text.contains("panicked"), "{text}");
     // Dropping the emulator checks its log: nothing destructive reached the terminal.
     drop(terminal);
