@@ -2,21 +2,11 @@
 //! SIGHUP with a good one applies it, and SIGTERM stops cleanly with exit code 0 within the
 //! configured bound.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-struct Agent {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use test_support::agent::running::RunningAgent;
 
 fn write_config(path: &Path, dir: &Path, level: &str) {
     let text = format!(
@@ -28,66 +18,31 @@ fn write_config(path: &Path, dir: &Path, level: &str) {
     std::fs::write(path, text).unwrap();
 }
 
-fn signal(agent: &Agent, signal: libc::c_int) {
-    let rc = unsafe { libc::kill(agent.child.id() as libc::pid_t, signal) };
-    assert_eq!(rc, 0, "kill failed");
-}
-
-/// Waits until the log file contains `needle` `count` times; panics with the log if it never does.
-fn wait_for_log(agent: &mut Agent, needle: &str, count: usize) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let text = std::fs::read_to_string(&agent.log).unwrap_or_default();
-        if text.matches(needle).count() >= count {
-            return;
-        }
-        if let Ok(Some(status)) = agent.child.try_wait() {
-            panic!("agent exited ({status}) before logging {needle:?}:\n{text}");
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no {needle:?} in the log after 30 s:\n{text}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn sighup_keeps_a_good_config_over_a_broken_one_and_sigterm_exits_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("agent.toml");
     write_config(&config, dir.path(), "info");
-    let child = Command::new(env!("CARGO_BIN_EXE_edge-agent"))
-        .args(["run", "--config"])
-        .arg(&config)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut agent = Agent {
-        child,
-        log: dir.path().join("agent.log"),
-    };
-    wait_for_log(&mut agent, "agent started", 1);
+    let mut agent = RunningAgent::on(&config, &dir.path().join("agent.log"));
+    agent.wait_for_log("agent started", 1);
 
     // A broken config: the agent says why and keeps running on the old one.
     std::fs::write(&config, "[agent]\nid = \"lifecycle\"\nbogus = 1\n").unwrap();
-    signal(&agent, libc::SIGHUP);
-    wait_for_log(&mut agent, "keeping the previous config", 1);
-    let log = std::fs::read_to_string(&agent.log).unwrap();
+    agent.signal(libc::SIGHUP);
+    agent.wait_for_log("keeping the previous config", 1);
+    let log = agent.log_text();
     assert!(log.contains("unknown key `bogus`"), "{log}");
     assert!(agent.child.try_wait().unwrap().is_none(), "agent died");
 
     // A good config with a new level is applied.
     write_config(&config, dir.path(), "debug");
-    signal(&agent, libc::SIGHUP);
-    wait_for_log(&mut agent, "config reloaded", 1);
-    let log = std::fs::read_to_string(&agent.log).unwrap();
+    agent.signal(libc::SIGHUP);
+    agent.wait_for_log("config reloaded", 1);
+    let log = agent.log_text();
     assert!(log.contains("log level changed"), "{log}");
 
     // SIGTERM: exit 0 after a clean stop, within the 5 s bound (plus process start-up slack).
-    signal(&agent, libc::SIGTERM);
+    agent.signal(libc::SIGTERM);
     let started = Instant::now();
     let status = loop {
         if let Some(status) = agent.child.try_wait().unwrap() {
@@ -100,7 +55,7 @@ fn sighup_keeps_a_good_config_over_a_broken_one_and_sigterm_exits_cleanly() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "exit status {status}");
-    let log = std::fs::read_to_string(&agent.log).unwrap();
+    let log = agent.log_text();
     assert!(log.contains("stopped cleanly"), "{log}");
 }
 
