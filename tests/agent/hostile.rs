@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use edge_agent::upstream::client::MAX_REPLY_BODY;
 use test_support::agent::running::RunningAgent;
-use test_support::agent::sync::{config_text, emulator};
+use test_support::agent::sync::{emulator, upstream_config_file};
 use test_support::agent::upstream::{token_file, TOKEN};
 use test_support::upstream_double::UpstreamDouble;
 use test_support::{free_port, tempdir};
@@ -24,20 +24,14 @@ async fn hostile_page_numbers_and_an_oversized_reply_are_refused_without_harm() 
     double.pad_next(1, MAX_REPLY_BODY + 1);
     let token = token_file(dir.path(), TOKEN);
     let port = free_port();
-    let log = dir.path().join("agent.log");
-    let mut text = config_text(dir.path(), port, "poll_interval = \"2s\"\n");
-    text = text.replace(
-        "[log]\nfile = \"\"",
-        &format!("[log]\nfile = \"{}\"", log.display()),
+    let (config, log) = upstream_config_file(
+        dir.path(),
+        port,
+        "poll_interval = \"2s\"\n",
+        &double.url(),
+        &token,
+        "",
     );
-    text.push_str(&format!(
-        "[upstream]\nurl = \"{}\"\ntoken_file = \"{}\"\n",
-        double.url(),
-        token.display()
-    ));
-    let config = dir.path().join("agent.toml");
-    std::fs::write(&config, text).unwrap();
-
     let mut agent = RunningAgent::on(&config, &log);
     let terminal = emulator(
         port,

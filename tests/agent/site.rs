@@ -6,7 +6,7 @@
 
 use serde_json::json;
 use test_support::agent::running::{local_json, RunningAgent};
-use test_support::agent::sync::{config_text, emulator, DEVICE};
+use test_support::agent::sync::{emulator, upstream_config_file, DEVICE};
 use test_support::agent::upstream::{token_file, TOKEN};
 use test_support::upstream_double::UpstreamDouble;
 use test_support::{free_port, tempdir};
@@ -17,22 +17,14 @@ async fn a_mapping_pulled_by_the_running_agent_maps_the_buffered_user() {
     let double = UpstreamDouble::start(TOKEN).await;
     let token = token_file(dir.path(), TOKEN);
     let port = free_port();
-    let log = dir.path().join("agent.log");
-    let device = "poll_interval = \"1h\"\n";
-    let mut text = config_text(dir.path(), port, device);
-    // `config_text` ends inside `[[device]]`; these tables follow it.
-    text = text.replace(
-        "[log]\nfile = \"\"",
-        &format!("[log]\nfile = \"{}\"", log.display()),
+    let (config, log) = upstream_config_file(
+        dir.path(),
+        port,
+        "poll_interval = \"1h\"\n",
+        &double.url(),
+        &token,
+        "mapping_pull_interval = \"1s\"\n",
     );
-    text.push_str(&format!(
-        "[upstream]\nurl = \"{}\"\ntoken_file = \"{}\"\nmapping_pull_interval = \"1s\"\n",
-        double.url(),
-        token.display()
-    ));
-    let config = dir.path().join("agent.toml");
-    std::fs::write(&config, text).unwrap();
-
     let mut agent = RunningAgent::on(&config, &log);
     let terminal = emulator(
         port,

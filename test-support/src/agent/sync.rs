@@ -89,6 +89,33 @@ pub fn config_text(dir: &Path, port: u16, extra: &str) -> String {
     text
 }
 
+/// Writes the config of a running-agent test to `dir/agent.toml`: one AI06 `door` on `port`
+/// (`device` goes into its `[[device]]` table), the log in `dir/agent.log`, forwarding to the
+/// upstream at `url` with the token in `token_file` and `upstream` as extra `[upstream]` lines.
+/// Returns the config and log paths.
+pub fn upstream_config_file(
+    dir: &Path,
+    port: u16,
+    device: &str,
+    url: &str,
+    token_file: &Path,
+    upstream: &str,
+) -> (PathBuf, PathBuf) {
+    let log = dir.join("agent.log");
+    // `config_text` ends inside `[[device]]`; the `[upstream]` table follows it.
+    let mut text = config_text(dir, port, device).replace(
+        "[log]\nfile = \"\"",
+        &format!("[log]\nfile = \"{}\"", log.display()),
+    );
+    text.push_str(&format!(
+        "[upstream]\nurl = \"{url}\"\ntoken_file = \"{}\"\n{upstream}",
+        token_file.display()
+    ));
+    let config = dir.join("agent.toml");
+    std::fs::write(&config, text).expect("write the agent config");
+    (config, log)
+}
+
 /// The agent side of a test: the listener, a store, and an engine.
 pub struct Agent {
     /// Temporary directory holding store, locks and backups.
