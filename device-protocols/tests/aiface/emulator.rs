@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use crate::agent::{start_emulator, Agent, LinkError, ReadError, STEP};
 use device_protocols::aiface::{
-    BackupNum, Command, CompletenessError, CredentialValue, DeviceMessage, DeviceReport,
-    FetchError, PagedRead, PagingError, ParseError, RegReply, ReplyBody, ReplyOutcome, SetUserInfo,
-    Step,
+    BackupNum, Command, CompletenessError, CredentialRef, CredentialValue, DeviceMessage,
+    DeviceReport, FetchError, PagedRead, PagingError, ParseError, RegReply, ReplyBody,
+    ReplyOutcome, SetUserInfo, Step,
 };
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
@@ -432,14 +432,19 @@ async fn operator_deletion_at_a_time_shows_in_the_next_complete_read() {
     agent.accept_device().await;
     assert_eq!(agent.complete_read().await.unwrap().0.users, 3);
     // Poll as an agent would; the deletion shows up as a complete read with one user fewer. A
-    // read the deletion lands in the middle of is incomplete (the counters moved), which is the
-    // safe answer; the next read sees the deletion whole.
+    // read the deletion lands in the middle of fails, which is the safe answer: the counters
+    // moved, or the deleted user's credential is refused after it was listed. The next read
+    // sees the deletion whole.
     let deadline = Instant::now() + STEP;
     loop {
         let summary = match agent.complete_read().await {
             Ok((summary, _)) => summary,
             Err(ReadError::Incomplete(CompletenessError::CountersChanged {
                 counter: "useduser",
+                ..
+            }))
+            | Err(ReadError::Fetch(FetchError::Refused {
+                credential: CredentialRef { enrollid: 2, .. },
                 ..
             })) => {
                 assert!(
