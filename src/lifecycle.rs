@@ -205,7 +205,9 @@ pub fn test_fault(name: &str) -> bool {
         return false;
     }
     let mut fired = FIRED.lock().unwrap_or_else(|p| p.into_inner());
-    fired.get_or_insert_with(HashSet::new).insert(name.to_owned())
+    fired
+        .get_or_insert_with(HashSet::new)
+        .insert(name.to_owned())
 }
 
 /// Release builds: no fault injection (see the debug version).

@@ -121,9 +121,7 @@ fn look(
         let failures = state.map_or(0, |s| s.consecutive_failures);
         if thresholds.incomplete_after > 0 && failures >= thresholds.incomplete_after {
             if alarmed.incomplete.insert(device.clone()) {
-                let last_error = state
-                    .and_then(|s| s.last_error.clone())
-                    .unwrap_or_default();
+                let last_error = state.and_then(|s| s.last_error.clone()).unwrap_or_default();
                 alarms.push(alarm(
                     AlarmKind::ReadsIncomplete {
                         device_id: device.clone(),
