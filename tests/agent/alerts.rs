@@ -379,3 +379,69 @@ fn check_config_refuses_settings_of_features_this_build_does_not_have() {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
 }
+
+/// The time of the `n`-th (1-based) log line holding `needle`.
+fn logged_at(log: &str, needle: &str, n: usize) -> chrono::DateTime<chrono::Utc> {
+    let line = log
+        .lines()
+        .filter(|line| line.contains(needle))
+        .nth(n - 1)
+        .expect("the log line");
+    let stamp = line.split_whitespace().next().unwrap();
+    chrono::DateTime::parse_from_rfc3339(stamp)
+        .unwrap()
+        .with_timezone(&chrono::Utc)
+}
+
+/// Measures (does not assert) the time from a complete read that lost users being applied
+/// (its "complete read applied" log line) to the `users_missing` alert reaching a subscriber,
+/// over 20 reads. `cargo nextest run --workspace -E 'test(measure_users_missing)'
+/// --run-ignored only --no-capture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a check"]
+async fn measure_users_missing_alert_latency() {
+    const RUNS: usize = 20;
+    let site = Site::start().await;
+    let mut observer = Observer::start(site.broker.port, ALERTS, None).await;
+    let mut agent = Agent::start(site.dir.path(), &site.text);
+    let terminal = emulator(site.port, &site.dir.path().join("t.jsonl"), &knobs("10"));
+    agent.wait_for_log("complete read applied", 1);
+    drop(terminal);
+    let mut reads = 1;
+    let mut latencies = Vec::new();
+    for run in 0..RUNS {
+        let fewer = emulator(
+            site.port,
+            &site.dir.path().join(format!("fewer{run}.jsonl")),
+            &knobs("9"),
+        );
+        next_alert(&mut observer, "users_missing").await;
+        let arrived = chrono::Utc::now();
+        reads += 1;
+        agent.wait_for_log("complete read applied", reads);
+        let applied = logged_at(&agent.log_text(), "complete read applied", reads);
+        latencies.push((arrived - applied).num_microseconds().unwrap() as f64 / 1000.0);
+        drop(fewer);
+        let all = emulator(
+            site.port,
+            &site.dir.path().join(format!("all{run}.jsonl")),
+            &knobs("10"),
+        );
+        next_alert(&mut observer, "users_reappeared").await;
+        reads += 1;
+        agent.wait_for_log("complete read applied", reads);
+        drop(all);
+    }
+    agent.stop();
+    latencies.sort_by(f64::total_cmp);
+    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
+    println!(
+        "users_missing alert, read applied -> subscriber, {} reads: p50 {:.1} ms, p99 {:.1} ms, \
+         min {:.1} ms, max {:.1} ms",
+        latencies.len(),
+        at(0.5),
+        at(0.99),
+        latencies[0],
+        latencies[latencies.len() - 1]
+    );
+}
