@@ -63,7 +63,7 @@ fn user_ids(event: &Value) -> Vec<String> {
 /// Small users: a 1 KB photo each (a user with no credential at all is not listed), no card.
 const NO_PHOTOS: [&str; 4] = ["--photo-kb", "1", "--cards", "false"];
 
-fn knobs<'a>(users: &'a str) -> Vec<&'a str> {
+fn knobs(users: &str) -> Vec<&str> {
     let mut knobs = vec!["--users", users];
     knobs.extend(NO_PHOTOS);
     knobs
