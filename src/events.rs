@@ -104,6 +104,39 @@ pub enum EventBody {
         /// Human-readable detail.
         message: String,
     },
+    /// A must-deliver MQTT alert (`…/events/alert`): what an operator or a fleet dashboard has
+    /// to act on, with the facts each kind needs (the users concerned, the figures). Only the
+    /// MQTT alert queue carries these; the upstream learns the same facts from its own events.
+    Alert(AlertBody),
+}
+
+/// The body of an MQTT alert. One shape for every kind, so a subscriber parses one structure
+/// and switches on `kind`; `docs/mqtt.md` lists the kinds and which fields each fills.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertBody {
+    /// Stable machine-readable kind (`users_missing`, `store_salvaged`, ...).
+    pub kind: String,
+    /// `warning` (look at it today) or `critical` (act now).
+    pub severity: String,
+    /// A sentence for the operator: what happened and what to do.
+    pub message: String,
+    /// The users concerned (`users_missing`, `users_reappeared`), empty for other kinds.
+    pub users: Vec<AlertUser>,
+    /// The kind's figures as text (`missing`, `previous`, `status`, `task`, ...).
+    pub details: BTreeMap<String, String>,
+}
+
+/// A user named by an alert.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertUser {
+    /// The device's user id.
+    pub user_id: String,
+    /// Name as last read.
+    pub name: String,
+    /// When the user was last seen by a complete read (UTC ms), for missing users.
+    pub last_seen_at_ms: Option<i64>,
+    /// When the user was reported missing (UTC ms), for users who came back.
+    pub missing_since_ms: Option<i64>,
 }
 
 /// A device user as the agent summarises it: identity, the attributes compared with upstream,

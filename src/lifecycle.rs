@@ -115,6 +115,7 @@ impl Tasks {
         let name = name.into();
         let stop = self.stop_signal();
         let future = task(self.stop_signal());
+        let future = fail_on_request(&name, future);
         let failures = self.failures_tx.clone();
         self.running.spawn(async move {
             let ended = AssertUnwindSafe(future).catch_unwind().await;
@@ -171,8 +172,9 @@ impl Tasks {
     }
 }
 
-/// The text of a panic payload (`panic!` with a literal or a formatted message).
-fn panic_message(payload: &(dyn Any + Send)) -> String {
+/// The text of a panic payload (`panic!` with a literal or a formatted message); supervisors
+/// that catch a panic themselves report it with this.
+pub fn panic_message(payload: &(dyn Any + Send)) -> String {
     if let Some(text) = payload.downcast_ref::<&str>() {
         (*text).to_string()
     } else if let Some(text) = payload.downcast_ref::<String>() {
@@ -180,6 +182,58 @@ fn panic_message(payload: &(dyn Any + Send)) -> String {
     } else {
         "(no message)".to_string()
     }
+}
+
+/// Test-only fault injection, so the end-to-end tests can kill a task of the real binary (a
+/// device loop, the forwarder) and watch the agent react. **Debug builds only**: in a release
+/// build this is a constant `false` and the variable is never read, so no setting can reach
+/// it on a gateway.
+///
+/// `EDGE_AGENT_TEST_FAULT` holds comma-separated names; [`test_fault`] answers `true` the first
+/// time it is asked about one of them (once per process, so a restarted task runs normally).
+/// `task:<name>` makes the task registered as `<name>` panic two seconds after it starts;
+/// `device-loop:<id>` makes the poll loop of device `<id>` panic when it first wakes.
+#[cfg(debug_assertions)]
+pub fn test_fault(name: &str) -> bool {
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    static FIRED: Mutex<Option<HashSet<String>>> = Mutex::new(None);
+    let Ok(wanted) = std::env::var("EDGE_AGENT_TEST_FAULT") else {
+        return false;
+    };
+    if !wanted.split(',').any(|w| w.trim() == name) {
+        return false;
+    }
+    let mut fired = FIRED.lock().unwrap_or_else(|p| p.into_inner());
+    fired
+        .get_or_insert_with(HashSet::new)
+        .insert(name.to_owned())
+}
+
+/// Release builds: no fault injection (see the debug version).
+#[cfg(not(debug_assertions))]
+pub fn test_fault(_name: &str) -> bool {
+    false
+}
+
+/// `future`, or one that panics two seconds in when [`test_fault`] asks for `task:<name>`.
+fn fail_on_request<Fut>(name: &str, future: Fut) -> futures::future::BoxFuture<'static, ()>
+where
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    use futures::FutureExt as _;
+    if !test_fault(&format!("task:{name}")) {
+        return future.boxed();
+    }
+    let name = name.to_owned();
+    async move {
+        tokio::select! {
+            _ = future => {}
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
+        panic!("test fault injected into task `{name}` (EDGE_AGENT_TEST_FAULT)");
+    }
+    .boxed()
 }
 
 #[cfg(test)]

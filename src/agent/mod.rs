@@ -112,8 +112,13 @@ async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
     };
     let status_for_mqtt = status.clone();
     tasks.spawn("status-file", move |stop| status.keep_written(stop));
-    if let Some(interval) = systemd::watchdog_interval() {
-        tasks.spawn("systemd-watchdog", move |stop| watchdog(interval, stop));
+    // False once a critical task died: the watchdog stops pinging and systemd restarts us.
+    let (alive, alive_rx) = tokio::sync::watch::channel(true);
+    let watchdog_on = systemd::watchdog_interval();
+    if let Some(interval) = watchdog_on {
+        tasks.spawn("systemd-watchdog", move |stop| {
+            watchdog(interval, alive_rx, stop)
+        });
     }
     let control_plane = crate::mqtt::start(
         &mut tasks,
@@ -147,7 +152,7 @@ async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
                 }
                 None => break,
             },
-            failure = tasks.failed() => task_failed(&failure),
+            failure = tasks.failed() => task_failed(&failure, &alive, watchdog_on.is_some()),
         }
     }
     shutdown(
@@ -161,17 +166,45 @@ async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
     .await
 }
 
+/// Tasks whose loss leaves the agent doing its job (a stale status file, a retention sweep
+/// that waits for the next start). Every other task is critical: nothing restarts it inside
+/// the agent (device loops restart themselves and never get here), so the service it runs —
+/// the forwarder, the device listener, the MQTT link, the alerts — is gone until the agent
+/// restarts.
+const NOT_CRITICAL: &[&str] = &["status-file", "sync-retention"];
+
+/// Whether losing `task` must restart the agent.
+fn is_critical(task: &str) -> bool {
+    !NOT_CRITICAL.contains(&task)
+}
+
 /// What the agent does when one of its tasks panics or returns before stop. The task set has
-/// already logged the failure with the task's name; the agent keeps serving with the rest.
-///
-/// This is the hook for a stronger reaction (stop feeding the systemd watchdog so the unit is
-/// restarted, or exit): it is deliberately only a log line for now.
-fn task_failed(failure: &TaskFailure) {
-    tracing::error!(
-        task = %failure.task,
-        "the agent keeps running without task `{}`; restart the agent to bring it back",
-        failure.task
-    );
+/// already logged the failure with the task's name. A critical task's death clears `alive`,
+/// which stops the systemd watchdog pings, so systemd restarts the unit (`WatchdogSec=`);
+/// without a watchdog the agent keeps serving with the rest and says so.
+fn task_failed(failure: &TaskFailure, alive: &tokio::sync::watch::Sender<bool>, watchdog: bool) {
+    if !is_critical(&failure.task) {
+        tracing::error!(
+            task = %failure.task,
+            "the agent keeps running without task `{}`; restart the agent to bring it back",
+            failure.task
+        );
+        return;
+    }
+    alive.send_replace(false);
+    if watchdog {
+        tracing::error!(
+            task = %failure.task,
+            "critical task `{}` is dead: systemd watchdog pings stopped, so systemd restarts              the agent",
+            failure.task
+        );
+    } else {
+        tracing::error!(
+            task = %failure.task,
+            "critical task `{}` is dead and no systemd watchdog is configured: restart the              agent to bring it back",
+            failure.task
+        );
+    }
 }
 
 async fn open_store(config: &Config) -> anyhow::Result<Store> {
@@ -230,12 +263,21 @@ async fn shutdown(
     }
 }
 
-/// Tells systemd we are alive at half its watchdog period.
-async fn watchdog(interval: std::time::Duration, mut stop: StopSignal) {
+/// Tells systemd we are alive at half its watchdog period, as long as every critical task is
+/// (`alive`); once one died it goes quiet, and systemd kills and restarts the agent.
+async fn watchdog(
+    interval: std::time::Duration,
+    alive: tokio::sync::watch::Receiver<bool>,
+    mut stop: StopSignal,
+) {
     let mut ticker = tokio::time::interval(interval);
     loop {
         tokio::select! {
-            _ = ticker.tick() => systemd::notify("WATCHDOG=1"),
+            _ = ticker.tick() => {
+                if *alive.borrow() {
+                    systemd::notify("WATCHDOG=1");
+                }
+            }
             _ = stop.stopped() => return,
         }
     }

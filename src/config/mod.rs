@@ -283,6 +283,12 @@ pub struct MonitorConfig {
     pub mass_missing_share: f64,
     /// The fewest missing users that count as a mass disappearance.
     pub mass_missing_min: u64,
+    /// A device not completely read for this long (not connected, or every read failing)
+    /// raises a `device_unread` alarm and alert.
+    pub unread_alert_after: HumanDuration,
+    /// This many incomplete reads of a device in a row raise a `reads_incomplete` alarm and
+    /// alert.
+    pub incomplete_alert_after: u32,
 }
 
 /// Whether logs go to journald.
@@ -475,6 +481,8 @@ impl Default for MonitorConfig {
             interval: HumanDuration::from_secs(300),
             mass_missing_share: 0.2,
             mass_missing_min: 5,
+            unread_alert_after: HumanDuration::from_secs(3600),
+            incomplete_alert_after: 3,
         }
     }
 }

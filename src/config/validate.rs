@@ -34,6 +34,7 @@ pub(super) fn check(config: &Config, index: &KeyIndex, errors: &mut Vec<ConfigEr
     check_upstream(&mut findings, config);
     check_mqtt(&mut findings, config);
     check_esl(&mut findings, config);
+    check_not_built(&mut findings, config);
 }
 
 /// Ids end up in MQTT topics and file names: keep them to a safe alphabet.
@@ -227,7 +228,12 @@ fn check_intervals(findings: &mut Findings, config: &Config) {
             "must be a share above 0 and at most 1 (0.2 = 20 %)",
         );
     }
-    at_least(findings, "lock.lease", config.lock.lease.get(), 1);
+    at_least(
+        findings,
+        "monitor.unread_alert_after",
+        config.monitor.unread_alert_after.get(),
+        1,
+    );
     at_least(
         findings,
         "agent.shutdown_timeout",
@@ -323,6 +329,47 @@ fn check_esl(findings: &mut Findings, config: &Config) {
                 "missing required value (needed when esl.enabled = true)",
             );
         }
+    }
+}
+
+/// The shelf-label adapter is not part of this build: why any `[esl]` setting is refused.
+const NO_ESL: &str = "the shelf-label (ESL) adapter is not part of this build, so this setting                       would do nothing; remove it (esl.enabled = false is the only accepted value)";
+/// The lock arbiter is not part of this build: why its settings are refused.
+const NO_ARBITER: &str = "the lock arbiter (several hosts, over MQTT) is not part of this build,                           so this setting would do nothing; remove it (this build locks devices                           with flock files on this box: lock.dir, lock.acquire_retries)";
+
+/// Settings of features this build does not have are refused, with the reason, rather than
+/// accepted and silently ignored: an operator who sets `esl.enabled = true` or a lock lease
+/// must learn at once that nothing will happen. Only keys written in the file count, so the
+/// defaults never trip this.
+fn check_not_built(findings: &mut Findings, config: &Config) {
+    if config.esl.enabled {
+        findings.error("esl.enabled", NO_ESL);
+    }
+    for key in [
+        "esl.url",
+        "esl.company",
+        "esl.store",
+        "esl.username",
+        "esl.password_file",
+        "esl.verify_interval",
+    ] {
+        if findings.index.written(key) {
+            findings.error(key, NO_ESL);
+        }
+    }
+    if config.lock.mode != super::LockMode::Flock {
+        findings.error("lock.mode", NO_ARBITER);
+    }
+    for key in ["lock.lease", "lock.lock_delay"] {
+        if findings.index.written(key) {
+            findings.error(key, NO_ARBITER);
+        }
+    }
+    if findings.index.written("lock.max_hold") {
+        findings.error(
+            "lock.max_hold",
+            "releasing a lock held too long belongs to the lock arbiter, which is not part of              this build, so this setting would do nothing; remove it (a flock lock is released              when its poll ends)",
+        );
     }
 }
 

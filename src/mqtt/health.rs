@@ -222,11 +222,7 @@ impl HealthPublisher {
         tracing::warn!(
             "the system clock is not synchronised (no NTP); record times may be wrong until it is"
         );
-        let body = EventBody::Alarm {
-            kind: "clock_unsynced".into(),
-            message: "the system clock is not synchronised; check NTP (timedatectl) on the box"
-                .into(),
-        };
+        let body = EventBody::Alert(super::alert_kinds::clock_unsynced());
         if let Err(err) = self.alerts.raise("", body).await {
             tracing::error!("{err}");
         }

@@ -9,10 +9,14 @@
 //! | `mqtt-commands`    | the request pipeline (checks, dedup, nonce+audit, execution)  |
 //! | `mqtt-health`      | retained health, periodically and on change; clock alerts     |
 //! | `mqtt-alerts`      | sends durable alerts until the broker hands them back         |
+//! | `mqtt-alarm-alerts`| makes every local alarm an alert ([`alert_sources`])          |
+//! | `mqtt-user-alerts` | users missing / reappeared, from the sync engine's changes    |
 //!
 //! Every publish is non-blocking (see [`publisher`]), so losing the broker never stalls device
 //! polling, the outbox or anything else that reports through this module.
 
+pub mod alert_kinds;
+mod alert_sources;
 mod alerts;
 pub mod broker;
 pub mod command;
@@ -226,6 +230,17 @@ pub fn start_with(
         topic: topics.health(),
         period: tuning.health_period,
     };
+    let alarm_alerts = alert_sources::AlarmAlerts {
+        store: store.clone(),
+        alerts: alerts.clone(),
+    };
+    let user_alerts = services
+        .sync
+        .as_ref()
+        .map(|sync| alert_sources::ChangeAlerts {
+            engine: Arc::clone(sync.engine()),
+            alerts: alerts.clone(),
+        });
     let sender = alerts::AlertSender {
         alerts: alerts.clone(),
         publisher,
@@ -237,6 +252,10 @@ pub fn start_with(
     tasks.spawn("mqtt-commands", |stop| router.run(request_rx, stop));
     tasks.spawn("mqtt-health", |stop| health.run(stop));
     tasks.spawn("mqtt-alerts", |stop| sender.run(stop));
+    tasks.spawn("mqtt-alarm-alerts", |stop| alarm_alerts.run(stop));
+    if let Some(user_alerts) = user_alerts {
+        tasks.spawn("mqtt-user-alerts", |stop| user_alerts.run(stop));
+    }
     tracing::info!(
         broker = %format!("{}:{}", settings.host, settings.port),
         tls = settings.tls.is_some(),

@@ -233,6 +233,25 @@ impl fmt::Display for HumanDuration {
 
 /// Logs an event through `tracing` unless a [`RepeatLimiter`] says it is a repeat.
 ///
+/// How often the owner of a limiter should call [`log_ended_windows`]: often enough that a
+/// summary appears within a minute of its window's end.
+pub const DRAIN_EVERY: Duration = Duration::from_secs(60);
+
+/// Logs (at warn) the summary of every window that ended with unlogged repeats, and returns
+/// how many it logged. The owner of a limiter calls it every [`DRAIN_EVERY`], so a burst that
+/// simply stops still gets its "same error N times" line instead of waiting for a next
+/// occurrence that may never come.
+pub fn log_ended_windows<K: Eq + Hash + Clone + fmt::Debug>(
+    limiter: &mut RepeatLimiter<K>,
+    now: Instant,
+) -> usize {
+    let summaries = limiter.drain_summaries(now);
+    for summary in &summaries {
+        tracing::warn!(key = ?summary.key, repeats = summary.occurrences, "{summary}");
+    }
+    summaries.len()
+}
+
 /// `log_repeated!(limiter, key, LEVEL, fields and message as for tracing::event!)`; the limiter
 /// expression must give a `&mut RepeatLimiter` (or something that derefs to one, such as a
 /// `MutexGuard`). When a window ends, the summary is logged at the same level and call site,
@@ -399,6 +418,23 @@ mod tests {
         fn on_event(&self, _: &tracing::Event<'_>, _: Context<'_, S>) {
             self.0.fetch_add(1, Ordering::SeqCst);
         }
+    }
+
+    #[test]
+    fn a_burst_that_stops_is_summarised_by_the_periodic_drain() {
+        let events = Arc::new(AtomicUsize::new(0));
+        let subscriber = tracing_subscriber::registry().with(CountEvents(events.clone()));
+        let mut limiter = limiter();
+        let start = Instant::now();
+        for _ in 0..5 {
+            limiter.check("noisy", start);
+        }
+        tracing::subscriber::with_default(subscriber, || {
+            assert_eq!(log_ended_windows(&mut limiter, start + WINDOW / 2), 0);
+            assert_eq!(log_ended_windows(&mut limiter, start + WINDOW * 2), 1);
+            assert_eq!(log_ended_windows(&mut limiter, start + WINDOW * 3), 0);
+        });
+        assert_eq!(events.load(Ordering::SeqCst), 1, "one summary line");
     }
 
     #[test]

@@ -64,6 +64,51 @@ pub enum AlarmKind {
         /// Users in the previous complete read.
         previous: u64,
     },
+    /// A device has not been completely read for longer than `monitor.unread_alert_after`
+    /// (not connected, or every read failing): its users are not being watched.
+    DeviceUnread {
+        /// The device.
+        device_id: String,
+        /// The last complete read (UTC ms), if any since the agent started.
+        last_complete_ms: Option<i64>,
+        /// The threshold it passed, in seconds.
+        threshold_s: u64,
+        /// Why the last attempt failed, or that the device is not connected.
+        reason: String,
+    },
+    /// Reads of a device ended incomplete `monitor.incomplete_alert_after` times in a row.
+    ReadsIncomplete {
+        /// The device.
+        device_id: String,
+        /// Incomplete reads in a row.
+        in_a_row: u32,
+        /// Why the last one failed.
+        last_error: String,
+    },
+    /// Events were given up on and set aside as dead letters since the last look.
+    DeadLetters {
+        /// New dead letters.
+        new: u64,
+        /// Dead letters now kept.
+        total: u64,
+    },
+    /// A supervised task (a device's poll loop) failed and is restarted after a pause.
+    TaskRestarted {
+        /// The task's name (`sync-device:<id>`).
+        task: String,
+        /// How it failed.
+        reason: String,
+        /// The pause before the restart, in milliseconds.
+        restart_in_ms: u64,
+    },
+    /// The device lock was lost while held (another holder took over, the lease expired): what
+    /// the agent was doing with the device stops. Raised by the lock service.
+    LockLost {
+        /// The device.
+        device_id: String,
+        /// What happened.
+        detail: String,
+    },
 }
 
 impl Record for Alarm {
@@ -82,9 +127,19 @@ impl Store {
 
     /// Every recorded alarm with its sequence number, oldest first.
     pub fn alarms(&self) -> Result<Vec<(u64, Alarm)>, StoreError> {
-        self.scan_prefix::<Alarm>(TreeName::Alarms, [])
+        self.alarms_after(None)
+    }
+
+    /// The alarms recorded after sequence number `after` (all with `None`), oldest first: what
+    /// a reader that has seen up to `after` has not seen yet (the MQTT alert forwarder).
+    pub fn alarms_after(&self, after: Option<u64>) -> Result<Vec<(u64, Alarm)>, StoreError> {
+        let start = after.map_or(0, |seen| seen.saturating_add(1));
+        self.tree(TreeName::Alarms)
+            .range(keys::sequence(start)..)
             .map(|entry| {
-                let (key, alarm) = entry?;
+                let (key, value) = entry.map_err(StoreError::sled("read alarms"))?;
+                let alarm = super::envelope::decode::<Alarm>(&value)
+                    .map_err(|error| StoreError::value(TreeName::Alarms, &key, error))?;
                 let sequence = keys::parse_sequence(&key).ok_or_else(|| StoreError::BadKey {
                     tree: TreeName::Alarms,
                     key: printable_key(&key),
@@ -93,6 +148,12 @@ impl Store {
                 Ok((sequence, alarm))
             })
             .collect()
+    }
+
+    /// Resolves when alarms may have been raised since the returned watch was taken; a reader
+    /// takes the watch *before* reading, so nothing raised in between is missed.
+    pub fn watch_alarms(&self) -> sled::Subscriber {
+        self.tree(TreeName::Alarms).watch_prefix(Vec::new())
     }
 }
 

@@ -31,6 +31,7 @@ pub mod history;
 pub mod lock;
 pub mod mapping;
 pub mod migrate;
+mod monitor;
 pub mod poll;
 pub mod restore;
 pub mod retention;

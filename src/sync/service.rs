@@ -167,6 +167,14 @@ pub fn start(
     tasks.spawn("sync-retention", move |stop| {
         run_retention(retention_engine, policy, backup_dir, stop)
     });
+    let thresholds = super::monitor::MonitorThresholds {
+        unread_after: config.monitor.unread_alert_after.get(),
+        incomplete_after: config.monitor.incomplete_alert_after,
+    };
+    let (monitor_engine, watched) = (Arc::clone(&engine), triggers.keys().cloned().collect());
+    tasks.spawn("sync-monitor", move |stop| {
+        super::monitor::run_monitor(monitor_engine, watched, thresholds, stop)
+    });
     SyncHandle {
         engine,
         triggers: Arc::new(triggers),
@@ -194,8 +202,80 @@ fn spawn_device<S: SessionSource>(
     };
     let (engine, source) = (Arc::clone(engine), Arc::clone(source));
     tasks.spawn(format!("sync-device:{}", device.id), move |stop| {
-        run_device(engine, source, schedule, trigger, stop)
+        supervise_device(engine, source, schedule, trigger, stop)
     });
+}
+
+/// First pause before a failed device loop is restarted; it doubles (with jitter) up to
+/// [`RESTART_CAP`] while the loop keeps failing, and starts over once it ran [`RESTART_CAP`].
+const RESTART_BASE: Duration = Duration::from_secs(1);
+/// Longest pause between restarts of a failing device loop.
+const RESTART_CAP: Duration = Duration::from_secs(300);
+
+/// Runs the poll loop of one device and restarts it, with backoff and an alarm, when it panics
+/// or returns before stop: one terminal sending something the agent cannot handle must not
+/// end the monitoring of that terminal for good, nor take the other devices with it.
+async fn supervise_device<S: SessionSource>(
+    engine: Arc<Engine>,
+    source: Arc<S>,
+    schedule: DeviceSchedule,
+    trigger: Arc<Notify>,
+    mut stop: StopSignal,
+) {
+    use futures::FutureExt as _;
+    let task = format!("sync-device:{}", schedule.device_id);
+    let mut backoff = crate::backoff::Backoff::new(RESTART_BASE, RESTART_CAP);
+    loop {
+        let started = tokio::time::Instant::now();
+        let run = run_device(
+            Arc::clone(&engine),
+            Arc::clone(&source),
+            schedule.clone(),
+            Arc::clone(&trigger),
+            stop.clone(),
+        );
+        let ended = std::panic::AssertUnwindSafe(run).catch_unwind().await;
+        if stop.is_stopping() {
+            return;
+        }
+        let reason = match ended {
+            Err(panic) => format!("panicked: {}", crate::lifecycle::panic_message(&*panic)),
+            Ok(()) => "ended early".to_string(),
+        };
+        if started.elapsed() >= RESTART_CAP {
+            backoff.succeed();
+        }
+        let pause = backoff
+            .fail(crate::backoff::random_fraction(), None)
+            .max(Duration::from_millis(100));
+        let restart_in_ms = u64::try_from(pause.as_millis()).unwrap_or(u64::MAX);
+        tracing::error!(
+            task = %task,
+            "the poll loop of {} {reason}; restarting it in {pause:?}",
+            schedule.device_id
+        );
+        let alarm = crate::store::Alarm {
+            raised_at_unix_ms: engine.now_ms(),
+            kind: crate::store::AlarmKind::TaskRestarted {
+                task: task.clone(),
+                reason: reason.clone(),
+                restart_in_ms,
+            },
+            message: format!(
+                "the poll loop of {} {reason} and is restarted in {pause:?}; if this repeats,                  send the log to support",
+                schedule.device_id
+            ),
+        };
+        if let Err(err) = engine.store().raise_alarm(&alarm) {
+            tracing::error!("cannot record the alarm: {err}");
+        } else if let Err(err) = engine.store().make_durable().await {
+            tracing::error!("cannot make the alarm durable: {err}");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = stop.stopped() => return,
+        }
+    }
 }
 
 /// The poll loop of one device: waits for its interval or a wake-up, then backs up (when due)
@@ -222,6 +302,9 @@ pub async fn run_device<S: SessionSource>(
             _ = stop.stopped() => return,
         }
         next_poll = tokio::time::Instant::now() + schedule.poll_interval;
+        if crate::lifecycle::test_fault(&format!("device-loop:{device}")) {
+            panic!("test fault injected into the poll loop of {device} (EDGE_AGENT_TEST_FAULT)");
+        }
         let Some(session) = source.session(device, Duration::ZERO).await else {
             tracing::debug!(device, "not connected; it is read as soon as it connects");
             continue;

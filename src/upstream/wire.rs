@@ -100,7 +100,7 @@ pub struct WireMapping {
 }
 
 /// Every event type name of the contract, in [`EventBody`] variant order.
-pub const TYPE_NAMES: [&str; 10] = [
+pub const TYPE_NAMES: [&str; 11] = [
     "user_discovered",
     "user_changed",
     "user_missing",
@@ -111,6 +111,7 @@ pub const TYPE_NAMES: [&str; 10] = [
     "punch",
     "device_status",
     "alarm",
+    "alert",
 ];
 
 /// The contract's name for an event body. Part of the contract: never rename.
@@ -126,6 +127,7 @@ pub fn type_name(body: &EventBody) -> &'static str {
         EventBody::Punch(_) => 7,
         EventBody::DeviceStatus { .. } => 8,
         EventBody::Alarm { .. } => 9,
+        EventBody::Alert(_) => 10,
     };
     TYPE_NAMES[index]
 }

@@ -1,6 +1,7 @@
 //! The agent binary as a user meets it: the demo, signals on a running agent, and a running
 //! agent joined to an emulated terminal and the upstream double.
 
+mod alerts;
 mod backups;
 mod common;
 mod demo;

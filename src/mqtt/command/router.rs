@@ -115,6 +115,7 @@ impl Router {
         // logged once per window, then summarised.
         let mut refusals = RepeatLimiter::<String>::default();
         let mut sweep = tokio::time::interval(NONCE_SWEEP_EVERY);
+        let mut drain = tokio::time::interval(crate::ops::rate_limit::DRAIN_EVERY);
         loop {
             tokio::select! {
                 _ = stop.stopped() => return,
@@ -122,6 +123,12 @@ impl Router {
                     self.handle(&mut dedup, &mut refusals, request).await;
                 }
                 _ = sweep.tick() => self.sweep_nonces(),
+                _ = drain.tick() => {
+                    crate::ops::rate_limit::log_ended_windows(
+                        &mut refusals,
+                        std::time::Instant::now(),
+                    );
+                }
             }
         }
     }

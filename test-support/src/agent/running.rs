@@ -33,10 +33,18 @@ impl RunningAgent {
     /// Starts the agent on the config file `config`, whose log goes to `log`. Its stdio is
     /// null and `JOURNAL_STREAM` is unset in effect, so it never logs to a journal.
     pub fn on(config: &Path, log: &Path) -> RunningAgent {
+        RunningAgent::on_with_env(config, log, &[])
+    }
+
+    /// [`RunningAgent::on`] with extra environment variables, such as `NOTIFY_SOCKET` and
+    /// `WATCHDOG_USEC` (systemd's side) or `EDGE_AGENT_TEST_FAULT` (the debug build's fault
+    /// injection, see `edge_agent::lifecycle::test_fault`).
+    pub fn on_with_env(config: &Path, log: &Path, env: &[(&str, &str)]) -> RunningAgent {
         let child = Command::new(bin())
             .args(["run", "--config"])
             .arg(config)
             .env("JOURNAL_STREAM", "none")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
