@@ -3,6 +3,7 @@
 
 pub mod log_tail;
 pub mod logging;
+pub mod metrics;
 pub mod memory;
 pub mod rate_limit;
 pub mod rotating_file;
