@@ -361,7 +361,7 @@ mod tests {
     #[test]
     fn a_read_moves_from_progress_to_outcome() {
         let live = Live::default();
-        let mut facts = live.watch_facts();
+        let facts = live.watch_facts();
         live.read_started("door");
         live.read_progress(
             "door",

@@ -27,12 +27,12 @@
 pub mod config;
 pub mod ctl;
 pub mod demo;
+pub mod history;
 mod oneshot;
 pub mod probe;
 pub mod render;
 pub mod run;
 pub mod status;
-pub mod history;
 pub mod store_tools;
 pub mod version;
 

@@ -68,7 +68,9 @@ impl MetricsServer {
 async fn serve(mut stream: TcpStream, sources: StatusSources) -> std::io::Result<()> {
     let head = match tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream)).await {
         Ok(Ok(Some(head))) => head,
-        Ok(Ok(None)) => return respond(&mut stream, "431 Request Header Fields Too Large", "").await,
+        Ok(Ok(None)) => {
+            return respond(&mut stream, "431 Request Header Fields Too Large", "").await
+        }
         Ok(Err(err)) => return Err(err),
         Err(_) => return respond(&mut stream, "408 Request Timeout", "").await,
     };
@@ -343,7 +345,10 @@ pub fn exposition(report: &StatusReport) -> String {
             "counter",
             "Events the upstream answered since start, by result (delivered, dead_lettered).",
         );
-        for (result, field) in [("delivered", "delivered"), ("dead_lettered", "dead_lettered")] {
+        for (result, field) in [
+            ("delivered", "delivered"),
+            ("dead_lettered", "dead_lettered"),
+        ] {
             f.sample(
                 "edge_agent_forward_events_total",
                 &[("result", result)],
@@ -365,7 +370,7 @@ pub fn exposition(report: &StatusReport) -> String {
             f.header(
                 "edge_agent_upstream_request_duration_seconds",
                 "histogram",
-                "Latency of upstream event requests, by outcome (ok, retry, refused).",
+                "Latency of upstream event requests, by outcome (ok: answered for good, retry).",
             );
             for (outcome, histogram) in requests.as_object().into_iter().flatten() {
                 let bounds = histogram["bounds"].as_array().cloned().unwrap_or_default();

@@ -8,8 +8,8 @@
 use crate::config::Config;
 use crate::device::aiface::AifaceHub;
 use crate::device::registry;
-use crate::store::Store;
 use crate::live::Live;
+use crate::store::Store;
 use crate::sync::buffer::{self, BufferStats};
 use crate::sync::{catch_up, state};
 use crate::upstream::Upstream;
@@ -224,7 +224,10 @@ pub fn assess(report: &StatusReport) -> Assessment {
         reasons.push((Level::Warning, "not connected to the MQTT broker".into()));
     }
     if report.clock == crate::clock_sync::ClockSync::Unsynchronized {
-        reasons.push((Level::Warning, "the system clock is not synchronised".into()));
+        reasons.push((
+            Level::Warning,
+            "the system clock is not synchronised".into(),
+        ));
     }
     reasons.sort_by(|a, b| b.0.cmp(&a.0));
     Assessment {
@@ -298,10 +301,13 @@ impl StatusSources {
                 }
             })
             .collect();
-        let upstream = self.upstream.as_ref().map(|upstream| match upstream.status() {
-            Ok(status) => serde_json::to_value(status).unwrap_or(Value::Null),
-            Err(err) => serde_json::json!({ "error": err.to_string() }),
-        });
+        let upstream = self
+            .upstream
+            .as_ref()
+            .map(|upstream| match upstream.status() {
+                Ok(status) => serde_json::to_value(status).unwrap_or(Value::Null),
+                Err(err) => serde_json::json!({ "error": err.to_string() }),
+            });
         let alarms = self
             .store
             .alarms()
@@ -363,10 +369,9 @@ impl StatusSources {
             }
             let sources = self.clone();
             let path = path.clone();
-            let written = tokio::task::spawn_blocking(move || {
-                write_atomically(&path, &sources.report())
-            })
-            .await;
+            let written =
+                tokio::task::spawn_blocking(move || write_atomically(&path, &sources.report()))
+                    .await;
             match written {
                 Ok(Ok(())) => {}
                 Ok(Err(err)) => {

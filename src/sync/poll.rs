@@ -72,7 +72,8 @@ impl Engine {
                 return Err(err.into());
             }
         };
-        self.live().lock_held(device_id, Some(guard.fencing_token()));
+        self.live()
+            .lock_held(device_id, Some(guard.fencing_token()));
         let outcome = self.read_and_apply(session, guard.fencing_token()).await;
         drop(guard);
         self.live().lock_held(device_id, None);
@@ -92,9 +93,9 @@ impl Engine {
             device_id,
         };
         let outcome = match session.read_users(FetchMode::Missing, &mut sink).await {
-            Ok(read) => PollOutcome::Complete(
-                self.apply_read(device_id, &read, fencing_token).await?,
-            ),
+            Ok(read) => {
+                PollOutcome::Complete(self.apply_read(device_id, &read, fencing_token).await?)
+            }
             Err(error) => {
                 self.record_incomplete(device_id, &error).await?;
                 PollOutcome::Incomplete(error)

@@ -57,7 +57,13 @@ pub fn sparkline(device: &str, entries: &[HistoryEntry]) -> String {
         marks.trim_end()
     ));
     for entry in lost {
-        let mut ids = entry.missing.iter().take(10).cloned().collect::<Vec<_>>().join(", ");
+        let mut ids = entry
+            .missing
+            .iter()
+            .take(10)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ");
         if entry.missing.len() > 10 {
             ids.push_str(&format!(" and {} more", entry.missing.len() - 10));
         }
@@ -92,11 +98,18 @@ mod tests {
     fn the_read_that_lost_users_is_marked_under_its_bar() {
         let text = sparkline(
             "door",
-            &[entry(1, 10, &[]), entry(2, 10, &[]), entry(3, 8, &["4", "5"])],
+            &[
+                entry(1, 10, &[]),
+                entry(2, 10, &[]),
+                entry(3, 8, &["4", "5"]),
+            ],
         );
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[1], "  ██▁", "{text}");
         assert_eq!(lines[2], "    ^", "{text}");
-        assert!(text.contains("read #3") && text.contains("2 gone (4, 5)"), "{text}");
+        assert!(
+            text.contains("read #3") && text.contains("2 gone (4, 5)"),
+            "{text}"
+        );
     }
 }

@@ -218,7 +218,10 @@ pub fn format_report(report: &Value, now_ms: i64) -> String {
         )),
         None => out.push_str("MQTT: off\n"),
     }
-    let errors = report["last_errors"].as_array().cloned().unwrap_or_default();
+    let errors = report["last_errors"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     if !errors.is_empty() {
         out.push_str(&format!("\nLast errors ({}):\n", errors.len()));
         for error in errors.iter().rev() {
@@ -245,7 +248,11 @@ pub fn format_report(report: &Value, now_ms: i64) -> String {
     }
     let level = report["assessment"]["level"].as_str().unwrap_or("ok");
     out.push_str(&format!("\nOverall: {}\n", level.to_uppercase()));
-    for reason in report["assessment"]["reasons"].as_array().into_iter().flatten() {
+    for reason in report["assessment"]["reasons"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
         out.push_str(&format!("  - {}\n", reason.as_str().unwrap_or("?")));
     }
     out
