@@ -140,6 +140,18 @@ pub struct ReadingNow {
     credentials_since: Option<Instant>,
 }
 
+/// A device lock shown as held in the picture; dropping it shows it released.
+pub struct LockReported {
+    live: Live,
+    device_id: String,
+}
+
+impl Drop for LockReported {
+    fn drop(&mut self) {
+        self.live.lock_held(&self.device_id, None);
+    }
+}
+
 /// How a read attempt ended, as the engine reports it.
 #[derive(Debug, Clone)]
 pub enum ReadEnd {
@@ -298,6 +310,16 @@ impl Live {
     /// The sync engine holds the lock of `device_id` with `token` (`None`: released).
     pub fn lock_held(&self, device_id: &str, token: Option<u64>) {
         self.device(device_id, true, |device| device.lock_token = token);
+    }
+
+    /// Reports the lock of `device_id` held with `token` until the returned value is dropped
+    /// (every early return of a read releases it in the picture too).
+    pub fn lock_reported(&self, device_id: &str, token: u64) -> LockReported {
+        self.lock_held(device_id, Some(token));
+        LockReported {
+            live: self.clone(),
+            device_id: device_id.to_owned(),
+        }
     }
 
     /// The MQTT connection reports its link.

@@ -72,11 +72,10 @@ impl Engine {
                 return Err(err.into());
             }
         };
-        self.live()
-            .lock_held(device_id, Some(guard.fencing_token()));
+        let reported = self.live().lock_reported(device_id, guard.fencing_token());
         let outcome = self.read_and_apply(session, guard.fencing_token()).await;
         drop(guard);
-        self.live().lock_held(device_id, None);
+        drop(reported);
         outcome
     }
 
