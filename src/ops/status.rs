@@ -229,7 +229,7 @@ pub fn assess(report: &StatusReport) -> Assessment {
             "the system clock is not synchronised".into(),
         ));
     }
-    reasons.sort_by(|a, b| b.0.cmp(&a.0));
+    reasons.sort_by_key(|reason| std::cmp::Reverse(reason.0));
     Assessment {
         level: reasons.first().map_or(Level::Ok, |(level, _)| *level),
         reasons: reasons.into_iter().map(|(_, reason)| reason).collect(),
