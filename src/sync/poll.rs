@@ -57,7 +57,17 @@ impl Engine {
             Ok(PollOutcome::Incomplete(error)) => ReadEnd::NotComplete(error.to_string()),
             Err(error) => ReadEnd::NotComplete(error.to_string()),
         };
+        let failed = matches!(end, ReadEnd::NotComplete(_));
         self.live().read_finished(session.device_id(), end);
+        let facts = self.live().read_facts(session.device_id());
+        if failed && facts.consecutive_incomplete > 1 {
+            tracing::warn!(
+                device = session.device_id(),
+                in_a_row = facts.consecutive_incomplete,
+                "{} reads in a row were not complete; the users are as of the last complete read",
+                facts.consecutive_incomplete
+            );
+        }
         outcome
     }
 
