@@ -296,6 +296,38 @@ mod tests {
     }
 
     #[test]
+    fn a_stale_report_is_critical_whatever_the_agent_judged() {
+        let now = 1_800_000_000_000;
+        let mut fresh = report(now - 1_000);
+        fresh["assessment"] = serde_json::json!({"level": "warning", "reasons": ["x"]});
+        assert_eq!(judge(&mut fresh, now), Level::Warning);
+        assert_eq!(fresh["stale"], false);
+        let mut old = fresh.clone();
+        old["updated_at_ms"] = Value::from(now - 300_000);
+        assert_eq!(judge(&mut old, now), Level::Critical);
+        assert_eq!(old["assessment"]["level"], "critical");
+        assert!(old["assessment"]["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("5 min ago"));
+    }
+
+    #[test]
+    fn a_read_under_way_shows_its_progress() {
+        let now = 1_800_000_000_000;
+        let mut fresh = report(now - 1_000);
+        fresh["devices"][0]["reading"] = serde_json::json!({
+            "started_at_ms": now - 40_000, "phase": "credentials", "pages": 3,
+            "list_entries": 120, "credentials_done": 1200, "credentials_total": 8000,
+            "rate_per_s": 30.0, "eta_s": 226});
+        let text = format_report(&fresh, now);
+        assert!(
+            text.contains("reading for 40 s: credentials 1200 of 8000, 30.0/s, about 226 s left"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn an_old_report_is_called_stale() {
         let now = 1_800_000_000_000;
         let text = format_report(&report(now - 300_000), now);
