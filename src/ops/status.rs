@@ -1,7 +1,9 @@
 //! `edge-agent status` for a technician on the box (O3).
 //!
 //! The running agent writes a small JSON report to `<data_dir>/status.json` every few seconds
-//! (atomically, by rename); the `status` command reads it ([`read`]) and formats it. A file rather than a
+//! and soon after any change of its live picture (atomically, by rename); the `status` command
+//! reads it ([`read`]) and formats it. [`StatusSources::report`] is the one report builder: the
+//! MQTT health message and the metrics endpoint are projections of the same report. A file rather than a
 //! socket means status still answers — as "stale since …" — when the agent is hung or stopped,
 //! which is exactly when a technician needs it, and it needs no extra listening port.
 
