@@ -41,7 +41,7 @@ if [ -f tests/peers/requirements.txt ]; then
   if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"
   fi
-  if ! "$venv/bin/python" -c 'import zk' 2>/dev/null; then
+  if ! "$venv/bin/python" -c 'import zk, prometheus_client' 2>/dev/null; then
     "$venv/bin/pip" install -q -r tests/peers/requirements.txt
   fi
   export PEER_PYTHON="$venv/bin/python"
@@ -89,7 +89,7 @@ python3 scripts/check-command-logs.py target/tmp $require || status=1
 # Loud skips: a test that could not run its real check recorded why (test_support::skip). They
 # are printed here, on stdout, where the summary is read; on CI a skipped promised check fails
 # the run (CI installs everything these need, so a skip there is a broken promise).
-promised="pyzk node-zklib strace"
+promised="pyzk node-zklib strace prometheus_client"
 skips=$(cat target/tmp/skipped-checks/*.txt 2>/dev/null || true)
 if [ -n "$skips" ]; then
   say "checks that were SKIPPED"

@@ -83,6 +83,7 @@ impl ExitStatus {
         for status in ExitStatus::ALL {
             text.push_str(&format!("\n  {:>3}  {}", status.code(), status.meaning()));
         }
+        text.push_str("\n  status: 0 ok, 1 warning, 2 critical (for monitoring scripts)");
         text
     }
 }

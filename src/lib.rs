@@ -21,6 +21,7 @@ pub mod device;
 pub mod events;
 pub mod exit_status;
 pub mod lifecycle;
+pub mod live;
 pub mod mqtt;
 pub mod ops;
 pub mod probe;

@@ -102,14 +102,25 @@ async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
 
     let mut tasks = Tasks::new();
     let started_at_ms = chrono::Utc::now().timestamp_millis();
-    let Core { upstream, sync } = start_core(&mut tasks, &config, &store).await?;
+    let Core {
+        upstream,
+        sync,
+        live,
+    } = start_core(&mut tasks, &config, &store).await?;
     let status = StatusSources {
         config: Arc::clone(&config),
         store: store.clone(),
-        aiface: Arc::clone(sync.aiface()),
-        upstream: upstream.clone(),
+        live,
+        aiface: Some(Arc::clone(sync.aiface())),
+        upstream: Some(upstream.clone()),
         started_at_ms,
     };
+    if let Some(listen) = config.metrics.listen {
+        let metrics = crate::ops::metrics::MetricsServer::bind(listen, status.clone())
+            .await
+            .with_context(|| format!("cannot serve metrics on {listen} (metrics.listen)"))?;
+        tasks.spawn("metrics", move |stop| metrics.run(stop));
+    }
     let status_for_mqtt = status.clone();
     tasks.spawn("status-file", move |stop| status.keep_written(stop));
     // False once a critical task died: the watchdog stops pinging and systemd restarts us.

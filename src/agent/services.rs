@@ -5,6 +5,7 @@
 use crate::config::Config;
 use crate::device::{self, punches::PunchLog};
 use crate::lifecycle::Tasks;
+use crate::live::Live;
 use crate::store::Store;
 use crate::sync::{self, Engine, SyncHandle};
 use crate::upstream::{self, Upstream};
@@ -17,6 +18,8 @@ pub struct Core {
     pub upstream: Upstream,
     /// The sync service and its engine.
     pub sync: SyncHandle,
+    /// The live picture the engine reports into (status, health and metrics read it).
+    pub live: Live,
 }
 
 /// Starts everything that moves device data, in the order each needs the previous: the outbox,
@@ -25,10 +28,16 @@ pub struct Core {
 /// exactly the agent's wiring without its signals and control plane.
 pub async fn start_core(tasks: &mut Tasks, config: &Config, store: &Store) -> anyhow::Result<Core> {
     let outbox = upstream::open_outbox(config, store).context("cannot open the upstream outbox")?;
-    let engine = Arc::new(Engine::from_config(config, store, outbox.clone()));
+    let live = Live::default();
+    let engine =
+        Arc::new(Engine::from_config(config, store, outbox.clone()).with_live(live.clone()));
     let punches = PunchLog::new(outbox.clone(), &config.agent.id);
     let devices = device::start(tasks, config, store, punches).await?;
     let sync = sync::start(tasks, config, Arc::clone(&engine), devices);
     let upstream = upstream::start(tasks, config, outbox, engine);
-    Ok(Core { upstream, sync })
+    Ok(Core {
+        upstream,
+        sync,
+        live,
+    })
 }

@@ -27,6 +27,7 @@
 pub mod config;
 pub mod ctl;
 pub mod demo;
+pub mod history;
 mod oneshot;
 pub mod probe;
 pub mod render;
@@ -88,11 +89,16 @@ pub enum Command {
     /// clock skew) or the exact reason the read was incomplete. Stores nothing; punches stay on
     /// the device. Stop the agent first, or use --listen with another port.
     Probe(probe::ProbeArgs),
-    /// Show the running agent's state for a technician: devices (connected, last registration,
-    /// clock skew), upstream forwarding and the outbox (depth, bytes, oldest, dead letters),
-    /// alarms. Reads the status file the agent rewrites every few seconds, so it also answers
-    /// when the agent is hung or stopped (and says the status is stale).
+    /// Show the running agent's state for a technician: devices (connected, last complete read
+    /// and its age, users by status, the read under way with its progress, last error),
+    /// upstream forwarding and the outbox, MQTT, locks, alarms, the last errors. Reads the
+    /// status file the agent rewrites within a second of a change, so it also answers when the
+    /// agent is hung or stopped (and says the status is stale). Exit status for monitoring
+    /// scripts: 0 ok, 1 warning, 2 critical (stale, or no status at all, is critical).
     Status(status::StatusArgs),
+    /// A device's user count over its complete reads as a terminal sparkline, with the reads
+    /// that lost users marked and listed. Works on the store directly: stop the agent first.
+    History(history::HistoryArgs),
     /// The user buffer: every device user the agent has read, with its mapping status and
     /// last-seen time. Works on the store directly: stop the agent first.
     Buffer {
@@ -155,7 +161,8 @@ pub fn dispatch(command: Command) -> ExitCode {
         Command::CheckConfig(args) => config::check(&args),
         Command::Demo(args) => demo::run(args),
         Command::Probe(args) => probe::run(args),
-        Command::Status(args) => status::run(args),
+        Command::Status(args) => return status::run(args),
+        Command::History(args) => history::run(args),
         Command::Buffer { command } => store_tools::buffer(command),
         Command::Audit { command } => store_tools::audit(command),
         Command::Backup { command } => store_tools::backup(command),

@@ -56,6 +56,20 @@ pub struct Config {
     /// The electronic shelf-label gateway.
     #[serde(default)]
     pub esl: EslConfig,
+    /// The Prometheus metrics endpoint (off unless `listen` is set).
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`: an opt-in Prometheus text endpoint (`GET /metrics`). Unauthenticated, so it
+/// listens on loopback only unless `allow_non_loopback` says the network is trusted.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Address to serve on, e.g. `127.0.0.1:9464`; unset: no metrics endpoint.
+    pub listen: Option<std::net::SocketAddr>,
+    /// Allow a `listen` address that is not loopback (anyone who reaches it reads the figures).
+    pub allow_non_loopback: bool,
 }
 
 /// `[agent]`: identity and state location.

@@ -35,6 +35,24 @@ pub(super) fn check(config: &Config, index: &KeyIndex, errors: &mut Vec<ConfigEr
     check_mqtt(&mut findings, config);
     check_esl(&mut findings, config);
     check_not_built(&mut findings, config);
+    check_metrics(&mut findings, config);
+}
+
+/// The metrics endpoint has no authentication: loopback only unless explicitly allowed.
+fn check_metrics(findings: &mut Findings, config: &Config) {
+    let metrics = &config.metrics;
+    if let Some(listen) = metrics.listen {
+        if !listen.ip().is_loopback() && !metrics.allow_non_loopback {
+            findings.error(
+                "metrics.listen",
+                format!(
+                    "{listen} is not a loopback address and the metrics endpoint has no \
+                     authentication; use 127.0.0.1:PORT (scrape through an SSH tunnel or a local \
+                     Prometheus agent), or set metrics.allow_non_loopback = true on a trusted network"
+                ),
+            );
+        }
+    }
 }
 
 /// Ids end up in MQTT topics and file names: keep them to a safe alphabet.

@@ -61,6 +61,8 @@ pub(super) struct Connection {
     pub farewell: Vec<u8>,
     /// The client id, for the log.
     pub client_id: String,
+    /// The live picture the link state is reported into (status, metrics).
+    pub live: crate::live::Live,
 }
 
 /// Where the supervisor is in the life of a connection.
@@ -158,6 +160,7 @@ impl Connection {
     fn on_connack(&mut self, ack: &ConnAck, phase: &mut Phase) {
         let broker_max = ack.properties.as_ref().and_then(|p| p.max_packet_size);
         self.link.connected(broker_max);
+        self.live.mqtt_link(true);
         if let Phase::Down {
             since, attempts, ..
         } = phase
@@ -230,6 +233,7 @@ impl Connection {
         if let Phase::Up { since, .. } = phase {
             let uptime = since.elapsed();
             self.link.disconnected();
+            self.live.mqtt_link(false);
             self.backoff.connection_lasted(uptime);
             tracing::warn!(
                 "lost the MQTT broker after {:.0} s: {err}; reconnecting with backoff (device \

@@ -3,59 +3,20 @@
 //! change; `down` from the broker (the will) when the agent vanishes, and from the agent itself
 //! on a graceful stop (a clean DISCONNECT suppresses the will).
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use rumqttc::v5::mqttbytes::QoS;
 use serde::Serialize;
-use tokio::sync::Notify;
 
 use super::alerts::Alerts;
 use super::publisher::{Message, Publisher};
 use crate::clock_sync::{clock_sync, ClockSync};
-use crate::events::{Event, EventBody};
+use crate::events::EventBody;
 use crate::lifecycle::StopSignal;
-use crate::store::{Store, TreeName};
-
-/// Facts that other services report for the health message. Setting one publishes a fresh
-/// health message soon after, so the retained value tracks the agent within seconds.
-#[derive(Default)]
-pub struct HealthBoard {
-    state: Mutex<BoardState>,
-    changed: Notify,
-}
-
-#[derive(Default)]
-struct BoardState {
-    last_complete_read: BTreeMap<String, DateTime<Utc>>,
-    lock: Option<String>,
-}
-
-impl HealthBoard {
-    /// The sync engine reports a complete read of `device_id`.
-    pub fn complete_read(&self, device_id: &str, at: DateTime<Utc>) {
-        self.update(|state| {
-            state.last_complete_read.insert(device_id.to_owned(), at);
-        });
-    }
-
-    /// The lock service reports its state in a word or two (`held token 42`, `lost`).
-    pub fn lock_state(&self, description: &str) {
-        self.update(|state| state.lock = Some(description.to_owned()));
-    }
-
-    fn update(&self, change: impl FnOnce(&mut BoardState)) {
-        change(
-            &mut self
-                .state
-                .lock()
-                .unwrap_or_else(|poison| poison.into_inner()),
-        );
-        self.changed.notify_one();
-    }
-}
+use crate::ops::status::{Level, StatusReport, StatusSources};
+use crate::sync::buffer::BufferStats;
 
 /// Who the agent is, for every health message.
 #[derive(Clone, Debug)]
@@ -72,7 +33,8 @@ pub struct Identity {
     pub started: Instant,
 }
 
-/// The `up` message.
+/// The `up` message: a projection of the agent's status report (`crate::ops::status`), so
+/// health, `status` and the metrics never disagree.
 #[derive(Debug, Serialize)]
 pub struct HealthReport {
     /// Always `up`.
@@ -89,20 +51,30 @@ pub struct HealthReport {
     pub started_at: String,
     /// Seconds since start (monotonic).
     pub uptime_s: u64,
-    /// Each configured device with its last complete read (`null`: none reported yet).
+    /// Each configured device with its last complete read (`null`: none yet) and its users.
     pub devices: Vec<DeviceHealth>,
-    /// Device users held in the durable buffer.
+    /// Device users held in the durable buffer (all devices, every status).
     pub buffer_users: usize,
-    /// Events waiting to be forwarded upstream.
-    pub outbox_depth: usize,
+    /// Events waiting to be forwarded upstream (`null`: no upstream side in this process).
+    pub outbox_depth: Option<u64>,
+    /// Bytes they occupy.
+    pub outbox_bytes: Option<u64>,
     /// Age in seconds of the oldest waiting event (`null`: the outbox is empty).
     pub outbox_oldest_age_s: Option<i64>,
-    /// The lock service's state (`null`: not reported by this build).
+    /// Events in the dead letters.
+    pub dead_letters: Option<u64>,
+    /// The device locks this agent holds now, in words (`null`: none held).
     pub lock: Option<String>,
+    /// The same, per device: holder and fencing token.
+    pub locks: Vec<LockHealth>,
     /// The kernel's clock synchronisation state.
     pub clock: ClockSync,
     /// Alerts waiting for the broker.
     pub alerts_pending: usize,
+    /// `ok`, `warning` or `critical`, with the reasons (as `edge-agent status` judges).
+    pub level: Level,
+    /// Why, worst first.
+    pub reasons: Vec<String>,
 }
 
 /// One device in the health message.
@@ -110,8 +82,32 @@ pub struct HealthReport {
 pub struct DeviceHealth {
     /// `device.id`.
     pub id: String,
-    /// RFC 3339 time of the last complete read, if one was reported.
+    /// Connected now (AI06; `null` for polled drivers).
+    pub connected: Option<bool>,
+    /// RFC 3339 time of the last complete read, if there was one.
     pub last_complete_read: Option<String>,
+    /// Its age in seconds.
+    pub last_complete_read_age_s: Option<i64>,
+    /// Buffered users of the device by status (total, unmapped, pending, mapped, conflict,
+    /// missing).
+    pub users: BufferStats,
+    /// Users the last complete read found gone.
+    pub last_read_lost: u64,
+    /// Why the last read attempt failed, while it is the latest outcome.
+    pub last_error: Option<String>,
+    /// Read attempts in a row that were not complete.
+    pub consecutive_incomplete: u32,
+}
+
+/// A device lock this agent holds.
+#[derive(Debug, Serialize)]
+pub struct LockHealth {
+    /// The device.
+    pub device: String,
+    /// Who holds it (this agent's id).
+    pub holder: String,
+    /// The fencing token.
+    pub token: u64,
 }
 
 /// The `down` message (the will, and the explicit one on a graceful stop).
@@ -125,58 +121,81 @@ fn rfc3339(time: DateTime<Utc>) -> String {
     time.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-/// Builds the `up` message from the store and the board. Reads the store (counts trees), so
-/// call it off the async threads.
-pub fn build_report(
-    identity: &Identity,
-    store: &Store,
-    board: &HealthBoard,
-    alerts: &Alerts,
-    clock: ClockSync,
-) -> HealthReport {
-    let now = Utc::now();
-    let (reads, lock) = {
-        let state = board.state.lock().unwrap_or_else(|p| p.into_inner());
-        (state.last_complete_read.clone(), state.lock.clone())
-    };
-    let oldest_event = store
-        .scan_prefix::<Event>(TreeName::Outbox, [])
-        .next()
-        .and_then(Result::ok)
-        .map(|(_, event)| event.occurred_at_ms);
-    HealthReport {
-        state: "up",
-        agent: identity.agent.clone(),
-        site: identity.site.clone(),
-        version: env!("CARGO_PKG_VERSION"),
-        time: rfc3339(now),
-        started_at: rfc3339(identity.started_at),
-        uptime_s: identity.started.elapsed().as_secs(),
-        devices: identity
+fn rfc3339_ms(ms: i64) -> Option<String> {
+    DateTime::<Utc>::from_timestamp_millis(ms).map(rfc3339)
+}
+
+impl HealthReport {
+    /// The `up` message for `report`.
+    pub fn from_status(report: &StatusReport) -> HealthReport {
+        let upstream = report.upstream.as_ref();
+        let outbox = |field: &str| upstream.and_then(|u| u["outbox"][field].as_u64());
+        let locks: Vec<LockHealth> = report
             .devices
             .iter()
-            .map(|id| DeviceHealth {
-                id: id.clone(),
-                last_complete_read: reads.get(id).copied().map(rfc3339),
+            .filter_map(|device| {
+                device.lock_token.map(|token| LockHealth {
+                    device: device.id.clone(),
+                    holder: report.agent_id.clone(),
+                    token,
+                })
             })
-            .collect(),
-        buffer_users: store.tree(TreeName::Buffer).len(),
-        outbox_depth: store.tree(TreeName::Outbox).len(),
-        outbox_oldest_age_s: oldest_event.map(|at| (now.timestamp_millis() - at) / 1000),
-        lock,
-        clock,
-        alerts_pending: alerts.pending_count(),
+            .collect();
+        let lock = (!locks.is_empty()).then(|| {
+            locks
+                .iter()
+                .map(|l| format!("{} held by {} token {}", l.device, l.holder, l.token))
+                .collect::<Vec<_>>()
+                .join("; ")
+        });
+        HealthReport {
+            state: "up",
+            agent: report.agent_id.clone(),
+            site: report.site.clone(),
+            version: env!("CARGO_PKG_VERSION"),
+            time: rfc3339_ms(report.updated_at_ms).unwrap_or_default(),
+            started_at: rfc3339_ms(report.started_at_ms).unwrap_or_default(),
+            uptime_s: report.uptime_s,
+            devices: report
+                .devices
+                .iter()
+                .map(|device| DeviceHealth {
+                    id: device.id.clone(),
+                    connected: device.connected,
+                    last_complete_read: device.last_complete_read_ms.and_then(rfc3339_ms),
+                    last_complete_read_age_s: device.last_complete_read_age_s,
+                    users: device.users.clone(),
+                    last_read_lost: device.last_read_lost,
+                    last_error: device.last_error.clone(),
+                    consecutive_incomplete: device.consecutive_incomplete,
+                })
+                .collect(),
+            buffer_users: report.devices.iter().map(|d| d.users.total).sum(),
+            outbox_depth: outbox("depth"),
+            outbox_bytes: outbox("bytes"),
+            outbox_oldest_age_s: upstream
+                .and_then(|u| u["oldest_age_ms"].as_i64())
+                .map(|ms| ms / 1000),
+            dead_letters: outbox("dead_letters"),
+            lock,
+            locks,
+            clock: report.clock,
+            alerts_pending: report.alerts_pending,
+            level: report.assessment.level,
+            reasons: report.assessment.reasons.clone(),
+        }
     }
+}
+
+/// Builds the `up` message now. Reads the store, so call it off the async threads.
+pub fn build_report(sources: &StatusSources) -> HealthReport {
+    HealthReport::from_status(&sources.report())
 }
 
 /// The task that keeps the retained health message current.
 pub(super) struct HealthPublisher {
-    /// Who the agent is.
-    pub identity: Identity,
-    /// The store the figures come from.
-    pub store: Store,
-    /// Facts reported by other services.
-    pub board: Arc<HealthBoard>,
+    /// What the report is built from.
+    pub sources: StatusSources,
     /// The alert queue (its depth is reported; clock alerts are raised here).
     pub alerts: Alerts,
     /// Where health goes.
@@ -187,21 +206,42 @@ pub(super) struct HealthPublisher {
     pub period: Duration,
 }
 
+/// Changes closer together than this make one health message.
+const DEBOUNCE: Duration = Duration::from_secs(1);
+/// How often the alert queue's depth is counted into the live picture.
+const COUNT_ALERTS_EVERY: Duration = Duration::from_secs(2);
+
 impl HealthPublisher {
     /// Runs until `stop` resolves.
     pub(super) async fn run(self, mut stop: StopSignal) {
         let this = Arc::new(self);
+        let live = this.sources.live.clone();
+        let mut facts = live.watch_facts();
         let mut connections = this.publisher.link().watch_connections();
         let mut ticker = tokio::time::interval(this.period);
         let mut retry = tokio::time::interval(Duration::from_secs(1));
+        let mut count_alerts = tokio::time::interval(COUNT_ALERTS_EVERY);
         let mut dirty = true;
         let mut last_clock = None;
         loop {
             tokio::select! {
                 _ = stop.stopped() => return,
                 _ = ticker.tick() => dirty = true,
-                _ = this.board.changed.notified() => dirty = true,
+                Ok(()) = facts.changed() => {
+                    // Debounce: a read's outcome, its lock release and the alert it raised
+                    // arrive within moments of each other.
+                    tokio::select! {
+                        _ = tokio::time::sleep(DEBOUNCE) => {}
+                        _ = stop.stopped() => return,
+                    }
+                    facts.borrow_and_update();
+                    dirty = true;
+                }
                 Ok(()) = connections.changed() => dirty = true,
+                _ = count_alerts.tick() => {
+                    live.alerts_pending(this.alerts.pending_count());
+                    continue;
+                }
                 _ = retry.tick(), if dirty => {}
             }
             let clock = clock_sync();
@@ -210,7 +250,7 @@ impl HealthPublisher {
                 last_clock = Some(clock);
             }
             if dirty && this.publisher.link().is_connected() {
-                dirty = !this.publish(clock).await;
+                dirty = !this.publish().await;
             }
         }
     }
@@ -229,18 +269,9 @@ impl HealthPublisher {
     }
 
     /// Builds and publishes one report; `true` if the client took it.
-    async fn publish(self: &Arc<Self>, clock: ClockSync) -> bool {
-        let this = Arc::clone(self);
-        let report = tokio::task::spawn_blocking(move || {
-            build_report(
-                &this.identity,
-                &this.store,
-                &this.board,
-                &this.alerts,
-                clock,
-            )
-        })
-        .await;
+    async fn publish(self: &Arc<Self>) -> bool {
+        let sources = self.sources.clone();
+        let report = tokio::task::spawn_blocking(move || build_report(&sources)).await;
         let payload = match report.map(|report| serde_json::to_vec(&report)) {
             Ok(Ok(payload)) => payload,
             Ok(Err(err)) => {
@@ -260,48 +291,5 @@ impl HealthPublisher {
                 false
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::StoreOptions;
-
-    #[test]
-    fn the_report_shows_reported_reads_and_store_figures() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&StoreOptions::at(dir.path().join("store")))
-            .unwrap()
-            .store;
-        let identity = Identity {
-            agent: "gw".into(),
-            site: "s".into(),
-            devices: vec!["ai06-1".into(), "zk-2".into()],
-            started_at: Utc::now(),
-            started: Instant::now(),
-        };
-        let board = HealthBoard::default();
-        let read_at = DateTime::parse_from_rfc3339("2026-11-22T08:00:00Z")
-            .unwrap()
-            .with_timezone(&Utc);
-        board.complete_read("zk-2", read_at);
-        board.lock_state("held token 7");
-        let alerts = Alerts::new(store.clone(), "gw");
-        let report = build_report(&identity, &store, &board, &alerts, ClockSync::Synchronized);
-        let json = serde_json::to_value(&report).unwrap();
-        assert_eq!(json["state"], "up");
-        assert_eq!(
-            json["devices"][0]["last_complete_read"],
-            serde_json::Value::Null
-        );
-        assert_eq!(
-            json["devices"][1]["last_complete_read"],
-            "2026-11-22T08:00:00.000Z"
-        );
-        assert_eq!(json["lock"], "held token 7");
-        assert_eq!(json["clock"], "synchronized");
-        assert_eq!(json["outbox_depth"], 0);
-        assert_eq!(json["outbox_oldest_age_s"], serde_json::Value::Null);
     }
 }

@@ -27,7 +27,6 @@ pub mod signing;
 pub mod topics;
 
 pub use alerts::{AlertError, Alerts};
-pub use health::HealthBoard;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -90,12 +89,11 @@ pub struct Services {
     pub log_file: Option<PathBuf>,
     /// The MQTT link state.
     pub link: Arc<LinkState>,
-    /// Facts reported by other services for health.
-    pub board: Arc<HealthBoard>,
     /// The durable alert queue.
     pub alerts: Alerts,
-    /// The agent-wide status report (devices, upstream, outbox), when the agent provides it.
-    pub status: Option<crate::ops::status::StatusSources>,
+    /// The agent-wide status report (devices, upstream, outbox, the live picture): health and
+    /// `status` are built from it.
+    pub status: crate::ops::status::StatusSources,
     /// The sync service, when the agent runs it (sync-now, buffer, map, conflicts, history,
     /// backups).
     pub sync: Option<crate::sync::SyncHandle>,
@@ -107,8 +105,8 @@ pub struct Services {
 pub struct ControlPlane {
     /// Must-deliver alerts.
     pub alerts: Alerts,
-    /// Health facts (device reads, lock state).
-    pub health: Arc<HealthBoard>,
+    /// The live picture health is built from (the connection reports its link into it).
+    pub live: crate::live::Live,
     /// Link state (connected, connection count).
     pub link: Arc<LinkState>,
 }
@@ -174,7 +172,17 @@ pub fn start_with(
     let link = Arc::new(LinkState::default());
     let publisher = Publisher::new(client, Arc::clone(&link));
     let alerts = Alerts::new(store.clone(), &agent.id);
-    let board = Arc::new(HealthBoard::default());
+    // Without the agent's report (a control plane run alone) health still describes the
+    // configured devices and the store.
+    let status = status.unwrap_or_else(|| crate::ops::status::StatusSources {
+        config: Arc::new(config.clone()),
+        store: store.clone(),
+        live: crate::live::Live::default(),
+        aiface: None,
+        upstream: None,
+        started_at_ms: chrono::Utc::now().timestamp_millis(),
+    });
+    let live = status.live.clone();
     let identity = Identity {
         agent: agent.id.clone(),
         site: agent.site.clone(),
@@ -188,9 +196,8 @@ pub fn start_with(
         logging: Arc::clone(logging),
         log_file: (!config.log.file.as_os_str().is_empty()).then(|| config.log.file.clone()),
         link: Arc::clone(&link),
-        board: Arc::clone(&board),
         alerts: alerts.clone(),
-        status,
+        status: status.clone(),
         sync,
         backup_dir: config.backup_dir(),
     };
@@ -207,6 +214,7 @@ pub fn start_with(
         backoff: ReconnectBackoff::new(tuning.backoff),
         farewell,
         client_id: settings.client_id.clone(),
+        live: live.clone(),
     };
     let router = Router {
         registry: Registry::standard(&services),
@@ -222,9 +230,7 @@ pub fn start_with(
         publisher: publisher.clone(),
     };
     let health = health::HealthPublisher {
-        identity,
-        store: store.clone(),
-        board: Arc::clone(&board),
+        sources: status,
         alerts: alerts.clone(),
         publisher: publisher.clone(),
         topic: topics.health(),
@@ -262,9 +268,5 @@ pub fn start_with(
         client_id = %settings.client_id,
         "MQTT control plane started"
     );
-    Ok(ControlPlane {
-        alerts,
-        health: board,
-        link,
-    })
+    Ok(ControlPlane { alerts, live, link })
 }

@@ -4,6 +4,7 @@
 pub mod log_tail;
 pub mod logging;
 pub mod memory;
+pub mod metrics;
 pub mod rate_limit;
 pub mod rotating_file;
 pub mod status;

@@ -1,15 +1,19 @@
 //! `edge-agent status` for a technician on the box (O3).
 //!
 //! The running agent writes a small JSON report to `<data_dir>/status.json` every few seconds
-//! (atomically, by rename); the `status` command reads it ([`read`]) and formats it. A file rather than a
+//! and soon after any change of its live picture (atomically, by rename); the `status` command
+//! reads it ([`read`]) and formats it. [`StatusSources::report`] is the one report builder: the
+//! MQTT health message and the metrics endpoint are projections of the same report. A file rather than a
 //! socket means status still answers — as "stale since …" — when the agent is hung or stopped,
 //! which is exactly when a technician needs it, and it needs no extra listening port.
 
 use crate::config::Config;
 use crate::device::aiface::AifaceHub;
 use crate::device::registry;
+use crate::live::Live;
 use crate::store::Store;
-use crate::sync::catch_up;
+use crate::sync::buffer::{self, BufferStats};
+use crate::sync::{catch_up, state};
 use crate::upstream::Upstream;
 use serde::Serialize;
 use serde_json::Value;
@@ -17,11 +21,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How often the running agent rewrites its status file.
+/// How often the running agent rewrites its status file when nothing changes.
 pub const WRITE_EVERY: Duration = Duration::from_secs(5);
+/// How soon after a change of the live picture the status file is rewritten (changes within
+/// it are written together).
+pub const DEBOUNCE: Duration = Duration::from_millis(500);
 
-/// What the agent reports about itself.
-#[derive(Debug, Serialize)]
+/// What the agent reports about itself: the one live picture that `status`, the MQTT health
+/// message and the Prometheus metrics are all derived from.
+#[derive(Debug, Clone, Serialize)]
 pub struct StatusReport {
     /// `agent.id`.
     pub agent_id: String,
@@ -33,6 +41,8 @@ pub struct StatusReport {
     pub pid: u32,
     /// When the agent started (UTC ms).
     pub started_at_ms: i64,
+    /// Seconds the agent has run (monotonic).
+    pub uptime_s: u64,
     /// When this report was written (UTC ms).
     pub updated_at_ms: i64,
     /// The system clock's synchronisation as the kernel reports it: while `unsynchronized`,
@@ -40,16 +50,33 @@ pub struct StatusReport {
     pub clock: crate::clock_sync::ClockSync,
     /// One entry per configured device.
     pub devices: Vec<DeviceStatus>,
-    /// Upstream forwarding and outbox health.
+    /// Upstream forwarding and outbox health (`null` where the agent runs no upstream side).
     pub upstream: Option<Value>,
+    /// The MQTT control plane: `null` when `[mqtt]` is off.
+    pub mqtt: Option<MqttStatus>,
+    /// Alerts recorded and not yet confirmed by the broker.
+    pub alerts_pending: usize,
     /// Alarms recorded in the store, newest last.
     pub alarms: Vec<AlarmLine>,
+    /// The last errors the services reported, oldest first.
+    pub last_errors: Vec<crate::live::ErrorLine>,
     /// Bytes the store occupies on disk.
     pub store_bytes: Option<u64>,
+    /// What a technician (or a monitoring script, by the exit status) should make of it.
+    pub assessment: Assessment,
+}
+
+/// The MQTT link as the connection reported it.
+#[derive(Debug, Clone, Serialize)]
+pub struct MqttStatus {
+    /// Connected to the broker now.
+    pub connected: bool,
+    /// Connections made since start.
+    pub connections: u64,
 }
 
 /// One device as `status` shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct DeviceStatus {
     /// Configured id.
     pub id: String,
@@ -70,15 +97,145 @@ pub struct DeviceStatus {
     /// The first read generation whose events the full outbox refused, while the upstream is
     /// behind this device's buffer (a catch-up follows when there is room).
     pub upstream_behind_since_generation: Option<u64>,
+    /// When the last complete read was applied (UTC ms; from the store, so it survives restarts).
+    pub last_complete_read_ms: Option<i64>,
+    /// Seconds since then.
+    pub last_complete_read_age_s: Option<i64>,
+    /// Users in the last complete read.
+    pub last_read_users: Option<u64>,
+    /// Users the last complete read found gone (since this agent started).
+    pub last_read_lost: u64,
+    /// The buffered users of this device by status.
+    pub users: BufferStats,
+    /// Why the last read attempt failed, while it is the latest outcome.
+    pub last_error: Option<String>,
+    /// Read attempts in a row that were not complete.
+    pub consecutive_incomplete: u32,
+    /// The read under way: pages and credentials done of total, rate, ETA.
+    pub reading: Option<crate::live::ReadingNow>,
+    /// The fencing token of the device lock this agent holds now (`null`: not held).
+    pub lock_token: Option<u64>,
+    /// Read counters since start (metrics).
+    pub reads: crate::live::ReadCounters,
 }
 
 /// An alarm, flattened for display.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct AlarmLine {
     /// When it was raised (UTC ms).
     pub raised_at_ms: i64,
     /// What happened and what to do.
     pub message: String,
+}
+
+/// How serious the state is, for the exit status of `edge-agent status` (0/1/2, the usual
+/// monitoring-plugin convention).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Level {
+    /// Nothing to do.
+    Ok,
+    /// Look soon: a device not connected, a read incomplete, users missing, the broker away.
+    Warning,
+    /// Act now: forwarding failed, the outbox refusing, reads failing again and again, the
+    /// status not written any more.
+    Critical,
+}
+
+/// The level and the reasons for it, each a sentence saying what to check.
+#[derive(Debug, Clone, Serialize)]
+pub struct Assessment {
+    /// The worst level among the reasons.
+    pub level: Level,
+    /// Why, worst first.
+    pub reasons: Vec<String>,
+}
+
+/// Incomplete reads in a row that make a device critical rather than a warning.
+pub const CRITICAL_INCOMPLETE_READS: u32 = 3;
+
+/// Judges a report; `stale` says the report is no longer being rewritten.
+pub fn assess(report: &StatusReport) -> Assessment {
+    let mut reasons: Vec<(Level, String)> = Vec::new();
+    for device in &report.devices {
+        let id = &device.id;
+        if device.connected == Some(false) {
+            reasons.push((
+                Level::Warning,
+                format!("device {id} is not connected (check its network and server address)"),
+            ));
+        }
+        if device.consecutive_incomplete >= CRITICAL_INCOMPLETE_READS {
+            reasons.push((
+                Level::Critical,
+                format!(
+                    "device {id}: {} reads in a row were not complete (last error: {})",
+                    device.consecutive_incomplete,
+                    device.last_error.as_deref().unwrap_or("?")
+                ),
+            ));
+        } else if device.consecutive_incomplete > 0 {
+            reasons.push((
+                Level::Warning,
+                format!(
+                    "device {id}: the last read was not complete ({})",
+                    device.last_error.as_deref().unwrap_or("?")
+                ),
+            ));
+        }
+        if device.users.missing > 0 {
+            reasons.push((
+                Level::Warning,
+                format!(
+                    "device {id}: {} users missing (edge-agent buffer list --status missing)",
+                    device.users.missing
+                ),
+            ));
+        }
+        if device.users.conflict > 0 {
+            reasons.push((
+                Level::Warning,
+                format!("device {id}: {} users in conflict", device.users.conflict),
+            ));
+        }
+    }
+    if let Some(upstream) = &report.upstream {
+        if upstream["forwarder"]["state"] == "failed" {
+            reasons.push((
+                Level::Critical,
+                format!(
+                    "upstream forwarding is not running: {}",
+                    upstream["forwarder"]["reason"].as_str().unwrap_or("?")
+                ),
+            ));
+        }
+        if upstream["outbox"]["refusing"] == true {
+            reasons.push((
+                Level::Critical,
+                "the outbox is full and refusing new events (is the upstream reachable?)".into(),
+            ));
+        }
+        if upstream["outbox"]["dead_letters"].as_u64().unwrap_or(0) > 0 {
+            reasons.push((
+                Level::Warning,
+                "events in the dead letters (edge-agent ctl dead-letters list)".into(),
+            ));
+        }
+    }
+    if report.mqtt.as_ref().is_some_and(|mqtt| !mqtt.connected) {
+        reasons.push((Level::Warning, "not connected to the MQTT broker".into()));
+    }
+    if report.clock == crate::clock_sync::ClockSync::Unsynchronized {
+        reasons.push((
+            Level::Warning,
+            "the system clock is not synchronised".into(),
+        ));
+    }
+    reasons.sort_by_key(|reason| std::cmp::Reverse(reason.0));
+    Assessment {
+        level: reasons.first().map_or(Level::Ok, |(level, _)| *level),
+        reasons: reasons.into_iter().map(|(_, reason)| reason).collect(),
+    }
 }
 
 /// The parts of a running agent the report is built from.
@@ -88,28 +245,40 @@ pub struct StatusSources {
     pub config: Arc<Config>,
     /// The store.
     pub store: Store,
-    /// Live AI06 sessions.
-    pub aiface: Arc<AifaceHub>,
-    /// The upstream side.
-    pub upstream: Upstream,
+    /// The live picture the services report into.
+    pub live: Live,
+    /// Live AI06 sessions (`None`: no device service, as in a control plane alone).
+    pub aiface: Option<Arc<AifaceHub>>,
+    /// The upstream side (`None`: not run).
+    pub upstream: Option<Upstream>,
     /// When the agent started (UTC ms).
     pub started_at_ms: i64,
 }
 
 impl StatusSources {
-    /// Builds a report of the agent as it is now.
+    /// Builds a report of the agent as it is now. Reads the store (sync state, registrations,
+    /// buffer counts, alarms), so call it off the async threads.
     pub fn report(&self) -> StatusReport {
         let config = &self.config;
+        let picture = self.live.snapshot();
+        let now = chrono::Utc::now().timestamp_millis();
         let devices = config
             .device
             .iter()
             .map(|device| {
                 let record = registry::recall(&self.store, &device.id).ok().flatten();
+                let live = picture.devices.get(&device.id).cloned().unwrap_or_default();
+                let state = state::load(&self.store, &device.id).unwrap_or_default();
+                let last_complete = state.last_complete_read_ms.or(live.last_complete_read_ms);
                 DeviceStatus {
                     id: device.id.clone(),
                     driver: format!("{:?}", device.driver).to_lowercase(),
-                    connected: (device.driver == crate::config::Driver::Aiface)
-                        .then(|| self.aiface.connected(&device.id).is_some()),
+                    connected: match (&self.aiface, device.driver) {
+                        (Some(hub), crate::config::Driver::Aiface) => {
+                            Some(hub.connected(&device.id).is_some())
+                        }
+                        _ => None,
+                    },
                     sn: record.as_ref().map(|r| r.sn.clone()),
                     firmware: record.as_ref().and_then(|r| r.firmware.clone()),
                     users_reported: record.as_ref().and_then(|r| r.users),
@@ -119,13 +288,28 @@ impl StatusSources {
                         .ok()
                         .flatten()
                         .map(|behind| behind.since_generation),
+                    last_complete_read_ms: last_complete,
+                    last_complete_read_age_s: last_complete.map(|at| (now - at).max(0) / 1000),
+                    last_read_users: live
+                        .last_read_users
+                        .or((state.generation > 0).then_some(state.users)),
+                    last_read_lost: live.last_read_lost,
+                    users: buffer::stats(&self.store, Some(&device.id)).unwrap_or_default(),
+                    last_error: live.last_error,
+                    consecutive_incomplete: live.consecutive_incomplete,
+                    reading: live.reading,
+                    lock_token: live.lock_token,
+                    reads: live.reads,
                 }
             })
             .collect();
-        let upstream = match self.upstream.status() {
-            Ok(status) => serde_json::to_value(status).ok(),
-            Err(err) => Some(serde_json::json!({ "error": err.to_string() })),
-        };
+        let upstream = self
+            .upstream
+            .as_ref()
+            .map(|upstream| match upstream.status() {
+                Ok(status) => serde_json::to_value(status).unwrap_or(Value::Null),
+                Err(err) => serde_json::json!({ "error": err.to_string() }),
+            });
         let alarms = self
             .store
             .alarms()
@@ -139,33 +323,63 @@ impl StatusSources {
                     .collect()
             })
             .unwrap_or_default();
-        StatusReport {
+        let mut report = StatusReport {
             agent_id: config.agent.id.clone(),
             site: config.agent.site.clone(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             pid: std::process::id(),
             started_at_ms: self.started_at_ms,
-            updated_at_ms: chrono::Utc::now().timestamp_millis(),
+            uptime_s: self.live.uptime_s(),
+            updated_at_ms: now,
             clock: crate::clock_sync::clock_sync(),
             devices,
             upstream,
+            mqtt: picture.mqtt_connected.map(|connected| MqttStatus {
+                connected,
+                connections: picture.mqtt_connections,
+            }),
+            alerts_pending: picture.alerts_pending,
             alarms,
+            last_errors: picture.last_errors.into_iter().collect(),
             store_bytes: self.store.size_on_disk().ok(),
-        }
+            assessment: Assessment {
+                level: Level::Ok,
+                reasons: Vec::new(),
+            },
+        };
+        report.assessment = assess(&report);
+        report
     }
 
-    /// Rewrites the status file every [`WRITE_EVERY`] until stopped.
+    /// Rewrites the status file every [`WRITE_EVERY`], and within [`DEBOUNCE`] of any change
+    /// of the live picture (so a long read's progress shows), until stopped.
     pub async fn keep_written(self, mut stop: crate::lifecycle::StopSignal) {
         let path = status_path(&self.config);
         let mut ticker = tokio::time::interval(WRITE_EVERY);
+        let mut changes = self.live.watch_any();
         loop {
             tokio::select! {
                 _ = ticker.tick() => {}
+                Ok(()) = changes.changed() => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(DEBOUNCE) => {}
+                        _ = stop.stopped() => return,
+                    }
+                    changes.borrow_and_update();
+                }
                 _ = stop.stopped() => return,
             }
-            let report = self.report();
-            if let Err(err) = write_atomically(&path, &report) {
-                tracing::warn!(path = %path.display(), %err, "could not write the status file");
+            let sources = self.clone();
+            let path = path.clone();
+            let written =
+                tokio::task::spawn_blocking(move || write_atomically(&path, &sources.report()))
+                    .await;
+            match written {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => {
+                    tracing::warn!(path = %status_path(&self.config).display(), %err, "could not write the status file")
+                }
+                Err(err) => tracing::warn!(%err, "building the status report failed"),
             }
         }
     }

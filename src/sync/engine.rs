@@ -25,8 +25,9 @@ pub struct Engine {
     /// Per device, the registration whose user count was already compared (so a count drop is
     /// warned about once per registration, not at every poll).
     pub(super) count_checked: Mutex<HashMap<String, i64>>,
-    /// Per device, how the last poll went (in memory: health, not history).
-    health: Mutex<HashMap<String, DeviceHealth>>,
+    /// Where reads, their progress and the lock held are reported (the agent's live picture;
+    /// a private one unless [`Engine::with_live`] shares the agent's).
+    live: crate::live::Live,
     /// Durable changes, for publishers (MQTT alerts) that must not run ahead of the store.
     changes: broadcast::Sender<DeviceChange>,
     person_requests: Arc<tokio::sync::Notify>,
@@ -76,7 +77,7 @@ impl Engine {
             clock: Arc::new(SystemClock),
             agent_id: agent_id.to_string(),
             count_checked: Mutex::new(HashMap::new()),
-            health: Mutex::new(HashMap::new()),
+            live: crate::live::Live::default(),
             changes: broadcast::channel(64).0,
             person_requests: Arc::new(tokio::sync::Notify::new()),
             mass_guard: super::guard::MassGuard::default(),
@@ -112,6 +113,17 @@ impl Engine {
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
         self
+    }
+
+    /// Reports into the agent's live picture (status, health and metrics are derived from it).
+    pub fn with_live(mut self, live: crate::live::Live) -> Self {
+        self.live = live;
+        self
+    }
+
+    /// The live picture the engine reports into.
+    pub fn live(&self) -> &crate::live::Live {
+        &self.live
     }
 
     /// Replaces the mass-disappearance guard's thresholds.
@@ -180,34 +192,22 @@ impl Engine {
         });
     }
 
-    /// How each device's polls are going.
+    /// How each device's polls are going (a view of the live picture).
     pub fn health(&self) -> HashMap<String, DeviceHealth> {
-        self.health
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
-    }
-
-    /// Records the end of a poll attempt: `Ok` for a complete read, else why not.
-    pub(super) fn record_attempt(&self, device_id: &str, outcome: Result<(), String>) {
-        let now = self.now_ms();
-        let mut health = self
-            .health
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let entry = health.entry(device_id.to_string()).or_default();
-        entry.last_attempt_ms = Some(now);
-        match outcome {
-            Ok(()) => {
-                entry.last_complete_ms = Some(now);
-                entry.last_error = None;
-                entry.consecutive_failures = 0;
-            }
-            Err(error) => {
-                entry.last_error = Some(error);
-                entry.consecutive_failures += 1;
-            }
-        }
+        self.live
+            .snapshot()
+            .devices
+            .into_iter()
+            .map(|(id, device)| {
+                let health = DeviceHealth {
+                    last_attempt_ms: device.last_attempt_ms,
+                    last_complete_ms: device.last_complete_read_ms,
+                    last_error: device.last_error,
+                    consecutive_failures: device.consecutive_incomplete,
+                };
+                (id, health)
+            })
+            .collect()
     }
 
     /// `extra` plus the outbox and audit trees: what a transaction that also queues events

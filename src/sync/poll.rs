@@ -6,7 +6,33 @@ use super::state;
 use super::{Engine, SyncError};
 use crate::audit::Operation;
 use crate::device::registry;
-use crate::device::{DeviceSession, FetchMode, ReadError};
+use crate::device::{
+    Credential, DeviceSession, FetchMode, HeldCredential, ReadError, ReadProgress, ReadSink,
+};
+use crate::live::{Live, ReadEnd};
+
+/// The store sink of a poll, with its progress also reported to the live picture (what
+/// `status` shows during a long read).
+struct Reporting<'a> {
+    inner: StoreSink,
+    live: &'a Live,
+    device_id: &'a str,
+}
+
+impl ReadSink for Reporting<'_> {
+    fn held(&self, user_id: &str, slot: u16) -> Option<HeldCredential> {
+        self.inner.held(user_id, slot)
+    }
+
+    fn credential(&mut self, credential: Credential) -> Result<(), String> {
+        self.inner.credential(credential)
+    }
+
+    fn progress(&mut self, progress: ReadProgress) {
+        self.live.read_progress(self.device_id, &progress);
+        self.inner.progress(progress);
+    }
+}
 
 /// How a poll ended, when it could talk to the device.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,13 +47,27 @@ impl Engine {
     /// Polls the device behind `session` once, under its lock (see the module docs), and
     /// records how it went in the device's [`super::DeviceHealth`].
     pub async fn poll<S: DeviceSession>(&self, session: &S) -> Result<PollOutcome, SyncError> {
+        self.live().read_started(session.device_id());
         let outcome = self.poll_locked(session).await;
-        let health = match &outcome {
-            Ok(PollOutcome::Complete(_)) => Ok(()),
-            Ok(PollOutcome::Incomplete(error)) => Err(error.to_string()),
-            Err(error) => Err(error.to_string()),
+        let end = match &outcome {
+            Ok(PollOutcome::Complete(applied)) => ReadEnd::Complete {
+                users: applied.users as u64,
+                lost: applied.missing.len() as u64,
+            },
+            Ok(PollOutcome::Incomplete(error)) => ReadEnd::NotComplete(error.to_string()),
+            Err(error) => ReadEnd::NotComplete(error.to_string()),
         };
-        self.record_attempt(session.device_id(), health);
+        let failed = matches!(end, ReadEnd::NotComplete(_));
+        self.live().read_finished(session.device_id(), end);
+        let facts = self.live().read_facts(session.device_id());
+        if failed && facts.consecutive_incomplete > 1 {
+            tracing::warn!(
+                device = session.device_id(),
+                in_a_row = facts.consecutive_incomplete,
+                "{} reads in a row were not complete; the users are as of the last complete read",
+                facts.consecutive_incomplete
+            );
+        }
         outcome
     }
 
@@ -42,19 +82,34 @@ impl Engine {
                 return Err(err.into());
             }
         };
+        let reported = self.live().lock_reported(device_id, guard.fencing_token());
+        let outcome = self.read_and_apply(session, guard.fencing_token()).await;
+        drop(guard);
+        drop(reported);
+        outcome
+    }
+
+    async fn read_and_apply<S: DeviceSession>(
+        &self,
+        session: &S,
+        fencing_token: u64,
+    ) -> Result<PollOutcome, SyncError> {
+        let device_id = session.device_id();
         self.check_registered_count(device_id).await?;
-        let mut sink = StoreSink::new(self.store().clone(), device_id);
+        let mut sink = Reporting {
+            inner: StoreSink::new(self.store().clone(), device_id),
+            live: self.live(),
+            device_id,
+        };
         let outcome = match session.read_users(FetchMode::Missing, &mut sink).await {
-            Ok(read) => PollOutcome::Complete(
-                self.apply_read(device_id, &read, guard.fencing_token())
-                    .await?,
-            ),
+            Ok(read) => {
+                PollOutcome::Complete(self.apply_read(device_id, &read, fencing_token).await?)
+            }
             Err(error) => {
                 self.record_incomplete(device_id, &error).await?;
                 PollOutcome::Incomplete(error)
             }
         };
-        drop(guard);
         Ok(outcome)
     }
 

@@ -10,6 +10,7 @@ use crate::device::aiface::{AifaceHub, AifaceSession, Notice};
 use crate::device::zk::ZkSession;
 use crate::device::{DeviceSession, Devices};
 use crate::lifecycle::{StopSignal, Tasks};
+use crate::live::ReadEnd;
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
@@ -323,11 +324,16 @@ async fn sync_once<S: DeviceSession>(engine: &Engine, session: &S, schedule: &De
     let interval_ms = i64::try_from(schedule.backup_interval.as_millis()).unwrap_or(i64::MAX);
     match engine.backup_due(device, interval_ms) {
         Ok(true) => {
+            engine.live().read_started(device);
             let outcome = engine.backup(session, &schedule.backup_dir).await;
-            engine.record_attempt(
-                device,
-                outcome.as_ref().map(|_| ()).map_err(|e| e.to_string()),
-            );
+            let end = match &outcome {
+                Ok(info) => ReadEnd::Complete {
+                    users: info.trailer.users,
+                    lost: 0,
+                },
+                Err(err) => ReadEnd::NotComplete(err.to_string()),
+            };
+            engine.live().read_finished(device, end);
             match outcome {
                 Ok(_) => return,
                 Err(err) => {

@@ -4,9 +4,9 @@
 //! The forwarder writes a [`StatusBoard`] as it goes; [`SyncStatus`] is the snapshot readers
 //! get, combined with the outbox's own figures.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -53,6 +53,45 @@ pub struct SyncStatus {
     pub oldest_age_ms: Option<i64>,
     /// The outbox's figures (depth, bytes, cap, dead letters, refusing).
     pub outbox: OutboxStats,
+    /// Latency of event requests since start, by outcome (`ok`: answered for good, `retry`:
+    /// failed and to be retried), for the metrics endpoint.
+    pub requests: BTreeMap<&'static str, LatencyHistogram>,
+}
+
+/// Upper bounds (seconds) of the request latency buckets.
+const REQUEST_SECONDS_BUCKETS: [f64; 9] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
+/// A latency histogram (per-bucket counts, not cumulative; the overflow is `count` minus their
+/// sum).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LatencyHistogram {
+    /// Bucket upper bounds in seconds.
+    pub bounds: &'static [f64],
+    /// Requests per bucket.
+    pub counts: Vec<u64>,
+    /// Sum of latencies in seconds.
+    pub sum: f64,
+    /// Requests.
+    pub count: u64,
+}
+
+impl LatencyHistogram {
+    fn new() -> Self {
+        LatencyHistogram {
+            bounds: &REQUEST_SECONDS_BUCKETS,
+            counts: vec![0; REQUEST_SECONDS_BUCKETS.len()],
+            sum: 0.0,
+            count: 0,
+        }
+    }
+
+    fn observe(&mut self, seconds: f64) {
+        if let Some(bucket) = self.bounds.iter().position(|bound| seconds <= *bound) {
+            self.counts[bucket] += 1;
+        }
+        self.sum += seconds;
+        self.count += 1;
+    }
 }
 
 /// Shared, cheaply cloned record of the forwarder's progress.
@@ -69,6 +108,20 @@ struct Board {
     last_success_at_ms: Option<i64>,
     next_attempt_at_ms: Option<i64>,
     last_error: Option<String>,
+    sending_since: Option<Instant>,
+    requests: BTreeMap<&'static str, LatencyHistogram>,
+}
+
+impl Board {
+    /// Records the latency of the request in flight under `outcome`.
+    fn request_done(&mut self, outcome: &'static str) {
+        if let Some(since) = self.sending_since.take() {
+            self.requests
+                .entry(outcome)
+                .or_insert_with(LatencyHistogram::new)
+                .observe(since.elapsed().as_secs_f64());
+        }
+    }
 }
 
 impl StatusBoard {
@@ -83,6 +136,8 @@ impl StatusBoard {
             last_success_at_ms: None,
             next_attempt_at_ms: None,
             last_error: None,
+            sending_since: None,
+            requests: BTreeMap::new(),
         })))
     }
 
@@ -104,6 +159,7 @@ impl StatusBoard {
             last_error: board.last_error.clone(),
             oldest_age_ms: outbox.oldest_occurred_at_ms.map(|at| (now - at).max(0)),
             outbox,
+            requests: board.requests.clone(),
         }
     }
 
@@ -111,11 +167,13 @@ impl StatusBoard {
         let mut board = self.lock();
         board.in_flight = events as u64;
         board.next_attempt_at_ms = None;
+        board.sending_since = Some(Instant::now());
     }
 
     pub(crate) fn succeeded(&self, delivered: u64, dead_lettered: u64) {
         let mut board = self.lock();
         board.in_flight = 0;
+        board.request_done("ok");
         board.delivered += delivered;
         board.dead_lettered += dead_lettered;
         board.last_success_at_ms = Some(now_ms());
@@ -125,6 +183,7 @@ impl StatusBoard {
     pub(crate) fn failed(&self, error: String, retry_in: Duration) {
         let mut board = self.lock();
         board.in_flight = 0;
+        board.request_done("retry");
         board.last_error = Some(error);
         board.next_attempt_at_ms = Some(now_ms() + retry_in.as_millis() as i64);
         push_result(&mut board.recent, false);

@@ -8,6 +8,7 @@ mod demo;
 mod guard;
 mod hostile;
 mod lifecycle;
+mod live;
 mod mappings;
 mod punches;
 mod salvage;

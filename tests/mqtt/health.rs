@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use edge_agent::lifecycle::Tasks;
+use edge_agent::live::ReadEnd;
 use edge_agent::mqtt::{self, Tuning};
 use edge_agent::store::{Store, StoreOptions};
 use serde_json::Value;
@@ -53,19 +54,23 @@ async fn health_is_republished_when_a_service_reports_a_change() {
     assert_eq!(first["devices"][0]["id"], "zk-1");
     assert_eq!(first["devices"][0]["last_complete_read"], Value::Null);
 
-    let read_at = chrono::DateTime::parse_from_rfc3339("2026-11-22T08:00:00Z")
-        .unwrap()
-        .with_timezone(&chrono::Utc);
-    plane.health.complete_read("zk-1", read_at);
-    plane.health.lock_state("held token 3");
+    // The sync engine reports a read and the lock it holds into the live picture.
+    plane.live.read_started("zk-1");
+    plane.live.lock_held("zk-1", Some(3));
+    plane
+        .live
+        .read_finished("zk-1", ReadEnd::Complete { users: 0, lost: 0 });
     let changed = health
-        .wait_for("changed health", |m| m.payload.contains("held token 3"))
+        .wait_for("changed health", |m| {
+            m.payload.contains("zk-1 held by gw1 token 3")
+        })
         .await;
     let changed: Value = serde_json::from_str(&changed.payload).unwrap();
-    assert_eq!(
-        changed["devices"][0]["last_complete_read"],
-        "2026-11-22T08:00:00.000Z"
+    assert!(
+        changed["devices"][0]["last_complete_read"].is_string(),
+        "{changed:#}"
     );
+    assert_eq!(changed["locks"][0]["token"], 3, "{changed:#}");
     let trouble = tasks.stop(Duration::from_secs(5)).await;
     assert!(trouble.is_empty(), "{trouble:?}");
     let down = health

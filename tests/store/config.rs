@@ -211,6 +211,7 @@ fn the_annotated_reference_config_is_valid_and_matches_the_defaults() {
     assert_eq!(reference.log, minimal.log);
     assert_eq!(reference.store, minimal.store);
     assert_eq!(reference.esl, minimal.esl);
+    assert_eq!(reference.metrics, minimal.metrics);
     assert_eq!(reference.agent, minimal.agent);
 }
 

@@ -6,6 +6,7 @@
 pub mod audit;
 pub mod backup;
 pub mod buffer;
+pub mod history;
 pub mod probe;
 pub mod reply;
 pub mod status;

@@ -87,7 +87,7 @@ pub(super) async fn read_users(
         sink.credential(credential).map_err(ReadError::Sink)?;
         read.credentials_fetched += 1;
         let fetched = index + 1;
-        if fetched % 100 == 0 || fetched == total {
+        if fetched % 10 == 0 || fetched == total {
             sink.progress(ReadProgress::Credentials { fetched, total });
         }
     }

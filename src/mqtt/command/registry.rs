@@ -79,10 +79,7 @@ impl Registry {
         };
         let sync = "sync engine";
         let upstream = "upstream forwarder";
-        let upstream_commands = services
-            .status
-            .as_ref()
-            .map(|status| status.upstream.clone());
+        let upstream_commands = services.status.upstream.clone();
         let sync_command = |make: fn(crate::sync::SyncHandle) -> Arc<dyn Command>,
                             changes_state: bool| {
             match &services.sync {

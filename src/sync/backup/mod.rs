@@ -20,6 +20,9 @@ use std::path::Path;
 struct BackupSink {
     writer: BackupWriter,
     cache: StoreSink,
+    /// Where the read's progress is shown (`status` during a long backup).
+    live: crate::live::Live,
+    device_id: String,
 }
 
 impl ReadSink for BackupSink {
@@ -35,6 +38,7 @@ impl ReadSink for BackupSink {
     }
 
     fn progress(&mut self, progress: ReadProgress) {
+        self.live.read_progress(&self.device_id, &progress);
         self.cache.progress(progress);
     }
 }
@@ -51,10 +55,13 @@ impl Engine {
     ) -> Result<BackupInfo, SyncError> {
         let device_id = session.device_id();
         let guard = self.lock().acquire(device_id).await?;
+        let _reported = self.live().lock_reported(device_id, guard.fencing_token());
         let writer = BackupWriter::create(dir, device_id, self.agent_id(), self.now_ms())?;
         let mut sink = BackupSink {
             writer,
             cache: StoreSink::new(self.store().clone(), device_id),
+            live: self.live().clone(),
+            device_id: device_id.to_string(),
         };
         let read = match session.read_users(FetchMode::All, &mut sink).await {
             Ok(read) => read,

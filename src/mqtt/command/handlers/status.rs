@@ -29,7 +29,7 @@ impl Status {
             identity: services.identity.clone(),
             store: services.store.clone(),
             link: Arc::clone(&services.link),
-            report: services.status.clone(),
+            report: Some(services.status.clone()),
         }
     }
 }
