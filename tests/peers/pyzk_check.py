@@ -44,11 +44,15 @@ def main():
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--udp", action="store_true", help="force UDP")
     parser.add_argument("--password", type=int, default=0, help="comm key")
-    parser.add_argument("--set-uid", type=int, required=True)
-    parser.add_argument("--set-user-id", required=True)
-    parser.add_argument("--set-name", required=True)
+    parser.add_argument("--read-only", action="store_true",
+                        help="only read (sizes, users, attendance, time); write no user")
+    parser.add_argument("--set-uid", type=int)
+    parser.add_argument("--set-user-id")
+    parser.add_argument("--set-name")
     parser.add_argument("--set-card", type=int, default=0)
     args = parser.parse_args()
+    if not args.read_only and None in (args.set_uid, args.set_user_id, args.set_name):
+        parser.error("--set-uid, --set-user-id and --set-name are required unless --read-only")
 
     # ommit_ping: pyzk otherwise shells out to `ping`, which containers often lack.
     device = ZK(args.host, port=args.port, timeout=10, password=args.password,
@@ -68,9 +72,11 @@ def main():
             "punch": a.punch,
         } for a in conn.get_attendance()]
         device_time = conn.get_time().strftime("%Y-%m-%dT%H:%M:%S")
-        conn.set_user(uid=args.set_uid, name=args.set_name, privilege=0, password="",
-                      user_id=args.set_user_id, card=args.set_card)
-        after = [user_json(u) for u in conn.get_users()]
+        after = None
+        if not args.read_only:
+            conn.set_user(uid=args.set_uid, name=args.set_name, privilege=0, password="",
+                          user_id=args.set_user_id, card=args.set_card)
+            after = [user_json(u) for u in conn.get_users()]
         conn.enable_device()
     finally:
         conn.disconnect()

@@ -6,9 +6,13 @@
 //! session order and its close-on-every-path; `users` maps records onto [`UserRead`];
 //! `identity` is what `probe` shows about the device; `settings` resolves the config.
 //!
-//! Not yet: fingerprint templates (slots 0–9) and the attendance log are not read, and
+//! With a punch log attached ([`ZkSession::with_punches`]), every read also downloads the
+//! attendance log when the device's record count moved, and `attendance` stores the new punches.
+//!
+//! Not yet: fingerprint templates (slots 0–9) are not read, and
 //! [`DeviceSession::write_credential`] refuses rather than pretend.
 
+mod attendance;
 mod client;
 mod identity;
 mod link;
@@ -19,6 +23,7 @@ mod tcp;
 mod udp;
 mod users;
 
+pub use attendance::ZkPunches;
 pub use client::DISABLE_TIMEOUT_SECS;
 pub use identity::Identity;
 pub use settings::{Endpoint, SettingsError, ZkSettings};
@@ -32,6 +37,7 @@ pub struct ZkSession {
     settings: ZkSettings,
     turn: tokio::sync::Mutex<()>,
     prefer_udp: AtomicBool,
+    punches: Option<ZkPunches>,
 }
 
 impl ZkSession {
@@ -41,7 +47,15 @@ impl ZkSession {
             settings,
             turn: tokio::sync::Mutex::new(()),
             prefer_udp: AtomicBool::new(false),
+            punches: None,
         }
+    }
+
+    /// The same driver, also reading the attendance log into `punches` at every read (the
+    /// running agent's wiring; `probe` and the demo read users only).
+    pub fn with_punches(mut self, punches: ZkPunches) -> ZkSession {
+        self.punches = Some(punches);
+        self
     }
 
     /// The resolved settings.
@@ -67,7 +81,14 @@ impl DeviceSession for ZkSession {
         sink: &'a mut (dyn ReadSink + Send),
     ) -> Result<UserRead, ReadError> {
         let _turn = self.turn.lock().await;
-        read::read_users(&self.settings, &self.prefer_udp, mode, sink).await
+        read::read_users(
+            &self.settings,
+            &self.prefer_udp,
+            self.punches.as_ref(),
+            mode,
+            sink,
+        )
+        .await
     }
 
     async fn write_credential<'a>(&'a self, credential: &'a Credential) -> Result<(), ReadError> {

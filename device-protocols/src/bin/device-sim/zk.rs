@@ -89,6 +89,10 @@ pub(crate) struct Options {
     /// Number of generated attendance records.
     #[arg(long, default_value_t = 100)]
     logs: u32,
+    /// Attendance records punched during every attendance read: appended after the client
+    /// read the counts, before the dataset is cut (a log that grows during the read).
+    #[arg(long, default_value_t = 0)]
+    log_growth: u32,
     /// Seed of the deterministic data generator.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -173,7 +177,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         Some(label) => Some(TextCodec::for_label(label)?),
         None => None,
     };
-    let store = Store::generate(&Shape {
+    let mut store = Store::generate(&Shape {
         users: args.users,
         logs: args.logs,
         user_layout,
@@ -182,6 +186,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         seed: args.seed,
         native_names,
     })?;
+    store.log_growth = args.log_growth;
     let config = Config {
         comm_key: args.comm_key.filter(|&k| k != 0).map(CommKey),
         inline_threshold: args.inline_threshold,

@@ -377,7 +377,10 @@ impl Firmware {
             .map(|b| Code(u16::from_le_bytes([b[0], b[1]])));
         let dataset = match inner {
             Some(Code::USERTEMP_RRQ) => self.store.user_dataset(),
-            Some(Code::ATTLOG_RRQ) => self.store.log_dataset(),
+            Some(Code::ATTLOG_RRQ) => {
+                self.store.grow_log();
+                self.store.log_dataset()
+            }
             // Templates, operation log: this device holds none.
             Some(Code::DB_RRQ) | Some(Code::OPLOG_RRQ) => crate::zk::dataset::dataset_of(&[]),
             _ => return single(ack(Code::ACK_ERROR, request)),

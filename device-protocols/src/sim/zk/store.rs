@@ -72,6 +72,12 @@ pub struct Store {
     pub user_capacity: u32,
     /// Attendance capacity reported in the sizes.
     pub record_capacity: u32,
+    /// Records punched "during" every attendance read: appended after the client read the
+    /// counts and before the dataset is cut, as on firmware that keeps punching while a
+    /// client downloads (the disable did not take, or the punch was already queued).
+    pub log_growth: u32,
+    /// Seed of the generator, so grown records are as reproducible as the first ones.
+    seed: u64,
 }
 
 impl Store {
@@ -104,27 +110,8 @@ impl Store {
                 user
             })
             .collect();
-        let first = FIRST_PUNCH.to_unix();
         let logs: Vec<AttendanceRecord> = (0..logs)
-            .map(|i| {
-                let owner = &users[(i as usize) % users.len().max(1)];
-                AttendanceRecord {
-                    uid: Some(owner.uid),
-                    user_id: Some(owner.user_id.clone()),
-                    verify: [1, 15, 2, 0][rng.random_range(0..4)],
-                    state: rng.random_range(0..2),
-                    // ~26 minutes apart: 100,000 records span about five real calendar years.
-                    // Stepping in real seconds (not in ZK time units, whose months all have 31
-                    // days) keeps every timestamp a valid date, as on a device.
-                    time: to_zk(CalendarTime::from_unix(
-                        first + i64::from(i) * 1_567 + rng.random_range(0..60),
-                    )),
-                    workcode: match log_layout {
-                        AttendanceLayout::Compact8 => None,
-                        _ => Some(0),
-                    },
-                }
-            })
+            .map(|i| generated_log(&users, i, log_layout, &mut rng))
             .collect();
         // Typical TFT capacities, raised when the generated data would not fit.
         let user_capacity = 10_000.max(users.len() as u32 + 1000);
@@ -137,7 +124,24 @@ impl Store {
             face_sizes,
             user_capacity,
             record_capacity,
+            log_growth: 0,
+            seed,
         })
+    }
+
+    /// Appends [`Store::log_growth`] new records (each drawn from the seed and its own index,
+    /// so a test can recompute them); the emulator calls it at every attendance read.
+    pub fn grow_log(&mut self) {
+        for _ in 0..self.log_growth {
+            let index = self.logs.len() as u32;
+            if self.users.is_empty() {
+                return;
+            }
+            let mut rng = StdRng::seed_from_u64(self.seed ^ u64::from(index).rotate_left(32));
+            let record = generated_log(&self.users, index, self.log_layout, &mut rng);
+            self.logs.push(record);
+        }
+        self.record_capacity = self.record_capacity.max(self.logs.len() as u32 + 1000);
     }
 
     /// The counters as firmware reports them; `skew` is added to both counts by the
@@ -214,6 +218,32 @@ impl Store {
         let before = self.users.len();
         self.users.retain(|u| u.uid != uid);
         before != self.users.len()
+    }
+}
+
+/// Attendance record number `i`, punched by the users in turn.
+fn generated_log(
+    users: &[UserRecord],
+    i: u32,
+    layout: AttendanceLayout,
+    rng: &mut StdRng,
+) -> AttendanceRecord {
+    let owner = &users[(i as usize) % users.len().max(1)];
+    AttendanceRecord {
+        uid: Some(owner.uid),
+        user_id: Some(owner.user_id.clone()),
+        verify: [1, 15, 2, 0][rng.random_range(0..4)],
+        state: rng.random_range(0..2),
+        // ~26 minutes apart: 100,000 records span about five real calendar years. Stepping in
+        // real seconds (not in ZK time units, whose months all have 31 days) keeps every
+        // timestamp a valid date, as on a device.
+        time: to_zk(CalendarTime::from_unix(
+            FIRST_PUNCH.to_unix() + i64::from(i) * 1_567 + rng.random_range(0..60),
+        )),
+        workcode: match layout {
+            AttendanceLayout::Compact8 => None,
+            _ => Some(0),
+        },
     }
 }
 
