@@ -13,3 +13,4 @@ mod salvage;
 mod site;
 mod site_day;
 mod zk_punches;
+mod zk_templates;

@@ -8,6 +8,7 @@ over TCP and UDP and compares every value printed here with what the emulator ho
 Exit status 3 means pyzk is not installed (the caller reports the check as SKIPPED).
 """
 import argparse
+import base64
 import json
 import sys
 
@@ -46,6 +47,8 @@ def main():
     parser.add_argument("--password", type=int, default=0, help="comm key")
     parser.add_argument("--read-only", action="store_true",
                         help="only read (sizes, users, attendance, time); write no user")
+    parser.add_argument("--templates", action="store_true",
+                        help="also read every fingerprint template (get_templates)")
     parser.add_argument("--set-uid", type=int)
     parser.add_argument("--set-user-id")
     parser.add_argument("--set-name")
@@ -71,6 +74,14 @@ def main():
             "status": a.status,
             "punch": a.punch,
         } for a in conn.get_attendance()]
+        templates = None
+        if args.templates:
+            templates = [{
+                "uid": t.uid,
+                "fid": t.fid,
+                "valid": t.valid,
+                "template": base64.b64encode(t.template).decode("ascii"),
+            } for t in conn.get_templates()]
         device_time = conn.get_time().strftime("%Y-%m-%dT%H:%M:%S")
         after = None
         if not args.read_only:
@@ -87,6 +98,7 @@ def main():
         "sizes": sizes,
         "users": users,
         "attendance": attendance,
+        "templates": templates,
         "time": device_time,
         "users_after_set": after,
     }, sys.stdout)

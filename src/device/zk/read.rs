@@ -1,5 +1,6 @@
 //! A complete user read, in the order the protocol requires: connect → auth → disable (with an
-//! auto re-enable timeout) → sizes → users (bulk) → free → [serial number → attendance log
+//! auto re-enable timeout) → sizes → users (bulk) → free → fingerprint templates (bulk, when
+//! the device reports any) → free → [serial number → attendance log
 //! (bulk) → free, when punches are wanted and the record count moved] → enable → exit. The close runs on every
 //! path, errors included, because the part that can fail is awaited as one step *before* it (and
 //! a read cancelled mid-way is closed by the client's `Drop`): firmware keeps a session until
@@ -12,9 +13,11 @@ use super::serial::SerialLink;
 use super::settings::{Endpoint, ZkSettings};
 use super::tcp::TcpLink;
 use super::udp::UdpLink;
-use super::users::{check_complete, to_user_read};
+use super::users::{check_complete, check_templates, to_user_read};
 use crate::device::{FetchMode, ReadError, ReadSink, UserRead};
-use device_protocols::zk::{decode_users, BulkDataset, DeviceSizes, Request, UserTable};
+use device_protocols::zk::{
+    decode_templates, decode_users, BulkDataset, DeviceSizes, FingerTemplate, Request, UserTable,
+};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 impl From<SessionError> for ReadError {
@@ -98,7 +101,7 @@ pub(super) async fn open(
 /// What one session brought back.
 struct Fetched {
     sizes: DeviceSizes,
-    users: Result<UserTable, ReadError>,
+    users: Result<(UserTable, Vec<FingerTemplate>), ReadError>,
     attendance: Option<AttendanceDownload>,
 }
 
@@ -115,6 +118,13 @@ async fn fetch(
     let sizes = DeviceSizes::decode(&client.expect_ok(&Request::GetFreeSizes).await?)
         .map_err(|err| ReadError::Incomplete(err.to_string()))?;
     let dataset = client.bulk_read(BulkDataset::Users).await?;
+    // A device that reports no template is not asked (some firmware refuses the read of an
+    // empty table); the count check below still holds it to its word.
+    let templates = if sizes.fingerprints > 0 {
+        Some(client.bulk_read(BulkDataset::FingerTemplates).await?)
+    } else {
+        None
+    };
     let mut download = None;
     if punches.is_some_and(|p| attendance::needs_read(p, &settings.device_id, &sizes)) {
         match read_attendance(client, settings, &sizes).await {
@@ -128,7 +138,19 @@ async fn fetch(
     client.enable_device().await?;
     let users = decode_users(&dataset, sizes.users, None, &settings.codec)
         .map_err(|err| ReadError::Incomplete(format!("the user table cannot be decoded: {err}")))
-        .and_then(|table| check_complete(&table, &sizes).map(|()| table));
+        .and_then(|table| check_complete(&table, &sizes).map(|()| table))
+        .and_then(|table| {
+            let templates = match &templates {
+                Some(dataset) => decode_templates(dataset).map_err(|err| {
+                    ReadError::Incomplete(format!(
+                        "the fingerprint templates cannot be decoded: {err}"
+                    ))
+                })?,
+                None => Vec::new(),
+            };
+            check_templates(&templates, &sizes)?;
+            Ok((table, templates))
+        });
     Ok(Fetched {
         sizes,
         users,
@@ -185,13 +207,13 @@ pub(super) async fn read_users(
             punches,
             &settings.device_id,
             download,
-            users.as_ref().ok(),
+            users.as_ref().ok().map(|(table, _)| table),
             &settings.codec,
         )
         .await;
     }
-    let table = users?;
-    let mut read = to_user_read(&table, &sizes, mode, sink)?;
+    let (table, templates) = users?;
+    let mut read = to_user_read(&table, &templates, &sizes, mode, sink)?;
     read.round_trips = round_trips;
     read.bytes_received = bytes_received;
     Ok(read)

@@ -89,6 +89,9 @@ pub(crate) struct Options {
     /// Number of generated attendance records.
     #[arg(long, default_value_t = 100)]
     logs: u32,
+    /// Fingerprint templates (fingers 0..N, at most 10) of every user with an odd uid.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=10))]
+    fingers: u8,
     /// Attendance records punched during every attendance read: appended after the client
     /// read the counts, before the dataset is cut (a log that grows during the read).
     #[arg(long, default_value_t = 0)]
@@ -185,6 +188,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         face_sizes,
         seed: args.seed,
         native_names,
+        fingers: args.fingers,
     })?;
     store.log_growth = args.log_growth;
     let config = Config {

@@ -381,7 +381,11 @@ impl Firmware {
                 self.store.grow_log();
                 self.store.log_dataset()
             }
-            // Templates, operation log: this device holds none.
+            // FCT_FINGERTMP (2): the fingerprint templates.
+            Some(Code::DB_RRQ) if word(&request.data, 3) == Some(2) => {
+                self.store.template_dataset()
+            }
+            // Other tables, operation log: this device holds none.
             Some(Code::DB_RRQ) | Some(Code::OPLOG_RRQ) => crate::zk::dataset::dataset_of(&[]),
             _ => return single(ack(Code::ACK_ERROR, request)),
         };

@@ -6,8 +6,8 @@ use crate::sim::clock::CalendarTime;
 use crate::zk::dataset::dataset_of;
 use crate::zk::layout::RecordLayout;
 use crate::zk::{
-    AttendanceLayout, AttendanceRecord, DeviceSizes, DeviceText, FaceSizes, TextCodec, TimeZones,
-    UserId, UserLayout, UserRecord,
+    AttendanceLayout, AttendanceRecord, DeviceSizes, DeviceText, FaceSizes, FingerTemplate,
+    TextCodec, TimeZones, UserId, UserLayout, UserRecord,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -54,6 +54,9 @@ pub struct Shape {
     pub seed: u64,
     /// When set, every fifth user gets a non-ASCII name stored in this code page.
     pub native_names: Option<TextCodec>,
+    /// Fingerprint templates enrolled for every user with an odd uid (fingers 0..N); users with
+    /// an even uid have none, so a read always mixes both.
+    pub fingers: u8,
 }
 
 /// Users, logs and formats of one emulated terminal.
@@ -66,6 +69,8 @@ pub struct Store {
     pub users: Vec<UserRecord>,
     /// Attendance records, oldest first.
     pub logs: Vec<AttendanceRecord>,
+    /// Fingerprint templates in uid, finger order.
+    pub templates: Vec<FingerTemplate>,
     /// Report 92-byte sizes.
     pub face_sizes: bool,
     /// User capacity reported in the sizes.
@@ -99,6 +104,7 @@ impl Store {
             face_sizes,
             seed,
             native_names,
+            fingers,
         } = *shape;
         let mut rng = StdRng::seed_from_u64(seed);
         let users: Vec<UserRecord> = (1..=users)
@@ -113,6 +119,13 @@ impl Store {
         let logs: Vec<AttendanceRecord> = (0..logs)
             .map(|i| generated_log(&users, i, log_layout, &mut rng))
             .collect();
+        let templates = users
+            .iter()
+            .filter(|u| u.uid % 2 == 1)
+            .flat_map(|u| {
+                (0..fingers.min(10)).map(|finger| generated_template(seed, u.uid, finger))
+            })
+            .collect();
         // Typical TFT capacities, raised when the generated data would not fit.
         let user_capacity = 10_000.max(users.len() as u32 + 1000);
         let record_capacity = 100_000.max(logs.len() as u32 + 1000);
@@ -121,6 +134,7 @@ impl Store {
             log_layout,
             users,
             logs,
+            templates,
             face_sizes,
             user_capacity,
             record_capacity,
@@ -150,7 +164,7 @@ impl Store {
         let count = |pred: fn(&UserRecord) -> bool| self.users.iter().filter(|u| pred(u)).count();
         DeviceSizes {
             users: self.users.len() as u32 + skew,
-            fingerprints: 0,
+            fingerprints: self.templates.len() as u32,
             records: self.logs.len() as u32 + skew,
             oplog: 0,
             admins: count(|u| u.privilege & 0x0E != 0) as u32,
@@ -181,6 +195,16 @@ impl Store {
             .logs
             .iter()
             .flat_map(|r| r.encode(self.log_layout).expect("generated logs fit"))
+            .collect();
+        dataset_of(&records)
+    }
+
+    /// Every fingerprint template as a dataset (the template bulk read).
+    pub fn template_dataset(&self) -> Vec<u8> {
+        let records: Vec<u8> = self
+            .templates
+            .iter()
+            .flat_map(|t| t.encode().expect("generated templates fit"))
             .collect();
         dataset_of(&records)
     }
@@ -218,6 +242,19 @@ impl Store {
         let before = self.users.len();
         self.users.retain(|u| u.uid != uid);
         before != self.users.len()
+    }
+}
+
+/// The template of one finger: 400–700 opaque bytes drawn from the seed, uid and finger, so a
+/// test can recompute it.
+fn generated_template(seed: u64, uid: u16, finger: u8) -> FingerTemplate {
+    let mut rng = StdRng::seed_from_u64(seed ^ (u64::from(uid) << 8 | u64::from(finger)) << 20);
+    let len = rng.random_range(400..700);
+    FingerTemplate {
+        uid,
+        finger,
+        valid: 1,
+        template: (0..len).map(|_| rng.random()).collect(),
     }
 }
 
