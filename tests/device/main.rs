@@ -3,4 +3,5 @@
 
 mod aiface_driver;
 mod aiface_punches;
+mod zk_attendance_measure;
 mod zk_driver;
