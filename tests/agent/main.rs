@@ -13,4 +13,5 @@ mod salvage;
 mod site;
 mod site_day;
 mod zk_punches;
+mod zk_restore;
 mod zk_templates;

@@ -9,8 +9,9 @@
 //! With a punch log attached ([`ZkSession::with_punches`]), every read also downloads the
 //! attendance log when the device's record count moved, and `attendance` stores the new punches.
 //!
-//! Not yet: fingerprint templates (slots 0–9) are not read, and
-//! [`DeviceSession::write_credential`] refuses rather than pretend.
+//! Writes (`write`): a password, a card or a name goes to the terminal as one whole-record
+//! `USER_WRQ` built on the record read in the same session, verified by reading back. Not yet:
+//! writing fingerprint templates is refused rather than pretended.
 
 mod attendance;
 mod client;
@@ -22,6 +23,7 @@ mod settings;
 mod tcp;
 mod udp;
 mod users;
+mod write;
 
 pub use attendance::ZkPunches;
 pub use client::DISABLE_TIMEOUT_SECS;
@@ -92,22 +94,23 @@ impl DeviceSession for ZkSession {
     }
 
     async fn write_credential<'a>(&'a self, credential: &'a Credential) -> Result<(), ReadError> {
-        Err(ReadError::Refused(format!(
-            "writing credentials (user {}, slot {}) to zk devices is not supported by this \
-             agent version yet; nothing was sent to {}",
-            credential.user_id, credential.slot, self.settings.device_id
-        )))
+        write::check_writable(&write::Change::Credential(credential), self.device_id())?;
+        let _turn = self.turn.lock().await;
+        write::write(
+            &self.settings,
+            &self.prefer_udp,
+            write::Change::Credential(credential),
+        )
+        .await
     }
 
-    async fn set_user_name<'a>(
-        &'a self,
-        user_id: &'a str,
-        _name: &'a str,
-    ) -> Result<(), ReadError> {
-        Err(ReadError::Refused(format!(
-            "renaming user {user_id} on zk devices (a user-record write) is not supported by \
-             this agent version yet; nothing was sent to {}",
-            self.settings.device_id
-        )))
+    async fn set_user_name<'a>(&'a self, user_id: &'a str, name: &'a str) -> Result<(), ReadError> {
+        let _turn = self.turn.lock().await;
+        write::write(
+            &self.settings,
+            &self.prefer_udp,
+            write::Change::Name { user_id, name },
+        )
+        .await
     }
 }

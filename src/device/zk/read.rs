@@ -16,7 +16,8 @@ use super::udp::UdpLink;
 use super::users::{check_complete, check_templates, to_user_read};
 use crate::device::{FetchMode, ReadError, ReadSink, UserRead};
 use device_protocols::zk::{
-    decode_templates, decode_users, BulkDataset, DeviceSizes, FingerTemplate, Request, UserTable,
+    decode_templates, decode_users, BulkDataset, DeviceSizes, FingerTemplate, Request, UserLayout,
+    UserTable,
 };
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -96,6 +97,21 @@ pub(super) async fn open(
             Client::connect(&settings.device_id, link, timeout).await
         }
     }
+}
+
+/// The user table as the device holds it now, checked against its count, with its layout
+/// (72 bytes when the table is empty and so reveals none): what a write builds on.
+pub(super) async fn users_now(
+    client: &mut Client,
+    settings: &ZkSettings,
+) -> Result<(UserLayout, UserTable), ReadError> {
+    let sizes = DeviceSizes::decode(&client.expect_ok(&Request::GetFreeSizes).await?)
+        .map_err(|err| ReadError::Incomplete(err.to_string()))?;
+    let dataset = client.bulk_read(BulkDataset::Users).await?;
+    let table = decode_users(&dataset, sizes.users, None, &settings.codec)
+        .map_err(|err| ReadError::Incomplete(format!("the user table cannot be decoded: {err}")))?;
+    check_complete(&table, &sizes)?;
+    Ok((table.layout.unwrap_or(UserLayout::Extended72), table))
 }
 
 /// What one session brought back.
