@@ -416,6 +416,23 @@ async fn a_card_is_written_as_one_user_record_and_read_back_and_a_template_write
     session.write_credential(&credential).await.unwrap();
     let names = sim.command_names();
     assert_eq!(names.iter().filter(|n| *n == "USER_WRQ").count(), 1);
+
+    // A PIN written with an admin privilege changes both, and reads back so.
+    let pin = edge_agent::device::Credential {
+        user_id: "1002".into(),
+        slot: 10,
+        name: "ignored for an existing user".into(),
+        privilege: 1,
+        value: device_protocols::aiface::CredentialValue::Text("777".into()),
+    };
+    session.write_credential(&pin).await.unwrap();
+    let read = session
+        .read_users(FetchMode::All, &mut MemorySink::default())
+        .await
+        .unwrap();
+    let user = &read.users["1002"].user;
+    assert!(user.has_password && user.privilege == 1, "{user:?}");
+    assert!(user.name.ends_with(" 2"), "the name is untouched: {user:?}");
 }
 
 // ---- `edge-agent probe`, the real binary ----

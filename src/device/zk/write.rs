@@ -11,6 +11,7 @@
 use super::client::Client;
 use super::read::{open, users_now};
 use super::settings::ZkSettings;
+use super::users::privilege;
 use crate::device::{Credential, ReadError};
 use device_protocols::aiface::CredentialValue;
 use device_protocols::zk::{
@@ -121,6 +122,14 @@ fn changed_record(
             }
         }
     };
+    if let Change::Credential(credential) = change {
+        // The credential carries the privilege to write (as the AI06's `setuserinfo` does);
+        // a level that already means the same on the agent's scale is left as the device has
+        // it (an enroller stays an enroller), and the disabled bit is never touched.
+        if u64::from(privilege(record.privilege)) != credential.privilege {
+            record.privilege = (record.privilege & 1) | zk_privilege(credential.privilege);
+        }
+    }
     match change {
         Change::Name { name, .. } => record.name = encode(name, "name")?,
         Change::Credential(credential) => match credential.slot {
@@ -150,6 +159,7 @@ fn written(table: &UserTable, expected: &UserRecord) -> bool {
             && u.name.text == expected.name.text
             && u.password.text == expected.password.text
             && u.card == expected.card
+            && u.privilege == expected.privilege
     })
 }
 
