@@ -65,11 +65,21 @@ impl PunchLog {
         sn: &str,
         records: &[LogRecord],
     ) -> Result<PunchBatch, OutboxError> {
+        let punches: Vec<Punch> = records.iter().map(|record| punch_of(sn, record)).collect();
+        self.record_punches(device_id, punches).await
+    }
+
+    /// Stores punches already converted by a driver (ZK attendance records) the same way as
+    /// [`PunchLog::record`]: one transaction with their upstream events, then fsync.
+    pub async fn record_punches(
+        &self,
+        device_id: &str,
+        batch: Vec<Punch>,
+    ) -> Result<PunchBatch, OutboxError> {
         let now = chrono::Utc::now().timestamp_millis();
         let clock_synchronized = crate::clock_sync::clock_sync().is_synchronized();
-        let mut punches = Vec::with_capacity(records.len());
-        for record in records {
-            let punch = punch_of(sn, record);
+        let mut punches = Vec::with_capacity(batch.len());
+        for punch in batch {
             let event_key = EventKey::punch(&punch);
             let mut key = keys::device_prefix(device_id).map_err(StoreError::from)?;
             key.extend_from_slice(event_key.as_bytes());

@@ -4,7 +4,7 @@
 
 use super::aiface::{AifaceHub, AifaceServer, Notice};
 use super::punches::PunchLog;
-use super::zk::{ZkSession, ZkSettings};
+use super::zk::{ZkPunches, ZkSession, ZkSettings};
 use crate::config::{Config, DeviceConfig, Driver};
 use crate::lifecycle::Tasks;
 use crate::store::Store;
@@ -26,8 +26,9 @@ pub struct Devices {
     pub zk: HashMap<String, Arc<ZkSession>>,
 }
 
-/// Brings up every configured device: ZK sessions for the ZK devices (a device with unusable
-/// settings is logged and left out), and, when AI06 devices are configured, their listener,
+/// Brings up every configured device: ZK sessions for the ZK devices, storing the punches of
+/// their attendance logs through `punches` (a device with unusable settings is logged and left
+/// out), and, when AI06 devices are configured, their listener,
 /// bound now and served as the `aiface-listener` task, storing punches through `punches`.
 /// Fails when a listen address cannot be bound.
 pub async fn start(
@@ -40,7 +41,9 @@ pub async fn start(
     for device in config.device.iter().filter(|d| d.driver == Driver::Zk) {
         match ZkSettings::from_config(device) {
             Ok(settings) => {
-                zk.insert(device.id.clone(), Arc::new(ZkSession::new(settings)));
+                let session = ZkSession::new(settings)
+                    .with_punches(ZkPunches::new(punches.clone(), store.clone()));
+                zk.insert(device.id.clone(), Arc::new(session));
             }
             Err(err) => {
                 tracing::error!(device = %device.id, %err, "zk device not synced: its settings are unusable");

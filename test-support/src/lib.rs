@@ -21,6 +21,7 @@ pub mod emulator;
 pub mod mosquitto;
 pub mod net;
 pub mod paths;
+pub mod peers;
 pub mod pty;
 pub mod skip;
 pub mod upstream_double;

@@ -14,3 +14,6 @@ mod punches;
 mod salvage;
 mod site;
 mod site_day;
+mod zk_punches;
+mod zk_restore;
+mod zk_templates;

@@ -3,4 +3,6 @@
 
 mod aiface_driver;
 mod aiface_punches;
+mod zk_attendance_measure;
 mod zk_driver;
+mod zk_punch_layouts;

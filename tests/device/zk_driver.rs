@@ -383,19 +383,56 @@ async fn tcp_falls_back_to_udp_when_configured() {
 }
 
 #[tokio::test]
-async fn writing_credentials_is_refused_not_pretended() {
-    let sim = Emulator::zk(&["--tcp", "127.0.0.1:0"]);
+async fn a_card_is_written_as_one_user_record_and_read_back_and_a_template_write_is_refused() {
+    let sim = Emulator::zk(&["--tcp", "127.0.0.1:0", "--pacing-ms", "0"]);
     let session = ZkSession::new(settings(tcp(&sim)));
-    let credential = edge_agent::device::Credential {
+    let mut credential = edge_agent::device::Credential {
         user_id: "1001".into(),
-        slot: 11,
+        slot: 0,
         name: "Ana".into(),
         privilege: 0,
-        value: device_protocols::aiface::CredentialValue::Text("123".into()),
+        value: device_protocols::aiface::CredentialValue::Text("AAAA".into()),
     };
     let err = session.write_credential(&credential).await.unwrap_err();
     assert!(err.to_string().contains("not supported"), "{err}");
     assert!(sim.commands().is_empty(), "nothing was sent");
+
+    credential.slot = 11;
+    credential.value = device_protocols::aiface::CredentialValue::Text("123".into());
+    session.write_credential(&credential).await.unwrap();
+    let read = session
+        .read_users(FetchMode::All, &mut MemorySink::default())
+        .await
+        .unwrap();
+    assert_eq!(read.users["1001"].user.card.as_deref(), Some("123"));
+    assert_eq!(read.users.len(), 20, "no user added or lost");
+    let names = sim.command_names();
+    assert_eq!(
+        names.iter().filter(|n| *n == "USER_WRQ").count(),
+        1,
+        "{names:?}"
+    );
+    // Writing the same value again sends no write at all.
+    session.write_credential(&credential).await.unwrap();
+    let names = sim.command_names();
+    assert_eq!(names.iter().filter(|n| *n == "USER_WRQ").count(), 1);
+
+    // A PIN written with an admin privilege changes both, and reads back so.
+    let pin = edge_agent::device::Credential {
+        user_id: "1002".into(),
+        slot: 10,
+        name: "ignored for an existing user".into(),
+        privilege: 1,
+        value: device_protocols::aiface::CredentialValue::Text("777".into()),
+    };
+    session.write_credential(&pin).await.unwrap();
+    let read = session
+        .read_users(FetchMode::All, &mut MemorySink::default())
+        .await
+        .unwrap();
+    let user = &read.users["1002"].user;
+    assert!(user.has_password && user.privilege == 1, "{user:?}");
+    assert!(user.name.ends_with(" 2"), "the name is untouched: {user:?}");
 }
 
 // ---- `edge-agent probe`, the real binary ----

@@ -8,6 +8,7 @@ over TCP and UDP and compares every value printed here with what the emulator ho
 Exit status 3 means pyzk is not installed (the caller reports the check as SKIPPED).
 """
 import argparse
+import base64
 import json
 import sys
 
@@ -44,11 +45,17 @@ def main():
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--udp", action="store_true", help="force UDP")
     parser.add_argument("--password", type=int, default=0, help="comm key")
-    parser.add_argument("--set-uid", type=int, required=True)
-    parser.add_argument("--set-user-id", required=True)
-    parser.add_argument("--set-name", required=True)
+    parser.add_argument("--read-only", action="store_true",
+                        help="only read (sizes, users, attendance, time); write no user")
+    parser.add_argument("--templates", action="store_true",
+                        help="also read every fingerprint template (get_templates)")
+    parser.add_argument("--set-uid", type=int)
+    parser.add_argument("--set-user-id")
+    parser.add_argument("--set-name")
     parser.add_argument("--set-card", type=int, default=0)
     args = parser.parse_args()
+    if not args.read_only and None in (args.set_uid, args.set_user_id, args.set_name):
+        parser.error("--set-uid, --set-user-id and --set-name are required unless --read-only")
 
     # ommit_ping: pyzk otherwise shells out to `ping`, which containers often lack.
     device = ZK(args.host, port=args.port, timeout=10, password=args.password,
@@ -67,10 +74,20 @@ def main():
             "status": a.status,
             "punch": a.punch,
         } for a in conn.get_attendance()]
+        templates = None
+        if args.templates:
+            templates = [{
+                "uid": t.uid,
+                "fid": t.fid,
+                "valid": t.valid,
+                "template": base64.b64encode(t.template).decode("ascii"),
+            } for t in conn.get_templates()]
         device_time = conn.get_time().strftime("%Y-%m-%dT%H:%M:%S")
-        conn.set_user(uid=args.set_uid, name=args.set_name, privilege=0, password="",
-                      user_id=args.set_user_id, card=args.set_card)
-        after = [user_json(u) for u in conn.get_users()]
+        after = None
+        if not args.read_only:
+            conn.set_user(uid=args.set_uid, name=args.set_name, privilege=0, password="",
+                          user_id=args.set_user_id, card=args.set_card)
+            after = [user_json(u) for u in conn.get_users()]
         conn.enable_device()
     finally:
         conn.disconnect()
@@ -81,6 +98,7 @@ def main():
         "sizes": sizes,
         "users": users,
         "attendance": attendance,
+        "templates": templates,
         "time": device_time,
         "users_after_set": after,
     }, sys.stdout)

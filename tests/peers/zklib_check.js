@@ -6,7 +6,7 @@
 // node-zklib 1.3.0 has no API for the device time or for writing a user, so those two steps go
 // through its public `executeCmd` with the documented payloads (GET_TIME, USER_WRQ).
 //
-// Usage: node zklib_check.js --port N [--udp] --set-uid U --set-user-id ID --set-name NAME
+// Usage: node zklib_check.js --port N [--udp] (--read-only | --set-uid U --set-user-id ID --set-name NAME)
 // Exit status 3 means node-zklib is not installed (run `npm install` in tests/peers).
 
 'use strict';
@@ -29,11 +29,14 @@ function parseArgs(argv) {
     const key = argv[i].replace(/^--/, '');
     if (key === 'udp') {
       args.udp = true;
+    } else if (key === 'read-only') {
+      args.readOnly = true;
     } else {
       args[key] = argv[++i];
     }
   }
-  for (const required of ['port', 'set-uid', 'set-user-id', 'set-name']) {
+  const needed = args.readOnly ? ['port'] : ['port', 'set-uid', 'set-user-id', 'set-name'];
+  for (const required of needed) {
     if (args[required] === undefined) {
       console.error(`missing --${required}`);
       process.exit(2);
@@ -122,13 +125,15 @@ async function main() {
     await settle();
     const time = await zk.executeCmd(CMD_GET_TIME, '');
     out.time = decodeZkTime(replyData(time, 'GET_TIME').readUInt32LE(0));
-    const write = await zk.executeCmd(CMD_USER_WRQ,
-      userRecord(args.udp, Number(args['set-uid']), args['set-user-id'], args['set-name']));
-    out.set_user_reply = write.readUInt16LE(0);
-    replyData(await zk.executeCmd(CMD_REFRESHDATA, ''), 'REFRESH_DATA');
-    const after = await zk.getUsers();
-    if (after.err) throw after.err;
-    out.users_after_set = after.data;
+    if (!args.readOnly) {
+      const write = await zk.executeCmd(CMD_USER_WRQ,
+        userRecord(args.udp, Number(args['set-uid']), args['set-user-id'], args['set-name']));
+      out.set_user_reply = write.readUInt16LE(0);
+      replyData(await zk.executeCmd(CMD_REFRESHDATA, ''), 'REFRESH_DATA');
+      const after = await zk.getUsers();
+      if (after.err) throw after.err;
+      out.users_after_set = after.data;
+    }
   } finally {
     await zk.disconnect();
   }

@@ -18,6 +18,8 @@ pub enum BulkDataset {
     Users,
     /// The attendance log (`CMD_ATTLOG_RRQ`, from the start).
     Attendance,
+    /// Every fingerprint template (`CMD_DB_RRQ`, FCT_FINGERTMP).
+    FingerTemplates,
 }
 
 impl BulkDataset {
@@ -26,6 +28,7 @@ impl BulkDataset {
         let (inner, fct): (Code, u32) = match self {
             BulkDataset::Users => (Code::USERTEMP_RRQ, 5),
             BulkDataset::Attendance => (Code::ATTLOG_RRQ, 0),
+            BulkDataset::FingerTemplates => (Code::DB_RRQ, 2),
         };
         let mut data = [0u8; 11];
         data[0] = 1;

@@ -25,6 +25,19 @@ pub struct ZkDateTime {
     pub second: u8,
 }
 
+/// The device's own clock text, `YYYY-MM-DD HH:MM:SS`: naive local time exactly as the
+/// terminal keeps it (no zone, no shifting), the form punches are stored and keyed with. A
+/// broken clock's "February 31" is kept as such rather than corrected.
+impl std::fmt::Display for ZkDateTime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+            self.year, self.month, self.day, self.hour, self.minute, self.second
+        )
+    }
+}
+
 impl ZkTime {
     /// Encodes calendar fields; the year is taken modulo 100 as the device does.
     pub fn from_parts(t: ZkDateTime) -> ZkTime {
@@ -87,5 +100,6 @@ mod tests {
             }
         );
         assert_eq!(ZkTime::from_parts(parts), ZkTime(0x2368_B36B));
+        assert_eq!(parts.to_string(), "2018-06-25 17:50:35");
     }
 }

@@ -7,72 +7,12 @@
 //! failing: the test script prints it in its summary, and fails on CI, which promises both
 //! checks (the script installs pyzk and node-zklib).
 
-use std::path::PathBuf;
-use std::process::Command;
-
 use crate::client::{FullRead, TestClient};
 use crate::support::{naive_seconds, zk_iso};
 use device_protocols::zk::{UserId, MAX_CHUNK_TCP};
 use serde_json::Value;
+use test_support::peers::{python, run_peer};
 use test_support::Emulator;
-
-/// Exit status the peer scripts use for "client library not installed".
-const PEER_MISSING: i32 = 3;
-
-fn peers_dir() -> PathBuf {
-    [env!("CARGO_MANIFEST_DIR"), "..", "tests", "peers"]
-        .iter()
-        .collect()
-}
-
-/// The Python that has pyzk: `PEER_PYTHON` (the test script's virtualenv) or `python3`.
-fn python() -> String {
-    std::env::var("PEER_PYTHON").unwrap_or_else(|_| "python3".to_string())
-}
-
-/// Runs a peer script; `None` (after a loud banner) when its client library is missing.
-fn run_peer(program: &str, script: &str, args: &[String]) -> Option<Value> {
-    let output = Command::new(program)
-        .arg(peers_dir().join(script))
-        .args(args)
-        .current_dir(peers_dir())
-        .output();
-    let output = match output {
-        Ok(output) => output,
-        Err(err) => {
-            skipped(script, &format!("cannot run {program}: {err}"));
-            return None;
-        }
-    };
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    if output.status.code() == Some(PEER_MISSING) {
-        skipped(script, stderr.trim());
-        return None;
-    }
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{script} {args:?} failed ({}):\nstdout: {stdout}\nstderr: {stderr}",
-        output.status
-    );
-    // node-zklib prints "ok tcp"/"ok udp" itself; the JSON is the last line.
-    let json = stdout.lines().last().expect("peer printed nothing");
-    let shown: String = json.chars().take(2000).collect();
-    Some(serde_json::from_str(json).unwrap_or_else(|e| panic!("{script} printed {shown:?}…: {e}")))
-}
-
-fn skipped(script: &str, why: &str) {
-    let check = if script.contains("pyzk") {
-        "pyzk"
-    } else {
-        "node-zklib"
-    };
-    test_support::skip::skipped(
-        check,
-        script,
-        &format!("{why} (install the peer: pip install pyzk / (cd tests/peers && npm install))"),
-    );
-}
 
 /// What the emulator holds, read with our own client, plus its clock.
 fn reference(sim: &Emulator, tcp: bool) -> (FullRead, i64) {

@@ -6,9 +6,14 @@
 //! session order and its close-on-every-path; `users` maps records onto [`UserRead`];
 //! `identity` is what `probe` shows about the device; `settings` resolves the config.
 //!
-//! Not yet: fingerprint templates (slots 0–9) and the attendance log are not read, and
-//! [`DeviceSession::write_credential`] refuses rather than pretend.
+//! With a punch log attached ([`ZkSession::with_punches`]), every read also downloads the
+//! attendance log when the device's record count moved, and `attendance` stores the new punches.
+//!
+//! Writes (`write`): a password, a card or a name goes to the terminal as one whole-record
+//! `USER_WRQ` built on the record read in the same session, verified by reading back. Not yet:
+//! writing fingerprint templates is refused rather than pretended.
 
+mod attendance;
 mod client;
 mod identity;
 mod link;
@@ -18,7 +23,9 @@ mod settings;
 mod tcp;
 mod udp;
 mod users;
+mod write;
 
+pub use attendance::ZkPunches;
 pub use client::DISABLE_TIMEOUT_SECS;
 pub use identity::Identity;
 pub use settings::{Endpoint, SettingsError, ZkSettings};
@@ -32,6 +39,7 @@ pub struct ZkSession {
     settings: ZkSettings,
     turn: tokio::sync::Mutex<()>,
     prefer_udp: AtomicBool,
+    punches: Option<ZkPunches>,
 }
 
 impl ZkSession {
@@ -41,7 +49,15 @@ impl ZkSession {
             settings,
             turn: tokio::sync::Mutex::new(()),
             prefer_udp: AtomicBool::new(false),
+            punches: None,
         }
+    }
+
+    /// The same driver, also reading the attendance log into `punches` at every read (the
+    /// running agent's wiring; `probe` and the demo read users only).
+    pub fn with_punches(mut self, punches: ZkPunches) -> ZkSession {
+        self.punches = Some(punches);
+        self
     }
 
     /// The resolved settings.
@@ -67,26 +83,34 @@ impl DeviceSession for ZkSession {
         sink: &'a mut (dyn ReadSink + Send),
     ) -> Result<UserRead, ReadError> {
         let _turn = self.turn.lock().await;
-        read::read_users(&self.settings, &self.prefer_udp, mode, sink).await
+        read::read_users(
+            &self.settings,
+            &self.prefer_udp,
+            self.punches.as_ref(),
+            mode,
+            sink,
+        )
+        .await
     }
 
     async fn write_credential<'a>(&'a self, credential: &'a Credential) -> Result<(), ReadError> {
-        Err(ReadError::Refused(format!(
-            "writing credentials (user {}, slot {}) to zk devices is not supported by this \
-             agent version yet; nothing was sent to {}",
-            credential.user_id, credential.slot, self.settings.device_id
-        )))
+        write::check_writable(&write::Change::Credential(credential), self.device_id())?;
+        let _turn = self.turn.lock().await;
+        write::write(
+            &self.settings,
+            &self.prefer_udp,
+            write::Change::Credential(credential),
+        )
+        .await
     }
 
-    async fn set_user_name<'a>(
-        &'a self,
-        user_id: &'a str,
-        _name: &'a str,
-    ) -> Result<(), ReadError> {
-        Err(ReadError::Refused(format!(
-            "renaming user {user_id} on zk devices (a user-record write) is not supported by \
-             this agent version yet; nothing was sent to {}",
-            self.settings.device_id
-        )))
+    async fn set_user_name<'a>(&'a self, user_id: &'a str, name: &'a str) -> Result<(), ReadError> {
+        let _turn = self.turn.lock().await;
+        write::write(
+            &self.settings,
+            &self.prefer_udp,
+            write::Change::Name { user_id, name },
+        )
+        .await
     }
 }

@@ -4,20 +4,40 @@
 //! credential: the card (slot 11) and the password (slot 10) come with each record. They are
 //! still offered to the sink as credentials, so a backup can restore them, and in
 //! [`FetchMode::Missing`] only those the sink does not already hold unchanged are handed over.
-//! Fingerprint templates (slots 0–9) need a separate template read that this driver does not do
-//! yet, so `fingerprints` stays 0.
+//! Fingerprint templates come from a separate template bulk read in the same session; each is
+//! the credential of its finger's slot (0–9), the template bytes as base64 text (as the AI06
+//! carries its templates), and they are counted against the device's own template count.
 
 use crate::device::{
     Credential, FetchMode, ReadError, ReadProgress, ReadSink, ReadUser, UserDetails, UserRead,
 };
 use crate::events::DeviceUser;
+use base64::Engine as _;
 use device_protocols::aiface::CredentialValue;
-use device_protocols::zk::{DeviceSizes, UserRecord, UserTable};
+use device_protocols::zk::{DeviceSizes, FingerTemplate, UserRecord, UserTable};
+use std::collections::HashMap;
 
 /// AiFace slot of the password.
 const PASSWORD_SLOT: u16 = 10;
 /// AiFace slot of the card.
 const CARD_SLOT: u16 = 11;
+
+/// Checks the decoded templates against the device's own template count; a read that holds
+/// fewer (or more) templates than the device says it has is incomplete.
+pub(super) fn check_templates(
+    templates: &[FingerTemplate],
+    sizes: &DeviceSizes,
+) -> Result<(), ReadError> {
+    if templates.len() != sizes.fingerprints as usize {
+        return Err(ReadError::Incomplete(format!(
+            "the device reports {} fingerprint templates but the template read holds {}; \
+             nothing may be concluded from this read",
+            sizes.fingerprints,
+            templates.len()
+        )));
+    }
+    Ok(())
+}
 
 /// Checks the decoded table against the device's own count; anything else is incomplete.
 pub(super) fn check_complete(table: &UserTable, sizes: &DeviceSizes) -> Result<(), ReadError> {
@@ -45,9 +65,11 @@ pub(super) fn privilege(zk: u8) -> u32 {
     }
 }
 
-/// Builds the read from a checked table, handing credentials to the sink.
+/// Builds the read from a checked table and its checked templates, handing credentials to the
+/// sink.
 pub(super) fn to_user_read(
     table: &UserTable,
+    templates: &[FingerTemplate],
     sizes: &DeviceSizes,
     mode: FetchMode,
     sink: &mut (dyn ReadSink + Send),
@@ -56,9 +78,15 @@ pub(super) fn to_user_read(
         device_user_count: u64::from(sizes.users),
         ..UserRead::default()
     };
+    let mut fingers: HashMap<u16, Vec<&FingerTemplate>> = HashMap::new();
+    for template in templates {
+        fingers.entry(template.uid).or_default().push(template);
+    }
     let mut credentials = Vec::new();
     for record in &table.users {
-        let user = summary(record)?;
+        let mut user = summary(record)?;
+        let own = fingers.remove(&record.uid).unwrap_or_default();
+        user.fingerprints = own.len().min(usize::from(u8::MAX)) as u8;
         if !record.name.lossless {
             tracing::warn!(
                 user_id = %user.user_id,
@@ -67,7 +95,11 @@ pub(super) fn to_user_read(
             );
         }
         let mut slots = Vec::new();
-        for (slot, value) in record_credentials(record) {
+        let templates = own.into_iter().map(|t| {
+            let text = base64::engine::general_purpose::STANDARD.encode(&t.template);
+            (u16::from(t.finger), CredentialValue::Text(text))
+        });
+        for (slot, value) in templates.chain(record_credentials(record)) {
             slots.push(slot);
             credentials.push(Credential {
                 user_id: user.user_id.clone(),
@@ -94,6 +126,13 @@ pub(super) fn to_user_read(
                 "user id {user_id:?} appears twice in the device's user table"
             )));
         }
+    }
+    for (uid, orphans) in fingers {
+        tracing::warn!(
+            uid,
+            templates = orphans.len(),
+            "fingerprint templates of a device index no user has; they are not kept"
+        );
     }
     read.credentials_listed = credentials.len();
     let to_fetch: Vec<Credential> = credentials
@@ -203,7 +242,7 @@ mod tests {
             user(3, "9", "", 0),
         ]);
         let mut sink = MemorySink::default();
-        let read = to_user_read(&table, &sizes, FetchMode::All, &mut sink).unwrap();
+        let read = to_user_read(&table, &[], &sizes, FetchMode::All, &mut sink).unwrap();
         assert_eq!(
             read.users.len(),
             3,
@@ -223,10 +262,10 @@ mod tests {
     fn missing_mode_hands_over_only_changed_credentials() {
         let (table, sizes) = table(vec![user(2, "8", "", 99), user(4, "10", "", 5)]);
         let mut sink = MemorySink::default();
-        to_user_read(&table, &sizes, FetchMode::All, &mut sink).unwrap();
+        to_user_read(&table, &[], &sizes, FetchMode::All, &mut sink).unwrap();
         // User "10" got a new card; user "8" is unchanged.
         let (changed, sizes) = self::table(vec![user(2, "8", "", 99), user(4, "10", "", 6)]);
-        let read = to_user_read(&changed, &sizes, FetchMode::Missing, &mut sink).unwrap();
+        let read = to_user_read(&changed, &[], &sizes, FetchMode::Missing, &mut sink).unwrap();
         assert_eq!((read.credentials_reused, read.credentials_fetched), (1, 1));
     }
 
@@ -237,7 +276,13 @@ mod tests {
         let err = check_complete(&table, &sizes).unwrap_err();
         assert!(matches!(err, ReadError::Incomplete(ref m) if m.contains("reports 2 users")));
         let (dup, sizes) = self::table(vec![user(1, "7", "", 0), user(2, "7", "", 0)]);
-        let err = to_user_read(&dup, &sizes, FetchMode::All, &mut MemorySink::default());
+        let err = to_user_read(
+            &dup,
+            &[],
+            &sizes,
+            FetchMode::All,
+            &mut MemorySink::default(),
+        );
         assert!(matches!(err, Err(ReadError::Incomplete(m)) if m.contains("twice")));
     }
 

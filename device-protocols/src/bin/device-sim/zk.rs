@@ -89,6 +89,13 @@ pub(crate) struct Options {
     /// Number of generated attendance records.
     #[arg(long, default_value_t = 100)]
     logs: u32,
+    /// Fingerprint templates (fingers 0..N, at most 10) of every user with an odd uid.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=10))]
+    fingers: u8,
+    /// Attendance records punched during every attendance read: appended after the client
+    /// read the counts, before the dataset is cut (a log that grows during the read).
+    #[arg(long, default_value_t = 0)]
+    log_growth: u32,
     /// Seed of the deterministic data generator.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -173,7 +180,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         Some(label) => Some(TextCodec::for_label(label)?),
         None => None,
     };
-    let store = Store::generate(&Shape {
+    let mut store = Store::generate(&Shape {
         users: args.users,
         logs: args.logs,
         user_layout,
@@ -181,7 +188,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         face_sizes,
         seed: args.seed,
         native_names,
+        fingers: args.fingers,
     })?;
+    store.log_growth = args.log_growth;
     let config = Config {
         comm_key: args.comm_key.filter(|&k| k != 0).map(CommKey),
         inline_threshold: args.inline_threshold,

@@ -377,8 +377,15 @@ impl Firmware {
             .map(|b| Code(u16::from_le_bytes([b[0], b[1]])));
         let dataset = match inner {
             Some(Code::USERTEMP_RRQ) => self.store.user_dataset(),
-            Some(Code::ATTLOG_RRQ) => self.store.log_dataset(),
-            // Templates, operation log: this device holds none.
+            Some(Code::ATTLOG_RRQ) => {
+                self.store.grow_log();
+                self.store.log_dataset()
+            }
+            // FCT_FINGERTMP (2): the fingerprint templates.
+            Some(Code::DB_RRQ) if word(&request.data, 3) == Some(2) => {
+                self.store.template_dataset()
+            }
+            // Other tables, operation log: this device holds none.
             Some(Code::DB_RRQ) | Some(Code::OPLOG_RRQ) => crate::zk::dataset::dataset_of(&[]),
             _ => return single(ack(Code::ACK_ERROR, request)),
         };

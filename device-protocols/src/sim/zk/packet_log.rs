@@ -8,7 +8,7 @@
 use serde::Serialize;
 
 use crate::sim::command_log::{self, LogLine, Reopen};
-use crate::zk::{DestructiveCommand, Packet};
+use crate::zk::{Code, DestructiveCommand, Packet};
 
 /// The ZK emulator's command log.
 pub type CommandLog = command_log::CommandLog<Entry>;
@@ -50,6 +50,9 @@ pub struct Entry {
     pub reply_id: u16,
     /// Bytes of command data.
     pub data_len: usize,
+    /// For `PREPARE_BUFFER`, the inner read it prepares (`ATTLOG_RRQ`, `USERTEMP_RRQ`,
+    /// `DB_RRQ`…), so a log shows which tables a client downloaded.
+    pub inner: Option<&'static str>,
     /// Which destructive command it was, if the code is not on the allow-list.
     pub destructive_kind: Option<String>,
     /// What the firmware did with it.
@@ -74,6 +77,10 @@ impl Entry {
             session_id: packet.session_id,
             reply_id: packet.reply_id,
             data_len: packet.data.len(),
+            inner: (packet.code == Code::PREPARE_BUFFER)
+                .then(|| packet.data.get(1..3))
+                .flatten()
+                .and_then(|b| Code(u16::from_le_bytes([b[0], b[1]])).name()),
             destructive_kind: destructive.map(|d| format!("{d:?}")),
             disposition,
             device_enabled,

@@ -6,8 +6,8 @@ use crate::sim::clock::CalendarTime;
 use crate::zk::dataset::dataset_of;
 use crate::zk::layout::RecordLayout;
 use crate::zk::{
-    AttendanceLayout, AttendanceRecord, DeviceSizes, DeviceText, FaceSizes, TextCodec, TimeZones,
-    UserId, UserLayout, UserRecord,
+    AttendanceLayout, AttendanceRecord, DeviceSizes, DeviceText, FaceSizes, FingerTemplate,
+    TextCodec, TimeZones, UserId, UserLayout, UserRecord,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -54,6 +54,9 @@ pub struct Shape {
     pub seed: u64,
     /// When set, every fifth user gets a non-ASCII name stored in this code page.
     pub native_names: Option<TextCodec>,
+    /// Fingerprint templates enrolled for every user with an odd uid (fingers 0..N); users with
+    /// an even uid have none, so a read always mixes both.
+    pub fingers: u8,
 }
 
 /// Users, logs and formats of one emulated terminal.
@@ -66,12 +69,20 @@ pub struct Store {
     pub users: Vec<UserRecord>,
     /// Attendance records, oldest first.
     pub logs: Vec<AttendanceRecord>,
+    /// Fingerprint templates in uid, finger order.
+    pub templates: Vec<FingerTemplate>,
     /// Report 92-byte sizes.
     pub face_sizes: bool,
     /// User capacity reported in the sizes.
     pub user_capacity: u32,
     /// Attendance capacity reported in the sizes.
     pub record_capacity: u32,
+    /// Records punched "during" every attendance read: appended after the client read the
+    /// counts and before the dataset is cut, as on firmware that keeps punching while a
+    /// client downloads (the disable did not take, or the punch was already queued).
+    pub log_growth: u32,
+    /// Seed of the generator, so grown records are as reproducible as the first ones.
+    seed: u64,
 }
 
 impl Store {
@@ -93,6 +104,7 @@ impl Store {
             face_sizes,
             seed,
             native_names,
+            fingers,
         } = *shape;
         let mut rng = StdRng::seed_from_u64(seed);
         let users: Vec<UserRecord> = (1..=users)
@@ -104,26 +116,14 @@ impl Store {
                 user
             })
             .collect();
-        let first = FIRST_PUNCH.to_unix();
         let logs: Vec<AttendanceRecord> = (0..logs)
-            .map(|i| {
-                let owner = &users[(i as usize) % users.len().max(1)];
-                AttendanceRecord {
-                    uid: Some(owner.uid),
-                    user_id: Some(owner.user_id.clone()),
-                    verify: [1, 15, 2, 0][rng.random_range(0..4)],
-                    state: rng.random_range(0..2),
-                    // ~26 minutes apart: 100,000 records span about five real calendar years.
-                    // Stepping in real seconds (not in ZK time units, whose months all have 31
-                    // days) keeps every timestamp a valid date, as on a device.
-                    time: to_zk(CalendarTime::from_unix(
-                        first + i64::from(i) * 1_567 + rng.random_range(0..60),
-                    )),
-                    workcode: match log_layout {
-                        AttendanceLayout::Compact8 => None,
-                        _ => Some(0),
-                    },
-                }
+            .map(|i| generated_log(&users, i, log_layout, &mut rng))
+            .collect();
+        let templates = users
+            .iter()
+            .filter(|u| u.uid % 2 == 1)
+            .flat_map(|u| {
+                (0..fingers.min(10)).map(|finger| generated_template(seed, u.uid, finger))
             })
             .collect();
         // Typical TFT capacities, raised when the generated data would not fit.
@@ -134,10 +134,28 @@ impl Store {
             log_layout,
             users,
             logs,
+            templates,
             face_sizes,
             user_capacity,
             record_capacity,
+            log_growth: 0,
+            seed,
         })
+    }
+
+    /// Appends [`Store::log_growth`] new records (each drawn from the seed and its own index,
+    /// so a test can recompute them); the emulator calls it at every attendance read.
+    pub fn grow_log(&mut self) {
+        for _ in 0..self.log_growth {
+            let index = self.logs.len() as u32;
+            if self.users.is_empty() {
+                return;
+            }
+            let mut rng = StdRng::seed_from_u64(self.seed ^ u64::from(index).rotate_left(32));
+            let record = generated_log(&self.users, index, self.log_layout, &mut rng);
+            self.logs.push(record);
+        }
+        self.record_capacity = self.record_capacity.max(self.logs.len() as u32 + 1000);
     }
 
     /// The counters as firmware reports them; `skew` is added to both counts by the
@@ -146,7 +164,7 @@ impl Store {
         let count = |pred: fn(&UserRecord) -> bool| self.users.iter().filter(|u| pred(u)).count();
         DeviceSizes {
             users: self.users.len() as u32 + skew,
-            fingerprints: 0,
+            fingerprints: self.templates.len() as u32,
             records: self.logs.len() as u32 + skew,
             oplog: 0,
             admins: count(|u| u.privilege & 0x0E != 0) as u32,
@@ -177,6 +195,16 @@ impl Store {
             .logs
             .iter()
             .flat_map(|r| r.encode(self.log_layout).expect("generated logs fit"))
+            .collect();
+        dataset_of(&records)
+    }
+
+    /// Every fingerprint template as a dataset (the template bulk read).
+    pub fn template_dataset(&self) -> Vec<u8> {
+        let records: Vec<u8> = self
+            .templates
+            .iter()
+            .flat_map(|t| t.encode().expect("generated templates fit"))
             .collect();
         dataset_of(&records)
     }
@@ -214,6 +242,45 @@ impl Store {
         let before = self.users.len();
         self.users.retain(|u| u.uid != uid);
         before != self.users.len()
+    }
+}
+
+/// The template of one finger: 400–700 opaque bytes drawn from the seed, uid and finger, so a
+/// test can recompute it.
+fn generated_template(seed: u64, uid: u16, finger: u8) -> FingerTemplate {
+    let mut rng = StdRng::seed_from_u64(seed ^ (u64::from(uid) << 8 | u64::from(finger)) << 20);
+    let len = rng.random_range(400..700);
+    FingerTemplate {
+        uid,
+        finger,
+        valid: 1,
+        template: (0..len).map(|_| rng.random()).collect(),
+    }
+}
+
+/// Attendance record number `i`, punched by the users in turn.
+fn generated_log(
+    users: &[UserRecord],
+    i: u32,
+    layout: AttendanceLayout,
+    rng: &mut StdRng,
+) -> AttendanceRecord {
+    let owner = &users[(i as usize) % users.len().max(1)];
+    AttendanceRecord {
+        uid: Some(owner.uid),
+        user_id: Some(owner.user_id.clone()),
+        verify: [1, 15, 2, 0][rng.random_range(0..4)],
+        state: rng.random_range(0..2),
+        // ~26 minutes apart: 100,000 records span about five real calendar years. Stepping in
+        // real seconds (not in ZK time units, whose months all have 31 days) keeps every
+        // timestamp a valid date, as on a device.
+        time: to_zk(CalendarTime::from_unix(
+            FIRST_PUNCH.to_unix() + i64::from(i) * 1_567 + rng.random_range(0..60),
+        )),
+        workcode: match layout {
+            AttendanceLayout::Compact8 => None,
+            _ => Some(0),
+        },
     }
 }
 

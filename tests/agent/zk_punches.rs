@@ -1,0 +1,300 @@
+//! Attendance punches from ZK terminals, through the running agent: `edge-agent run` dials an
+//! emulated ZK terminal, reads its attendance log with the bulk reader in the same session as
+//! its users, stores every record under its punch key with the device time unshifted, and
+//! forwards each punch to the upstream double exactly once, across polls and restarts. A log
+//! that breaks off mid-transfer stores nothing and is read whole at the next session; a log
+//! that grows during the read is stored to its last record; pyzk and node-zklib read the same
+//! records from the emulator as the agent stored.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use edge_agent::device::punches::{self, StoredPunch};
+use edge_agent::events::EventKey;
+use test_support::agent::open_store;
+use test_support::agent::running::RunningAgent;
+use test_support::agent::upstream::{token_file, TOKEN};
+use test_support::peers::{python, run_peer};
+use test_support::upstream_double::UpstreamDouble;
+use test_support::{free_port, tempdir, Emulator};
+
+const DEVICE: &str = "zk-door";
+
+/// `edge-agent run` on one ZK terminal at `address`, polled every `poll`, forwarding to `url`.
+fn config(dir: &Path, address: &str, poll: &str, url: &str) -> (PathBuf, PathBuf) {
+    let token = token_file(dir, TOKEN);
+    let log = dir.join("agent.log");
+    let text = format!(
+        "[agent]\nid = \"gw-zk-punches\"\ndata_dir = \"{data}\"\nshutdown_timeout = \"5s\"\n\
+         [log]\nfile = \"{log}\"\njournald = \"never\"\n\
+         [lock]\ndir = \"{locks}\"\n\
+         [[device]]\nid = \"{DEVICE}\"\ndriver = \"zk\"\naddress = \"{address}\"\n\
+         poll_interval = \"{poll}\"\ncommand_timeout = \"3s\"\n\
+         [upstream]\nurl = \"{url}\"\ntoken_file = \"{token}\"\nmax_backoff = \"1s\"\n",
+        data = dir.join("data").display(),
+        log = log.display(),
+        locks = dir.join("locks").display(),
+        token = token.display(),
+    );
+    let path = dir.join("agent.toml");
+    std::fs::write(&path, text).unwrap();
+    (path, log)
+}
+
+fn stored(dir: &Path) -> Vec<StoredPunch> {
+    let store = open_store(&dir.join("data"));
+    punches::of_device(&store, DEVICE).unwrap()
+}
+
+/// Waits until the upstream double has received `count` distinct punch keys.
+async fn upstream_punches(double: &UpstreamDouble, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let seen = punch_keys(double).len();
+        if seen >= count {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the upstream received {seen} of {count} punches"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn punch_keys(double: &UpstreamDouble) -> Vec<String> {
+    double
+        .application_counts()
+        .into_keys()
+        .filter(|key| key.starts_with("punch"))
+        .collect()
+}
+
+/// Every stored punch reached the upstream exactly once, and nothing else did.
+fn assert_exactly_once(double: &UpstreamDouble, stored: &[StoredPunch]) {
+    let mut keys: Vec<String> = stored.iter().map(|s| EventKey::punch(&s.punch)).collect();
+    for key in &keys {
+        assert_eq!(double.applications(key), 1, "{key}");
+        assert_eq!(double.deliveries(key), 1, "{key} delivered more than once");
+    }
+    keys.sort();
+    let mut upstream = punch_keys(double);
+    upstream.sort();
+    assert_eq!(upstream, keys);
+    assert!(double.violations().is_empty(), "{:?}", double.violations());
+}
+
+/// The emulator's log as `(user_id, time, verify, state)`, read by pyzk; `None` when pyzk is
+/// not installed (a loud skip is recorded).
+fn pyzk_attendance(terminal: &Emulator) -> Option<Vec<(String, String, String, String)>> {
+    let port = terminal.tcp.unwrap().port().to_string();
+    let out = run_peer(
+        &python(),
+        "pyzk_check.py",
+        &["--port".into(), port, "--read-only".into()],
+    )?;
+    Some(
+        out["attendance"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| {
+                (
+                    a["user_id"].as_str().unwrap().to_string(),
+                    a["timestamp"].as_str().unwrap().replace('T', " "),
+                    // 40-byte records: pyzk's `status` is the verify byte, `punch` the state.
+                    a["status"].to_string(),
+                    a["punch"].to_string(),
+                )
+            })
+            .collect(),
+    )
+}
+
+/// The emulator's log as `(user_id, time)`, read by node-zklib; `None` when it is missing.
+fn zklib_attendance(terminal: &Emulator) -> Option<Vec<(String, String)>> {
+    let port = terminal.tcp.unwrap().port().to_string();
+    let out = run_peer(
+        "node",
+        "zklib_check.js",
+        &["--port".into(), port, "--read-only".into()],
+    )?;
+    Some(
+        out["attendance"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| {
+                (
+                    a["deviceUserId"].as_str().unwrap().to_string(),
+                    a["recordTime"].as_str().unwrap().replace('T', " "),
+                )
+            })
+            .collect(),
+    )
+}
+
+fn as_tuples(stored: &[StoredPunch]) -> Vec<(String, String, String, String)> {
+    let mut out: Vec<_> = stored
+        .iter()
+        .map(|s| {
+            let p = &s.punch;
+            (
+                p.user_id.clone(),
+                p.time.clone(),
+                p.mode.clone(),
+                p.inout.clone(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
+    v.sort();
+    v
+}
+
+/// The number of attendance downloads the terminal served (`PREPARE_BUFFER` for the log).
+fn attendance_reads(terminal: &Emulator) -> usize {
+    terminal
+        .commands()
+        .iter()
+        .filter(|c| c["name"] == "PREPARE_BUFFER" && c["inner"] == "ATTLOG_RRQ")
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zk_punches_reach_the_upstream_once_and_survive_a_restart() {
+    let dir = tempdir().unwrap();
+    let double = UpstreamDouble::start(TOKEN).await;
+    let terminal = Emulator::zk(&[
+        "--tcp",
+        "127.0.0.1:0",
+        "--users",
+        "7",
+        "--logs",
+        "605",
+        "--pacing-ms",
+        "0",
+    ]);
+    let address = terminal.tcp.unwrap().to_string();
+    let (config, log) = config(dir.path(), &address, "1s", &double.url());
+
+    let mut agent = RunningAgent::on(&config, &log);
+    agent.wait_for_log("zk punches stored", 1);
+    upstream_punches(&double, 605).await;
+    // Later polls find the record count unchanged and download nothing.
+    let polls = agent.count("complete read applied");
+    agent.wait_for_log("complete read applied", polls + 2);
+    agent.stop();
+    let first = stored(dir.path());
+    assert_eq!(first.len(), 605);
+    assert!(
+        first.iter().all(|s| s.punch.sn == "DSIM000001"
+            && s.punch.time.starts_with("20")
+            && s.punch.raw["layout"] == "40"),
+        "{:?}",
+        &first[..2]
+    );
+    assert_exactly_once(&double, &first);
+
+    // A restart: the durable cursor says the log is stored; nothing new goes upstream.
+    let mut agent = RunningAgent::on(&config, &log);
+    let polls = agent.count("complete read applied");
+    agent.wait_for_log("complete read applied", polls + 2);
+    agent.stop();
+    assert_eq!(
+        stored(dir.path()),
+        first,
+        "a restart changes no stored punch"
+    );
+    assert_exactly_once(&double, &first);
+    let text = agent.log_text();
+    assert_eq!(text.matches("zk punches stored").count(), 1, "{text}");
+    assert_eq!(
+        attendance_reads(&terminal),
+        1,
+        "only the first poll downloads the log"
+    );
+    terminal.assert_nothing_destructive();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_or_growing_zk_log_is_stored_exactly_once_and_matches_pyzk_and_node_zklib() {
+    let dir = tempdir().unwrap();
+    let double = UpstreamDouble::start(TOKEN).await;
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let shape = ["--users", "7", "--logs", "300", "--seed", "5"];
+    let (config, log) = config(dir.path(), &listen, "1s", &double.url());
+
+    // The terminal breaks off every multi-packet transfer: the log (12 kB) never arrives whole,
+    // so nothing is stored and the users read is incomplete.
+    let mut args = vec!["--tcp", &listen, "--fault", "drop-mid-transfer"];
+    args.extend_from_slice(&shape);
+    let broken = Emulator::zk(&args);
+    let mut agent = RunningAgent::on(&config, &log);
+    agent.wait_for_log("attendance log not read", 1);
+    agent.stop();
+    broken.assert_nothing_destructive();
+    drop(broken);
+    assert!(stored(dir.path()).is_empty());
+
+    // The same terminal, healthy, punching 2 records during every attendance read (after the
+    // agent read the count): the reconnection backfills the whole log, growth included.
+    let mut args = vec!["--tcp", &listen, "--log-growth", "2"];
+    args.extend_from_slice(&shape);
+    let terminal = Emulator::zk(&args);
+    let mut agent = RunningAgent::on(&config, &log);
+    agent.wait_for_log("zk punches stored", 1);
+    let polls = agent.count("complete read applied");
+    agent.wait_for_log("complete read applied", polls + 1);
+    upstream_punches(&double, 302).await;
+    agent.stop();
+    let first = stored(dir.path());
+    assert_eq!(
+        first.len(),
+        302,
+        "the whole log, with the 2 punched during the read"
+    );
+    assert_exactly_once(&double, &first);
+
+    // pyzk reads the same records (its own read grows the log by 2 more: records 303–304).
+    let Some(theirs) = pyzk_attendance(&terminal) else {
+        return; // recorded as a loud skip
+    };
+    assert_eq!(theirs.len(), 304);
+    assert_eq!(as_tuples(&first), sorted(theirs[..302].to_vec()));
+
+    // The agent's next session stores exactly the new records: pyzk's 2 and the 2 punched
+    // during its own read.
+    let mut agent = RunningAgent::on(&config, &log);
+    agent.wait_for_log("zk punches stored", 2);
+    let polls = agent.count("complete read applied");
+    agent.wait_for_log("complete read applied", polls + 1);
+    upstream_punches(&double, 306).await;
+    agent.stop();
+    let second = stored(dir.path());
+    assert_eq!(second.len(), 306);
+    let ours = as_tuples(&second);
+    for record in &theirs {
+        assert!(
+            ours.contains(record),
+            "pyzk read {record:?}, the agent did not"
+        );
+    }
+    assert_exactly_once(&double, &second);
+
+    // node-zklib reads the same records too (its read grows the log by 2 more).
+    if let Some(zklib) = zklib_attendance(&terminal) {
+        let ours: Vec<(String, String)> = ours
+            .into_iter()
+            .map(|(user, time, _, _)| (user, time))
+            .collect();
+        assert_eq!(zklib.len(), second.len() + 2);
+        assert_eq!(sorted(zklib[..second.len()].to_vec()), ours);
+    }
+    terminal.assert_nothing_destructive();
+}
