@@ -115,6 +115,7 @@ async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
     if let Some(interval) = systemd::watchdog_interval() {
         tasks.spawn("systemd-watchdog", move |stop| watchdog(interval, stop));
     }
+    let status_for_socket = status_for_mqtt.clone();
     let control_plane = crate::mqtt::start(
         &mut tasks,
         &config,
@@ -123,6 +124,19 @@ async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
         Some(status_for_mqtt),
         Some(sync.clone()),
     )?;
+    // The local control socket serves the same command table as MQTT (or, with MQTT off, the
+    // same handlers over the same services).
+    let commands = match &control_plane {
+        Some(plane) => Arc::clone(&plane.registry),
+        None => crate::mqtt::local_registry(
+            &config,
+            &store,
+            &logging,
+            Some(status_for_socket),
+            Some(sync.clone()),
+        ),
+    };
+    crate::mqtt::command::socket::start(&mut tasks, &config.control_socket(), commands, &store);
     systemd::notify("READY=1");
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),

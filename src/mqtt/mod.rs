@@ -107,6 +107,8 @@ pub struct ControlPlane {
     pub health: Arc<HealthBoard>,
     /// Link state (connected, connection count).
     pub link: Arc<LinkState>,
+    /// The command table MQTT serves; the local control socket serves the same one.
+    pub registry: Arc<Registry>,
 }
 
 /// Starts the control plane if `[mqtt]` names a broker; `None` when MQTT is off. Fails on
@@ -171,13 +173,7 @@ pub fn start_with(
     let publisher = Publisher::new(client, Arc::clone(&link));
     let alerts = Alerts::new(store.clone(), &agent.id);
     let board = Arc::new(HealthBoard::default());
-    let identity = Identity {
-        agent: agent.id.clone(),
-        site: agent.site.clone(),
-        devices: config.device.iter().map(|d| d.id.clone()).collect(),
-        started_at: chrono::Utc::now(),
-        started: Instant::now(),
-    };
+    let identity = identity(config);
     let services = Services {
         identity: identity.clone(),
         store: store.clone(),
@@ -190,6 +186,7 @@ pub fn start_with(
         sync,
         backup_dir: config.backup_dir(),
     };
+    let registry = Arc::new(Registry::standard(&services));
 
     let (request_tx, request_rx) = mpsc::channel(REQUEST_QUEUE);
     let (echo_tx, echo_rx) = mpsc::channel(REQUEST_QUEUE);
@@ -205,7 +202,7 @@ pub fn start_with(
         client_id: settings.client_id.clone(),
     };
     let router = Router {
-        registry: Registry::standard(&services),
+        registry: Arc::clone(&registry),
         topics: topics.clone(),
         site: agent.site.clone(),
         agent: agent.id.clone(),
@@ -247,5 +244,42 @@ pub fn start_with(
         alerts,
         health: board,
         link,
+        registry,
     })
+}
+
+/// Who the agent is, for health and `status`.
+fn identity(config: &Config) -> Identity {
+    Identity {
+        agent: config.agent.id.clone(),
+        site: config.agent.site.clone(),
+        devices: config.device.iter().map(|d| d.id.clone()).collect(),
+        started_at: chrono::Utc::now(),
+        started: Instant::now(),
+    }
+}
+
+/// The command table of an agent that runs without MQTT (`mqtt.host` unset), so the local
+/// control socket still serves every command: the same handlers over the same services, with
+/// a link that is never connected and alerts that stay queued in the store.
+pub fn local_registry(
+    config: &Config,
+    store: &Store,
+    logging: &Arc<LoggingHandle>,
+    status: Option<crate::ops::status::StatusSources>,
+    sync: Option<crate::sync::SyncHandle>,
+) -> Arc<Registry> {
+    let services = Services {
+        identity: identity(config),
+        store: store.clone(),
+        logging: Arc::clone(logging),
+        log_file: (!config.log.file.as_os_str().is_empty()).then(|| config.log.file.clone()),
+        link: Arc::new(LinkState::default()),
+        board: Arc::new(HealthBoard::default()),
+        alerts: Alerts::new(store.clone(), &config.agent.id),
+        status,
+        sync,
+        backup_dir: config.backup_dir(),
+    };
+    Arc::new(Registry::standard(&services))
 }

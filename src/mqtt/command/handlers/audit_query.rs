@@ -1,5 +1,6 @@
 //! `audit query`: the audit log, newest first, filtered by device user, device, operation and
-//! time range, paged with `before`. Read-only.
+//! time range, paged with the cursor `after` (or its older name `before`, a sequence) and
+//! `limit`; the reply's `next` is the cursor of the following page. Read-only.
 
 use chrono::DateTime;
 use serde_json::json;
@@ -7,6 +8,7 @@ use serde_json::json;
 use super::{blocking, rfc3339_ms};
 use crate::audit::{self, Audit, Operation};
 use crate::mqtt::command::args::Args;
+use crate::mqtt::command::paging::PAGE_BYTES;
 use crate::mqtt::command::registry::{Action, Caller, Command};
 use crate::mqtt::command::reply::CommandError;
 use crate::mqtt::Services;
@@ -65,6 +67,15 @@ impl Command for AuditQuery {
                 .map(|before| before as u64),
             limit: args.opt_int("limit", 1, MAX_LIMIT)?.unwrap_or(50) as usize,
         };
+        // `after` is the cursor every list command takes; here it is the sequence of the last
+        // entry seen (entries run newest first, so "after" it means older).
+        let mut query = query;
+        if let Some(after) = args.opt_str("after")? {
+            let sequence = after.trim().parse::<u64>().map_err(|_| {
+                CommandError::bad_argument("after", "a cursor from `next` of a previous reply")
+            })?;
+            query.before_sequence = Some(sequence);
+        }
         args.finish()?;
         let audit = self.audit.clone();
         Ok(Box::pin(async move {
@@ -74,9 +85,22 @@ impl Command for AuditQuery {
                     .map_err(|err| CommandError::failed(err.to_string()))
             })
             .await?;
+            let mut next = page.next_before;
+            let mut bytes = 0usize;
+            let mut kept = 0usize;
+            // A page stops at the byte budget too, so the MQTT reply always fits.
+            for (_, entry) in &page.entries {
+                bytes += entry.detail.len() + entry.actor.len() + 200;
+                if kept > 0 && bytes > PAGE_BYTES {
+                    next = Some(page.entries[kept - 1].0);
+                    break;
+                }
+                kept += 1;
+            }
             let entries: Vec<_> = page
                 .entries
                 .into_iter()
+                .take(kept)
                 .map(|(sequence, entry)| {
                     json!({
                         "sequence": sequence,
@@ -89,7 +113,11 @@ impl Command for AuditQuery {
                     })
                 })
                 .collect();
-            Ok(json!({ "entries": entries, "next_before": page.next_before }))
+            Ok(json!({
+                "entries": entries,
+                "next": next.map(|sequence| sequence.to_string()),
+                "next_before": next,
+            }))
         }))
     }
 }

@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 
 use super::{blocking, rfc3339_ms};
 use crate::mqtt::command::args::Args;
+use crate::mqtt::command::paging::{self, numeric_key, Order, PageRequest};
 use crate::mqtt::command::registry::{Action, Caller, Command};
 use crate::mqtt::command::reply::CommandError;
 use crate::sync::buffer::{self, MappingStatus};
@@ -63,7 +64,15 @@ impl Command for SyncNow {
     }
 }
 
-/// `buffer list [device=ID] [status=unmapped|pending|mapped|conflict|missing]`.
+/// Most records a list command returns in one page (`limit`); a page also stops at
+/// [`paging::PAGE_BYTES`], so an MQTT reply always fits the packet cap.
+pub(crate) const MAX_PAGE: usize = 1000;
+/// Records per page when the request does not say.
+pub(crate) const DEFAULT_PAGE: usize = 500;
+
+/// `buffer list [device=ID] [status=unmapped|pending|mapped|conflict|missing] [limit=N]
+/// [after=CURSOR]`: one page of buffered users, ordered by device and user id, with the counts
+/// per status and the cursor of the next page.
 pub(crate) struct BufferList(pub SyncHandle);
 
 impl Command for BufferList {
@@ -80,12 +89,16 @@ impl Command for BufferList {
                     .map_err(|err| CommandError::bad_argument("status", err))?,
             ),
         };
+        let request = PageRequest::from_args(&mut args, DEFAULT_PAGE, MAX_PAGE)?;
         args.finish()?;
         let store = self.0.engine().store().clone();
         Ok(Box::pin(blocking(move || {
-            let users = buffer::list(&store, device.as_deref(), status).map_err(failed)?;
+            let mut users = buffer::list(&store, device.as_deref(), status).map_err(failed)?;
+            let key = |user: &buffer::BufferView| format!("{}/{}", user.device_id, user.user_id);
+            users.sort_by_key(key);
+            let page = paging::page(users, key, Order::Ascending, &request);
             let stats = buffer::stats(&store, device.as_deref()).map_err(failed)?;
-            Ok(json!({ "users": users, "stats": stats }))
+            Ok(json!({ "users": page.items, "stats": stats, "next": page.next }))
         })))
     }
 }
@@ -151,7 +164,8 @@ impl Command for MissingConfirm {
     }
 }
 
-/// `conflicts list [device=ID]`: open device/upstream disagreements with both versions.
+/// `conflicts list [device=ID] [limit=N] [after=CURSOR]`: open device/upstream disagreements
+/// with both versions, one page ordered by device and user id.
 pub(crate) struct ConflictsList(pub SyncHandle);
 
 impl Command for ConflictsList {
@@ -161,17 +175,21 @@ impl Command for ConflictsList {
 
     fn prepare(&self, mut args: Args, _caller: &Caller) -> Result<Action, CommandError> {
         let device = args.opt_id("device")?;
+        let request = PageRequest::from_args(&mut args, DEFAULT_PAGE, MAX_PAGE)?;
         args.finish()?;
         let store = self.0.engine().store().clone();
         Ok(Box::pin(blocking(move || {
-            let open = conflicts::list(&store, device.as_deref()).map_err(failed)?;
-            Ok(json!({ "conflicts": open }))
+            let mut open = conflicts::list(&store, device.as_deref()).map_err(failed)?;
+            let key = |c: &conflicts::ConflictRecord| format!("{}/{}", c.device_id, c.device.user_id);
+            open.sort_by_key(key);
+            let page = paging::page(open, key, Order::Ascending, &request);
+            Ok(json!({ "conflicts": page.items, "next": page.next }))
         })))
     }
 }
 
-/// `history device=ID [limit=N]`: user counts per complete read, newest first, with the ids
-/// that came and went.
+/// `history device=ID [limit=N] [after=CURSOR]`: user counts per complete read, newest first,
+/// with the ids that came and went.
 pub(crate) struct History(pub SyncHandle);
 
 impl Command for History {
@@ -181,27 +199,26 @@ impl Command for History {
 
     fn prepare(&self, mut args: Args, _caller: &Caller) -> Result<Action, CommandError> {
         let device = device_arg(&mut args, &self.0)?;
-        let limit = args.opt_int("limit", 1, 1000)?.unwrap_or(20) as usize;
+        let request = PageRequest::from_args(&mut args, 20, MAX_PAGE)?;
         args.finish()?;
         let store = self.0.engine().store().clone();
         Ok(Box::pin(blocking(move || {
             let mut entries = history::list(&store, &device).map_err(failed)?;
-            entries.reverse();
-            entries.truncate(limit);
-            let reads: Vec<Value> = entries
-                .into_iter()
-                .map(|entry| {
-                    let mut value = serde_json::to_value(&entry).unwrap_or(Value::Null);
-                    value["read_at"] = json!(rfc3339_ms(entry.read_at_ms));
-                    value
-                })
-                .collect();
-            Ok(json!({ "device": device, "reads": reads }))
+            entries.sort_by_key(|entry| std::cmp::Reverse(entry.read_at_ms));
+            let reads = entries.into_iter().map(|entry| {
+                let mut value = serde_json::to_value(&entry).unwrap_or(Value::Null);
+                value["read_at"] = json!(rfc3339_ms(entry.read_at_ms));
+                value
+            });
+            let key = |read: &Value| numeric_key(read["read_at_ms"].as_u64().unwrap_or_default());
+            let page = paging::page(reads, key, Order::Descending, &request);
+            Ok(json!({ "device": device, "reads": page.items, "next": page.next }))
         })))
     }
 }
 
-/// `backups list [device=ID]`: backup files with their counts.
+/// `backups list [device=ID] [limit=N] [after=CURSOR]`: backup files with their counts, by
+/// file name.
 pub(crate) struct BackupsList {
     /// Where backups are written.
     pub dir: std::path::PathBuf,
@@ -214,11 +231,22 @@ impl Command for BackupsList {
 
     fn prepare(&self, mut args: Args, _caller: &Caller) -> Result<Action, CommandError> {
         let device = args.opt_id("device")?;
+        let request = PageRequest::from_args(&mut args, DEFAULT_PAGE, MAX_PAGE)?;
         args.finish()?;
         let dir = self.dir.clone();
         Ok(Box::pin(blocking(move || {
             let backups = crate::sync::backup::list(&dir, device.as_deref()).map_err(failed)?;
-            Ok(json!({ "backups": backups }))
+            let mut backups: Vec<Value> = backups
+                .into_iter()
+                .map(|b| serde_json::to_value(b).unwrap_or(Value::Null))
+                .collect();
+            let key = |b: &Value| {
+                let path = b["path"].as_str().unwrap_or_default();
+                path.rsplit('/').next().unwrap_or_default().to_string()
+            };
+            backups.sort_by_key(key);
+            let page = paging::page(backups, key, Order::Ascending, &request);
+            Ok(json!({ "backups": page.items, "next": page.next }))
         })))
     }
 }
@@ -265,7 +293,8 @@ fn backup_action<S: crate::device::DeviceSession + Send + Sync + 'static>(
     })
 }
 
-/// `dead-letters list`: events the upstream refused for good, with the reason.
+/// `dead-letters list [limit=N] [after=CURSOR]`: events the upstream refused for good, with
+/// the reason, by sequence.
 pub(crate) struct DeadLettersList(pub Upstream);
 
 impl Command for DeadLettersList {
@@ -273,16 +302,19 @@ impl Command for DeadLettersList {
         false
     }
 
-    fn prepare(&self, args: Args, _caller: &Caller) -> Result<Action, CommandError> {
+    fn prepare(&self, mut args: Args, _caller: &Caller) -> Result<Action, CommandError> {
+        let request = PageRequest::from_args(&mut args, DEFAULT_PAGE, MAX_PAGE)?;
         args.finish()?;
         let upstream = self.0.clone();
         Ok(Box::pin(blocking(move || {
-            let letters = upstream.outbox().dead_letters().map_err(failed)?;
-            let letters: Vec<Value> = letters
+            let mut letters = upstream.outbox().dead_letters().map_err(failed)?;
+            letters.sort_by_key(|(sequence, _)| *sequence);
+            let letters = letters
                 .into_iter()
-                .map(|(sequence, letter)| json!({ "sequence": sequence, "dead_letter": letter }))
-                .collect();
-            Ok(json!({ "dead_letters": letters }))
+                .map(|(sequence, letter)| json!({ "sequence": sequence, "dead_letter": letter }));
+            let key = |l: &Value| numeric_key(l["sequence"].as_u64().unwrap_or_default());
+            let page = paging::page(letters, key, Order::Ascending, &request);
+            Ok(json!({ "dead_letters": page.items, "next": page.next }))
         })))
     }
 }
