@@ -1,4 +1,6 @@
-//! `edge-agent status`: the running agent's state, from the status file it keeps writing.
+//! `edge-agent status`: the running agent's state, asked over its local control socket (the
+//! `status` command's `report`, built by `StatusSources::report`), or from the status file it
+//! kept writing when the socket does not answer (the agent is stopped or hung).
 
 use std::path::PathBuf;
 
@@ -20,7 +22,15 @@ pub struct StatusArgs {
 pub fn run(args: StatusArgs) -> ExitStatus {
     let json = args.json;
     oneshot::run(&args.config, |config| async move {
-        let report = crate::ops::status::read(&config).map_err(anyhow::Error::msg)?;
+        let report = match super::local::reach(&config)? {
+            super::local::Agent::Running(mut client) => {
+                let result = super::local::call(&mut client, "status", serde_json::json!({}))?;
+                result["report"].clone()
+            }
+            super::local::Agent::Stopped => {
+                crate::ops::status::read(&config).map_err(anyhow::Error::msg)?
+            }
+        };
         let mut text = if json {
             serde_json::to_string_pretty(&report)?
         } else {

@@ -9,6 +9,7 @@
 pub mod args;
 pub mod dedup;
 mod handlers;
+pub mod lists;
 pub mod nonces;
 pub mod paging;
 pub mod registry;

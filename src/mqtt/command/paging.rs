@@ -34,7 +34,7 @@ impl PageRequest {
         let limit = args
             .opt_int("limit", 1, max as i64)?
             .map_or(default, |limit| limit as usize);
-        let after = args.opt_str("after")?;
+        let after = args.opt_cursor("after")?;
         Ok(PageRequest { limit, after })
     }
 }
@@ -57,9 +57,17 @@ pub enum Order {
     Descending,
 }
 
-/// A numeric key as a cursor that sorts like the number (zero-padded).
+/// A numeric key as a cursor (cursors that are both numbers compare as numbers).
 pub fn numeric_key(value: u64) -> String {
-    format!("{value:020}")
+    value.to_string()
+}
+
+/// How cursor `key` compares with cursor `after`: as numbers when both are, else as text.
+fn compare(key: &str, after: &str) -> std::cmp::Ordering {
+    match (key.parse::<u64>(), after.parse::<u64>()) {
+        (Ok(key), Ok(after)) => key.cmp(&after),
+        _ => key.cmp(after),
+    }
 }
 
 /// The page of `records` (already in `order` by `key`) that `request` asks for. A page holds at
@@ -78,8 +86,8 @@ pub fn page<T: Serialize>(
         let record_key = key(&record);
         if let Some(after) = &request.after {
             let seen = match order {
-                Order::Ascending => record_key.as_str() <= after.as_str(),
-                Order::Descending => record_key.as_str() >= after.as_str(),
+                Order::Ascending => compare(&record_key, after).is_le(),
+                Order::Descending => compare(&record_key, after).is_ge(),
             };
             if seen {
                 continue;

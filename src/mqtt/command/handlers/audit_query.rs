@@ -3,18 +3,16 @@
 //! `limit`; the reply's `next` is the cursor of the following page. Read-only.
 
 use chrono::DateTime;
-use serde_json::json;
 
-use super::{blocking, rfc3339_ms};
+use super::blocking;
 use crate::audit::{self, Audit, Operation};
 use crate::mqtt::command::args::Args;
-use crate::mqtt::command::paging::PAGE_BYTES;
 use crate::mqtt::command::registry::{Action, Caller, Command};
 use crate::mqtt::command::reply::CommandError;
 use crate::mqtt::Services;
 
 /// Most entries per page (the reply must fit the broker's packet limit).
-const MAX_LIMIT: i64 = 500;
+const MAX_LIMIT: i64 = crate::mqtt::command::lists::MAX_PAGE as i64;
 
 /// The `audit query` command.
 pub(crate) struct AuditQuery {
@@ -70,7 +68,7 @@ impl Command for AuditQuery {
         // `after` is the cursor every list command takes; here it is the sequence of the last
         // entry seen (entries run newest first, so "after" it means older).
         let mut query = query;
-        if let Some(after) = args.opt_str("after")? {
+        if let Some(after) = args.opt_cursor("after")? {
             let sequence = after.trim().parse::<u64>().map_err(|_| {
                 CommandError::bad_argument("after", "a cursor from `next` of a previous reply")
             })?;
@@ -78,46 +76,6 @@ impl Command for AuditQuery {
         }
         args.finish()?;
         let audit = self.audit.clone();
-        Ok(Box::pin(async move {
-            let page = blocking(move || {
-                audit
-                    .query(&query)
-                    .map_err(|err| CommandError::failed(err.to_string()))
-            })
-            .await?;
-            let mut next = page.next_before;
-            let mut bytes = 0usize;
-            let mut kept = 0usize;
-            // A page stops at the byte budget too, so the MQTT reply always fits.
-            for (_, entry) in &page.entries {
-                bytes += entry.detail.len() + entry.actor.len() + 200;
-                if kept > 0 && bytes > PAGE_BYTES {
-                    next = Some(page.entries[kept - 1].0);
-                    break;
-                }
-                kept += 1;
-            }
-            let entries: Vec<_> = page
-                .entries
-                .into_iter()
-                .take(kept)
-                .map(|(sequence, entry)| {
-                    json!({
-                        "sequence": sequence,
-                        "time": rfc3339_ms(entry.at_unix_ms),
-                        "operation": entry.operation.as_str(),
-                        "device": entry.device_id,
-                        "user": entry.device_user_id,
-                        "actor": entry.actor,
-                        "detail": entry.detail,
-                    })
-                })
-                .collect();
-            Ok(json!({
-                "entries": entries,
-                "next": next.map(|sequence| sequence.to_string()),
-                "next_before": next,
-            }))
-        }))
+        Ok(Box::pin(blocking(move || super::super::lists::audit(&audit, &query))))
     }
 }

@@ -5,13 +5,14 @@
 
 use serde_json::{json, Value};
 
-use super::{blocking, rfc3339_ms};
+use super::blocking;
 use crate::mqtt::command::args::Args;
+use crate::mqtt::command::lists;
 use crate::mqtt::command::paging::{self, numeric_key, Order, PageRequest};
 use crate::mqtt::command::registry::{Action, Caller, Command};
 use crate::mqtt::command::reply::CommandError;
-use crate::sync::buffer::{self, MappingStatus};
-use crate::sync::{conflicts, history, SyncHandle};
+use crate::sync::buffer::MappingStatus;
+use crate::sync::{conflicts, SyncHandle};
 use crate::upstream::Upstream;
 
 fn failed(err: impl std::fmt::Display) -> CommandError {
@@ -64,11 +65,7 @@ impl Command for SyncNow {
     }
 }
 
-/// Most records a list command returns in one page (`limit`); a page also stops at
-/// [`paging::PAGE_BYTES`], so an MQTT reply always fits the packet cap.
-pub(crate) const MAX_PAGE: usize = 1000;
-/// Records per page when the request does not say.
-pub(crate) const DEFAULT_PAGE: usize = 500;
+use crate::mqtt::command::lists::{DEFAULT_PAGE, MAX_PAGE};
 
 /// `buffer list [device=ID] [status=unmapped|pending|mapped|conflict|missing] [limit=N]
 /// [after=CURSOR]`: one page of buffered users, ordered by device and user id, with the counts
@@ -93,12 +90,7 @@ impl Command for BufferList {
         args.finish()?;
         let store = self.0.engine().store().clone();
         Ok(Box::pin(blocking(move || {
-            let mut users = buffer::list(&store, device.as_deref(), status).map_err(failed)?;
-            let key = |user: &buffer::BufferView| format!("{}/{}", user.device_id, user.user_id);
-            users.sort_by_key(key);
-            let page = paging::page(users, key, Order::Ascending, &request);
-            let stats = buffer::stats(&store, device.as_deref()).map_err(failed)?;
-            Ok(json!({ "users": page.items, "stats": stats, "next": page.next }))
+            lists::buffer(&store, device.as_deref(), status, &request)
         })))
     }
 }
@@ -179,11 +171,7 @@ impl Command for ConflictsList {
         args.finish()?;
         let store = self.0.engine().store().clone();
         Ok(Box::pin(blocking(move || {
-            let mut open = conflicts::list(&store, device.as_deref()).map_err(failed)?;
-            let key = |c: &conflicts::ConflictRecord| format!("{}/{}", c.device_id, c.device.user_id);
-            open.sort_by_key(key);
-            let page = paging::page(open, key, Order::Ascending, &request);
-            Ok(json!({ "conflicts": page.items, "next": page.next }))
+            lists::conflicts(&store, device.as_deref(), &request)
         })))
     }
 }
@@ -203,16 +191,7 @@ impl Command for History {
         args.finish()?;
         let store = self.0.engine().store().clone();
         Ok(Box::pin(blocking(move || {
-            let mut entries = history::list(&store, &device).map_err(failed)?;
-            entries.sort_by_key(|entry| std::cmp::Reverse(entry.read_at_ms));
-            let reads = entries.into_iter().map(|entry| {
-                let mut value = serde_json::to_value(&entry).unwrap_or(Value::Null);
-                value["read_at"] = json!(rfc3339_ms(entry.read_at_ms));
-                value
-            });
-            let key = |read: &Value| numeric_key(read["read_at_ms"].as_u64().unwrap_or_default());
-            let page = paging::page(reads, key, Order::Descending, &request);
-            Ok(json!({ "device": device, "reads": page.items, "next": page.next }))
+            lists::history(&store, &device, &request)
         })))
     }
 }
@@ -235,18 +214,7 @@ impl Command for BackupsList {
         args.finish()?;
         let dir = self.dir.clone();
         Ok(Box::pin(blocking(move || {
-            let backups = crate::sync::backup::list(&dir, device.as_deref()).map_err(failed)?;
-            let mut backups: Vec<Value> = backups
-                .into_iter()
-                .map(|b| serde_json::to_value(b).unwrap_or(Value::Null))
-                .collect();
-            let key = |b: &Value| {
-                let path = b["path"].as_str().unwrap_or_default();
-                path.rsplit('/').next().unwrap_or_default().to_string()
-            };
-            backups.sort_by_key(key);
-            let page = paging::page(backups, key, Order::Ascending, &request);
-            Ok(json!({ "backups": page.items, "next": page.next }))
+            lists::backups(&dir, device.as_deref(), &request)
         })))
     }
 }
