@@ -136,7 +136,12 @@ async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
             Some(sync.clone()),
         ),
     };
-    crate::mqtt::command::socket::start(&mut tasks, &config.control_socket(), commands, &store);
+    let served = crate::mqtt::command::socket::Served {
+        agent: config.agent.id.clone(),
+        store: config.store_dir(),
+    };
+    let socket = config.control_socket();
+    crate::mqtt::command::socket::start(&mut tasks, &socket, served, commands, &store);
     systemd::notify("READY=1");
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),

@@ -27,9 +27,9 @@ pub(super) enum Agent {
 
 /// Connects to the running agent's socket, or says it is not served.
 pub(super) fn reach(config: &Config) -> anyhow::Result<Agent> {
-    match LocalClient::connect(&config.control_socket()) {
+    match LocalClient::connect_to_store(&config.control_socket(), &config.store_dir()) {
         Ok(client) => Ok(Agent::Running(client)),
-        Err(LocalError::NotListening { .. }) => Ok(Agent::Stopped),
+        Err(LocalError::NotListening { .. } | LocalError::OtherAgent { .. }) => Ok(Agent::Stopped),
         Err(err) => Err(err.into()),
     }
 }
@@ -38,7 +38,9 @@ pub(super) fn reach(config: &Config) -> anyhow::Result<Agent> {
 /// failure an error with the agent's message.
 pub(super) fn call(client: &mut LocalClient, command: &str, args: Value) -> anyhow::Result<Value> {
     let args = match args {
-        Value::Object(map) => Value::Object(map.into_iter().filter(|(_, v)| !v.is_null()).collect()),
+        Value::Object(map) => {
+            Value::Object(map.into_iter().filter(|(_, v)| !v.is_null()).collect())
+        }
         other => other,
     };
     let reply = client.call(command, &args)?;
@@ -48,7 +50,9 @@ pub(super) fn call(client: &mut LocalClient, command: &str, args: Value) -> anyh
             Err(Refused(error.message).into())
         }
         (false, _, Some(error)) => Err(anyhow::anyhow!("{}", error.message)),
-        (false, _, None) => Err(anyhow::anyhow!("the agent answered neither a result nor an error")),
+        (false, _, None) => Err(anyhow::anyhow!(
+            "the agent answered neither a result nor an error"
+        )),
     }
 }
 

@@ -368,8 +368,7 @@ pub fn sync_now(args: SyncNowArgs) -> ExitStatus {
     oneshot::run(&config, |config| async move {
         match local::reach(&config)? {
             Agent::Running(mut client) => {
-                let result =
-                    local::call(&mut client, "sync-now", json!({ "device": device }))?;
+                let result = local::call(&mut client, "sync-now", json!({ "device": device }))?;
                 Ok(done(render::reply::render(&result, &Clock::now(false))))
             }
             Agent::Stopped => anyhow::bail!(
@@ -400,7 +399,11 @@ pub fn backup(command: BackupCommand) -> ExitStatus {
                 }
                 Agent::Stopped => {
                     local::pages("backups", list.limit, list.after.clone(), |page| {
-                        Ok(lists::backups(&config.backup_dir(), device.as_deref(), page)?)
+                        Ok(lists::backups(
+                            &config.backup_dir(),
+                            device.as_deref(),
+                            page,
+                        )?)
                     })?
                 }
             };

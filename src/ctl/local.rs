@@ -37,6 +37,14 @@ pub enum LocalError {
         /// The socket path.
         path: PathBuf,
     },
+    /// The agent answering holds another store (another config's agent).
+    #[error("the agent answering at {path} holds another store ({store})")]
+    OtherAgent {
+        /// The socket path.
+        path: PathBuf,
+        /// The store it holds.
+        store: PathBuf,
+    },
     /// The conversation broke.
     #[error("the agent's control socket {path}: {reason}")]
     Broken {
@@ -86,6 +94,21 @@ impl LocalClient {
     pub fn describe(&mut self) -> Result<Vec<CommandInfo>, LocalError> {
         let reply = self.exchange(&json!({ "describe": true }))?;
         serde_json::from_value(reply["result"]["commands"].clone()).map_err(|err| self.broken(err))
+    }
+
+    /// Connects to the socket at `path` and checks that the agent serving it holds the store
+    /// at `store`: an agent of another config sharing the runtime directory is not asked.
+    pub fn connect_to_store(path: &Path, store: &Path) -> Result<LocalClient, LocalError> {
+        let mut client = LocalClient::connect(path)?;
+        let reply = client.exchange(&json!({ "describe": true }))?;
+        let served = reply["result"]["store"].as_str().map(PathBuf::from);
+        if served.as_deref() != Some(store) {
+            return Err(LocalError::OtherAgent {
+                path: path.to_path_buf(),
+                store: served.unwrap_or_default(),
+            });
+        }
+        Ok(client)
     }
 
     fn broken(&self, reason: impl std::fmt::Display) -> LocalError {

@@ -12,3 +12,4 @@ mod punches;
 mod salvage;
 mod site;
 mod site_day;
+mod socket;

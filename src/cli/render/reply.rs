@@ -16,7 +16,6 @@ use crate::mqtt::command::Reply;
 /// would put `actor` before `sequence`); the rest follow alphabetically.
 const LEADING_COLUMNS: [&str; 5] = ["sequence", "time", "id", "operation", "actor"];
 
-
 /// Prints the reply to `command`: the result on stdout, an error on stderr.
 pub fn print(command: &str, reply: &Reply, clock: &Clock) {
     match (&reply.result, &reply.error) {
@@ -30,17 +29,6 @@ pub fn print(command: &str, reply: &Reply, clock: &Clock) {
         (Some(result), None) => print!("{}", result_text(command, result, clock)),
         (None, None) => println!("ok"),
     }
-
-    #[test]
-    fn epoch_milliseconds_become_local_times() {
-        let text = render(
-            &json!({"last_registered_at_ms": 1_795_985_868_398_i64, "store_bytes": 2048}),
-            &CLOCK,
-        );
-        assert!(!text.contains("1795985868398"), "{text}");
-        assert!(text.contains("2026-"), "{text}");
-        assert!(text.contains("2.0 KiB"), "{text}");
-    }
 }
 
 /// The text for the result of `command`: its list table, or the generic rendering.
@@ -48,17 +36,6 @@ pub fn result_text(command: &str, result: &Value, clock: &Clock) -> String {
     match table::spec(command) {
         Some(spec) => table::list(spec, result, clock),
         None => render(result, clock),
-    }
-
-    #[test]
-    fn epoch_milliseconds_become_local_times() {
-        let text = render(
-            &json!({"last_registered_at_ms": 1_795_985_868_398_i64, "store_bytes": 2048}),
-            &CLOCK,
-        );
-        assert!(!text.contains("1795985868398"), "{text}");
-        assert!(text.contains("2026-"), "{text}");
-        assert!(text.contains("2.0 KiB"), "{text}");
     }
 }
 
@@ -78,17 +55,6 @@ fn kind_of(key: &str) -> Kind {
     } else {
         Kind::Text
     }
-
-    #[test]
-    fn epoch_milliseconds_become_local_times() {
-        let text = render(
-            &json!({"last_registered_at_ms": 1_795_985_868_398_i64, "store_bytes": 2048}),
-            &CLOCK,
-        );
-        assert!(!text.contains("1795985868398"), "{text}");
-        assert!(text.contains("2026-"), "{text}");
-        assert!(text.contains("2.0 KiB"), "{text}");
-    }
 }
 
 fn scalar(key: &str, value: &Value, clock: &Clock) -> String {
@@ -101,17 +67,6 @@ fn scalar(key: &str, value: &Value, clock: &Clock) -> String {
         (_, Value::String(text)) => text.clone(),
         (_, Value::Null) => "-".into(),
         (_, other) => other.to_string(),
-    }
-
-    #[test]
-    fn epoch_milliseconds_become_local_times() {
-        let text = render(
-            &json!({"last_registered_at_ms": 1_795_985_868_398_i64, "store_bytes": 2048}),
-            &CLOCK,
-        );
-        assert!(!text.contains("1795985868398"), "{text}");
-        assert!(text.contains("2026-"), "{text}");
-        assert!(text.contains("2.0 KiB"), "{text}");
     }
 }
 
@@ -152,17 +107,6 @@ fn render_into(value: &Value, indent: usize, clock: &Clock, out: &mut String) {
             let _ = writeln!(out, "{pad}{}", scalar("", other, clock));
         }
     }
-
-    #[test]
-    fn epoch_milliseconds_become_local_times() {
-        let text = render(
-            &json!({"last_registered_at_ms": 1_795_985_868_398_i64, "store_bytes": 2048}),
-            &CLOCK,
-        );
-        assert!(!text.contains("1795985868398"), "{text}");
-        assert!(text.contains("2026-"), "{text}");
-        assert!(text.contains("2.0 KiB"), "{text}");
-    }
 }
 
 /// Records with no declared columns: the leading columns first, then the rest as they come,
@@ -190,7 +134,10 @@ fn generic_table(rows: &[&Map<String, Value>], pad: &str, clock: &Clock, out: &m
             kind: kind_of(name),
         })
         .collect();
-    let rows: Vec<Value> = rows.iter().map(|row| Value::Object((*row).clone())).collect();
+    let rows: Vec<Value> = rows
+        .iter()
+        .map(|row| Value::Object((*row).clone()))
+        .collect();
     out.push_str(&table::table(&rows, &columns, clock, pad));
 }
 
@@ -206,14 +153,17 @@ mod tests {
 
     #[test]
     fn objects_print_as_lines_and_record_lists_as_tables() {
-        let text = render(&json!({
-            "agent": "gw",
-            "alarms": [],
-            "entries": [
-                {"sequence": 3, "actor": "ops"},
-                {"sequence": 12, "actor": "agent", "detail": null}
-            ]
-        }), &CLOCK);
+        let text = render(
+            &json!({
+                "agent": "gw",
+                "alarms": [],
+                "entries": [
+                    {"sequence": 3, "actor": "ops"},
+                    {"sequence": 12, "actor": "agent", "detail": null}
+                ]
+            }),
+            &CLOCK,
+        );
         assert_eq!(
             text,
             "agent: gw\nalarms: (none)\nentries:\n  SEQUENCE  ACTOR  DETAIL\n  \

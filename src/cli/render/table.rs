@@ -107,8 +107,13 @@ pub const LISTS: &[ListSpec] = &[
             col("DEVICE", "device_id", Kind::Text),
             col("USER", "device.user_id", Kind::Text),
             col("NAME ON DEVICE", "device.name", Kind::Text),
+            col("PRIV", "device.privilege", Kind::Text),
+            col("CARD", "device.card", Kind::Text),
+            col("PASSWORD", "device.has_password", Kind::Text),
             col("PERSON", "upstream.person_id", Kind::Text),
             col("NAME UPSTREAM", "upstream.name", Kind::Text),
+            col("PRIV UPSTREAM", "upstream.privilege", Kind::Text),
+            col("CARD UPSTREAM", "upstream.card", Kind::Text),
             col("DETECTED", "detected_at_ms", Kind::Age),
         ],
     },
@@ -292,7 +297,11 @@ pub fn table(rows: &[Value], columns: &[Column], clock: &Clock, pad: &str) -> St
         format!("{pad}{}", joined.join("  ").trim_end())
     };
     let mut out = String::new();
-    let _ = writeln!(out, "{}", line(columns.iter().map(|c| c.header.as_ref()).collect()));
+    let _ = writeln!(
+        out,
+        "{}",
+        line(columns.iter().map(|c| c.header.as_ref()).collect())
+    );
     for row in &cells {
         let _ = writeln!(out, "{}", line(row.iter().map(String::as_str).collect()));
     }

@@ -12,7 +12,8 @@
 //! → {"command": "buffer list", "args": {"device": "door", "limit": 100}}
 //! ← {"ok": true, "result": {"users": [...], "stats": {...}, "next": "door/0100"}}
 //! → {"describe": true}
-//! ← {"ok": true, "result": {"commands": [{"name": "audit query", "changes_state": false, ...}]}}
+//! ← {"ok": true, "result": {"agent": "gw-1", "store": "/var/lib/edge-agent/store",
+//!     "commands": [{"name": "audit query", "changes_state": false, "available": true}, ...]}}
 //! ```
 //!
 //! The reply is the MQTT reply ([`Reply`]), error codes included.
@@ -97,6 +98,16 @@ impl Access {
     }
 }
 
+/// Which agent serves the socket: a client checks it is asking the agent of its own config
+/// (two agents on one box could share a runtime directory).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Served {
+    /// `agent.id`.
+    pub agent: String,
+    /// The store directory the agent holds.
+    pub store: PathBuf,
+}
+
 /// The bound socket, ready to serve.
 pub struct ControlSocket {
     listener: UnixListener,
@@ -104,13 +115,20 @@ pub struct ControlSocket {
     access: Access,
     registry: Arc<Registry>,
     store: Store,
+    served: Served,
 }
 
 /// Binds the socket at `path` and spawns the task that serves `registry` on it. A socket left
 /// by a crashed agent is replaced; one that answers belongs to another running agent and is
 /// left alone (the agent then runs without a socket, and says so).
-pub fn start(tasks: &mut Tasks, path: &Path, registry: Arc<Registry>, store: &Store) {
-    match ControlSocket::bind(path, registry, store.clone()) {
+pub fn start(
+    tasks: &mut Tasks,
+    path: &Path,
+    served: Served,
+    registry: Arc<Registry>,
+    store: &Store,
+) {
+    match ControlSocket::bind(path, served, registry, store.clone()) {
         Ok(socket) => tasks.spawn("control-socket", |stop| socket.serve(stop)),
         Err(err) => tracing::error!(
             "the local control socket is off: {err:#}; on-box commands cannot reach this agent \
@@ -121,7 +139,12 @@ pub fn start(tasks: &mut Tasks, path: &Path, registry: Arc<Registry>, store: &St
 
 impl ControlSocket {
     /// Creates the socket file with mode 0660 and the service group.
-    fn bind(path: &Path, registry: Arc<Registry>, store: Store) -> anyhow::Result<ControlSocket> {
+    fn bind(
+        path: &Path,
+        served: Served,
+        registry: Arc<Registry>,
+        store: Store,
+    ) -> anyhow::Result<ControlSocket> {
         use anyhow::Context as _;
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)
@@ -163,8 +186,8 @@ impl ControlSocket {
             None => {
                 // SAFETY: getegid cannot fail.
                 let gid = unsafe { libc::getegid() };
-                let (group, members) = group_by_id(gid)
-                    .unwrap_or_else(|| (format!("gid {gid}"), Vec::new()));
+                let (group, members) =
+                    group_by_id(gid).unwrap_or_else(|| (format!("gid {gid}"), Vec::new()));
                 tracing::info!(
                     "group {SERVICE_GROUP} does not exist on this box: the control socket keeps \
                      the agent's group {group}"
@@ -188,6 +211,7 @@ impl ControlSocket {
             access,
             registry,
             store,
+            served,
         })
     }
 
@@ -204,6 +228,7 @@ impl ControlSocket {
                             access: self.access.clone(),
                             registry: Arc::clone(&self.registry),
                             store: self.store.clone(),
+                            served: self.served.clone(),
                         };
                         connections.spawn(connection.serve(stream));
                     }
@@ -225,6 +250,7 @@ struct Connection {
     access: Access,
     registry: Arc<Registry>,
     store: Store,
+    served: Served,
 }
 
 impl Connection {
@@ -245,7 +271,11 @@ impl Connection {
         let mut line = String::new();
         loop {
             line.clear();
-            match (&mut lines).take(MAX_REQUEST as u64).read_line(&mut line).await {
+            match (&mut lines)
+                .take(MAX_REQUEST as u64)
+                .read_line(&mut line)
+                .await
+            {
                 Ok(0) | Err(_) => return,
                 Ok(_) => {}
             }
@@ -278,7 +308,11 @@ impl Connection {
             )
         })?;
         if request.describe {
-            return Ok(json!({ "commands": self.registry.catalogue() }));
+            return Ok(json!({
+                "agent": self.served.agent,
+                "store": self.served.store,
+                "commands": self.registry.catalogue(),
+            }));
         }
         let name = request.command.unwrap_or_default();
         let command = self.registry.get(&name).ok_or_else(|| {

@@ -76,6 +76,8 @@ impl Command for AuditQuery {
         }
         args.finish()?;
         let audit = self.audit.clone();
-        Ok(Box::pin(blocking(move || super::super::lists::audit(&audit, &query))))
+        Ok(Box::pin(blocking(move || {
+            super::super::lists::audit(&audit, &query)
+        })))
     }
 }
