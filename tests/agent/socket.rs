@@ -106,6 +106,9 @@ async fn on_box_commands_answer_through_the_socket_of_the_running_agent() {
     ok(config, &["conflicts", "list"]);
     ok(config, &["audit", "query"]);
 
+    // The agent backs the terminal up after its first complete read; file names are per second.
+    agent.wait_for_log("backup written", 1);
+    std::thread::sleep(Duration::from_millis(1100));
     let written = ok(config, &["backup", "create", "--device", DEVICE]);
     assert!(written.contains("backup written"), "{written}");
     let backups: Value = serde_json::from_str(&ok(config, &["backup", "list", "--json"])).unwrap();
@@ -240,9 +243,16 @@ async fn ten_thousand_users_page_over_mqtt_without_too_large() {
 
     // Without paging arguments, a page of the default size comes back (today's reply held
     // every user and was refused as too large).
+    let started = Instant::now();
     let out = ctl(&site.broker, key, &["--json", "buffer", "list"]);
     let (stdout, stderr) = texts(&out);
-    assert!(out.status.success(), "{stderr}");
+    let log = agent.log_text();
+    assert!(
+        out.status.success(),
+        "{stderr} after {:?}\n{}",
+        started.elapsed(),
+        &log[log.len().saturating_sub(3000)..]
+    );
     let first: Value = serde_json::from_str(&stdout).unwrap();
     assert!(first["result"]["next"].is_string(), "{stdout:.300}");
 
