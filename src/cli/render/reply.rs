@@ -167,7 +167,7 @@ mod tests {
         assert_eq!(
             text,
             "agent: gw\nalarms: (none)\nentries:\n  SEQUENCE  ACTOR  DETAIL\n  \
-             3         ops\n  12        agent  -\n"
+             3         ops    -\n  12        agent  -\n"
         );
     }
 
