@@ -94,7 +94,7 @@ impl Access {
         peer.uid == 0
             || peer.uid == self.own_uid
             || peer.gid == self.gid
-            || self.members.iter().any(|member| *member == peer.user)
+            || self.members.contains(&peer.user)
     }
 }
 
