@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::mqtt::command::registry::CommandInfo;
 use crate::mqtt::command::Reply;
 
 /// A connection to the running agent's control socket.
@@ -88,12 +87,6 @@ impl LocalClient {
     pub fn call(&mut self, command: &str, args: &Value) -> Result<Reply, LocalError> {
         let reply = self.exchange(&json!({ "command": command, "args": args }))?;
         serde_json::from_value(reply).map_err(|err| self.broken(err))
-    }
-
-    /// The agent's command table.
-    pub fn describe(&mut self) -> Result<Vec<CommandInfo>, LocalError> {
-        let reply = self.exchange(&json!({ "describe": true }))?;
-        serde_json::from_value(reply["result"]["commands"].clone()).map_err(|err| self.broken(err))
     }
 
     /// Connects to the socket at `path` and checks that the agent serving it holds the store

@@ -1,6 +1,7 @@
-//! The technician's commands on the box: `buffer list`, `audit query`, `backup list|create|
-//! restore [--dry-run]`, `migrate`. They return data; `crate::cli` parses their arguments and
-//! renders what they return.
+//! The technician's device-facing commands on the box with the agent stopped: `backup create`,
+//! `backup restore [--dry-run]`, `migrate`, and [`open_store`] for the listings (whose work is
+//! `crate::mqtt::command::lists`, shared with the running agent's commands). They return data;
+//! `crate::cli` parses their arguments and renders what they return.
 //!
 //! While the agent runs, the on-box commands ask it over its local control socket
 //! (`crate::mqtt::command::socket`); these functions are what they do when it is stopped:
@@ -10,8 +11,8 @@
 //!   that is being written or corrupt it;
 //! - the device-facing commands need the terminal's connection (AI06 terminals dial the
 //!   agent's port) and its lock, which a running agent holds anyway;
-//! - a running agent is queried remotely through the MQTT commands of the same names (M3),
-//!   which call the same library functions.
+//! - a running agent is asked through its local socket or the MQTT commands of the same names
+//!   (M3), which call the same library functions.
 
 use super::backup::BackupInfo;
 use super::migrate::DeviceMigration;

@@ -4,7 +4,7 @@ use crate::sync::backup::BackupInfo;
 use crate::sync::tools::MigrateOutcome;
 
 /// One backup file with its counts.
-pub fn line(info: &BackupInfo) -> String {
+fn line(info: &BackupInfo) -> String {
     format!(
         "{}  {:<12} {:>6} users {:>7} credentials {:>10} bytes  {}\n",
         info.header.created_at,
