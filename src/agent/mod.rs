@@ -131,6 +131,7 @@ async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
             watchdog(interval, alive_rx, stop)
         });
     }
+    let status_for_socket = status_for_mqtt.clone();
     let control_plane = crate::mqtt::start(
         &mut tasks,
         &config,
@@ -139,6 +140,24 @@ async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
         Some(status_for_mqtt),
         Some(sync.clone()),
     )?;
+    // The local control socket serves the same command table as MQTT (or, with MQTT off, the
+    // same handlers over the same services).
+    let commands = match &control_plane {
+        Some(plane) => Arc::clone(&plane.registry),
+        None => crate::mqtt::local_registry(
+            &config,
+            &store,
+            &logging,
+            Some(status_for_socket),
+            Some(sync.clone()),
+        ),
+    };
+    let served = crate::mqtt::command::socket::Served {
+        agent: config.agent.id.clone(),
+        store: config.store_dir(),
+    };
+    let socket = config.control_socket();
+    crate::mqtt::command::socket::start(&mut tasks, &socket, served, commands, &store);
     systemd::notify("READY=1");
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),

@@ -58,31 +58,6 @@ impl Audit {
         query::run(&self.store, query)
     }
 
-    /// The entries matching `query` after skipping the newest `offset` matches, at most
-    /// `query.limit` of them, newest first: offset paging for the technician's `audit query`,
-    /// whose pages are numbered rather than continued from a cursor.
-    pub fn query_from(
-        &self,
-        query: &AuditQuery,
-        offset: usize,
-    ) -> Result<Vec<(u64, AuditEntry)>, StoreError> {
-        let wanted = offset + query.limit;
-        let mut page_query = AuditQuery {
-            limit: wanted.max(1),
-            ..query.clone()
-        };
-        let mut found = Vec::new();
-        loop {
-            let page = self.query(&page_query)?;
-            found.extend(page.entries);
-            match page.next_before {
-                Some(before) if found.len() < wanted => page_query.before_sequence = Some(before),
-                _ => break,
-            }
-        }
-        Ok(found.into_iter().skip(offset).take(query.limit).collect())
-    }
-
     /// Removes entries written before `cutoff_unix_ms`, oldest first, and returns how many.
     ///
     /// The sweep walks in write order and stops at the first entry that is not old enough, so
@@ -217,32 +192,6 @@ mod tests {
             }
         }
         assert_eq!(seen, [6, 5, 4, 3, 2, 1, 0]);
-    }
-
-    #[test]
-    fn offset_paging_skips_the_newest_matches() {
-        let (_dir, _store, audit) = temp_audit();
-        for at in 0..7 {
-            audit.record(&entry(at, Operation::Lock, None)).unwrap();
-            audit.record(&entry(at, Operation::Backup, None)).unwrap();
-        }
-        let query = AuditQuery {
-            operation: Some(Operation::Lock),
-            limit: 3,
-            ..AuditQuery::default()
-        };
-        let times = |offset| -> Vec<i64> {
-            audit
-                .query_from(&query, offset)
-                .unwrap()
-                .iter()
-                .map(|(_, e)| e.at_unix_ms)
-                .collect()
-        };
-        assert_eq!(times(0), [6, 5, 4]);
-        assert_eq!(times(3), [3, 2, 1]);
-        assert_eq!(times(6), [0]);
-        assert!(times(7).is_empty());
     }
 
     #[test]

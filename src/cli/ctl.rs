@@ -69,6 +69,9 @@ pub struct CtlArgs {
     /// Print the reply as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Show times in UTC instead of the local time zone.
+    #[arg(long)]
+    pub utc: bool,
     /// The command and its arguments, e.g. `logs tail lines=20 filter=ERROR`.
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
     pub words: Vec<String>,
@@ -191,7 +194,7 @@ pub fn run(args: &CtlArgs) -> ExitStatus {
                     serde_json::to_string_pretty(&reply).unwrap_or_default()
                 );
             } else {
-                render::reply::print(&command, &reply);
+                render::reply::print(&command, &reply, &render::table::Clock::now(args.utc));
             }
             reply_status(&reply)
         }

@@ -3,7 +3,8 @@
 //! one definition; `src/main.rs` only calls [`main`].
 //!
 //! One file per command group: [`run`] (the agent), [`config`] (`check-config`), [`demo`],
-//! [`probe`], [`status`], [`store_tools`] (`buffer`, `audit`, `backup`, `migrate`), [`ctl`]
+//! [`probe`], [`status`], [`store_tools`] (`buffer`, `audit`, `history`, `conflicts`,
+//! `backup`, `sync-now`, `migrate`; through the running agent's local socket when it runs), [`ctl`]
 //! (`ctl`, `keygen`) and [`version`]; [`render`] holds every table and report a person reads,
 //! shared by the local commands and `ctl`. The work itself (sync, devices, the MQTT requester)
 //! stays in its own module.
@@ -27,7 +28,7 @@
 pub mod config;
 pub mod ctl;
 pub mod demo;
-pub mod history;
+mod local;
 mod oneshot;
 pub mod probe;
 pub mod render;
@@ -91,35 +92,46 @@ pub enum Command {
     Probe(probe::ProbeArgs),
     /// Show the running agent's state for a technician: devices (connected, last complete read
     /// and its age, users by status, the read under way with its progress, last error),
-    /// upstream forwarding and the outbox, MQTT, locks, alarms, the last errors. Reads the
-    /// status file the agent rewrites within a second of a change, so it also answers when the
-    /// agent is hung or stopped (and says the status is stale). Exit status for monitoring
-    /// scripts: 0 ok, 1 warning, 2 critical (stale, or no status at all, is critical).
+    /// upstream forwarding and the outbox, MQTT, locks, alarms, the last errors. Asks the
+    /// running agent over its local socket; when it does not answer, reads the status file the
+    /// agent rewrote within a second of each change (and says when it is stale). Exit status
+    /// for monitoring scripts: 0 ok, 1 warning, 2 critical (stale, or no status at all, is
+    /// critical).
     Status(status::StatusArgs),
-    /// A device's user count over its complete reads as a terminal sparkline, with the reads
-    /// that lost users marked and listed. Works on the store directly: stop the agent first.
-    History(history::HistoryArgs),
     /// The user buffer: every device user the agent has read, with its mapping status and
-    /// last-seen time. Works on the store directly: stop the agent first.
+    /// last-seen time. Asks the running agent, or reads the store of a stopped one.
     Buffer {
         /// What to do with the buffer.
         #[command(subcommand)]
         command: store_tools::BufferCommand,
     },
-    /// The audit log: what the agent did, to which user, by whom and why. Works on the store
-    /// directly: stop the agent first.
+    /// The audit log: what the agent did, to which user, by whom and why. Asks the running
+    /// agent, or reads the store of a stopped one.
     Audit {
         /// What to do with the audit log.
         #[command(subcommand)]
         command: store_tools::AuditCommand,
     },
     /// Full credential backups of a device: list, create now, restore (only re-adds what the
-    /// device lacks). create and restore talk to the device: stop the agent first.
+    /// device lacks). Done by the running agent when it runs, else by this command.
     Backup {
         /// What to do with backups.
         #[command(subcommand)]
         command: store_tools::BackupCommand,
     },
+    /// A device's user count over its complete reads as a terminal sparkline, with the reads
+    /// that lost users marked and listed (`--json`: the reads, newest first, with the ids that
+    /// came and went). Asks the running agent, or reads the store of a stopped one.
+    History(store_tools::HistoryArgs),
+    /// Open conflicts between a device and the upstream. Asks the running agent, or reads the
+    /// store of a stopped one.
+    Conflicts {
+        /// What to do with conflicts.
+        #[command(subcommand)]
+        command: store_tools::ConflictsCommand,
+    },
+    /// Ask the running agent to poll a device now (it takes the device's lock).
+    SyncNow(store_tools::SyncNowArgs),
     /// Initial population: read every configured device completely and buffer every user not
     /// mapped yet. Safe to run any number of times. Stop the agent first.
     Migrate(store_tools::MigrateArgs),
@@ -162,10 +174,12 @@ pub fn dispatch(command: Command) -> ExitCode {
         Command::Demo(args) => demo::run(args),
         Command::Probe(args) => probe::run(args),
         Command::Status(args) => return status::run(args),
-        Command::History(args) => history::run(args),
         Command::Buffer { command } => store_tools::buffer(command),
         Command::Audit { command } => store_tools::audit(command),
         Command::Backup { command } => store_tools::backup(command),
+        Command::History(args) => store_tools::history(args),
+        Command::Conflicts { command } => store_tools::conflicts(command),
+        Command::SyncNow(args) => store_tools::sync_now(args),
         Command::Migrate(args) => store_tools::migrate(args),
         Command::Version => version::run(),
         Command::Keygen(args) => ctl::keygen(&args),

@@ -35,6 +35,10 @@ where
             print!("{text}");
             status
         }
+        Err(err) if err.downcast_ref::<super::local::Refused>().is_some() => {
+            eprintln!("edge-agent: {err:#}");
+            ExitStatus::Refused
+        }
         Err(err) => {
             eprintln!("edge-agent: {err:#}");
             ExitStatus::Failed

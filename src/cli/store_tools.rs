@@ -1,14 +1,93 @@
-//! `buffer list`, `audit query`, `backup list|create|restore` and `migrate`: the technician's
-//! commands on the store and devices of a stopped agent (`crate::sync::tools` does the work).
+//! `buffer list`, `audit query`, `history`, `conflicts list`, `backup list|create|restore`,
+//! `sync-now` and `migrate`: the technician's commands on the box. While the agent runs they
+//! ask it over its local control socket (the same command table as MQTT, see
+//! [`super::local`]); when it is stopped they open the store and devices themselves
+//! (`crate::sync::tools` and `crate::mqtt::command::lists` do the work). Either way the result
+//! has the same shape and is printed by the same renderer.
 
 use std::path::PathBuf;
 
+use serde_json::{json, Value};
+
+use super::local::{self, page_args, Agent};
 use super::oneshot::{self, complete_or_not, done};
+use super::render::table::Clock;
 use super::{render, ExitStatus, DEFAULT_CONFIG};
-use crate::audit::{AuditQuery, Operation as AuditOperation};
+use crate::audit::{Audit, AuditQuery, Operation as AuditOperation};
 use crate::config::HumanDuration;
+use crate::mqtt::command::lists;
 use crate::sync::buffer::MappingStatus;
 use crate::sync::tools;
+
+/// Paging and output options every list command takes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ListOptions {
+    /// Records per page; without it every page is fetched and printed.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Start after this cursor (the `--after` a previous page printed, or its JSON `next`).
+    #[arg(long)]
+    pub after: Option<String>,
+    /// JSON output (the reply's result).
+    #[arg(long)]
+    pub json: bool,
+    /// Show times in UTC instead of the local time zone.
+    #[arg(long)]
+    pub utc: bool,
+}
+
+impl ListOptions {
+    /// The merged pages as JSON or as the shared table of `command`.
+    fn print(&self, command: &str, result: &Value) -> anyhow::Result<String> {
+        Ok(if self.json {
+            serde_json::to_string_pretty(result)? + "\n"
+        } else {
+            render::reply::result_text(command, result, &Clock::now(self.utc))
+        })
+    }
+}
+
+/// `edge-agent conflicts` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum ConflictsCommand {
+    /// Open disagreements between a device and the upstream, with both versions.
+    List {
+        /// The config file.
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Only this device.
+        #[arg(long)]
+        device: Option<String>,
+        /// Paging and output.
+        #[command(flatten)]
+        list: ListOptions,
+    },
+}
+
+/// `edge-agent history` options.
+#[derive(Debug, clap::Args)]
+pub struct HistoryArgs {
+    /// The config file.
+    #[arg(long, short, default_value = DEFAULT_CONFIG)]
+    pub config: PathBuf,
+    /// The device.
+    #[arg(long)]
+    pub device: String,
+    /// Paging and output.
+    #[command(flatten)]
+    pub list: ListOptions,
+}
+
+/// `edge-agent sync-now` options.
+#[derive(Debug, clap::Args)]
+pub struct SyncNowArgs {
+    /// The config file.
+    #[arg(long, short, default_value = DEFAULT_CONFIG)]
+    pub config: PathBuf,
+    /// The device to poll now.
+    #[arg(long)]
+    pub device: String,
+}
 
 /// `edge-agent buffer` subcommands.
 #[derive(Debug, clap::Subcommand)]
@@ -24,9 +103,9 @@ pub enum BufferCommand {
         /// Only this status: unmapped, pending, mapped, conflict or missing.
         #[arg(long)]
         status: Option<MappingStatus>,
-        /// JSON output.
-        #[arg(long)]
-        json: bool,
+        /// Paging and output.
+        #[command(flatten)]
+        list: ListOptions,
     },
 }
 
@@ -53,15 +132,9 @@ pub enum AuditCommand {
         /// Before: same forms as --since.
         #[arg(long)]
         until: Option<String>,
-        /// Entries to skip (paging).
-        #[arg(long, default_value_t = 0)]
-        offset: usize,
-        /// Entries per page.
-        #[arg(long, default_value_t = 50)]
-        limit: usize,
-        /// JSON output.
-        #[arg(long)]
-        json: bool,
+        /// Paging and output.
+        #[command(flatten)]
+        list: ListOptions,
     },
 }
 
@@ -76,9 +149,9 @@ pub enum BackupCommand {
         /// Only this device.
         #[arg(long)]
         device: Option<String>,
-        /// JSON output.
-        #[arg(long)]
-        json: bool,
+        /// Paging and output.
+        #[command(flatten)]
+        list: ListOptions,
     },
     /// Back a device up now (a full read of every credential).
     Create {
@@ -131,17 +204,30 @@ pub fn buffer(command: BufferCommand) -> ExitStatus {
         config,
         device,
         status,
-        json,
+        list,
     } = command;
     oneshot::run(&config, |config| async move {
-        let store = tools::open_store(&config)?;
-        let listing = tools::buffer_list(&store, device.as_deref(), status)?;
-        let text = if json {
-            serde_json::to_string_pretty(&listing)? + "\n"
-        } else {
-            render::buffer::listing(&listing)
+        let result = match local::reach(&config)? {
+            Agent::Running(mut client) => {
+                local::pages("users", list.limit, list.after.clone(), |page| {
+                    let [limit, after] = page_args(page);
+                    let args = local::args(&[
+                        ("device", json!(device)),
+                        ("status", json!(status.map(|s| s.as_str()))),
+                        limit,
+                        after,
+                    ]);
+                    local::call(&mut client, "buffer list", args)
+                })?
+            }
+            Agent::Stopped => {
+                let store = tools::open_store(&config)?;
+                local::pages("users", list.limit, list.after.clone(), |page| {
+                    Ok(lists::buffer(&store, device.as_deref(), status, page)?)
+                })?
+            }
         };
-        Ok(done(text))
+        Ok(done(list.print("buffer list", &result)?))
     })
 }
 
@@ -154,9 +240,7 @@ pub fn audit(command: AuditCommand) -> ExitStatus {
         operation,
         since,
         until,
-        offset,
-        limit,
-        json,
+        list,
     } = command;
     oneshot::run(&config, |config| async move {
         let now = chrono::Utc::now().timestamp_millis();
@@ -165,24 +249,148 @@ pub fn audit(command: AuditCommand) -> ExitStatus {
                 .transpose()
                 .map_err(anyhow::Error::msg)
         };
-        let query = AuditQuery {
-            device_user_id: user,
-            device_id: device,
-            operation,
-            since_unix_ms: time(since)?,
-            // --until is exclusive, the query's bound inclusive.
-            until_unix_ms: time(until)?.map(|to| to - 1),
-            before_sequence: None,
-            limit,
+        let since = time(since)?;
+        // --until is exclusive, the query's bound inclusive.
+        let until = time(until)?.map(|to| to - 1);
+        let limit = Some(list.limit.unwrap_or(50));
+        let result = match local::reach(&config)? {
+            Agent::Running(mut client) => {
+                local::pages("entries", limit, list.after.clone(), |page| {
+                    let [limit, after] = page_args(page);
+                    let args = local::args(&[
+                        ("user", json!(user)),
+                        ("device", json!(device)),
+                        ("operation", json!(operation.map(|o| o.as_str()))),
+                        ("since", json!(since.map(lists::rfc3339_ms))),
+                        ("until", json!(until.map(lists::rfc3339_ms))),
+                        limit,
+                        after,
+                    ]);
+                    local::call(&mut client, "audit query", args)
+                })?
+            }
+            Agent::Stopped => {
+                let store = tools::open_store(&config)?;
+                let audit = Audit::new(store);
+                local::pages("entries", limit, list.after.clone(), |page| {
+                    let before_sequence = page
+                        .after
+                        .as_deref()
+                        .map(str::parse::<u64>)
+                        .transpose()
+                        .map_err(|_| anyhow::anyhow!("--after: not a cursor of `audit query`"))?;
+                    let query = AuditQuery {
+                        device_user_id: user.clone(),
+                        device_id: device.clone(),
+                        operation,
+                        since_unix_ms: since,
+                        until_unix_ms: until,
+                        before_sequence,
+                        limit: page.limit,
+                    };
+                    Ok(lists::audit(&audit, &query)?)
+                })?
+            }
         };
-        let store = tools::open_store(&config)?;
-        let entries = tools::audit_query(&store, &query, offset)?;
-        let text = if json {
-            serde_json::to_string_pretty(&render::audit::entries_json(&entries))? + "\n"
+        let text = if list.json {
+            // The entries themselves, as before paging came: a script reads an array.
+            serde_json::to_string_pretty(&result["entries"])? + "\n"
+        } else if result["entries"].as_array().is_none_or(Vec::is_empty) {
+            "no matching audit entries\n".to_string()
         } else {
-            render::audit::entries(&entries, &query, offset)
+            list.print("audit query", &result)?
         };
         Ok(done(text))
+    })
+}
+
+/// `conflicts list`.
+pub fn conflicts(command: ConflictsCommand) -> ExitStatus {
+    let ConflictsCommand::List {
+        config,
+        device,
+        list,
+    } = command;
+    oneshot::run(&config, |config| async move {
+        let result = match local::reach(&config)? {
+            Agent::Running(mut client) => {
+                local::pages("conflicts", list.limit, list.after.clone(), |page| {
+                    let [limit, after] = page_args(page);
+                    let args = local::args(&[("device", json!(device)), limit, after]);
+                    local::call(&mut client, "conflicts list", args)
+                })?
+            }
+            Agent::Stopped => {
+                let store = tools::open_store(&config)?;
+                local::pages("conflicts", list.limit, list.after.clone(), |page| {
+                    Ok(lists::conflicts(&store, device.as_deref(), page)?)
+                })?
+            }
+        };
+        Ok(done(list.print("conflicts list", &result)?))
+    })
+}
+
+/// `history --device ID`.
+pub fn history(args: HistoryArgs) -> ExitStatus {
+    let HistoryArgs {
+        config,
+        device,
+        list,
+    } = args;
+    oneshot::run(&config, |config| async move {
+        // The drawing shows the latest reads; `--limit` chooses how many.
+        let limit = Some(list.limit.unwrap_or(60));
+        let result = match local::reach(&config)? {
+            Agent::Running(mut client) => {
+                local::pages("reads", limit, list.after.clone(), |page| {
+                    let [limit, after] = page_args(page);
+                    let args = local::args(&[("device", json!(device)), limit, after]);
+                    local::call(&mut client, "history", args)
+                })?
+            }
+            Agent::Stopped => {
+                if !config.device.iter().any(|d| d.id == device) {
+                    anyhow::bail!("no device `{device}` in the config");
+                }
+                let store = tools::open_store(&config)?;
+                local::pages("reads", limit, list.after.clone(), |page| {
+                    Ok(lists::history(&store, &device, page)?)
+                })?
+            }
+        };
+        Ok(done(if list.json {
+            list.print("history", &result)?
+        } else {
+            history_drawing(&device, &result)?
+        }))
+    })
+}
+
+/// The sparkline of the reads in `result` (a merged `history` reply, newest first).
+fn history_drawing(device: &str, result: &Value) -> anyhow::Result<String> {
+    let mut entries: Vec<crate::sync::history::HistoryEntry> =
+        serde_json::from_value(result["reads"].clone())?;
+    entries.reverse();
+    Ok(render::history::sparkline(device, &entries))
+}
+
+/// `sync-now --device ID`: asks the running agent to poll the device at once.
+pub fn sync_now(args: SyncNowArgs) -> ExitStatus {
+    let SyncNowArgs { config, device } = args;
+    oneshot::run(&config, |config| async move {
+        match local::reach(&config)? {
+            Agent::Running(mut client) => {
+                let result = local::call(&mut client, "sync-now", json!({ "device": device }))?;
+                Ok(done(render::reply::render(&result, &Clock::now(false))))
+            }
+            Agent::Stopped => anyhow::bail!(
+                "the agent is not running (no answer on {}): sync-now asks the running agent to \
+                 poll; start it (systemctl start edge-agent), or read the devices now with \
+                 `edge-agent migrate`",
+                config.control_socket().display()
+            ),
+        }
     })
 }
 
@@ -192,21 +400,45 @@ pub fn backup(command: BackupCommand) -> ExitStatus {
         BackupCommand::List {
             config,
             device,
-            json,
+            list,
         } => oneshot::run(&config, |config| async move {
-            let backups = tools::backup_list(&config, device.as_deref())?;
-            let text = if json {
-                serde_json::to_string_pretty(&backups)? + "\n"
-            } else {
-                render::backup::list(&backups, &config.backup_dir())
+            let result = match local::reach(&config)? {
+                Agent::Running(mut client) => {
+                    local::pages("backups", list.limit, list.after.clone(), |page| {
+                        let [limit, after] = page_args(page);
+                        let args = local::args(&[("device", json!(device)), limit, after]);
+                        local::call(&mut client, "backups list", args)
+                    })?
+                }
+                Agent::Stopped => {
+                    local::pages("backups", list.limit, list.after.clone(), |page| {
+                        Ok(lists::backups(
+                            &config.backup_dir(),
+                            device.as_deref(),
+                            page,
+                        )?)
+                    })?
+                }
             };
-            Ok(done(text))
+            if !list.json && result["backups"].as_array().is_none_or(Vec::is_empty) {
+                return Ok(done(format!(
+                    "no backups in {}\n",
+                    config.backup_dir().display()
+                )));
+            }
+            Ok(done(list.print("backups list", &result)?))
         }),
         BackupCommand::Create {
             config,
             device,
             wait,
         } => oneshot::run(&config, |config| async move {
+            if let Agent::Running(mut client) = local::reach(&config)? {
+                let result =
+                    local::call(&mut client, "backups create", json!({ "device": device }))?;
+                let info = serde_json::from_value(result["backup"].clone())?;
+                return Ok(done(render::backup::written(&info)));
+            }
             let store = tools::open_store(&config)?;
             let info = tools::backup_create(&config, &store, &device, wait.get()).await?;
             Ok(done(render::backup::written(&info)))
@@ -219,6 +451,34 @@ pub fn backup(command: BackupCommand) -> ExitStatus {
             wait,
             json,
         } => oneshot::run(&config, |config| async move {
+            if let Agent::Running(mut client) = local::reach(&config)? {
+                // The running agent takes a file name in its backup directory.
+                let path = tools::resolve_backup(&config, &file);
+                let name = path
+                    .file_name()
+                    .map(|name| name.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                if path.parent() != Some(config.backup_dir().as_path()) {
+                    anyhow::bail!(
+                        "{}: the running agent restores only files in its backup directory {}; \
+                         copy the file there",
+                        file.display(),
+                        config.backup_dir().display()
+                    );
+                }
+                let result = local::call(
+                    &mut client,
+                    "backups restore",
+                    json!({ "device": device, "file": name, "dry_run": dry_run }),
+                )?;
+                let verified = result["restore"]["verified"].as_bool().unwrap_or(false);
+                let text = if json {
+                    serde_json::to_string_pretty(&result["restore"])? + "\n"
+                } else {
+                    result["text"].as_str().unwrap_or_default().to_string()
+                };
+                return Ok((text, complete_or_not(dry_run || verified)));
+            }
             let store = tools::open_store(&config)?;
             let report =
                 tools::backup_restore(&config, &store, &device, &file, dry_run, wait.get()).await?;

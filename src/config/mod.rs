@@ -87,6 +87,11 @@ pub struct AgentConfig {
     /// How long a graceful stop may take before tasks are abandoned.
     #[serde(default = "defaults::shutdown_timeout")]
     pub shutdown_timeout: HumanDuration,
+    /// Directory for run-time files: the local control socket (`control.sock`), which the
+    /// on-box commands use to ask the running agent. systemd creates `/run/edge-agent`
+    /// (`RuntimeDirectory=`); it must be the same for the agent and the commands.
+    #[serde(default = "defaults::runtime_dir")]
+    pub runtime_dir: PathBuf,
 }
 
 /// Which protocol family a device speaks.
@@ -392,6 +397,12 @@ impl Config {
             .unwrap_or_else(|| self.agent.data_dir.join("backups"))
     }
 
+    /// The local control socket of the running agent: where it listens and where the on-box
+    /// commands (`status`, `buffer list`, …) look for it.
+    pub fn control_socket(&self) -> PathBuf {
+        self.agent.runtime_dir.join("control.sock")
+    }
+
     /// Directory of the sled store.
     pub fn store_dir(&self) -> PathBuf {
         self.agent.data_dir.join("store")
@@ -548,6 +559,9 @@ mod defaults {
     }
     pub(super) fn data_dir() -> PathBuf {
         PathBuf::from("/var/lib/edge-agent")
+    }
+    pub(super) fn runtime_dir() -> PathBuf {
+        PathBuf::from("/run/edge-agent")
     }
     pub(super) fn shutdown_timeout() -> HumanDuration {
         HumanDuration::from_secs(10)

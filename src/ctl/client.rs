@@ -19,6 +19,9 @@ use crate::mqtt::command::Reply;
 use crate::mqtt::signing::{new_nonce, AdminKeyFile, Scope};
 use crate::mqtt::topics::{BadTopicLevel, Topics};
 
+/// Largest reply this client accepts: the agent's own publishing ceiling plus headers.
+const REPLY_MAX_PACKET: u32 = crate::mqtt::publisher::DEFAULT_MAX_PACKET + 16 * 1024;
+
 /// Why a request got no reply.
 #[derive(Debug, thiserror::Error)]
 pub enum CtlError {
@@ -95,7 +98,11 @@ impl Client {
     ) -> Result<Client, CtlError> {
         let topics = Topics::new(site, agent)?;
         let reply_topic = topics.reply(&settings.client_id);
-        let (client, mut eventloop) = AsyncClient::new(settings.mqtt_options()?, 16);
+        let mut options = settings.mqtt_options()?;
+        // Replies may be as large as the agent publishes (a page of a list reaches ~192 KiB),
+        // unlike the requests the agent accepts: without this, a large page never arrives.
+        options.set_max_packet_size(Some(REPLY_MAX_PACKET));
+        let (client, mut eventloop) = AsyncClient::new(options, 16);
         let (tx, incoming) = mpsc::unbounded_channel();
         let poller = tokio::spawn(async move {
             loop {

@@ -109,6 +109,8 @@ pub struct ControlPlane {
     pub live: crate::live::Live,
     /// Link state (connected, connection count).
     pub link: Arc<LinkState>,
+    /// The command table MQTT serves; the local control socket serves the same one.
+    pub registry: Arc<Registry>,
 }
 
 /// Starts the control plane if `[mqtt]` names a broker; `None` when MQTT is off. Fails on
@@ -172,24 +174,9 @@ pub fn start_with(
     let link = Arc::new(LinkState::default());
     let publisher = Publisher::new(client, Arc::clone(&link));
     let alerts = Alerts::new(store.clone(), &agent.id);
-    // Without the agent's report (a control plane run alone) health still describes the
-    // configured devices and the store.
-    let status = status.unwrap_or_else(|| crate::ops::status::StatusSources {
-        config: Arc::new(config.clone()),
-        store: store.clone(),
-        live: crate::live::Live::default(),
-        aiface: None,
-        upstream: None,
-        started_at_ms: chrono::Utc::now().timestamp_millis(),
-    });
+    let status = status.unwrap_or_else(|| standalone_status(config, store));
     let live = status.live.clone();
-    let identity = Identity {
-        agent: agent.id.clone(),
-        site: agent.site.clone(),
-        devices: config.device.iter().map(|d| d.id.clone()).collect(),
-        started_at: chrono::Utc::now(),
-        started: Instant::now(),
-    };
+    let identity = identity(config);
     let services = Services {
         identity: identity.clone(),
         store: store.clone(),
@@ -201,6 +188,7 @@ pub fn start_with(
         sync,
         backup_dir: config.backup_dir(),
     };
+    let registry = Arc::new(Registry::standard(&services));
 
     let (request_tx, request_rx) = mpsc::channel(REQUEST_QUEUE);
     let (echo_tx, echo_rx) = mpsc::channel(REQUEST_QUEUE);
@@ -217,7 +205,7 @@ pub fn start_with(
         live: live.clone(),
     };
     let router = Router {
-        registry: Registry::standard(&services),
+        registry: Arc::clone(&registry),
         topics: topics.clone(),
         site: agent.site.clone(),
         agent: agent.id.clone(),
@@ -268,5 +256,58 @@ pub fn start_with(
         client_id = %settings.client_id,
         "MQTT control plane started"
     );
-    Ok(ControlPlane { alerts, live, link })
+    Ok(ControlPlane {
+        alerts,
+        live,
+        link,
+        registry,
+    })
+}
+
+/// Who the agent is, for health and `status`.
+fn identity(config: &Config) -> Identity {
+    Identity {
+        agent: config.agent.id.clone(),
+        site: config.agent.site.clone(),
+        devices: config.device.iter().map(|d| d.id.clone()).collect(),
+        started_at: chrono::Utc::now(),
+        started: Instant::now(),
+    }
+}
+
+/// The report sources of a control plane run without the agent's own (tests, tools): health and
+/// `status` still describe the configured devices and the store.
+fn standalone_status(config: &Config, store: &Store) -> crate::ops::status::StatusSources {
+    crate::ops::status::StatusSources {
+        config: Arc::new(config.clone()),
+        store: store.clone(),
+        live: crate::live::Live::default(),
+        aiface: None,
+        upstream: None,
+        started_at_ms: chrono::Utc::now().timestamp_millis(),
+    }
+}
+
+/// The command table of an agent that runs without MQTT (`mqtt.host` unset), so the local
+/// control socket still serves every command: the same handlers over the same services, with
+/// a link that is never connected and alerts that stay queued in the store.
+pub fn local_registry(
+    config: &Config,
+    store: &Store,
+    logging: &Arc<LoggingHandle>,
+    status: Option<crate::ops::status::StatusSources>,
+    sync: Option<crate::sync::SyncHandle>,
+) -> Arc<Registry> {
+    let services = Services {
+        identity: identity(config),
+        store: store.clone(),
+        logging: Arc::clone(logging),
+        log_file: (!config.log.file.as_os_str().is_empty()).then(|| config.log.file.clone()),
+        link: Arc::new(LinkState::default()),
+        alerts: Alerts::new(store.clone(), &config.agent.id),
+        status: status.unwrap_or_else(|| standalone_status(config, store)),
+        sync,
+        backup_dir: config.backup_dir(),
+    };
+    Arc::new(Registry::standard(&services))
 }

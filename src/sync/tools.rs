@@ -1,23 +1,23 @@
-//! The technician's commands on the box: `buffer list`, `audit query`, `backup list|create|
-//! restore [--dry-run]`, `migrate`. They return data; `crate::cli` parses their arguments and
-//! renders what they return.
+//! The technician's device-facing commands on the box with the agent stopped: `backup create`,
+//! `backup restore [--dry-run]`, `migrate`, and [`open_store`] for the listings (whose work is
+//! `crate::mqtt::command::lists`, shared with the running agent's commands). They return data;
+//! `crate::cli` parses their arguments and renders what they return.
 //!
-//! They work **directly on the store, with the agent stopped** (`systemctl stop edge-agent`),
-//! rather than through a local socket of the running agent:
+//! While the agent runs, the on-box commands ask it over its local control socket
+//! (`crate::mqtt::command::socket`); these functions are what they do when it is stopped:
+//! they work **directly on the store**, because:
 //! - sled lets one process open a store; a second opener fails at once with "already open in
 //!   another process (is a second edge-agent running?)", so a command can never read a store
 //!   that is being written or corrupt it;
 //! - the device-facing commands need the terminal's connection (AI06 terminals dial the
 //!   agent's port) and its lock, which a running agent holds anyway;
-//! - a running agent is queried remotely through the MQTT commands of the same names (M3),
-//!   which call the same library functions.
+//! - a running agent is asked through its local socket or the MQTT commands of the same names
+//!   (M3), which call the same library functions.
 
-use super::backup::{self, BackupInfo};
-use super::buffer::{self, MappingStatus};
+use super::backup::BackupInfo;
 use super::migrate::DeviceMigration;
 use super::restore::RestoreReport;
 use super::{Engine, SyncError};
-use crate::audit::{Audit, AuditEntry, AuditQuery};
 use crate::config::{Config, DeviceConfig, Driver};
 use crate::device::aiface::AifaceHub;
 use crate::device::punches::PunchLog;
@@ -35,8 +35,10 @@ pub fn open_store(config: &Config) -> anyhow::Result<Store> {
     match Store::open(&options) {
         Ok(opened) => Ok(opened.store),
         Err(err @ StoreError::AlreadyInUse { .. }) => Err(anyhow::anyhow!(
-            "{err}\nThese commands work on the store directly: stop the agent first \
-             (systemctl stop edge-agent), or ask the running agent over MQTT"
+            "{err}\nAn agent holds the store but does not answer on its control socket {}: it \
+             runs without a socket (an older version, or another agent.runtime_dir). Stop it \
+             (systemctl stop edge-agent) and try again, or ask it over MQTT (edge-agent ctl)",
+            config.control_socket().display()
         )),
         Err(err) => Err(err).context("cannot open the store"),
     }
@@ -46,36 +48,6 @@ pub fn open_store(config: &Config) -> anyhow::Result<Store> {
 pub fn engine(config: &Config, store: &Store) -> anyhow::Result<Engine> {
     let outbox = Outbox::open(store, config.upstream.outbox_max_bytes.bytes())?;
     Ok(Engine::from_config(config, store, outbox))
-}
-
-/// `buffer list`: the buffered users and their counts per status, in the shape the MQTT
-/// command of the same name replies with (`{"users": [...], "stats": {...}}`).
-pub fn buffer_list(
-    store: &Store,
-    device: Option<&str>,
-    status: Option<MappingStatus>,
-) -> anyhow::Result<serde_json::Value> {
-    let views = buffer::list(store, device, status)?;
-    let stats = buffer::stats(store, device)?;
-    Ok(serde_json::json!({ "users": views, "stats": stats }))
-}
-
-/// `audit query`: matching entries, newest first, skipping the newest `offset` matches.
-pub fn audit_query(
-    store: &Store,
-    query: &AuditQuery,
-    offset: usize,
-) -> anyhow::Result<Vec<AuditEntry>> {
-    Ok(Audit::new(store.clone())
-        .query_from(query, offset)?
-        .into_iter()
-        .map(|(_, entry)| entry)
-        .collect())
-}
-
-/// `backup list`: every backup with its counts.
-pub fn backup_list(config: &Config, device: Option<&str>) -> anyhow::Result<Vec<BackupInfo>> {
-    Ok(backup::list(&config.backup_dir(), device)?)
 }
 
 /// The AI06 devices of the config, by id (all of them with `None`).

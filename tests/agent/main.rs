@@ -14,6 +14,7 @@ mod punches;
 mod salvage;
 mod site;
 mod site_day;
+mod socket;
 mod zk_punches;
 mod zk_restore;
 mod zk_templates;

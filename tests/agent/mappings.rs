@@ -71,7 +71,7 @@ async fn mappings_map_conflict_refuse_retry_and_unmap_through_the_running_agent(
     let out = ctl(&site.broker, key, &["conflicts", "list"]);
     let (listed, _) = texts(&out);
     assert!(
-        out.status.success() && listed.contains("Someone Else") && listed.contains("has_password"),
+        out.status.success() && listed.contains("Someone Else") && listed.contains("user4"),
         "the conflict keeps both versions: {:?}",
         texts(&out)
     );

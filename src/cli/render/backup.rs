@@ -1,12 +1,10 @@
 //! The output of `backup list|create` and `migrate`: one line per backup file or per device.
 
-use std::path::Path;
-
 use crate::sync::backup::BackupInfo;
 use crate::sync::tools::MigrateOutcome;
 
 /// One backup file with its counts.
-pub fn line(info: &BackupInfo) -> String {
+fn line(info: &BackupInfo) -> String {
     format!(
         "{}  {:<12} {:>6} users {:>7} credentials {:>10} bytes  {}\n",
         info.header.created_at,
@@ -16,15 +14,6 @@ pub fn line(info: &BackupInfo) -> String {
         info.size_bytes,
         info.path.display()
     )
-}
-
-/// Every backup in `dir`, or a line saying there is none.
-pub fn list(backups: &[BackupInfo], dir: &Path) -> String {
-    let mut out: String = backups.iter().map(line).collect();
-    if backups.is_empty() {
-        out.push_str(&format!("no backups in {}\n", dir.display()));
-    }
-    out
 }
 
 /// The backup `backup create` just wrote.

@@ -3,10 +3,9 @@
 //! reply, so one kind of record always prints the same way. `--json` output is the data itself
 //! and needs no renderer.
 
-pub mod audit;
 pub mod backup;
-pub mod buffer;
 pub mod history;
 pub mod probe;
 pub mod reply;
 pub mod status;
+pub mod table;

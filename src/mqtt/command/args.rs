@@ -95,6 +95,22 @@ impl Args {
         }
     }
 
+    /// An optional cursor: text, or a whole number (`ctl after=120` sends a number).
+    pub fn opt_cursor(&mut self, name: &str) -> Result<Option<String>, CommandError> {
+        match self.take(name) {
+            None => Ok(None),
+            Some(Value::String(text)) => Ok(Some(text)),
+            Some(Value::Number(number)) if number.is_u64() => Ok(Some(number.to_string())),
+            Some(other) => Err(self.bad(
+                name,
+                format!(
+                    "expected a cursor (`next` of a previous reply), got {}",
+                    describe(&other)
+                ),
+            )),
+        }
+    }
+
     /// An optional yes/no: a JSON boolean, or the text `true`/`false` (`ctl` sends
     /// `dry_run=true` as a boolean; hand-written JSON may quote it).
     pub fn opt_bool(&mut self, name: &str) -> Result<Option<bool>, CommandError> {

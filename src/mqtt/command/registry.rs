@@ -63,6 +63,17 @@ impl Command for Unavailable {
     }
 }
 
+/// One line of [`Registry::catalogue`].
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CommandInfo {
+    /// The command words.
+    pub name: String,
+    /// Whether it changes state (signed over MQTT; root or the service group on the socket).
+    pub changes_state: bool,
+    /// Whether this build serves it (otherwise it answers `not_available`).
+    pub available: bool,
+}
+
 /// Name → handler.
 pub struct Registry {
     commands: BTreeMap<&'static str, Arc<dyn Command>>,
@@ -167,6 +178,33 @@ impl Registry {
     /// The handler of `name`.
     pub fn get(&self, name: &str) -> Option<&Arc<dyn Command>> {
         self.commands.get(name)
+    }
+
+    /// Every command with whether it changes state and whether this build serves it: what
+    /// `docs/mqtt.md` documents (a test compares the two) and what the local control socket
+    /// answers to `{"describe": true}`. Availability is found by preparing each command with
+    /// no arguments, which never changes anything (see [`Action`]).
+    pub fn catalogue(&self) -> Vec<CommandInfo> {
+        let caller = Caller {
+            admin: None,
+            nonce: None,
+        };
+        self.commands
+            .iter()
+            .map(|(name, command)| {
+                let empty = || Args::new(Some(Value::Object(Default::default())), "args", "");
+                let changes_state = empty().is_ok_and(|args| command.changes_state(&args));
+                let available = match empty().map(|args| command.prepare(args, &caller)) {
+                    Ok(Err(err)) => err.code != ErrorCode::NotAvailable,
+                    _ => true,
+                };
+                CommandInfo {
+                    name: (*name).to_string(),
+                    changes_state,
+                    available,
+                }
+            })
+            .collect()
     }
 
     /// Every command name, sorted (for error messages and `ctl --help`).

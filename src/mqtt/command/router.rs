@@ -91,8 +91,8 @@ pub fn reply_message(
 
 /// Handles command requests one at a time.
 pub struct Router {
-    /// The command table.
-    pub registry: Registry,
+    /// The command table (shared with the local control socket).
+    pub registry: std::sync::Arc<Registry>,
     /// This agent's topics.
     pub topics: Topics,
     /// `agent.site`, covered by signatures.

@@ -205,7 +205,7 @@ struct TrailerLine {
 }
 
 /// A backup as listings show it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BackupInfo {
     /// The file.
     pub path: PathBuf,

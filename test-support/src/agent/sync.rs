@@ -77,12 +77,13 @@ pub fn config(dir: &Path, port: u16, extra: &str) -> Config {
 /// The text of [`config`], for tests that run the binary; `extra` goes into `[[device]]`.
 pub fn config_text(dir: &Path, port: u16, extra: &str) -> String {
     let text = format!(
-        "[agent]\nid = \"gw-test\"\ndata_dir = \"{data}\"\nshutdown_timeout = \"5s\"\n\
+        "[agent]\nid = \"gw-test\"\ndata_dir = \"{data}\"\nshutdown_timeout = \"5s\"\nruntime_dir = \"{run}\"\n\
          [log]\nfile = \"\"\njournald = \"never\"\n\
          [lock]\ndir = \"{locks}\"\nacquire_retries = 2\n\
          [[device]]\nid = \"{DEVICE}\"\ndriver = \"aiface\"\nlisten = \"127.0.0.1:{port}\"\n\
          allowed_sn = [\"{SN}\"]\ncommand_timeout = \"5s\"\n{extra}",
         data = dir.join("data").display(),
+        run = dir.join("run").display(),
         locks = dir.join("locks").display(),
     );
     std::fs::create_dir_all(dir.join("data")).unwrap();

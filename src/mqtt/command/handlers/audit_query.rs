@@ -1,10 +1,10 @@
 //! `audit query`: the audit log, newest first, filtered by device user, device, operation and
-//! time range, paged with `before`. Read-only.
+//! time range, paged with the cursor `after` (or its older name `before`, a sequence) and
+//! `limit`; the reply's `next` is the cursor of the following page. Read-only.
 
 use chrono::DateTime;
-use serde_json::json;
 
-use super::{blocking, rfc3339_ms};
+use super::blocking;
 use crate::audit::{self, Audit, Operation};
 use crate::mqtt::command::args::Args;
 use crate::mqtt::command::registry::{Action, Caller, Command};
@@ -12,7 +12,7 @@ use crate::mqtt::command::reply::CommandError;
 use crate::mqtt::Services;
 
 /// Most entries per page (the reply must fit the broker's packet limit).
-const MAX_LIMIT: i64 = 500;
+const MAX_LIMIT: i64 = crate::mqtt::command::lists::MAX_PAGE as i64;
 
 /// The `audit query` command.
 pub(crate) struct AuditQuery {
@@ -65,31 +65,19 @@ impl Command for AuditQuery {
                 .map(|before| before as u64),
             limit: args.opt_int("limit", 1, MAX_LIMIT)?.unwrap_or(50) as usize,
         };
+        // `after` is the cursor every list command takes; here it is the sequence of the last
+        // entry seen (entries run newest first, so "after" it means older).
+        let mut query = query;
+        if let Some(after) = args.opt_cursor("after")? {
+            let sequence = after.trim().parse::<u64>().map_err(|_| {
+                CommandError::bad_argument("after", "a cursor from `next` of a previous reply")
+            })?;
+            query.before_sequence = Some(sequence);
+        }
         args.finish()?;
         let audit = self.audit.clone();
-        Ok(Box::pin(async move {
-            let page = blocking(move || {
-                audit
-                    .query(&query)
-                    .map_err(|err| CommandError::failed(err.to_string()))
-            })
-            .await?;
-            let entries: Vec<_> = page
-                .entries
-                .into_iter()
-                .map(|(sequence, entry)| {
-                    json!({
-                        "sequence": sequence,
-                        "time": rfc3339_ms(entry.at_unix_ms),
-                        "operation": entry.operation.as_str(),
-                        "device": entry.device_id,
-                        "user": entry.device_user_id,
-                        "actor": entry.actor,
-                        "detail": entry.detail,
-                    })
-                })
-                .collect();
-            Ok(json!({ "entries": entries, "next_before": page.next_before }))
-        }))
+        Ok(Box::pin(blocking(move || {
+            super::super::lists::audit(&audit, &query)
+        })))
     }
 }

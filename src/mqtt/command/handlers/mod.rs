@@ -18,15 +18,7 @@ pub(super) use sync::{
     DeadLettersList, DeadLettersRequeue, History, Map, MissingConfirm, SyncNow,
 };
 
-use chrono::{DateTime, SecondsFormat, Utc};
-
-/// Unix milliseconds as RFC 3339 UTC, the time format of every reply.
-fn rfc3339_ms(unix_ms: i64) -> String {
-    DateTime::<Utc>::from_timestamp_millis(unix_ms).map_or_else(
-        || unix_ms.to_string(),
-        |t| t.to_rfc3339_opts(SecondsFormat::Millis, true),
-    )
-}
+use super::lists::rfc3339_ms;
 
 /// Runs blocking work (store scans, file reads) off the async threads.
 async fn blocking<T: Send + 'static>(

@@ -80,6 +80,9 @@ impl Command for Status {
                 // Device connections and upstream/outbox health (U5), when the agent runs them.
                 "device_status": report.as_ref().map(|r| &r.devices),
                 "upstream": report.as_ref().and_then(|r| r.upstream.clone()),
+                // The whole status report, as the status file holds it: `edge-agent status`
+                // asks the running agent over the local socket and renders this.
+                "report": report,
             }))
         }))
     }

@@ -5,12 +5,14 @@
 
 use serde_json::{json, Value};
 
-use super::{blocking, rfc3339_ms};
+use super::blocking;
 use crate::mqtt::command::args::Args;
+use crate::mqtt::command::lists;
+use crate::mqtt::command::paging::{self, numeric_key, Order, PageRequest};
 use crate::mqtt::command::registry::{Action, Caller, Command};
 use crate::mqtt::command::reply::CommandError;
-use crate::sync::buffer::{self, MappingStatus};
-use crate::sync::{conflicts, history, SyncHandle};
+use crate::sync::buffer::MappingStatus;
+use crate::sync::{conflicts, SyncHandle};
 use crate::upstream::Upstream;
 
 fn failed(err: impl std::fmt::Display) -> CommandError {
@@ -63,7 +65,11 @@ impl Command for SyncNow {
     }
 }
 
-/// `buffer list [device=ID] [status=unmapped|pending|mapped|conflict|missing]`.
+use crate::mqtt::command::lists::{DEFAULT_PAGE, MAX_PAGE};
+
+/// `buffer list [device=ID] [status=unmapped|pending|mapped|conflict|missing] [limit=N]
+/// [after=CURSOR]`: one page of buffered users, ordered by device and user id, with the counts
+/// per status and the cursor of the next page.
 pub(crate) struct BufferList(pub SyncHandle);
 
 impl Command for BufferList {
@@ -80,12 +86,11 @@ impl Command for BufferList {
                     .map_err(|err| CommandError::bad_argument("status", err))?,
             ),
         };
+        let request = PageRequest::from_args(&mut args, DEFAULT_PAGE, MAX_PAGE)?;
         args.finish()?;
         let store = self.0.engine().store().clone();
         Ok(Box::pin(blocking(move || {
-            let users = buffer::list(&store, device.as_deref(), status).map_err(failed)?;
-            let stats = buffer::stats(&store, device.as_deref()).map_err(failed)?;
-            Ok(json!({ "users": users, "stats": stats }))
+            lists::buffer(&store, device.as_deref(), status, &request)
         })))
     }
 }
@@ -151,7 +156,8 @@ impl Command for MissingConfirm {
     }
 }
 
-/// `conflicts list [device=ID]`: open device/upstream disagreements with both versions.
+/// `conflicts list [device=ID] [limit=N] [after=CURSOR]`: open device/upstream disagreements
+/// with both versions, one page ordered by device and user id.
 pub(crate) struct ConflictsList(pub SyncHandle);
 
 impl Command for ConflictsList {
@@ -161,17 +167,17 @@ impl Command for ConflictsList {
 
     fn prepare(&self, mut args: Args, _caller: &Caller) -> Result<Action, CommandError> {
         let device = args.opt_id("device")?;
+        let request = PageRequest::from_args(&mut args, DEFAULT_PAGE, MAX_PAGE)?;
         args.finish()?;
         let store = self.0.engine().store().clone();
         Ok(Box::pin(blocking(move || {
-            let open = conflicts::list(&store, device.as_deref()).map_err(failed)?;
-            Ok(json!({ "conflicts": open }))
+            lists::conflicts(&store, device.as_deref(), &request)
         })))
     }
 }
 
-/// `history device=ID [limit=N]`: user counts per complete read, newest first, with the ids
-/// that came and went.
+/// `history device=ID [limit=N] [after=CURSOR]`: user counts per complete read, newest first,
+/// with the ids that came and went.
 pub(crate) struct History(pub SyncHandle);
 
 impl Command for History {
@@ -181,27 +187,17 @@ impl Command for History {
 
     fn prepare(&self, mut args: Args, _caller: &Caller) -> Result<Action, CommandError> {
         let device = device_arg(&mut args, &self.0)?;
-        let limit = args.opt_int("limit", 1, 1000)?.unwrap_or(20) as usize;
+        let request = PageRequest::from_args(&mut args, 20, MAX_PAGE)?;
         args.finish()?;
         let store = self.0.engine().store().clone();
         Ok(Box::pin(blocking(move || {
-            let mut entries = history::list(&store, &device).map_err(failed)?;
-            entries.reverse();
-            entries.truncate(limit);
-            let reads: Vec<Value> = entries
-                .into_iter()
-                .map(|entry| {
-                    let mut value = serde_json::to_value(&entry).unwrap_or(Value::Null);
-                    value["read_at"] = json!(rfc3339_ms(entry.read_at_ms));
-                    value
-                })
-                .collect();
-            Ok(json!({ "device": device, "reads": reads }))
+            lists::history(&store, &device, &request)
         })))
     }
 }
 
-/// `backups list [device=ID]`: backup files with their counts.
+/// `backups list [device=ID] [limit=N] [after=CURSOR]`: backup files with their counts, by
+/// file name.
 pub(crate) struct BackupsList {
     /// Where backups are written.
     pub dir: std::path::PathBuf,
@@ -214,11 +210,11 @@ impl Command for BackupsList {
 
     fn prepare(&self, mut args: Args, _caller: &Caller) -> Result<Action, CommandError> {
         let device = args.opt_id("device")?;
+        let request = PageRequest::from_args(&mut args, DEFAULT_PAGE, MAX_PAGE)?;
         args.finish()?;
         let dir = self.dir.clone();
         Ok(Box::pin(blocking(move || {
-            let backups = crate::sync::backup::list(&dir, device.as_deref()).map_err(failed)?;
-            Ok(json!({ "backups": backups }))
+            lists::backups(&dir, device.as_deref(), &request)
         })))
     }
 }
@@ -265,7 +261,8 @@ fn backup_action<S: crate::device::DeviceSession + Send + Sync + 'static>(
     })
 }
 
-/// `dead-letters list`: events the upstream refused for good, with the reason.
+/// `dead-letters list [limit=N] [after=CURSOR]`: events the upstream refused for good, with
+/// the reason, by sequence.
 pub(crate) struct DeadLettersList(pub Upstream);
 
 impl Command for DeadLettersList {
@@ -273,16 +270,19 @@ impl Command for DeadLettersList {
         false
     }
 
-    fn prepare(&self, args: Args, _caller: &Caller) -> Result<Action, CommandError> {
+    fn prepare(&self, mut args: Args, _caller: &Caller) -> Result<Action, CommandError> {
+        let request = PageRequest::from_args(&mut args, DEFAULT_PAGE, MAX_PAGE)?;
         args.finish()?;
         let upstream = self.0.clone();
         Ok(Box::pin(blocking(move || {
-            let letters = upstream.outbox().dead_letters().map_err(failed)?;
-            let letters: Vec<Value> = letters
+            let mut letters = upstream.outbox().dead_letters().map_err(failed)?;
+            letters.sort_by_key(|(sequence, _)| *sequence);
+            let letters = letters
                 .into_iter()
-                .map(|(sequence, letter)| json!({ "sequence": sequence, "dead_letter": letter }))
-                .collect();
-            Ok(json!({ "dead_letters": letters }))
+                .map(|(sequence, letter)| json!({ "sequence": sequence, "dead_letter": letter }));
+            let key = |l: &Value| numeric_key(l["sequence"].as_u64().unwrap_or_default());
+            let page = paging::page(letters, key, Order::Ascending, &request);
+            Ok(json!({ "dead_letters": page.items, "next": page.next }))
         })))
     }
 }
