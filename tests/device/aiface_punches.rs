@@ -48,7 +48,9 @@ fn wait_for_status(config: &Path, needle: &str) -> String {
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&output.stdout).to_string();
-        if output.status.success() && text.contains(needle) {
+        // 0 ok or 1 warning (a machine without NTP is always a warning); 2 is critical.
+        let answered = matches!(output.status.code(), Some(0 | 1));
+        if answered && text.contains(needle) {
             return text;
         }
         assert!(
