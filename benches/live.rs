@@ -106,6 +106,7 @@ fn main() {
         aiface: None,
         upstream: Some(upstream),
         started_at_ms: 0,
+        logging: None,
     };
     let report = sources.report();
     assert_eq!(report.devices[0].users.total, 10_000);

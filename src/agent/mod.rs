@@ -114,6 +114,7 @@ async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
         aiface: Some(Arc::clone(sync.aiface())),
         upstream: Some(upstream.clone()),
         started_at_ms,
+        logging: Some(Arc::clone(&logging)),
     };
     if let Some(listen) = config.metrics.listen {
         let metrics = crate::ops::metrics::MetricsServer::bind(listen, status.clone())

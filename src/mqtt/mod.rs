@@ -285,6 +285,7 @@ fn standalone_status(config: &Config, store: &Store) -> crate::ops::status::Stat
         aiface: None,
         upstream: None,
         started_at_ms: chrono::Utc::now().timestamp_millis(),
+        logging: None,
     }
 }
 

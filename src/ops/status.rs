@@ -60,10 +60,24 @@ pub struct StatusReport {
     pub alarms: Vec<AlarmLine>,
     /// The last errors the services reported, oldest first.
     pub last_errors: Vec<crate::live::ErrorLine>,
+    /// The local log file (`null` where the report has no logging to look at).
+    pub log: Option<LogStatus>,
     /// Bytes the store occupies on disk.
     pub store_bytes: Option<u64>,
     /// What a technician (or a monitoring script, by the exit status) should make of it.
     pub assessment: Assessment,
+}
+
+/// The local log file: a technician reads it at 3 a.m., so `status` says when it is not being
+/// written (disk full, directory removed) and how many lines were lost.
+#[derive(Debug, Clone, Serialize)]
+pub struct LogStatus {
+    /// The log file (`null`: file logging is off).
+    pub file: Option<PathBuf>,
+    /// Why the file cannot be written now (`null`: it can).
+    pub file_error: Option<String>,
+    /// Log lines lost because the file could not be written, since start.
+    pub dropped_lines: u64,
 }
 
 /// The MQTT link as the connection reported it.
@@ -199,6 +213,18 @@ pub fn assess(report: &StatusReport) -> Assessment {
             ));
         }
     }
+    if let Some(log) = &report.log {
+        if let Some(error) = &log.file_error {
+            reasons.push((
+                Level::Warning,
+                format!(
+                    "the log file cannot be written ({error}); {} lines lost so far: check the \
+                     disk (df -h) and the log directory",
+                    log.dropped_lines
+                ),
+            ));
+        }
+    }
     if let Some(upstream) = &report.upstream {
         if upstream["forwarder"]["state"] == "failed" {
             reasons.push((
@@ -253,6 +279,8 @@ pub struct StatusSources {
     pub upstream: Option<Upstream>,
     /// When the agent started (UTC ms).
     pub started_at_ms: i64,
+    /// The agent's logging, whose file health the report shows (`None`: not this process's).
+    pub logging: Option<Arc<crate::ops::logging::LoggingHandle>>,
 }
 
 impl StatusSources {
@@ -341,6 +369,11 @@ impl StatusSources {
             alerts_pending: picture.alerts_pending,
             alarms,
             last_errors: picture.last_errors.into_iter().collect(),
+            log: self.logging.as_ref().map(|logging| LogStatus {
+                file: (!config.log.file.as_os_str().is_empty()).then(|| config.log.file.clone()),
+                file_error: logging.file_error(),
+                dropped_lines: logging.dropped_file_lines(),
+            }),
             store_bytes: self.store.size_on_disk().ok(),
             assessment: Assessment {
                 level: Level::Ok,

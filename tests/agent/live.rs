@@ -432,3 +432,56 @@ fn a_metrics_address_off_loopback_is_refused_unless_allowed() {
         .unwrap();
     assert!(output.status.success(), "{output:?}");
 }
+
+/// Kills the agent process when the test ends, however it ends.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_log_file_that_cannot_be_written_shows_in_status() {
+    let dir = tempdir().unwrap();
+    // A regular file where the log directory should be: the agent runs, its log file cannot.
+    let blocker = dir.path().join("blocker");
+    std::fs::write(&blocker, "not a directory").unwrap();
+    let log = blocker.join("agent.log");
+    let text = config_text(dir.path(), free_port(), "").replace(
+        "[log]\nfile = \"\"",
+        &format!("[log]\nfile = \"{}\"", log.display()),
+    );
+    let config = dir.path().join("agent.toml");
+    std::fs::write(&config, text).unwrap();
+    let _agent = Killed(
+        Command::new(bin())
+            .args(["run", "--config"])
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let (code, report) = status_until(&config, "the log file's error", |report| {
+        report["log"]["file_error"].is_string()
+    });
+    assert!(
+        code >= 1,
+        "a log that cannot be written is a warning: {report:#}"
+    );
+    assert_eq!(
+        report["log"]["file"],
+        log.display().to_string(),
+        "{report:#}"
+    );
+    let reasons = report["assessment"]["reasons"].to_string();
+    assert!(
+        reasons.contains("the log file cannot be written"),
+        "{report:#}"
+    );
+    let (_, text) = run(&config, &["status"]);
+    assert!(text.contains("CANNOT BE WRITTEN"), "{text}");
+}

@@ -218,6 +218,19 @@ pub fn format_report(report: &Value, now_ms: i64) -> String {
         )),
         None => out.push_str("MQTT: off\n"),
     }
+    let log = &report["log"];
+    match (log["file"].as_str(), log["file_error"].as_str()) {
+        (Some(file), None) => out.push_str(&format!(
+            "Log: {file} ({} lines lost)\n",
+            count(&log["dropped_lines"])
+        )),
+        (file, Some(error)) => out.push_str(&format!(
+            "Log: {} CANNOT BE WRITTEN: {error} ({} lines lost)\n",
+            file.unwrap_or("file"),
+            count(&log["dropped_lines"])
+        )),
+        (None, None) => {}
+    }
     let errors = report["last_errors"]
         .as_array()
         .cloned()
