@@ -441,6 +441,36 @@ pub fn exposition(report: &StatusReport) -> String {
         &[],
         flag(report.clock == ClockSync::Synchronized),
     );
+    if let Some(bytes) = report.store_bytes {
+        f.header(
+            "edge_agent_store_bytes",
+            "gauge",
+            "Bytes the store occupies on disk.",
+        );
+        f.sample("edge_agent_store_bytes", &[], bytes as f64);
+    }
+    f.header(
+        "edge_agent_store_durable_flushes_total",
+        "counter",
+        "Flush-and-fsync rounds of the store since it was opened.",
+    );
+    f.sample(
+        "edge_agent_store_durable_flushes_total",
+        &[],
+        report.store_durable_flushes as f64,
+    );
+    if let Some(log) = &report.log {
+        f.header(
+            "edge_agent_log_dropped_lines_total",
+            "counter",
+            "Log lines lost because the log file could not be written.",
+        );
+        f.sample(
+            "edge_agent_log_dropped_lines_total",
+            &[],
+            log.dropped_lines as f64,
+        );
+    }
     f.header(
         "edge_agent_status_level",
         "gauge",

@@ -64,6 +64,10 @@ pub struct StatusReport {
     pub log: Option<LogStatus>,
     /// Bytes the store occupies on disk.
     pub store_bytes: Option<u64>,
+    /// Flush-and-fsync rounds of the store since it was opened: with group commit it grows
+    /// slower than the writes, and a figure that stops growing while events queue means the
+    /// disk stalls.
+    pub store_durable_flushes: u64,
     /// What a technician (or a monitoring script, by the exit status) should make of it.
     pub assessment: Assessment,
 }
@@ -375,6 +379,7 @@ impl StatusSources {
                 dropped_lines: logging.dropped_file_lines(),
             }),
             store_bytes: self.store.size_on_disk().ok(),
+            store_durable_flushes: self.store.durable_flushes(),
             assessment: Assessment {
                 level: Level::Ok,
                 reasons: Vec::new(),

@@ -160,7 +160,7 @@ impl Store {
     }
 
     /// How many flush-and-fsync rounds have succeeded since open. With group commit this is
-    /// smaller than the number of durability requests; exported for metrics.
+    /// smaller than the number of durability requests; `status` and the metrics show it.
     pub fn durable_flushes(&self) -> u64 {
         self.inner.durability.completed()
     }

@@ -389,6 +389,9 @@ fn metrics_are_served_on_loopback_and_parse_with_prometheus_client() {
     sample("edge_agent_forward_events_total|result=delivered");
     sample("edge_agent_device_missing_users_total|device=door");
     sample("edge_agent_alerts_pending|");
+    assert!(sample("edge_agent_store_durable_flushes_total|") >= 1.0);
+    sample("edge_agent_store_bytes|");
+    sample("edge_agent_log_dropped_lines_total|");
     assert_eq!(
         samples["type|edge_agent_device_read_duration_seconds"],
         "histogram"
