@@ -1,8 +1,10 @@
-//! User and attendance dataset decoding (envelope, layout detection, every record layout, every
-//! code page) on arbitrary datasets and device counts.
+//! User, attendance and fingerprint-template dataset decoding (envelope, layout detection,
+//! every record layout, every code page) on arbitrary datasets and device counts.
 #![no_main]
 
-use device_protocols::zk::{decode_attendance, decode_users, DeviceSizes, TextCodec};
+use device_protocols::zk::{
+    decode_attendance, decode_templates, decode_users, DeviceSizes, TextCodec,
+};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -21,6 +23,12 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(logs) = decode_attendance(dataset, count, None, &codec) {
         assert!(!logs.count_consistent || logs.records.len() as u32 == count);
+    }
+    if let Ok(templates) = decode_templates(dataset) {
+        for template in &templates {
+            let entry = template.encode().expect("a decoded template encodes again");
+            assert_eq!(entry.len(), 6 + template.template.len());
+        }
     }
     let _ = DeviceSizes::decode(dataset);
 });
