@@ -166,15 +166,16 @@ impl ControlSocket {
             .with_context(|| format!("cannot set the mode of {}", path.display()))?;
         let access = match group_by_name(SERVICE_GROUP) {
             Some((gid, members)) => {
-                let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())?;
-                // SAFETY: a valid NUL-terminated path; uid -1 leaves the owner unchanged.
-                let rc = unsafe { libc::chown(c_path.as_ptr(), u32::MAX, gid) };
-                if rc != 0 {
-                    tracing::warn!(
-                        "cannot give {} to group {SERVICE_GROUP}: {}",
-                        path.display(),
-                        std::io::Error::last_os_error()
-                    );
+                // Under the packaged unit the agent's own group is already the service group
+                // (and the unit's system-call filter refuses chown): change it only if needed.
+                let has_group = std::os::unix::fs::MetadataExt::gid(&std::fs::metadata(path)?);
+                if has_group != gid {
+                    if let Err(err) = std::os::unix::fs::chown(path, None, Some(gid)) {
+                        tracing::warn!(
+                            "cannot give {} to group {SERVICE_GROUP}: {err}",
+                            path.display()
+                        );
+                    }
                 }
                 Access {
                     gid,
