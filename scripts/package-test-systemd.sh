@@ -4,7 +4,7 @@
 # namespace over a throwaway overlay of /; never call it on a real machine). Arguments: the
 # .deb, the emulator. Proves what the unit promises: Type=notify readiness and watchdog pings
 # reach systemd, the hardened sandbox still lets the agent serve a terminal and write its
-# state, reload and stop work, and a crash loop ends in a failed unit (start limit), not in
+# state, the local CLI reaches the running agent over its control socket, reload and stop work, and a crash loop ends in a failed unit (start limit), not in
 # endless restarts.
 set -euo pipefail
 deb=$1 sim=$2
@@ -54,9 +54,21 @@ check "Type=notify: systemctl start returned with the unit active (running): REA
 "$sim" aiface --url ws://127.0.0.1:7788/pub/chat --users 4 --run-for 60 >/dev/null 2>&1 &
 sim_pid=$!
 wait_for 60 "complete read inside the sandbox" grep -q "complete read applied" /var/log/edge-agent/edge-agent.log
-kill "$sim_pid" 2>/dev/null || true
 [ -d /var/lib/edge-agent/store ] || fail "no store written"
 check "inside the hardened sandbox the agent served an AI06 and wrote its store and log"
+sock=/run/edge-agent/control.sock
+[ -S "$sock" ] || fail "no control socket at $sock"
+[ "$(stat -c '%a %G' "$sock")" = "660 edge-agent" ] || fail "control socket: $(stat -c '%a %G' "$sock")"
+listing=$(edge-agent buffer list --json) || fail "buffer list while the agent runs: $listing"
+users=$(python3 -c 'import json, sys; print(len(json.load(sys.stdin)["users"]))' <<<"$listing")
+[ "$users" = 4 ] || fail "buffer list through the socket: $users users, not 4"
+status_code=0
+edge-agent status >/tmp/status.txt || status_code=$?
+[ "$status_code" -le 1 ] || { cat /tmp/status.txt >&2; fail "status exit $status_code"; }
+grep -q "ai06-test" /tmp/status.txt || fail "status does not show the device"
+! journalctl --no-pager -u edge-agent | grep -q "cannot give" || fail "the socket's group could not be set"
+check "control socket $sock (0660, group edge-agent): buffer list (4 users) and status answered while the agent runs"
+kill "$sim_pid" 2>/dev/null || true
 pinged() { [ -n "$(prop WatchdogTimestampMonotonic | grep -v '^0$')" ]; }
 wait_for 60 "a watchdog ping" pinged
 check "WatchdogSec: systemd recorded a WATCHDOG=1 ping ($(prop WatchdogTimestamp))"
