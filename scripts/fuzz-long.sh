@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The long fuzz run: every cargo-fuzz target in fuzz/, one after another, each for at least
 # RUNS executions (default 10 million), at the lowest CPU priority (NICE=… to change) so it can
-# run beside other work. Prints one line per target (executions, seconds, executions per second) and a table at
-# the end; exits non-zero if any target found a crash (the input is in fuzz/artifacts/<target>/;
+# run beside other work. Prints one line per target (executions, seconds, executions per
+# second) and a table at the end; exits non-zero if any target found a crash (the input is in fuzz/artifacts/<target>/;
 # reproduce it with `cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run -O <target> <file>` and turn
 # it into a regression test before fixing).
 #
