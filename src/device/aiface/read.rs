@@ -6,8 +6,8 @@ use super::session::{AifaceSession, ExchangeError};
 use crate::device::read::card_of;
 use crate::device::{Credential, FetchMode, ReadError, ReadProgress, ReadSink, UserRead};
 use device_protocols::aiface::{
-    check_complete, page_cap, Capacity, Command, CredentialValue, DeviceReply, PagedRead,
-    ReplyBody, ReplyOutcome, SetUserInfo, Step, UserListEntry, UserName,
+    check_complete, page_cap, Capacity, Command, CredentialFetch, CredentialValue, DeviceReply,
+    FetchError, PagedRead, ReplyBody, ReplyOutcome, SetUserInfo, Step, UserListEntry, UserName,
 };
 
 /// Page size the AI06 firmware uses for `getuserlist` (the page cap allows for larger ones).
@@ -133,27 +133,40 @@ async fn read_list(
     }
 }
 
+/// Fetches one credential through the protocol's own fetch machine, so a reply for another
+/// user or slot than the one asked for (stale or misrouted) fails the read instead of being
+/// stored under the id it names.
 async fn fetch_credential(
     session: &AifaceSession,
     entry: &UserListEntry,
 ) -> Result<Credential, ReadError> {
-    let command = Command::GetUserInfo {
-        enrollid: entry.enrollid,
-        backupnum: entry.backupnum,
-    };
-    let reply = session.exchange(command).await?;
-    match reply.outcome {
-        ReplyOutcome::Success(ReplyBody::UserInfo(info)) => Ok(Credential {
-            user_id: info.enrollid.to_string(),
-            slot: info.backupnum.0,
-            name: info.name.unwrap_or_default(),
-            privilege: info.admin.or(entry.admin).unwrap_or(0),
-            value: info.record,
-        }),
-        other => Err(refused(
-            &format!("getuserinfo {}/{}", entry.enrollid, entry.backupnum),
-            &other,
-        )),
+    let mut fetch = CredentialFetch::new([entry.credential_ref()]);
+    let mut step = fetch.start();
+    loop {
+        match step {
+            Step::Request(command) => {
+                let reply = session.exchange(command).await?;
+                step = fetch.on_reply(reply).map_err(|err| match err {
+                    FetchError::Refused { .. } => ReadError::Refused(err.to_string()),
+                    other => ReadError::Incomplete(other.to_string()),
+                })?;
+            }
+            Step::Complete(mut fetched) => {
+                let info = fetched.pop().ok_or_else(|| {
+                    ReadError::Incomplete(format!(
+                        "getuserinfo {}/{} returned nothing",
+                        entry.enrollid, entry.backupnum
+                    ))
+                })?;
+                return Ok(Credential {
+                    user_id: info.enrollid.to_string(),
+                    slot: info.backupnum.0,
+                    name: info.name.unwrap_or_default(),
+                    privilege: info.admin.or(entry.admin).unwrap_or(0),
+                    value: info.record,
+                });
+            }
+        }
     }
 }
 

@@ -180,6 +180,20 @@ impl Registry {
         self.commands.get(name)
     }
 
+    /// The command `name`, or the `unknown_command` error naming every known one: what MQTT
+    /// and the local socket answer alike.
+    pub fn lookup(&self, name: &str) -> Result<&Arc<dyn Command>, CommandError> {
+        self.get(name).ok_or_else(|| {
+            CommandError::new(
+                ErrorCode::UnknownCommand,
+                format!(
+                    "unknown command {name:?}; known commands: {}",
+                    self.names().collect::<Vec<_>>().join(", ")
+                ),
+            )
+        })
+    }
+
     /// Every command with whether it changes state and whether this build serves it: what
     /// `docs/mqtt.md` documents (a test compares the two) and what the local control socket
     /// answers to `{"describe": true}`. Availability is found by preparing each command with

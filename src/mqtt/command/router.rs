@@ -235,15 +235,7 @@ impl Router {
 
     async fn execute(&self, request: &IncomingRequest) -> Result<Value, CommandError> {
         let name = self.topics.command_of(&request.topic).unwrap_or_default();
-        let command = self.registry.get(&name).ok_or_else(|| {
-            CommandError::new(
-                ErrorCode::UnknownCommand,
-                format!(
-                    "unknown command {name:?}; known commands: {}",
-                    self.registry.names().collect::<Vec<_>>().join(", ")
-                ),
-            )
-        })?;
+        let command = self.registry.lookup(&name)?;
         let (args, auth) = parse_body(&request.payload)?;
         let args = Args::new(args, "args", "")?;
         let signed = match auth {

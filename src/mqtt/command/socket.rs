@@ -316,15 +316,7 @@ impl Connection {
             }));
         }
         let name = request.command.unwrap_or_default();
-        let command = self.registry.get(&name).ok_or_else(|| {
-            CommandError::new(
-                ErrorCode::UnknownCommand,
-                format!(
-                    "unknown command {name:?}; known commands: {}",
-                    self.registry.names().collect::<Vec<_>>().join(", ")
-                ),
-            )
-        })?;
+        let command = self.registry.lookup(&name)?;
         let args = Args::new(request.args, "args", "")?;
         let changes_state = command.changes_state(&args);
         if changes_state && !self.access.may_change_state(peer) {
