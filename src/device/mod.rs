@@ -57,6 +57,25 @@ pub trait DeviceSession: Send + Sync {
         user_id: &'a str,
         name: &'a str,
     ) -> impl Future<Output = Result<(), ReadError>> + Send + 'a;
+
+    /// Adds a user that has no credential at all (a restore's bare user), leaving a user the
+    /// device already holds as it is. A driver whose protocol adds users only together with a
+    /// credential (the AI06) keeps this default: it refuses and sends nothing.
+    fn add_user<'a>(
+        &'a self,
+        user_id: &'a str,
+        name: &'a str,
+        privilege: u32,
+    ) -> impl Future<Output = Result<(), ReadError>> + Send + 'a {
+        let _ = (name, privilege);
+        let device = self.device_id().to_string();
+        async move {
+            Err(ReadError::Refused(format!(
+                "{device} adds a user only together with a credential, so user {user_id} \
+                 (which has none) cannot be re-added; nothing was sent"
+            )))
+        }
+    }
 }
 
 /// A shared session is a session: the sync loop and an operator's command (backup, restore)
@@ -87,5 +106,14 @@ impl<T: DeviceSession> DeviceSession for std::sync::Arc<T> {
         name: &'a str,
     ) -> impl Future<Output = Result<(), ReadError>> + Send + 'a {
         T::set_user_name(self, user_id, name)
+    }
+
+    fn add_user<'a>(
+        &'a self,
+        user_id: &'a str,
+        name: &'a str,
+        privilege: u32,
+    ) -> impl Future<Output = Result<(), ReadError>> + Send + 'a {
+        T::add_user(self, user_id, name, privilege)
     }
 }

@@ -50,6 +50,16 @@ pub enum SyncError {
         /// What went wrong.
         source: ReadError,
     },
+    /// Adding a user without credentials (restore) failed.
+    #[error("device {device}: adding user {user_id} (no credentials) failed: {source}")]
+    AddUser {
+        /// The device.
+        device: String,
+        /// The user being added.
+        user_id: String,
+        /// What went wrong.
+        source: ReadError,
+    },
     /// A backup file problem.
     #[error(transparent)]
     Backup(#[from] BackupError),

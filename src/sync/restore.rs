@@ -1,8 +1,10 @@
 //! Restore (B6): put back what a backup holds and the device lost — **only adds**. Under the
 //! device lock: check the file, read the device completely, work out which users/credentials
 //! of the backup are absent, print them (dry run) or write exactly those with
-//! `write_credential`, then verify with a fresh complete read. A second restore finds nothing
-//! missing and writes nothing.
+//! `write_credential`, then verify with a fresh complete read. A user of the backup with no
+//! credential at all is re-added with `add_user` where the driver can (ZK); a driver that
+//! cannot (the AI06) refuses before sending anything, and the user stays listed. A second
+//! restore finds nothing missing and writes nothing.
 
 use super::backup::file::{self, BackupError, BackupInfo, BackupUser, CredentialLine};
 use super::credentials::StoreSink;
@@ -36,12 +38,16 @@ pub struct RestoreReport {
     /// Credentials in the backup that the device lacked.
     pub missing: Vec<MissingCredential>,
     /// Users of the backup absent from the device that have no credential at all (a ZK user
-    /// with no card, PIN or template): listed so nobody is silently left out, but no driver
-    /// can write a bare user record yet, so a real restore cannot re-add them and is not
-    /// verified while they are absent.
+    /// with no card, PIN or template): re-added as bare users where the driver can; listed
+    /// so nobody is silently left out.
     pub users_without_credentials: Vec<BackupUser>,
+    /// Of those, the users the driver refused to add (its protocol adds users only with a
+    /// credential): the restore is not verified while they are absent.
+    pub users_not_addable: Vec<String>,
     /// Credentials written.
     pub written: usize,
+    /// Bare users added.
+    pub users_added: usize,
     /// After writing, a fresh complete read found every credential of the backup.
     pub verified: bool,
 }
@@ -66,9 +72,15 @@ impl RestoreReport {
             self.backup.trailer.credentials
         );
         for user in &self.users_without_credentials {
+            let what = if self.users_not_addable.contains(&user.user_id) {
+                "cannot be re-added: this device adds a user only with a credential"
+            } else if self.dry_run {
+                "would be re-added as a user without credentials"
+            } else {
+                "re-added as a user without credentials"
+            };
             out.push_str(&format!(
-                "user {} {:?} (no credentials) is absent from the device; it cannot be re-added \
-                 by this agent version (no driver writes a user without a credential yet)\n",
+                "user {} {:?} (no credentials) was absent from the device; {what}\n",
                 user.user_id, user.name
             ));
         }
@@ -147,15 +159,18 @@ impl Engine {
             dry_run,
             missing,
             users_without_credentials,
+            users_not_addable: Vec::new(),
             written: 0,
+            users_added: 0,
             verified: false,
         };
-        if dry_run || report.missing.is_empty() {
+        if dry_run || (report.missing.is_empty() && report.users_without_credentials.is_empty()) {
             report.verified =
                 report.missing.is_empty() && report.users_without_credentials.is_empty();
             self.audit_restore(device_id, actor, &report).await?;
             return Ok(report);
         }
+        self.add_bare_users(session, &mut report).await?;
         let wanted: BTreeSet<(String, u16)> = report
             .missing
             .iter()
@@ -174,6 +189,36 @@ impl Engine {
             );
         }
         Ok(report)
+    }
+
+    /// Adds the backup's absent users that have no credential; a driver's refusal (it sends
+    /// nothing) leaves the user listed as not addable, any other failure stops the restore.
+    async fn add_bare_users<S: DeviceSession>(
+        &self,
+        session: &S,
+        report: &mut RestoreReport,
+    ) -> Result<(), SyncError> {
+        let device_id = session.device_id();
+        for user in &report.users_without_credentials {
+            match session
+                .add_user(&user.user_id, &user.name, user.privilege)
+                .await
+            {
+                Ok(()) => report.users_added += 1,
+                Err(crate::device::ReadError::Refused(reason)) => {
+                    tracing::warn!(device = device_id, user_id = %user.user_id, "{reason}");
+                    report.users_not_addable.push(user.user_id.clone());
+                }
+                Err(source) => {
+                    return Err(SyncError::AddUser {
+                        device: device_id.to_string(),
+                        user_id: user.user_id.clone(),
+                        source,
+                    })
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Writes the `wanted` credentials of the backup to the device. The file is read on a
@@ -277,10 +322,19 @@ impl Engine {
                 device_id: Some(device_id.to_string()),
                 device_user_id: Some(user.user_id.clone()),
                 actor: actor.to_string(),
-                detail: format!(
-                    "{mode} from {name}: user without credentials is absent and cannot be \
-                     re-added by this agent version"
-                ),
+                detail: if report.users_not_addable.contains(&user.user_id) {
+                    format!(
+                        "{mode} from {name}: user without credentials is absent and this \
+                         device cannot add a user without a credential"
+                    )
+                } else {
+                    let verb = if report.dry_run {
+                        "would re-add"
+                    } else {
+                        "re-added"
+                    };
+                    format!("{mode} from {name}: {verb} the user without credentials")
+                },
             });
         }
         for (user, slots) in &by_user {

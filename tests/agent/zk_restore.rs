@@ -1,11 +1,14 @@
-//! Restore of a ZK terminal, through the real binary: a backup made by `edge-agent run`, a
-//! terminal that lost two users, and `edge-agent backup restore` re-adds the one with
-//! credentials (card and PIN) as one whole user record each write, verified by reading back;
-//! pyzk reads the restored user exactly as the backup holds it; a second restore writes
-//! nothing. The user without any credential cannot be re-added by a credential write and is
-//! named in the report.
+//! Restore of a ZK terminal, through the running agent: `edge-agent run` backs up a full
+//! terminal; the terminal is replaced by one that lost two users; the agent, started again on
+//! it, is asked `edge-agent backup restore` (through its control socket) and re-adds exactly
+//! what is missing under the device lock: card and PIN as whole user records, fingerprint
+//! templates through the upload path, a user without any credential as a bare record, each
+//! verified by reading back. pyzk then reads the restored terminal back identical to the full
+//! one (users and templates; the internal index of a re-added user is the terminal's choice),
+//! and a second restore writes nothing.
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
@@ -13,14 +16,16 @@ use test_support::agent::running::RunningAgent;
 use test_support::peers::{python, run_peer};
 use test_support::{tempdir, Emulator};
 
-fn config(dir: &Path, address: &str) -> std::path::PathBuf {
+fn config(dir: &Path, address: &str) -> PathBuf {
     let text = format!(
         "[agent]\nid = \"gw-zk-restore\"\ndata_dir = \"{data}\"\nshutdown_timeout = \"5s\"\n\
+         runtime_dir = \"{run}\"\n\
          [log]\nfile = \"{log}\"\njournald = \"never\"\n\
          [lock]\ndir = \"{locks}\"\n\
          [[device]]\nid = \"zk-door\"\ndriver = \"zk\"\naddress = \"{address}\"\n\
          poll_interval = \"1h\"\ncommand_timeout = \"3s\"\n",
         data = dir.join("data").display(),
+        run = dir.join("run").display(),
         log = dir.join("agent.log").display(),
         locks = dir.join("locks").display(),
     );
@@ -29,89 +34,127 @@ fn config(dir: &Path, address: &str) -> std::path::PathBuf {
     path
 }
 
-fn restore(config: &Path, backup: &Path) -> String {
+/// `backup restore` of `backup`, answered by the running agent; its text and exit status.
+fn restore(config: &Path, backup: &Path) -> (String, i32) {
     let out = Command::new(env!("CARGO_BIN_EXE_edge-agent"))
-        .args(["backup", "restore", "--wait", "20s", "--device", "zk-door"])
+        .args(["backup", "restore", "--device", "zk-door"])
         .arg(backup)
         .arg("--config")
         .arg(config)
         .output()
         .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (text, out.status.code().unwrap_or(-1))
 }
 
-fn writes(terminal: &Emulator) -> usize {
+fn count(terminal: &Emulator, command: &str) -> usize {
     terminal
         .command_names()
         .iter()
-        .filter(|n| *n == "USER_WRQ")
+        .filter(|n| *n == command)
         .count()
 }
 
-#[test]
-fn a_restore_re_adds_a_zk_user_with_its_card_and_pin_and_a_second_restore_writes_nothing() {
+/// What pyzk reads, keyed by user id: users (without the internal index) and templates.
+type Picture = (BTreeMap<String, Value>, BTreeMap<(String, u64), Value>);
+
+fn pyzk_picture(terminal: &Emulator) -> Option<Picture> {
+    let port = terminal.tcp.unwrap().port().to_string();
+    let out = run_peer(
+        &python(),
+        "pyzk_check.py",
+        &[
+            "--port".into(),
+            port,
+            "--read-only".into(),
+            "--templates".into(),
+        ],
+    )?;
+    let mut uid_to_id = BTreeMap::new();
+    let mut users = BTreeMap::new();
+    for user in out["users"].as_array().unwrap() {
+        let id = user["user_id"].as_str().unwrap().to_string();
+        uid_to_id.insert(user["uid"].as_u64().unwrap(), id.clone());
+        let mut user = user.clone();
+        user.as_object_mut().unwrap().remove("uid");
+        users.insert(id, user);
+    }
+    let templates = out["templates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            let id = uid_to_id[&t["uid"].as_u64().unwrap()].clone();
+            let mut t = t.clone();
+            t.as_object_mut().unwrap().remove("uid");
+            ((id, t["fid"].as_u64().unwrap()), t)
+        })
+        .collect();
+    Some((users, templates))
+}
+
+/// Backs up a terminal of 7 users (with `knobs`), restores onto one holding only the first
+/// 5, and checks the outcome; returns the restore's text for scenario-specific checks.
+fn backup_lose_two_and_restore(knobs: &[&str], user_writes: usize, template_writes: usize) {
     let dir = tempdir().unwrap();
-    let terminal = Emulator::zk(&["--tcp", "127.0.0.1:0", "--users", "7", "--pacing-ms", "0"]);
-    let address = terminal.tcp.unwrap().to_string();
-    let config = config(dir.path(), &address);
+    let full_args = [&["--tcp", "127.0.0.1:0", "--users", "7"], knobs].concat();
+    let full = Emulator::zk(&full_args);
+    let config = config(dir.path(), &full.tcp.unwrap().to_string());
     let mut agent = RunningAgent::on(&config, &dir.path().join("agent.log"));
     agent.wait_for_log("backup written", 1);
     agent.stop();
-    drop(terminal);
     let backup = std::fs::read_dir(dir.path().join("data").join("backups"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .find(|p| p.to_string_lossy().ends_with(".backup.jsonl"))
         .unwrap();
-    let backed_up: Value = std::fs::read_to_string(&backup)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter_map(|l| l.get("user").cloned())
-        .find(|u| u["user_id"] == "1006")
-        .unwrap();
+    let before = pyzk_picture(&full);
+    drop(full);
 
-    // The terminal now holds users 1001–1005: 1006 (card and PIN) and 1007 (nothing) are gone.
-    let shrunk = Emulator::zk(&["--tcp", "127.0.0.1:0", "--users", "5"]);
-    let address = shrunk.tcp.unwrap().to_string();
-    let config = self::config(dir.path(), &address);
-    let text = restore(&config, &backup);
-    assert!(text.contains("1007"), "the bare user is named: {text}");
-    assert_eq!(
-        writes(&shrunk),
-        2,
-        "card and PIN, one record write each: {text}"
-    );
+    // The terminal now holds users 1001–1005: 1006 and 1007 are gone.
+    let shrunk_args = [&["--tcp", "127.0.0.1:0", "--users", "5"], knobs].concat();
+    let shrunk = Emulator::zk(&shrunk_args);
+    let config = self::config(dir.path(), &shrunk.tcp.unwrap().to_string());
+    let mut agent = RunningAgent::on(&config, &dir.path().join("agent.log"));
+    agent.wait_for_log("complete read applied", 2);
+    let (text, status) = restore(&config, &backup);
+    assert_eq!(status, 0, "the restore is verified: {text}");
+    assert!(text.contains("1006") && text.contains("1007"), "{text}");
+    assert_eq!(count(&shrunk, "USER_WRQ"), user_writes, "{text}");
+    assert_eq!(count(&shrunk, "TMP_WRITE"), template_writes, "{text}");
 
-    // pyzk reads user 1006 back as the backup holds it.
-    let port = shrunk.tcp.unwrap().port().to_string();
-    if let Some(out) = run_peer(
-        &python(),
-        "pyzk_check.py",
-        &["--port".into(), port, "--read-only".into()],
-    ) {
-        let user = out["users"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|u| u["user_id"] == "1006")
-            .unwrap_or_else(|| panic!("user 1006 not restored: {out}"))
-            .clone();
-        assert_eq!(user["name"], backed_up["name"], "{user} vs {backed_up}");
-        assert_eq!(
-            user["password"], backed_up["password"],
-            "{user} vs {backed_up}"
+    // pyzk reads the restored terminal back as the full one was.
+    if let (Some(before), Some(after)) = (before, pyzk_picture(&shrunk)) {
+        assert_eq!(after.0, before.0, "users differ");
+        assert_eq!(after.1, before.1, "templates differ");
+        assert_eq!(after.0.len(), 7);
+        eprintln!(
+            "pyzk read {} users and {} templates back as backed up",
+            after.0.len(),
+            after.1.len()
         );
-        assert_eq!(
-            user["card"].to_string(),
-            backed_up["card"].as_str().unwrap(),
-            "{user} vs {backed_up}"
-        );
-        assert_eq!(out["users"].as_array().unwrap().len(), 6);
     }
 
-    // A second restore finds the card and PIN present and writes nothing.
-    let text = restore(&config, &backup);
-    assert_eq!(writes(&shrunk), 2, "the second restore wrote: {text}");
+    // A second restore finds nothing missing and writes nothing.
+    let (text, status) = restore(&config, &backup);
+    assert_eq!(status, 0, "{text}");
+    assert!(text.contains("nothing is missing"), "{text}");
+    assert_eq!(count(&shrunk, "USER_WRQ"), user_writes, "{text}");
+    assert_eq!(count(&shrunk, "TMP_WRITE"), template_writes, "{text}");
+    agent.stop();
     shrunk.assert_nothing_destructive();
+}
+
+#[test]
+fn a_zk_restore_re_adds_card_pin_and_a_user_without_credentials_and_pyzk_reads_it_back() {
+    // 1006 has a card and a PIN (two record writes); 1007 has nothing (one bare record).
+    backup_lose_two_and_restore(&[], 3, 0);
+}
+
+#[test]
+fn a_zk_restore_uploads_fingerprint_templates_and_pyzk_reads_them_back() {
+    // 1006: card and PIN (two record writes); 1007: fingers 0 and 1 only (its record, then two
+    // template uploads).
+    backup_lose_two_and_restore(&["--fingers", "2"], 3, 2);
 }

@@ -63,6 +63,9 @@ impl Code {
     pub const USER_WRQ: Code = Code(8);
     /// Reads the user table; inner command of a buffered user read.
     pub const USERTEMP_RRQ: Code = Code(9);
+    /// Stores the session's upload buffer as one fingerprint template (`CMD_TMP_WRITE`): data
+    /// is the 6-byte head `[u16 uid][u8 finger][u8 valid][u16 size]`.
+    pub const TMP_WRITE: Code = Code(87);
     /// Reads an option `"Name\0"`.
     pub const OPTIONS_RRQ: Code = Code(11);
     /// Writes an option `"Name=Value\0"`.
@@ -134,6 +137,7 @@ impl Code {
             Code::DB_RRQ => "DB_RRQ",
             Code::USER_WRQ => "USER_WRQ",
             Code::USERTEMP_RRQ => "USERTEMP_RRQ",
+            Code::TMP_WRITE => "TMP_WRITE",
             Code::OPTIONS_RRQ => "OPTIONS_RRQ",
             Code::OPTIONS_WRQ => "OPTIONS_WRQ",
             Code::ATTLOG_RRQ => "ATTLOG_RRQ",
@@ -200,8 +204,17 @@ pub const READ_ONLY: &[Code] = &[
 
 /// Codes a client may send that add or update, never remove: the second half of the allow-list.
 /// A user write replaces at most the record of its own uid; `REFRESH_DATA` applies it;
-/// `SET_TIME` sets the clock.
-pub const ALLOWED_WRITES: &[Code] = &[Code::USER_WRQ, Code::REFRESH_DATA, Code::SET_TIME];
+/// `SET_TIME` sets the clock. An upload (`PREPARE_DATA`, `DATA`) only fills the session's
+/// buffer, and `TMP_WRITE` stores that buffer as one finger of one uid: it adds a template or
+/// replaces the one of that very finger, and can remove nothing.
+pub const ALLOWED_WRITES: &[Code] = &[
+    Code::USER_WRQ,
+    Code::REFRESH_DATA,
+    Code::SET_TIME,
+    Code::PREPARE_DATA,
+    Code::DATA,
+    Code::TMP_WRITE,
+];
 
 /// A command that may delete or clear device data, or one that is not known to be safe.
 ///

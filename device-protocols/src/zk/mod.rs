@@ -130,7 +130,9 @@ pub use request::{BulkDataset, Request, UserWrite};
 pub use serial::{frame_serial, SerialFrame, SerialReassembler};
 pub use session::{ClientSession, ReplyError, SessionState};
 pub use sizes::{DeviceSizes, FaceSizes};
-pub use template::{decode_templates, FingerTemplate};
+pub use template::{
+    decode_templates, FingerTemplate, TemplateHead, TemplateUpload, UploadChunk, UPLOAD_CHUNK,
+};
 pub use text::{DeviceText, TextCodec, TextError};
 pub use time::{ZkDateTime, ZkTime};
 pub use user::{decode_users, TimeZones, UserLayout, UserRecord, UserTable};

@@ -9,6 +9,7 @@
 use super::auth::{CommKey, DEFAULT_TICKS};
 use super::code::Code;
 use super::record::RecordError;
+use super::template::{TemplateHead, UploadChunk};
 use super::user::{UserLayout, UserRecord};
 
 /// A dataset that can be downloaded with a buffered read.
@@ -99,6 +100,17 @@ pub enum Request {
     SetUser(UserWrite),
     /// Applies data changes after `SetUser`.
     RefreshData,
+    /// Opens the session's upload buffer for this many bytes (`PREPARE_DATA`); the length
+    /// comes from a checked [`crate::zk::TemplateUpload`].
+    PrepareUpload {
+        /// Bytes that will follow in [`Request::UploadChunk`]s.
+        len: u32,
+    },
+    /// One chunk of the upload (`DATA`), built only by [`crate::zk::TemplateUpload::chunks`].
+    UploadChunk(UploadChunk),
+    /// Stores the uploaded buffer as one finger of one uid (`TMP_WRITE`): adds it, or replaces
+    /// that same finger; never removes anything.
+    WriteTemplate(TemplateHead),
 }
 
 impl Request {
@@ -119,6 +131,9 @@ impl Request {
             Request::FreeData => Code::FREE_DATA,
             Request::SetUser(_) => Code::USER_WRQ,
             Request::RefreshData => Code::REFRESH_DATA,
+            Request::PrepareUpload { .. } => Code::PREPARE_DATA,
+            Request::UploadChunk(_) => Code::DATA,
+            Request::WriteTemplate(_) => Code::TMP_WRITE,
         }
     }
 
@@ -141,6 +156,9 @@ impl Request {
                 data
             }
             Request::SetUser(write) => write.bytes().to_vec(),
+            Request::PrepareUpload { len } => len.to_le_bytes().to_vec(),
+            Request::UploadChunk(chunk) => chunk.bytes().to_vec(),
+            Request::WriteTemplate(head) => head.encode().to_vec(),
             Request::Connect
             | Request::Exit
             | Request::EnableDevice

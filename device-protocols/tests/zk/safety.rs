@@ -1,8 +1,8 @@
 //! Invariant 1 for ZK: the agent's request type cannot express a destructive command.
 
 use device_protocols::zk::{
-    BulkDataset, Code, CommKey, DestructiveCommand, DeviceText, Request, TimeZones, UserId,
-    UserLayout, UserRecord, UserWrite,
+    BulkDataset, Code, CommKey, DestructiveCommand, DeviceText, FingerTemplate, Request,
+    TemplateUpload, TimeZones, UserId, UserLayout, UserRecord, UserWrite,
 };
 
 /// One value of every variant. The match below stops compiling when a variant is added, so the
@@ -21,7 +21,17 @@ fn every_request() -> Vec<Request> {
             zones: [0; 3],
         },
     };
+    let upload = TemplateUpload::new(&FingerTemplate {
+        uid: 1,
+        finger: 0,
+        valid: 1,
+        template: vec![1; 10],
+    })
+    .unwrap();
     let all = vec![
+        Request::PrepareUpload { len: upload.len() },
+        Request::UploadChunk(upload.chunks().next().unwrap()),
+        Request::WriteTemplate(upload.head()),
         Request::Connect,
         Request::Auth(CommKey(1)),
         Request::Exit,
@@ -55,7 +65,10 @@ fn every_request() -> Vec<Request> {
             | Request::ReadBuffer { .. }
             | Request::FreeData
             | Request::SetUser(_)
-            | Request::RefreshData => {}
+            | Request::RefreshData
+            | Request::PrepareUpload { .. }
+            | Request::UploadChunk(_)
+            | Request::WriteTemplate(_) => {}
         }
     }
     all

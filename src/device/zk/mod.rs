@@ -9,9 +9,9 @@
 //! With a punch log attached ([`ZkSession::with_punches`]), every read also downloads the
 //! attendance log when the device's record count moved, and `attendance` stores the new punches.
 //!
-//! Writes (`write`): a password, a card or a name goes to the terminal as one whole-record
-//! `USER_WRQ` built on the record read in the same session, verified by reading back. Not yet:
-//! writing fingerprint templates is refused rather than pretended.
+//! Writes (`write`): a password, a card, a name or a bare user goes to the terminal as one
+//! whole-record `USER_WRQ` built on the record read in the same session, a fingerprint
+//! template through the upload path and `TMP_WRITE`; each is verified by reading back.
 
 mod attendance;
 mod client;
@@ -110,6 +110,25 @@ impl DeviceSession for ZkSession {
             &self.settings,
             &self.prefer_udp,
             write::Change::Name { user_id, name },
+        )
+        .await
+    }
+
+    async fn add_user<'a>(
+        &'a self,
+        user_id: &'a str,
+        name: &'a str,
+        privilege: u32,
+    ) -> Result<(), ReadError> {
+        let _turn = self.turn.lock().await;
+        write::write(
+            &self.settings,
+            &self.prefer_udp,
+            write::Change::User {
+                user_id,
+                name,
+                privilege,
+            },
         )
         .await
     }

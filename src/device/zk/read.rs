@@ -114,6 +114,24 @@ pub(super) async fn users_now(
     Ok((table.layout.unwrap_or(UserLayout::Extended72), table))
 }
 
+/// Every fingerprint template the device holds now, checked against its count: what a
+/// template write checks before and after.
+pub(super) async fn templates_now(client: &mut Client) -> Result<Vec<FingerTemplate>, ReadError> {
+    let sizes = DeviceSizes::decode(&client.expect_ok(&Request::GetFreeSizes).await?)
+        .map_err(|err| ReadError::Incomplete(err.to_string()))?;
+    if sizes.fingerprints == 0 {
+        return Ok(Vec::new());
+    }
+    let dataset = client.bulk_read(BulkDataset::FingerTemplates).await?;
+    let templates = decode_templates(&dataset).map_err(|err| {
+        ReadError::Incomplete(format!(
+            "the fingerprint templates cannot be decoded: {err}"
+        ))
+    })?;
+    check_templates(&templates, &sizes)?;
+    Ok(templates)
+}
+
 /// What one session brought back.
 struct Fetched {
     sizes: DeviceSizes,

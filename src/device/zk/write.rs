@@ -5,17 +5,24 @@
 //! free internal uid. `USER_WRQ` can only add or replace the record of its own uid; nothing here
 //! can delete or clear, because the request type cannot express it.
 //!
-//! Fingerprint templates are not written yet (template upload is a separate command family):
-//! such a write is refused before anything is sent.
+//! A fingerprint template (slots 0–9) goes up through the upload path (`PREPARE_DATA`, `DATA`
+//! chunks, `TMP_WRITE` naming uid and finger, `REFRESH_DATA`): after the user record exists
+//! (added first, as for a card, when the user is absent) and only when the terminal does not
+//! already hold those exact bytes for that finger; then the template table is read back and
+//! must hold them. A user without any credential is added as a bare record ([`Change::User`]).
+//! Each template write reads the template table twice (the check and the read-back): on a
+//! paced terminal with thousands of fingers that is the cost of a verified restore.
 
 use super::client::Client;
-use super::read::{open, users_now};
+use super::read::{open, templates_now, users_now};
 use super::settings::ZkSettings;
 use super::users::privilege;
 use crate::device::{Credential, ReadError};
+use base64::Engine as _;
 use device_protocols::aiface::CredentialValue;
 use device_protocols::zk::{
-    DeviceText, Request, TimeZones, UserId, UserLayout, UserRecord, UserTable, UserWrite,
+    DeviceText, FingerTemplate, Request, TemplateUpload, TimeZones, UserId, UserLayout, UserRecord,
+    UserTable, UserWrite,
 };
 use std::sync::atomic::AtomicBool;
 
@@ -24,19 +31,41 @@ const PASSWORD_SLOT: u16 = 10;
 /// AiFace slot of the card.
 const CARD_SLOT: u16 = 11;
 
-/// What one write changes in a user record.
+/// Highest fingerprint slot (fingers are slots 0–9).
+const LAST_FINGER_SLOT: u16 = 9;
+
+/// What one write changes on the terminal.
 pub(super) enum Change<'a> {
-    /// Writes one credential (password or card), adding the user if absent.
+    /// Writes one credential (a fingerprint template, the password or the card), adding the
+    /// user if absent.
     Credential(&'a Credential),
     /// Renames an existing user.
     Name { user_id: &'a str, name: &'a str },
+    /// Adds a user without any credential (a restore's bare user); one already there is left
+    /// as it is.
+    User {
+        user_id: &'a str,
+        name: &'a str,
+        privilege: u32,
+    },
 }
 
 impl Change<'_> {
     fn user_id(&self) -> &str {
         match self {
             Change::Credential(c) => &c.user_id,
-            Change::Name { user_id, .. } => user_id,
+            Change::Name { user_id, .. } | Change::User { user_id, .. } => user_id,
+        }
+    }
+
+    /// The name and agent-scale privilege a new user record gets.
+    fn new_user(&self) -> Option<(&str, u64)> {
+        match self {
+            Change::Credential(c) => Some((&c.name, c.privilege)),
+            Change::User {
+                name, privilege, ..
+            } => Some((name, u64::from(*privilege))),
+            Change::Name { .. } => None,
         }
     }
 }
@@ -44,16 +73,42 @@ impl Change<'_> {
 /// Refuses, before any session is opened, what this driver cannot write.
 pub(super) fn check_writable(change: &Change<'_>, device: &str) -> Result<(), ReadError> {
     if let Change::Credential(credential) = change {
-        if credential.slot != PASSWORD_SLOT && credential.slot != CARD_SLOT {
+        if credential.slot > LAST_FINGER_SLOT
+            && credential.slot != PASSWORD_SLOT
+            && credential.slot != CARD_SLOT
+        {
             return Err(ReadError::Refused(format!(
                 "writing credential slot {} (user {}) to zk devices is not supported by this \
-                 agent version (only the password, slot 10, and the card, slot 11); nothing was \
-                 sent to {device}",
+                 agent version (only fingerprints, slots 0–9, the password, slot 10, and the \
+                 card, slot 11); nothing was sent to {device}",
                 credential.slot, credential.user_id
             )));
         }
+        if credential.slot <= LAST_FINGER_SLOT {
+            template_bytes(credential)?;
+        }
     }
     Ok(())
+}
+
+/// The template bytes of a fingerprint credential (kept as base64 text, as it was read).
+fn template_bytes(credential: &Credential) -> Result<Vec<u8>, ReadError> {
+    let refused = |why: &str| {
+        ReadError::Refused(format!(
+            "fingerprint {} of user {} {why}; nothing was written",
+            credential.slot, credential.user_id
+        ))
+    };
+    let CredentialValue::Text(text) = &credential.value else {
+        return Err(refused("is not a base64 template"));
+    };
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .map_err(|_| refused("is not valid base64"))?;
+    if bytes.is_empty() {
+        return Err(refused("is empty"));
+    }
+    Ok(bytes)
 }
 
 /// The device's privilege byte for the agent's scale (0 user, 1 admin, 2 super user).
@@ -88,7 +143,8 @@ fn changed_record(
                 "user {user_id} is not on the device, so it cannot be renamed"
             )))
         }
-        (None, Change::Credential(credential)) => {
+        (None, Change::Credential(_) | Change::User { .. }) => {
+            let (name, agent_privilege) = change.new_user().expect("a user-adding change");
             let uid = table.users.iter().map(|u| u.uid).max().unwrap_or(0);
             let uid = uid
                 .checked_add(1)
@@ -112,9 +168,9 @@ fn changed_record(
             };
             UserRecord {
                 uid,
-                privilege: zk_privilege(credential.privilege),
+                privilege: zk_privilege(agent_privilege),
                 password: DeviceText::utf8(""),
-                name: encode(&credential.name, "name")?,
+                name: encode(name, "name")?,
                 card: 0,
                 group: 1,
                 user_id,
@@ -132,8 +188,11 @@ fn changed_record(
     }
     match change {
         Change::Name { name, .. } => record.name = encode(name, "name")?,
+        // A bare user or a template changes nothing in a record the terminal holds.
+        Change::User { .. } => {}
         Change::Credential(credential) => match credential.slot {
             PASSWORD_SLOT => record.password = encode(&credential.value.as_text(), "password")?,
+            slot if slot <= LAST_FINGER_SLOT => {}
             _ => {
                 let card = match &credential.value {
                     CredentialValue::Number(n) => n.as_u64(),
@@ -174,23 +233,81 @@ async fn write_in_session(
     let record = changed_record(&table, layout, change, settings)?;
     let user_id = change.user_id();
     if table.users.contains(&record) {
-        tracing::info!(device = %settings.device_id, user_id, "the device already holds this value; nothing written");
-        client.enable_device().await?;
+        tracing::info!(device = %settings.device_id, user_id, "the device already holds this user record; not written");
+    } else {
+        let write = UserWrite::new(&record, layout).map_err(|err| {
+            ReadError::Refused(format!("user {user_id}: {err}; nothing was written"))
+        })?;
+        client.expect_ok(&Request::SetUser(write)).await?;
+        client.expect_ok(&Request::RefreshData).await?;
+        let (_, after) = users_now(client, settings).await?;
+        if !written(&after, &record) {
+            return Err(ReadError::Incomplete(format!(
+                "user {user_id} was written to {} but does not read back as written",
+                settings.device_id
+            )));
+        }
+        tracing::info!(device = %settings.device_id, user_id, uid = record.uid, "user record written and read back");
+    }
+    if let Change::Credential(credential) = change {
+        if credential.slot <= LAST_FINGER_SLOT {
+            write_template(client, settings, credential, record.uid).await?;
+        }
+    }
+    client.enable_device().await?;
+    Ok(())
+}
+
+/// Uploads one fingerprint template to the user at `uid` unless the terminal already holds
+/// exactly it, then reads the template table back.
+async fn write_template(
+    client: &mut Client,
+    settings: &ZkSettings,
+    credential: &Credential,
+    uid: u16,
+) -> Result<(), ReadError> {
+    let user_id = &credential.user_id;
+    let template = FingerTemplate {
+        uid,
+        finger: credential.slot as u8,
+        // The valid flag is not kept with the credential: a restored finger is a normal one.
+        valid: 1,
+        template: template_bytes(credential)?,
+    };
+    let held = |templates: &[FingerTemplate]| {
+        templates.iter().any(|t| {
+            t.uid == template.uid && t.finger == template.finger && t.template == template.template
+        })
+    };
+    if held(&templates_now(client).await?) {
+        tracing::info!(device = %settings.device_id, user_id, finger = template.finger, "the device already holds this fingerprint template; not written");
         return Ok(());
     }
-    let write = UserWrite::new(&record, layout)
-        .map_err(|err| ReadError::Refused(format!("user {user_id}: {err}; nothing was written")))?;
-    client.expect_ok(&Request::SetUser(write)).await?;
+    let upload = TemplateUpload::new(&template).map_err(|err| {
+        ReadError::Refused(format!(
+            "fingerprint {} of user {user_id}: {err}; nothing was written",
+            template.finger
+        ))
+    })?;
+    client.expect_ok(&Request::FreeData).await?;
+    client
+        .expect_ok(&Request::PrepareUpload { len: upload.len() })
+        .await?;
+    for chunk in upload.chunks() {
+        client.expect_ok(&Request::UploadChunk(chunk)).await?;
+    }
+    client
+        .expect_ok(&Request::WriteTemplate(upload.head()))
+        .await?;
     client.expect_ok(&Request::RefreshData).await?;
-    let (_, after) = users_now(client, settings).await?;
-    client.enable_device().await?;
-    if !written(&after, &record) {
+    client.expect_ok(&Request::FreeData).await?;
+    if !held(&templates_now(client).await?) {
         return Err(ReadError::Incomplete(format!(
-            "user {user_id} was written to {} but does not read back as written",
-            settings.device_id
+            "fingerprint {} of user {user_id} was written to {} but does not read back as written",
+            template.finger, settings.device_id
         )));
     }
-    tracing::info!(device = %settings.device_id, user_id, uid = record.uid, "user record written and read back");
+    tracing::info!(device = %settings.device_id, user_id, uid, finger = template.finger, bytes = template.template.len(), "fingerprint template written and read back");
     Ok(())
 }
 

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use crate::sim::clock::DeviceClock;
 use crate::zk::device::{prepare_buffer_reply, read_buffer_replies};
-use crate::zk::{Code, CommKey, Packet, ZkTime};
+use crate::zk::{Code, CommKey, FingerTemplate, Packet, TemplateHead, ZkTime, UPLOAD_CHUNK};
 
 use super::enable_state::EnableState;
 use super::packet_log::{CommandLog, Disposition, Entry};
@@ -89,6 +89,8 @@ struct Session {
     last_reply_id: u16,
     last_sent: Option<Packet>,
     buffer: Option<Vec<u8>>,
+    /// The upload under way: the size `PREPARE_DATA` announced and the `DATA` received so far.
+    upload: Option<(u32, Vec<u8>)>,
 }
 
 /// One emulated terminal.
@@ -242,6 +244,7 @@ impl Firmware {
                 last_reply_id: request.reply_id,
                 last_sent: Some(reply.clone()),
                 buffer: None,
+                upload: None,
             },
         );
         single(reply)
@@ -313,9 +316,33 @@ impl Firmware {
             Code::PREPARE_BUFFER => self.prepare_buffer(request),
             Code::READ_BUFFER => self.read_buffer(request, transport),
             Code::FREE_DATA => {
-                self.session(request).buffer = None;
+                let session = self.session(request);
+                session.buffer = None;
+                session.upload = None;
                 ok()
             }
+            // A client upload: the size, then chunks no larger than the receive buffer.
+            Code::PREPARE_DATA => match word(&request.data, 0) {
+                Some(len) if request.data.len() == 4 => {
+                    self.session(request).upload = Some((len, Vec::new()));
+                    ok()
+                }
+                _ => error(),
+            },
+            Code::DATA => {
+                let session = self.session(request);
+                match session.upload.as_mut() {
+                    Some((len, bytes))
+                        if request.data.len() <= UPLOAD_CHUNK
+                            && bytes.len() + request.data.len() <= *len as usize =>
+                    {
+                        bytes.extend_from_slice(&request.data);
+                        ok()
+                    }
+                    _ => error(),
+                }
+            }
+            Code::TMP_WRITE => self.write_template(request),
             Code::USER_WRQ => match self.store.write_user(&request.data) {
                 Ok(()) => ok(),
                 Err(refusal) => {
@@ -357,6 +384,31 @@ impl Firmware {
             Code::GET_PINWIDTH => single(with_data(request, vec![9])),
             _ => single(ack(Code::ACK_UNKNOWN, request)),
         }
+    }
+
+    /// `TMP_WRITE`: the whole uploaded buffer becomes the named finger of an existing uid.
+    fn write_template(&mut self, request: &Packet) -> Reply {
+        let head = TemplateHead::decode(&request.data);
+        let upload = self.session(request).upload.take();
+        let stored = match (head, upload) {
+            (Some(head), Some((len, bytes)))
+                if bytes.len() == len as usize && bytes.len() == usize::from(head.size) =>
+            {
+                self.store.write_template(FingerTemplate {
+                    uid: head.uid,
+                    finger: head.finger,
+                    valid: head.valid,
+                    template: bytes,
+                })
+            }
+            _ => false,
+        };
+        let code = if stored {
+            Code::ACK_OK
+        } else {
+            Code::ACK_ERROR
+        };
+        single(ack(code, request))
     }
 
     fn read_option(&mut self, request: &Packet) -> Reply {

@@ -22,6 +22,9 @@ const FIRST_PUNCH: CalendarTime = CalendarTime {
     second: 0,
 };
 
+/// Fingerprint capacity reported in the sizes (a typical TFT terminal's).
+const FINGERPRINT_CAPACITY: u32 = 3000;
+
 /// Why a user write was refused, mirroring firmware's `USER_WRQ` rules.
 #[derive(Debug, PartialEq, Eq)]
 pub enum WriteRefusal {
@@ -169,7 +172,7 @@ impl Store {
             oplog: 0,
             admins: count(|u| u.privilege & 0x0E != 0) as u32,
             passwords: count(|u| !u.password.raw.is_empty()) as u32,
-            fingerprint_capacity: 3000,
+            fingerprint_capacity: FINGERPRINT_CAPACITY.max(self.templates.len() as u32),
             user_capacity: self.user_capacity,
             record_capacity: self.record_capacity,
             faces: self.face_sizes.then_some(FaceSizes {
@@ -234,6 +237,25 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// Stores one uploaded template as firmware does: only for a uid that has a user, and in
+    /// place of the same finger's template if there is one. `false` (an `ACK_ERROR`) when no
+    /// user has the uid or the fingerprint capacity is reached.
+    pub fn write_template(&mut self, template: FingerTemplate) -> bool {
+        if !self.users.iter().any(|u| u.uid == template.uid) {
+            return false;
+        }
+        let key = (template.uid, template.finger);
+        match self
+            .templates
+            .binary_search_by_key(&key, |t| (t.uid, t.finger))
+        {
+            Ok(i) => self.templates[i] = template,
+            Err(_) if self.templates.len() >= FINGERPRINT_CAPACITY as usize => return false,
+            Err(i) => self.templates.insert(i, template),
+        }
+        true
     }
 
     /// Executes a destructive command the way a terminal would. The emulator must behave like

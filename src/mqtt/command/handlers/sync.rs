@@ -421,19 +421,40 @@ impl Command for BackupsRestore {
         }
         let dry_run = args.opt_bool("dry_run")?.unwrap_or(false);
         args.finish()?;
-        let session = live_session(&self.sync, &device)?;
         let engine = std::sync::Arc::clone(self.sync.engine());
         let path = self.dir.join(&file);
         let actor = caller
             .admin
             .clone()
             .unwrap_or_else(|| "unsigned".to_string());
-        Ok(Box::pin(async move {
-            let report = engine
-                .restore(&session, &path, dry_run, &actor)
-                .await
-                .map_err(failed)?;
-            Ok(json!({ "restore": report, "text": report.to_text() }))
-        }))
+        // A ZK terminal is dialled for the restore (under the device lock, which the engine
+        // takes); an AI06 must be connected.
+        match self.sync.zk_session(&device) {
+            Some(session) => Ok(restore_action(engine, session, path, dry_run, actor)),
+            None => Ok(restore_action(
+                engine,
+                live_session(&self.sync, &device)?,
+                path,
+                dry_run,
+                actor,
+            )),
+        }
     }
+}
+
+/// The work of `backups restore` on one device's session, whatever the protocol.
+fn restore_action<S: crate::device::DeviceSession + Send + Sync + 'static>(
+    engine: std::sync::Arc<crate::sync::Engine>,
+    session: S,
+    path: std::path::PathBuf,
+    dry_run: bool,
+    actor: String,
+) -> Action {
+    Box::pin(async move {
+        let report = engine
+            .restore(&session, &path, dry_run, &actor)
+            .await
+            .map_err(failed)?;
+        Ok(json!({ "restore": report, "text": report.to_text() }))
+    })
 }
