@@ -84,10 +84,8 @@ impl RestoreReport {
                 user.user_id, user.name
             ));
         }
-        if self.missing.is_empty() {
-            if self.users_without_credentials.is_empty() {
-                out.push_str("nothing is missing on the device; nothing to restore\n");
-            }
+        if self.missing.is_empty() && self.users_without_credentials.is_empty() {
+            out.push_str("nothing is missing on the device; nothing to restore\n");
             return out;
         }
         let verb = if self.dry_run {
@@ -115,15 +113,19 @@ impl RestoreReport {
                 slots.join(", ")
             ));
         }
+        let addable = self.users_without_credentials.len() - self.users_not_addable.len();
         if self.dry_run {
             out.push_str(&format!(
-                "dry run: {} credential(s) would be written, nothing was\n",
+                "dry run: {} credential(s) and {addable} user(s) without credentials would be \
+                 written, nothing was\n",
                 self.missing.len()
             ));
         } else {
             out.push_str(&format!(
-                "{} credential(s) written; verification by a fresh complete read: {}\n",
+                "{} credential(s) and {} user(s) without credentials written; verification by \
+                 a fresh complete read: {}\n",
                 self.written,
+                self.users_added,
                 if self.verified { "PASSED" } else { "FAILED" }
             ));
         }

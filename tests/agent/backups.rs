@@ -185,7 +185,9 @@ fn a_restore_dry_run_names_an_absent_user_without_credentials() {
         "the user with credentials is planned: {text}"
     );
     assert!(
-        text.contains("user 1007") && text.contains("(no credentials) is absent"),
+        text.contains("user 1007")
+            && text.contains("(no credentials) was absent")
+            && text.contains("would be re-added as a user without credentials"),
         "the user without credentials is named, not left out: {text}"
     );
     shrunk.assert_nothing_destructive();

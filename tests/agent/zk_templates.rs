@@ -13,12 +13,16 @@ use test_support::peers::{python, run_peer};
 use test_support::{tempdir, Emulator};
 
 fn config(dir: &Path, address: &str) -> std::path::PathBuf {
+    config_polling(dir, address, "1h")
+}
+
+fn config_polling(dir: &Path, address: &str, poll_interval: &str) -> std::path::PathBuf {
     let text = format!(
         "[agent]\nid = \"gw-zk-templates\"\ndata_dir = \"{data}\"\nshutdown_timeout = \"5s\"\n\
          [log]\nfile = \"{log}\"\njournald = \"never\"\n\
          [lock]\ndir = \"{locks}\"\n\
          [[device]]\nid = \"zk-door\"\ndriver = \"zk\"\naddress = \"{address}\"\n\
-         poll_interval = \"1h\"\ncommand_timeout = \"3s\"\n",
+         poll_interval = \"{poll_interval}\"\ncommand_timeout = \"3s\"\n",
         data = dir.join("data").display(),
         log = dir.join("agent.log").display(),
         locks = dir.join("locks").display(),
@@ -124,5 +128,46 @@ fn zk_fingerprint_templates_are_read_counted_and_backed_up_as_pyzk_reads_them() 
         .decode(backed_up.values().next().unwrap())
         .unwrap();
     assert!((400..700).contains(&one.len()), "{}", one.len());
+    terminal.assert_nothing_destructive();
+}
+
+/// How many template bulk reads (`PREPARE_BUFFER` of `DB_RRQ`) the terminal served.
+fn template_reads(terminal: &Emulator) -> usize {
+    terminal
+        .commands()
+        .iter()
+        .filter(|c| c["name"] == "PREPARE_BUFFER" && c["inner"] == "DB_RRQ")
+        .count()
+}
+
+#[test]
+fn polls_re_read_zk_templates_only_when_the_devices_counts_move() {
+    let terminal = Emulator::zk(&["--tcp", "127.0.0.1:0", "--users", "9", "--fingers", "2"]);
+    let address = terminal.tcp.unwrap().to_string();
+    let dir = tempdir().unwrap();
+    let config = config_polling(dir.path(), &address, "1s");
+    let mut agent = RunningAgent::on(&config, &dir.path().join("agent.log"));
+    // The first poll reads the templates (and the backup after it reads them afresh); the
+    // polls after it see the same counts and uids and do not.
+    agent.wait_for_log("complete read applied", 4);
+    let after_four = template_reads(&terminal);
+    agent.wait_for_log("complete read applied", 6);
+    agent.stop();
+    assert_eq!(
+        template_reads(&terminal),
+        after_four,
+        "two polls with unchanged counts downloaded the templates again"
+    );
+    assert!(
+        after_four <= 2,
+        "the first poll and the backup at most: {after_four}"
+    );
+    // The backup holds every template all the same.
+    let lines = backup_lines(dir.path());
+    let templates = lines
+        .iter()
+        .filter(|l| l.get("slot").is_some_and(|s| s.as_u64().unwrap() <= 9))
+        .count();
+    assert_eq!(templates, 10);
     terminal.assert_nothing_destructive();
 }

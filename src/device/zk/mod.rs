@@ -37,7 +37,9 @@ use std::sync::atomic::AtomicBool;
 /// session at a time (terminals allow one), and which transport last worked.
 pub struct ZkSession {
     settings: ZkSettings,
-    turn: tokio::sync::Mutex<()>,
+    /// One session at a time; it also guards the last template read, which only a session
+    /// reads or changes.
+    turn: tokio::sync::Mutex<read::TemplateCache>,
     prefer_udp: AtomicBool,
     punches: Option<ZkPunches>,
 }
@@ -47,7 +49,7 @@ impl ZkSession {
     pub fn new(settings: ZkSettings) -> ZkSession {
         ZkSession {
             settings,
-            turn: tokio::sync::Mutex::new(()),
+            turn: tokio::sync::Mutex::new(read::TemplateCache::default()),
             prefer_udp: AtomicBool::new(false),
             punches: None,
         }
@@ -82,11 +84,12 @@ impl DeviceSession for ZkSession {
         mode: FetchMode,
         sink: &'a mut (dyn ReadSink + Send),
     ) -> Result<UserRead, ReadError> {
-        let _turn = self.turn.lock().await;
+        let mut cache = self.turn.lock().await;
         read::read_users(
             &self.settings,
             &self.prefer_udp,
             self.punches.as_ref(),
+            &mut cache,
             mode,
             sink,
         )
@@ -95,7 +98,9 @@ impl DeviceSession for ZkSession {
 
     async fn write_credential<'a>(&'a self, credential: &'a Credential) -> Result<(), ReadError> {
         write::check_writable(&write::Change::Credential(credential), self.device_id())?;
-        let _turn = self.turn.lock().await;
+        let mut cache = self.turn.lock().await;
+        // Whatever the outcome, the next read takes the templates afresh.
+        cache.forget();
         write::write(
             &self.settings,
             &self.prefer_udp,

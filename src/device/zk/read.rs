@@ -1,6 +1,7 @@
 //! A complete user read, in the order the protocol requires: connect → auth → disable (with an
 //! auto re-enable timeout) → sizes → users (bulk) → free → fingerprint templates (bulk, when
-//! the device reports any) → free → [serial number → attendance log
+//! the device reports any and its counts moved since the last template read, see
+//! [`TemplateCache`]) → free → [serial number → attendance log
 //! (bulk) → free, when punches are wanted and the record count moved] → enable → exit. The close runs on every
 //! path, errors included, because the part that can fail is awaited as one step *before* it (and
 //! a read cancelled mid-way is closed by the client's `Drop`): firmware keeps a session until
@@ -20,6 +21,7 @@ use device_protocols::zk::{
     UserTable,
 };
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 impl From<SessionError> for ReadError {
     fn from(err: SessionError) -> Self {
@@ -132,10 +134,77 @@ pub(super) async fn templates_now(client: &mut Client) -> Result<Vec<FingerTempl
     Ok(templates)
 }
 
+/// How long the templates of a device may be reused while its counts stand still; after that
+/// a poll reads them again in full (a finger re-enrolled in place changes no count).
+pub(super) const TEMPLATE_FULL_READ_EVERY: Duration = Duration::from_secs(3600);
+
+/// The last complete template read of one device, with what it was taken at: the device's
+/// user and fingerprint counts (the free-sizes reply) and the uids of its user table. A poll
+/// whose counts and uids are the same, within [`TEMPLATE_FULL_READ_EVERY`] of the read, uses
+/// these instead of downloading every template again (about 44 s for 3,000 fingers on a paced
+/// terminal). Held in memory only, so a restarted agent reads in full once.
+#[derive(Default)]
+pub(super) struct TemplateCache {
+    taken: Option<TakenTemplates>,
+}
+
+struct TakenTemplates {
+    at: Instant,
+    users: u32,
+    fingerprints: u32,
+    uids: Vec<u16>,
+    templates: Vec<FingerTemplate>,
+}
+
+impl TemplateCache {
+    /// Whether a read in `mode` of a device now at `sizes`, whose user table holds `uids`, may
+    /// reuse the templates held. A backup ([`FetchMode::All`]) always reads them afresh.
+    fn reusable(&self, sizes: &DeviceSizes, uids: &[u16], mode: FetchMode, now: Instant) -> bool {
+        mode != FetchMode::All
+            && self.taken.as_ref().is_some_and(|taken| {
+                taken.users == sizes.users
+                    && taken.fingerprints == sizes.fingerprints
+                    && taken.uids == uids
+                    && now.saturating_duration_since(taken.at) < TEMPLATE_FULL_READ_EVERY
+            })
+    }
+
+    /// Keeps a complete, checked template read.
+    fn keep(&mut self, sizes: &DeviceSizes, table: &UserTable, templates: Vec<FingerTemplate>) {
+        self.taken = Some(TakenTemplates {
+            at: Instant::now(),
+            users: sizes.users,
+            fingerprints: sizes.fingerprints,
+            uids: uids(table),
+            templates,
+        });
+    }
+
+    /// The templates held (empty when none).
+    fn templates(&self) -> &[FingerTemplate] {
+        self.taken.as_ref().map_or(&[], |t| &t.templates)
+    }
+
+    /// Forgets what is held: after the agent wrote to the device, the next read is a full one.
+    pub(super) fn forget(&mut self) {
+        self.taken = None;
+    }
+}
+
+/// Where this read's templates come from.
+enum TemplateSource {
+    /// The template bulk read, as downloaded.
+    Downloaded(Vec<u8>),
+    /// The device reports none (it is not asked: some firmware refuses an empty table's read).
+    NoneReported,
+    /// The counts stand still: the cache's.
+    Unchanged,
+}
+
 /// What one session brought back.
 struct Fetched {
     sizes: DeviceSizes,
-    users: Result<(UserTable, Vec<FingerTemplate>), ReadError>,
+    users: Result<(UserTable, TemplateSource), ReadError>,
     attendance: Option<AttendanceDownload>,
 }
 
@@ -146,18 +215,30 @@ async fn fetch(
     client: &mut Client,
     settings: &ZkSettings,
     punches: Option<&ZkPunches>,
+    cache: &TemplateCache,
+    mode: FetchMode,
 ) -> Result<Fetched, ReadError> {
     client.authenticate(settings.comm_key).await?;
     client.disable_device().await?;
     let sizes = DeviceSizes::decode(&client.expect_ok(&Request::GetFreeSizes).await?)
         .map_err(|err| ReadError::Incomplete(err.to_string()))?;
     let dataset = client.bulk_read(BulkDataset::Users).await?;
+    let table = decode_users(&dataset, sizes.users, None, &settings.codec)
+        .map_err(|err| ReadError::Incomplete(format!("the user table cannot be decoded: {err}")))
+        .and_then(|table| check_complete(&table, &sizes).map(|()| table));
     // A device that reports no template is not asked (some firmware refuses the read of an
     // empty table); the count check below still holds it to its word.
-    let templates = if sizes.fingerprints > 0 {
-        Some(client.bulk_read(BulkDataset::FingerTemplates).await?)
-    } else {
-        None
+    let templates = match &table {
+        _ if sizes.fingerprints == 0 => TemplateSource::NoneReported,
+        Ok(table) if cache.reusable(&sizes, &uids(table), mode, Instant::now()) => {
+            tracing::debug!(
+                device = %settings.device_id,
+                fingerprints = sizes.fingerprints,
+                "user and fingerprint counts unchanged; fingerprint templates not re-read"
+            );
+            TemplateSource::Unchanged
+        }
+        _ => TemplateSource::Downloaded(client.bulk_read(BulkDataset::FingerTemplates).await?),
     };
     let mut download = None;
     if punches.is_some_and(|p| attendance::needs_read(p, &settings.device_id, &sizes)) {
@@ -170,26 +251,42 @@ async fn fetch(
         }
     }
     client.enable_device().await?;
-    let users = decode_users(&dataset, sizes.users, None, &settings.codec)
-        .map_err(|err| ReadError::Incomplete(format!("the user table cannot be decoded: {err}")))
-        .and_then(|table| check_complete(&table, &sizes).map(|()| table))
-        .and_then(|table| {
-            let templates = match &templates {
-                Some(dataset) => decode_templates(dataset).map_err(|err| {
-                    ReadError::Incomplete(format!(
-                        "the fingerprint templates cannot be decoded: {err}"
-                    ))
-                })?,
-                None => Vec::new(),
-            };
-            check_templates(&templates, &sizes)?;
-            Ok((table, templates))
-        });
     Ok(Fetched {
         sizes,
-        users,
+        users: table.map(|table| (table, templates)),
         attendance: download,
     })
+}
+
+/// The uids of a user table, in table order (what the templates are keyed by).
+fn uids(table: &UserTable) -> Vec<u16> {
+    table.users.iter().map(|u| u.uid).collect()
+}
+
+/// Puts this read's templates into `cache` (decoded and checked against the device's count
+/// when downloaded), so the user read takes them from there.
+fn settle_templates(
+    cache: &mut TemplateCache,
+    sizes: &DeviceSizes,
+    table: &UserTable,
+    source: TemplateSource,
+) -> Result<(), ReadError> {
+    let templates = match source {
+        TemplateSource::Unchanged => return Ok(()),
+        TemplateSource::NoneReported => Vec::new(),
+        TemplateSource::Downloaded(dataset) => decode_templates(&dataset).map_err(|err| {
+            cache.forget();
+            ReadError::Incomplete(format!(
+                "the fingerprint templates cannot be decoded: {err}"
+            ))
+        })?,
+    };
+    if let Err(err) = check_templates(&templates, sizes) {
+        cache.forget();
+        return Err(err);
+    }
+    cache.keep(sizes, table, templates);
+    Ok(())
 }
 
 /// The serial number (the `sn` of every punch key; the device id when the firmware will not
@@ -223,11 +320,12 @@ pub(super) async fn read_users(
     settings: &ZkSettings,
     prefer_udp: &AtomicBool,
     punches: Option<&ZkPunches>,
+    cache: &mut TemplateCache,
     mode: FetchMode,
     sink: &mut (dyn ReadSink + Send),
 ) -> Result<UserRead, ReadError> {
     let mut client = open(settings, prefer_udp).await?;
-    let outcome = fetch(&mut client, settings, punches).await;
+    let outcome = fetch(&mut client, settings, punches, cache, mode).await;
     let (round_trips, bytes_received) = client.traffic();
     // The close comes after the fallible part has finished, whatever its outcome.
     client.close().await;
@@ -246,9 +344,73 @@ pub(super) async fn read_users(
         )
         .await;
     }
-    let (table, templates) = users?;
-    let mut read = to_user_read(&table, &templates, &sizes, mode, sink)?;
+    let (table, source) = users?;
+    settle_templates(cache, &sizes, &table, source)?;
+    let mut read = to_user_read(&table, cache.templates(), &sizes, mode, sink)?;
     read.round_trips = round_trips;
     read.bytes_received = bytes_received;
     Ok(read)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use device_protocols::zk::{DeviceText, TimeZones, UserId, UserRecord};
+
+    fn table(uids: &[u16]) -> UserTable {
+        UserTable {
+            layout: Some(UserLayout::Extended72),
+            count_consistent: true,
+            users: uids
+                .iter()
+                .map(|&uid| UserRecord {
+                    uid,
+                    privilege: 0,
+                    password: DeviceText::utf8(""),
+                    name: DeviceText::utf8("A"),
+                    card: 0,
+                    group: 1,
+                    user_id: UserId::Text(DeviceText::utf8(&uid.to_string())),
+                    time_zones: TimeZones::Extended {
+                        own: 0,
+                        zones: [0; 3],
+                    },
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn templates_are_reused_only_while_counts_and_uids_stand_still_and_not_too_long() {
+        let sizes = DeviceSizes {
+            users: 2,
+            fingerprints: 1,
+            ..DeviceSizes::default()
+        };
+        let mut cache = TemplateCache::default();
+        let now = Instant::now();
+        assert!(!cache.reusable(&sizes, &[1, 2], FetchMode::Missing, now));
+        cache.keep(&sizes, &table(&[1, 2]), Vec::new());
+        assert!(cache.reusable(&sizes, &[1, 2], FetchMode::Missing, now));
+        assert!(
+            !cache.reusable(&sizes, &[1, 2], FetchMode::All, now),
+            "a backup reads afresh"
+        );
+        assert!(
+            !cache.reusable(&sizes, &[1, 3], FetchMode::Missing, now),
+            "a uid changed"
+        );
+        let more = DeviceSizes {
+            fingerprints: 2,
+            ..sizes
+        };
+        assert!(!cache.reusable(&more, &[1, 2], FetchMode::Missing, now));
+        let later = now + TEMPLATE_FULL_READ_EVERY + Duration::from_secs(1);
+        assert!(
+            !cache.reusable(&sizes, &[1, 2], FetchMode::Missing, later),
+            "the periodic full read"
+        );
+        cache.forget();
+        assert!(!cache.reusable(&sizes, &[1, 2], FetchMode::Missing, now));
+    }
 }
