@@ -164,6 +164,22 @@ pub fn from_alarm(alarm: &Alarm) -> (String, AlertBody) {
                 &[("detail", detail.clone())],
             ),
         ),
+        AlarmKind::AttendanceLogRewritten {
+            device_id,
+            stored,
+            on_device,
+        } => (
+            device_id.clone(),
+            body(
+                "attendance_log_rewritten",
+                WARNING,
+                message,
+                &[
+                    ("stored", stored.to_string()),
+                    ("on_device", on_device.to_string()),
+                ],
+            ),
+        ),
     }
 }
 

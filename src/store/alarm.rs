@@ -109,6 +109,18 @@ pub enum AlarmKind {
         /// What happened.
         detail: String,
     },
+    /// A ZK terminal's attendance log no longer starts with the records stored before (cleared
+    /// with vendor software, or rewritten by the firmware): the whole log was offered again and
+    /// de-duplicated by punch key, so nothing was stored twice, but punches made at the
+    /// terminal between the last read and the clearing may be gone from it.
+    AttendanceLogRewritten {
+        /// The device.
+        device_id: String,
+        /// Records of the log stored before.
+        stored: u64,
+        /// Records the log holds now.
+        on_device: u64,
+    },
 }
 
 impl Record for Alarm {

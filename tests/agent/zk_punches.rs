@@ -22,18 +22,32 @@ const DEVICE: &str = "zk-door";
 
 /// `edge-agent run` on one ZK terminal at `address`, polled every `poll`, forwarding to `url`.
 fn config(dir: &Path, address: &str, poll: &str, url: &str) -> (PathBuf, PathBuf) {
+    config_capped(dir, address, poll, url, "64MB")
+}
+
+/// As [`config`], with the outbox capped at `outbox_max_bytes`.
+fn config_capped(
+    dir: &Path,
+    address: &str,
+    poll: &str,
+    url: &str,
+    outbox_max_bytes: &str,
+) -> (PathBuf, PathBuf) {
     let token = token_file(dir, TOKEN);
     let log = dir.join("agent.log");
     let text = format!(
         "[agent]\nid = \"gw-zk-punches\"\ndata_dir = \"{data}\"\nshutdown_timeout = \"5s\"\n\
+         runtime_dir = \"{run}\"\n\
          [log]\nfile = \"{log}\"\njournald = \"never\"\n\
          [lock]\ndir = \"{locks}\"\n\
          [[device]]\nid = \"{DEVICE}\"\ndriver = \"zk\"\naddress = \"{address}\"\n\
          poll_interval = \"{poll}\"\ncommand_timeout = \"3s\"\n\
-         [upstream]\nurl = \"{url}\"\ntoken_file = \"{token}\"\nmax_backoff = \"1s\"\n",
+         [upstream]\nurl = \"{url}\"\ntoken_file = \"{token}\"\nmax_backoff = \"1s\"\n\
+         outbox_max_bytes = \"{outbox_max_bytes}\"\n",
         data = dir.join("data").display(),
         log = log.display(),
         locks = dir.join("locks").display(),
+        run = dir.join("run").display(),
         token = token.display(),
     );
     let path = dir.join("agent.toml");
@@ -296,5 +310,126 @@ async fn a_broken_or_growing_zk_log_is_stored_exactly_once_and_matches_pyzk_and_
         assert_eq!(zklib.len(), second.len() + 2);
         assert_eq!(sorted(zklib[..second.len()].to_vec()), ours);
     }
+    terminal.assert_nothing_destructive();
+}
+
+/// A terminal on `listen` holding `logs` records generated from `seed`.
+fn terminal_on(listen: &str, logs: &str, seed: &str) -> Emulator {
+    Emulator::zk(&[
+        "--tcp",
+        listen,
+        "--users",
+        "7",
+        "--logs",
+        logs,
+        "--seed",
+        seed,
+        "--pacing-ms",
+        "0",
+    ])
+}
+
+/// The rewritten-log alarms recorded so far, as `(stored, on_device)`.
+fn rewritten_alarms(dir: &Path) -> Vec<(u64, u64)> {
+    let store = open_store(&dir.join("data"));
+    store
+        .alarms()
+        .unwrap()
+        .into_iter()
+        .filter_map(|(_, alarm)| match alarm.kind {
+            edge_agent::store::AlarmKind::AttendanceLogRewritten {
+                stored, on_device, ..
+            } => Some((stored, on_device)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zk_log_cleared_at_the_terminal_is_noticed_re_read_de_duplicated_and_alarmed() {
+    let dir = tempdir().unwrap();
+    let double = UpstreamDouble::start(TOKEN).await;
+    let listen = format!("127.0.0.1:{}", free_port());
+    let (config, log) = config(dir.path(), &listen, "1s", &double.url());
+
+    let terminal = terminal_on(&listen, "20", "5");
+    let mut agent = RunningAgent::on(&config, &log);
+    agent.wait_for_log("zk punches stored", 1);
+    upstream_punches(&double, 20).await;
+    agent.stop();
+    drop(terminal);
+    let first = stored(dir.path());
+    assert_eq!(first.len(), 20);
+    assert!(rewritten_alarms(dir.path()).is_empty());
+
+    // The log was cleared and partly rewritten at the terminal: it holds 10 of the records
+    // stored before. The agent notices, re-reads it whole, stores nothing twice and alarms.
+    let terminal = terminal_on(&listen, "10", "5");
+    let mut agent = RunningAgent::on(&config, &log);
+    agent.wait_for_log("zk punches stored", 2);
+    agent.stop();
+    drop(terminal);
+    assert_eq!(
+        stored(dir.path()),
+        first,
+        "nothing stored twice, nothing lost"
+    );
+    assert_eq!(rewritten_alarms(dir.path()), [(20, 10)]);
+    assert!(agent
+        .log_text()
+        .contains("no longer starts with the records stored before"));
+
+    // Cleared again, then 3 new punches: all 3 are stored and sent, once.
+    let terminal = terminal_on(&listen, "3", "9");
+    let mut agent = RunningAgent::on(&config, &log);
+    agent.wait_for_log("zk punches stored", 3);
+    upstream_punches(&double, 23).await;
+    agent.stop();
+    let now = stored(dir.path());
+    assert_eq!(now.len(), 23);
+    assert!(
+        first.iter().all(|p| now.contains(p)),
+        "a stored punch was lost"
+    );
+    assert_exactly_once(&double, &now);
+    assert_eq!(rewritten_alarms(dir.path()), [(20, 10), (10, 3)]);
+    terminal.assert_nothing_destructive();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zk_punches_refused_by_a_full_outbox_stay_on_the_terminal_until_room_returns() {
+    let dir = tempdir().unwrap();
+    let double = UpstreamDouble::start(TOKEN).await;
+    double.set_outage(true);
+    let listen = format!("127.0.0.1:{}", free_port());
+
+    // The upstream is down: the first read's users and 20 punches stay queued.
+    let (config, log) = config(dir.path(), &listen, "1s", &double.url());
+    let terminal = terminal_on(&listen, "20", "5");
+    let mut agent = RunningAgent::on(&config, &log);
+    agent.wait_for_log("zk punches stored", 1);
+    agent.stop();
+    drop(terminal);
+    assert_eq!(stored(dir.path()).len(), 20);
+
+    // With a cap below what is queued, the outbox refuses the 2 new punches: nothing of them
+    // is stored, the cursor stays, and they stay on the terminal.
+    let (config, log) = config_capped(dir.path(), &listen, "1s", &double.url(), "4KB");
+    let terminal = terminal_on(&listen, "22", "5");
+    let mut agent = RunningAgent::on(&config, &log);
+    agent.wait_for_log("zk punches could not be stored", 1);
+    assert!(
+        !agent.log_text().contains("new=2 repeated"),
+        "stored in a full outbox: {}",
+        agent.log_text()
+    );
+
+    // The upstream returns, the outbox drains, and a later poll stores and sends the 2.
+    double.set_outage(false);
+    upstream_punches(&double, 22).await;
+    agent.stop();
+    let now = stored(dir.path());
+    assert_eq!(now.len(), 22);
+    assert_exactly_once(&double, &now);
     terminal.assert_nothing_destructive();
 }

@@ -19,6 +19,7 @@ fn config(dir: &Path, address: &str) -> std::path::PathBuf {
 fn config_polling(dir: &Path, address: &str, poll_interval: &str) -> std::path::PathBuf {
     let text = format!(
         "[agent]\nid = \"gw-zk-templates\"\ndata_dir = \"{data}\"\nshutdown_timeout = \"5s\"\n\
+         runtime_dir = \"{run}\"\n\
          [log]\nfile = \"{log}\"\njournald = \"never\"\n\
          [lock]\ndir = \"{locks}\"\n\
          [[device]]\nid = \"zk-door\"\ndriver = \"zk\"\naddress = \"{address}\"\n\
@@ -26,6 +27,7 @@ fn config_polling(dir: &Path, address: &str, poll_interval: &str) -> std::path::
         data = dir.join("data").display(),
         log = dir.join("agent.log").display(),
         locks = dir.join("locks").display(),
+        run = dir.join("run").display(),
     );
     let path = dir.join("agent.toml");
     std::fs::write(&path, text).unwrap();

@@ -1,7 +1,8 @@
 //! Measurement, not a check (`#[ignore]`d; figures are printed, never asserted): the agent's ZK
 //! driver reading and storing an attendance log of 100,000 records, against pyzk's
 //! `get_attendance` on the same emulator, and against the pacing floor (fragments × pacing).
-//! Also the template read of 3,000 fingerprints.
+//! Also the template read of 3,000 fingerprints, and the poll after it, which the device's
+//! unchanged counts spare the template download.
 //!
 //! `cargo nextest run --workspace --run-ignored only -E 'test(/measure_zk/)' --no-capture`
 
@@ -134,7 +135,7 @@ async fn measure_zk_template_read_3000() {
         let session = session(&sim, &side, false);
         let (cpu0, t0) = (cpu(libc::RUSAGE_SELF), Instant::now());
         let read = session
-            .read_users(FetchMode::All, &mut SummarySink::default())
+            .read_users(FetchMode::Missing, &mut SummarySink::default())
             .await
             .expect("complete read");
         let (wall, cpu_s) = (t0.elapsed(), cpu(libc::RUSAGE_SELF) - cpu0);
@@ -148,6 +149,19 @@ async fn measure_zk_template_read_3000() {
              cpu={cpu_s:.2}s bytes={} (users and templates in one session)",
             wall.as_secs_f64(),
             read.bytes_received
+        );
+        // The next poll: counts and uids unchanged, so the templates are not downloaded again.
+        let (cpu0, t0) = (cpu(libc::RUSAGE_SELF), Instant::now());
+        let again = session
+            .read_users(FetchMode::Missing, &mut SummarySink::default())
+            .await
+            .expect("complete read");
+        let (wall, cpu_s) = (t0.elapsed(), cpu(libc::RUSAGE_SELF) - cpu0);
+        println!(
+            "MEASURE templates next poll (counts unchanged) pacing={pacing}ms wall={:.2}s \
+             cpu={cpu_s:.2}s bytes={}",
+            wall.as_secs_f64(),
+            again.bytes_received
         );
     }
 }

@@ -14,7 +14,7 @@
 
 use crate::device::punches::PunchLog;
 use crate::events::{EventKey, Punch};
-use crate::store::{Record, Store, StoreError};
+use crate::store::{Alarm, AlarmKind, Record, Store, StoreError};
 use device_protocols::zk::{
     decode_attendance, AttendanceLayout, AttendanceRecord, DeviceSizes, TextCodec, UserId,
     UserTable,
@@ -219,6 +219,7 @@ pub(super) async fn store_download(
                         on_device = all.len(),
                         "the attendance log no longer starts with the records stored before (cleared or rewritten on the device); offering the whole log again, de-duplicated by punch key"
                     );
+                    rewritten_alarm(&punches.store, device_id, cursor.count, all.len());
                     0
                 }
             }
@@ -272,6 +273,29 @@ pub(super) async fn store_download(
         on_device = all.len(),
         "zk punches stored"
     );
+}
+
+/// Records the alarm of a log that no longer matches the cursor; it becomes durable with the
+/// cursor that follows (or the next durable write), and an MQTT alert.
+fn rewritten_alarm(store: &Store, device_id: &str, stored: u64, on_device: usize) {
+    let alarm = Alarm {
+        raised_at_unix_ms: chrono::Utc::now().timestamp_millis(),
+        kind: AlarmKind::AttendanceLogRewritten {
+            device_id: device_id.to_string(),
+            stored,
+            on_device: on_device as u64,
+        },
+        message: format!(
+            "the attendance log of {device_id} no longer starts with the {stored} records stored \
+             before (cleared or rewritten at the terminal); its {on_device} records were read \
+             again and de-duplicated by punch key, so nothing was stored or sent twice, but \
+             punches made at the terminal between the last read and the clearing may be gone \
+             from it: check who cleared the log"
+        ),
+    };
+    if let Err(err) = store.raise_alarm(&alarm) {
+        tracing::error!(device = device_id, %err, "cannot record the rewritten-log alarm");
+    }
 }
 
 async fn save_cursor(
