@@ -433,3 +433,54 @@ async fn zk_punches_refused_by_a_full_outbox_stay_on_the_terminal_until_room_ret
     assert_exactly_once(&double, &now);
     terminal.assert_nothing_destructive();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_a_serial_line_zk_punches_and_templates_reach_the_store_and_the_backup() {
+    let dir = tempdir().unwrap();
+    let double = UpstreamDouble::start(TOKEN).await;
+    let cable = test_support::pty::SerialCable::new();
+    let terminal = Emulator::zk(&[
+        "--serial",
+        cable.device_end(),
+        "--rs485",
+        "--device-id",
+        "3",
+        "--users",
+        "7",
+        "--logs",
+        "30",
+        "--fingers",
+        "1",
+    ]);
+    let (config, log) = config(dir.path(), "unused", "1h", &double.url());
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "address = \"unused\"",
+        &format!(
+            "transport = \"serial\"\nserial_port = \"{}\"\nrs485_address = 3",
+            cable.agent_end()
+        ),
+    );
+    std::fs::write(&config, text).unwrap();
+    let mut agent = RunningAgent::on(&config, &log);
+    agent.wait_for_log("zk punches stored", 1);
+    agent.wait_for_log("backup written", 1);
+    upstream_punches(&double, 30).await;
+    agent.stop();
+    let now = stored(dir.path());
+    assert_eq!(now.len(), 30);
+    assert_exactly_once(&double, &now);
+    // Users 1, 3, 5 and 7 have finger 0: four templates in the backup, as over TCP.
+    let backup = std::fs::read_dir(dir.path().join("data").join("backups"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".backup.jsonl"))
+        .unwrap();
+    let templates = std::fs::read_to_string(backup)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|l| l.get("slot").is_some_and(|s| s.as_u64().unwrap() <= 9))
+        .count();
+    assert_eq!(templates, 4);
+    terminal.assert_nothing_destructive();
+}
