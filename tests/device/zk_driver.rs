@@ -383,19 +383,42 @@ async fn tcp_falls_back_to_udp_when_configured() {
 }
 
 #[tokio::test]
-async fn a_card_is_written_as_one_user_record_and_read_back_and_a_template_write_is_refused() {
+async fn a_card_and_a_template_are_written_and_read_back_and_a_face_write_is_refused() {
     let sim = Emulator::zk(&["--tcp", "127.0.0.1:0", "--pacing-ms", "0"]);
     let session = ZkSession::new(settings(tcp(&sim)));
     let mut credential = edge_agent::device::Credential {
         user_id: "1001".into(),
-        slot: 0,
+        slot: 20,
         name: "Ana".into(),
-        privilege: 0,
+        // User 1001 is the super user: the privilege a credential carries is written too.
+        privilege: 2,
         value: device_protocols::aiface::CredentialValue::Text("AAAA".into()),
     };
+    // A face template (slot 20) and a fingerprint that is not base64 are refused unsent.
     let err = session.write_credential(&credential).await.unwrap_err();
     assert!(err.to_string().contains("not supported"), "{err}");
+    credential.slot = 3;
+    credential.value = device_protocols::aiface::CredentialValue::Text("not base64!".into());
+    let err = session.write_credential(&credential).await.unwrap_err();
+    assert!(err.to_string().contains("base64"), "{err}");
     assert!(sim.commands().is_empty(), "nothing was sent");
+
+    // Finger 3 of user 1001 goes up as one upload and reads back; again, nothing is sent.
+    credential.value = device_protocols::aiface::CredentialValue::Text("AAECAwQF".into());
+    session.write_credential(&credential).await.unwrap();
+    let read = session
+        .read_users(FetchMode::All, &mut MemorySink::default())
+        .await
+        .unwrap();
+    assert_eq!(read.users["1001"].slots, [3], "{:?}", read.users["1001"]);
+    session.write_credential(&credential).await.unwrap();
+    let names = sim.command_names();
+    assert_eq!(
+        names.iter().filter(|n| *n == "TMP_WRITE").count(),
+        1,
+        "{names:?}"
+    );
+    assert_eq!(names.iter().filter(|n| *n == "USER_WRQ").count(), 0);
 
     credential.slot = 11;
     credential.value = device_protocols::aiface::CredentialValue::Text("123".into());
@@ -411,6 +434,11 @@ async fn a_card_is_written_as_one_user_record_and_read_back_and_a_template_write
         names.iter().filter(|n| *n == "USER_WRQ").count(),
         1,
         "{names:?}"
+    );
+    assert_eq!(
+        read.users["1001"].slots,
+        [3, 11],
+        "the finger is still there"
     );
     // Writing the same value again sends no write at all.
     session.write_credential(&credential).await.unwrap();

@@ -270,7 +270,17 @@ fn settle_templates(
     sizes: &DeviceSizes,
     table: &UserTable,
     source: TemplateSource,
+    device: &str,
 ) -> Result<(), ReadError> {
+    if let Some(faces) = sizes.faces.filter(|f| f.count > 0 && cache.taken.is_none()) {
+        // Said at the first read since the start (or since a write), not at every poll.
+        tracing::warn!(
+            device,
+            faces = faces.count,
+            "the device holds face templates; this agent version does not read them (their \
+             commands are not established), so backups and restores do not include faces"
+        );
+    }
     let templates = match source {
         TemplateSource::Unchanged => return Ok(()),
         TemplateSource::NoneReported => Vec::new(),
@@ -345,7 +355,7 @@ pub(super) async fn read_users(
         .await;
     }
     let (table, source) = users?;
-    settle_templates(cache, &sizes, &table, source)?;
+    settle_templates(cache, &sizes, &table, source, &settings.device_id)?;
     let mut read = to_user_read(&table, cache.templates(), &sizes, mode, sink)?;
     read.round_trips = round_trips;
     read.bytes_received = bytes_received;
