@@ -107,6 +107,9 @@ async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
         sync,
         live,
     } = start_core(&mut tasks, &config, &store).await?;
+    // The shelf-label adapter, when `esl.enabled`: its outcome events go through the one
+    // upstream outbox.
+    let _esl = crate::esl::start(&mut tasks, &config, &store, upstream.outbox());
     let status = StatusSources {
         config: Arc::clone(&config),
         store: store.clone(),

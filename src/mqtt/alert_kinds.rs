@@ -164,6 +164,10 @@ pub fn from_alarm(alarm: &Alarm) -> (String, AlertBody) {
                 &[("detail", detail.clone())],
             ),
         ),
+        AlarmKind::EslAttention { problem, detail } => (
+            String::new(),
+            body(problem, WARNING, message, &[("detail", detail.clone())]),
+        ),
     }
 }
 
