@@ -19,6 +19,9 @@ pub enum EslCommand {
         /// The config file.
         #[arg(long, short, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
+        /// Print the reply as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Run a drift verification now and print its report; missing or changed articles the
     /// agent owns are queued to be pushed again (never with --dry-run).
@@ -29,21 +32,29 @@ pub enum EslCommand {
         /// Only report; queue nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Print the reply as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
 /// Runs `esl status|verify` against the running agent.
 pub fn run(command: EslCommand) -> ExitStatus {
-    let (config, name, args) = match command {
-        EslCommand::Status { config } => (config, "esl status", json!({})),
-        EslCommand::Verify { config, dry_run } => {
-            (config, "esl verify", json!({ "dry_run": dry_run }))
-        }
+    let (config, name, args, as_json) = match command {
+        EslCommand::Status { config, json } => (config, "esl status", json!({}), json),
+        EslCommand::Verify {
+            config,
+            dry_run,
+            json,
+        } => (config, "esl verify", json!({ "dry_run": dry_run }), json),
     };
     oneshot::run(&config, |config| async move {
         match local::reach(&config)? {
             Agent::Running(mut client) => {
                 let result = local::call(&mut client, name, args)?;
+                if as_json {
+                    return Ok(done(serde_json::to_string_pretty(&result)?));
+                }
                 Ok(done(render::reply::render(&result, &Clock::now(false))))
             }
             Agent::Stopped => anyhow::bail!(

@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use serde_json::json;
-use test_support::agent::running::RunningAgent;
+use test_support::agent::running::{local_json, RunningAgent};
 use test_support::agent::sync::upstream_config_file;
 use test_support::agent::upstream::{token_file, TOKEN};
 use test_support::aims_double::{AimsDouble, Article, ID_KEY, NAME_KEY};
@@ -118,6 +118,16 @@ async fn shelf_labels_follow_the_upstream_repair_drift_and_leave_foreign_article
         "foreign article untouched"
     );
     assert_eq!(aims.writes("F-1"), 0, "foreign article never written");
+
+    // The local command reaches the running adapter: status, and a dry-run verification that
+    // sees the foreign article and no drift left.
+    let status = local_json(&config, &["esl", "status"]);
+    assert_eq!(status["state"], "running", "{status}");
+    assert_eq!(status["pool_used"], 2, "{status}");
+    let report = local_json(&config, &["esl", "verify", "--dry-run"]);
+    assert_eq!(report["dry_run"], true, "{report}");
+    assert!(report["foreign_sample"].as_array().unwrap().iter().any(|id| id == "F-1"), "{report}");
+    assert!(report["requests"].as_u64().unwrap() >= 1, "{report}");
 
     // 4. kill -9 while AIMS holds an applied write unanswered.
     aims.pause_after_apply(Duration::from_secs(30));
