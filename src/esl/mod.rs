@@ -229,6 +229,89 @@ pub fn settings(config: &Config) -> Option<AimsSettings> {
     })
 }
 
+/// The adapter's work, step by step: what the task runs in turn, and what a test drives
+/// directly (in-process, without timing).
+pub struct Adapter {
+    client: Arc<AimsClient>,
+    store: Store,
+    reporter: Reporter,
+    confirm_timeout: Duration,
+}
+
+impl Adapter {
+    /// An adapter writing to AIMS with `settings`, keeping its state in `store` and reporting
+    /// outcomes through `upstream` as `agent_id`.
+    pub fn new(
+        settings: AimsSettings,
+        store: &Store,
+        upstream: &Outbox,
+        agent_id: &str,
+        confirm_timeout: Duration,
+    ) -> Result<Adapter, String> {
+        let board = Arc::new(Mutex::new(Board::default()));
+        board.lock().unwrap_or_else(|p| p.into_inner()).status.state = "running".into();
+        Ok(Adapter {
+            client: Arc::new(AimsClient::new(settings)?),
+            store: store.clone(),
+            reporter: Reporter {
+                agent_id: agent_id.to_string(),
+                store: store.clone(),
+                upstream: upstream.clone(),
+                board,
+            },
+            confirm_timeout,
+        })
+    }
+
+    /// Works through pending intents until none is left or a step fails; returns how many
+    /// intents were finished.
+    pub async fn push_pending(&self) -> Result<usize, EslError> {
+        let mut finished = 0;
+        loop {
+            let done = push::drain_once(
+                &self.client,
+                &self.store,
+                &self.reporter,
+                self.confirm_timeout,
+            )
+            .await?;
+            if done == 0 {
+                return Ok(finished);
+            }
+            finished += done;
+        }
+    }
+
+    /// One verification pass (see [`verify`]); with `dry_run` nothing is queued.
+    pub async fn verify(&self, dry_run: bool) -> Result<VerifyReport, EslError> {
+        let report = verify::verify(&self.client, &self.store, &self.reporter, dry_run).await?;
+        tracing::info!(
+            remote = report.remote,
+            owned = report.owned,
+            missing = report.missing.len(),
+            mismatched = report.mismatched.len(),
+            foreign = report.foreign,
+            requests = report.requests,
+            dry_run = report.dry_run,
+            "shelf-label verification done"
+        );
+        let mut board = self.reporter.board();
+        board.status.last_verify_at_ms = Some(chrono::Utc::now().timestamp_millis());
+        board.status.last_verify = Some(report.clone());
+        Ok(report)
+    }
+
+    /// A handle for status and commands.
+    fn handle(&self, requests: mpsc::Sender<Request>) -> Esl {
+        Esl {
+            board: Arc::clone(&self.reporter.board),
+            store: self.store.clone(),
+            requests,
+            client: Arc::clone(&self.client),
+        }
+    }
+}
+
 /// Starts the adapter when `esl.enabled`: one task pulling the feed, pushing, verifying.
 pub fn start(tasks: &mut Tasks, config: &Config, store: &Store, upstream: &Outbox) -> Option<Esl> {
     let settings = settings(config)?;
@@ -243,81 +326,68 @@ pub fn start(tasks: &mut Tasks, config: &Config, store: &Store, upstream: &Outbo
                 }
             },
         );
-    let client = match AimsClient::new(settings) {
-        Ok(client) => Arc::new(client),
+    let adapter = match Adapter::new(
+        settings,
+        store,
+        upstream,
+        &config.agent.id,
+        config.esl.confirm_timeout.get(),
+    ) {
+        Ok(adapter) => adapter,
         Err(error) => {
             tracing::error!("shelf-label adapter not started: {error}");
             return None;
         }
     };
-    let board = Arc::new(Mutex::new(Board::default()));
-    board.lock().unwrap_or_else(|p| p.into_inner()).status.state = "running".into();
     let (requests, inbox) = mpsc::channel(8);
+    let handle = adapter.handle(requests);
     let worker = Worker {
-        client: Arc::clone(&client),
+        adapter,
         feed,
-        reporter: Reporter {
-            agent_id: config.agent.id.clone(),
-            store: store.clone(),
-            upstream: upstream.clone(),
-            board: Arc::clone(&board),
-        },
-        store: store.clone(),
         agent_id: config.agent.id.clone(),
         pull_interval: config.upstream.mapping_pull_interval.get(),
         verify_interval: config.esl.verify_interval.get(),
-        confirm_timeout: config.esl.confirm_timeout.get(),
     };
     tasks.spawn("esl", move |stop| worker.run(inbox, stop));
     tracing::info!("shelf-label adapter started");
-    Some(Esl {
-        board,
-        store: store.clone(),
-        requests,
-        client,
-    })
+    Some(handle)
 }
 
 struct Worker {
-    client: Arc<AimsClient>,
+    adapter: Adapter,
     feed: Option<UpstreamClient>,
-    reporter: Reporter,
-    store: Store,
     agent_id: String,
     pull_interval: Duration,
     verify_interval: Duration,
-    confirm_timeout: Duration,
 }
 
 impl Worker {
     async fn run(self, mut inbox: mpsc::Receiver<Request>, mut stop: StopSignal) {
         let mut next_verify = tokio::time::Instant::now();
         let mut backoff = FIRST_BACKOFF;
+        let reporter = &self.adapter.reporter;
         loop {
             let round = tokio::select! {
                 round = self.round(&mut next_verify) => round,
                 _ = stop.stopped() => return,
             };
             let pause = match round {
-                Ok(more) => {
+                Ok(()) => {
                     backoff = FIRST_BACKOFF;
-                    self.reporter.board().status.last_error = None;
-                    self.reporter.board().status.state = "running".into();
-                    if more {
-                        Duration::ZERO
-                    } else {
-                        self.pull_interval
-                    }
+                    let mut board = reporter.board();
+                    board.status.last_error = None;
+                    board.status.state = "running".into();
+                    self.pull_interval
                 }
                 Err(error) => {
                     tracing::warn!("shelf-label round failed: {error}; next try in {backoff:?}");
                     {
-                        let mut board = self.reporter.board();
+                        let mut board = reporter.board();
                         board.status.last_error = Some(error.to_string());
                         board.status.state = "failing".into();
                     }
                     if let EslError::Aims(AimsError::Unauthorized { status, .. }) = &error {
-                        let _ = self.reporter.alarm_once(
+                        let _ = reporter.alarm_once(
                             "esl_unauthorized",
                             &status.to_string(),
                             format!("AIMS refused the agent's credentials: {error}"),
@@ -330,26 +400,21 @@ impl Worker {
             };
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}
-                request = inbox.recv() => match request {
-                    Some(Request::Verify { dry_run, reply }) => {
-                        let report = verify::verify(&self.client, &self.store, &self.reporter, dry_run).await;
-                        let answer = report.map_err(|e| e.to_string());
-                        if let Ok(report) = &answer {
-                            self.record_verify(report);
-                        }
-                        let _ = reply.send(answer);
+                request = inbox.recv() => {
+                    if let Some(Request::Verify { dry_run, reply }) = request {
+                        let report = self.adapter.verify(dry_run).await;
+                        let _ = reply.send(report.map_err(|e| e.to_string()));
                     }
-                    None => {}
-                },
+                }
                 _ = stop.stopped() => return,
             }
         }
     }
 
-    /// Pull, push, and verify when due; `true` when more work is pending right away.
-    async fn round(&self, next_verify: &mut tokio::time::Instant) -> Result<bool, EslError> {
+    /// Pull, push everything pending, and verify when due (then push what it queued).
+    async fn round(&self, next_verify: &mut tokio::time::Instant) -> Result<(), EslError> {
         if let Some(feed) = &self.feed {
-            let pulled = desired::pull(feed, &self.store, &self.agent_id).await?;
+            let pulled = desired::pull(feed, &self.adapter.store, &self.agent_id).await?;
             if pulled > 0 {
                 tracing::info!(
                     count = pulled,
@@ -357,42 +422,25 @@ impl Worker {
                 );
             }
         }
-        let finished = push::drain_once(
-            &self.client,
-            &self.store,
-            &self.reporter,
-            self.confirm_timeout,
-        )
-        .await?;
+        self.push().await?;
+        if tokio::time::Instant::now() >= *next_verify {
+            let report = self.adapter.verify(false).await?;
+            *next_verify = tokio::time::Instant::now() + self.verify_interval;
+            if report.queued > 0 {
+                self.push().await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn push(&self) -> Result<(), EslError> {
+        let finished = self.adapter.push_pending().await?;
         if finished > 0 {
             tracing::info!(
                 intents = finished,
                 "shelf-label articles pushed and confirmed by reading back"
             );
-            return Ok(true);
         }
-        if tokio::time::Instant::now() >= *next_verify {
-            let report = verify::verify(&self.client, &self.store, &self.reporter, false).await?;
-            *next_verify = tokio::time::Instant::now() + self.verify_interval;
-            self.record_verify(&report);
-            return Ok(report.queued > 0);
-        }
-        Ok(false)
-    }
-
-    fn record_verify(&self, report: &VerifyReport) {
-        tracing::info!(
-            remote = report.remote,
-            owned = report.owned,
-            missing = report.missing.len(),
-            mismatched = report.mismatched.len(),
-            foreign = report.foreign,
-            requests = report.requests,
-            dry_run = report.dry_run,
-            "shelf-label verification done"
-        );
-        let mut board = self.reporter.board();
-        board.status.last_verify_at_ms = Some(chrono::Utc::now().timestamp_millis());
-        board.status.last_verify = Some(report.clone());
+        Ok(())
     }
 }

@@ -126,7 +126,14 @@ async fn shelf_labels_follow_the_upstream_repair_drift_and_leave_foreign_article
     assert_eq!(status["pool_used"], 2, "{status}");
     let report = local_json(&config, &["esl", "verify", "--dry-run"]);
     assert_eq!(report["dry_run"], true, "{report}");
-    assert!(report["foreign_sample"].as_array().unwrap().iter().any(|id| id == "F-1"), "{report}");
+    assert!(
+        report["foreign_sample"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|id| id == "F-1"),
+        "{report}"
+    );
     assert!(report["requests"].as_u64().unwrap() >= 1, "{report}");
 
     // 4. kill -9 while AIMS holds an applied write unanswered.
