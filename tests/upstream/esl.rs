@@ -245,12 +245,12 @@ enum Step {
 
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
-        (0..3usize, proptest::option::of(0..3usize)).prop_map(|(p, s)| Step::Assign(p, s)),
-        (0..3usize).prop_map(Step::Remove),
-        (0..3usize, any::<bool>()).prop_map(|(i, s)| Step::ForeignPut(i, s)),
-        (0..3usize, any::<bool>(), any::<bool>(), any::<u8>())
+        (0..2usize, proptest::option::of(0..2usize)).prop_map(|(p, s)| Step::Assign(p, s)),
+        (0..2usize).prop_map(Step::Remove),
+        (0..2usize, any::<bool>()).prop_map(|(i, s)| Step::ForeignPut(i, s)),
+        (0..2usize, any::<bool>(), any::<bool>(), any::<u8>())
             .prop_map(|(i, s, owned, v)| Step::ForeignEdit(i, s, owned, v)),
-        (0..3usize, any::<bool>()).prop_map(|(i, s)| Step::ForeignDelete(i, s)),
+        (0..2usize, any::<bool>()).prop_map(|(i, s)| Step::ForeignDelete(i, s)),
         Just(Step::Push),
         Just(Step::Verify),
     ]
@@ -265,10 +265,10 @@ fn article_id(index: usize, space: bool) -> String {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, .. ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 64, .. ProptestConfig::default() })]
 
     #[test]
-    fn verification_never_touches_foreign_articles_or_keys(steps in proptest::collection::vec(step(), 1..14)) {
+    fn verification_never_touches_foreign_articles_or_keys(steps in proptest::collection::vec(step(), 1..16)) {
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         runtime.block_on(async {
             let side = start_side(Duration::from_secs(3)).await;
