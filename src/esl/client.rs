@@ -115,7 +115,6 @@ pub struct AimsClient {
     next_slot: Mutex<Instant>,
     format: std::sync::Mutex<Option<(Instant, ArticleFormat)>>,
     requests: AtomicU64,
-    logins: AtomicU64,
 }
 
 /// A request as the caller describes it, rebuilt for each attempt.
@@ -145,7 +144,6 @@ impl AimsClient {
             next_slot: Mutex::new(Instant::now()),
             format: std::sync::Mutex::new(None),
             requests: AtomicU64::new(0),
-            logins: AtomicU64::new(0),
         })
     }
 
@@ -378,7 +376,6 @@ impl AimsClient {
                     reason: format!("cannot read esl.password_file: {error}"),
                 }
             })?;
-        self.logins.fetch_add(1, Ordering::Relaxed);
         let fresh = self
             .token_request(
                 "api/v2/token",

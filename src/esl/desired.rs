@@ -186,10 +186,12 @@ pub async fn apply(store: &Store, changes: Vec<WireDesiredArticle>) -> Result<()
                 .space_id
                 .as_deref()
                 .is_none_or(|s| s.trim().is_empty())
+            && pool::pool_id(store, &entity.id)?.is_none()
         {
-            if pool::pool_id(store, &entity.id)?.is_none() {
-                tracing::error!(person = %entity.id, "no POOL- id left for an unassigned person; their label is not written");
-            }
+            tracing::error!(
+                person = %entity.id,
+                "no POOL- id left for an unassigned person; their label is not written"
+            );
         }
         new_articles.extend(article_of(store, &entity)?);
         writes.push((key, Some(entity)));

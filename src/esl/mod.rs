@@ -413,13 +413,17 @@ impl Worker {
 
     /// Pull, push everything pending, and verify when due (then push what it queued).
     async fn round(&self, next_verify: &mut tokio::time::Instant) -> Result<(), EslError> {
+        // An unreachable upstream must not stop the labels from being kept right: the pull's
+        // error is reported after the push and the verification have had their turn.
+        let mut pull_failed = None;
         if let Some(feed) = &self.feed {
-            let pulled = desired::pull(feed, &self.adapter.store, &self.agent_id).await?;
-            if pulled > 0 {
-                tracing::info!(
+            match desired::pull(feed, &self.adapter.store, &self.agent_id).await {
+                Ok(0) => {}
+                Ok(pulled) => tracing::info!(
                     count = pulled,
                     "pulled desired shelf-label articles from the upstream"
-                );
+                ),
+                Err(error) => pull_failed = Some(error),
             }
         }
         self.push().await?;
@@ -430,7 +434,10 @@ impl Worker {
                 self.push().await?;
             }
         }
-        Ok(())
+        match pull_failed {
+            Some(error) => Err(error.into()),
+            None => Ok(()),
+        }
     }
 
     async fn push(&self) -> Result<(), EslError> {

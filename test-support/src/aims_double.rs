@@ -414,7 +414,7 @@ async fn article_info(
             return (StatusCode::INTERNAL_SERVER_ERROR, "read failed").into_response();
         }
     }
-    if query.get("company").is_none() || query.get("store").is_none() {
+    if !query.contains_key("company") || !query.contains_key("store") {
         return (
             StatusCode::METHOD_NOT_ALLOWED,
             Json(

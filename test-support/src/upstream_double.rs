@@ -80,7 +80,7 @@ struct InBatch {
 pub struct Seen {
     /// When it arrived.
     pub at: Instant,
-    /// `events`, `mappings` or `persons`.
+    /// `events`, `mappings`, `persons` or `esl_articles`.
     pub endpoint: &'static str,
     /// Events in the batch (0 for other endpoints or unreadable bodies).
     pub events: usize,
