@@ -142,34 +142,27 @@ pub(super) async fn drain_once(
     }
     // The ledger holds every article about to be written before any byte is sent.
     store.make_durable().await?;
-    for chunk in writes.chunks(WRITE_BATCH) {
-        match client.upsert_articles(chunk).await {
-            Ok(()) => {}
-            Err(AimsError::Unknown { reason }) => {
-                tracing::warn!("AIMS write outcome unknown ({reason}); confirming by reading back");
-            }
-            Err(AimsError::Refused { status, reason }) => {
-                tracing::error!(
-                    status,
-                    "AIMS refused a write of {} articles: {reason}",
-                    chunk.len()
-                );
-                for write in chunk {
-                    let id = write.id.as_str().to_string();
-                    awaiting.remove(&id);
-                    outcomes.insert(
-                        id,
-                        Outcome::Failed {
-                            outcome: "refused",
-                            reason: format!("HTTP {status}: {reason}"),
-                        },
-                    );
-                }
-            }
-            Err(other) => return Err(other.into()),
-        }
+    // Two steps, as a re-key saga needs: the articles that show something are written and
+    // confirmed first, only then are the articles left behind released, so a person moving
+    // is never shown nowhere. A crash in between replays the intent: the first step reads
+    // back matching and is not written again.
+    let (shows, releases): (Vec<OwnedWrite>, Vec<OwnedWrite>) = writes
+        .into_iter()
+        .partition(|write| plan.contains_key(write.id.as_str()));
+    for step in [shows, releases] {
+        let mut step_awaiting: HashMap<_, _> = step
+            .iter()
+            .filter_map(|write| awaiting.remove_entry(write.id.as_str()))
+            .collect();
+        write_and_confirm(
+            client,
+            &step,
+            &mut step_awaiting,
+            &mut outcomes,
+            confirm_timeout,
+        )
+        .await?;
     }
-    confirm(client, &mut awaiting, &mut outcomes, confirm_timeout).await?;
     for (id, outcome) in &outcomes {
         match outcome {
             Outcome::Confirmed(_) => ledger::settle(store, id, true)?,
@@ -224,6 +217,44 @@ pub(super) async fn drain_once(
             .count(),
     );
     Ok(finished)
+}
+
+/// Writes `writes` in batches and confirms them by reading back.
+async fn write_and_confirm(
+    client: &AimsClient,
+    writes: &[OwnedWrite],
+    awaiting: &mut HashMap<String, (DesiredArticle, BTreeSet<String>, String)>,
+    outcomes: &mut HashMap<String, Outcome>,
+    confirm_timeout: Duration,
+) -> Result<(), EslError> {
+    for chunk in writes.chunks(WRITE_BATCH) {
+        match client.upsert_articles(chunk).await {
+            Ok(()) => {}
+            Err(AimsError::Unknown { reason }) => {
+                tracing::warn!("AIMS write outcome unknown ({reason}); confirming by reading back");
+            }
+            Err(AimsError::Refused { status, reason }) => {
+                tracing::error!(
+                    status,
+                    "AIMS refused a write of {} articles: {reason}",
+                    chunk.len()
+                );
+                for write in chunk {
+                    let id = write.id.as_str().to_string();
+                    awaiting.remove(&id);
+                    outcomes.insert(
+                        id,
+                        Outcome::Failed {
+                            outcome: "refused",
+                            reason: format!("HTTP {status}: {reason}"),
+                        },
+                    );
+                }
+            }
+            Err(other) => return Err(other.into()),
+        }
+    }
+    confirm(client, awaiting, outcomes, confirm_timeout).await
 }
 
 /// Reads `awaiting` back until each matches (confirmed) or `timeout` passes (unconfirmed).

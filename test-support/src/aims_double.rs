@@ -55,6 +55,7 @@ struct World {
     pending: Vec<(Instant, String, Article)>,
     writes: HashMap<String, u32>,
     write_requests: u32,
+    deletes: u32,
     requests: u32,
     access: Vec<String>,
     refresh: Option<String>,
@@ -103,7 +104,13 @@ impl AimsDouble {
             .route("/common/api/v2/token", post(token))
             .route("/common/api/v2/token/refresh", post(refresh))
             .route("/common/api/v2/common/articles/upload/format", get(format))
-            .route("/common/api/v2/common/articles", post(write_articles))
+            .route(
+                "/common/api/v2/common/articles",
+                post(write_articles)
+                    .put(write_articles)
+                    .get(list_articles)
+                    .delete(delete_articles),
+            )
             .route(
                 "/common/api/v2/common/config/article/info",
                 get(article_info),
@@ -195,6 +202,10 @@ impl AimsDouble {
     /// Writes received per article id.
     pub fn writes(&self, id: &str) -> u32 {
         self.world().writes.get(id).copied().unwrap_or(0)
+    }
+    /// Articles deleted through `DELETE /articles` (the agent must never send one).
+    pub fn deletes(&self) -> u32 {
+        self.world().deletes
     }
     /// Write requests received.
     pub fn write_requests(&self) -> u32 {
@@ -391,6 +402,57 @@ async fn write_articles(
     }
     if fail {
         return (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"responseCode": "500", "responseMessage": "Failed to process request operation"}))).into_response();
+    }
+    Json(json!({"responseCode": "200", "responseMessage": "SUCCESS"})).into_response()
+}
+
+async fn list_articles(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    if let Some(refusal) = gate(&shared, &headers) {
+        return refusal;
+    }
+    let page: usize = query.get("page").and_then(|p| p.parse().ok()).unwrap_or(0);
+    let size: usize = query
+        .get("size")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(10)
+        .clamp(1, 500);
+    let mut world = shared.world.lock().unwrap();
+    settle(&mut world);
+    let list: Vec<Value> = world
+        .articles
+        .iter()
+        .skip(page * size)
+        .take(size)
+        .map(|(id, a)| json!({"articleId": id, "articleName": a.name, "nfcUrl": "", "labelCount": a.labels.len()}))
+        .collect();
+    if list.is_empty() {
+        return StatusCode::NO_CONTENT.into_response();
+    }
+    Json(json!({"totalArticleCnt": world.articles.len(), "articleList": list})).into_response()
+}
+
+async fn delete_articles(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    if let Some(refusal) = gate(&shared, &headers) {
+        return refusal;
+    }
+    let mut world = shared.world.lock().unwrap();
+    for id in body["articleDeleteList"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+    {
+        // Deleting an article unlinks its labels in AIMS; the double just forgets it.
+        if world.articles.remove(&text(&id)).is_some() {
+            world.deletes += 1;
+        }
     }
     Json(json!({"responseCode": "200", "responseMessage": "SUCCESS"})).into_response()
 }

@@ -161,6 +161,57 @@ async fn shelf_labels_follow_the_upstream_repair_drift_and_leave_foreign_article
     assert_eq!(pushed, 1, "one esl_pushed for S-3");
     assert!(shows(&aims, "S-3", "P3"));
     assert_eq!(aims.writes("F-1"), 0);
+
+    // 5. kill -9 between the two steps of a re-key saga: P1 moves from POOL-0002 to S-4. The
+    //    double holds the answer to the first step's write, the agent dies before releasing
+    //    POOL-0002; the restarted agent confirms the first step by reading back (no second
+    //    write) and then releases POOL-0002, once. Nothing is deleted.
+    let pool_writes = aims.writes("POOL-0002");
+    let pushed_for = |article: &str| -> u32 {
+        let prefix = format!("esl_pushed/gw-test/{article}%2F");
+        upstream
+            .application_counts()
+            .iter()
+            .filter(|(key, _)| key.starts_with(&prefix))
+            .map(|(_, n)| *n)
+            .sum()
+    };
+    let pool_reports = pushed_for("POOL-0002");
+    aims.pause_after_apply(Duration::from_secs(30));
+    upstream.add_esl_article(person("P1", "Ana", Some("S-4")));
+    wait_for(WAIT, "S-4 written", || aims.writes("S-4") == 1).await;
+    agent.kill();
+    assert_eq!(
+        aims.writes("POOL-0002"),
+        pool_writes,
+        "the old article is released only after the new one is confirmed"
+    );
+    aims.pause_after_apply(Duration::ZERO);
+    let mut agent = RunningAgent::on(&config, &log);
+    wait_for(WAIT, "POOL-0002 released", || {
+        aims.article("POOL-0002")
+            .is_some_and(|a| a.data.get("__PERSON_UUID__").is_some_and(|v| v.is_empty()))
+    })
+    .await;
+    wait_for(WAIT, "the release reported", || {
+        pushed_for("POOL-0002") > pool_reports
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        aims.writes("S-4"),
+        1,
+        "the saga's first step is not written twice"
+    );
+    assert_eq!(aims.writes("POOL-0002"), pool_writes + 1, "released once");
+    assert!(shows(&aims, "S-4", "P1"));
+    assert_eq!(
+        pushed_for("POOL-0002"),
+        pool_reports + 1,
+        "one report of the release"
+    );
+    assert_eq!(pushed_for("S-4"), 1, "one report of the move");
+    assert_eq!(aims.deletes(), 0, "nothing is ever deleted");
     assert!(
         upstream.violations().is_empty(),
         "{:?}",
