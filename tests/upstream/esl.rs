@@ -334,7 +334,8 @@ proptest! {
 
 /// Push + confirm of 5,000 articles, then a verification pass over 20,000 (15,000 foreign):
 /// wall and CPU time, peak memory, requests. Run with
-/// `cargo nextest run --workspace -E 'test(measure_esl)' --run-ignored only --no-capture`.
+/// `cargo nextest run -p edge-agent --test upstream -E 'test(measure_esl)' --run-ignored only
+/// --no-capture`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore]
 async fn measure_esl_push_5000_and_verify_20000() {
