@@ -88,6 +88,11 @@ pub fn owned(
         .map(|entry| (OwnedArticleId(article_id.to_string()), entry)))
 }
 
+/// How many articles the agent owns (no record decoded: status asks every few seconds).
+pub fn count(store: &Store) -> usize {
+    store.tree(TreeName::EslOwned).len()
+}
+
 /// Every owned article, by id.
 pub fn all(store: &Store) -> Result<BTreeMap<String, LedgerEntry>, StoreError> {
     store

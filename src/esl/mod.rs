@@ -188,7 +188,7 @@ impl Esl {
             .status
             .clone();
         status.desired = desired::count(&self.store) as u64;
-        status.owned = ledger::all(&self.store).map_or(0, |all| all.len() as u64);
+        status.owned = ledger::count(&self.store) as u64;
         if let Ok((intents, articles)) = outbox::depth(&self.store) {
             status.pending_intents = intents;
             status.pending_articles = articles;

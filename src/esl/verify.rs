@@ -112,7 +112,10 @@ pub(super) async fn verify(
                     if keys.is_empty() {
                         return Ok(());
                     }
-                    let newly = if dry_run {
+                    // Only a value the agent saw confirmed and then found changed is a fight with
+                    // another writer; a write never confirmed (slow tenant, dropped keys) is
+                    // simply pushed again.
+                    let newly = if dry_run || entry.state != ledger::WriteState::Confirmed {
                         Vec::new()
                     } else {
                         ledger::record_fights(store, id, &keys)?

@@ -226,6 +226,36 @@ async fn a_failed_read_aborts_verification_and_tokens_rotate() {
     assert!(refreshes >= 3, "{refreshes}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_another_writer_keeps_changing_is_given_up_with_an_alarm() {
+    let side = start_side(Duration::from_secs(10)).await;
+    desired::apply(&side.store, vec![space("S-1")]).await.unwrap();
+    side.adapter.push_pending().await.unwrap();
+    for round in 0..3 {
+        side.aims.edit("S-1", NAME_KEY, &format!("theirs {round}"));
+        let report = side.adapter.verify(false).await.unwrap();
+        side.adapter.push_pending().await.unwrap();
+        let name = side.aims.article("S-1").unwrap().data[NAME_KEY].clone();
+        if round < 2 {
+            assert_eq!(report.mismatched, vec![("S-1".to_string(), vec![NAME_KEY.to_string()])]);
+            assert_eq!(name, "Desk S-1", "round {round}: pushed again");
+        } else {
+            assert_eq!(report.contested, vec![("S-1".to_string(), vec![NAME_KEY.to_string()])]);
+            assert!(report.mismatched.is_empty());
+            assert_eq!(name, "theirs 2", "the contested key is left to the other writer");
+        }
+    }
+    // Left alone from now on.
+    let report = side.adapter.verify(false).await.unwrap();
+    assert!(report.mismatched.is_empty() && report.contested.is_empty(), "{report:?}");
+    let alarms = side.store.alarms().unwrap();
+    assert!(alarms.iter().any(|(_, alarm)| matches!(
+        &alarm.kind,
+        edge_agent::store::AlarmKind::EslAttention { problem, .. } if problem == "esl_key_contested"
+    )));
+    assert_eq!(events_of(&side.outbox, "esl_drift/"), 3);
+}
+
 /// One step of the property test.
 #[derive(Debug, Clone)]
 enum Step {
