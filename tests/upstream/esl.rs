@@ -229,7 +229,9 @@ async fn a_failed_read_aborts_verification_and_tokens_rotate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_another_writer_keeps_changing_is_given_up_with_an_alarm() {
     let side = start_side(Duration::from_secs(10)).await;
-    desired::apply(&side.store, vec![space("S-1")]).await.unwrap();
+    desired::apply(&side.store, vec![space("S-1")])
+        .await
+        .unwrap();
     side.adapter.push_pending().await.unwrap();
     for round in 0..3 {
         side.aims.edit("S-1", NAME_KEY, &format!("theirs {round}"));
@@ -237,17 +239,29 @@ async fn a_key_another_writer_keeps_changing_is_given_up_with_an_alarm() {
         side.adapter.push_pending().await.unwrap();
         let name = side.aims.article("S-1").unwrap().data[NAME_KEY].clone();
         if round < 2 {
-            assert_eq!(report.mismatched, vec![("S-1".to_string(), vec![NAME_KEY.to_string()])]);
+            assert_eq!(
+                report.mismatched,
+                vec![("S-1".to_string(), vec![NAME_KEY.to_string()])]
+            );
             assert_eq!(name, "Desk S-1", "round {round}: pushed again");
         } else {
-            assert_eq!(report.contested, vec![("S-1".to_string(), vec![NAME_KEY.to_string()])]);
+            assert_eq!(
+                report.contested,
+                vec![("S-1".to_string(), vec![NAME_KEY.to_string()])]
+            );
             assert!(report.mismatched.is_empty());
-            assert_eq!(name, "theirs 2", "the contested key is left to the other writer");
+            assert_eq!(
+                name, "theirs 2",
+                "the contested key is left to the other writer"
+            );
         }
     }
     // Left alone from now on.
     let report = side.adapter.verify(false).await.unwrap();
-    assert!(report.mismatched.is_empty() && report.contested.is_empty(), "{report:?}");
+    assert!(
+        report.mismatched.is_empty() && report.contested.is_empty(),
+        "{report:?}"
+    );
     let alarms = side.store.alarms().unwrap();
     assert!(alarms.iter().any(|(_, alarm)| matches!(
         &alarm.kind,
