@@ -105,6 +105,7 @@ fn main() {
         live,
         aiface: None,
         upstream: Some(upstream),
+        esl: None,
         started_at_ms: 0,
         logging: None,
     };

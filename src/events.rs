@@ -108,6 +108,37 @@ pub enum EventBody {
     /// to act on, with the facts each kind needs (the users concerned, the figures). Only the
     /// MQTT alert queue carries these; the upstream learns the same facts from its own events.
     Alert(AlertBody),
+    /// A shelf-label article was written to the ESL gateway and read back matching
+    /// (`crate::esl`): the labels show what the upstream asked for.
+    EslPushed {
+        /// The AIMS article id.
+        article_id: String,
+        /// The upstream entity it shows (`person:<id>`, `space:<id>`, `room:<id>`), empty for
+        /// an article released (blanked) because nothing is assigned to it any more.
+        entity: String,
+        /// Hash of the canonical article as confirmed.
+        content_hash: String,
+    },
+    /// Drift verification found an article the agent owns not as it left it.
+    EslDrift {
+        /// The AIMS article id.
+        article_id: String,
+        /// `missing` (gone from AIMS), `mismatch` (a key we own was changed) or `contested`
+        /// (another writer keeps changing a key: the agent stopped writing it).
+        class: String,
+        /// The keys concerned (empty for `missing`).
+        keys: Vec<String>,
+    },
+    /// A shelf-label write could not be completed.
+    EslFailed {
+        /// The AIMS article id.
+        article_id: String,
+        /// `refused` (the gateway refused it for good) or `unconfirmed` (written, but the
+        /// read-back never matched).
+        outcome: String,
+        /// What happened.
+        reason: String,
+    },
 }
 
 /// The body of an MQTT alert. One shape for every kind, so a subscriber parses one structure

@@ -19,6 +19,7 @@ const LEVELS: &[(&str, u8)] = &[
     ("upstream", 2),
     ("audit", 2),
     ("sync", 3),
+    ("esl", 3),
     ("live", 3),
     ("mqtt", 4),
     ("ops", 4),

@@ -18,6 +18,7 @@ pub mod config;
 pub mod ctl;
 pub mod demo;
 pub mod device;
+pub mod esl;
 pub mod events;
 pub mod exit_status;
 pub mod lifecycle;

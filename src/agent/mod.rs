@@ -107,12 +107,16 @@ async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
         sync,
         live,
     } = start_core(&mut tasks, &config, &store).await?;
+    // The shelf-label adapter, when `esl.enabled`: its outcome events go through the one
+    // upstream outbox.
+    let esl = crate::esl::start(&mut tasks, &config, &store, upstream.outbox());
     let status = StatusSources {
         config: Arc::clone(&config),
         store: store.clone(),
         live,
         aiface: Some(Arc::clone(sync.aiface())),
         upstream: Some(upstream.clone()),
+        esl,
         started_at_ms,
         logging: Some(Arc::clone(&logging)),
     };

@@ -28,6 +28,7 @@
 pub mod config;
 pub mod ctl;
 pub mod demo;
+pub mod esl;
 mod local;
 mod oneshot;
 pub mod probe;
@@ -130,6 +131,13 @@ pub enum Command {
         #[command(subcommand)]
         command: store_tools::ConflictsCommand,
     },
+    /// The shelf-label (ESL) adapter: `status`, or `verify [--dry-run]` (a drift verification
+    /// now). Asks the running agent.
+    Esl {
+        /// What to do.
+        #[command(subcommand)]
+        command: esl::EslCommand,
+    },
     /// Ask the running agent to poll a device now (it takes the device's lock).
     SyncNow(store_tools::SyncNowArgs),
     /// Initial population: read every configured device completely and buffer every user not
@@ -179,6 +187,7 @@ pub fn dispatch(command: Command) -> ExitCode {
         Command::Backup { command } => store_tools::backup(command),
         Command::History(args) => store_tools::history(args),
         Command::Conflicts { command } => store_tools::conflicts(command),
+        Command::Esl { command } => esl::run(command),
         Command::SyncNow(args) => store_tools::sync_now(args),
         Command::Migrate(args) => store_tools::migrate(args),
         Command::Version => version::run(),

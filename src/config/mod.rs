@@ -369,8 +369,14 @@ pub struct EslConfig {
     pub username: Option<String>,
     /// File holding the AIMS password.
     pub password_file: Option<PathBuf>,
-    /// How often articles are checked for drift.
+    /// How often articles are checked for drift (a full paged read of the store's articles).
     pub verify_interval: HumanDuration,
+    /// Requests per second to the gateway at most (AIMS documents no limit; one request at a
+    /// time, paced, and `Retry-After` honoured on 429).
+    pub rate_limit: u32,
+    /// How long a write may stay unconfirmed by reading back before it is reported as
+    /// `esl_failed` (`unconfirmed`) and left to the next verification.
+    pub confirm_timeout: HumanDuration,
 }
 
 impl DeviceConfig {
@@ -543,6 +549,8 @@ impl Default for EslConfig {
             username: None,
             password_file: None,
             verify_interval: HumanDuration::from_secs(300),
+            rate_limit: 2,
+            confirm_timeout: HumanDuration::from_secs(60),
         }
     }
 }

@@ -348,33 +348,36 @@ fn check_esl(findings: &mut Findings, config: &Config) {
             );
         }
     }
+    if config.upstream.url.is_none() {
+        findings.error(
+            "esl.enabled",
+            "the shelf-label articles come from the upstream's feed: set upstream.url (and              upstream.token_file) or turn esl.enabled off",
+        );
+    }
+    if let Some(url) = &esl.url {
+        if reqwest::Url::parse(url).is_err() {
+            findings.error(
+                "esl.url",
+                "not a valid URL (e.g. https://eu.common.solumesl.com/common)",
+            );
+        }
+    }
+    if esl.rate_limit == 0 {
+        findings.error("esl.rate_limit", "must be at least 1 request per second");
+    }
+    if esl.verify_interval.get() < std::time::Duration::from_secs(1) {
+        findings.error("esl.verify_interval", "must be at least 1s");
+    }
 }
 
-/// The shelf-label adapter is not part of this build: why any `[esl]` setting is refused.
-const NO_ESL: &str = "the shelf-label (ESL) adapter is not part of this build, so this setting                       would do nothing; remove it (esl.enabled = false is the only accepted value)";
 /// The lock arbiter is not part of this build: why its settings are refused.
 const NO_ARBITER: &str = "the lock arbiter (several hosts, over MQTT) is not part of this build,                           so this setting would do nothing; remove it (this build locks devices                           with flock files on this box: lock.dir, lock.acquire_retries)";
 
 /// Settings of features this build does not have are refused, with the reason, rather than
-/// accepted and silently ignored: an operator who sets `esl.enabled = true` or a lock lease
+/// accepted and silently ignored: an operator who sets a lock lease
 /// must learn at once that nothing will happen. Only keys written in the file count, so the
 /// defaults never trip this.
 fn check_not_built(findings: &mut Findings, config: &Config) {
-    if config.esl.enabled {
-        findings.error("esl.enabled", NO_ESL);
-    }
-    for key in [
-        "esl.url",
-        "esl.company",
-        "esl.store",
-        "esl.username",
-        "esl.password_file",
-        "esl.verify_interval",
-    ] {
-        if findings.index.written(key) {
-            findings.error(key, NO_ESL);
-        }
-    }
     if config.lock.mode != super::LockMode::Flock {
         findings.error("lock.mode", NO_ARBITER);
     }

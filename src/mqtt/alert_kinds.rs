@@ -180,6 +180,10 @@ pub fn from_alarm(alarm: &Alarm) -> (String, AlertBody) {
                 ],
             ),
         ),
+        AlarmKind::EslAttention { problem, detail } => (
+            String::new(),
+            body(problem, WARNING, message, &[("detail", detail.clone())]),
+        ),
     }
 }
 

@@ -284,6 +284,7 @@ fn standalone_status(config: &Config, store: &Store) -> crate::ops::status::Stat
         live: crate::live::Live::default(),
         aiface: None,
         upstream: None,
+        esl: None,
         started_at_ms: chrono::Utc::now().timestamp_millis(),
         logging: None,
     }

@@ -302,6 +302,56 @@ pub fn exposition(report: &StatusReport) -> String {
         );
     }
 
+    if let Some(esl) = &report.esl {
+        for (name, kind, help, value) in [
+            (
+                "edge_agent_esl_pending_articles",
+                "gauge",
+                "Shelf-label articles waiting in the ESL outbox.",
+                esl.pending_articles as f64,
+            ),
+            (
+                "edge_agent_esl_owned_articles",
+                "gauge",
+                "AIMS articles in the ownership ledger.",
+                esl.owned as f64,
+            ),
+            (
+                "edge_agent_esl_pool_used",
+                "gauge",
+                "POOL- ids handed out (never reused; alarm at 80 % of 9999).",
+                f64::from(esl.pool_used),
+            ),
+            (
+                "edge_agent_esl_failing",
+                "gauge",
+                "1 while the shelf-label adapter's rounds fail.",
+                flag(esl.state == "failing"),
+            ),
+            (
+                "edge_agent_esl_confirmed_total",
+                "counter",
+                "Articles confirmed by reading back since start.",
+                esl.confirmed as f64,
+            ),
+            (
+                "edge_agent_esl_failed_total",
+                "counter",
+                "Articles refused or never confirmed since start.",
+                esl.failed as f64,
+            ),
+            (
+                "edge_agent_esl_requests_total",
+                "counter",
+                "Requests sent to AIMS since start.",
+                esl.requests as f64,
+            ),
+        ] {
+            f.header(name, kind, help);
+            f.sample(name, &[], value);
+        }
+    }
+
     if let Some(upstream) = &report.upstream {
         let outbox = &upstream["outbox"];
         let number = |value: &serde_json::Value| value.as_f64().unwrap_or(0.0);

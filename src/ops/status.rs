@@ -52,6 +52,8 @@ pub struct StatusReport {
     pub devices: Vec<DeviceStatus>,
     /// Upstream forwarding and outbox health (`null` where the agent runs no upstream side).
     pub upstream: Option<Value>,
+    /// The shelf-label adapter: `null` when `esl.enabled` is off.
+    pub esl: Option<crate::esl::EslStatus>,
     /// The MQTT control plane: `null` when `[mqtt]` is off.
     pub mqtt: Option<MqttStatus>,
     /// Alerts recorded and not yet confirmed by the broker.
@@ -252,6 +254,14 @@ pub fn assess(report: &StatusReport) -> Assessment {
             ));
         }
     }
+    if let Some(esl) = &report.esl {
+        if let Some(error) = esl.last_error.as_deref().filter(|_| esl.state == "failing") {
+            reasons.push((
+                Level::Warning,
+                format!("shelf labels are not being updated: {error}"),
+            ));
+        }
+    }
     if report.mqtt.as_ref().is_some_and(|mqtt| !mqtt.connected) {
         reasons.push((Level::Warning, "not connected to the MQTT broker".into()));
     }
@@ -281,6 +291,8 @@ pub struct StatusSources {
     pub aiface: Option<Arc<AifaceHub>>,
     /// The upstream side (`None`: not run).
     pub upstream: Option<Upstream>,
+    /// The shelf-label adapter (`None`: not run).
+    pub esl: Option<crate::esl::Esl>,
     /// When the agent started (UTC ms).
     pub started_at_ms: i64,
     /// The agent's logging, whose file health the report shows (`None`: not this process's).
@@ -366,6 +378,7 @@ impl StatusSources {
             clock: crate::clock_sync::clock_sync(),
             devices,
             upstream,
+            esl: self.esl.as_ref().map(crate::esl::Esl::status),
             mqtt: picture.mqtt_connected.map(|connected| MqttStatus {
                 connected,
                 connections: picture.mqtt_connections,

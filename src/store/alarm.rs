@@ -121,6 +121,16 @@ pub enum AlarmKind {
         /// Records the log holds now.
         on_device: u64,
     },
+    /// The shelf-label (ESL) adapter needs a person: another writer keeps overwriting a key
+    /// the agent owns, a `POOL-` id it did not allocate exists, the `POOL-` range is nearly
+    /// used up, or the gateway refuses the agent's credentials. Raised by `crate::esl`.
+    EslAttention {
+        /// Stable machine-readable problem (`esl_key_contested`, `esl_pool_nearly_full`,
+        /// `esl_namespace_collision`, `esl_unauthorized`).
+        problem: String,
+        /// The article, key or figures concerned.
+        detail: String,
+    },
 }
 
 impl Record for Alarm {

@@ -42,6 +42,10 @@
 //! | `catch_up`     | `device_id`                          | since which read the upstream is behind (outbox was full) |
 //! | `quarantine`   | `device_id \0` sequence u64 BE       | a record a device sent that cannot be read, raw JSON kept |
 //! | `held_events`  | `device_id \0 user_id`               | `user_missing` event of a mass disappearance, held for an admin |
+//! | `esl_desired`  | `person:<id>` / `space:<id>` / `room:<id>` | shelf-label article the upstream wants (`crate::esl`) |
+//! | `esl_owned`    | `article_id`                         | ownership ledger: articles the agent created or adopted |
+//! | `esl_outbox`   | sequence (u64 BE)                    | pending shelf-label push intent (a re-key saga is one) |
+//! | `esl_pool`     | person id                            | the person's persistent `POOL-` article id |
 //!
 //! Every value except `meta/schema_version` is an [`envelope`] around a type implementing
 //! [`Record`]; the modules that own those types declare them next to their logic. Each tree

@@ -71,12 +71,24 @@ pub enum TreeName {
     /// `user_missing` events of a mass disappearance, held until an administrator confirms or
     /// the users come back. Key `device_id \0 user_id`. Written only by `crate::sync::guard`.
     HeldEvents,
+    /// The shelf-label articles the upstream wants, by entity (`person:<id>`, `space:<id>`,
+    /// `room:<id>`), with the feed cursor. Written only by `crate::esl::desired`.
+    EslDesired,
+    /// The ownership ledger: every AIMS article the agent created or adopted, recorded before
+    /// the write is sent. Key `article_id`. Written only by `crate::esl::ledger`.
+    EslOwned,
+    /// Pending shelf-label pushes (one intent per change, a re-key saga is one intent). Key
+    /// sequence (u64 BE). Written only by `crate::esl::outbox`.
+    EslOutbox,
+    /// Each person's persistent `POOL-` article id, never reused. Key person id. Written only
+    /// by `crate::esl::pool`.
+    EslPool,
 }
 
 impl TreeName {
     /// Every tree, in a fixed order; the store opens them all at start-up so that the
     /// typed accessors never fail on a missing tree.
-    pub const ALL: [TreeName; 19] = [
+    pub const ALL: [TreeName; 23] = [
         TreeName::Meta,
         TreeName::Alarms,
         TreeName::Devices,
@@ -96,6 +108,10 @@ impl TreeName {
         TreeName::CatchUp,
         TreeName::Quarantine,
         TreeName::HeldEvents,
+        TreeName::EslDesired,
+        TreeName::EslOwned,
+        TreeName::EslOutbox,
+        TreeName::EslPool,
     ];
 
     /// The tree's name on disk. Changing one of these strings orphans the old tree's data,
@@ -121,6 +137,10 @@ impl TreeName {
             TreeName::CatchUp => "catch_up",
             TreeName::Quarantine => "quarantine",
             TreeName::HeldEvents => "held_events",
+            TreeName::EslDesired => "esl_desired",
+            TreeName::EslOwned => "esl_owned",
+            TreeName::EslOutbox => "esl_outbox",
+            TreeName::EslPool => "esl_pool",
         }
     }
 
@@ -169,6 +189,10 @@ mod tests {
             TreeName::CatchUp => "src/sync/catch_up.rs",
             TreeName::Quarantine => "src/device/quarantine.rs",
             TreeName::HeldEvents => "src/sync/guard.rs",
+            TreeName::EslDesired => "src/esl/desired.rs",
+            TreeName::EslOwned => "src/esl/ledger.rs",
+            TreeName::EslOutbox => "src/esl/outbox.rs",
+            TreeName::EslPool => "src/esl/pool.rs",
         }
     }
 

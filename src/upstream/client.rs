@@ -13,7 +13,7 @@ use thiserror::Error;
 use crate::config::read_secret;
 use crate::events::{Event, PersonAttributes};
 
-use super::wire::{wire_event, BatchReply, EventBatch, MappingPage};
+use super::wire::{wire_event, BatchReply, DesiredArticlePage, EventBatch, MappingPage};
 
 /// Longest error-body excerpt kept in a reason (dead letters, logs).
 const MAX_REASON_CHARS: usize = 300;
@@ -165,6 +165,23 @@ impl UpstreamClient {
         limit: u32,
     ) -> Result<MappingPage, RequestError> {
         let mut url = self.endpoint(&["mappings"]);
+        url.query_pairs_mut()
+            .append_pair("agent_id", agent_id)
+            .append_pair("cursor", cursor)
+            .append_pair("limit", &limit.to_string());
+        let reply = self.send(self.http.get(url)).await?;
+        decode_json(reply).await
+    }
+
+    /// `GET /esl/articles`: the next page of desired shelf-label article changes after
+    /// `cursor` (the ESL adapter's feed, pulled like mappings).
+    pub async fn pull_desired_articles(
+        &self,
+        agent_id: &str,
+        cursor: &str,
+        limit: u32,
+    ) -> Result<DesiredArticlePage, RequestError> {
+        let mut url = self.endpoint(&["esl", "articles"]);
         url.query_pairs_mut()
             .append_pair("agent_id", agent_id)
             .append_pair("cursor", cursor)

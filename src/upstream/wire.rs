@@ -99,8 +99,52 @@ pub struct WireMapping {
     pub removed: bool,
 }
 
+/// Reply to `GET /esl/articles`: one page of desired shelf-label article changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredArticlePage {
+    /// Changes in the upstream's order.
+    pub articles: Vec<WireDesiredArticle>,
+    /// Cursor to send next time; opaque to the agent.
+    pub next_cursor: String,
+    /// Whether another page follows right away.
+    pub has_more: bool,
+}
+
+/// One desired article change: what a person's, space's or room's shelf label must show.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireDesiredArticle {
+    /// `person`, `space` or `conference_room`.
+    pub kind: String,
+    /// The upstream's stable id of the entity.
+    pub id: String,
+    /// Display name.
+    #[serde(default)]
+    pub name: String,
+    /// For a person: the assigned space (article id), or none (a `POOL-` article).
+    #[serde(default)]
+    pub space_id: Option<String>,
+    /// Data columns by the company format's column names.
+    #[serde(default)]
+    pub fields: std::collections::BTreeMap<String, String>,
+    /// List memberships.
+    #[serde(default)]
+    pub lists: Vec<WireListMembership>,
+    /// The upstream withdrew the entity.
+    #[serde(default)]
+    pub removed: bool,
+}
+
+/// One list membership as the contract spells it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireListMembership {
+    /// The list's name.
+    pub list_name: String,
+    /// The space the person occupies in that list.
+    pub space_id: String,
+}
+
 /// Every event type name of the contract, in [`EventBody`] variant order.
-pub const TYPE_NAMES: [&str; 11] = [
+pub const TYPE_NAMES: [&str; 14] = [
     "user_discovered",
     "user_changed",
     "user_missing",
@@ -112,6 +156,9 @@ pub const TYPE_NAMES: [&str; 11] = [
     "device_status",
     "alarm",
     "alert",
+    "esl_pushed",
+    "esl_drift",
+    "esl_failed",
 ];
 
 /// The contract's name for an event body. Part of the contract: never rename.
@@ -128,6 +175,9 @@ pub fn type_name(body: &EventBody) -> &'static str {
         EventBody::DeviceStatus { .. } => 8,
         EventBody::Alarm { .. } => 9,
         EventBody::Alert(_) => 10,
+        EventBody::EslPushed { .. } => 11,
+        EventBody::EslDrift { .. } => 12,
+        EventBody::EslFailed { .. } => 13,
     };
     TYPE_NAMES[index]
 }

@@ -17,6 +17,7 @@
 //! With the `agent` feature, [`agent`] adds the helpers built on the agent's own types
 //! (configs, in-process agents, store checks); only the agent's tests enable it.
 
+pub mod aims_double;
 pub mod emulator;
 pub mod mosquitto;
 pub mod net;

@@ -38,7 +38,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
 /// The event types the contract defines.
-const TYPES: [&str; 10] = [
+const TYPES: [&str; 13] = [
     "user_discovered",
     "user_changed",
     "user_missing",
@@ -49,6 +49,9 @@ const TYPES: [&str; 10] = [
     "punch",
     "device_status",
     "alarm",
+    "esl_pushed",
+    "esl_drift",
+    "esl_failed",
 ];
 
 /// One event as the contract defines it; anything else is a violation.
@@ -77,7 +80,7 @@ struct InBatch {
 pub struct Seen {
     /// When it arrived.
     pub at: Instant,
-    /// `events`, `mappings` or `persons`.
+    /// `events`, `mappings`, `persons` or `esl_articles`.
     pub endpoint: &'static str,
     /// Events in the batch (0 for other endpoints or unreadable bodies).
     pub events: usize,
@@ -115,6 +118,7 @@ struct Ledger {
     violations: Vec<String>,
     mappings: Vec<Value>,
     persons: HashMap<String, Value>,
+    esl_articles: Vec<Value>,
 }
 
 /// One user change as a fact: what happened to whom, observed by which read.
@@ -297,6 +301,10 @@ impl UpstreamDouble {
         self.ledger().mappings.push(json!({
             "device_id": device_id, "user_id": user_id, "person": person, "removed": removed
         }));
+    }
+    /// Appends a desired shelf-label article change to the `GET /esl/articles` feed.
+    pub fn add_esl_article(&self, article: Value) {
+        self.ledger().esl_articles.push(article);
     }
     /// The next `count` `GET /persons/{id}` requests answer 503.
     pub fn persons_unavailable_next(&self, count: u32) {
@@ -539,6 +547,46 @@ async fn get_mappings(
     Json(page).into_response()
 }
 
+async fn get_esl_articles(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Query(query): Query<MappingQuery>,
+) -> Response {
+    let at = Instant::now();
+    if let Some(refusal) = check_auth(&shared, &headers) {
+        shared.record(at, "esl_articles", 0, 401);
+        return refusal;
+    }
+    let start: usize = if query.cursor.is_empty() {
+        0
+    } else {
+        match query.cursor.parse() {
+            Ok(position) => position,
+            Err(_) => {
+                shared.record(at, "esl_articles", 0, 400);
+                return (StatusCode::BAD_REQUEST, "unknown cursor").into_response();
+            }
+        }
+    };
+    if query.agent_id.is_empty() || query.limit == 0 {
+        shared.record(at, "esl_articles", 0, 400);
+        return (StatusCode::BAD_REQUEST, "agent_id and limit are required").into_response();
+    }
+    let page = {
+        let ledger = shared.ledger.lock().unwrap();
+        let end = (start + query.limit)
+            .min(ledger.esl_articles.len())
+            .max(start);
+        json!({
+            "articles": ledger.esl_articles.get(start..end).unwrap_or_default(),
+            "next_cursor": end.to_string(),
+            "has_more": end < ledger.esl_articles.len(),
+        })
+    };
+    shared.record(at, "esl_articles", 0, 200);
+    Json(page).into_response()
+}
+
 async fn get_person(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
@@ -585,6 +633,7 @@ fn router(shared: &Arc<Shared>) -> Router {
         .route("/v1/events", post(post_events))
         .route("/v1/mappings", get(get_mappings))
         .route("/v1/persons/{id}", get(get_person))
+        .route("/v1/esl/articles", get(get_esl_articles))
         .with_state(Arc::clone(shared))
 }
 

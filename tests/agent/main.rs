@@ -5,6 +5,7 @@ mod alerts;
 mod backups;
 mod common;
 mod demo;
+mod esl;
 mod guard;
 mod hostile;
 mod lifecycle;

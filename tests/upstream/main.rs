@@ -2,6 +2,7 @@
 //! TLS, and the TLS policy of the dependency tree.
 
 mod deps;
+mod esl;
 mod forwarding;
 mod full_outbox;
 mod outage;

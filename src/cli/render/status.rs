@@ -206,6 +206,22 @@ pub fn format_report(report: &Value, now_ms: i64) -> String {
             out.push_str(&format!("Last upstream error: {error}\n"));
         }
     }
+    let esl = &report["esl"];
+    if esl.is_object() {
+        out.push_str(&format!(
+            "\nShelf labels: {}; {} desired, {} articles owned, {} pending in {} intents, {} POOL ids used, last verification {}\n",
+            esl["state"].as_str().unwrap_or("?"),
+            esl["desired"],
+            esl["owned"],
+            esl["pending_articles"],
+            esl["pending_intents"],
+            esl["pool_used"],
+            age(now_ms, &esl["last_verify_at_ms"]),
+        ));
+        if let Some(error) = esl["last_error"].as_str() {
+            out.push_str(&format!("Last shelf-label error: {error}\n"));
+        }
+    }
     match report["mqtt"]["connected"].as_bool() {
         Some(true) => out.push_str(&format!(
             "MQTT: connected ({} connections since start); {} alerts pending\n",

@@ -74,6 +74,9 @@ pub struct CommandInfo {
     pub available: bool,
 }
 
+/// What answers `not_available` for the `esl` commands when `esl.enabled` is off.
+const ESL: &str = "shelf-label adapter (turned off here: esl.enabled = false)";
+
 /// Name → handler.
 pub struct Registry {
     commands: BTreeMap<&'static str, Arc<dyn Command>>,
@@ -98,7 +101,7 @@ impl Registry {
                 None => unavailable(sync, changes_state),
             }
         };
-        let commands: [(&'static str, Arc<dyn Command>); 17] = [
+        let commands: [(&'static str, Arc<dyn Command>); 19] = [
             ("status", Arc::new(handlers::Status::new(services))),
             ("log-level", Arc::new(handlers::LogLevel::new(services))),
             ("logs tail", Arc::new(handlers::LogsTail::new(services))),
@@ -169,6 +172,20 @@ impl Registry {
                 sync_command(|h| Arc::new(handlers::History(h)), false),
             ),
             ("health", Arc::new(handlers::HealthCheck::new(services))),
+            (
+                "esl status",
+                match &services.status.esl {
+                    Some(esl) => Arc::new(handlers::EslStatus(esl.clone())),
+                    None => unavailable(ESL, false),
+                },
+            ),
+            (
+                "esl verify",
+                match &services.status.esl {
+                    Some(esl) => Arc::new(handlers::EslVerify(esl.clone())),
+                    None => unavailable(ESL, true),
+                },
+            ),
         ];
         Registry {
             commands: commands.into_iter().collect(),

@@ -2,6 +2,7 @@
 //! arguments in `prepare` and does its work in the returned future.
 
 mod audit_query;
+mod esl;
 mod health;
 mod log_level;
 mod logs_tail;
@@ -9,6 +10,7 @@ mod status;
 mod sync;
 
 pub(super) use audit_query::AuditQuery;
+pub(super) use esl::{EslStatus, EslVerify};
 pub(super) use health::HealthCheck;
 pub(super) use log_level::LogLevel;
 pub(super) use logs_tail::LogsTail;
