@@ -70,6 +70,7 @@ pub mod schema;
 mod trees;
 mod txn;
 mod typed;
+pub mod values;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -86,10 +87,14 @@ pub use prepared::Prepared;
 pub use salvage::SalvageReport;
 pub use trees::TreeName;
 pub use txn::{Tx, TxError};
+pub use values::{ValueDigest, ValueFiles, ValuesSwept};
 
 use durability::Durability;
 pub use durability::WriteMark;
 use group_commit::GroupCommitter;
+
+/// The directory inside the store directory that holds [`ValueFiles`].
+pub const VALUES_DIR: &str = "values";
 
 /// A handle to the open store. Cheap to clone; all clones share one sled database, one
 /// committer thread and one set of fsync handles. The last clone to go stops the committer
@@ -106,6 +111,7 @@ struct Inner {
     trees: Vec<sled::Tree>,
     db: sled::Db,
     path: PathBuf,
+    values: ValueFiles,
 }
 
 impl Store {
@@ -127,6 +133,7 @@ impl Store {
         let durability = Arc::new(Durability::new(db.clone(), path).map_err(io_error)?);
         let committer = GroupCommitter::start(Arc::clone(&durability), group_commit_window)
             .map_err(io_error)?;
+        let values = ValueFiles::open(path.join(VALUES_DIR))?;
         Ok(Store {
             inner: Arc::new(Inner {
                 committer,
@@ -134,6 +141,7 @@ impl Store {
                 trees,
                 db,
                 path: path.to_path_buf(),
+                values,
             }),
         })
     }
@@ -150,6 +158,11 @@ impl Store {
             .db
             .size_on_disk()
             .map_err(StoreError::sled("size on disk"))
+    }
+
+    /// The large values kept beside sled (credential photos and templates): see [`values`].
+    pub fn values(&self) -> &ValueFiles {
+        &self.inner.values
     }
 
     /// The open handle of one tree.
