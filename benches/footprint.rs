@@ -14,7 +14,9 @@
 //!   && cargo bench -p edge-agent --bench footprint
 //! ```
 //! Knobs: `FOOTPRINT_USERS` (default 10000), `FOOTPRINT_PHOTO_KB` (default 8),
-//! `EDGE_AGENT_BIN` (another agent binary, e.g. an older build for a before/after figure).
+//! `EDGE_AGENT_BIN` (another agent binary, e.g. an older build for a before/after figure),
+//! `FOOTPRINT_CONFIG` (extra TOML tables for the agent's config, e.g.
+//! `[store]\ncache_size = "2MiB"`, to compare settings).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -172,6 +174,7 @@ impl Drop for Agent {
 }
 
 fn config(dir: &Path, port: u16, extra: &str) -> PathBuf {
+    let tuning = std::env::var("FOOTPRINT_CONFIG").unwrap_or_default();
     let text = format!(
         "[agent]\nid = \"bench\"\ndata_dir = \"{data}\"\nruntime_dir = \"{run}\"\n\
          shutdown_timeout = \"30s\"\n\
@@ -179,7 +182,7 @@ fn config(dir: &Path, port: u16, extra: &str) -> PathBuf {
          [lock]\ndir = \"{locks}\"\n\
          [[device]]\nid = \"door\"\ndriver = \"aiface\"\nlisten = \"127.0.0.1:{port}\"\n\
          allowed_sn = [\"SIM00000001\"]\ncommand_timeout = \"30s\"\npoll_interval = \"5s\"\n\
-         {extra}",
+         {extra}\n{tuning}\n",
         data = dir.join("data").display(),
         run = dir.join("run").display(),
         log = dir.join("agent.log").display(),

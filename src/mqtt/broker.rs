@@ -236,6 +236,16 @@ mod tests {
     }
 
     #[test]
+    fn the_in_flight_table_is_sized_for_the_agent_not_for_the_protocol_maximum() {
+        let settings = BrokerSettings::from_config(&config(), "s1", "gw").unwrap();
+        let options = settings.mqtt_options().unwrap();
+        assert_eq!(
+            options.get_outgoing_inflight_upper_limit(),
+            Some(OUTGOING_INFLIGHT)
+        );
+    }
+
+    #[test]
     fn a_missing_password_file_is_reported_with_its_key() {
         let mut config = config();
         config.username = Some("u".into());

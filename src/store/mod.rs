@@ -36,7 +36,7 @@
 //! | `punches`      | `device_id \0` punch key (sn/user/time/mode/inout) | attendance punch as read from the device (idempotent key) |
 //! | `nonces`       | nonce bytes                          | expiry of an accepted signed command          |
 //! | `alerts`       | sequence u64 BE                      | must-deliver MQTT alert until the broker echoes it |
-//! | `credentials`  | `device_id \0 user_id \0` slot u16 BE | credential value as last fetched (sync engine's cache) |
+//! | `credentials`  | `device_id \0 user_id \0` slot u16 BE | credential value as last fetched (sync engine's cache); a long value is a [`ValueFiles`] digest |
 //! | `history`      | `device_id \0` generation u64 BE     | one entry per complete read: counts, ids added/missing/changed |
 //! | `sync_state`   | `device_id`                          | read generation and last complete read of the device |
 //! | `catch_up`     | `device_id`                          | since which read the upstream is behind (outbox was full) |

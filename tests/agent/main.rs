@@ -3,6 +3,7 @@
 
 mod alerts;
 mod backups;
+mod chunked_read;
 mod common;
 mod demo;
 mod guard;
