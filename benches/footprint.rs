@@ -15,6 +15,7 @@
 //! ```
 //! Knobs: `FOOTPRINT_USERS` (default 10000), `FOOTPRINT_PHOTO_KB` (default 8),
 //! `EDGE_AGENT_BIN` (another agent binary, e.g. an older build for a before/after figure),
+//! `DEVICE_SIM_BIN` (another emulator binary),
 //! `FOOTPRINT_CONFIG` (extra TOML tables for the agent's config, e.g.
 //! `[store]\ncache_size = "2MiB"`, to compare settings).
 
@@ -215,7 +216,9 @@ fn main() {
     let bin = std::env::var_os("EDGE_AGENT_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| release.join("edge-agent"));
-    let sim = release.join("device-sim");
+    let sim = std::env::var_os("DEVICE_SIM_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| release.join("device-sim"));
     for needed in [&bin, &sim] {
         if !needed.exists() {
             eprintln!(
@@ -286,6 +289,7 @@ fn main() {
     let after_first = status_mb(agent.pid(), "VmRSS");
     agent.stop();
     let store_mb = du_mb(&dir.join("data").join("store"));
+    let values_mb = du_mb(&dir.join("data").join("store").join("values"));
     let backups_mb = du_mb(&dir.join("data").join("backups"));
 
     // Steady state after a restart: the device polled every 5 s, nothing changing.
@@ -356,7 +360,9 @@ fn main() {
         Some(32.0),
     );
     println!(
-        "{:<58} {store_mb:>7.1} MB  (the first read's backup file: {backups_mb:.1} MB)",
-        "store on disk (data/store) after the first read"
+        "{:<58} {store_mb:>7.1} MB  (sled {:.1} MB + value files {values_mb:.1} MB; the first \
+         read's backup file: {backups_mb:.1} MB)",
+        "store on disk (data/store) after the first read",
+        store_mb - values_mb
     );
 }
