@@ -192,9 +192,7 @@ pub fn panic_message(payload: &(dyn Any + Send)) -> String {
 /// `EDGE_AGENT_TEST_FAULT` holds comma-separated names; [`test_fault`] answers `true` the first
 /// time it is asked about one of them (once per process, so a restarted task runs normally).
 /// `task:<name>` makes the task registered as `<name>` panic two seconds after it starts;
-/// `device-loop:<id>` makes the poll loop of device `<id>` panic when it first wakes;
-/// `apply:crash-between-chunks` aborts the process (like `kill -9`) right after the first
-/// chunk of a read applied in chunks was made durable (`crate::sync::apply`).
+/// `device-loop:<id>` makes the poll loop of device `<id>` panic when it first wakes.
 #[cfg(debug_assertions)]
 pub fn test_fault(name: &str) -> bool {
     use std::collections::HashSet;

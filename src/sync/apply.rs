@@ -9,18 +9,13 @@
 //!
 //! Cost (`cargo bench --bench sync`, release build on the development box): a 10,000-user
 //! device with 1% churn applies in about 0.25 s and adds ~3 MB to the resident set; a poll
-//! with no change, ~20 ms. sled keeps a transaction's whole write set and the node versions it
-//! replaced in memory until the commit ends, a cost that grows faster than the write count
-//! (measured: four 10,000-record transactions +63 MB, one 40,000-record transaction +180 MB).
-//! So a read in which more than [`APPLY_CHUNK`] users appeared (the first read of a device)
-//! is applied in chunks: each chunk's transaction writes its appeared users' snapshot, buffer,
-//! mapping and conflict records *together with their own events and audit entries*, and the
-//! last transaction writes the changed and missing users, history, sync state, guard and
-//! catch-up as before. The sync state's generation moves only in that last commit, so the read
-//! counts as complete only then; a crash between chunks leaves some appeared users in the
-//! snapshot with their events queued, and the next read (same generation, so the same event
-//! keys) finds only the others appeared: nothing is sent twice or lost. Between chunks the
-//! snapshot holds a part of the read while the sync state still names the previous one.
+//! with no change, ~20 ms. The *first* read of 10,000 users (40,000 records in one
+//! transaction) peaks near 200 MB, because sled keeps a transaction's whole write set and its
+//! bookkeeping in memory and that cost grows faster than the write count (measured: four
+//! 10,000-record transactions +63 MB, one 40,000-record transaction +180 MB). Should that
+//! matter on a small box, the way out is per-user atomic chunks that reuse the same
+//! generation (their event keys repeat on replay, so a crash between chunks stays
+//! idempotent); it is not done here because a diff is one transaction by design.
 
 use super::buffer::{self, credential_summary, BufferRecord, MappingStatus};
 use super::catch_up;
@@ -35,15 +30,10 @@ use super::state::{self, SyncState};
 use super::{Engine, SyncError};
 use crate::audit::{self, AuditEntry, Operation};
 use crate::device::{ReadError, UserRead};
-use crate::events::EventBody as Body;
 use crate::events::{Event, EventBody, EventKey, PersonAttributes};
-use crate::store::Prepared;
 use crate::store::{keys, StoreError, TreeName, Tx, TxError};
 use crate::upstream::outbox;
-use std::collections::{HashMap, HashSet};
-
-/// Appeared users per transaction when a read is applied in chunks (see the module docs).
-pub(crate) const APPLY_CHUNK: usize = 250;
+use std::collections::HashMap;
 
 /// A user that vanished between two complete reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,47 +122,8 @@ impl Engine {
         };
         // A full outbox withholds the events, never the read (see `catch_up`).
         let outgoing = self.outgoing(&outcome, guarded.forward, &mut audit)?;
-        let mut events = outgoing.events;
-        let mut audit = self.audit().prepare(audit)?;
-        let appeared: Vec<(&SnapshotUser, &Appearance)> =
-            plan.diff.appeared.iter().zip(&plan.appearances).collect();
-        let chunked = appeared.len() > APPLY_CHUNK;
-        if chunked {
-            let chunk_trees = self.trees(&[
-                TreeName::Snapshots,
-                TreeName::Buffer,
-                TreeName::Mappings,
-                TreeName::Conflicts,
-                TreeName::SyncState,
-                TreeName::HeldEvents,
-            ]);
-            for chunk in appeared.chunks(APPLY_CHUNK) {
-                let ids: HashSet<&str> =
-                    chunk.iter().map(|(u, _)| u.user.user_id.as_str()).collect();
-                let chunk_events = take_where(&mut events, |e| {
-                    event_user(e).is_some_and(|id| ids.contains(id))
-                });
-                let chunk_audit = take_where(&mut audit, |a| {
-                    a.device_user_id
-                        .as_deref()
-                        .is_some_and(|id| ids.contains(id))
-                });
-                self.store().transaction(&chunk_trees, |tx| {
-                    still_at(tx, device_id, &plan)?;
-                    write_appeared(tx, &plan, chunk)?;
-                    let back = chunk.iter().map(|(u, _)| u.user.user_id.as_str());
-                    guard::release_returned_in(tx, device_id, back)?;
-                    outbox::enqueue_in(tx, &chunk_events)?;
-                    audit::append_in(tx, &chunk_audit)
-                })?;
-                self.outbox().committed(chunk_events);
-                if crate::lifecycle::test_fault("apply:crash-between-chunks") {
-                    self.store().make_durable().await?;
-                    tracing::error!("test fault: the agent dies between two chunks of an apply");
-                    std::process::abort();
-                }
-            }
-        }
+        let events = outgoing.events;
+        let audit = self.audit().prepare(audit)?;
         let trees = self.trees(&[
             TreeName::CatchUp,
             TreeName::Snapshots,
@@ -209,14 +160,22 @@ impl Engine {
             users: read.users.len() as u64,
             ..plan.previous.clone()
         };
-        let unchunked: &[(&SnapshotUser, &Appearance)] = if chunked { &[] } else { &appeared };
         self.store().transaction(&trees, |tx| {
-            still_at(tx, device_id, &plan)?;
-            write_appeared(tx, &plan, unchunked)?;
+            let current: SyncState = tx
+                .get(TreeName::SyncState, device_id.as_bytes())?
+                .unwrap_or_default();
+            if current.generation != plan.previous.generation {
+                return Err(TxError::abort(format!(
+                    "another read of {device_id} was applied meanwhile (generation {} instead \
+                     of {}); this read is dropped and the next poll compares afresh",
+                    current.generation, plan.previous.generation
+                )));
+            }
+            write_appeared(tx, &plan)?;
             write_changed(tx, &plan)?;
             write_missing(tx, &plan)?;
             guard::hold_in(tx, device_id, &guarded.held, plan.now_ms)?;
-            let back = unchunked.iter().map(|(u, _)| u.user.user_id.as_str());
+            let back = plan.diff.appeared.iter().map(|u| u.user.user_id.as_str());
             guard::release_returned_in(tx, device_id, back)?;
             history::put_in(tx, &history_key, &entry)?;
             state::put_in(tx, device_id.as_bytes(), &new_state)?;
@@ -505,50 +464,8 @@ impl Engine {
     }
 }
 
-/// Aborts when another read of the device was applied since the plan was made.
-fn still_at(tx: &Tx<'_>, device_id: &str, plan: &Plan) -> Result<(), TxError> {
-    let current: SyncState = tx
-        .get(TreeName::SyncState, device_id.as_bytes())?
-        .unwrap_or_default();
-    if current.generation != plan.previous.generation {
-        return Err(TxError::abort(format!(
-            "another read of {device_id} was applied meanwhile (generation {} instead of {}); \
-             this read is dropped and the next poll compares afresh",
-            current.generation, plan.previous.generation
-        )));
-    }
-    Ok(())
-}
-
-/// The device user an event of a read is about, if it is about one appeared or changed user.
-fn event_user(event: &Event) -> Option<&str> {
-    match &event.body {
-        Body::UserDiscovered(user)
-        | Body::UserReappeared { user, .. }
-        | Body::ConflictDetected { device: user, .. } => Some(&user.user_id),
-        _ => None,
-    }
-}
-
-/// Moves the items `belongs` selects out of `prepared` (order kept); the byte count stays
-/// with what remains, which the last transaction commits.
-fn take_where<T>(prepared: &mut Prepared<T>, belongs: impl Fn(&T) -> bool) -> Prepared<T> {
-    let (taken, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut prepared.items)
-        .into_iter()
-        .partition(|(_, value)| belongs(value));
-    prepared.items = kept;
-    Prepared {
-        items: taken,
-        bytes: 0,
-    }
-}
-
-fn write_appeared(
-    tx: &Tx<'_>,
-    plan: &Plan,
-    appeared: &[(&SnapshotUser, &Appearance)],
-) -> Result<(), TxError> {
-    for &(user, appearance) in appeared {
+fn write_appeared(tx: &Tx<'_>, plan: &Plan) -> Result<(), TxError> {
+    for (user, appearance) in plan.diff.appeared.iter().zip(&plan.appearances) {
         let key = user_key(plan, &user.user.user_id)?;
         snapshot::put_in(tx, &key, user)?;
         let record = match (appearance, tx.get::<BufferRecord>(TreeName::Buffer, &key)?) {

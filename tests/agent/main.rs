@@ -3,7 +3,6 @@
 
 mod alerts;
 mod backups;
-mod chunked_read;
 mod common;
 mod demo;
 mod guard;
