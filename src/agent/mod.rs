@@ -256,7 +256,13 @@ async fn open_store(config: &Config) -> anyhow::Result<Store> {
             report.moved_to.display()
         );
     }
-    Ok(opened.store)
+    let store = opened.store;
+    let migrating = store.clone();
+    tokio::task::spawn_blocking(move || crate::sync::credentials::migrate_values(&migrating))
+        .await
+        .context("the credential value migration task failed")?
+        .context("cannot move cached credential values into value files")?;
+    Ok(store)
 }
 
 async fn shutdown(

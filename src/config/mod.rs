@@ -533,7 +533,7 @@ impl Default for LogConfig {
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
-            cache_size: ByteSize(8 << 20),
+            cache_size: ByteSize(1 << 20),
             group_commit_window: HumanDuration(std::time::Duration::ZERO),
         }
     }

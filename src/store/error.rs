@@ -109,6 +109,26 @@ pub enum StoreError {
     /// The operating system gave no random bytes for a new store epoch.
     #[error("cannot mint a store epoch: the system's random source failed: {0}")]
     Random(String),
+    /// A credential value file beside sled could not be written, read or removed.
+    #[error(
+        "value file {path}: {source}. Check that the store directory is writable by the \
+         agent's user and the disk is not full or read-only"
+    )]
+    ValueIo {
+        /// The value file (or the values directory).
+        path: PathBuf,
+        /// What the file system said.
+        source: std::io::Error,
+    },
+    /// A value file's bytes no longer match the digest that names it.
+    #[error(
+        "value file {path} does not hold the value its name promises (damaged on disk); the \
+         next read of the device fetches that credential again"
+    )]
+    ValueDamaged {
+        /// The value file.
+        path: PathBuf,
+    },
     /// A sled operation failed while the store was running.
     #[error("store operation '{operation}' failed: {source}")]
     Sled {

@@ -36,7 +36,7 @@
 //! | `punches`      | `device_id \0` punch key (sn/user/time/mode/inout) | attendance punch as read from the device (idempotent key) |
 //! | `nonces`       | nonce bytes                          | expiry of an accepted signed command          |
 //! | `alerts`       | sequence u64 BE                      | must-deliver MQTT alert until the broker echoes it |
-//! | `credentials`  | `device_id \0 user_id \0` slot u16 BE | credential value as last fetched (sync engine's cache) |
+//! | `credentials`  | `device_id \0 user_id \0` slot u16 BE | credential value as last fetched (sync engine's cache); a long value is a [`ValueFiles`] digest |
 //! | `history`      | `device_id \0` generation u64 BE     | one entry per complete read: counts, ids added/missing/changed |
 //! | `sync_state`   | `device_id`                          | read generation and last complete read of the device |
 //! | `catch_up`     | `device_id`                          | since which read the upstream is behind (outbox was full) |
@@ -74,6 +74,7 @@ pub mod schema;
 mod trees;
 mod txn;
 mod typed;
+pub mod values;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -90,10 +91,14 @@ pub use prepared::Prepared;
 pub use salvage::SalvageReport;
 pub use trees::TreeName;
 pub use txn::{Tx, TxError};
+pub use values::{ValueDigest, ValueFiles, ValuesSwept};
 
 use durability::Durability;
 pub use durability::WriteMark;
 use group_commit::GroupCommitter;
+
+/// The directory inside the store directory that holds [`ValueFiles`].
+pub const VALUES_DIR: &str = "values";
 
 /// A handle to the open store. Cheap to clone; all clones share one sled database, one
 /// committer thread and one set of fsync handles. The last clone to go stops the committer
@@ -110,6 +115,7 @@ struct Inner {
     trees: Vec<sled::Tree>,
     db: sled::Db,
     path: PathBuf,
+    values: ValueFiles,
 }
 
 impl Store {
@@ -131,6 +137,7 @@ impl Store {
         let durability = Arc::new(Durability::new(db.clone(), path).map_err(io_error)?);
         let committer = GroupCommitter::start(Arc::clone(&durability), group_commit_window)
             .map_err(io_error)?;
+        let values = ValueFiles::open(path.join(VALUES_DIR))?;
         Ok(Store {
             inner: Arc::new(Inner {
                 committer,
@@ -138,6 +145,7 @@ impl Store {
                 trees,
                 db,
                 path: path.to_path_buf(),
+                values,
             }),
         })
     }
@@ -154,6 +162,11 @@ impl Store {
             .db
             .size_on_disk()
             .map_err(StoreError::sled("size on disk"))
+    }
+
+    /// The large values kept beside sled (credential photos and templates): see [`values`].
+    pub fn values(&self) -> &ValueFiles {
+        &self.inner.values
     }
 
     /// The open handle of one tree.

@@ -7,9 +7,18 @@
 //! in memory) and become durable with the next flush; a value cached by a read that later
 //! fails is still a true value of that credential and changes no snapshot, buffer or event.
 //! Backups refresh every value ([`crate::device::FetchMode::All`]).
+//!
+//! Large values (photos, templates: text longer than [`INLINE_LIMIT`] bytes) are not kept in
+//! sled: they go to the store's content-addressed value files ([`crate::store::ValueFiles`]),
+//! fsynced before their record is written, and the record keeps only their digest and size.
+//! Cards and PINs stay inline. This module writes both the records and the files they name,
+//! and is the one that decides which files are still needed ([`sweep`]): only the records of
+//! this tree name value files (snapshots and buffer records hold slot summaries, backups are
+//! self-contained files), so a file no record names is needed by nothing. [`migrate_values`]
+//! moves the inline values of a store written by an older build out at start-up.
 
 use crate::device::{Credential, HeldCredential, ReadProgress, ReadSink};
-use crate::store::{keys, Record, Store, StoreError, TreeName};
+use crate::store::{keys, Record, Store, StoreError, TreeName, ValueDigest, ValuesSwept};
 use device_protocols::aiface::{BackupNum, CredentialKind, CredentialValue};
 use serde::{Deserialize, Serialize};
 
@@ -19,9 +28,21 @@ use serde::{Deserialize, Serialize};
 pub enum StoredValue {
     /// Sent by the device as a JSON number (card, password): its decimal text.
     Number(String),
-    /// Sent as a JSON string (templates, photos).
+    /// Sent as a JSON string (templates, photos) and short enough to keep inline.
     Text(String),
+    /// Sent as a JSON string longer than [`INLINE_LIMIT`]: its UTF-8 bytes are the value file
+    /// `digest` (see the module docs).
+    File {
+        /// The value file's digest.
+        digest: ValueDigest,
+        /// Its length in bytes.
+        bytes: u64,
+    },
 }
+
+/// Text values longer than this many bytes live in value files, not in sled: a card number or
+/// a PIN stays inline, a face photo or fingerprint template does not.
+pub const INLINE_LIMIT: usize = 128;
 
 /// One cached credential.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,16 +69,40 @@ impl StoredValue {
         }
     }
 
-    /// The value as the device sent it. A number whose text no longer parses (it cannot
-    /// happen with text written by [`StoredValue::of`]) comes back as text.
-    pub fn to_value(&self) -> CredentialValue {
+    /// The value as the device sent it, when it is inline; `None` for a value file (read it
+    /// with [`value`]). A number whose text no longer parses (it cannot happen with text
+    /// written by [`StoredValue::of`]) comes back as text.
+    pub fn to_value(&self) -> Option<CredentialValue> {
         match self {
-            StoredValue::Number(text) => text
-                .parse::<serde_json::Number>()
-                .map(CredentialValue::Number)
-                .unwrap_or_else(|_| CredentialValue::Text(text.clone())),
-            StoredValue::Text(text) => CredentialValue::Text(text.clone()),
+            StoredValue::Number(text) => Some(
+                text.parse::<serde_json::Number>()
+                    .map(CredentialValue::Number)
+                    .unwrap_or_else(|_| CredentialValue::Text(text.clone())),
+            ),
+            StoredValue::Text(text) => Some(CredentialValue::Text(text.clone())),
+            StoredValue::File { .. } => None,
         }
+    }
+
+    /// Whether this value belongs in a value file but is still inline (written by an older
+    /// build, or not yet through [`put`]).
+    fn belongs_in_a_file(&self) -> bool {
+        matches!(self, StoredValue::Text(text) if text.len() > INLINE_LIMIT)
+    }
+}
+
+/// The value of a cached credential as the device sent it, reading its value file if it has
+/// one.
+pub fn value(store: &Store, stored: &StoredCredential) -> Result<CredentialValue, StoreError> {
+    match &stored.value {
+        StoredValue::File { digest, .. } => {
+            let bytes = store.values().get(digest)?;
+            let text = String::from_utf8(bytes).map_err(|_| StoreError::ValueDamaged {
+                path: store.values().dir().join(digest.hex()),
+            })?;
+            Ok(CredentialValue::Text(text))
+        }
+        inline => Ok(inline.to_value().expect("inline values convert")),
     }
 }
 
@@ -79,14 +124,89 @@ pub fn get(
     store.get(TreeName::Credentials, key(device_id, user_id, slot)?)
 }
 
-/// Caches `stored` at `key` (from [`key`]); this module is the only writer of the
-/// `credentials` tree.
+/// Caches `stored` at `key` (from [`key`]); a long text value goes to a value file first
+/// (durable before this returns) and the record names it. This module is the only writer of
+/// the `credentials` tree and of the value files.
 pub fn put(
     store: &Store,
     key: impl AsRef<[u8]>,
     stored: &StoredCredential,
 ) -> Result<(), StoreError> {
-    store.insert(TreeName::Credentials, key, stored)
+    let StoredValue::Text(text) = &stored.value else {
+        return store.insert(TreeName::Credentials, key, stored);
+    };
+    if !stored.value.belongs_in_a_file() {
+        return store.insert(TreeName::Credentials, key, stored);
+    }
+    // Pinned from the file to its record, so a concurrent sweep cannot remove the file.
+    let _pin = store.values().pin();
+    let digest = store.values().put(text.as_bytes())?;
+    let record = StoredCredential {
+        name: stored.name.clone(),
+        privilege: stored.privilege,
+        value: StoredValue::File {
+            digest,
+            bytes: text.len() as u64,
+        },
+    };
+    store.insert(TreeName::Credentials, key, &record)
+}
+
+/// Removes the value files no cached credential names any more (a photo retaken, a user
+/// removed by retention, a crash between a file and its record). Safe while reads run: puts
+/// wait for the sweep and the sweep for them.
+pub fn sweep(store: &Store) -> Result<ValuesSwept, StoreError> {
+    store.values().sweep(|| {
+        let mut live = std::collections::HashSet::new();
+        for entry in store.scan_prefix::<StoredCredential>(TreeName::Credentials, b"") {
+            if let StoredValue::File { digest, .. } = entry?.1.value {
+                live.insert(digest);
+            }
+        }
+        Ok(live)
+    })
+}
+
+/// How many records [`migrate_values`] rewrites between two durability calls.
+const MIGRATION_CHUNK: usize = 500;
+
+/// Moves every inline value that belongs in a value file out of sled (a store written by an
+/// older build), then sweeps. Idempotent and safe to interrupt at any point: each record is
+/// rewritten only after its file is durable, a record not yet rewritten is migrated by the
+/// next run, and a file whose record never got rewritten is equal to the one the next run
+/// writes (or swept). Returns how many values moved.
+pub fn migrate_values(store: &Store) -> Result<usize, StoreError> {
+    let mut pending = Vec::new();
+    for entry in store.scan_prefix::<StoredCredential>(TreeName::Credentials, b"") {
+        let (key, stored) = entry?;
+        if stored.value.belongs_in_a_file() {
+            pending.push(key);
+        }
+    }
+    if pending.is_empty() {
+        return Ok(0);
+    }
+    tracing::info!(
+        values = pending.len(),
+        dir = %store.values().dir().display(),
+        "moving cached credential values out of the database into value files (once, after an \
+         upgrade; safe to interrupt)"
+    );
+    for chunk in pending.chunks(MIGRATION_CHUNK) {
+        for key in chunk {
+            if let Some(stored) = store.get::<StoredCredential>(TreeName::Credentials, key)? {
+                put(store, key, &stored)?;
+            }
+        }
+        store.make_durable_blocking()?;
+    }
+    let swept = sweep(store)?;
+    tracing::info!(
+        moved = pending.len(),
+        files = swept.kept,
+        "cached credential values moved into value files"
+    );
+    Ok(pending.len())
 }
 
 /// Removes every cached credential of one user (retention of a long-gone user).
@@ -124,7 +244,8 @@ impl ReadSink for StoreSink {
         match get(&self.store, &self.device_id, user_id, slot) {
             Ok(held) => held.map(|stored| HeldCredential {
                 card: (BackupNum(slot).kind() == CredentialKind::Card)
-                    .then(|| stored.value.to_value().as_text()),
+                    .then(|| stored.value.to_value().map(|value| value.as_text()))
+                    .flatten(),
                 name: stored.name,
                 privilege: stored.privilege,
             }),
@@ -159,9 +280,81 @@ mod tests {
     fn numbers_keep_their_json_type_and_exact_digits() {
         let big: serde_json::Number = "18446744073709551615".parse().unwrap();
         let stored = StoredValue::of(&CredentialValue::Number(big.clone()));
-        assert_eq!(stored.to_value(), CredentialValue::Number(big));
+        assert_eq!(stored.to_value(), Some(CredentialValue::Number(big)));
         let text = CredentialValue::Text("TSS21(128)abc".into());
-        assert_eq!(StoredValue::of(&text).to_value(), text);
+        assert_eq!(StoredValue::of(&text).to_value(), Some(text));
+    }
+
+    fn photo(n: u8) -> StoredCredential {
+        StoredCredential {
+            name: "Ann".into(),
+            privilege: 0,
+            value: StoredValue::Text(format!("{n}").repeat(4000)),
+        }
+    }
+
+    #[test]
+    fn long_values_live_in_value_files_and_come_back_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            crate::store::Store::open(&crate::store::StoreOptions::at(dir.path().join("s")))
+                .unwrap()
+                .store;
+        put(&store, key("d", "1", 50).unwrap(), &photo(7)).unwrap();
+        let card = StoredCredential {
+            value: StoredValue::Number("12345".into()),
+            ..photo(0)
+        };
+        put(&store, key("d", "1", 11).unwrap(), &card).unwrap();
+        let held = get(&store, "d", "1", 50).unwrap().unwrap();
+        assert!(
+            matches!(held.value, StoredValue::File { bytes: 4000, .. }),
+            "{held:?}"
+        );
+        assert_eq!(
+            value(&store, &held).unwrap(),
+            photo(7).value.to_value().unwrap()
+        );
+        assert_eq!(get(&store, "d", "1", 11).unwrap().unwrap(), card);
+        assert_eq!(std::fs::read_dir(store.values().dir()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn migration_moves_inline_values_out_once_and_the_sweep_keeps_what_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            crate::store::Store::open(&crate::store::StoreOptions::at(dir.path().join("s")))
+                .unwrap()
+                .store;
+        // As an older build wrote them: inline, straight into the tree.
+        for user in ["1", "2", "3"] {
+            store
+                .insert(
+                    TreeName::Credentials,
+                    key("d", user, 50).unwrap(),
+                    &photo(1),
+                )
+                .unwrap();
+        }
+        put(&store, key("d", "4", 50).unwrap(), &photo(2)).unwrap();
+        // A file no record names (a crash between a file and its record).
+        let orphan = store.values().put(b"orphan").unwrap();
+        assert_eq!(migrate_values(&store).unwrap(), 3);
+        assert_eq!(migrate_values(&store).unwrap(), 0, "idempotent");
+        for user in ["1", "2", "3"] {
+            let held = get(&store, "d", user, 50).unwrap().unwrap();
+            assert_eq!(
+                value(&store, &held).unwrap(),
+                photo(1).value.to_value().unwrap()
+            );
+        }
+        assert!(store.values().get(&orphan).is_err(), "the orphan was swept");
+        // Deduplicated: users 1–3 share one file, user 4 has its own.
+        assert_eq!(std::fs::read_dir(store.values().dir()).unwrap().count(), 2);
+        remove_user(&store, "d", "4").unwrap();
+        assert_eq!(sweep(&store).unwrap().removed, 1);
+        let held = get(&store, "d", "1", 50).unwrap().unwrap();
+        assert!(value(&store, &held).is_ok());
     }
 
     #[test]

@@ -41,6 +41,8 @@ pub struct Swept {
     pub audit: usize,
     /// Backup files.
     pub backups: usize,
+    /// Credential value files no cached credential names any more.
+    pub value_files: usize,
 }
 
 /// `90 days`, for messages.
@@ -70,6 +72,7 @@ impl Engine {
             history: self.sweep_history(cutoff(now, policy.audit))?,
             audit: self.audit().sweep_older_than(cutoff(now, policy.audit))?,
             backups: 0,
+            value_files: 0,
         };
         swept.backups = backup::sweep(backup_dir, cutoff(now, policy.backups))?.len();
         if swept != Swept::default() {
@@ -93,6 +96,14 @@ impl Engine {
                 .await?;
         }
         self.store().make_durable().await?;
+        // After the records are durably gone: their value files go now.
+        swept.value_files = credentials::sweep(self.store())?.removed;
+        if swept.value_files > 0 {
+            tracing::info!(
+                files = swept.value_files,
+                "retention removed credential value files no cached credential names"
+            );
+        }
         Ok(swept)
     }
 

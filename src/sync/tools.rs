@@ -33,7 +33,11 @@ use std::time::Duration;
 pub fn open_store(config: &Config) -> anyhow::Result<Store> {
     let options = config.store_options();
     match Store::open(&options) {
-        Ok(opened) => Ok(opened.store),
+        Ok(opened) => {
+            super::credentials::migrate_values(&opened.store)
+                .context("cannot move cached credential values into value files")?;
+            Ok(opened.store)
+        }
         Err(err @ StoreError::AlreadyInUse { .. }) => Err(anyhow::anyhow!(
             "{err}\nAn agent holds the store but does not answer on its control socket {}: it \
              runs without a socket (an older version, or another agent.runtime_dir). Stop it \

@@ -16,6 +16,7 @@ mod salvage;
 mod site;
 mod site_day;
 mod socket;
+mod value_files;
 mod zk_punches;
 mod zk_restore;
 mod zk_templates;

@@ -4,8 +4,8 @@
 //! `writer_child` test becomes a writer process that commits records (one transaction over
 //! the buffer and outbox trees), waits for [`Store::make_durable`] and only then prints
 //! `ACK <key>` on stdout. The parent kills it with SIGKILL at random moments, reopens the
-//! store and checks that every acknowledged record is there and decodes. Without the variable
-//! `writer_child` returns at once.
+//! store and checks that every acknowledged record is there and decodes, with the credential
+//! value file each record also caches. Without the variable `writer_child` returns at once.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -14,6 +14,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use edge_agent::store::{keys, Record, Store, StoreOptions, TreeName};
+use edge_agent::sync::credentials::{self, StoredCredential, StoredValue};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -25,6 +26,8 @@ const WRITERS_ENV: &str = "EDGE_AGENT_STORE_WRITERS";
 const LIMIT_ENV: &str = "EDGE_AGENT_STORE_WRITE_LIMIT";
 /// The full name of the child entry point below, for `--exact`.
 const CHILD_TEST: &str = "store::writer_child";
+/// If set, each record also caches a credential value of its own (a value file beside sled).
+const CREDENTIALS_ENV: &str = "EDGE_AGENT_STORE_CREDENTIALS";
 /// Printed before the key of each acknowledged record.
 const ACK: &str = "ACK ";
 
@@ -88,6 +91,15 @@ async fn write_and_acknowledge(store: Store, writer: u32, limit: Option<u32>) {
                 Ok(())
             })
             .expect("transaction");
+        if std::env::var_os(CREDENTIALS_ENV).is_some() {
+            let photo = StoredCredential {
+                name: format!("user {sequence}"),
+                privilege: 0,
+                value: StoredValue::Text(format!("{sequence:0>8192}")),
+            };
+            let key = credentials::key("door", &sequence.to_string(), 50).expect("key");
+            credentials::put(&store, key, &photo).expect("cache the credential");
+        }
         store.make_durable().await.expect("durable flush");
         let mut out = std::io::stdout().lock();
         writeln!(out, "{ACK}{sequence}").expect("stdout");
@@ -106,6 +118,17 @@ fn env_number(name: &str) -> Option<u32> {
 
 /// Starts the child (optionally under another program such as strace) writing to `store`.
 fn spawn_writer(wrapper: &[&str], store: &Path, writers: u32, limit: Option<u32>) -> Child {
+    spawn_writer_with(wrapper, store, writers, limit, &[])
+}
+
+/// [`spawn_writer`] with extra environment variables for the child.
+fn spawn_writer_with(
+    wrapper: &[&str],
+    store: &Path,
+    writers: u32,
+    limit: Option<u32>,
+    env: &[(&str, &str)],
+) -> Child {
     let test_binary = std::env::current_exe().expect("test binary path");
     let mut command = match wrapper.split_first() {
         None => Command::new(&test_binary),
@@ -119,6 +142,7 @@ fn spawn_writer(wrapper: &[&str], store: &Path, writers: u32, limit: Option<u32>
         .args([CHILD_TEST, "--exact", "--nocapture", "--test-threads=1"])
         .env(WRITER_ENV, store)
         .env(WRITERS_ENV, writers.to_string())
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
     match limit {
@@ -161,7 +185,7 @@ fn every_acknowledged_record_survives_sigkill() {
     let started = Instant::now();
 
     for round in 0..ROUNDS {
-        let mut child = spawn_writer(&[], &store_path, 4, None);
+        let mut child = spawn_writer_with(&[], &store_path, 4, None, &[(CREDENTIALS_ENV, "1")]);
         let acks = acknowledgements(&mut child);
         // Odd rounds: kill at any moment, also during start-up and recovery. Even rounds:
         // kill while records are flowing.
@@ -196,6 +220,16 @@ fn every_acknowledged_record_survives_sigkill() {
                     "round {round}: acknowledged record {sequence} is missing or wrong in {tree}: {found:?}"
                 );
             }
+            let cached = credentials::get(&opened.store, "door", &sequence.to_string(), 50)
+                .unwrap_or_else(|e| panic!("round {round}: credential of {sequence}: {e}"))
+                .unwrap_or_else(|| panic!("round {round}: credential of {sequence} is missing"));
+            let value = credentials::value(&opened.store, &cached)
+                .unwrap_or_else(|e| panic!("round {round}: value file of {sequence}: {e}"));
+            assert_eq!(
+                value.as_text(),
+                format!("{sequence:0>8192}"),
+                "round {round}: the value of {sequence} came back wrong"
+            );
         }
     }
     println!(
@@ -329,4 +363,133 @@ fn an_fsync_of_the_data_file_lies_between_each_write_and_its_acknowledgement() {
         "not every acknowledgement was found in the trace"
     );
     println!("strace: an fsync of the db file preceded each of {checked} acknowledgements");
+}
+
+/// One step of writing a credential value file, or an acknowledgement, as strace logged it.
+#[derive(Debug, PartialEq)]
+enum ValueTraced {
+    /// An fsync of a temporary value file returned successfully.
+    TemporarySynced,
+    /// A temporary value file was renamed to its digest.
+    Renamed,
+    /// An fsync of the `values` directory returned successfully.
+    DirectorySynced,
+    /// The child started printing `ACK <key>`.
+    Ack(u64),
+}
+
+/// Turns `strace -f -y` output into [`ValueTraced`] events (see [`traced_events`] for the
+/// split `<unfinished ...>` lines).
+fn value_events(trace: &str) -> Vec<ValueTraced> {
+    let mut pending: std::collections::HashMap<String, ValueTraced> = Default::default();
+    let mut events = Vec::new();
+    for line in trace.lines() {
+        let Some((pid, call)) = line.split_once(' ') else {
+            continue;
+        };
+        let call = call.trim_start();
+        let sync_of = if !call.starts_with("fsync(") && !call.starts_with("fdatasync(") {
+            None
+        } else if call.contains(".tmp>") && call.contains("/store/values/") {
+            Some(ValueTraced::TemporarySynced)
+        } else if call.contains("/store/values>") {
+            Some(ValueTraced::DirectorySynced)
+        } else {
+            None
+        };
+        if call.starts_with("<... fsync resumed>") || call.starts_with("<... fdatasync resumed>") {
+            if let Some(event) = pending.remove(pid) {
+                if call.ends_with("= 0") {
+                    events.push(event);
+                }
+            }
+        } else if let Some(event) = sync_of {
+            if call.ends_with("<unfinished ...>") {
+                pending.insert(pid.to_owned(), event);
+            } else if call.ends_with("= 0") {
+                events.push(event);
+            }
+        } else if call.starts_with("rename") && call.contains(".tmp\"") && call.ends_with("= 0") {
+            events.push(ValueTraced::Renamed);
+        } else if let Some(rest) = call.split_once(&format!("\"{ACK}")).map(|(_, r)| r) {
+            if call.starts_with("write(1") {
+                let key = rest.split('\\').next().unwrap_or_default();
+                events.push(ValueTraced::Ack(key.parse().expect("ACK key in trace")));
+            }
+        }
+    }
+    events
+}
+
+#[test]
+fn a_credential_value_file_is_fsynced_renamed_and_its_directory_fsynced_before_acknowledgement() {
+    if !strace_works() {
+        test_support::skip::skipped(
+            "strace",
+            "a_credential_value_file_is_fsynced_renamed_and_its_directory_fsynced_before_acknowledgement",
+            "strace is not installed or may not trace here (apt-get install strace)",
+        );
+        return;
+    }
+    const RECORDS: u32 = 10;
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let trace_file = dir.path().join("strace.log");
+    let trace_arg = trace_file.to_str().expect("utf-8 temp path");
+    let wrapper = [
+        "strace",
+        "-f",
+        "-y",
+        "-qq",
+        "-e",
+        "trace=write,fsync,fdatasync,rename,renameat,renameat2",
+        "-o",
+        trace_arg,
+    ];
+    let mut child = spawn_writer_with(
+        &wrapper,
+        &dir.path().join("store"),
+        1,
+        Some(RECORDS),
+        &[(CREDENTIALS_ENV, "1")],
+    );
+    let acks: Vec<u64> = acknowledgements(&mut child).iter().collect();
+    assert!(
+        child.wait().expect("wait for strace").success(),
+        "traced writer failed"
+    );
+    assert_eq!(acks.len(), RECORDS as usize, "the writer did not finish");
+
+    let trace = std::fs::read_to_string(&trace_file).expect("read the strace log");
+    let events = value_events(&trace);
+    let mut checked = 0;
+    let mut last_ack = 0;
+    for (position, event) in events.iter().enumerate() {
+        let ValueTraced::Ack(key) = event else {
+            continue;
+        };
+        let window = &events[last_ack..position];
+        let synced = window
+            .iter()
+            .position(|e| *e == ValueTraced::TemporarySynced)
+            .unwrap_or_else(|| panic!("ACK {key}: no fsync of a temporary value file before it"));
+        let renamed = window[synced..]
+            .iter()
+            .position(|e| *e == ValueTraced::Renamed)
+            .map(|at| synced + at)
+            .unwrap_or_else(|| panic!("ACK {key}: the value file was not renamed after its fsync"));
+        assert!(
+            window[renamed..].contains(&ValueTraced::DirectorySynced),
+            "ACK {key}: the values directory was not fsynced after the rename"
+        );
+        checked += 1;
+        last_ack = position;
+    }
+    assert_eq!(
+        checked, RECORDS,
+        "not every acknowledgement was found in the trace"
+    );
+    println!(
+        "strace: fsync, rename and directory fsync of a value file preceded each of {checked} \
+         acknowledgements"
+    );
 }
