@@ -63,7 +63,10 @@ impl Engine {
             live: self.live().clone(),
             device_id: device_id.to_string(),
         };
-        let read = match session.read_users(FetchMode::All, &mut sink).await {
+        let read = match guard
+            .run(session.read_users(FetchMode::All, &mut sink))
+            .await?
+        {
             Ok(read) => read,
             Err(source) => {
                 sink.writer.abandon();
