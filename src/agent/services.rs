@@ -35,7 +35,7 @@ pub async fn start_core(tasks: &mut Tasks, config: &Config, store: &Store) -> an
             .with_live(live.clone()),
     );
     let punches = PunchLog::new(outbox.clone(), &config.agent.id);
-    let devices = device::start(tasks, config, store, punches).await?;
+    let devices = device::start(tasks, config, store, punches, engine.lock_handle()).await?;
     let sync = sync::start(tasks, config, Arc::clone(&engine), devices);
     let upstream = upstream::start(tasks, config, outbox, engine);
     Ok(Core {

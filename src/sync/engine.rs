@@ -94,7 +94,7 @@ impl Engine {
         outbox: Outbox,
     ) -> Result<Self, crate::mqtt::broker::BrokerError> {
         let journal = LockJournal::new(Some(store.clone()), &config.agent.id);
-        let lock = super::lock::from_config(config, journal)?;
+        let lock = super::lock::from_config(config, journal, "lock")?;
         let audit = Audit::new(store.clone());
         Ok(Self::new(store.clone(), &config.agent.id, lock, outbox, audit)
             .with_mass_guard(super::guard::MassGuard {
@@ -156,6 +156,12 @@ impl Engine {
     /// The device lock.
     pub fn lock(&self) -> &dyn DeviceLock {
         self.lock.as_ref()
+    }
+
+    /// The device lock, shared: for the device sessions the drivers start on their own (the
+    /// AI06 punch backfill), which must take the same lock as the engine's.
+    pub fn lock_handle(&self) -> Arc<dyn DeviceLock> {
+        Arc::clone(&self.lock)
     }
 
     /// This agent's id (in events and idempotency keys).

@@ -8,7 +8,8 @@
 //! closes and the session stops touching the device. A grant that arrives after its request was
 //! given up on is released at once.
 //!
-//! The lock client has an MQTT connection of its own (client id `<mqtt client id>-lock`), so
+//! The lock client has an MQTT connection of its own (client id `<mqtt client id>-lock`, the
+//! holder name the arbiter knows), so
 //! lock traffic never queues behind the agent's health, alerts and commands.
 
 use super::fence::Fence;
@@ -46,8 +47,6 @@ struct Requester {
 
 impl Requester {
     fn start(settings: &BrokerSettings, topics: LockTopics) -> Result<Arc<Requester>, BrokerError> {
-        let mut settings = settings.clone();
-        settings.client_id = format!("{}-lock", settings.client_id);
         let holder = settings.client_id.clone();
         let (client, mut eventloop) = AsyncClient::new(settings.mqtt_options()?, 64);
         let requester = Arc::new(Requester {
@@ -222,9 +221,14 @@ pub struct ArbiterLock {
 impl ArbiterLock {
     /// The arbiter lock `config` describes, connecting with its `[mqtt]` settings. Must run
     /// inside the agent's runtime (the connection is a task).
-    pub fn from_config(config: &Config, journal: LockJournal) -> Result<ArbiterLock, BrokerError> {
-        let settings =
+    pub fn from_config(
+        config: &Config,
+        journal: LockJournal,
+        purpose: &str,
+    ) -> Result<ArbiterLock, BrokerError> {
+        let mut settings =
             BrokerSettings::from_config(&config.mqtt, &config.agent.site, &config.agent.id)?;
+        settings.client_id = format!("{}-{purpose}", settings.client_id);
         let requester = Requester::start(&settings, LockTopics::new(&config.agent.site))?;
         Ok(ArbiterLock {
             requester,

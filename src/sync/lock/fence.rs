@@ -171,9 +171,10 @@ pub fn check_current() -> Result<(), Fenced> {
     CURRENT.try_with(Fence::check).unwrap_or(Ok(()))
 }
 
-/// Whether the running task is inside a fenced session (a device operation under a lock).
-pub fn in_scope() -> bool {
-    CURRENT.try_with(|_| ()).is_ok()
+/// The fencing token of the lock the running task's device session holds, if any: what an
+/// event about a fact observed in that session carries (punches read by a poll or backfill).
+pub fn current_token() -> Option<u64> {
+    CURRENT.try_with(Fence::token).ok()
 }
 
 #[cfg(test)]

@@ -137,10 +137,13 @@ impl DeviceLock for Layered {
 }
 
 /// The lock the config asks for, with its journal. Arbiter mode needs a tokio runtime (its
-/// MQTT connection is a task) and `[mqtt] host`.
+/// MQTT connection is a task) and `[mqtt] host`; `purpose` ends the client id of that
+/// connection (`lock` for the agent, `probe-lock` for `probe`), so two programs of one box
+/// never share a client id.
 pub fn from_config(
     config: &crate::config::Config,
     journal: LockJournal,
+    purpose: &str,
 ) -> Result<std::sync::Arc<dyn DeviceLock>, crate::mqtt::broker::BrokerError> {
     Ok(match config.lock.mode {
         crate::config::LockMode::Flock => {
@@ -148,7 +151,7 @@ pub fn from_config(
         }
         crate::config::LockMode::Arbiter => std::sync::Arc::new(Layered {
             first: FlockLock::from_config(&config.lock, None),
-            second: ArbiterLock::from_config(config, journal)?,
+            second: ArbiterLock::from_config(config, journal, purpose)?,
         }),
     })
 }
