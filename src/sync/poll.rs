@@ -82,7 +82,7 @@ impl Engine {
                 return Err(err.into());
             }
         };
-        let reported = self.live().lock_reported(device_id, guard.fencing_token());
+        let reported = self.live().lock_reported(device_id, guard.fence());
         let outcome = match guard
             .run(self.read_and_apply(session, guard.fencing_token()))
             .await

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use test_support::agent::running::{bin, RunningAgent};
+use test_support::agent::running::{bin, local_json, RunningAgent};
 use test_support::mosquitto::Broker;
 use test_support::{tempdir, Emulator};
 
@@ -191,4 +191,96 @@ fn two_agents_take_turns_through_the_arbiter_and_tokens_survive_its_restart() {
         let text = agent.log_text();
         assert!(!text.contains("lock lost"), "{text}");
     }
+}
+
+/// A terminal whose reads take several seconds (small, paced bulk fragments), so a lock is
+/// still held when the test strikes.
+fn slow_terminal() -> Emulator {
+    Emulator::zk(&[
+        "--tcp",
+        "127.0.0.1:0",
+        "--users",
+        "100",
+        "--inline-threshold",
+        "0",
+        "--tcp-fragment",
+        "128",
+        "--pacing-ms",
+        "100",
+    ])
+}
+
+#[test]
+fn a_holder_whose_broker_dies_stops_at_its_deadline_and_nobody_gets_a_new_lock() {
+    let dir = tempdir().unwrap();
+    let mut broker = Broker::start(false);
+    let emulator = slow_terminal();
+    let address = emulator.tcp.expect("tcp listener").to_string();
+    let _arbiter = Arbiter::start(&dir.path().join("arbiter"), broker.port);
+    let home = dir.path().join("gw-a");
+    let lock = "lease = \"3s\"\nlock_delay = \"1s\"\nacquire_retries = 2\n";
+    let config = agent_config(&home, "gw-a", broker.port, &address, "1s", lock);
+    let mut agent = RunningAgent::on(&config, &home.join("agent.log"));
+    agent.wait_for_log("lock acquired, token", 1);
+    let struck = Instant::now();
+    broker.kill();
+    agent.wait_for_log("lock lost, token 1", 1);
+    let lost_after = struck.elapsed();
+    assert!(
+        lost_after < Duration::from_secs(3),
+        "the holder stopped within its lease ({lost_after:?})"
+    );
+    agent.wait_for_log("the device lock is no longer held", 1);
+    agent.wait_for_log("poll skipped: the lock arbiter did not grant", 1);
+    assert_eq!(agent.count("lock acquired, token"), 1, "no new lock without the broker");
+    let entries = emulator.entries();
+    let session = entries
+        .iter()
+        .rev()
+        .find_map(|e| e["session_id"].as_u64().filter(|&s| s != 0))
+        .unwrap();
+    let last = entries.iter().rposition(|e| e["session_id"] == session).unwrap();
+    assert!(
+        entries[last]["name"] != "EXIT" || last + 1 == entries.len(),
+        "nothing reached the terminal after the session stopped"
+    );
+    agent.stop();
+    let audit = local_json(
+        &config,
+        &["audit", "query", "--device", DEVICE, "--operation", "lock"],
+    )
+    .to_string();
+    assert!(audit.contains("lock lost, token 1"), "{audit}");
+    assert!(audit.contains("lock acquired, token 1"), "{audit}");
+}
+
+#[test]
+fn after_kill_9_of_the_holder_the_other_agent_gets_the_lock_after_lease_and_lock_delay() {
+    let dir = tempdir().unwrap();
+    let broker = Broker::start(false);
+    let emulator = slow_terminal();
+    let address = emulator.tcp.expect("tcp listener").to_string();
+    let arbiter = Arbiter::start(&dir.path().join("arbiter"), broker.port);
+    let lock = "lease = \"3s\"\nlock_delay = \"1s\"\nacquire_retries = 20\n";
+    let start = |id: &str| {
+        let home = dir.path().join(id);
+        let config = agent_config(&home, id, broker.port, &address, "500ms", lock);
+        RunningAgent::on(&config, &home.join("agent.log"))
+    };
+    let mut first = start("gw-a");
+    first.wait_for_log("lock acquired, token 1", 1);
+    let mut second = start("gw-b");
+    second.wait_for_log("lock client connected", 1);
+    std::thread::sleep(Duration::from_millis(300));
+    let killed = Instant::now();
+    first.kill();
+    second.wait_for_log("lock acquired, token", 1);
+    let handover = killed.elapsed();
+    println!("hand-over after kill -9 of the holder: {handover:?} (lease 3s, lock-delay 1s)");
+    assert!(
+        handover >= Duration::from_secs(2),
+        "not before the dead holder's lease ran out ({handover:?})"
+    );
+    arbiter.wait_for("lock lost", 1);
+    assert_sessions_never_overlap(&emulator.entries());
 }
