@@ -251,11 +251,6 @@ impl ArbiterLock {
         })
     }
 
-    /// The holder name the arbiter knows this agent by.
-    pub fn holder(&self) -> &str {
-        &self.requester.holder
-    }
-
     /// Every lock the arbiter knows (`edge-agent locks` at a site).
     pub async fn list(&self) -> Result<Vec<LockView>, String> {
         let request = self.requester.request(Op::List, None, None, None);

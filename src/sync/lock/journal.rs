@@ -46,11 +46,6 @@ impl LockJournal {
         }
     }
 
-    /// The holder name recorded (the agent id).
-    pub fn holder(&self) -> &str {
-        &self.holder
-    }
-
     /// Records `note` about the lock of `device` with `token`.
     pub fn note(&self, device: &str, token: u64, note: &LockNote) {
         let detail = match note {

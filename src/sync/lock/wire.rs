@@ -32,22 +32,6 @@ impl LockTopics {
     pub fn reply(&self, holder: &str) -> String {
         format!("{ROOT}/{}/reply/{holder}", self.site)
     }
-
-    /// The will of `holder`'s lock connection: a hint, never a release.
-    pub fn gone(&self, holder: &str) -> String {
-        format!("{ROOT}/{}/gone/{holder}", self.site)
-    }
-
-    /// The subscription that receives every holder's will.
-    pub fn gone_filter(&self) -> String {
-        format!("{ROOT}/{}/gone/+", self.site)
-    }
-
-    /// The holder a `gone/<holder>` topic names.
-    pub fn gone_holder<'a>(&self, topic: &'a str) -> Option<&'a str> {
-        let prefix = format!("{ROOT}/{}/gone/", self.site);
-        topic.strip_prefix(prefix.as_str())
-    }
 }
 
 /// What a request asks.
@@ -184,6 +168,5 @@ mod tests {
         );
         let topics = LockTopics::new("s1");
         assert_eq!(topics.reply("a"), "edge-lock/s1/reply/a");
-        assert_eq!(topics.gone_holder("edge-lock/s1/gone/a"), Some("a"));
     }
 }
