@@ -97,7 +97,7 @@ pub struct DeviceLive {
     pub lock_token: Option<u64>,
     /// The held lock's deadline (remaining lease), while held.
     #[serde(skip)]
-    pub lock_fence: Option<crate::sync::lock::Fence>,
+    pub lock_fence: Option<crate::lock::Fence>,
     /// Counters since start, for metrics.
     pub reads: ReadCounters,
 }
@@ -311,16 +311,16 @@ impl Live {
     }
 
     /// The sync engine holds the lock of `device_id` under `fence` (`None`: released).
-    pub fn lock_held(&self, device_id: &str, fence: Option<&crate::sync::lock::Fence>) {
+    pub fn lock_held(&self, device_id: &str, fence: Option<&crate::lock::Fence>) {
         self.device(device_id, true, |device| {
-            device.lock_token = fence.map(crate::sync::lock::Fence::token);
+            device.lock_token = fence.map(crate::lock::Fence::token);
             device.lock_fence = fence.cloned();
         });
     }
 
     /// Reports the lock of `device_id` held under `fence` until the returned value is dropped
     /// (every early return of a read releases it in the picture too).
-    pub fn lock_reported(&self, device_id: &str, fence: &crate::sync::lock::Fence) -> LockReported {
+    pub fn lock_reported(&self, device_id: &str, fence: &crate::lock::Fence) -> LockReported {
         self.lock_held(device_id, Some(fence));
         LockReported {
             live: self.clone(),

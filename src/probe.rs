@@ -54,8 +54,8 @@ pub async fn probe(
 ) -> anyhow::Result<ProbeReport> {
     // A probe is a device session like any other: it takes the device's lock (and, in
     // arbiter mode, the site's lease) so it never talks to a terminal an agent is reading.
-    let journal = crate::sync::lock::LockJournal::new(None, "probe");
-    let lock = crate::sync::lock::from_config(config, journal, "probe-lock")?;
+    let journal = crate::lock::LockJournal::new(None, "probe");
+    let lock = crate::arbiter::from_config(config, journal, "probe-lock")?;
     let guard = lock.acquire(device_id).await?;
     guard
         .run(probe_unlocked(

@@ -30,9 +30,13 @@ pub async fn start_core(tasks: &mut Tasks, config: &Config, store: &Store) -> an
     let outbox = upstream::open_outbox(config, store).context("cannot open the upstream outbox")?;
     let live = Live::default();
     let engine = Arc::new(
-        Engine::from_config(config, store, outbox.clone())
-            .context("cannot start the device lock")?
-            .with_live(live.clone()),
+        Engine::from_config(
+            config,
+            store,
+            outbox.clone(),
+            crate::arbiter::agent_lock(config, store).context("cannot start the device lock")?,
+        )
+        .with_live(live.clone()),
     );
     let punches = PunchLog::new(outbox.clone(), &config.agent.id);
     let devices = device::start(tasks, config, store, punches, engine.lock_handle()).await?;

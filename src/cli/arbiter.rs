@@ -60,7 +60,7 @@ pub fn run(args: ArbiterArgs) -> ExitCode {
                 }
             }
         };
-        match crate::sync::lock::arbiter::serve(&config, stop).await {
+        match crate::arbiter::server::serve(&config, stop).await {
             Ok(()) => {
                 tracing::info!("lock arbiter stopped");
                 ExitStatus::Success.into()

@@ -10,8 +10,9 @@ use serde_json::{json, Value};
 use super::local::{self, Agent};
 use super::oneshot::{self, done};
 use super::{ExitStatus, DEFAULT_CONFIG};
+use crate::arbiter::ArbiterLock;
 use crate::config::LockMode;
-use crate::sync::lock::{ArbiterLock, LockJournal};
+use crate::lock::LockJournal;
 
 /// `edge-agent locks` options.
 #[derive(Debug, clap::Args)]

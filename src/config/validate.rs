@@ -391,7 +391,7 @@ fn check_lock(findings: &mut Findings, config: &Config) {
             format!(
                 "must be at least 3s: the holder renews every third of the lease (here {:?}) \
                  and stops a fifth before its end, which needs room for a network round trip",
-                crate::sync::lock::renewal_period(lease)
+                lease / 3
             ),
         );
     }
@@ -404,7 +404,7 @@ fn check_lock(findings: &mut Findings, config: &Config) {
     if lock.lock_delay.get() > Duration::from_secs(600) {
         findings.error("lock.lock_delay", "must be at most 10min");
     }
-    if lock.max_hold.get() <= crate::sync::lock::renewal_period(lease) {
+    if lock.max_hold.get() <= lease / 3 {
         findings.error(
             "lock.max_hold",
             "must be longer than the renewal period (a third of lock.lease); a session held \

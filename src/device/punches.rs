@@ -80,7 +80,7 @@ impl PunchLog {
         let clock_synchronized = crate::clock_sync::clock_sync().is_synchronized();
         // Punches read in a locked session (a ZK poll, the AI06 backfill) carry its token;
         // punches a terminal pushes on its own carry 0 (no session of ours observed them).
-        let fencing_token = crate::sync::lock::fence::current_token().unwrap_or(0);
+        let fencing_token = crate::lock::fence::current_token().unwrap_or(0);
         let mut punches = Vec::with_capacity(batch.len());
         for punch in batch {
             let event_key = EventKey::punch(&punch);

@@ -36,7 +36,7 @@ pub async fn start(
     config: &Config,
     store: &Store,
     punches: PunchLog,
-    lock: std::sync::Arc<dyn crate::sync::lock::DeviceLock>,
+    lock: std::sync::Arc<dyn crate::lock::DeviceLock>,
 ) -> anyhow::Result<Devices> {
     let mut zk = HashMap::new();
     for device in config.device.iter().filter(|d| d.driver == Driver::Zk) {

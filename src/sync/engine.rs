@@ -4,10 +4,10 @@
 
 use super::apply::Applied;
 use super::clock::{Clock, SystemClock};
-use super::lock::{DeviceLock, LockJournal};
 use crate::audit::Audit;
 use crate::config::Config;
 use crate::events::{Event, EventBody};
+use crate::lock::DeviceLock;
 use crate::store::{Store, TreeName};
 use crate::upstream::outbox::Outbox;
 use std::collections::HashMap;
@@ -84,25 +84,22 @@ impl Engine {
         }
     }
 
-    /// The engine of the running agent, as `[agent]` and `[lock]` configure it: the device lock,
-    /// the system clock, `outbox` and the audit log of `store`. The agent, the demo and the
-    /// store tools all build it here, so they sync the same way. In arbiter mode the lock
-    /// client connects to the broker (`[mqtt]`), so this runs inside a tokio runtime.
+    /// The engine of the running agent, as `[agent]` configures it, over `lock` (the device
+    /// lock `[lock]` asks for, built by `crate::arbiter::agent_lock`), the system clock,
+    /// `outbox` and the audit log of `store`. The agent, the demo and the store tools all build
+    /// it here, so they sync the same way.
     pub fn from_config(
         config: &Config,
         store: &Store,
         outbox: Outbox,
-    ) -> Result<Self, crate::mqtt::broker::BrokerError> {
-        let journal = LockJournal::new(Some(store.clone()), &config.agent.id);
-        let lock = super::lock::from_config(config, journal, "lock")?;
+        lock: Arc<dyn DeviceLock>,
+    ) -> Self {
         let audit = Audit::new(store.clone());
-        Ok(
-            Self::new(store.clone(), &config.agent.id, lock, outbox, audit).with_mass_guard(
-                super::guard::MassGuard {
-                    share: config.monitor.mass_missing_share,
-                    min_users: config.monitor.mass_missing_min,
-                },
-            ),
+        Self::new(store.clone(), &config.agent.id, lock, outbox, audit).with_mass_guard(
+            super::guard::MassGuard {
+                share: config.monitor.mass_missing_share,
+                min_users: config.monitor.mass_missing_min,
+            },
         )
     }
 

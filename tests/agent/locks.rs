@@ -389,7 +389,8 @@ fn check_config_accepts_the_arbiter_settings_and_refuses_nonsense() {
 #[test]
 #[ignore = "measurement: prints figures"]
 fn acquire_latency_uncontended_on_loopback() {
-    use edge_agent::sync::lock::{ArbiterLock, DeviceLock, LockJournal};
+    use edge_agent::arbiter::ArbiterLock;
+    use edge_agent::lock::{DeviceLock, LockJournal};
     let dir = tempdir().unwrap();
     let broker = Broker::start(false);
     let _arbiter = Arbiter::start(&dir.path().join("arbiter"), broker.port);

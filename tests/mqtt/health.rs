@@ -57,7 +57,7 @@ async fn health_is_republished_when_a_service_reports_a_change() {
     // The sync engine reports a read and the lock it holds into the live picture.
     plane.live.read_started("zk-1");
     let now = std::time::Instant::now();
-    let fence = edge_agent::sync::lock::Fence::new(
+    let fence = edge_agent::lock::Fence::new(
         "zk-1",
         3,
         now,

@@ -51,7 +51,7 @@ pub(super) struct Context {
     pub punches: Option<PunchLog>,
     notices: broadcast::Sender<Notice>,
     /// The device lock the punch backfill takes (`getnewlog` is a device session like a read).
-    lock: Option<Arc<dyn crate::sync::lock::DeviceLock>>,
+    lock: Option<Arc<dyn crate::lock::DeviceLock>>,
 }
 
 impl Context {
@@ -130,7 +130,7 @@ impl AifaceServer {
         devices: &[DeviceConfig],
         store: Option<Store>,
         punches: Option<PunchLog>,
-        lock: Option<Arc<dyn crate::sync::lock::DeviceLock>>,
+        lock: Option<Arc<dyn crate::lock::DeviceLock>>,
     ) -> std::io::Result<Self> {
         let mut by_sn = HashMap::new();
         let mut addresses = BTreeSet::new();

@@ -23,7 +23,7 @@ pub enum ExchangeError {
     Closed,
     /// The device lock is no longer held: the command was not sent.
     #[error(transparent)]
-    Fenced(#[from] crate::sync::lock::Fenced),
+    Fenced(#[from] crate::lock::Fenced),
     /// No reply within the timeout on any attempt.
     #[error("no reply to {command} after {attempts} attempts of {timeout:?} each")]
     TimedOut {
@@ -125,7 +125,7 @@ impl AifaceSession {
                 command: command.clone(),
                 reply: tx,
             });
-            crate::sync::lock::fence::check_current()?;
+            crate::lock::fence::check_current()?;
             let frame = OutgoingFrame::from(&command);
             if self.shared.outgoing.send(frame).await.is_err() {
                 self.pending().take();

@@ -40,7 +40,7 @@ pub enum SessionError {
     Bulk(#[from] BulkError),
     /// The device lock is no longer held: nothing more is sent.
     #[error(transparent)]
-    Fenced(#[from] crate::sync::lock::Fenced),
+    Fenced(#[from] crate::lock::Fenced),
 }
 
 /// An open session (the device has answered `CONNECT`).
@@ -296,7 +296,7 @@ impl Client {
     }
 
     async fn send(&mut self, bytes: &RequestBytes, what: &str) -> Result<(), SessionError> {
-        crate::sync::lock::fence::check_current()?;
+        crate::lock::fence::check_current()?;
         self.link_mut()
             .send(bytes)
             .await

@@ -5,22 +5,20 @@
 //! operation); dropping the guard releases the lock. Implementations:
 //! - [`FlockLock`] (`[lock] mode = "flock"`): a kernel `flock` per device file, for contenders
 //!   on one box; token 0;
-//! - [`ArbiterLock`] (`mode = "arbiter"`): leases from the site's lock arbiter over MQTT 5
-//!   ([`arbiter`]), with fencing tokens that strictly increase; the agent takes the device's
-//!   flock first ([`Layered`]), so local tools are excluded too.
+//! - `arbiter::ArbiterLock` (`mode = "arbiter"`): leases from the site's lock arbiter over
+//!   MQTT 5, with fencing tokens that strictly increase; the agent takes the device's flock
+//!   first (`arbiter::Layered`), so local tools are excluded too.
+//!
+//! This module is the interface and the same-box lock, low enough for the drivers to check
+//! the fence; the arbiter and its client live in `crate::arbiter`, beside the MQTT plane.
 //!
 //! Acquired, renewed, lost, released and held-too-long go to the audit log ([`LockJournal`]).
 //! `docs/locks.md` is the protocol.
 
-pub mod arbiter;
-mod client;
 pub mod fence;
 mod flock;
 mod journal;
-pub mod table;
-pub mod wire;
 
-pub use client::ArbiterLock;
 pub use fence::{Fence, Fenced};
 pub use flock::FlockLock;
 pub use journal::{LockJournal, LockNote};
@@ -28,7 +26,6 @@ pub use journal::{LockJournal, LockNote};
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::time::Duration;
 use thiserror::Error;
 
 /// Why a device lock could not be taken.
@@ -115,48 +112,4 @@ pub type AcquireFuture<'a> =
 pub trait DeviceLock: Send + Sync {
     /// Takes the lock of `device_id`, retrying as configured.
     fn acquire<'a>(&'a self, device_id: &'a str) -> AcquireFuture<'a>;
-}
-
-/// Two locks taken in order, released in reverse: the box's flock, then the arbiter's lease.
-/// The guard carries the second one's token and fence.
-pub struct Layered {
-    first: FlockLock,
-    second: ArbiterLock,
-}
-
-impl DeviceLock for Layered {
-    fn acquire<'a>(&'a self, device_id: &'a str) -> AcquireFuture<'a> {
-        Box::pin(async move {
-            let local = self.first.acquire(device_id).await?;
-            let remote = self.second.acquire(device_id).await?;
-            let fence = remote.fence.clone();
-            // Fields drop in order: the lease is released before the flock.
-            Ok(LockGuard::new(fence, Box::new((remote, local))))
-        })
-    }
-}
-
-/// The lock the config asks for, with its journal. Arbiter mode needs a tokio runtime (its
-/// MQTT connection is a task) and `[mqtt] host`; `purpose` ends the client id of that
-/// connection (`lock` for the agent, `probe-lock` for `probe`), so two programs of one box
-/// never share a client id.
-pub fn from_config(
-    config: &crate::config::Config,
-    journal: LockJournal,
-    purpose: &str,
-) -> Result<std::sync::Arc<dyn DeviceLock>, crate::mqtt::broker::BrokerError> {
-    Ok(match config.lock.mode {
-        crate::config::LockMode::Flock => {
-            std::sync::Arc::new(FlockLock::from_config(&config.lock, Some(journal)))
-        }
-        crate::config::LockMode::Arbiter => std::sync::Arc::new(Layered {
-            first: FlockLock::from_config(&config.lock, None),
-            second: ArbiterLock::from_config(config, journal, purpose)?,
-        }),
-    })
-}
-
-/// The renewal period of a lease (a third of it), for config checks and docs.
-pub fn renewal_period(lease: Duration) -> Duration {
-    lease / 3
 }

@@ -76,7 +76,7 @@ impl FlockLock {
 
     fn path(&self, device_id: &str) -> PathBuf {
         self.dir
-            .join(format!("{}.lock", crate::sync::file_safe(device_id)))
+            .join(format!("{}.lock", crate::config::file_safe(device_id)))
     }
 }
 

@@ -133,7 +133,7 @@ impl Fence {
 
     /// Moves the deadline forward to `deadline` (a successful renewal), never past the cap and
     /// never backwards; nothing once lost. Returns whether the cap limited it.
-    pub(super) fn extend(&self, deadline: Instant) -> bool {
+    pub(crate) fn extend(&self, deadline: Instant) -> bool {
         let mut state = self.state();
         if state.lost.is_none() && deadline > state.deadline {
             state.deadline = deadline.min(self.0.cap);
@@ -142,7 +142,7 @@ impl Fence {
     }
 
     /// Marks the lock lost: every later check fails. The first reason wins.
-    pub(super) fn lose(&self, why: &str) {
+    pub(crate) fn lose(&self, why: &str) {
         let mut state = self.state();
         if state.lost.is_none() {
             state.lost = Some(why.to_string());

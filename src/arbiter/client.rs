@@ -12,12 +12,10 @@
 //! holder name the arbiter knows), so
 //! lock traffic never queues behind the agent's health, alerts and commands.
 
-use super::fence::Fence;
-use super::journal::{LockJournal, LockNote};
 use super::wire::{LockReply, LockRequest, LockTopics, LockView, Op, Outcome};
-use super::{AcquireFuture, DeviceLock, LockError, LockGuard};
 use crate::backoff::{random_fraction, Backoff};
 use crate::config::Config;
+use crate::lock::{AcquireFuture, DeviceLock, Fence, LockError, LockGuard, LockJournal, LockNote};
 use crate::mqtt::broker::{BrokerError, BrokerSettings};
 use bytes::Bytes;
 use rumqttc::v5::mqttbytes::v5::{Packet, PublishProperties};
