@@ -19,11 +19,11 @@ use edge_agent::device::{ReadUser, UserRead};
 use edge_agent::events::DeviceUser;
 use edge_agent::lifecycle::Tasks;
 use edge_agent::live::Live;
+use edge_agent::lock::FlockLock;
 use edge_agent::mqtt::health::HealthReport;
 use edge_agent::ops::metrics::{exposition, MetricsServer};
 use edge_agent::ops::status::StatusSources;
 use edge_agent::store::{Store, StoreOptions};
-use edge_agent::sync::lock::FlockLock;
 use edge_agent::sync::Engine;
 
 fn read_of(ids: impl Iterator<Item = u64>) -> UserRead {

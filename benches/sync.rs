@@ -12,9 +12,9 @@
 use device_protocols::aiface::CredentialValue;
 use edge_agent::device::{Credential, ReadUser, UserRead};
 use edge_agent::events::DeviceUser;
+use edge_agent::lock::FlockLock;
 use edge_agent::store::{Store, StoreOptions};
 use edge_agent::sync::backup::file::{self, BackupWriter};
-use edge_agent::sync::lock::FlockLock;
 use edge_agent::sync::Engine;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

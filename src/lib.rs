@@ -10,6 +10,7 @@
 //! cite.
 
 pub mod agent;
+pub mod arbiter;
 pub mod audit;
 pub mod backoff;
 pub mod cli;
@@ -23,6 +24,7 @@ pub mod events;
 pub mod exit_status;
 pub mod lifecycle;
 pub mod live;
+pub mod lock;
 pub mod mqtt;
 pub mod ops;
 pub mod probe;

@@ -25,11 +25,13 @@
 //! | 64   | wrong command line |
 //! | 130  | `run`: a second stop signal cut the shutdown short |
 
+pub mod arbiter;
 pub mod config;
 pub mod ctl;
 pub mod demo;
 pub mod esl;
 mod local;
+pub mod locks;
 mod oneshot;
 pub mod probe;
 pub mod render;
@@ -138,6 +140,9 @@ pub enum Command {
         #[command(subcommand)]
         command: esl::EslCommand,
     },
+    /// The device locks this agent holds now (device, token, lease left); with --all every
+    /// lock of the site, from the lock arbiter.
+    Locks(locks::LocksArgs),
     /// Ask the running agent to poll a device now (it takes the device's lock).
     SyncNow(store_tools::SyncNowArgs),
     /// Initial population: read every configured device completely and buffer every user not
@@ -148,6 +153,10 @@ pub enum Command {
     /// Create an administrator key pair for signing commands: writes the private key file
     /// (mode 0600) and prints the `[[mqtt.admin_keys]]` lines for the agents' configs.
     Keygen(ctl::KeygenArgs),
+    /// Run the site's lock arbiter in the foreground (one per site): it grants device locks to
+    /// the agents with `[lock] mode = "arbiter"` over MQTT, with fencing tokens that strictly
+    /// increase, kept in `<agent.data_dir>/arbiter`. Stops on SIGTERM or SIGINT.
+    Arbiter(arbiter::ArbiterArgs),
     /// Send a command to an agent over MQTT, wait for the reply and print it. Exit code 0:
     /// done; 1: failed; 4: no reply; 5: refused; 64: the words cannot become a request.
     Ctl(Box<ctl::CtlArgs>),
@@ -178,6 +187,7 @@ where
 pub fn dispatch(command: Command) -> ExitCode {
     let status = match command {
         Command::Run(args) => return run::run(args),
+        Command::Arbiter(args) => return arbiter::run(args),
         Command::CheckConfig(args) => config::check(&args),
         Command::Demo(args) => demo::run(args),
         Command::Probe(args) => probe::run(args),
@@ -188,6 +198,7 @@ pub fn dispatch(command: Command) -> ExitCode {
         Command::History(args) => store_tools::history(args),
         Command::Conflicts { command } => store_tools::conflicts(command),
         Command::Esl { command } => esl::run(command),
+        Command::Locks(args) => locks::run(args),
         Command::SyncNow(args) => store_tools::sync_now(args),
         Command::Migrate(args) => store_tools::migrate(args),
         Command::Version => version::run(),

@@ -440,7 +440,14 @@ pub fn backup(command: BackupCommand) -> ExitStatus {
                 return Ok(done(render::backup::written(&info)));
             }
             let store = tools::open_store(&config)?;
-            let info = tools::backup_create(&config, &store, &device, wait.get()).await?;
+            let info = tools::backup_create(
+                &config,
+                &store,
+                crate::arbiter::agent_lock(&config, &store)?,
+                &device,
+                wait.get(),
+            )
+            .await?;
             Ok(done(render::backup::written(&info)))
         }),
         BackupCommand::Restore {
@@ -480,8 +487,16 @@ pub fn backup(command: BackupCommand) -> ExitStatus {
                 return Ok((text, complete_or_not(dry_run || verified)));
             }
             let store = tools::open_store(&config)?;
-            let report =
-                tools::backup_restore(&config, &store, &device, &file, dry_run, wait.get()).await?;
+            let report = tools::backup_restore(
+                &config,
+                &store,
+                crate::arbiter::agent_lock(&config, &store)?,
+                &device,
+                &file,
+                dry_run,
+                wait.get(),
+            )
+            .await?;
             let text = if json {
                 serde_json::to_string_pretty(&report)? + "\n"
             } else {
@@ -497,7 +512,13 @@ pub fn migrate(args: MigrateArgs) -> ExitStatus {
     let MigrateArgs { config, wait } = args;
     oneshot::run(&config, |config| async move {
         let store = tools::open_store(&config)?;
-        let outcome = tools::migrate(&config, &store, wait.get()).await?;
+        let outcome = tools::migrate(
+            &config,
+            &store,
+            crate::arbiter::agent_lock(&config, &store)?,
+            wait.get(),
+        )
+        .await?;
         Ok((
             render::backup::migrated(&outcome),
             complete_or_not(outcome.all_read()),

@@ -479,7 +479,7 @@ impl Default for LockConfig {
         Self {
             mode: LockMode::Flock,
             dir: PathBuf::from("/run/edge-agent/locks"),
-            lease: HumanDuration::from_secs(30),
+            lease: HumanDuration::from_secs(10),
             lock_delay: HumanDuration::from_secs(5),
             acquire_retries: 3,
             max_hold: HumanDuration::from_secs(600),
@@ -589,4 +589,23 @@ mod defaults {
     pub(super) fn aiface_listen() -> SocketAddr {
         SocketAddr::from(([0, 0, 0, 0], 7788))
     }
+}
+
+/// A device id as a file name part (lock files, backup files): letters, digits, `-`, `_` and
+/// `.` (not leading) stay, every other byte becomes `%XX`, so two device ids never share a
+/// file and no id can climb out of its directory.
+pub fn file_safe(id: &str) -> String {
+    let mut out = String::with_capacity(id.len());
+    for (index, byte) in id.bytes().enumerate() {
+        let keep = byte.is_ascii_alphanumeric()
+            || byte == b'-'
+            || byte == b'_'
+            || (byte == b'.' && index > 0);
+        if keep {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }

@@ -192,7 +192,8 @@ async fn run_in(
         ),
     );
 
-    let engine = Arc::new(Engine::from_config(&config, &store, outbox.clone()));
+    let lock = crate::arbiter::agent_lock(&config, &store)?;
+    let engine = Arc::new(Engine::from_config(&config, &store, outbox.clone(), lock));
 
     let token = receiver_token()?;
     let receiver = Receiver::start(token.clone()).await?;

@@ -4,10 +4,10 @@
 
 use super::apply::Applied;
 use super::clock::{Clock, SystemClock};
-use super::lock::{DeviceLock, FlockLock};
 use crate::audit::Audit;
-use crate::config::{Config, LockMode};
+use crate::config::Config;
 use crate::events::{Event, EventBody};
+use crate::lock::DeviceLock;
 use crate::store::{Store, TreeName};
 use crate::upstream::outbox::Outbox;
 use std::collections::HashMap;
@@ -84,28 +84,23 @@ impl Engine {
         }
     }
 
-    /// The engine of the running agent, as `[agent]` and `[lock]` configure it: the device lock,
-    /// the system clock, `outbox` and the audit log of `store`. The agent, the demo and the
-    /// store tools all build it here, so they sync the same way.
-    pub fn from_config(config: &Config, store: &Store, outbox: Outbox) -> Self {
-        if config.lock.mode != LockMode::Flock {
-            tracing::warn!(
-                "[lock] mode = arbiter is not available in this build yet; using flock locks (one box only)"
-            );
-        }
-        let lock = FlockLock::from_config(&config.lock);
+    /// The engine of the running agent, as `[agent]` configures it, over `lock` (the device
+    /// lock `[lock]` asks for, built by `crate::arbiter::agent_lock`), the system clock,
+    /// `outbox` and the audit log of `store`. The agent, the demo and the store tools all build
+    /// it here, so they sync the same way.
+    pub fn from_config(
+        config: &Config,
+        store: &Store,
+        outbox: Outbox,
+        lock: Arc<dyn DeviceLock>,
+    ) -> Self {
         let audit = Audit::new(store.clone());
-        Self::new(
-            store.clone(),
-            &config.agent.id,
-            Arc::new(lock),
-            outbox,
-            audit,
+        Self::new(store.clone(), &config.agent.id, lock, outbox, audit).with_mass_guard(
+            super::guard::MassGuard {
+                share: config.monitor.mass_missing_share,
+                min_users: config.monitor.mass_missing_min,
+            },
         )
-        .with_mass_guard(super::guard::MassGuard {
-            share: config.monitor.mass_missing_share,
-            min_users: config.monitor.mass_missing_min,
-        })
     }
 
     /// Uses another clock. A test hook: the agent runs on the system clock; tests fix the instant
@@ -161,6 +156,12 @@ impl Engine {
     /// The device lock.
     pub fn lock(&self) -> &dyn DeviceLock {
         self.lock.as_ref()
+    }
+
+    /// The device lock, shared: for the device sessions the drivers start on their own (the
+    /// AI06 punch backfill), which must take the same lock as the engine's.
+    pub fn lock_handle(&self) -> Arc<dyn DeviceLock> {
+        Arc::clone(&self.lock)
     }
 
     /// This agent's id (in events and idempotency keys).

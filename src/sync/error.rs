@@ -1,8 +1,8 @@
 //! Errors of the sync engine, worded for the technician reading the journal or the CLI.
 
 use super::backup::BackupError;
-use super::lock::LockError;
 use crate::device::ReadError;
+use crate::lock::LockError;
 use crate::store::StoreError;
 use thiserror::Error;
 

@@ -28,7 +28,6 @@ mod engine;
 mod error;
 pub mod guard;
 pub mod history;
-pub mod lock;
 pub mod mapping;
 pub mod migrate;
 mod monitor;
@@ -44,24 +43,7 @@ pub use engine::{DeviceChange, DeviceHealth, Engine};
 pub use error::SyncError;
 pub use service::{start, SyncHandle};
 
-/// A device id as a file name part (lock files, backup files): letters, digits, `-`, `_` and
-/// `.` (not leading) stay, every other byte becomes `%XX`, so two device ids never share a
-/// file and no id can climb out of its directory.
-pub(crate) fn file_safe(id: &str) -> String {
-    let mut out = String::with_capacity(id.len());
-    for (index, byte) in id.bytes().enumerate() {
-        let keep = byte.is_ascii_alphanumeric()
-            || byte == b'-'
-            || byte == b'_'
-            || (byte == b'.' && index > 0);
-        if keep {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
-}
+pub(crate) use crate::config::file_safe;
 
 #[cfg(test)]
 mod tests {

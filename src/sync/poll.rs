@@ -82,8 +82,14 @@ impl Engine {
                 return Err(err.into());
             }
         };
-        let reported = self.live().lock_reported(device_id, guard.fencing_token());
-        let outcome = self.read_and_apply(session, guard.fencing_token()).await;
+        let reported = self.live().lock_reported(device_id, guard.fence());
+        let outcome = match guard
+            .run(self.read_and_apply(session, guard.fencing_token()))
+            .await
+        {
+            Ok(outcome) => outcome,
+            Err(lost) => Err(lost.into()),
+        };
         drop(guard);
         drop(reported);
         outcome

@@ -22,6 +22,7 @@ use crate::config::{Config, DeviceConfig, Driver};
 use crate::device::aiface::AifaceHub;
 use crate::device::punches::PunchLog;
 use crate::lifecycle::Tasks;
+use crate::lock::DeviceLock;
 use crate::store::{Store, StoreError};
 use crate::upstream::outbox::Outbox;
 use anyhow::Context as _;
@@ -48,10 +49,11 @@ pub fn open_store(config: &Config) -> anyhow::Result<Store> {
     }
 }
 
-/// The engine the commands use: the running agent's, over the store they opened.
-pub fn engine(config: &Config, store: &Store) -> anyhow::Result<Engine> {
+/// The engine the commands use: the running agent's, over the store they opened and the
+/// device lock the caller built (`crate::arbiter::agent_lock`).
+pub fn engine(config: &Config, store: &Store, lock: Arc<dyn DeviceLock>) -> anyhow::Result<Engine> {
     let outbox = Outbox::open(store, config.upstream.outbox_max_bytes.bytes())?;
-    Ok(Engine::from_config(config, store, outbox))
+    Ok(Engine::from_config(config, store, outbox, lock))
 }
 
 /// The AI06 devices of the config, by id (all of them with `None`).
@@ -101,12 +103,13 @@ async fn connected(
 pub async fn backup_create(
     config: &Config,
     store: &Store,
+    lock: Arc<dyn DeviceLock>,
     device: &str,
     wait: Duration,
 ) -> anyhow::Result<BackupInfo> {
     let devices = aiface_devices(config, Some(device))?;
     let (tasks, hub) = listen(config, store, &devices).await?;
-    let engine = engine(config, store)?;
+    let engine = engine(config, store, lock.clone())?;
     let outcome = async {
         let session = connected(&hub, device, wait).await?;
         engine.backup(&session, &config.backup_dir()).await
@@ -129,6 +132,7 @@ pub fn resolve_backup(config: &Config, name: &Path) -> PathBuf {
 pub async fn backup_restore(
     config: &Config,
     store: &Store,
+    lock: Arc<dyn DeviceLock>,
     device: &str,
     file: &Path,
     dry_run: bool,
@@ -144,14 +148,14 @@ pub async fn backup_restore(
         // refused by the driver, so only a dry run (or finding nothing missing) succeeds.
         let session =
             crate::device::zk::ZkSession::new(crate::device::zk::ZkSettings::from_config(zk)?);
-        let engine = engine(config, store)?;
+        let engine = engine(config, store, lock.clone())?;
         return Ok(engine
             .restore(&session, &path, dry_run, "technician")
             .await?);
     }
     let devices = aiface_devices(config, Some(device))?;
     let (tasks, hub) = listen(config, store, &devices).await?;
-    let engine = engine(config, store)?;
+    let engine = engine(config, store, lock.clone())?;
     let outcome = async {
         let session = connected(&hub, device, wait).await?;
         engine.restore(&session, &path, dry_run, "technician").await
@@ -181,12 +185,13 @@ impl MigrateOutcome {
 pub async fn migrate(
     config: &Config,
     store: &Store,
+    lock: Arc<dyn DeviceLock>,
     wait: Duration,
 ) -> anyhow::Result<MigrateOutcome> {
     let devices = aiface_devices(config, None)?;
     let ids: Vec<String> = devices.iter().map(|d| d.id.clone()).collect();
     let (tasks, hub) = listen(config, store, &devices).await?;
-    let engine = engine(config, store)?;
+    let engine = engine(config, store, lock.clone())?;
     let report = engine.migrate(hub.as_ref(), &ids, wait).await;
     tasks.stop(Duration::from_secs(1)).await;
     Ok(MigrateOutcome {

@@ -323,14 +323,14 @@ fn the_watchdog_goes_quiet_when_a_critical_task_dies() {
 }
 
 #[test]
-fn check_config_refuses_settings_of_features_this_build_does_not_have() {
+fn check_config_refuses_an_incomplete_shelf_label_adapter_and_a_lease_too_short_to_renew() {
     let dir = tempdir().unwrap();
     let config = dir.path().join("agent.toml");
     std::fs::write(
         &config,
         format!(
             "[agent]\nid = \"gw1\"\ndata_dir = \"{}\"\n\
-             [lock]\nlease = \"30s\"\nlock_delay = \"5s\"\nmax_hold = \"10m\"\n\
+             [lock]\nlease = \"1s\"\n\
              [esl]\nenabled = true\nurl = \"https://aims.example\"\n",
             dir.path().join("data").display()
         ),
@@ -347,19 +347,13 @@ fn check_config_refuses_settings_of_features_this_build_does_not_have() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(!out.status.success(), "{text}");
-    // An enabled shelf-label adapter without its AIMS settings or an upstream feed is refused.
-    for key in [
-        "esl.enabled",
-        "esl.company",
-        "esl.password_file",
-        "lock.lease",
-        "lock.lock_delay",
-        "lock.max_hold",
-    ] {
+    // An enabled shelf-label adapter without its AIMS settings or an upstream feed, and a
+    // lease too short to renew, are refused by name.
+    for key in ["esl.enabled", "esl.company", "esl.password_file", "lock.lease"] {
         assert!(text.contains(key), "{key} refused: {text}");
     }
     assert!(text.contains("set upstream.url"), "{text}");
-    assert!(text.contains("lock arbiter"), "{text}");
+    assert!(text.contains("must be at least 3s"), "{text}");
 
     // The same keys at their defaults, unwritten, pass.
     std::fs::write(

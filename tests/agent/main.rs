@@ -10,6 +10,7 @@ mod guard;
 mod hostile;
 mod lifecycle;
 mod live;
+mod locks;
 mod mappings;
 mod punches;
 mod salvage;

@@ -6,10 +6,10 @@
 use edge_agent::device::{
     Credential, DeviceSession, FetchMode, MemorySink, ReadError, ReadSink, UserRead,
 };
+use edge_agent::lock::FlockLock;
 use edge_agent::store::{Store, StoreOptions};
 use edge_agent::sync::backup::{self, file};
 use edge_agent::sync::buffer;
-use edge_agent::sync::lock::FlockLock;
 use edge_agent::sync::SyncError;
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -10,11 +10,11 @@ use edge_agent::device::{
     Credential, DeviceSession, FetchMode, ReadError, ReadSink, ReadUser, UserRead,
 };
 use edge_agent::events::{DeviceUser, Event, EventBody, PersonAttributes, Resolution};
+use edge_agent::lock::FlockLock;
 use edge_agent::store::{Store, StoreOptions, TreeName};
 use edge_agent::sync::buffer::{self, MappingStatus};
 use edge_agent::sync::conflicts::{self, ConflictDecision};
 use edge_agent::sync::credentials::{self, StoredCredential, StoredValue};
-use edge_agent::sync::lock::FlockLock;
 use edge_agent::sync::mapping::{self, MappingOutcome, MappingState, MappingUpdate};
 use edge_agent::sync::{Engine, SyncError};
 use edge_agent::upstream::Outbox;

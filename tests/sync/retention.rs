@@ -5,6 +5,7 @@
 use edge_agent::audit::{Audit, AuditQuery, Operation};
 use edge_agent::device::{ReadUser, UserRead};
 use edge_agent::events::DeviceUser;
+use edge_agent::lock::FlockLock;
 use edge_agent::store::{Store, StoreOptions, TreeName};
 use edge_agent::sync::backup;
 use edge_agent::sync::backup::file::BackupWriter;
@@ -12,7 +13,6 @@ use edge_agent::sync::buffer;
 use edge_agent::sync::clock::ManualClock;
 use edge_agent::sync::credentials::{self, StoredCredential, StoredValue};
 use edge_agent::sync::history;
-use edge_agent::sync::lock::FlockLock;
 use edge_agent::sync::retention::RetentionPolicy;
 use edge_agent::sync::Engine;
 use edge_agent::upstream::Outbox;

@@ -38,6 +38,7 @@ impl From<SessionError> for ReadError {
             },
             SessionError::Reply(_) => ReadError::Refused(text),
             SessionError::Bulk(_) => ReadError::Incomplete(text),
+            SessionError::Fenced(_) => ReadError::Fenced(text),
         }
     }
 }

@@ -101,8 +101,9 @@ impl Registry {
                 None => unavailable(sync, changes_state),
             }
         };
-        let commands: [(&'static str, Arc<dyn Command>); 19] = [
+        let commands: [(&'static str, Arc<dyn Command>); 20] = [
             ("status", Arc::new(handlers::Status::new(services))),
+            ("locks", Arc::new(handlers::Locks::new(services))),
             ("log-level", Arc::new(handlers::LogLevel::new(services))),
             ("logs tail", Arc::new(handlers::LogsTail::new(services))),
             ("audit query", Arc::new(handlers::AuditQuery::new(services))),

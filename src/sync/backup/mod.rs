@@ -55,7 +55,7 @@ impl Engine {
     ) -> Result<BackupInfo, SyncError> {
         let device_id = session.device_id();
         let guard = self.lock().acquire(device_id).await?;
-        let _reported = self.live().lock_reported(device_id, guard.fencing_token());
+        let _reported = self.live().lock_reported(device_id, guard.fence());
         let writer = BackupWriter::create(dir, device_id, self.agent_id(), self.now_ms())?;
         let mut sink = BackupSink {
             writer,
@@ -63,7 +63,10 @@ impl Engine {
             live: self.live().clone(),
             device_id: device_id.to_string(),
         };
-        let read = match session.read_users(FetchMode::All, &mut sink).await {
+        let read = match guard
+            .run(session.read_users(FetchMode::All, &mut sink))
+            .await?
+        {
             Ok(read) => read,
             Err(source) => {
                 sink.writer.abandon();

@@ -10,8 +10,8 @@ use edge_agent::audit::Audit;
 use edge_agent::device::{ReadUser, UserRead};
 use edge_agent::events::{DeviceUser, Event, EventBody, EventKey, Punch};
 use edge_agent::lifecycle::Tasks;
+use edge_agent::lock::FlockLock;
 use edge_agent::store::Store;
-use edge_agent::sync::lock::FlockLock;
 use edge_agent::sync::Engine;
 use edge_agent::upstream::{self, ClientSettings, ForwarderOptions, Outbox, UpstreamClient};
 
