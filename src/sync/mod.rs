@@ -44,6 +44,13 @@ pub use engine::{DeviceChange, DeviceHealth, Engine};
 pub use error::SyncError;
 pub use service::{start, SyncHandle};
 
+/// The span every device session runs in: its lines then name the device and the fencing token
+/// of the lock held (`lock{device=… fencing_token=…}`), so a session a terminal recorded can be
+/// matched with the lock the agent held for it (the lock tests do exactly that).
+pub(crate) fn lock_span(device_id: &str, fencing_token: u64) -> tracing::Span {
+    tracing::info_span!("lock", device = device_id, fencing_token)
+}
+
 /// A device id as a file name part (lock files, backup files): letters, digits, `-`, `_` and
 /// `.` (not leading) stay, every other byte becomes `%XX`, so two device ids never share a
 /// file and no id can climb out of its directory.

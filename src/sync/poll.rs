@@ -10,6 +10,7 @@ use crate::device::{
     Credential, DeviceSession, FetchMode, HeldCredential, ReadError, ReadProgress, ReadSink,
 };
 use crate::live::{Live, ReadEnd};
+use tracing::Instrument;
 
 /// The store sink of a poll, with its progress also reported to the live picture (what
 /// `status` shows during a long read).
@@ -83,7 +84,11 @@ impl Engine {
             }
         };
         let reported = self.live().lock_reported(device_id, guard.fencing_token());
-        let outcome = self.read_and_apply(session, guard.fencing_token()).await;
+        // Every line logged during the session names the lock it runs under.
+        let outcome = self
+            .read_and_apply(session, guard.fencing_token())
+            .instrument(super::lock_span(device_id, guard.fencing_token()))
+            .await;
         drop(guard);
         drop(reported);
         outcome

@@ -15,6 +15,7 @@ use crate::store::{Alarm, AlarmKind, TreeName};
 use file::BackupWriter;
 use std::collections::BTreeMap;
 use std::path::Path;
+use tracing::Instrument;
 
 /// Streams every credential into the backup file and refreshes the credential cache.
 struct BackupSink {
@@ -63,7 +64,11 @@ impl Engine {
             live: self.live().clone(),
             device_id: device_id.to_string(),
         };
-        let read = match session.read_users(FetchMode::All, &mut sink).await {
+        let read = match session
+            .read_users(FetchMode::All, &mut sink)
+            .instrument(crate::sync::lock_span(device_id, guard.fencing_token()))
+            .await
+        {
             Ok(read) => read,
             Err(source) => {
                 sink.writer.abandon();
