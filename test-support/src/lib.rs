@@ -8,6 +8,8 @@
 //! - [`emulator`]: `device-sim` as a child process for both protocols, with the check that no
 //!   destructive command ever reached an emulated terminal;
 //! - [`mosquitto`]: a private broker on a free port, killable and restartable;
+//! - [`fault_proxy`]: a TCP proxy in front of the broker that black-holes, delays, duplicates
+//!   or reorders MQTT packets on command (the lock tests' network nemesis);
 //! - [`upstream_double`]: an HTTP server enforcing the upstream contract, with fault injection;
 //! - [`pty`]: pseudo-terminals and a null-modem cable for the serial transport;
 //! - [`skip`]: loud skips of a check that cannot run here, reported by the test script;
@@ -18,6 +20,7 @@
 //! (configs, in-process agents, store checks); only the agent's tests enable it.
 
 pub mod emulator;
+pub mod fault_proxy;
 pub mod mosquitto;
 pub mod net;
 pub mod paths;
