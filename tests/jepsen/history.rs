@@ -11,7 +11,7 @@ use serde_json::Value;
 
 /// One session a terminal served, as it recorded it.
 #[derive(Clone, Debug)]
-pub struct DeviceSession {
+pub(crate) struct DeviceSession {
     /// The device's id in the agents' configs.
     pub device: String,
     /// The emulator's session number.
@@ -33,7 +33,7 @@ impl DeviceSession {
 }
 
 /// Reads the session log of the terminal `device`.
-pub fn read_sessions(device: &str, path: &Path) -> Vec<DeviceSession> {
+pub(crate) fn read_sessions(device: &str, path: &Path) -> Vec<DeviceSession> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let mut by_seq: BTreeMap<u64, DeviceSession> = BTreeMap::new();
     for line in text.lines() {
@@ -70,7 +70,7 @@ pub fn read_sessions(device: &str, path: &Path) -> Vec<DeviceSession> {
 
 /// What an agent logged when it opened a session to a terminal.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AgentSession {
+pub(crate) struct AgentSession {
     /// Which agent of the run.
     pub agent: usize,
     /// Its local address: the peer the terminal recorded.
@@ -80,7 +80,7 @@ pub struct AgentSession {
 }
 
 /// Every session-open line of agent `agent`'s log.
-pub fn agent_sessions(agent: usize, log: &str) -> Vec<AgentSession> {
+pub(crate) fn agent_sessions(agent: usize, log: &str) -> Vec<AgentSession> {
     log.lines()
         .filter(|line| line.contains(SESSION_OPENED))
         .filter_map(|line| {
@@ -107,7 +107,7 @@ fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
 
 /// A terminal's session joined with the agent record that opened it.
 #[derive(Clone, Debug)]
-pub struct Joined {
+pub(crate) struct Joined {
     /// The terminal's record.
     pub session: DeviceSession,
     /// The agent that opened it, when exactly one agent logged that local address.
@@ -119,7 +119,7 @@ pub struct Joined {
 }
 
 /// Joins each terminal session with the agent record of the same client address.
-pub fn join(sessions: &[DeviceSession], records: &[AgentSession]) -> Vec<Joined> {
+pub(crate) fn join(sessions: &[DeviceSession], records: &[AgentSession]) -> Vec<Joined> {
     let mut by_local: HashMap<&str, Vec<&AgentSession>> = HashMap::new();
     for record in records {
         by_local.entry(record.local.as_str()).or_default().push(record);
@@ -160,7 +160,7 @@ pub fn join(sessions: &[DeviceSession], records: &[AgentSession]) -> Vec<Joined>
 
 /// Two sessions of one terminal that were open at the same time.
 #[derive(Clone, Debug)]
-pub struct Overlap {
+pub(crate) struct Overlap {
     /// The terminal.
     pub device: String,
     /// The earlier session (seq, client address).
@@ -173,7 +173,7 @@ pub struct Overlap {
 
 /// Checker 1, mutual exclusion: every pair of sessions of one terminal that overlap, with the
 /// overlap's length. A session still open at the end counts as open until `end_ns`.
-pub fn overlaps(sessions: &[DeviceSession], end_ns: u64) -> Vec<Overlap> {
+pub(crate) fn overlaps(sessions: &[DeviceSession], end_ns: u64) -> Vec<Overlap> {
     let mut sorted: Vec<&DeviceSession> = sessions.iter().collect();
     sorted.sort_by_key(|s| (s.device.clone(), s.open_ns));
     let mut found = Vec::new();
@@ -196,7 +196,7 @@ pub fn overlaps(sessions: &[DeviceSession], end_ns: u64) -> Vec<Overlap> {
 
 /// Sessions that ran outside a lock: no agent logged opening them, or one did outside a lock
 /// span. Ambiguous joins (a reused client port) are not counted here; the summary shows them.
-pub fn unguarded(joined: &[Joined]) -> Vec<String> {
+pub(crate) fn unguarded(joined: &[Joined]) -> Vec<String> {
     joined
         .iter()
         .filter(|j| !j.ambiguous && j.token.is_none())
@@ -215,7 +215,7 @@ pub fn unguarded(joined: &[Joined]) -> Vec<String> {
 
 /// What checker 2 (fencing tokens) found.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Tokens {
+pub(crate) enum Tokens {
     /// Every session ran under token 0: no arbiter issues tokens (the `flock` lock), so there is
     /// no order to check. Only the overlap checker judges such a run.
     NoArbiter,
@@ -231,7 +231,7 @@ pub enum Tokens {
 /// Checker 2: per terminal, in session-open order, the tokens of successive holds strictly
 /// increase and no token is used by two holds. A hold is a run of sessions by one agent under
 /// one token (one lock held across a session and its reconnect-to-close).
-pub fn tokens(joined: &[Joined]) -> Tokens {
+pub(crate) fn tokens(joined: &[Joined]) -> Tokens {
     let known: Vec<&Joined> = joined
         .iter()
         .filter(|j| j.agent.is_some() && j.token.is_some())
@@ -276,7 +276,7 @@ pub fn tokens(joined: &[Joined]) -> Tokens {
 
 /// How long a terminal went without its dead holder's successor.
 #[derive(Clone, Debug)]
-pub struct Handover {
+pub(crate) struct Handover {
     /// The terminal.
     pub device: String,
     /// The agent killed while it had a session open.
@@ -287,7 +287,7 @@ pub struct Handover {
 
 /// Checker 3, hand-over: for each kill of agent `a` at `at_ns` while it had a session open on
 /// a terminal, the time until another agent opened a session there.
-pub fn handovers(joined: &[Joined], kills: &[(usize, u64)], end_ns: u64) -> Vec<Handover> {
+pub(crate) fn handovers(joined: &[Joined], kills: &[(usize, u64)], end_ns: u64) -> Vec<Handover> {
     let mut found = Vec::new();
     for &(dead, at) in kills {
         let held: Vec<&str> = joined
@@ -318,7 +318,7 @@ pub fn handovers(joined: &[Joined], kills: &[(usize, u64)], end_ns: u64) -> Vec<
 }
 
 /// The `p`-th percentile (0–100) of `values`, nearest-rank; `None` when empty.
-pub fn percentile(values: &[Duration], p: f64) -> Option<Duration> {
+pub(crate) fn percentile(values: &[Duration], p: f64) -> Option<Duration> {
     let mut sorted = values.to_vec();
     sorted.sort();
     let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
@@ -327,7 +327,7 @@ pub fn percentile(values: &[Duration], p: f64) -> Option<Duration> {
 
 /// The processes holding a `flock` on `path` right now, from `/proc/locks`: the same-box lock's
 /// ground truth for "free or one live holder".
-pub fn flock_holders(path: &Path) -> Vec<u32> {
+pub(crate) fn flock_holders(path: &Path) -> Vec<u32> {
     use std::os::unix::fs::MetadataExt;
     let Ok(meta) = std::fs::metadata(path) else {
         return Vec::new();

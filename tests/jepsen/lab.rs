@@ -20,12 +20,12 @@ use test_support::{tempdir, Emulator, TempDir};
 use crate::history::{self, AgentSession, DeviceSession};
 
 /// How often each agent polls each terminal: short, so that they contend all the time.
-pub const POLL: Duration = Duration::from_secs(1);
+pub(crate) const POLL: Duration = Duration::from_secs(1);
 /// The pause between the `flock` lock's acquisition attempts (`FlockLock::from_config`).
 const FLOCK_RETRY_PAUSE: Duration = Duration::from_secs(1);
 
 /// The shape of a run.
-pub struct Options {
+pub(crate) struct Options {
     /// Contending agents (at least 3 for the proof).
     pub agents: usize,
     /// Emulated terminals (at least 2).
@@ -42,7 +42,6 @@ pub struct Options {
 
 /// One contender.
 struct Slot {
-    dir: PathBuf,
     config: PathBuf,
     proxy: FaultProxy,
     agent: Option<RunningAgent>,
@@ -66,7 +65,7 @@ enum Heal {
 
 /// What the nemesis did, for the summary and the hand-over checker.
 #[derive(Default)]
-pub struct FaultLog {
+pub(crate) struct FaultLog {
     /// Faults by kind.
     pub counts: BTreeMap<&'static str, usize>,
     /// Agents killed with SIGKILL, with the emulator clock at the kill.
@@ -83,7 +82,7 @@ struct Terminal {
 }
 
 /// The running lab.
-pub struct Lab {
+pub(crate) struct Lab {
     dir: TempDir,
     broker: Broker,
     terminals: Vec<Terminal>,
@@ -96,7 +95,7 @@ pub struct Lab {
 
 impl Lab {
     /// Starts the broker, the terminals and the agents.
-    pub fn start(options: Options) -> Lab {
+    pub(crate) fn start(options: Options) -> Lab {
         let dir = tempdir().unwrap();
         let broker = Broker::start(true);
         let terminals = (0..options.devices)
@@ -146,7 +145,6 @@ impl Lab {
                 )
                 .unwrap();
                 Slot {
-                    dir: slot_dir,
                     config,
                     proxy,
                     agent: None,
@@ -183,12 +181,12 @@ impl Lab {
     /// The hand-over bound of the lock under test: with `flock`, a dead holder's lock is free
     /// at once and a contender takes it at its next attempt (a poll interval, or the pause
     /// between attempts), plus one session of the one who got there first.
-    pub fn handover_bound(&self) -> Duration {
+    pub(crate) fn handover_bound(&self) -> Duration {
         POLL + FLOCK_RETRY_PAUSE + Duration::from_secs(3)
     }
 
     /// Runs the nemesis for the configured time (or only lets the agents contend).
-    pub fn run_nemesis(&mut self) {
+    pub(crate) fn run_nemesis(&mut self) {
         let mut rng = StdRng::seed_from_u64(self.options.seed);
         let end = Instant::now() + self.options.duration;
         let mut active: Vec<Active> = Vec::new();
@@ -334,7 +332,7 @@ impl Lab {
     }
 
     /// Every session-open line of every agent so far.
-    pub fn agent_records(&self) -> Vec<AgentSession> {
+    pub(crate) fn agent_records(&self) -> Vec<AgentSession> {
         self.slots
             .iter()
             .enumerate()
@@ -345,7 +343,7 @@ impl Lab {
     }
 
     /// Every session the terminals recorded so far.
-    pub fn sessions(&self) -> Vec<DeviceSession> {
+    pub(crate) fn sessions(&self) -> Vec<DeviceSession> {
         self.terminals
             .iter()
             .flat_map(|t| history::read_sessions(&t.name, &t.sessions))
@@ -355,7 +353,7 @@ impl Lab {
     /// After the faults: every agent runs and reaches the broker, and every terminal is served
     /// again (a session opened and closed after this point). Returns the emulator clock when
     /// the faults stopped.
-    pub fn heal_all_and_converge(&mut self, patience: Duration) -> u64 {
+    pub(crate) fn heal_all_and_converge(&mut self, patience: Duration) -> u64 {
         for k in 0..self.slots.len() {
             self.slots[k].proxy.set(Fault::Pass);
             if self.slots[k].paused {
@@ -390,7 +388,7 @@ impl Lab {
 
     /// Checker 4 for the same-box lock: each terminal's lock is free or held by one live agent
     /// of this run (from `/proc/locks`).
-    pub fn lock_holders(&self) -> Vec<(String, Vec<u32>)> {
+    pub(crate) fn lock_holders(&self) -> Vec<(String, Vec<u32>)> {
         let live: Vec<u32> = self
             .slots
             .iter()
@@ -412,7 +410,7 @@ impl Lab {
 
     /// Stops every agent (SIGKILL: what they leave is part of the history) and every terminal
     /// (checking no destructive command reached one). Returns the emulator clock at the end.
-    pub fn stop(&mut self) -> u64 {
+    pub(crate) fn stop(&mut self) -> u64 {
         for slot in &mut self.slots {
             if let Some(mut agent) = slot.agent.take() {
                 if slot.paused {
@@ -424,20 +422,18 @@ impl Lab {
         let end = monotonic_ns();
         for terminal in &mut self.terminals {
             if let Some(emulator) = terminal.emulator.take() {
-                emulator.stop();
+                // The ZK emulator ends on a signal only; dropping it kills it and checks its
+                // command log.
+                emulator.assert_nothing_destructive();
+                drop(emulator);
             }
         }
         end
     }
 
     /// The proxies' counts, per agent.
-    pub fn proxy_stats(&self) -> Vec<test_support::fault_proxy::ProxyStats> {
+    pub(crate) fn proxy_stats(&self) -> Vec<test_support::fault_proxy::ProxyStats> {
         self.slots.iter().map(|s| s.proxy.stats()).collect()
-    }
-
-    /// The agents' data directories, for a look after a failure.
-    pub fn agent_dirs(&self) -> Vec<&Path> {
-        self.slots.iter().map(|s| s.dir.as_path()).collect()
     }
 }
 

@@ -151,6 +151,14 @@ fn run(test: &str, options: Options) -> Verdict {
         lab.handover_bound().as_millis(),
         missing_handovers
     ));
+    for h in handovers.iter().filter(|h| h.gap.is_none_or(|g| g > lab.handover_bound())) {
+        line(format!(
+            "  SLOW HAND-OVER {} after agent {} was killed: {}",
+            h.device,
+            h.dead,
+            ms(h.gap)
+        ));
+    }
     line(format!(
         "checker convergence: every terminal served again after the faults stopped; lock holders {:?}",
         holders
