@@ -121,9 +121,13 @@ fn serve_connection(
                 .lock()
                 .expect("firmware lock")
                 .handle(&packet, Transport::Tcp);
-            send_paced(&reply, timing.pacing, |packet| {
-                stream.write_all(&frame_tcp(packet))
-            })?;
+            let watched = stream.try_clone()?;
+            send_paced_with(
+                &reply,
+                timing.pacing,
+                |pause| pause_unless_hung_up(&watched, pause),
+                |packet| stream.write_all(&frame_tcp(packet)),
+            )?;
             if reply.close {
                 return Ok(());
             }
@@ -158,13 +162,63 @@ pub(crate) fn serve_udp(socket: UdpSocket, firmware: Arc<Mutex<Firmware>>, timin
 pub(crate) fn send_paced(
     reply: &Reply,
     pacing: Duration,
+    send: impl FnMut(&[u8]) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    send_paced_with(
+        reply,
+        pacing,
+        |pause| {
+            std::thread::sleep(pause);
+            Ok(())
+        },
+        send,
+    )
+}
+
+/// [`send_paced`] with its own way of waiting between packets (`pause`), which may end the
+/// reply with an error.
+fn send_paced_with(
+    reply: &Reply,
+    pacing: Duration,
+    mut pause: impl FnMut(Duration) -> std::io::Result<()>,
     mut send: impl FnMut(&[u8]) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
     for (index, packet) in reply.packets.iter().enumerate() {
         if index > 0 && !pacing.is_zero() {
-            std::thread::sleep(pacing);
+            pause(pacing)?;
         }
         send(&packet.encode())?;
     }
     Ok(())
+}
+
+/// Waits `pause` between the packets of a reply, but ends the reply as soon as the client
+/// hangs up: the session's end is then recorded when the client left, not a pacing interval
+/// later (the lock tests compare session ends with the next client's start).
+fn pause_unless_hung_up(stream: &TcpStream, pause: Duration) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let deadline = std::time::Instant::now() + pause;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Ok(());
+        }
+        let mut fd = libc::pollfd {
+            fd: stream.as_raw_fd(),
+            events: libc::POLLRDHUP,
+            revents: 0,
+        };
+        let millis = i32::try_from(left.as_millis().max(1)).unwrap_or(i32::MAX);
+        // SAFETY: poll(2) on one pollfd we own, for a socket that outlives the call.
+        let ready = unsafe { libc::poll(&mut fd, 1, millis) };
+        if ready > 0 && fd.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0 {
+            return Err(std::io::Error::new(
+                ErrorKind::ConnectionAborted,
+                "the client hung up during the reply",
+            ));
+        }
+        if ready < 0 && std::io::Error::last_os_error().kind() != ErrorKind::Interrupted {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
 }
