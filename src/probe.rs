@@ -52,6 +52,23 @@ pub async fn probe(
     wait: Duration,
     show_progress: bool,
 ) -> anyhow::Result<ProbeReport> {
+    // A probe is a device session like any other: it takes the device's lock (and, in
+    // arbiter mode, the site's lease) so it never talks to a terminal an agent is reading.
+    let journal = crate::sync::lock::LockJournal::new(None, "probe");
+    let lock = crate::sync::lock::from_config(config, journal, "probe-lock")?;
+    let guard = lock.acquire(device_id).await?;
+    guard
+        .run(probe_unlocked(config, device_id, listen, wait, show_progress))
+        .await?
+}
+
+async fn probe_unlocked(
+    config: &Config,
+    device_id: &str,
+    listen: Option<SocketAddr>,
+    wait: Duration,
+    show_progress: bool,
+) -> anyhow::Result<ProbeReport> {
     let mut device: DeviceConfig = config
         .device
         .iter()

@@ -29,10 +29,13 @@ pub struct Core {
 pub async fn start_core(tasks: &mut Tasks, config: &Config, store: &Store) -> anyhow::Result<Core> {
     let outbox = upstream::open_outbox(config, store).context("cannot open the upstream outbox")?;
     let live = Live::default();
-    let engine =
-        Arc::new(Engine::from_config(config, store, outbox.clone()).with_live(live.clone()));
+    let engine = Arc::new(
+        Engine::from_config(config, store, outbox.clone())
+            .context("cannot start the device lock")?
+            .with_live(live.clone()),
+    );
     let punches = PunchLog::new(outbox.clone(), &config.agent.id);
-    let devices = device::start(tasks, config, store, punches).await?;
+    let devices = device::start(tasks, config, store, punches, engine.lock_handle()).await?;
     let sync = sync::start(tasks, config, Arc::clone(&engine), devices);
     let upstream = upstream::start(tasks, config, outbox, engine);
     Ok(Core {

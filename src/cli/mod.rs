@@ -25,6 +25,7 @@
 //! | 64   | wrong command line |
 //! | 130  | `run`: a second stop signal cut the shutdown short |
 
+pub mod arbiter;
 pub mod config;
 pub mod ctl;
 pub mod demo;
@@ -140,6 +141,10 @@ pub enum Command {
     /// Create an administrator key pair for signing commands: writes the private key file
     /// (mode 0600) and prints the `[[mqtt.admin_keys]]` lines for the agents' configs.
     Keygen(ctl::KeygenArgs),
+    /// Run the site's lock arbiter in the foreground (one per site): it grants device locks to
+    /// the agents with `[lock] mode = "arbiter"` over MQTT, with fencing tokens that strictly
+    /// increase, kept in `<agent.data_dir>/arbiter`. Stops on SIGTERM or SIGINT.
+    Arbiter(arbiter::ArbiterArgs),
     /// Send a command to an agent over MQTT, wait for the reply and print it. Exit code 0:
     /// done; 1: failed; 4: no reply; 5: refused; 64: the words cannot become a request.
     Ctl(Box<ctl::CtlArgs>),
@@ -170,6 +175,7 @@ where
 pub fn dispatch(command: Command) -> ExitCode {
     let status = match command {
         Command::Run(args) => return run::run(args),
+        Command::Arbiter(args) => return arbiter::run(args),
         Command::CheckConfig(args) => config::check(&args),
         Command::Demo(args) => demo::run(args),
         Command::Probe(args) => probe::run(args),

@@ -473,7 +473,7 @@ impl Default for LockConfig {
         Self {
             mode: LockMode::Flock,
             dir: PathBuf::from("/run/edge-agent/locks"),
-            lease: HumanDuration::from_secs(30),
+            lease: HumanDuration::from_secs(10),
             lock_delay: HumanDuration::from_secs(5),
             acquire_retries: 3,
             max_hold: HumanDuration::from_secs(600),

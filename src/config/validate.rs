@@ -35,6 +35,7 @@ pub(super) fn check(config: &Config, index: &KeyIndex, errors: &mut Vec<ConfigEr
     check_mqtt(&mut findings, config);
     check_esl(&mut findings, config);
     check_not_built(&mut findings, config);
+    check_lock(&mut findings, config);
     check_metrics(&mut findings, config);
 }
 
@@ -352,11 +353,8 @@ fn check_esl(findings: &mut Findings, config: &Config) {
 
 /// The shelf-label adapter is not part of this build: why any `[esl]` setting is refused.
 const NO_ESL: &str = "the shelf-label (ESL) adapter is not part of this build, so this setting                       would do nothing; remove it (esl.enabled = false is the only accepted value)";
-/// The lock arbiter is not part of this build: why its settings are refused.
-const NO_ARBITER: &str = "the lock arbiter (several hosts, over MQTT) is not part of this build,                           so this setting would do nothing; remove it (this build locks devices                           with flock files on this box: lock.dir, lock.acquire_retries)";
-
 /// Settings of features this build does not have are refused, with the reason, rather than
-/// accepted and silently ignored: an operator who sets `esl.enabled = true` or a lock lease
+/// accepted and silently ignored: an operator who sets `esl.enabled = true`
 /// must learn at once that nothing will happen. Only keys written in the file count, so the
 /// defaults never trip this.
 fn check_not_built(findings: &mut Findings, config: &Config) {
@@ -375,18 +373,48 @@ fn check_not_built(findings: &mut Findings, config: &Config) {
             findings.error(key, NO_ESL);
         }
     }
-    if config.lock.mode != super::LockMode::Flock {
-        findings.error("lock.mode", NO_ARBITER);
+}
+
+/// `[lock]`: the arbiter's settings must leave room for renewals and the safety margin, and
+/// arbiter mode needs a broker. Lease, lock-delay and max_hold matter in arbiter mode (and
+/// max_hold in flock mode too: a session held longer is stopped).
+fn check_lock(findings: &mut Findings, config: &Config) {
+    use std::time::Duration;
+    let lock = &config.lock;
+    if lock.acquire_retries == 0 {
+        findings.error("lock.acquire_retries", "must be at least 1");
     }
-    for key in ["lock.lease", "lock.lock_delay"] {
-        if findings.index.written(key) {
-            findings.error(key, NO_ARBITER);
-        }
+    let lease = lock.lease.get();
+    if lease < Duration::from_secs(3) {
+        findings.error(
+            "lock.lease",
+            format!(
+                "must be at least 3s: the holder renews every third of the lease (here {:?}) \
+                 and stops a fifth before its end, which needs room for a network round trip",
+                crate::sync::lock::renewal_period(lease)
+            ),
+        );
     }
-    if findings.index.written("lock.max_hold") {
+    if lease > Duration::from_secs(600) {
+        findings.error(
+            "lock.lease",
+            "must be at most 10min: a dead holder keeps the device for its lease",
+        );
+    }
+    if lock.lock_delay.get() > Duration::from_secs(600) {
+        findings.error("lock.lock_delay", "must be at most 10min");
+    }
+    if lock.max_hold.get() <= crate::sync::lock::renewal_period(lease) {
         findings.error(
             "lock.max_hold",
-            "releasing a lock held too long belongs to the lock arbiter, which is not part of              this build, so this setting would do nothing; remove it (a flock lock is released              when its poll ends)",
+            "must be longer than the renewal period (a third of lock.lease); a session held \
+             longer than max_hold is stopped",
+        );
+    }
+    if lock.mode == super::LockMode::Arbiter && config.mqtt.host.is_none() {
+        findings.error(
+            "lock.mode",
+            "arbiter mode asks the site's lock arbiter over MQTT: set mqtt.host",
         );
     }
 }

@@ -192,7 +192,7 @@ async fn run_in(
         ),
     );
 
-    let engine = Arc::new(Engine::from_config(&config, &store, outbox.clone()));
+    let engine = Arc::new(Engine::from_config(&config, &store, outbox.clone())?);
 
     let token = receiver_token()?;
     let receiver = Receiver::start(token.clone()).await?;

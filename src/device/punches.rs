@@ -78,6 +78,9 @@ impl PunchLog {
     ) -> Result<PunchBatch, OutboxError> {
         let now = chrono::Utc::now().timestamp_millis();
         let clock_synchronized = crate::clock_sync::clock_sync().is_synchronized();
+        // Punches read in a locked session (a ZK poll, the AI06 backfill) carry its token;
+        // punches a terminal pushes on its own carry 0 (no session of ours observed them).
+        let fencing_token = crate::sync::lock::fence::current_token().unwrap_or(0);
         let mut punches = Vec::with_capacity(batch.len());
         for punch in batch {
             let event_key = EventKey::punch(&punch);
@@ -89,7 +92,7 @@ impl PunchLog {
                 device_id: device_id.to_string(),
                 occurred_at_ms: now,
                 clock_synchronized,
-                fencing_token: 0,
+                fencing_token,
                 body: EventBody::Punch(punch.clone()),
             })?;
             punches.push((key, punch, event));

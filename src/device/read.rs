@@ -145,6 +145,9 @@ pub enum ReadError {
     Incomplete(String),
     /// The sink could not keep a credential (store error).
     Sink(String),
+    /// The device lock's deadline passed (or the lock was lost): the session stopped before
+    /// sending anything more to the device.
+    Fenced(String),
 }
 
 impl fmt::Display for ReadError {
@@ -156,6 +159,7 @@ impl fmt::Display for ReadError {
             ReadError::Refused(d) => ("device refused a command", d),
             ReadError::Incomplete(d) => ("read incomplete", d),
             ReadError::Sink(d) => ("could not store what was read", d),
+            ReadError::Fenced(d) => ("stopped: the device lock is no longer held", d),
         };
         write!(f, "{what}: {detail}")
     }

@@ -36,6 +36,7 @@ pub async fn start(
     config: &Config,
     store: &Store,
     punches: PunchLog,
+    lock: std::sync::Arc<dyn crate::sync::lock::DeviceLock>,
 ) -> anyhow::Result<Devices> {
     let mut zk = HashMap::new();
     for device in config.device.iter().filter(|d| d.driver == Driver::Zk) {
@@ -64,7 +65,9 @@ pub async fn start(
             zk,
         });
     }
-    let listener = listen_aiface(tasks, &aiface, Some(store.clone()), Some(punches)).await?;
+    let server =
+        AifaceServer::bind_locked(&aiface, Some(store.clone()), Some(punches), Some(lock)).await?;
+    let listener = serve_aiface(tasks, server);
     for address in &listener.addresses {
         tracing::info!(%address, "listening for AI06 terminals");
     }
@@ -97,11 +100,16 @@ pub async fn listen_aiface(
     punches: Option<PunchLog>,
 ) -> anyhow::Result<AifaceListener> {
     let server = AifaceServer::bind(devices, store, punches).await?;
+    Ok(serve_aiface(tasks, server))
+}
+
+/// Serves a bound listener as the `aiface-listener` task of `tasks`.
+fn serve_aiface(tasks: &mut Tasks, server: AifaceServer) -> AifaceListener {
     let listener = AifaceListener {
         hub: server.hub(),
         notices: server.notices(),
         addresses: server.local_addrs(),
     };
     tasks.spawn("aiface-listener", move |stop| server.run(stop));
-    Ok(listener)
+    listener
 }

@@ -132,15 +132,15 @@ impl Engine {
             })?;
             let held = self.lock().acquire(device_id).await?;
             fencing_token = held.fencing_token();
-            guard = Some(held);
-            self.write_attributes(
+            held.run(self.write_attributes(
                 session,
                 user_id,
                 &conflict.device,
                 &result,
                 decision.lower_privilege,
-            )
-            .await?;
+            ))
+            .await??;
+            guard = Some(held);
         }
         let now = self.now_ms();
         let event = self.event(

@@ -4,9 +4,9 @@
 
 use super::apply::Applied;
 use super::clock::{Clock, SystemClock};
-use super::lock::{DeviceLock, FlockLock};
+use super::lock::{DeviceLock, LockJournal};
 use crate::audit::Audit;
-use crate::config::{Config, LockMode};
+use crate::config::Config;
 use crate::events::{Event, EventBody};
 use crate::store::{Store, TreeName};
 use crate::upstream::outbox::Outbox;
@@ -86,26 +86,21 @@ impl Engine {
 
     /// The engine of the running agent, as `[agent]` and `[lock]` configure it: the device lock,
     /// the system clock, `outbox` and the audit log of `store`. The agent, the demo and the
-    /// store tools all build it here, so they sync the same way.
-    pub fn from_config(config: &Config, store: &Store, outbox: Outbox) -> Self {
-        if config.lock.mode != LockMode::Flock {
-            tracing::warn!(
-                "[lock] mode = arbiter is not available in this build yet; using flock locks (one box only)"
-            );
-        }
-        let lock = FlockLock::from_config(&config.lock);
+    /// store tools all build it here, so they sync the same way. In arbiter mode the lock
+    /// client connects to the broker (`[mqtt]`), so this runs inside a tokio runtime.
+    pub fn from_config(
+        config: &Config,
+        store: &Store,
+        outbox: Outbox,
+    ) -> Result<Self, crate::mqtt::broker::BrokerError> {
+        let journal = LockJournal::new(Some(store.clone()), &config.agent.id);
+        let lock = super::lock::from_config(config, journal, "lock")?;
         let audit = Audit::new(store.clone());
-        Self::new(
-            store.clone(),
-            &config.agent.id,
-            Arc::new(lock),
-            outbox,
-            audit,
-        )
-        .with_mass_guard(super::guard::MassGuard {
-            share: config.monitor.mass_missing_share,
-            min_users: config.monitor.mass_missing_min,
-        })
+        Ok(Self::new(store.clone(), &config.agent.id, lock, outbox, audit)
+            .with_mass_guard(super::guard::MassGuard {
+                share: config.monitor.mass_missing_share,
+                min_users: config.monitor.mass_missing_min,
+            }))
     }
 
     /// Uses another clock. A test hook: the agent runs on the system clock; tests fix the instant
@@ -161,6 +156,12 @@ impl Engine {
     /// The device lock.
     pub fn lock(&self) -> &dyn DeviceLock {
         self.lock.as_ref()
+    }
+
+    /// The device lock, shared: for the device sessions the drivers start on their own (the
+    /// AI06 punch backfill), which must take the same lock as the engine's.
+    pub fn lock_handle(&self) -> Arc<dyn DeviceLock> {
+        Arc::clone(&self.lock)
     }
 
     /// This agent's id (in events and idempotency keys).

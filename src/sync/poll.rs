@@ -85,10 +85,16 @@ impl Engine {
         };
         let reported = self.live().lock_reported(device_id, guard.fencing_token());
         // Every line logged during the session names the lock it runs under.
-        let outcome = self
-            .read_and_apply(session, guard.fencing_token())
-            .instrument(super::lock_span(device_id, guard.fencing_token()))
-            .await;
+        let outcome = match guard
+            .run(
+                self.read_and_apply(session, guard.fencing_token())
+                    .instrument(super::lock_span(device_id, guard.fencing_token())),
+            )
+            .await
+        {
+            Ok(outcome) => outcome,
+            Err(lost) => Err(lost.into()),
+        };
         drop(guard);
         drop(reported);
         outcome

@@ -139,7 +139,9 @@ impl Engine {
             .into());
         }
         let guard = self.lock().acquire(device_id).await?;
-        let before = self.complete_read(session, guard.fencing_token()).await?;
+        let before = guard
+            .run(self.complete_read(session, guard.fencing_token()))
+            .await??;
         let missing = plan(backup, &before)?;
         let users_without_credentials = absent_bare_users(backup, &before)?;
         let mut report = RestoreReport {
@@ -161,8 +163,12 @@ impl Engine {
             .iter()
             .map(|m| (m.user_id.clone(), m.slot))
             .collect();
-        report.written = self.write_missing(session, backup, wanted, &before).await?;
-        let after = self.complete_read(session, guard.fencing_token()).await?;
+        report.written = guard
+            .run(self.write_missing(session, backup, wanted, &before))
+            .await??;
+        let after = guard
+            .run(self.complete_read(session, guard.fencing_token()))
+            .await??;
         report.verified =
             plan(backup, &after)?.is_empty() && absent_bare_users(backup, &after)?.is_empty();
         self.audit_restore(device_id, actor, &report).await?;

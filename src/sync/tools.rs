@@ -47,7 +47,7 @@ pub fn open_store(config: &Config) -> anyhow::Result<Store> {
 /// The engine the commands use: the running agent's, over the store they opened.
 pub fn engine(config: &Config, store: &Store) -> anyhow::Result<Engine> {
     let outbox = Outbox::open(store, config.upstream.outbox_max_bytes.bytes())?;
-    Ok(Engine::from_config(config, store, outbox))
+    Ok(Engine::from_config(config, store, outbox)?)
 }
 
 /// The AI06 devices of the config, by id (all of them with `None`).

@@ -698,8 +698,9 @@ impl Ledger {
             }
             return Ok(false);
         }
+        // Token 0: observed outside a lock session (a pushed punch, no arbiter): never stale.
         let fence = self.fences.get(&event.device_id).copied().unwrap_or(0);
-        if event.fencing_token < fence {
+        if event.fencing_token != 0 && event.fencing_token < fence {
             return Err(format!(
                 "stale fencing token {} for device {} (already saw {fence})",
                 event.fencing_token, event.device_id

@@ -9,6 +9,7 @@ mod guard;
 mod hostile;
 mod lifecycle;
 mod live;
+mod locks;
 mod mappings;
 mod punches;
 mod salvage;

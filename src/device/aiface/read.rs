@@ -26,6 +26,7 @@ impl From<ExchangeError> for ReadError {
         match err {
             ExchangeError::Closed => ReadError::Disconnected(err.to_string()),
             ExchangeError::TimedOut { .. } => ReadError::TimedOut(err.to_string()),
+            ExchangeError::Fenced(_) => ReadError::Fenced(err.to_string()),
         }
     }
 }

@@ -50,6 +50,8 @@ pub(super) struct Context {
     pub store: Option<Store>,
     pub punches: Option<PunchLog>,
     notices: broadcast::Sender<Notice>,
+    /// The device lock the punch backfill takes (`getnewlog` is a device session like a read).
+    lock: Option<Arc<dyn crate::sync::lock::DeviceLock>>,
 }
 
 impl Context {
@@ -77,7 +79,26 @@ impl Context {
             device_id: session.device_id().to_string(),
         });
         if let (Some(punches), Some(store)) = (self.punches.clone(), self.store.clone()) {
-            tokio::spawn(super::backfill::run(session.clone(), punches, store));
+            let session = session.clone();
+            let lock = self.lock.clone();
+            tokio::spawn(async move {
+                let device = session.device_id().to_string();
+                let Some(lock) = lock else {
+                    return super::backfill::run(session, punches, store).await;
+                };
+                match lock.acquire(&device).await {
+                    Ok(guard) => {
+                        if let Err(lost) = guard.run(super::backfill::run(session, punches, store)).await {
+                            tracing::warn!(%device, "punch backfill not run: {lost}");
+                        }
+                    }
+                    Err(err) => tracing::warn!(
+                        %device,
+                        "punch backfill not run now (the punches stay on the terminal and are \
+                         read at its next connection): {err}"
+                    ),
+                }
+            });
         }
     }
 }
@@ -96,6 +117,17 @@ impl AifaceServer {
         devices: &[DeviceConfig],
         store: Option<Store>,
         punches: Option<PunchLog>,
+    ) -> std::io::Result<Self> {
+        Self::bind_locked(devices, store, punches, None).await
+    }
+
+    /// [`AifaceServer::bind`] with the device lock every session the server starts on its own
+    /// (the punch backfill) takes first: the running agent's wiring.
+    pub async fn bind_locked(
+        devices: &[DeviceConfig],
+        store: Option<Store>,
+        punches: Option<PunchLog>,
+        lock: Option<Arc<dyn crate::sync::lock::DeviceLock>>,
     ) -> std::io::Result<Self> {
         let mut by_sn = HashMap::new();
         let mut addresses = BTreeSet::new();
@@ -137,6 +169,7 @@ impl AifaceServer {
                 store,
                 punches,
                 notices: broadcast::channel(256).0,
+                lock,
             }),
         })
     }

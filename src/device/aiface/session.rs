@@ -21,6 +21,9 @@ pub enum ExchangeError {
     /// The connection closed (or was replaced by a newer one from the same device).
     #[error("the connection to the device closed")]
     Closed,
+    /// The device lock is no longer held: the command was not sent.
+    #[error(transparent)]
+    Fenced(#[from] crate::sync::lock::Fenced),
     /// No reply within the timeout on any attempt.
     #[error("no reply to {command} after {attempts} attempts of {timeout:?} each")]
     TimedOut {
@@ -122,6 +125,7 @@ impl AifaceSession {
                 command: command.clone(),
                 reply: tx,
             });
+            crate::sync::lock::fence::check_current()?;
             let frame = OutgoingFrame::from(&command);
             if self.shared.outgoing.send(frame).await.is_err() {
                 self.pending().take();

@@ -38,6 +38,9 @@ pub enum SessionError {
     /// A bulk read went wrong.
     #[error(transparent)]
     Bulk(#[from] BulkError),
+    /// The device lock is no longer held: nothing more is sent.
+    #[error(transparent)]
+    Fenced(#[from] crate::sync::lock::Fenced),
 }
 
 /// An open session (the device has answered `CONNECT`).
@@ -293,6 +296,7 @@ impl Client {
     }
 
     async fn send(&mut self, bytes: &RequestBytes, what: &str) -> Result<(), SessionError> {
+        crate::sync::lock::fence::check_current()?;
         self.link_mut()
             .send(bytes)
             .await

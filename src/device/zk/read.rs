@@ -36,6 +36,7 @@ impl From<SessionError> for ReadError {
             },
             SessionError::Reply(_) => ReadError::Refused(text),
             SessionError::Bulk(_) => ReadError::Incomplete(text),
+            SessionError::Fenced(_) => ReadError::Fenced(text),
         }
     }
 }

@@ -64,10 +64,13 @@ impl Engine {
             live: self.live().clone(),
             device_id: device_id.to_string(),
         };
-        let read = match session
-            .read_users(FetchMode::All, &mut sink)
-            .instrument(crate::sync::lock_span(device_id, guard.fencing_token()))
-            .await
+        let read = match guard
+            .run(
+                session
+                    .read_users(FetchMode::All, &mut sink)
+                    .instrument(crate::sync::lock_span(device_id, guard.fencing_token())),
+            )
+            .await?
         {
             Ok(read) => read,
             Err(source) => {
