@@ -24,12 +24,32 @@ pub(crate) struct DeviceSession {
     pub close_ns: Option<u64>,
     /// Commands it carried.
     pub commands: usize,
+    /// When its last command arrived (known once it closed).
+    pub last_command_ns: Option<u64>,
 }
 
 impl DeviceSession {
     fn close_or(&self, end_ns: u64) -> u64 {
         self.close_ns.unwrap_or(end_ns)
     }
+
+    /// The end of the time it touched the device: its last command, or (still open, so its
+    /// commands are not known yet) the end of the history.
+    fn active_until(&self, end_ns: u64) -> u64 {
+        match self.close_ns {
+            Some(_) => self.last_command_ns.unwrap_or(self.open_ns),
+            None => end_ns,
+        }
+    }
+}
+
+/// Which interval of a session a checker compares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Span {
+    /// From the connection to its last command: when it touched the device.
+    Active,
+    /// From the connection to its close, idle time included.
+    Connected,
 }
 
 /// Reads the session log of the terminal `device`.
@@ -53,6 +73,7 @@ pub(crate) fn read_sessions(device: &str, path: &Path) -> Vec<DeviceSession> {
                         open_ns: at,
                         close_ns: None,
                         commands: 0,
+                        last_command_ns: None,
                     },
                 );
             }
@@ -60,6 +81,7 @@ pub(crate) fn read_sessions(device: &str, path: &Path) -> Vec<DeviceSession> {
                 if let Some(session) = by_seq.get_mut(&seq) {
                     session.close_ns = Some(at);
                     session.commands = value["commands"].as_array().map_or(0, Vec::len);
+                    session.last_command_ns = value["last_command_ns"].as_u64();
                 }
             }
             _ => {}
@@ -171,18 +193,26 @@ pub(crate) struct Overlap {
     pub length: Duration,
 }
 
-/// Checker 1, mutual exclusion: every pair of sessions of one terminal that overlap, with the
-/// overlap's length. A session still open at the end counts as open until `end_ns`.
-pub(crate) fn overlaps(sessions: &[DeviceSession], end_ns: u64) -> Vec<Overlap> {
+/// Checker 1, mutual exclusion: every pair of sessions of one terminal whose `span`s overlap,
+/// with the overlap's length. A session still open at the end counts as open until `end_ns`.
+/// [`Span::Active`] is the verdict (two clients touching the device at once);
+/// [`Span::Connected`] also counts a connection a client kept open while idle (a paused holder's),
+/// which the summary reports but which touched nothing.
+pub(crate) fn overlaps(sessions: &[DeviceSession], end_ns: u64, span: Span) -> Vec<Overlap> {
+    let until = |s: &DeviceSession| match span {
+        Span::Active => s.active_until(end_ns),
+        Span::Connected => s.close_or(end_ns),
+    };
     let mut sorted: Vec<&DeviceSession> = sessions.iter().collect();
     sorted.sort_by_key(|s| (s.device.clone(), s.open_ns));
     let mut found = Vec::new();
     for (i, a) in sorted.iter().enumerate() {
         for b in &sorted[i + 1..] {
-            if b.device != a.device || b.open_ns >= a.close_or(end_ns) {
+            // Sorted by open time: once one opens after `a` stopped, all later ones do.
+            if b.device != a.device || b.open_ns >= until(a) {
                 break;
             }
-            let length = a.close_or(end_ns).min(b.close_or(end_ns)) - b.open_ns;
+            let length = until(a).min(until(b)).saturating_sub(b.open_ns);
             found.push(Overlap {
                 device: a.device.clone(),
                 first: (a.seq, a.peer.clone()),
@@ -347,6 +377,26 @@ pub(crate) fn flock_holders(path: &Path) -> Vec<u32> {
         .collect()
 }
 
+/// Who the arbiter's audit lines say holds `device` at the end of `log`: the holder of its
+/// last `lock acquired` unless a `lock released` or `lock lost` of that token followed.
+pub(crate) fn arbiter_holder(log: &str, device: &str) -> Option<String> {
+    let mut holder: Option<(String, String)> = None;
+    for line in log.lines() {
+        if field(line, "device=") != Some(device) {
+            continue;
+        }
+        let token = field(line, "token=").unwrap_or_default().to_string();
+        if line.contains("lock acquired") {
+            holder = field(line, "holder=").map(|h| (h.to_string(), token));
+        } else if line.contains("lock released") || line.contains("lock lost") {
+            if holder.as_ref().is_some_and(|(_, held)| *held == token) {
+                holder = None;
+            }
+        }
+    }
+    holder.map(|(h, _)| h)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -359,6 +409,7 @@ mod tests {
             open_ns: open,
             close_ns: close,
             commands: 3,
+            last_command_ns: close,
         }
     }
 
@@ -370,14 +421,24 @@ mod tests {
             session("a", 3, "p3", 200, None),
             session("b", 1, "p4", 50, Some(70)),
         ];
-        let found = overlaps(&sessions, 250);
+        let found = overlaps(&sessions, 250, Span::Connected);
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!(found[0].first.0, 1);
         assert_eq!(found[0].second.0, 2);
         assert_eq!(found[0].length, Duration::from_nanos(40));
         // Still open at the end: it overlaps a later one until then.
-        let found = overlaps(&[session("a", 1, "p", 0, None), session("a", 2, "q", 10, None)], 30);
+        let found = overlaps(
+            &[session("a", 1, "p", 0, None), session("a", 2, "q", 10, None)],
+            30,
+            Span::Active,
+        );
         assert_eq!(found[0].length, Duration::from_nanos(20));
+        // A connection kept open but idle after its last command: connected, not active.
+        let mut idle = session("a", 1, "p", 0, Some(100));
+        idle.last_command_ns = Some(20);
+        let busy = session("a", 2, "q", 50, Some(90));
+        assert!(overlaps(&[idle.clone(), busy.clone()], 100, Span::Active).is_empty());
+        assert_eq!(overlaps(&[idle, busy], 100, Span::Connected).len(), 1);
     }
 
     #[test]
@@ -441,6 +502,17 @@ mod tests {
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].gap, Some(Duration::from_nanos(39)));
         assert!(handovers(&history, &[(1, 5)], 100).is_empty(), "held nothing");
+    }
+
+    #[test]
+    fn the_arbiter_holder_is_the_last_grant_not_released() {
+        let log = "I lock acquired device=zk-0 holder=h1 token=1\n\
+                   I lock released device=zk-0 holder=h1 token=1\n\
+                   I lock acquired device=zk-0 holder=h2 token=2\n\
+                   I lock acquired device=zk-1 holder=h3 token=3\n\
+                   W lock lost: its lease ran out device=zk-1 holder=h3 token=3\n";
+        assert_eq!(arbiter_holder(log, "zk-0").as_deref(), Some("h2"));
+        assert_eq!(arbiter_holder(log, "zk-1"), None);
     }
 
     #[test]

@@ -24,13 +24,30 @@ pub(crate) const POLL: Duration = Duration::from_secs(1);
 /// The pause between the `flock` lock's acquisition attempts (`FlockLock::from_config`).
 const FLOCK_RETRY_PAUSE: Duration = Duration::from_secs(1);
 
+/// Which device lock the agents use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LockKind {
+    /// `mode = "flock"`: the agents share one box and one `lock.dir`.
+    Flock,
+    /// `mode = "arbiter"`: each agent its own `lock.dir` (as on its own host), one
+    /// `edge-agent arbiter` for the site, behind its own fault proxy.
+    Arbiter,
+}
+
+/// The arbiter's lease and lock-delay in the lab: short, so hand-overs happen often.
+pub(crate) const LEASE: Duration = Duration::from_secs(3);
+/// See [`LEASE`].
+pub(crate) const LOCK_DELAY: Duration = Duration::from_secs(1);
+
 /// The shape of a run.
 pub(crate) struct Options {
+    /// The lock under test.
+    pub(crate) lock: LockKind,
     /// Contending agents (at least 3 for the proof).
     pub agents: usize,
     /// Emulated terminals (at least 2).
     pub devices: usize,
-    /// All agents share one `lock.dir` (the lock works); `false` breaks it on purpose.
+    /// Flock: all agents share one `lock.dir` (the lock works); `false` breaks it on purpose.
     pub shared_lock: bool,
     /// How long the nemesis runs.
     pub duration: Duration,
@@ -61,6 +78,16 @@ enum Heal {
     Restart(usize),
     Proxy(usize),
     Broker,
+    RestartArbiter,
+    ArbiterProxy,
+}
+
+/// The site's arbiter (arbiter mode).
+struct ArbiterSlot {
+    config: PathBuf,
+    log: PathBuf,
+    proxy: FaultProxy,
+    process: Option<RunningAgent>,
 }
 
 /// What the nemesis did, for the summary and the hand-over checker.
@@ -87,6 +114,7 @@ pub(crate) struct Lab {
     broker: Broker,
     terminals: Vec<Terminal>,
     slots: Vec<Slot>,
+    arbiter: Option<ArbiterSlot>,
     started: Instant,
     /// What the nemesis did.
     pub faults: FaultLog,
@@ -131,7 +159,7 @@ impl Lab {
             .map(|k| {
                 let slot_dir = dir.path().join(format!("agent-{k}"));
                 std::fs::create_dir_all(slot_dir.join("data")).unwrap();
-                let locks = if options.shared_lock {
+                let locks = if options.shared_lock && options.lock == LockKind::Flock {
                     dir.path().join("locks")
                 } else {
                     slot_dir.join("locks")
@@ -141,7 +169,7 @@ impl Lab {
                 let config = slot_dir.join("agent.toml");
                 std::fs::write(
                     &config,
-                    agent_config(k, &slot_dir, &locks, &log, proxy.port, &terminals),
+                    agent_config(k, &slot_dir, &locks, &log, proxy.port, &terminals, options.lock),
                 )
                 .unwrap();
                 Slot {
@@ -153,19 +181,46 @@ impl Lab {
                 }
             })
             .collect();
+        let arbiter = (options.lock == LockKind::Arbiter).then(|| {
+            let home = dir.path().join("arbiter");
+            std::fs::create_dir_all(home.join("data")).unwrap();
+            let proxy = FaultProxy::start(broker_addr);
+            let (config, log) = (home.join("arbiter.toml"), home.join("arbiter.log"));
+            std::fs::write(&config, arbiter_config(&home, &log, proxy.port)).unwrap();
+            ArbiterSlot {
+                config,
+                log,
+                proxy,
+                process: None,
+            }
+        });
         let mut lab = Lab {
             dir,
             broker,
             terminals,
             slots,
+            arbiter,
             started: Instant::now(),
             faults: FaultLog::default(),
             options,
         };
+        lab.spawn_arbiter();
         for k in 0..lab.slots.len() {
             lab.spawn(k);
         }
         lab
+    }
+
+    fn spawn_arbiter(&mut self) {
+        if let Some(arbiter) = self.arbiter.as_mut() {
+            let connected = std::fs::read_to_string(&arbiter.log)
+                .unwrap_or_default()
+                .matches(ARBITER_CONNECTED)
+                .count();
+            let mut process = RunningAgent::arbiter(&arbiter.config, &arbiter.log);
+            process.wait_for_log(ARBITER_CONNECTED, connected + 1);
+            arbiter.process = Some(process);
+        }
     }
 
     fn spawn(&mut self, k: usize) {
@@ -181,8 +236,18 @@ impl Lab {
     /// The hand-over bound of the lock under test: with `flock`, a dead holder's lock is free
     /// at once and a contender takes it at its next attempt (a poll interval, or the pause
     /// between attempts), plus one session of the one who got there first.
+    /// With the arbiter: the lease (the dead holder's runs out), the lock-delay, a renewal
+    /// period, then a contender's next attempt (a poll interval).
     pub(crate) fn handover_bound(&self) -> Duration {
-        POLL + FLOCK_RETRY_PAUSE + Duration::from_secs(3)
+        match self.options.lock {
+            LockKind::Flock => POLL + FLOCK_RETRY_PAUSE + Duration::from_secs(3),
+            LockKind::Arbiter => LEASE + LOCK_DELAY + LEASE / 3 + POLL,
+        }
+    }
+
+    /// The lock under test.
+    pub(crate) fn lock(&self) -> LockKind {
+        self.options.lock
     }
 
     /// Runs the nemesis for the configured time (or only lets the agents contend).
@@ -223,10 +288,13 @@ impl Lab {
         let busy = |k: usize| {
             active.iter().any(|a| match a.heal {
                 Heal::Resume(j) | Heal::Restart(j) | Heal::Proxy(j) => j == k,
-                Heal::Broker => false,
+                Heal::Broker | Heal::RestartArbiter | Heal::ArbiterProxy => false,
             })
         };
         let broker_down = active.iter().any(|a| matches!(a.heal, Heal::Broker));
+        let arbiter_faulted = active
+            .iter()
+            .any(|a| matches!(a.heal, Heal::RestartArbiter | Heal::ArbiterProxy));
         let free: Vec<usize> = (0..self.slots.len()).filter(|&k| !busy(k)).collect();
         let holders: Vec<usize> = self
             .holders()
@@ -236,6 +304,26 @@ impl Lab {
         let lasting = |ms: std::ops::Range<u64>, rng: &mut StdRng| {
             Instant::now() + Duration::from_millis(rng.random_range(ms))
         };
+        if self.arbiter.is_some() && !arbiter_faulted && rng.random_bool(0.15) {
+            let arbiter = self.arbiter.as_mut().expect("arbiter mode");
+            return Some(if rng.random_bool(0.5) {
+                if let Some(mut process) = arbiter.process.take() {
+                    process.kill();
+                }
+                self.note("kill-arbiter", String::new());
+                Active {
+                    until: lasting(300..4000, rng),
+                    heal: Heal::RestartArbiter,
+                }
+            } else {
+                arbiter.proxy.set(Fault::BlackHole);
+                self.note("partition-arbiter", String::new());
+                Active {
+                    until: lasting(1000..6000, rng),
+                    heal: Heal::ArbiterProxy,
+                }
+            });
+        }
         match rng.random_range(0..8) {
             0 | 1 if !holders.is_empty() => {
                 let k = holders[rng.random_range(0..holders.len())];
@@ -309,6 +397,12 @@ impl Lab {
                 slot.proxy.set(Fault::Pass);
             }
             Heal::Broker => self.broker.restart(),
+            Heal::RestartArbiter => self.spawn_arbiter(),
+            Heal::ArbiterProxy => {
+                if let Some(arbiter) = &self.arbiter {
+                    arbiter.proxy.set(Fault::Pass);
+                }
+            }
         }
     }
 
@@ -354,6 +448,12 @@ impl Lab {
     /// again (a session opened and closed after this point). Returns the emulator clock when
     /// the faults stopped.
     pub(crate) fn heal_all_and_converge(&mut self, patience: Duration) -> u64 {
+        if let Some(arbiter) = &self.arbiter {
+            arbiter.proxy.set(Fault::Pass);
+        }
+        if self.arbiter.as_ref().is_some_and(|a| a.process.is_none()) {
+            self.spawn_arbiter();
+        }
         for k in 0..self.slots.len() {
             self.slots[k].proxy.set(Fault::Pass);
             if self.slots[k].paused {
@@ -386,23 +486,46 @@ impl Lab {
         }
     }
 
-    /// Checker 4 for the same-box lock: each terminal's lock is free or held by one live agent
-    /// of this run (from `/proc/locks`).
-    pub(crate) fn lock_holders(&self) -> Vec<(String, Vec<u32>)> {
-        let live: Vec<u32> = self
+    /// Checker 4: each terminal's lock is free or held by one live agent of this run. Same-box
+    /// lock: from `/proc/locks`; arbiter: the arbiter's own audit lines (the last grant of each
+    /// device not followed by its release or loss).
+    pub(crate) fn lock_holders(&self) -> Vec<(String, Vec<String>)> {
+        let live: Vec<usize> = (0..self.slots.len())
+            .filter(|&k| self.slots[k].agent.is_some())
+            .collect();
+        let pids: Vec<u32> = self
             .slots
             .iter()
             .filter_map(|s| s.agent.as_ref().map(|a| a.child.id()))
             .collect();
+        let arbiter_log = self
+            .arbiter
+            .as_ref()
+            .map(|a| std::fs::read_to_string(&a.log).unwrap_or_default());
         self.terminals
             .iter()
             .map(|t| {
                 let name = &t.name;
-                let path = self.dir.path().join("locks").join(format!("{name}.lock"));
-                let holders = history::flock_holders(&path);
-                for pid in &holders {
-                    assert!(live.contains(pid), "{name}: held by {pid}, not a live agent");
-                }
+                let holders: Vec<String> = match &arbiter_log {
+                    None => {
+                        let path = self.dir.path().join("locks").join(format!("{name}.lock"));
+                        let holders = history::flock_holders(&path);
+                        for pid in &holders {
+                            assert!(pids.contains(pid), "{name}: held by {pid}, not a live agent");
+                        }
+                        holders.iter().map(|pid| format!("pid {pid}")).collect()
+                    }
+                    Some(log) => {
+                        let holder = history::arbiter_holder(log, name);
+                        if let Some(holder) = &holder {
+                            assert!(
+                                live.iter().any(|k| holder.contains(&format!("contender-{k}"))),
+                                "{name}: the arbiter says {holder} holds it, not a live agent"
+                            );
+                        }
+                        holder.into_iter().collect()
+                    }
+                };
                 (name.clone(), holders)
             })
             .collect()
@@ -419,6 +542,9 @@ impl Lab {
                 agent.kill();
             }
         }
+        if let Some(mut process) = self.arbiter.as_mut().and_then(|a| a.process.take()) {
+            process.kill();
+        }
         let end = monotonic_ns();
         for terminal in &mut self.terminals {
             if let Some(emulator) = terminal.emulator.take() {
@@ -431,9 +557,14 @@ impl Lab {
         end
     }
 
-    /// The proxies' counts, per agent.
+    /// The proxies' counts, per agent (and the arbiter's last).
     pub(crate) fn proxy_stats(&self) -> Vec<test_support::fault_proxy::ProxyStats> {
-        self.slots.iter().map(|s| s.proxy.stats()).collect()
+        self.slots
+            .iter()
+            .map(|s| &s.proxy)
+            .chain(self.arbiter.as_ref().map(|a| &a.proxy))
+            .map(FaultProxy::stats)
+            .collect()
     }
 }
 
@@ -446,12 +577,21 @@ fn agent_config(
     log: &Path,
     proxy_port: u16,
     terminals: &[Terminal],
+    lock: LockKind,
 ) -> String {
+    let lock = match lock {
+        LockKind::Flock => "mode = \"flock\"\nacquire_retries = 2\n".to_string(),
+        LockKind::Arbiter => format!(
+            "mode = \"arbiter\"\nacquire_retries = 3\nlease = \"{}ms\"\nlock_delay = \"{}ms\"\n",
+            LEASE.as_millis(),
+            LOCK_DELAY.as_millis()
+        ),
+    };
     let mut text = format!(
         "[agent]\nid = \"contender-{k}\"\nsite = \"lab\"\ndata_dir = \"{data}\"\n\
          runtime_dir = \"{run}\"\nshutdown_timeout = \"5s\"\n\
          [log]\nlevel = \"info\"\nfile = \"{log}\"\njournald = \"never\"\n\
-         [lock]\ndir = \"{locks}\"\nacquire_retries = 2\n\
+         [lock]\ndir = \"{locks}\"\n{lock}\
          [mqtt]\nhost = \"127.0.0.1\"\nport = {proxy_port}\ntls = false\nkeep_alive = \"5s\"\n",
         data = dir.join("data").display(),
         run = dir.join("run").display(),
@@ -469,4 +609,22 @@ fn agent_config(
         ));
     }
     text
+}
+
+/// What the arbiter logs once it reaches the broker.
+const ARBITER_CONNECTED: &str = "lock arbiter connected";
+
+/// `edge-agent arbiter` config: its store under `home`, MQTT through its proxy.
+fn arbiter_config(home: &Path, log: &Path, proxy_port: u16) -> String {
+    format!(
+        "[agent]\nid = \"arbiter\"\nsite = \"lab\"\ndata_dir = \"{data}\"\nruntime_dir = \"{run}\"\n\
+         [log]\nlevel = \"info\"\nfile = \"{log}\"\njournald = \"never\"\n\
+         [mqtt]\nhost = \"127.0.0.1\"\nport = {proxy_port}\ntls = false\nkeep_alive = \"5s\"\n\
+         [lock]\nlock_delay = \"{delay}ms\"\ndir = \"{locks}\"\n",
+        data = home.join("data").display(),
+        run = home.join("run").display(),
+        log = log.display(),
+        locks = home.join("locks").display(),
+        delay = LOCK_DELAY.as_millis(),
+    )
 }

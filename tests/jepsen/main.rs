@@ -23,8 +23,8 @@ mod lab;
 use std::io::Write;
 use std::time::Duration;
 
-use history::{Tokens, percentile};
-use lab::{Lab, Options};
+use history::{percentile, Span, Tokens};
+use lab::{Lab, LockKind, Options};
 use test_support::paths::target_tmp;
 
 /// The seed of this run: `JEPSEN_SEED` to replay one, otherwise fresh.
@@ -71,7 +71,8 @@ fn run(test: &str, options: Options) -> Verdict {
     let sessions = lab.sessions();
     let records = lab.agent_records();
     let joined = history::join(&sessions, &records);
-    let overlaps = history::overlaps(&sessions, end);
+    let overlaps = history::overlaps(&sessions, end, Span::Active);
+    let idle_overlaps = history::overlaps(&sessions, end, Span::Connected);
     let unguarded = history::unguarded(&joined);
     let tokens = history::tokens(&joined);
     let handovers = history::handovers(&joined, &lab.faults.kills, end);
@@ -89,9 +90,15 @@ fn run(test: &str, options: Options) -> Verdict {
         duration.as_secs_f64(),
         if faults { "faults" } else { "contention only" }
     ));
-    line(format!(
-        "lock: flock (no arbiter yet); network namespaces: not used, partitions through the fault proxy"
-    ));
+    line(match lab.lock() {
+        LockKind::Flock => "lock: flock (one box, one lock.dir)".to_string(),
+        LockKind::Arbiter => format!(
+            "lock: arbiter (each agent its own lock.dir), lease {:?}, lock-delay {:?}",
+            lab::LEASE,
+            lab::LOCK_DELAY
+        ),
+    });
+    line("network namespaces: not used; partitions through the fault proxy".to_string());
     let per_device: Vec<String> = holders
         .iter()
         .map(|(name, _)| {
@@ -110,13 +117,20 @@ fn run(test: &str, options: Options) -> Verdict {
         stats.iter().map(|s| s.reordered).sum::<u64>(),
         stats.iter().map(|s| s.severed).sum::<u64>(),
     ));
-    line(format!("checker overlaps: {}", overlaps.len()));
+    line(format!(
+        "checker overlaps (two sessions touching one terminal at once): {}",
+        overlaps.len()
+    ));
     for o in overlaps.iter().take(20) {
         line(format!(
             "  OVERLAP {}: session {} ({}) and session {} ({}) both open for {:?}",
             o.device, o.first.0, o.first.1, o.second.0, o.second.1, o.length
         ));
     }
+    line(format!(
+        "  (connections open at once, idle time included, e.g. a paused holder's: {})",
+        idle_overlaps.len()
+    ));
     line(format!(
         "checker guarded: {} sessions outside a lock ({ambiguous} not attributable: reused client port)",
         unguarded.len()
@@ -142,8 +156,8 @@ fn run(test: &str, options: Options) -> Verdict {
     };
     let ms = |d: Option<Duration>| d.map_or("-".to_string(), |d| format!("{} ms", d.as_millis()));
     line(format!(
-        "checker hand-over after kill -9 of a holder: {} kills of a holder, p50 {}, p99 {}, max {}, \
-         bound (poll + retry pause + one session) {} ms, {} never handed over",
+        "checker hand-over after kill -9 of a holder: {} hand-overs, p50 {}, p99 {}, max {}, \
+         bound {} ms, {} never handed over",
         handovers.len(),
         ms(percentile(&gaps, 50.0)),
         ms(percentile(&gaps, 99.0)),
@@ -188,15 +202,17 @@ fn assert_safe(verdict: &Verdict) {
     );
 }
 
-/// The CI run: three agents, two terminals, about a minute and a half of random faults.
+/// The CI run: three agents, two terminals, one arbiter, about a minute and a quarter of
+/// random faults.
 #[test]
 fn jepsen_bounded() {
     let verdict = run(
         "jepsen_bounded",
         Options {
+            lock: LockKind::Arbiter,
             agents: 3,
             devices: 2,
-            shared_lock: true,
+            shared_lock: false,
             duration: Duration::from_secs(75),
             seed: seed(),
             faults: true,
@@ -205,7 +221,26 @@ fn jepsen_bounded() {
     assert_safe(&verdict);
 }
 
-/// The long run: `JEPSEN_SECONDS=1800 cargo nextest run -E 'test(jepsen_long)' --run-ignored only`.
+/// The same-box lock under the same faults: three agents sharing one `lock.dir`.
+#[test]
+fn jepsen_bounded_flock() {
+    let verdict = run(
+        "jepsen_bounded_flock",
+        Options {
+            lock: LockKind::Flock,
+            agents: 3,
+            devices: 2,
+            shared_lock: true,
+            duration: Duration::from_secs(40),
+            seed: seed(),
+            faults: true,
+        },
+    );
+    assert_safe(&verdict);
+}
+
+/// The long run, with the arbiter:
+/// `JEPSEN_SECONDS=1800 cargo nextest run -E 'test(jepsen_long)' --run-ignored only`.
 #[test]
 #[ignore = "long run: JEPSEN_SECONDS (default 1800) of faults"]
 fn jepsen_long() {
@@ -216,9 +251,10 @@ fn jepsen_long() {
     let verdict = run(
         "jepsen_long",
         Options {
+            lock: LockKind::Arbiter,
             agents: 3,
             devices: 2,
-            shared_lock: true,
+            shared_lock: false,
             duration: Duration::from_secs(seconds),
             seed: seed(),
             faults: true,
@@ -228,12 +264,13 @@ fn jepsen_long() {
 }
 
 /// The checker catches what it is for: agents that do not share a lock (each its own
-/// `lock.dir`) talk to a terminal at the same time, and the overlaps are reported.
+/// `lock.dir`, no arbiter) talk to a terminal at the same time, and the overlaps are reported.
 #[test]
 fn jepsen_sees_overlaps_when_the_lock_is_broken() {
     let verdict = run(
         "jepsen_sees_overlaps_when_the_lock_is_broken",
         Options {
+            lock: LockKind::Flock,
             agents: 3,
             devices: 2,
             shared_lock: false,

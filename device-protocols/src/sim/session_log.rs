@@ -7,7 +7,8 @@
 //! both stamped with `CLOCK_MONOTONIC` read by the emulator (never the client's clock, never
 //! wall time), and the `close` line lists the commands the session carried. The peer address
 //! (the client's local socket address) lets a checker join a session with what the client says
-//! it held at the time.
+//! it held at the time; the times of its first and last command tell an idle open connection
+//! (a paused client's) from one that is touching the device.
 //!
 //! Lines are written and flushed as they happen, so a session still open when the emulator is
 //! stopped shows up as an `open` without a `close`.
@@ -54,6 +55,11 @@ enum Line<'a> {
         peer: SocketAddr,
         mono_ns: u64,
         commands: &'a [&'static str],
+        /// When the first and the last command arrived (`null` without commands): a session
+        /// kept open but idle, such as one of a paused client, touches the device only
+        /// between these.
+        first_command_ns: Option<u64>,
+        last_command_ns: Option<u64>,
     },
 }
 
@@ -99,6 +105,8 @@ impl SessionLog {
             transport,
             peer,
             commands: Vec::new(),
+            first_command_ns: None,
+            last_command_ns: None,
         }
     }
 
@@ -121,11 +129,16 @@ pub struct Session {
     transport: &'static str,
     peer: SocketAddr,
     commands: Vec<&'static str>,
+    first_command_ns: Option<u64>,
+    last_command_ns: Option<u64>,
 }
 
 impl Session {
-    /// Notes one command the session carried (its protocol name, `?` when unknown).
+    /// Notes one command the session carried (its protocol name, `?` when unknown), now.
     pub fn command(&mut self, name: &'static str) {
+        let now = monotonic_ns();
+        self.first_command_ns.get_or_insert(now);
+        self.last_command_ns = Some(now);
         self.commands.push(name);
     }
 }
@@ -138,6 +151,8 @@ impl Drop for Session {
             peer: self.peer,
             mono_ns: monotonic_ns(),
             commands: &self.commands,
+            first_command_ns: self.first_command_ns,
+            last_command_ns: self.last_command_ns,
         });
     }
 }
@@ -179,6 +194,8 @@ mod tests {
         );
         assert_eq!(lines[0]["peer"], "127.0.0.1:40001");
         assert_eq!(lines[3]["commands"], serde_json::json!(["CONNECT", "EXIT"]));
+        assert!(lines[3]["first_command_ns"].as_u64() <= lines[3]["last_command_ns"].as_u64());
+        assert!(lines[2]["last_command_ns"].is_null(), "no commands");
         let times: Vec<u64> = lines
             .iter()
             .map(|l| l["mono_ns"].as_u64().unwrap())
