@@ -58,7 +58,13 @@ pub async fn probe(
     let lock = crate::sync::lock::from_config(config, journal, "probe-lock")?;
     let guard = lock.acquire(device_id).await?;
     guard
-        .run(probe_unlocked(config, device_id, listen, wait, show_progress))
+        .run(probe_unlocked(
+            config,
+            device_id,
+            listen,
+            wait,
+            show_progress,
+        ))
         .await?
 }
 

@@ -96,11 +96,14 @@ impl Engine {
         let journal = LockJournal::new(Some(store.clone()), &config.agent.id);
         let lock = super::lock::from_config(config, journal, "lock")?;
         let audit = Audit::new(store.clone());
-        Ok(Self::new(store.clone(), &config.agent.id, lock, outbox, audit)
-            .with_mass_guard(super::guard::MassGuard {
-                share: config.monitor.mass_missing_share,
-                min_users: config.monitor.mass_missing_min,
-            }))
+        Ok(
+            Self::new(store.clone(), &config.agent.id, lock, outbox, audit).with_mass_guard(
+                super::guard::MassGuard {
+                    share: config.monitor.mass_missing_share,
+                    min_users: config.monitor.mass_missing_min,
+                },
+            ),
+        )
     }
 
     /// Uses another clock. A test hook: the agent runs on the system clock; tests fix the instant

@@ -349,7 +349,9 @@ mod tests {
         client.write_all(&[0xC0, 0x00]).unwrap();
         assert!(read_exactly(&mut client, 2).is_err(), "nothing passes");
         proxy.set(Fault::Pass);
-        client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
         assert_eq!(read_exactly(&mut client, 2).unwrap(), [0xC0, 0x00]);
 
         proxy.set(Fault::Duplicate);
@@ -360,7 +362,9 @@ mod tests {
         assert_eq!(proxy.stats().duplicated, 3);
 
         proxy.sever();
-        client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
         let mut rest = Vec::new();
         assert!(matches!(client.read_to_end(&mut rest), Ok(0) | Err(_)));
     }

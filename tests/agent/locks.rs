@@ -112,7 +112,10 @@ fn granted_tokens(log: &str) -> Vec<u64> {
         .filter(|line| line.contains("lock acquired"))
         .filter_map(|line| {
             let at = line.find("token=")? + "token=".len();
-            let digits: String = line[at..].chars().take_while(char::is_ascii_digit).collect();
+            let digits: String = line[at..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
             digits.parse().ok()
         })
         .collect()
@@ -186,7 +189,10 @@ fn two_agents_take_turns_through_the_arbiter_and_tokens_survive_its_restart() {
     assert!(after.windows(2).all(|w| w[0] < w[1]), "{after:?}");
 
     let sessions = assert_sessions_never_overlap(&emulator.entries());
-    assert!(sessions >= 10, "both agents read the terminal: {sessions} sessions");
+    assert!(
+        sessions >= 10,
+        "both agents read the terminal: {sessions} sessions"
+    );
     for agent in &agents {
         let text = agent.log_text();
         assert!(!text.contains("lock lost"), "{text}");

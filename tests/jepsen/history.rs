@@ -144,7 +144,10 @@ pub(crate) struct Joined {
 pub(crate) fn join(sessions: &[DeviceSession], records: &[AgentSession]) -> Vec<Joined> {
     let mut by_local: HashMap<&str, Vec<&AgentSession>> = HashMap::new();
     for record in records {
-        by_local.entry(record.local.as_str()).or_default().push(record);
+        by_local
+            .entry(record.local.as_str())
+            .or_default()
+            .push(record);
     }
     sessions
         .iter()
@@ -323,9 +326,7 @@ pub(crate) fn handovers(joined: &[Joined], kills: &[(usize, u64)], end_ns: u64) 
         let held: Vec<&str> = joined
             .iter()
             .filter(|j| {
-                j.agent == Some(dead)
-                    && j.session.open_ns <= at
-                    && j.session.close_or(end_ns) >= at
+                j.agent == Some(dead) && j.session.open_ns <= at && j.session.close_or(end_ns) >= at
             })
             .map(|j| j.session.device.as_str())
             .collect();
@@ -428,7 +429,10 @@ mod tests {
         assert_eq!(found[0].length, Duration::from_nanos(40));
         // Still open at the end: it overlaps a later one until then.
         let found = overlaps(
-            &[session("a", 1, "p", 0, None), session("a", 2, "q", 10, None)],
+            &[
+                session("a", 1, "p", 0, None),
+                session("a", 2, "q", 10, None),
+            ],
             30,
             Span::Active,
         );
@@ -453,8 +457,16 @@ mod tests {
         assert_eq!(
             records,
             [
-                AgentSession { agent: 2, local: "127.0.0.1:40000".into(), token: Some(7) },
-                AgentSession { agent: 2, local: "127.0.0.1:40001".into(), token: None },
+                AgentSession {
+                    agent: 2,
+                    local: "127.0.0.1:40000".into(),
+                    token: Some(7)
+                },
+                AgentSession {
+                    agent: 2,
+                    local: "127.0.0.1:40001".into(),
+                    token: None
+                },
             ]
         );
         let joined = join(
@@ -482,10 +494,27 @@ mod tests {
 
     #[test]
     fn tokens_must_rise_between_holds_and_never_come_back() {
-        assert_eq!(tokens(&[joined("a", 1, 0, 0), joined("a", 2, 1, 0)]), Tokens::NoArbiter);
-        let good = [joined("a", 1, 0, 1), joined("a", 2, 0, 1), joined("a", 3, 1, 2)];
-        assert_eq!(tokens(&good), Tokens::Checked { holds: 2, problems: vec![] });
-        let bad = [joined("a", 1, 0, 5), joined("a", 2, 1, 3), joined("a", 3, 2, 5)];
+        assert_eq!(
+            tokens(&[joined("a", 1, 0, 0), joined("a", 2, 1, 0)]),
+            Tokens::NoArbiter
+        );
+        let good = [
+            joined("a", 1, 0, 1),
+            joined("a", 2, 0, 1),
+            joined("a", 3, 1, 2),
+        ];
+        assert_eq!(
+            tokens(&good),
+            Tokens::Checked {
+                holds: 2,
+                problems: vec![]
+            }
+        );
+        let bad = [
+            joined("a", 1, 0, 5),
+            joined("a", 2, 1, 3),
+            joined("a", 3, 2, 5),
+        ];
         let Tokens::Checked { problems, .. } = tokens(&bad) else {
             panic!("checked")
         };
@@ -496,12 +525,19 @@ mod tests {
 
     #[test]
     fn a_handover_is_the_first_session_of_another_agent_after_the_kill() {
-        let history = [joined("a", 10, 0, 0), joined("a", 30, 0, 0), joined("a", 50, 1, 0)];
+        let history = [
+            joined("a", 10, 0, 0),
+            joined("a", 30, 0, 0),
+            joined("a", 50, 1, 0),
+        ];
         // Agent 0's session 10..11 was open at 11 when it was killed.
         let found = handovers(&history, &[(0, 11)], 100);
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].gap, Some(Duration::from_nanos(39)));
-        assert!(handovers(&history, &[(1, 5)], 100).is_empty(), "held nothing");
+        assert!(
+            handovers(&history, &[(1, 5)], 100).is_empty(),
+            "held nothing"
+        );
     }
 
     #[test]

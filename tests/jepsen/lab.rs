@@ -116,6 +116,8 @@ pub(crate) struct Lab {
     slots: Vec<Slot>,
     arbiter: Option<ArbiterSlot>,
     started: Instant,
+    /// The emulator clock when the lab started, to place sessions on the fault schedule.
+    pub(crate) started_ns: u64,
     /// What the nemesis did.
     pub faults: FaultLog,
     options: Options,
@@ -169,7 +171,15 @@ impl Lab {
                 let config = slot_dir.join("agent.toml");
                 std::fs::write(
                     &config,
-                    agent_config(k, &slot_dir, &locks, &log, proxy.port, &terminals, options.lock),
+                    agent_config(
+                        k,
+                        &slot_dir,
+                        &locks,
+                        &log,
+                        proxy.port,
+                        &terminals,
+                        options.lock,
+                    ),
                 )
                 .unwrap();
                 Slot {
@@ -201,24 +211,25 @@ impl Lab {
             slots,
             arbiter,
             started: Instant::now(),
+            started_ns: monotonic_ns(),
             faults: FaultLog::default(),
             options,
         };
-        lab.spawn_arbiter();
+        lab.spawn_arbiter(true);
         for k in 0..lab.slots.len() {
             lab.spawn(k);
         }
         lab
     }
 
-    fn spawn_arbiter(&mut self) {
+    /// Starts the arbiter; at the lab's start, waits until it reaches the broker (a restart
+    /// during the faults does not wait: the broker may be down).
+    fn spawn_arbiter(&mut self, wait: bool) {
         if let Some(arbiter) = self.arbiter.as_mut() {
-            let connected = std::fs::read_to_string(&arbiter.log)
-                .unwrap_or_default()
-                .matches(ARBITER_CONNECTED)
-                .count();
             let mut process = RunningAgent::arbiter(&arbiter.config, &arbiter.log);
-            process.wait_for_log(ARBITER_CONNECTED, connected + 1);
+            if wait {
+                process.wait_for_log(ARBITER_CONNECTED, 1);
+            }
             arbiter.process = Some(process);
         }
     }
@@ -258,8 +269,7 @@ impl Lab {
         let mut next_fault = Instant::now() + Duration::from_secs(2);
         while Instant::now() < end {
             let now = Instant::now();
-            let (due, pending): (Vec<_>, Vec<_>) =
-                active.into_iter().partition(|a| a.until <= now);
+            let (due, pending): (Vec<_>, Vec<_>) = active.into_iter().partition(|a| a.until <= now);
             active = pending;
             for fault in due {
                 self.heal(fault.heal);
@@ -397,7 +407,7 @@ impl Lab {
                 slot.proxy.set(Fault::Pass);
             }
             Heal::Broker => self.broker.restart(),
-            Heal::RestartArbiter => self.spawn_arbiter(),
+            Heal::RestartArbiter => self.spawn_arbiter(false),
             Heal::ArbiterProxy => {
                 if let Some(arbiter) = &self.arbiter {
                     arbiter.proxy.set(Fault::Pass);
@@ -452,7 +462,7 @@ impl Lab {
             arbiter.proxy.set(Fault::Pass);
         }
         if self.arbiter.as_ref().is_some_and(|a| a.process.is_none()) {
-            self.spawn_arbiter();
+            self.spawn_arbiter(false);
         }
         for k in 0..self.slots.len() {
             self.slots[k].proxy.set(Fault::Pass);
@@ -511,7 +521,10 @@ impl Lab {
                         let path = self.dir.path().join("locks").join(format!("{name}.lock"));
                         let holders = history::flock_holders(&path);
                         for pid in &holders {
-                            assert!(pids.contains(pid), "{name}: held by {pid}, not a live agent");
+                            assert!(
+                                pids.contains(pid),
+                                "{name}: held by {pid}, not a live agent"
+                            );
                         }
                         holders.iter().map(|pid| format!("pid {pid}")).collect()
                     }
@@ -519,7 +532,8 @@ impl Lab {
                         let holder = history::arbiter_holder(log, name);
                         if let Some(holder) = &holder {
                             assert!(
-                                live.iter().any(|k| holder.contains(&format!("contender-{k}"))),
+                                live.iter()
+                                    .any(|k| holder.contains(&format!("contender-{k}"))),
                                 "{name}: the arbiter says {holder} holds it, not a live agent"
                             );
                         }
@@ -555,6 +569,13 @@ impl Lab {
             }
         }
         end
+    }
+
+    /// Keeps the lab's directory (configs, agent and arbiter logs, session logs) after the
+    /// test, for a look at a failure; returns where it is.
+    pub(crate) fn keep(&mut self) -> PathBuf {
+        let dir = std::mem::replace(&mut self.dir, tempdir().unwrap());
+        dir.keep()
     }
 
     /// The proxies' counts, per agent (and the arbiter's last).

@@ -55,13 +55,14 @@ fn publish(test: &str, text: &str) {
 
 /// Runs the lab with `options` and judges its history.
 fn run(test: &str, options: Options) -> Verdict {
+    // A run whose lock is meant to work keeps its directory when a checker objects.
+    let lock_works = options.shared_lock || options.lock == LockKind::Arbiter;
     let seed = options.seed;
     let faults = options.faults;
     let (agents, devices) = (options.agents, options.devices);
     let duration = options.duration;
-    let _ = std::io::stderr().write_all(
-        format!("{test}: seed {seed} (replay with JEPSEN_SEED={seed})\n").as_bytes(),
-    );
+    let _ = std::io::stderr()
+        .write_all(format!("{test}: seed {seed} (replay with JEPSEN_SEED={seed})\n").as_bytes());
     let mut lab = Lab::start(options);
     lab.run_nemesis();
     let healed = lab.heal_all_and_converge(Duration::from_secs(90));
@@ -106,7 +107,11 @@ fn run(test: &str, options: Options) -> Verdict {
             format!("{name}: {n} sessions")
         })
         .collect();
-    line(format!("sessions: {} ({})", sessions.len(), per_device.join(", ")));
+    line(format!(
+        "sessions: {} ({})",
+        sessions.len(),
+        per_device.join(", ")
+    ));
     line(format!("faults: {:?}", lab.faults.counts));
     let stats = lab.proxy_stats();
     line(format!(
@@ -121,10 +126,40 @@ fn run(test: &str, options: Options) -> Verdict {
         "checker overlaps (two sessions touching one terminal at once): {}",
         overlaps.len()
     ));
+    let who = |device: &str, seq: u64| {
+        joined
+            .iter()
+            .find(|j| j.session.device == device && j.session.seq == seq)
+            .map_or("?".to_string(), |j| {
+                format!(
+                    "agent {:?} token {:?}, opened +{:.2}s, last command +{:.2}s, closed +{:.2}s",
+                    j.agent,
+                    j.token,
+                    j.session.open_ns.saturating_sub(lab.started_ns) as f64 / 1e9,
+                    j.session
+                        .last_command_ns
+                        .unwrap_or(0)
+                        .saturating_sub(lab.started_ns) as f64
+                        / 1e9,
+                    j.session
+                        .close_ns
+                        .unwrap_or(end)
+                        .saturating_sub(lab.started_ns) as f64
+                        / 1e9,
+                )
+            })
+    };
     for o in overlaps.iter().take(20) {
         line(format!(
-            "  OVERLAP {}: session {} ({}) and session {} ({}) both open for {:?}",
-            o.device, o.first.0, o.first.1, o.second.0, o.second.1, o.length
+            "  OVERLAP {}: session {} ({}; {}) and session {} ({}; {}) both active for {:?}",
+            o.device,
+            o.first.0,
+            o.first.1,
+            who(&o.device, o.first.0),
+            o.second.0,
+            o.second.1,
+            who(&o.device, o.second.0),
+            o.length
         ));
     }
     line(format!(
@@ -165,7 +200,10 @@ fn run(test: &str, options: Options) -> Verdict {
         lab.handover_bound().as_millis(),
         missing_handovers
     ));
-    for h in handovers.iter().filter(|h| h.gap.is_none_or(|g| g > lab.handover_bound())) {
+    for h in handovers
+        .iter()
+        .filter(|h| h.gap.is_none_or(|g| g > lab.handover_bound()))
+    {
         line(format!(
             "  SLOW HAND-OVER {} after agent {} was killed: {}",
             h.device,
@@ -181,6 +219,13 @@ fn run(test: &str, options: Options) -> Verdict {
     if !lab.faults.lines.is_empty() {
         line(format!("fault schedule: {}", lab.faults.lines.join("; ")));
     }
+    let failed = !overlaps.is_empty()
+        || !unguarded.is_empty()
+        || token_problems > 0
+        || missing_handovers > 0;
+    if failed && lock_works {
+        s.push_str(&format!("lab kept for a look: {}\n", lab.keep().display()));
+    }
     publish(test, &s);
     Verdict {
         summary: s,
@@ -192,9 +237,21 @@ fn run(test: &str, options: Options) -> Verdict {
 }
 
 fn assert_safe(verdict: &Verdict) {
-    assert_eq!(verdict.overlaps, 0, "overlapping sessions:\n{}", verdict.summary);
-    assert_eq!(verdict.unguarded, 0, "sessions outside a lock:\n{}", verdict.summary);
-    assert_eq!(verdict.token_problems, 0, "fencing tokens:\n{}", verdict.summary);
+    assert_eq!(
+        verdict.overlaps, 0,
+        "overlapping sessions:\n{}",
+        verdict.summary
+    );
+    assert_eq!(
+        verdict.unguarded, 0,
+        "sessions outside a lock:\n{}",
+        verdict.summary
+    );
+    assert_eq!(
+        verdict.token_problems, 0,
+        "fencing tokens:\n{}",
+        verdict.summary
+    );
     assert_eq!(
         verdict.missing_handovers, 0,
         "a killed holder's terminal was never served again:\n{}",

@@ -88,7 +88,10 @@ impl Context {
                 };
                 match lock.acquire(&device).await {
                     Ok(guard) => {
-                        if let Err(lost) = guard.run(super::backfill::run(session, punches, store)).await {
+                        if let Err(lost) = guard
+                            .run(super::backfill::run(session, punches, store))
+                            .await
+                        {
                             tracing::warn!(%device, "punch backfill not run: {lost}");
                         }
                     }

@@ -228,7 +228,8 @@ pub async fn serve(
     })?;
     let mut arbiter = Arbiter::new(ArbiterStore::open(&dir)?, config.lock.lock_delay.get())?;
     let topics = LockTopics::new(&config.agent.site);
-    let mut settings = BrokerSettings::from_config(&config.mqtt, &config.agent.site, &config.agent.id)?;
+    let mut settings =
+        BrokerSettings::from_config(&config.mqtt, &config.agent.site, &config.agent.id)?;
     settings.client_id = format!("{}-arbiter", settings.client_id);
     let (client, mut eventloop) = AsyncClient::new(settings.mqtt_options()?, 64);
     tracing::info!(
@@ -332,18 +333,32 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut arbiter =
             Arbiter::new(ArbiterStore::open(dir.path()).unwrap(), Duration::ZERO).unwrap();
-        let first = arbiter.handle(&acquire("a"), &Bytes::from_static(b"1")).unwrap();
+        let first = arbiter
+            .handle(&acquire("a"), &Bytes::from_static(b"1"))
+            .unwrap();
         assert_eq!(first.token, Some(1));
-        let again = arbiter.handle(&acquire("a"), &Bytes::from_static(b"1")).unwrap();
+        let again = arbiter
+            .handle(&acquire("a"), &Bytes::from_static(b"1"))
+            .unwrap();
         assert_eq!(again, first);
         drop(arbiter);
         let mut arbiter =
             Arbiter::new(ArbiterStore::open(dir.path()).unwrap(), Duration::ZERO).unwrap();
-        let busy = arbiter.handle(&acquire("b"), &Bytes::from_static(b"2")).unwrap();
-        assert_eq!(busy.outcome, Outcome::Busy, "the persisted lease is honoured");
+        let busy = arbiter
+            .handle(&acquire("b"), &Bytes::from_static(b"2"))
+            .unwrap();
+        assert_eq!(
+            busy.outcome,
+            Outcome::Busy,
+            "the persisted lease is honoured"
+        );
         let mut other = acquire("b");
         other.device = Some("gate".into());
         let next = arbiter.handle(&other, &Bytes::from_static(b"3")).unwrap();
-        assert_eq!(next.token, Some(2), "tokens keep increasing after a restart");
+        assert_eq!(
+            next.token,
+            Some(2),
+            "tokens keep increasing after a restart"
+        );
     }
 }

@@ -167,7 +167,13 @@ impl Requester {
             .map_err(|err| format!("cannot send to the broker: {err}"))
     }
 
-    fn request(&self, op: Op, device: Option<&str>, token: Option<u64>, lease: Option<Duration>) -> LockRequest {
+    fn request(
+        &self,
+        op: Op,
+        device: Option<&str>,
+        token: Option<u64>,
+        lease: Option<Duration>,
+    ) -> LockRequest {
         LockRequest {
             op,
             holder: self.holder.clone(),
@@ -190,8 +196,11 @@ impl Requester {
             ..PublishProperties::default()
         };
         let topic = self.topics.request();
-        let Ok(payload) = serde_json::to_vec(&request) else { return };
-        let _ = client.try_publish_with_properties(topic, QoS::AtLeastOnce, false, payload, properties);
+        let Ok(payload) = serde_json::to_vec(&request) else {
+            return;
+        };
+        let _ =
+            client.try_publish_with_properties(topic, QoS::AtLeastOnce, false, payload, properties);
     }
 }
 
@@ -300,10 +309,15 @@ impl DeviceLock for ArbiterLock {
                             (None, Outcome::Busy) => {
                                 "free again only after its lock-delay".to_string()
                             }
-                            (None, outcome) => format!("{outcome:?}: {}", reply.detail.unwrap_or_default()),
+                            (None, outcome) => {
+                                format!("{outcome:?}: {}", reply.detail.unwrap_or_default())
+                            }
                         };
                         let asked = reply.retry_after_ms.map(Duration::from_millis);
-                        backoff.fail(random_fraction(), asked.map(|a| a.min(Duration::from_secs(5))))
+                        backoff.fail(
+                            random_fraction(),
+                            asked.map(|a| a.min(Duration::from_secs(5))),
+                        )
                     }
                     Err(unreachable) => {
                         last = unreachable;
@@ -341,9 +355,13 @@ async fn keep_renewed(
             // max_hold reached: no more renewals; the fence closes at the cap.
             tokio::time::sleep_until(deadline.into()).await;
             fence.lose("held longer than lock.max_hold");
-            journal.note(&device, token, &LockNote::HeldTooLong {
-                max_hold: fence.cap() - fence.acquired(),
-            });
+            journal.note(
+                &device,
+                token,
+                &LockNote::HeldTooLong {
+                    max_hold: fence.cap() - fence.acquired(),
+                },
+            );
             return;
         }
         tokio::select! {
@@ -402,9 +420,13 @@ impl Drop for Held {
         self.requester.release(device, token);
         if !self.fence.is_lost() {
             self.fence.lose("released");
-            self.journal.note(device, token, &LockNote::Released {
-                held: self.fence.acquired().elapsed(),
-            });
+            self.journal.note(
+                device,
+                token,
+                &LockNote::Released {
+                    held: self.fence.acquired().elapsed(),
+                },
+            );
         }
     }
 }

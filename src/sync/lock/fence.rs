@@ -200,7 +200,10 @@ mod tests {
                 assert!(err.why.contains("deadline"), "{err}");
             })
             .await;
-        assert!(check_current().is_ok(), "outside a scope nothing is checked");
+        assert!(
+            check_current().is_ok(),
+            "outside a scope nothing is checked"
+        );
     }
 
     #[test]

@@ -95,9 +95,13 @@ impl Drop for Held {
         }
         if let Some(journal) = &self.journal {
             if !self.fence.is_lost() {
-                journal.note(self.fence.device(), 0, &LockNote::Released {
-                    held: self.fence.acquired().elapsed(),
-                });
+                journal.note(
+                    self.fence.device(),
+                    0,
+                    &LockNote::Released {
+                        held: self.fence.acquired().elapsed(),
+                    },
+                );
             }
         }
         self.fence.lose("released");
@@ -120,9 +124,13 @@ impl DeviceLock for FlockLock {
                         Some(handle.spawn(async move {
                             tokio::time::sleep_until(fence.cap().into()).await;
                             fence.lose("held longer than lock.max_hold");
-                            journal.note(fence.device(), 0, &LockNote::HeldTooLong {
-                                max_hold: fence.cap() - fence.acquired(),
-                            });
+                            journal.note(
+                                fence.device(),
+                                0,
+                                &LockNote::HeldTooLong {
+                                    max_hold: fence.cap() - fence.acquired(),
+                                },
+                            );
                         }))
                     });
                     let held = Held {

@@ -249,7 +249,10 @@ impl Table {
     fn renew(&mut self, device: &str, request: &LockRequest, now: u64) -> Decision {
         let lease_ms = lease(request);
         let Some(holding) = self.held_by(device, request) else {
-            return stale(device, "not held by you with that token (expired or released)");
+            return stale(
+                device,
+                "not held by you with that token (expired or released)",
+            );
         };
         holding.expires_at = now + lease_ms;
         holding.lease_ms = lease_ms;
