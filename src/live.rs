@@ -95,6 +95,9 @@ pub struct DeviceLive {
     pub consecutive_incomplete: u32,
     /// The fencing token of the device lock this agent holds now (during a read).
     pub lock_token: Option<u64>,
+    /// The held lock's deadline (remaining lease), while held.
+    #[serde(skip)]
+    pub lock_fence: Option<crate::sync::lock::Fence>,
     /// Counters since start, for metrics.
     pub reads: ReadCounters,
 }
@@ -307,15 +310,18 @@ impl Live {
         }
     }
 
-    /// The sync engine holds the lock of `device_id` with `token` (`None`: released).
-    pub fn lock_held(&self, device_id: &str, token: Option<u64>) {
-        self.device(device_id, true, |device| device.lock_token = token);
+    /// The sync engine holds the lock of `device_id` under `fence` (`None`: released).
+    pub fn lock_held(&self, device_id: &str, fence: Option<&crate::sync::lock::Fence>) {
+        self.device(device_id, true, |device| {
+            device.lock_token = fence.map(crate::sync::lock::Fence::token);
+            device.lock_fence = fence.cloned();
+        });
     }
 
-    /// Reports the lock of `device_id` held with `token` until the returned value is dropped
+    /// Reports the lock of `device_id` held under `fence` until the returned value is dropped
     /// (every early return of a read releases it in the picture too).
-    pub fn lock_reported(&self, device_id: &str, token: u64) -> LockReported {
-        self.lock_held(device_id, Some(token));
+    pub fn lock_reported(&self, device_id: &str, fence: &crate::sync::lock::Fence) -> LockReported {
+        self.lock_held(device_id, Some(fence));
         LockReported {
             live: self.clone(),
             device_id: device_id.to_owned(),

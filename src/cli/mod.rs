@@ -30,6 +30,7 @@ pub mod config;
 pub mod ctl;
 pub mod demo;
 mod local;
+pub mod locks;
 mod oneshot;
 pub mod probe;
 pub mod render;
@@ -131,6 +132,9 @@ pub enum Command {
         #[command(subcommand)]
         command: store_tools::ConflictsCommand,
     },
+    /// The device locks this agent holds now (device, token, lease left); with --all every
+    /// lock of the site, from the lock arbiter.
+    Locks(locks::LocksArgs),
     /// Ask the running agent to poll a device now (it takes the device's lock).
     SyncNow(store_tools::SyncNowArgs),
     /// Initial population: read every configured device completely and buffer every user not
@@ -185,6 +189,7 @@ pub fn dispatch(command: Command) -> ExitCode {
         Command::Backup { command } => store_tools::backup(command),
         Command::History(args) => store_tools::history(args),
         Command::Conflicts { command } => store_tools::conflicts(command),
+        Command::Locks(args) => locks::run(args),
         Command::SyncNow(args) => store_tools::sync_now(args),
         Command::Migrate(args) => store_tools::migrate(args),
         Command::Version => version::run(),

@@ -301,6 +301,18 @@ pub fn exposition(report: &StatusReport) -> String {
             flag(device.lock_token.is_some()),
         );
     }
+    f.header(
+        "edge_agent_device_lock_remaining_seconds",
+        "gauge",
+        "What is left of the held device lock before this agent stops using it (0: not held).",
+    );
+    for device in &report.devices {
+        f.sample(
+            "edge_agent_device_lock_remaining_seconds",
+            &[("device", &device.id)],
+            device.lock_remaining_ms.unwrap_or(0) as f64 / 1000.0,
+        );
+    }
 
     if let Some(upstream) = &report.upstream {
         let outbox = &upstream["outbox"];

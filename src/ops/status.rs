@@ -133,6 +133,9 @@ pub struct DeviceStatus {
     pub reading: Option<crate::live::ReadingNow>,
     /// The fencing token of the device lock this agent holds now (`null`: not held).
     pub lock_token: Option<u64>,
+    /// What is left of that lock before this agent stops using it (lease not yet renewed, or
+    /// `lock.max_hold`), in milliseconds.
+    pub lock_remaining_ms: Option<u64>,
     /// Read counters since start (metrics).
     pub reads: crate::live::ReadCounters,
 }
@@ -331,6 +334,10 @@ impl StatusSources {
                     consecutive_incomplete: live.consecutive_incomplete,
                     reading: live.reading,
                     lock_token: live.lock_token,
+                    lock_remaining_ms: live
+                        .lock_fence
+                        .as_ref()
+                        .map(|fence| fence.remaining().as_millis() as u64),
                     reads: live.reads,
                 }
             })

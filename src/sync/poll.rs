@@ -83,7 +83,7 @@ impl Engine {
                 return Err(err.into());
             }
         };
-        let reported = self.live().lock_reported(device_id, guard.fencing_token());
+        let reported = self.live().lock_reported(device_id, guard.fence());
         // Every line logged during the session names the lock it runs under.
         let outcome = match guard
             .run(

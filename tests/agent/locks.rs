@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use test_support::agent::running::{bin, RunningAgent};
+use test_support::agent::running::{bin, local_json, RunningAgent};
 use test_support::mosquitto::Broker;
 use test_support::{tempdir, Emulator};
 
@@ -188,6 +188,19 @@ fn two_agents_take_turns_through_the_arbiter_and_tokens_survive_its_restart() {
     );
     assert!(after.windows(2).all(|w| w[0] < w[1]), "{after:?}");
 
+    // `edge-agent locks --all` asks the arbiter for every lock of the site.
+    let listed = local_json(
+        &dir.path().join("gw-a").join("agent.toml"),
+        &["locks", "--all"],
+    );
+    let door = listed["locks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|lock| lock["device"] == DEVICE)
+        .unwrap_or_else(|| panic!("{listed}"));
+    assert!(door["token"].as_u64().unwrap() >= after[0], "{listed}");
+
     let sessions = assert_sessions_never_overlap(&emulator.entries());
     assert!(
         sessions >= 10,
@@ -197,4 +210,114 @@ fn two_agents_take_turns_through_the_arbiter_and_tokens_survive_its_restart() {
         let text = agent.log_text();
         assert!(!text.contains("lock lost"), "{text}");
     }
+}
+
+/// A terminal whose reads take several seconds (small, paced bulk fragments), so a lock is
+/// still held when the test strikes.
+fn slow_terminal() -> Emulator {
+    Emulator::zk(&[
+        "--tcp",
+        "127.0.0.1:0",
+        "--users",
+        "100",
+        "--inline-threshold",
+        "0",
+        "--tcp-fragment",
+        "128",
+        "--pacing-ms",
+        "100",
+    ])
+}
+
+#[test]
+fn a_holder_whose_broker_dies_stops_at_its_deadline_and_nobody_gets_a_new_lock() {
+    let dir = tempdir().unwrap();
+    let mut broker = Broker::start(false);
+    let emulator = slow_terminal();
+    let address = emulator.tcp.expect("tcp listener").to_string();
+    let _arbiter = Arbiter::start(&dir.path().join("arbiter"), broker.port);
+    let home = dir.path().join("gw-a");
+    let lock = "lease = \"3s\"\nlock_delay = \"1s\"\nacquire_retries = 2\n";
+    let config = agent_config(&home, "gw-a", broker.port, &address, "1s", lock);
+    let mut agent = RunningAgent::on(&config, &home.join("agent.log"));
+    agent.wait_for_log("local control socket listening", 1);
+    // `edge-agent locks` asks the running agent which locks it holds: strike while it holds one.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let token = loop {
+        let held = local_json(&config, &["locks"]);
+        if let Some(token) = held["locks"][0]["token"].as_u64() {
+            assert_eq!(held["locks"][0]["device"], DEVICE, "{held}");
+            assert!(
+                held["locks"][0]["remaining_ms"].as_u64().unwrap() > 0,
+                "{held}"
+            );
+            break token;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the agent never held the lock: {held}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let struck = Instant::now();
+    broker.kill();
+    agent.wait_for_log(&format!("lock lost, token {token}"), 1);
+    let lost_after = struck.elapsed();
+    assert!(
+        lost_after < Duration::from_secs(3),
+        "the holder stopped within its lease ({lost_after:?})"
+    );
+    let acquired = agent.count("lock acquired, token");
+    agent.wait_for_log("the device lock is no longer held", 1);
+    agent.wait_for_log("did not grant the lock of device zk-door", 1);
+    assert_eq!(
+        agent.count("lock acquired, token"),
+        acquired,
+        "no new lock without the broker"
+    );
+    agent.stop();
+    let audit = local_json(
+        &config,
+        &["audit", "query", "--device", DEVICE, "--operation", "lock"],
+    )
+    .to_string();
+    assert!(
+        audit.contains(&format!("lock lost, token {token}")),
+        "{audit}"
+    );
+    assert!(
+        audit.contains(&format!("lock acquired, token {token}")),
+        "{audit}"
+    );
+}
+
+#[test]
+fn after_kill_9_of_the_holder_the_other_agent_gets_the_lock_after_lease_and_lock_delay() {
+    let dir = tempdir().unwrap();
+    let broker = Broker::start(false);
+    let emulator = slow_terminal();
+    let address = emulator.tcp.expect("tcp listener").to_string();
+    let arbiter = Arbiter::start(&dir.path().join("arbiter"), broker.port);
+    let lock = "lease = \"3s\"\nlock_delay = \"1s\"\nacquire_retries = 20\n";
+    let start = |id: &str| {
+        let home = dir.path().join(id);
+        let config = agent_config(&home, id, broker.port, &address, "500ms", lock);
+        RunningAgent::on(&config, &home.join("agent.log"))
+    };
+    let mut first = start("gw-a");
+    first.wait_for_log("lock acquired, token 1", 1);
+    let mut second = start("gw-b");
+    second.wait_for_log("lock client connected", 1);
+    std::thread::sleep(Duration::from_millis(300));
+    let killed = Instant::now();
+    first.kill();
+    second.wait_for_log("lock acquired, token", 1);
+    let handover = killed.elapsed();
+    println!("hand-over after kill -9 of the holder: {handover:?} (lease 3s, lock-delay 1s)");
+    assert!(
+        handover >= Duration::from_secs(2),
+        "not before the dead holder's lease ran out ({handover:?})"
+    );
+    arbiter.wait_for("lock lost", 1);
+    assert_sessions_never_overlap(&emulator.entries());
 }

@@ -56,7 +56,15 @@ async fn health_is_republished_when_a_service_reports_a_change() {
 
     // The sync engine reports a read and the lock it holds into the live picture.
     plane.live.read_started("zk-1");
-    plane.live.lock_held("zk-1", Some(3));
+    let now = std::time::Instant::now();
+    let fence = edge_agent::sync::lock::Fence::new(
+        "zk-1",
+        3,
+        now,
+        now + std::time::Duration::from_secs(10),
+        std::time::Duration::from_secs(60),
+    );
+    plane.live.lock_held("zk-1", Some(&fence));
     plane
         .live
         .read_finished("zk-1", ReadEnd::Complete { users: 0, lost: 0 });

@@ -192,7 +192,9 @@ async fn a_lower_fencing_token_than_already_seen_is_rejected() {
     let current = punch("dev1", 1, 5);
     let stale = punch("dev1", 2, 3);
     let other_device = punch("dev2", 3, 1);
-    for event in [&current, &stale, &other_device] {
+    // Token 0: observed outside a lock session (a pushed punch): never stale.
+    let unfenced = punch("dev1", 4, 0);
+    for event in [&current, &stale, &other_device, &unfenced] {
         agent.outbox.enqueue(event.clone()).await.unwrap();
     }
     agent.start(&options(
@@ -204,6 +206,7 @@ async fn a_lower_fencing_token_than_already_seen_is_rejected() {
     assert_eq!(double.applications(&current.key), 1);
     assert_eq!(double.applications(&stale.key), 0);
     assert_eq!(double.applications(&other_device.key), 1);
+    assert_eq!(double.applications(&unfenced.key), 1);
     let letters = agent.outbox.dead_letters().unwrap();
     assert_eq!(letters.len(), 1);
     assert!(

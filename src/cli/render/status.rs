@@ -153,7 +153,14 @@ pub fn format_report(report: &Value, now_ms: i64) -> String {
             ));
         }
         if let Some(token) = device["lock_token"].as_u64() {
-            out.push_str(&format!("  {:<20} device lock held, token {token}\n", ""));
+            let remaining = device["lock_remaining_ms"]
+                .as_u64()
+                .map(|ms| format!(", {:.1}s left", ms as f64 / 1000.0))
+                .unwrap_or_default();
+            out.push_str(&format!(
+                "  {:<20} device lock held, token {token}{remaining}\n",
+                ""
+            ));
         }
         if let Some(error) = device["last_error"].as_str() {
             out.push_str(&format!(

@@ -98,8 +98,9 @@ impl Registry {
                 None => unavailable(sync, changes_state),
             }
         };
-        let commands: [(&'static str, Arc<dyn Command>); 17] = [
+        let commands: [(&'static str, Arc<dyn Command>); 18] = [
             ("status", Arc::new(handlers::Status::new(services))),
+            ("locks", Arc::new(handlers::Locks::new(services))),
             ("log-level", Arc::new(handlers::LogLevel::new(services))),
             ("logs tail", Arc::new(handlers::LogsTail::new(services))),
             ("audit query", Arc::new(handlers::AuditQuery::new(services))),

@@ -56,7 +56,7 @@ impl Engine {
     ) -> Result<BackupInfo, SyncError> {
         let device_id = session.device_id();
         let guard = self.lock().acquire(device_id).await?;
-        let _reported = self.live().lock_reported(device_id, guard.fencing_token());
+        let _reported = self.live().lock_reported(device_id, guard.fence());
         let writer = BackupWriter::create(dir, device_id, self.agent_id(), self.now_ms())?;
         let mut sink = BackupSink {
             writer,

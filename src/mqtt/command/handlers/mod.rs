@@ -3,6 +3,7 @@
 
 mod audit_query;
 mod health;
+mod locks;
 mod log_level;
 mod logs_tail;
 mod status;
@@ -10,6 +11,7 @@ mod sync;
 
 pub(super) use audit_query::AuditQuery;
 pub(super) use health::HealthCheck;
+pub(super) use locks::Locks;
 pub(super) use log_level::LogLevel;
 pub(super) use logs_tail::LogsTail;
 pub(super) use status::Status;
