@@ -121,9 +121,7 @@ pub(crate) fn agent_sessions(agent: usize, log: &str) -> Vec<AgentSession> {
 fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
     let start = line.find(key)? + key.len();
     let rest = &line[start..];
-    let end = rest
-        .find(|c: char| c == ' ' || c == '}')
-        .unwrap_or(rest.len());
+    let end = rest.find([' ', '}']).unwrap_or(rest.len());
     Some(rest[..end].trim_end_matches(':'))
 }
 
@@ -389,10 +387,10 @@ pub(crate) fn arbiter_holder(log: &str, device: &str) -> Option<String> {
         let token = field(line, "token=").unwrap_or_default().to_string();
         if line.contains("lock acquired") {
             holder = field(line, "holder=").map(|h| (h.to_string(), token));
-        } else if line.contains("lock released") || line.contains("lock lost") {
-            if holder.as_ref().is_some_and(|(_, held)| *held == token) {
-                holder = None;
-            }
+        } else if (line.contains("lock released") || line.contains("lock lost"))
+            && holder.as_ref().is_some_and(|(_, held)| *held == token)
+        {
+            holder = None;
         }
     }
     holder.map(|(h, _)| h)
