@@ -235,9 +235,10 @@ fn pump(mut from: TcpStream, mut to: TcpStream, shared: &Shared) {
                     to.write_all(&packet)?;
                 }
                 Fault::Duplicate if publish => {
-                    to.write_all(&packet)?;
-                    to.write_all(&packet)?;
+                    // Counted first: a test reading the copies then sees the count.
                     shared.duplicated.fetch_add(1, Ordering::Relaxed);
+                    to.write_all(&packet)?;
+                    to.write_all(&packet)?;
                 }
                 Fault::Reorder if publish && held.is_none() => {
                     held = Some((packet, Instant::now()));
@@ -245,8 +246,8 @@ fn pump(mut from: TcpStream, mut to: TcpStream, shared: &Shared) {
                 Fault::Reorder => {
                     to.write_all(&packet)?;
                     if let Some((earlier, _)) = held.take() {
-                        to.write_all(&earlier)?;
                         shared.reordered.fetch_add(1, Ordering::Relaxed);
+                        to.write_all(&earlier)?;
                     }
                 }
                 _ => to.write_all(&packet)?,

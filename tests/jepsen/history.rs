@@ -305,7 +305,7 @@ pub(crate) fn tokens(joined: &[Joined]) -> Tokens {
     Tokens::Checked { holds, problems }
 }
 
-/// How long a terminal went without its dead holder's successor.
+/// How long a terminal went without a holder after its holder was killed.
 #[derive(Clone, Debug)]
 pub(crate) struct Handover {
     /// The terminal.
@@ -317,7 +317,8 @@ pub(crate) struct Handover {
 }
 
 /// Checker 3, hand-over: for each kill of agent `a` at `at_ns` while it had a session open on
-/// a terminal, the time until another agent opened a session there.
+/// a terminal, the time until the next session opened there (by another agent, or by `a`'s
+/// restarted process: either way a new holder).
 pub(crate) fn handovers(joined: &[Joined], kills: &[(usize, u64)], end_ns: u64) -> Vec<Handover> {
     let mut found = Vec::new();
     for &(dead, at) in kills {
@@ -331,8 +332,9 @@ pub(crate) fn handovers(joined: &[Joined], kills: &[(usize, u64)], end_ns: u64) 
         for device in held {
             let gap = joined
                 .iter()
+                // Any session opened after the kill is another process's: the dead one opens
+                // nothing, and a restart of the same agent counts as a new holder.
                 .filter(|j| j.session.device == device && j.session.open_ns > at)
-                .filter(|j| j.agent.is_some_and(|a| a != dead))
                 .map(|j| j.session.open_ns - at)
                 .min()
                 .map(Duration::from_nanos);

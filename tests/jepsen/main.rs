@@ -112,6 +112,14 @@ fn run(test: &str, options: Options) -> Verdict {
         sessions.len(),
         per_device.join(", ")
     ));
+    let mut per_agent = std::collections::BTreeMap::<String, usize>::new();
+    for j in &joined {
+        let agent = j.agent.map_or("?".to_string(), |a| format!("agent {a}"));
+        *per_agent.entry(agent).or_default() += 1;
+    }
+    line(format!(
+        "sessions per agent (fairness, not judged): {per_agent:?}"
+    ));
     line(format!("faults: {:?}", lab.faults.counts));
     let stats = lab.proxy_stats();
     line(format!(
