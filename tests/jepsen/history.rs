@@ -524,16 +524,17 @@ mod tests {
     }
 
     #[test]
-    fn a_handover_is_the_first_session_of_another_agent_after_the_kill() {
+    fn a_handover_is_the_first_session_after_the_kill() {
         let history = [
             joined("a", 10, 0, 0),
             joined("a", 30, 0, 0),
             joined("a", 50, 1, 0),
         ];
-        // Agent 0's session 10..11 was open at 11 when it was killed.
+        // Agent 0's session 10..11 was open at 11 when it was killed; its restarted process
+        // opened the next one, at 30: a new holder.
         let found = handovers(&history, &[(0, 11)], 100);
         assert_eq!(found.len(), 1);
-        assert_eq!(found[0].gap, Some(Duration::from_nanos(39)));
+        assert_eq!(found[0].gap, Some(Duration::from_nanos(19)));
         assert!(
             handovers(&history, &[(1, 5)], 100).is_empty(),
             "held nothing"
