@@ -261,6 +261,11 @@ impl Lab {
         self.options.lock
     }
 
+    /// Whether the `flock` agents share one `lock.dir` (the lock works).
+    pub(crate) fn shared_lock(&self) -> bool {
+        self.options.shared_lock
+    }
+
     /// Runs the nemesis for the configured time (or only lets the agents contend).
     pub(crate) fn run_nemesis(&mut self) {
         let mut rng = StdRng::seed_from_u64(self.options.seed);
