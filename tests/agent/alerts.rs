@@ -330,7 +330,6 @@ fn check_config_refuses_settings_of_features_this_build_does_not_have() {
         &config,
         format!(
             "[agent]\nid = \"gw1\"\ndata_dir = \"{}\"\n\
-             [lock]\nlease = \"30s\"\nlock_delay = \"5s\"\nmax_hold = \"10m\"\n\
              [esl]\nenabled = true\nurl = \"https://aims.example\"\n",
             dir.path().join("data").display()
         ),
@@ -347,20 +346,13 @@ fn check_config_refuses_settings_of_features_this_build_does_not_have() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(!out.status.success(), "{text}");
-    for key in [
-        "esl.enabled",
-        "esl.url",
-        "lock.lease",
-        "lock.lock_delay",
-        "lock.max_hold",
-    ] {
+    for key in ["esl.enabled", "esl.url"] {
         assert!(text.contains(key), "{key} refused: {text}");
     }
     assert!(
         text.contains("shelf-label (ESL) adapter is not part of this build"),
         "{text}"
     );
-    assert!(text.contains("lock arbiter"), "{text}");
 
     // The same keys at their defaults, unwritten, pass.
     std::fs::write(

@@ -321,3 +321,58 @@ fn after_kill_9_of_the_holder_the_other_agent_gets_the_lock_after_lease_and_lock
     arbiter.wait_for("lock lost", 1);
     assert_sessions_never_overlap(&emulator.entries());
 }
+
+/// `edge-agent check-config FILE`: (success, everything it printed).
+fn check_config(dir: &Path, text: &str) -> (bool, String) {
+    let path = dir.join("check.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(bin())
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), printed)
+}
+
+#[test]
+fn check_config_accepts_the_arbiter_settings_and_refuses_nonsense() {
+    let dir = tempdir().unwrap();
+    let head = format!(
+        "[agent]\nid = \"gw1\"\ndata_dir = \"{}\"\n",
+        dir.path().join("data").display()
+    );
+    let broker = "[mqtt]\nhost = \"broker.local\"\ntls = false\n";
+    let good = format!(
+        "{head}{broker}[lock]\nmode = \"arbiter\"\nlease = \"10s\"\nlock_delay = \"5s\"\n\
+         max_hold = \"10m\"\nacquire_retries = 3\n"
+    );
+    let (ok, text) = check_config(dir.path(), &good);
+    assert!(ok, "{text}");
+    for (lock, key, why) in [
+        ("lease = \"1s\"", "lock.lease", "at least 3s"),
+        ("lease = \"2h\"", "lock.lease", "at most 10min"),
+        (
+            "lease = \"30s\"\nmax_hold = \"10s\"",
+            "lock.max_hold",
+            "renewal period",
+        ),
+        ("acquire_retries = 0", "lock.acquire_retries", "at least 1"),
+        ("lock_delay = \"1h\"", "lock.lock_delay", "at most 10min"),
+    ] {
+        let text = format!("{head}{broker}[lock]\nmode = \"arbiter\"\n{lock}\n");
+        let (ok, printed) = check_config(dir.path(), &text);
+        assert!(!ok, "{lock} accepted: {printed}");
+        assert!(
+            printed.contains(key) && printed.contains(why),
+            "{lock}: {printed}"
+        );
+    }
+    let without_broker = format!("{head}[lock]\nmode = \"arbiter\"\n");
+    let (ok, printed) = check_config(dir.path(), &without_broker);
+    assert!(!ok && printed.contains("set mqtt.host"), "{printed}");
+}

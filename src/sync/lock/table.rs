@@ -20,7 +20,7 @@ pub const LEASE_BOUNDS_MS: (u64, u64) = (1_000, 600_000);
 
 /// What is persisted per device: enough to keep tokens increasing and honour leases after a
 /// restart.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, Hash)]
 pub struct Persisted {
     /// The last token granted for the device.
     pub token: u64,

@@ -100,3 +100,144 @@ fn after_a_restart_persisted_leases_are_honoured_and_tokens_continue() {
     assert_eq!(free.reply.outcome, Outcome::Granted);
     assert_eq!(free.reply.token, Some(42));
 }
+
+/// An exhaustive exploration of every history of two holders and one device up to a bounded
+/// depth: acquire, renew and release (each answer delivered or lost), time passing, and arbiter
+/// restarts. Holders follow the client's rule (deadline = send + lease − margin). Checked in
+/// every state: at most one holder believes it holds the lock, and grants take strictly
+/// increasing tokens, across restarts.
+mod explore {
+    use super::*;
+    use std::collections::{HashSet, VecDeque};
+
+    const LEASE: u64 = 10;
+    const MARGIN: u64 = 2;
+    const DELAY: u64 = 5;
+
+    #[derive(Clone, PartialEq, Eq, Hash)]
+    struct World {
+        table: Table,
+        persisted: Option<Persisted>,
+        now: u64,
+        /// Per holder: (token, deadline) while it believes it holds the lock.
+        believes: [Option<(u64, u64)>; 2],
+        last_granted: u64,
+    }
+
+    const HOLDERS: [&str; 2] = ["a", "b"];
+
+    fn ask(world: &mut World, op: Op, who: usize) -> Option<LockReply> {
+        let token = world.believes[who].map(|(token, _)| token);
+        if op != Op::Acquire && token.is_none() {
+            return None;
+        }
+        let request = LockRequest {
+            op,
+            holder: HOLDERS[who].into(),
+            device: Some("door".into()),
+            token,
+            lease_ms: Some(LEASE * 1000),
+        };
+        // The model's time unit is a second; the table counts milliseconds.
+        let decision = world.table.decide(&request, world.now * 1000);
+        if let Some((_, record)) = decision.persist {
+            world.persisted = Some(record);
+        }
+        if decision.reply.outcome == Outcome::Granted {
+            let token = decision.reply.token.unwrap();
+            if token != world.last_granted {
+                assert!(
+                    token > world.last_granted,
+                    "token {token} after {}",
+                    world.last_granted
+                );
+                world.last_granted = token;
+            }
+        }
+        Some(decision.reply)
+    }
+
+    fn successors(world: &World) -> Vec<World> {
+        let mut next = Vec::new();
+        for who in 0..2 {
+            for op in [Op::Acquire, Op::Renew, Op::Release] {
+                for delivered in [true, false] {
+                    let mut w = world.clone();
+                    let Some(reply) = ask(&mut w, op, who) else {
+                        continue;
+                    };
+                    if delivered {
+                        let deadline = w.now + LEASE - MARGIN;
+                        match reply.outcome {
+                            Outcome::Granted => {
+                                w.believes[who] = Some((reply.token.unwrap(), deadline));
+                            }
+                            Outcome::Renewed => {
+                                if let Some(held) = &mut w.believes[who] {
+                                    held.1 = deadline;
+                                }
+                            }
+                            Outcome::Released | Outcome::Stale => w.believes[who] = None,
+                            _ => {}
+                        }
+                    } else if op == Op::Release {
+                        // The holder stops before it asks, answer or not.
+                        w.believes[who] = None;
+                    }
+                    next.push(w);
+                }
+            }
+        }
+        for step in [1, 3, 8] {
+            let mut w = world.clone();
+            w.now += step;
+            for held in &mut w.believes {
+                if held.is_some_and(|(_, deadline)| deadline <= w.now) {
+                    *held = None;
+                }
+            }
+            next.push(w);
+        }
+        let mut restarted = world.clone();
+        restarted.table = Table::restore(
+            DELAY * 1000,
+            world.table.last_token(),
+            world.persisted.clone().map(|p| ("door".to_string(), p)),
+            world.now * 1000,
+        );
+        next.push(restarted);
+        next
+    }
+
+    #[test]
+    fn no_two_holders_ever_believe_they_hold_the_lock() {
+        let start = World {
+            table: Table::new(DELAY * 1000),
+            persisted: None,
+            now: 0,
+            believes: [None, None],
+            last_granted: 0,
+        };
+        let mut seen = HashSet::new();
+        let mut queue = VecDeque::from([(start, 0)]);
+        let mut explored = 0u64;
+        while let Some((world, depth)) = queue.pop_front() {
+            explored += 1;
+            let believers = world
+                .believes
+                .iter()
+                .filter(|held| held.is_some_and(|(_, deadline)| deadline > world.now))
+                .count();
+            assert!(believers <= 1, "two holders at t={}", world.now);
+            if depth == 7 {
+                continue;
+            }
+            for next in successors(&world) {
+                if seen.insert(next.clone()) {
+                    queue.push_back((next, depth + 1));
+                }
+            }
+        }
+        assert!(explored > 10_000, "explored {explored} states");
+    }
+}
