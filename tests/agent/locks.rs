@@ -150,7 +150,8 @@ fn assert_sessions_never_overlap(entries: &[Value]) -> usize {
 fn two_agents_take_turns_through_the_arbiter_and_tokens_survive_its_restart() {
     let dir = tempdir().unwrap();
     let broker = Broker::start(false);
-    let emulator = Emulator::zk(&["--tcp", "127.0.0.1:0", "--users", "5"]);
+    // Reads of about two seconds: two unexcluded agents polling every second would overlap.
+    let emulator = terminal("30");
     let address = emulator.tcp.expect("tcp listener").to_string();
     let mut arbiter = Arbiter::start(&dir.path().join("arbiter"), broker.port);
     let lock = "lease = \"3s\"\nlock_delay = \"1s\"\nacquire_retries = 10\n";
@@ -212,9 +213,9 @@ fn two_agents_take_turns_through_the_arbiter_and_tokens_survive_its_restart() {
     }
 }
 
-/// A terminal whose reads take several seconds (small, paced bulk fragments), so a lock is
-/// still held when the test strikes.
-fn slow_terminal() -> Emulator {
+/// A terminal whose reads take a while (small bulk fragments, `pacing_ms` apart), so locks
+/// are held long enough to overlap if they did not exclude each other.
+fn terminal(pacing_ms: &str) -> Emulator {
     Emulator::zk(&[
         "--tcp",
         "127.0.0.1:0",
@@ -225,8 +226,13 @@ fn slow_terminal() -> Emulator {
         "--tcp-fragment",
         "128",
         "--pacing-ms",
-        "100",
+        pacing_ms,
     ])
+}
+
+/// A terminal whose reads take several seconds, so a lock is still held when the test strikes.
+fn slow_terminal() -> Emulator {
+    terminal("100")
 }
 
 #[test]
@@ -375,4 +381,46 @@ fn check_config_accepts_the_arbiter_settings_and_refuses_nonsense() {
     let without_broker = format!("{head}[lock]\nmode = \"arbiter\"\n");
     let (ok, printed) = check_config(dir.path(), &without_broker);
     assert!(!ok && printed.contains("set mqtt.host"), "{printed}");
+}
+
+/// Measures uncontended acquire latency on loopback: a real `edge-agent arbiter` and mosquitto,
+/// the agent's lock client in this process; each acquire is of a fresh device, so none waits.
+/// Run with `cargo nextest run --run-ignored only -E 'test(acquire_latency)' --no-capture`.
+#[test]
+#[ignore = "measurement: prints figures"]
+fn acquire_latency_uncontended_on_loopback() {
+    use edge_agent::sync::lock::{ArbiterLock, DeviceLock, LockJournal};
+    let dir = tempdir().unwrap();
+    let broker = Broker::start(false);
+    let _arbiter = Arbiter::start(&dir.path().join("arbiter"), broker.port);
+    let mut config = test_support::agent::mqtt::in_process_config(broker.port);
+    config.lock.mode = edge_agent::config::LockMode::Arbiter;
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut samples = runtime.block_on(async {
+        let lock =
+            ArbiterLock::from_config(&config, LockJournal::new(None, "bench"), "bench").unwrap();
+        // Wait for the client's connection.
+        while lock.list().await.is_err() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut samples = Vec::new();
+        for i in 0..500 {
+            let device = format!("bench-{i}");
+            let started = Instant::now();
+            let guard = lock.acquire(&device).await.expect("uncontended");
+            samples.push(started.elapsed());
+            drop(guard);
+        }
+        samples
+    });
+    samples.sort();
+    let at = |q: f64| samples[((samples.len() - 1) as f64 * q) as usize];
+    println!(
+        "uncontended acquire over loopback (mosquitto + edge-agent arbiter, {} samples): \
+         p50 {:?}, p99 {:?}, max {:?}",
+        samples.len(),
+        at(0.50),
+        at(0.99),
+        samples[samples.len() - 1]
+    );
 }

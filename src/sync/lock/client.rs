@@ -34,6 +34,9 @@ use tokio::task::JoinHandle;
 /// during a partition is dropped by the broker instead of granted late).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// The longest wait before asking again for a busy lock (jittered below it).
+const BUSY_RECHECK: Duration = Duration::from_secs(1);
+
 /// The MQTT requester shared by every lock of this agent.
 struct Requester {
     client: AsyncClient,
@@ -313,11 +316,13 @@ impl DeviceLock for ArbiterLock {
                                 format!("{outcome:?}: {}", reply.detail.unwrap_or_default())
                             }
                         };
-                        let asked = reply.retry_after_ms.map(Duration::from_millis);
-                        backoff.fail(
-                            random_fraction(),
-                            asked.map(|a| a.min(Duration::from_secs(5))),
-                        )
+                        // A holder may release any moment (a poll is short): look again soon,
+                        // jittered, rather than waiting out the lease the arbiter names.
+                        let asked = reply
+                            .retry_after_ms
+                            .map_or(BUSY_RECHECK, Duration::from_millis)
+                            .min(BUSY_RECHECK);
+                        Duration::from_millis(50) + asked.mul_f64(random_fraction())
                     }
                     Err(unreachable) => {
                         last = unreachable;

@@ -45,7 +45,14 @@ struct Record {
     holding: Option<Holding>,
     /// Not granted again before this (the lock-delay after an expiry).
     free_at: u64,
+    /// The first contender refused while it was held, and when it last asked: when the lock
+    /// comes free it is kept for that one for [`WAITER_HOLD_MS`], so a holder that polls
+    /// back to back cannot starve the others.
+    waiter: Option<(String, u64)>,
 }
+
+/// How long a freed lock is kept for the contender that was refused while it was held.
+pub const WAITER_HOLD_MS: u64 = 2_000;
 
 /// Something that happened to a lock, for the arbiter's audit lines.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -148,6 +155,7 @@ impl Table {
                     token: record.token,
                     holding,
                     free_at,
+                    waiter: None,
                 },
             );
         }
@@ -209,6 +217,23 @@ impl Table {
             reply.holder = Some(holding.holder.clone());
             reply.token = Some(holding.token);
             reply.retry_after_ms = Some(holding.expires_at - now + self.lock_delay_ms);
+            match &mut record.waiter {
+                Some((waiter, at)) if *waiter == request.holder => *at = now,
+                Some((_, at)) if now - *at < WAITER_HOLD_MS => {}
+                _ => record.waiter = Some((request.holder.clone(), now)),
+            }
+            return decided(reply, None, None);
+        }
+        if let Some((waiter, _)) = record
+            .waiter
+            .as_ref()
+            .filter(|(waiter, at)| *waiter != request.holder && now - *at < WAITER_HOLD_MS)
+        {
+            let mut reply = LockReply::new(Outcome::Busy, Some(device));
+            reply.holder = Some(waiter.clone());
+            reply.token = Some(record.token);
+            reply.retry_after_ms = Some(WAITER_HOLD_MS / 4);
+            reply.detail = Some(format!("kept briefly for {waiter}, which was waiting"));
             return decided(reply, None, None);
         }
         if now < record.free_at {
@@ -221,6 +246,7 @@ impl Table {
         self.last_token += 1;
         let token = self.last_token;
         record.token = token;
+        record.waiter = None;
         record.holding = Some(Holding {
             holder: request.holder.clone(),
             token,

@@ -75,6 +75,22 @@ fn renew_and_release_must_name_holder_and_token() {
 }
 
 #[test]
+fn a_freed_lock_is_kept_briefly_for_the_contender_that_waited() {
+    let mut table = Table::new(5_000);
+    table.decide(&request(Op::Acquire, "a", None), 0);
+    let busy = table.decide(&request(Op::Acquire, "b", None), 100);
+    assert_eq!(busy.reply.outcome, Outcome::Busy);
+    table.decide(&request(Op::Release, "a", Some(1)), 200);
+    let again = table.decide(&request(Op::Acquire, "a", None), 300);
+    assert_eq!(again.reply.outcome, Outcome::Busy, "b waited first");
+    let waiter = table.decide(&request(Op::Acquire, "b", None), 400);
+    assert_eq!(waiter.reply.outcome, Outcome::Granted);
+    table.decide(&request(Op::Release, "b", Some(2)), 500);
+    let later = table.decide(&request(Op::Acquire, "a", None), 600);
+    assert_eq!(later.reply.outcome, Outcome::Granted, "nobody waits now");
+}
+
+#[test]
 fn after_a_restart_persisted_leases_are_honoured_and_tokens_continue() {
     let persisted = Persisted {
         token: 41,
