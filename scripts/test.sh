@@ -67,7 +67,7 @@ done
 echo "no openssl, no aws-lc"
 
 say "tests"
-rm -rf target/tmp/*-command-logs target/tmp/skipped-checks
+rm -rf target/tmp/*-command-logs target/tmp/skipped-checks target/tmp/jepsen
 mkdir -p target
 status=0
 if command -v cargo-nextest >/dev/null; then
@@ -82,9 +82,16 @@ say "no destructive command reached any emulated terminal in the whole suite"
 require=""
 if (($# == 0)); then
   require="--require aiface/agent,aiface/crash,aiface/device,aiface/sync,aiface/aiface"
-  require+=",zk/device,zk/sync,zk/zk"
+  require+=",zk/device,zk/sync,zk/zk,zk/jepsen"
 fi
 python3 scripts/check-command-logs.py target/tmp $require || status=1
+
+# The device-lock proof's summaries (seed, faults, each checker's verdict): docs/locks.md.
+for summary in target/tmp/jepsen/*.txt; do
+  [ -e "$summary" ] || continue
+  say "device-lock proof: $(basename "$summary" .txt)"
+  grep -v '^fault schedule' "$summary"
+done
 
 # Loud skips: a test that could not run its real check recorded why (test_support::skip). They
 # are printed here, on stdout, where the summary is read; on CI a skipped promised check fails

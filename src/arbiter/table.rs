@@ -202,46 +202,49 @@ impl Table {
     fn acquire(&mut self, device: &str, request: &LockRequest, now: u64) -> Decision {
         let lease_ms = lease(request);
         let record = self.records.entry(device.to_string()).or_default();
-        if let Some(holding) = &mut record.holding {
-            if holding.holder == request.holder {
-                // A retried acquire of a lock already ours (its reply was lost): the same
-                // grant, extended; no new token, nothing to persist.
-                holding.expires_at = now + lease_ms;
-                holding.lease_ms = lease_ms;
-                let mut reply = LockReply::new(Outcome::Granted, Some(device));
+        // The holder asking again while the table still counts it as holding: its release is
+        // late or lost, or the reply to its last acquire was. It gets a fresh token at once
+        // (no other contender can be waiting for a lock it holds), so a late release or
+        // renewal naming the old token is stale and cannot free or extend the new grant.
+        // Answering with the old token would let exactly that late release free a lock its
+        // sender holds again.
+        let held_by_asker = record
+            .holding
+            .as_ref()
+            .is_some_and(|holding| holding.holder == request.holder);
+        if !held_by_asker {
+            if let Some(holding) = &mut record.holding {
+                let mut reply = LockReply::new(Outcome::Busy, Some(device));
+                reply.holder = Some(holding.holder.clone());
                 reply.token = Some(holding.token);
-                reply.lease_ms = Some(lease_ms);
+                reply.retry_after_ms = Some(holding.expires_at - now + self.lock_delay_ms);
+                match &mut record.waiter {
+                    Some((waiter, at)) if *waiter == request.holder => *at = now,
+                    Some((_, at)) if now - *at < WAITER_HOLD_MS => {}
+                    _ => record.waiter = Some((request.holder.clone(), now)),
+                }
                 return decided(reply, None, None);
             }
-            let mut reply = LockReply::new(Outcome::Busy, Some(device));
-            reply.holder = Some(holding.holder.clone());
-            reply.token = Some(holding.token);
-            reply.retry_after_ms = Some(holding.expires_at - now + self.lock_delay_ms);
-            match &mut record.waiter {
-                Some((waiter, at)) if *waiter == request.holder => *at = now,
-                Some((_, at)) if now - *at < WAITER_HOLD_MS => {}
-                _ => record.waiter = Some((request.holder.clone(), now)),
+            if let Some((waiter, _)) = record
+                .waiter
+                .as_ref()
+                .filter(|(waiter, at)| *waiter != request.holder && now - *at < WAITER_HOLD_MS)
+            {
+                let mut reply = LockReply::new(Outcome::Busy, Some(device));
+                reply.holder = Some(waiter.clone());
+                reply.token = Some(record.token);
+                reply.retry_after_ms = Some(WAITER_HOLD_MS / 4);
+                reply.detail = Some(format!("kept briefly for {waiter}, which was waiting"));
+                return decided(reply, None, None);
             }
-            return decided(reply, None, None);
-        }
-        if let Some((waiter, _)) = record
-            .waiter
-            .as_ref()
-            .filter(|(waiter, at)| *waiter != request.holder && now - *at < WAITER_HOLD_MS)
-        {
-            let mut reply = LockReply::new(Outcome::Busy, Some(device));
-            reply.holder = Some(waiter.clone());
-            reply.token = Some(record.token);
-            reply.retry_after_ms = Some(WAITER_HOLD_MS / 4);
-            reply.detail = Some(format!("kept briefly for {waiter}, which was waiting"));
-            return decided(reply, None, None);
-        }
-        if now < record.free_at {
-            let mut reply = LockReply::new(Outcome::Busy, Some(device));
-            reply.token = Some(record.token);
-            reply.retry_after_ms = Some(record.free_at - now);
-            reply.detail = Some("in its lock-delay after the last holder's lease ran out".into());
-            return decided(reply, None, None);
+            if now < record.free_at {
+                let mut reply = LockReply::new(Outcome::Busy, Some(device));
+                reply.token = Some(record.token);
+                reply.retry_after_ms = Some(record.free_at - now);
+                reply.detail =
+                    Some("in its lock-delay after the last holder's lease ran out".into());
+                return decided(reply, None, None);
+            }
         }
         self.last_token += 1;
         let token = self.last_token;

@@ -457,12 +457,6 @@ impl KeyIndex {
         Self { lines }
     }
 
-    /// Whether the key `path` itself is written in the file (not just its section), for
-    /// settings that are refused only when someone set them.
-    pub(crate) fn written(&self, path: &str) -> bool {
-        self.lines.iter().any(|(key, _)| key == path)
-    }
-
     /// The line of `path`, or of the nearest enclosing key that is written in the file.
     pub(crate) fn line(&self, path: &str) -> Option<usize> {
         let mut candidate = path;

@@ -97,9 +97,19 @@ impl LockGuard {
 
     /// Runs `work` (a device session) under this lock: every device operation in it checks
     /// the deadline first. Fails without running it when the lock is already lost.
+    ///
+    /// Every line logged during the session runs in a `lock{device=… fencing_token=…}` span,
+    /// so a session a terminal recorded can be matched with the lock the agent held for it
+    /// (the Jepsen-style suite joins them by the session's local address).
     pub async fn run<F: Future>(&self, work: F) -> Result<F::Output, LockError> {
+        use tracing::Instrument;
         self.fence.check()?;
-        Ok(self.fence.scope(work).await)
+        let span = tracing::info_span!(
+            "lock",
+            device = self.fence.device(),
+            fencing_token = self.fence.token()
+        );
+        Ok(self.fence.scope(work).instrument(span).await)
     }
 }
 

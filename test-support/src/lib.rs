@@ -8,6 +8,8 @@
 //! - [`emulator`]: `device-sim` as a child process for both protocols, with the check that no
 //!   destructive command ever reached an emulated terminal;
 //! - [`mosquitto`]: a private broker on a free port, killable and restartable;
+//! - [`fault_proxy`]: a TCP proxy in front of the broker that black-holes, delays, duplicates
+//!   or reorders MQTT packets on command (the lock tests' network nemesis);
 //! - [`upstream_double`]: an HTTP server enforcing the upstream contract, with fault injection;
 //! - [`pty`]: pseudo-terminals and a null-modem cable for the serial transport;
 //! - [`skip`]: loud skips of a check that cannot run here, reported by the test script;
@@ -19,6 +21,7 @@
 
 pub mod aims_double;
 pub mod emulator;
+pub mod fault_proxy;
 pub mod mosquitto;
 pub mod net;
 pub mod paths;

@@ -349,7 +349,12 @@ fn check_config_refuses_an_incomplete_shelf_label_adapter_and_a_lease_too_short_
     assert!(!out.status.success(), "{text}");
     // An enabled shelf-label adapter without its AIMS settings or an upstream feed, and a
     // lease too short to renew, are refused by name.
-    for key in ["esl.enabled", "esl.company", "esl.password_file", "lock.lease"] {
+    for key in [
+        "esl.enabled",
+        "esl.company",
+        "esl.password_file",
+        "lock.lease",
+    ] {
         assert!(text.contains(key), "{key} refused: {text}");
     }
     assert!(text.contains("set upstream.url"), "{text}");

@@ -119,7 +119,9 @@ fn after_a_restart_persisted_leases_are_honoured_and_tokens_continue() {
 
 /// An exhaustive exploration of every history of two holders and one device up to a bounded
 /// depth: acquire, renew and release (each answer delivered or lost), time passing, and arbiter
-/// restarts. Holders follow the client's rule (deadline = send + lease − margin). Checked in
+/// restarts, and a release that stays in flight (reordered or duplicated by the network) and
+/// reaches the arbiter later, after its sender has asked again. Holders follow the client's
+/// rule (deadline = send + lease − margin). Checked in
 /// every state: at most one holder believes it holds the lock, and grants take strictly
 /// increasing tokens, across restarts.
 mod explore {
@@ -138,12 +140,19 @@ mod explore {
         /// Per holder: (token, deadline) while it believes it holds the lock.
         believes: [Option<(u64, u64)>; 2],
         last_granted: u64,
+        /// A release sent and not yet received: (holder, token). At most one, to bound the
+        /// exploration.
+        in_flight: Option<(usize, u64)>,
     }
 
     const HOLDERS: [&str; 2] = ["a", "b"];
 
     fn ask(world: &mut World, op: Op, who: usize) -> Option<LockReply> {
         let token = world.believes[who].map(|(token, _)| token);
+        send(world, op, who, token)
+    }
+
+    fn send(world: &mut World, op: Op, who: usize, token: Option<u64>) -> Option<LockReply> {
         if op != Op::Acquire && token.is_none() {
             return None;
         }
@@ -175,6 +184,22 @@ mod explore {
 
     fn successors(world: &World) -> Vec<World> {
         let mut next = Vec::new();
+        for who in 0..2 {
+            // The holder releases, and the network holds the release back.
+            if let (Some((token, _)), None) = (world.believes[who], world.in_flight) {
+                let mut w = world.clone();
+                w.believes[who] = None;
+                w.in_flight = Some((who, token));
+                next.push(w);
+            }
+        }
+        if let Some((who, token)) = world.in_flight {
+            // The late release arrives; its sender stopped waiting for the answer long ago.
+            let mut w = world.clone();
+            w.in_flight = None;
+            send(&mut w, Op::Release, who, Some(token));
+            next.push(w);
+        }
         for who in 0..2 {
             for op in [Op::Acquire, Op::Renew, Op::Release] {
                 for delivered in [true, false] {
@@ -233,6 +258,7 @@ mod explore {
             now: 0,
             believes: [None, None],
             last_granted: 0,
+            in_flight: None,
         };
         let mut seen = HashSet::new();
         let mut queue = VecDeque::from([(start, 0)]);
@@ -245,7 +271,7 @@ mod explore {
                 .filter(|held| held.is_some_and(|(_, deadline)| deadline > world.now))
                 .count();
             assert!(believers <= 1, "two holders at t={}", world.now);
-            if depth == 7 {
+            if depth == 8 {
                 continue;
             }
             for next in successors(&world) {
@@ -256,4 +282,24 @@ mod explore {
         }
         assert!(explored > 10_000, "explored {explored} states");
     }
+}
+
+#[test]
+fn a_release_that_arrives_after_its_sender_asked_again_frees_nothing() {
+    let mut table = Table::new(5_000);
+    let first = table.decide(&request(Op::Acquire, "a", None), 0);
+    assert_eq!(first.reply.token, Some(1));
+    // `a` released token 1, but the network delivers its next acquire first.
+    let again = table.decide(&request(Op::Acquire, "a", None), 100);
+    assert_eq!(again.reply.outcome, Outcome::Granted);
+    assert_eq!(again.reply.token, Some(2), "a fresh token, never the old one");
+    assert!(again.persist.is_some(), "the new token is made durable");
+    let late = table.decide(&request(Op::Release, "a", Some(1)), 120);
+    assert_eq!(late.reply.outcome, Outcome::Stale);
+    let other = table.decide(&request(Op::Acquire, "b", None), 130);
+    assert_eq!(
+        other.reply.outcome,
+        Outcome::Busy,
+        "the lock is still a's, under token 2"
+    );
 }

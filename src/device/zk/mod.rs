@@ -29,6 +29,7 @@ pub use attendance::ZkPunches;
 pub use client::DISABLE_TIMEOUT_SECS;
 pub use identity::Identity;
 pub use settings::{Endpoint, SettingsError, ZkSettings};
+pub use tcp::SESSION_OPENED;
 
 use super::{Credential, DeviceSession, FetchMode, ReadError, ReadSink, UserRead};
 use std::sync::atomic::AtomicBool;

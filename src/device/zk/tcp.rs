@@ -9,6 +9,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+/// The debug line logged when a TCP session to a terminal opens, with the local address the
+/// terminal sees as its peer (`local=`). The lock tests join it with the device's own session
+/// record; keep the words stable.
+pub const SESSION_OPENED: &str = "zk tcp session opened";
+
 /// Socket read size; a paced firmware fragment is about 1 KiB, an unpaced burst much more.
 const READ_BUFFER: usize = 64 * 1024;
 
@@ -38,6 +43,11 @@ impl TcpLink {
             }
         };
         stream.set_nodelay(true)?;
+        // The terminal sees this local address as its peer: the line lets a session the device
+        // recorded be matched with the lock (the enclosing span's fencing token) this agent held.
+        if let Ok(local) = stream.local_addr() {
+            tracing::debug!(local = %local, terminal = target, "{SESSION_OPENED}");
+        }
         Ok(TcpLink {
             target: target.to_string(),
             stream,

@@ -1,4 +1,5 @@
-//! The real `edge-agent run` binary under test, for every test that starts it: one harness
+//! The real `edge-agent run` binary under test (and `edge-agent arbiter`), for every test that
+//! starts it: one harness
 //! that spawns it on a config file, knows its log file, waits for log lines (noticing an early
 //! exit, panicking with the log when patience runs out), signals it, stops it gracefully and
 //! kills it when dropped, so that no test file carries its own copy of these.
@@ -40,8 +41,19 @@ impl RunningAgent {
     /// `WATCHDOG_USEC` (systemd's side) or `EDGE_AGENT_TEST_FAULT` (the debug build's fault
     /// injection, see `edge_agent::lifecycle::test_fault`).
     pub fn on_with_env(config: &Path, log: &Path, env: &[(&str, &str)]) -> RunningAgent {
+        RunningAgent::command_on("run", config, log, env)
+    }
+
+    /// The site's lock arbiter, `edge-agent arbiter --config CONFIG`, whose log goes to `log`:
+    /// the same process harness as an agent's.
+    pub fn arbiter(config: &Path, log: &Path) -> RunningAgent {
+        RunningAgent::command_on("arbiter", config, log, &[])
+    }
+
+    /// `edge-agent COMMAND --config CONFIG` with `env`, as [`RunningAgent::on_with_env`].
+    fn command_on(command: &str, config: &Path, log: &Path, env: &[(&str, &str)]) -> RunningAgent {
         let child = Command::new(bin())
-            .args(["run", "--config"])
+            .args([command, "--config"])
             .arg(config)
             .env("JOURNAL_STREAM", "none")
             .envs(env.iter().copied())

@@ -9,8 +9,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::ValueEnum;
+use device_protocols::sim::session_log::SessionLog;
 use device_protocols::sim::zk::{
-    CommandLog, Config, Faults, Firmware, FrontEnds, Line, Shape, Store, Terminal, Timing,
+    Admission, CommandLog, Config, Faults, Firmware, FrontEnds, Line, Shape, Store, Terminal,
+    Timing,
 };
 use device_protocols::zk::{AttendanceLayout, CommKey, TextCodec, UserLayout};
 
@@ -148,6 +150,14 @@ pub(crate) struct Options {
     /// Append every received command as a JSON line to this file.
     #[arg(long, value_name = "FILE")]
     command_log: Option<PathBuf>,
+    /// Append every TCP session (open, close, peer address, commands; times on the emulator's
+    /// monotonic clock) as JSON lines to this file.
+    #[arg(long, value_name = "FILE")]
+    session_log: Option<PathBuf>,
+    /// Serve every TCP client at once instead of one at a time like firmware, so that two
+    /// clients talking to the device together show up as overlapping sessions (lock tests).
+    #[arg(long)]
+    concurrent_tcp: bool,
 }
 
 /// Runs the zk emulator until it is killed.
@@ -221,6 +231,12 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
             udp: args.udp,
             serial,
             timing,
+            admission: if args.concurrent_tcp {
+                Admission::Concurrent
+            } else {
+                Admission::OneAtATime
+            },
+            sessions: SessionLog::open(args.session_log.as_deref())?,
         },
     )?;
     if let Some(addr) = terminal.tcp_addr()? {

@@ -18,7 +18,7 @@ mod store;
 mod time;
 
 pub use firmware::{Config, Faults, Firmware, Reply, Transport};
-pub use net::Timing;
+pub use net::{Admission, Timing};
 pub use packet_log::{CommandLog, Disposition, Entry};
 pub use serial::Line;
 pub use store::{Shape, Store, WriteRefusal};
@@ -30,6 +30,8 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 
+use crate::sim::session_log::SessionLog;
+
 /// Where one emulated terminal is reached; every front end asked for shares its firmware.
 pub struct FrontEnds {
     /// Listen for TCP here (port 0 picks a free port).
@@ -40,6 +42,10 @@ pub struct FrontEnds {
     pub serial: Option<(PathBuf, Line)>,
     /// Pacing and first-packet timeout of the TCP and UDP front ends.
     pub timing: Timing,
+    /// Whether TCP clients are served one at a time (firmware) or all at once.
+    pub admission: Admission,
+    /// Where every TCP session is recorded.
+    pub sessions: Arc<SessionLog>,
 }
 
 /// A terminal whose front ends are open but not yet serving, so that the caller can learn and
@@ -50,6 +56,8 @@ pub struct Terminal {
     udp: Option<UdpSocket>,
     serial: Option<(File, PathBuf, Line)>,
     timing: Timing,
+    admission: Admission,
+    sessions: Arc<SessionLog>,
 }
 
 impl Terminal {
@@ -78,6 +86,8 @@ impl Terminal {
             udp,
             serial,
             timing: front_ends.timing,
+            admission: front_ends.admission,
+            sessions: front_ends.sessions,
         })
     }
 
@@ -102,8 +112,9 @@ impl Terminal {
         let mut workers = Vec::new();
         if let Some(listener) = self.tcp {
             let (firmware, timing) = (Arc::clone(&self.firmware), self.timing);
+            let (admission, sessions) = (self.admission, Arc::clone(&self.sessions));
             workers.push(std::thread::spawn(move || {
-                net::serve_tcp(listener, firmware, timing);
+                net::serve_tcp(listener, firmware, timing, admission, sessions);
                 Ok(())
             }));
         }

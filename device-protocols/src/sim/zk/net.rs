@@ -6,7 +6,8 @@ use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::zk::{frame_tcp, TcpReassembler};
+use crate::sim::session_log::{Session, SessionLog};
+use crate::zk::{frame_tcp, Packet, TcpReassembler};
 use anyhow::Context;
 
 use super::firmware::{Firmware, Reply, Transport};
@@ -24,18 +25,60 @@ pub struct Timing {
     pub first_packet_timeout: Duration,
 }
 
-/// Serves TCP connections one at a time, like firmware with `listen(backlog = 1)` and a
-/// single-threaded loop: a second client waits until the first one leaves.
-pub(crate) fn serve_tcp(listener: TcpListener, firmware: Arc<Mutex<Firmware>>, timing: Timing) {
+/// How the TCP front end takes clients.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// One at a time, like firmware with `listen(backlog = 1)` and a single-threaded loop: a
+    /// second client waits until the first one leaves.
+    OneAtATime,
+    /// Every client at once, each on its own thread. No firmware does this; the lock tests use
+    /// it so that two clients that would talk to the device together show up as two overlapping
+    /// sessions in the session log, instead of the second one being queued out of sight.
+    Concurrent,
+}
+
+/// Serves TCP connections as `admission` says, recording each in `sessions`.
+pub(crate) fn serve_tcp(
+    listener: TcpListener,
+    firmware: Arc<Mutex<Firmware>>,
+    timing: Timing,
+    admission: Admission,
+    sessions: Arc<SessionLog>,
+) {
     for stream in listener.incoming() {
-        match stream {
-            Ok(stream) => {
-                if let Err(err) = serve_connection(stream, &firmware, timing) {
-                    eprintln!("device-sim zk: tcp connection ended: {err:#}");
-                }
+        let stream = match stream {
+            Ok(stream) => stream,
+            Err(err) => {
+                eprintln!("device-sim zk: tcp accept failed: {err}");
+                continue;
             }
-            Err(err) => eprintln!("device-sim zk: tcp accept failed: {err}"),
+        };
+        let session = match stream.peer_addr() {
+            Ok(peer) => sessions.begin("tcp", peer),
+            Err(err) => {
+                eprintln!("device-sim zk: tcp peer vanished before it was served: {err}");
+                continue;
+            }
+        };
+        match admission {
+            Admission::OneAtATime => serve_recorded(stream, &firmware, timing, session),
+            Admission::Concurrent => {
+                let firmware = Arc::clone(&firmware);
+                std::thread::spawn(move || serve_recorded(stream, &firmware, timing, session));
+            }
         }
+    }
+}
+
+/// Serves one connection; the session's `close` line is written when it ends, however it ends.
+fn serve_recorded(
+    stream: TcpStream,
+    firmware: &Mutex<Firmware>,
+    timing: Timing,
+    mut session: Session,
+) {
+    if let Err(err) = serve_connection(stream, firmware, timing, &mut session) {
+        eprintln!("device-sim zk: tcp connection ended: {err:#}");
     }
 }
 
@@ -43,6 +86,7 @@ fn serve_connection(
     mut stream: TcpStream,
     firmware: &Mutex<Firmware>,
     timing: Timing,
+    session: &mut Session,
 ) -> anyhow::Result<()> {
     stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(timing.first_packet_timeout))?;
@@ -67,13 +111,23 @@ fn serve_connection(
                 first = false;
                 stream.set_read_timeout(None)?;
             }
+            session.command(
+                Packet::decode(&packet)
+                    .ok()
+                    .and_then(|incoming| incoming.packet.code.name())
+                    .unwrap_or("?"),
+            );
             let reply = firmware
                 .lock()
                 .expect("firmware lock")
                 .handle(&packet, Transport::Tcp);
-            send_paced(&reply, timing.pacing, |packet| {
-                stream.write_all(&frame_tcp(packet))
-            })?;
+            let watched = stream.try_clone()?;
+            send_paced_with(
+                &reply,
+                timing.pacing,
+                |pause| pause_unless_hung_up(&watched, pause),
+                |packet| stream.write_all(&frame_tcp(packet)),
+            )?;
             if reply.close {
                 return Ok(());
             }
@@ -108,13 +162,63 @@ pub(crate) fn serve_udp(socket: UdpSocket, firmware: Arc<Mutex<Firmware>>, timin
 pub(crate) fn send_paced(
     reply: &Reply,
     pacing: Duration,
+    send: impl FnMut(&[u8]) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    send_paced_with(
+        reply,
+        pacing,
+        |pause| {
+            std::thread::sleep(pause);
+            Ok(())
+        },
+        send,
+    )
+}
+
+/// [`send_paced`] with its own way of waiting between packets (`pause`), which may end the
+/// reply with an error.
+fn send_paced_with(
+    reply: &Reply,
+    pacing: Duration,
+    mut pause: impl FnMut(Duration) -> std::io::Result<()>,
     mut send: impl FnMut(&[u8]) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
     for (index, packet) in reply.packets.iter().enumerate() {
         if index > 0 && !pacing.is_zero() {
-            std::thread::sleep(pacing);
+            pause(pacing)?;
         }
         send(&packet.encode())?;
     }
     Ok(())
+}
+
+/// Waits `pause` between the packets of a reply, but ends the reply as soon as the client
+/// hangs up: the session's end is then recorded when the client left, not a pacing interval
+/// later (the lock tests compare session ends with the next client's start).
+fn pause_unless_hung_up(stream: &TcpStream, pause: Duration) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let deadline = std::time::Instant::now() + pause;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Ok(());
+        }
+        let mut fd = libc::pollfd {
+            fd: stream.as_raw_fd(),
+            events: libc::POLLRDHUP,
+            revents: 0,
+        };
+        let millis = i32::try_from(left.as_millis().max(1)).unwrap_or(i32::MAX);
+        // SAFETY: poll(2) on one pollfd we own, for a socket that outlives the call.
+        let ready = unsafe { libc::poll(&mut fd, 1, millis) };
+        if ready > 0 && fd.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0 {
+            return Err(std::io::Error::new(
+                ErrorKind::ConnectionAborted,
+                "the client hung up during the reply",
+            ));
+        }
+        if ready < 0 && std::io::Error::last_os_error().kind() != ErrorKind::Interrupted {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
 }
