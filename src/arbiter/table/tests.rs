@@ -292,7 +292,11 @@ fn a_release_that_arrives_after_its_sender_asked_again_frees_nothing() {
     // `a` released token 1, but the network delivers its next acquire first.
     let again = table.decide(&request(Op::Acquire, "a", None), 100);
     assert_eq!(again.reply.outcome, Outcome::Granted);
-    assert_eq!(again.reply.token, Some(2), "a fresh token, never the old one");
+    assert_eq!(
+        again.reply.token,
+        Some(2),
+        "a fresh token, never the old one"
+    );
     assert!(again.persist.is_some(), "the new token is made durable");
     let late = table.decide(&request(Op::Release, "a", Some(1)), 120);
     assert_eq!(late.reply.outcome, Outcome::Stale);
