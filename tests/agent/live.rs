@@ -213,8 +213,11 @@ fn status_shows_a_slow_reads_progress_and_exits_by_level() {
         "{words}"
     );
 
+    // The store records the applied read a moment before the live picture closes the read
+    // and drops the lock: wait for both.
     let (code, done) = status_until(&config, "the complete read", |report| {
         report["devices"][0]["last_complete_read_ms"].is_i64()
+            && report["devices"][0]["reading"].is_null()
     });
     let device = &done["devices"][0];
     assert_eq!(device["users"]["total"], 60, "{done:#}");
