@@ -142,7 +142,11 @@ impl DeviceLock for FlockLock {
                     return Ok(LockGuard::new(fence, Box::new(held)));
                 }
                 if attempt < self.attempts {
-                    tokio::time::sleep(self.pause).await;
+                    // Half to one and a half pauses: a fixed pause falls in step with a holder
+                    // that polls back to back, and one agent then starves the others (seen in
+                    // the Jepsen-style suite's flock runs).
+                    let spread = 0.5 + crate::backoff::random_fraction();
+                    tokio::time::sleep(self.pause.mul_f64(spread)).await;
                 }
             }
             Err(LockError::Busy {

@@ -205,8 +205,7 @@ impl Engine {
     ///   value read from the device in this same locked session, never from the cache;
     /// - a device administrator's privilege is lowered only when `lower_privilege` says so.
     ///
-    /// A driver that cannot do one of these (ZK user writes) refuses, and nothing is recorded
-    /// as resolved.
+    /// A driver that cannot do one of these refuses, and nothing is recorded as resolved.
     async fn write_attributes<S: DeviceSession>(
         &self,
         session: &S,
