@@ -41,6 +41,10 @@ struct Requester {
     topics: LockTopics,
     holder: String,
     pending: Mutex<HashMap<Bytes, oneshot::Sender<LockReply>>>,
+    /// Requests given up on (no answer in time), with when: a grant that still comes for one
+    /// of them is released at once. Only these: a second copy of an answered grant (the
+    /// network may duplicate a reply) names the lock in use and must not release it.
+    given_up: Mutex<HashMap<Bytes, Instant>>,
     connected: AtomicBool,
     next_id: AtomicU64,
     poller: Mutex<Option<JoinHandle<()>>>,
@@ -55,6 +59,7 @@ impl Requester {
             topics,
             holder,
             pending: Mutex::new(HashMap::new()),
+            given_up: Mutex::new(HashMap::new()),
             connected: AtomicBool::new(false),
             next_id: AtomicU64::new(random_seed()),
             poller: Mutex::new(None),
@@ -109,8 +114,18 @@ impl Requester {
                 let _ = waiting.send(reply);
             }
             None if reply.outcome == Outcome::Granted => {
-                // Its request was given up on: nobody uses this lock, so give it back.
-                if let (Some(device), Some(token)) = (reply.device.clone(), reply.token) {
+                let given_up = self
+                    .given_up
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&correlation)
+                    .is_some();
+                // Its request was given up on: nobody uses this lock, so give it back. Any
+                // other unawaited grant is a duplicate of one already answered, whose lock
+                // may be in use right now: releasing it would let another agent in.
+                if let (true, Some(device), Some(token)) =
+                    (given_up, reply.device.clone(), reply.token)
+                {
                     tracing::info!(%device, token, "late lock grant: released at once");
                     self.release(&device, token);
                 }
@@ -144,6 +159,12 @@ impl Requester {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&correlation);
+        if answer.is_err() {
+            let mut given_up = self.given_up.lock().unwrap_or_else(|p| p.into_inner());
+            // Remembered past the request's expiry in the broker; after that no answer comes.
+            given_up.retain(|_, at| at.elapsed() < REQUEST_TIMEOUT * 10);
+            given_up.insert(correlation, Instant::now());
+        }
         answer.map(|reply| (reply, sent))
     }
 
