@@ -481,9 +481,10 @@ fn probe_with(device: &str, args: &[&str]) -> Probe {
     std::fs::write(
         &config,
         format!(
-            "[agent]\nid = \"probe-test\"\ndata_dir = \"{}\"\n[[device]]\nid = \"zk1\"\n\
+            "[agent]\nid = \"probe-test\"\ndata_dir = \"{data}\"\nruntime_dir = \"{data}/run\"\n\
+             [lock]\ndir = \"{data}/locks\"\n[[device]]\nid = \"zk1\"\n\
              driver = \"zk\"\ncommand_timeout = \"2s\"\n{device}",
-            dir.path().display()
+            data = dir.path().display()
         ),
     )
     .unwrap();
