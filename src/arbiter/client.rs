@@ -12,7 +12,7 @@
 //! holder name the arbiter knows), so
 //! lock traffic never queues behind the agent's health, alerts and commands.
 
-use super::wire::{LockReply, LockRequest, LockTopics, LockView, Op, Outcome};
+use super::wire::{LeaseTerms, LockReply, LockRequest, LockTopics, LockView, Op, Outcome};
 use crate::backoff::{random_fraction, Backoff};
 use crate::config::Config;
 use crate::lock::{AcquireFuture, DeviceLock, Fence, LockError, LockGuard, LockJournal, LockNote};
@@ -124,7 +124,7 @@ impl Requester {
                 // other unawaited grant is a duplicate of one already answered, whose lock
                 // may be in use right now: releasing it would let another agent in.
                 if let (true, Some(device), Some(token)) =
-                    (given_up, reply.device.clone(), reply.token)
+                    (given_up, reply.terms.device.clone(), reply.terms.token)
                 {
                     tracing::info!(%device, token, "late lock grant: released at once");
                     self.release(&device, token);
@@ -199,9 +199,11 @@ impl Requester {
         LockRequest {
             op,
             holder: self.holder.clone(),
-            device: device.map(str::to_string),
-            token,
-            lease_ms: lease.map(|l| l.as_millis() as u64),
+            terms: LeaseTerms {
+                device: device.map(str::to_string),
+                token,
+                lease_ms: lease.map(|l| l.as_millis() as u64),
+            },
         }
     }
 
@@ -285,8 +287,11 @@ impl ArbiterLock {
         if reply.outcome != Outcome::Granted {
             return Ok(Err(reply));
         }
-        let token = reply.token.unwrap_or_default();
-        let lease = reply.lease_ms.map_or(self.lease, Duration::from_millis);
+        let token = reply.terms.token.unwrap_or_default();
+        let lease = reply
+            .terms
+            .lease_ms
+            .map_or(self.lease, Duration::from_millis);
         let fence = Fence::new(device, token, sent, sent + usable(lease), self.max_hold);
         self.journal
             .note(device, token, &LockNote::Acquired { lease: Some(lease) });
@@ -400,7 +405,7 @@ async fn keep_renewed(
         };
         match outcome {
             Ok((reply, sent)) if reply.outcome == Outcome::Renewed => {
-                let lease = reply.lease_ms.map_or(lease, Duration::from_millis);
+                let lease = reply.terms.lease_ms.map_or(lease, Duration::from_millis);
                 fence.extend(sent + usable(lease));
                 journal.note(&device, token, &LockNote::Renewed);
                 next = Instant::now() + period;

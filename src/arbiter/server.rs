@@ -317,14 +317,17 @@ fn answer(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::arbiter::wire::LeaseTerms;
 
     fn acquire(holder: &str) -> LockRequest {
         LockRequest {
             op: Op::Acquire,
             holder: holder.into(),
-            device: Some("door".into()),
-            token: None,
-            lease_ms: Some(10_000),
+            terms: LeaseTerms {
+                device: Some("door".into()),
+                token: None,
+                lease_ms: Some(10_000),
+            },
         }
     }
 
@@ -336,7 +339,7 @@ mod tests {
         let first = arbiter
             .handle(&acquire("a"), &Bytes::from_static(b"1"))
             .unwrap();
-        assert_eq!(first.token, Some(1));
+        assert_eq!(first.terms.token, Some(1));
         let again = arbiter
             .handle(&acquire("a"), &Bytes::from_static(b"1"))
             .unwrap();
@@ -353,10 +356,10 @@ mod tests {
             "the persisted lease is honoured"
         );
         let mut other = acquire("b");
-        other.device = Some("gate".into());
+        other.terms.device = Some("gate".into());
         let next = arbiter.handle(&other, &Bytes::from_static(b"3")).unwrap();
         assert_eq!(
-            next.token,
+            next.terms.token,
             Some(2),
             "tokens keep increasing after a restart"
         );

@@ -187,7 +187,7 @@ impl Table {
     /// Answers `request` received at `now`.
     pub fn decide(&mut self, request: &LockRequest, now: u64) -> Decision {
         let expired = self.expire(now);
-        let mut decision = match (request.op, request.device.as_deref()) {
+        let mut decision = match (request.op, request.terms.device.as_deref()) {
             (Op::List, _) => self.list(now),
             (_, None) => refused(None, "a device is required"),
             (_, Some("")) => refused(None, "a device is required"),
@@ -216,7 +216,7 @@ impl Table {
             if let Some(holding) = &mut record.holding {
                 let mut reply = LockReply::new(Outcome::Busy, Some(device));
                 reply.holder = Some(holding.holder.clone());
-                reply.token = Some(holding.token);
+                reply.terms.token = Some(holding.token);
                 reply.retry_after_ms = Some(holding.expires_at - now + self.lock_delay_ms);
                 match &mut record.waiter {
                     Some((waiter, at)) if *waiter == request.holder => *at = now,
@@ -232,14 +232,14 @@ impl Table {
             {
                 let mut reply = LockReply::new(Outcome::Busy, Some(device));
                 reply.holder = Some(waiter.clone());
-                reply.token = Some(record.token);
+                reply.terms.token = Some(record.token);
                 reply.retry_after_ms = Some(WAITER_HOLD_MS / 4);
                 reply.detail = Some(format!("kept briefly for {waiter}, which was waiting"));
                 return decided(reply, None, None);
             }
             if now < record.free_at {
                 let mut reply = LockReply::new(Outcome::Busy, Some(device));
-                reply.token = Some(record.token);
+                reply.terms.token = Some(record.token);
                 reply.retry_after_ms = Some(record.free_at - now);
                 reply.detail =
                     Some("in its lock-delay after the last holder's lease ran out".into());
@@ -257,8 +257,8 @@ impl Table {
             expires_at: now + lease_ms,
         });
         let mut reply = LockReply::new(Outcome::Granted, Some(device));
-        reply.token = Some(token);
-        reply.lease_ms = Some(lease_ms);
+        reply.terms.token = Some(token);
+        reply.terms.lease_ms = Some(lease_ms);
         let persisted = Persisted {
             token,
             holder: Some(request.holder.clone()),
@@ -287,8 +287,8 @@ impl Table {
         holding.lease_ms = lease_ms;
         let token = holding.token;
         let mut reply = LockReply::new(Outcome::Renewed, Some(device));
-        reply.token = Some(token);
-        reply.lease_ms = Some(lease_ms);
+        reply.terms.token = Some(token);
+        reply.terms.lease_ms = Some(lease_ms);
         decided(
             reply,
             None,
@@ -314,7 +314,7 @@ impl Table {
             lease_ms: holding.lease_ms,
         };
         let mut reply = LockReply::new(Outcome::Released, Some(device));
-        reply.token = Some(holding.token);
+        reply.terms.token = Some(holding.token);
         decided(
             reply,
             Some((device.to_string(), persisted)),
@@ -331,7 +331,7 @@ impl Table {
             .get_mut(device)?
             .holding
             .as_mut()
-            .filter(|h| h.holder == request.holder && Some(h.token) == request.token)
+            .filter(|h| h.holder == request.holder && Some(h.token) == request.terms.token)
     }
 
     /// Every lock as it stands at `now`.
@@ -360,7 +360,7 @@ impl Table {
 
 fn lease(request: &LockRequest) -> u64 {
     let (low, high) = LEASE_BOUNDS_MS;
-    request.lease_ms.unwrap_or(low).clamp(low, high)
+    request.terms.lease_ms.unwrap_or(low).clamp(low, high)
 }
 
 fn decided(

@@ -55,15 +55,37 @@ pub struct LockRequest {
     pub op: Op,
     /// The holder (the agent's lock client id); replies go to its reply topic only.
     pub holder: String,
-    /// The device (all but `list`).
+    /// The device (all but `list`), the token held (`renew`, `release`) and the lease asked
+    /// for (`acquire`, `renew`).
+    #[serde(flatten)]
+    pub terms: LeaseTerms,
+}
+
+/// What a request and its reply both say about one lock: the device, the fencing token and
+/// the lease. One type for both, so the two sides cannot drift apart in names or wire form
+/// (on the wire its fields sit beside the message's own: `{"op":…,"device":…,"token":…}`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LeaseTerms {
+    /// The device.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<String>,
-    /// The token held (`renew`, `release`).
+    /// The fencing token: held (request), granted or renewed, or the current holder's when
+    /// busy (reply).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<u64>,
-    /// The lease asked for (`acquire`, `renew`), in milliseconds.
+    /// The lease asked for, granted or renewed, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_ms: Option<u64>,
+}
+
+impl LeaseTerms {
+    /// Terms naming only `device`.
+    pub fn of(device: Option<&str>) -> LeaseTerms {
+        LeaseTerms {
+            device: device.map(str::to_string),
+            ..LeaseTerms::default()
+        }
+    }
 }
 
 /// How the arbiter answered.
@@ -91,15 +113,10 @@ pub enum Outcome {
 pub struct LockReply {
     /// How it went.
     pub outcome: Outcome,
-    /// The device asked about.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub device: Option<String>,
-    /// The fencing token (granted, renewed, or the current holder's when busy).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub token: Option<u64>,
-    /// The lease granted or renewed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lease_ms: Option<u64>,
+    /// The device asked about, the token (granted, renewed, or the current holder's when
+    /// busy) and the lease granted or renewed.
+    #[serde(flatten)]
+    pub terms: LeaseTerms,
     /// Who holds it (busy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub holder: Option<String>,
@@ -119,9 +136,7 @@ impl LockReply {
     pub fn new(outcome: Outcome, device: Option<&str>) -> LockReply {
         LockReply {
             outcome,
-            device: device.map(str::to_string),
-            token: None,
-            lease_ms: None,
+            terms: LeaseTerms::of(device),
             holder: None,
             retry_after_ms: None,
             detail: None,
@@ -157,15 +172,27 @@ mod tests {
         let request = LockRequest {
             op: Op::Renew,
             holder: "gw1-lock".into(),
-            device: Some("door".into()),
-            token: Some(7),
-            lease_ms: Some(10_000),
+            terms: LeaseTerms {
+                device: Some("door".into()),
+                token: Some(7),
+                lease_ms: Some(10_000),
+            },
         };
         let text = serde_json::to_string(&request).unwrap();
         assert_eq!(
             text,
             r#"{"op":"renew","holder":"gw1-lock","device":"door","token":7,"lease_ms":10000}"#
         );
+        assert_eq!(serde_json::from_str::<LockRequest>(&text).unwrap(), request);
+        let mut reply = LockReply::new(Outcome::Busy, Some("door"));
+        reply.terms.token = Some(3);
+        reply.holder = Some("gw2-lock".into());
+        let text = serde_json::to_string(&reply).unwrap();
+        assert_eq!(
+            text,
+            r#"{"outcome":"busy","device":"door","token":3,"holder":"gw2-lock"}"#
+        );
+        assert_eq!(serde_json::from_str::<LockReply>(&text).unwrap(), reply);
         let topics = LockTopics::new("s1");
         assert_eq!(topics.reply("a"), "edge-lock/s1/reply/a");
     }

@@ -67,6 +67,27 @@ async fn read_all(client: &AimsClient) -> Result<HashMap<String, RemoteArticle>,
     }
 }
 
+/// The `esl_drift` event for one article of a pass: every class (missing, contested, mismatch)
+/// carries the same key and body shape, so consumers can tell them apart by `class` alone.
+fn drift_event(
+    reporter: &Reporter,
+    id: &str,
+    pass: u64,
+    class: &str,
+    keys: Vec<String>,
+) -> crate::events::Event {
+    reporter.event(
+        "esl_drift",
+        id,
+        pass,
+        EventBody::EslDrift {
+            article_id: id.to_owned(),
+            class: class.into(),
+            keys,
+        },
+    )
+}
+
 /// One pass; with `dry_run` it only reports.
 pub(super) async fn verify(
     client: &AimsClient,
@@ -96,16 +117,7 @@ pub(super) async fn verify(
                 (Some(_), None) => {
                     report.missing.push(id.clone());
                     push.push(id.clone());
-                    events.push(reporter.event(
-                        "esl_drift",
-                        id,
-                        pass,
-                        EventBody::EslDrift {
-                            article_id: id.clone(),
-                            class: "missing".into(),
-                            keys: Vec::new(),
-                        },
-                    ));
+                    events.push(drift_event(reporter, id, pass, "missing", Vec::new()));
                 }
                 (Some(entry), Some(found)) => {
                     let keys = mismatched_keys(found, target, &entry.contested);
@@ -134,32 +146,14 @@ pub(super) async fn verify(
                             ),
                         )?;
                         report.contested.push((id.clone(), newly.clone()));
-                        events.push(reporter.event(
-                            "esl_drift",
-                            id,
-                            pass,
-                            EventBody::EslDrift {
-                                article_id: id.clone(),
-                                class: "contested".into(),
-                                keys: newly.clone(),
-                            },
-                        ));
+                        events.push(drift_event(reporter, id, pass, "contested", newly.clone()));
                     }
                     let rest: Vec<String> =
                         keys.into_iter().filter(|k| !newly.contains(k)).collect();
                     if !rest.is_empty() {
                         report.mismatched.push((id.clone(), rest.clone()));
                         push.push(id.clone());
-                        events.push(reporter.event(
-                            "esl_drift",
-                            id,
-                            pass,
-                            EventBody::EslDrift {
-                                article_id: id.clone(),
-                                class: "mismatch".into(),
-                                keys: rest,
-                            },
-                        ));
+                        events.push(drift_event(reporter, id, pass, "mismatch", rest));
                     }
                 }
                 (None, found) => {

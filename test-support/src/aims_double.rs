@@ -12,7 +12,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use axum::extract::{Query, State};
+use axum::extract::{FromRequestParts, Query, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -311,10 +312,41 @@ fn gate(shared: &Shared, headers: &HeaderMap) -> Option<Response> {
     None
 }
 
-async fn format(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    if let Some(refusal) = gate(&shared, &headers) {
-        return refusal;
+/// The shared state of a request that passed [`gate`]. Every endpoint but the token ones takes
+/// it, so authorization and throttling are checked in one place, before anything else.
+struct Authorized(Arc<Shared>);
+
+impl FromRequestParts<Arc<Shared>> for Authorized {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        shared: &Arc<Shared>,
+    ) -> Result<Self, Self::Rejection> {
+        match gate(shared, &parts.headers) {
+            Some(refusal) => Err(refusal),
+            None => Ok(Authorized(Arc::clone(shared))),
+        }
     }
+}
+
+/// AIMS's answer to a write it accepted.
+fn success() -> Response {
+    Json(json!({"responseCode": "200", "responseMessage": "SUCCESS"})).into_response()
+}
+
+/// The `page` and `size` of a paged read, with AIMS's defaults and bounds.
+fn page_of(query: &HashMap<String, String>) -> (usize, usize) {
+    let page = query.get("page").and_then(|p| p.parse().ok()).unwrap_or(0);
+    let size = query
+        .get("size")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(10)
+        .clamp(1, 500);
+    (page, size)
+}
+
+async fn format(_: Authorized) -> Response {
     Json(json!({"responseCode": "200", "responseMessage": {
         "mappingInfo": {"articleId": ID_KEY, "articleName": NAME_KEY, "nfcUrl": "NFC_URL", "store": "STORE_ID"},
         "articleData": [ID_KEY, NAME_KEY], "delimeter": ",", "fileExtension": "csv"}}))
@@ -329,14 +361,7 @@ fn text(value: &Value) -> String {
     }
 }
 
-async fn write_articles(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
-    Json(body): Json<Value>,
-) -> Response {
-    if let Some(refusal) = gate(&shared, &headers) {
-        return refusal;
-    }
+async fn write_articles(Authorized(shared): Authorized, Json(body): Json<Value>) -> Response {
     let Some(list) = body.as_array() else {
         return (
             StatusCode::METHOD_NOT_ALLOWED,
@@ -403,23 +428,14 @@ async fn write_articles(
     if fail {
         return (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"responseCode": "500", "responseMessage": "Failed to process request operation"}))).into_response();
     }
-    Json(json!({"responseCode": "200", "responseMessage": "SUCCESS"})).into_response()
+    success()
 }
 
 async fn list_articles(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
+    Authorized(shared): Authorized,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    if let Some(refusal) = gate(&shared, &headers) {
-        return refusal;
-    }
-    let page: usize = query.get("page").and_then(|p| p.parse().ok()).unwrap_or(0);
-    let size: usize = query
-        .get("size")
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(10)
-        .clamp(1, 500);
+    let (page, size) = page_of(&query);
     let mut world = shared.world.lock().unwrap();
     settle(&mut world);
     let list: Vec<Value> = world
@@ -435,14 +451,7 @@ async fn list_articles(
     Json(json!({"totalArticleCnt": world.articles.len(), "articleList": list})).into_response()
 }
 
-async fn delete_articles(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
-    Json(body): Json<Value>,
-) -> Response {
-    if let Some(refusal) = gate(&shared, &headers) {
-        return refusal;
-    }
+async fn delete_articles(Authorized(shared): Authorized, Json(body): Json<Value>) -> Response {
     let mut world = shared.world.lock().unwrap();
     for id in body["articleDeleteList"]
         .as_array()
@@ -454,7 +463,7 @@ async fn delete_articles(
             world.deletes += 1;
         }
     }
-    Json(json!({"responseCode": "200", "responseMessage": "SUCCESS"})).into_response()
+    success()
 }
 
 fn render(id: &str, article: &Article) -> Value {
@@ -462,13 +471,9 @@ fn render(id: &str, article: &Article) -> Value {
 }
 
 async fn article_info(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
+    Authorized(shared): Authorized,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    if let Some(refusal) = gate(&shared, &headers) {
-        return refusal;
-    }
     {
         let mut switches = shared.switches.lock().unwrap();
         if switches.fail_reads > 0 {
@@ -500,12 +505,7 @@ async fn article_info(
             .filter_map(|id| world.articles.get(*id).map(|a| render(id, a)))
             .collect()
     } else {
-        let page: usize = query.get("page").and_then(|p| p.parse().ok()).unwrap_or(0);
-        let size: usize = query
-            .get("size")
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(10)
-            .clamp(1, 500);
+        let (page, size) = page_of(&query);
         world
             .articles
             .iter()
@@ -521,14 +521,7 @@ async fn article_info(
         .into_response()
 }
 
-async fn link(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
-    Json(body): Json<Value>,
-) -> Response {
-    if let Some(refusal) = gate(&shared, &headers) {
-        return refusal;
-    }
+async fn link(Authorized(shared): Authorized, Json(body): Json<Value>) -> Response {
     let mut world = shared.world.lock().unwrap();
     for item in body["assignList"].as_array().cloned().unwrap_or_default() {
         let label = text(&item["labelCode"]);
@@ -542,17 +535,10 @@ async fn link(
             }
         }
     }
-    Json(json!({"responseCode": "200", "responseMessage": "SUCCESS"})).into_response()
+    success()
 }
 
-async fn unlink(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
-    Json(body): Json<Value>,
-) -> Response {
-    if let Some(refusal) = gate(&shared, &headers) {
-        return refusal;
-    }
+async fn unlink(Authorized(shared): Authorized, Json(body): Json<Value>) -> Response {
     let labels: Vec<String> = body["unAssignList"]
         .as_array()
         .cloned()
@@ -564,5 +550,5 @@ async fn unlink(
     for article in world.articles.values_mut() {
         article.labels.retain(|l| !labels.contains(l));
     }
-    Json(json!({"responseCode": "200", "responseMessage": "SUCCESS"})).into_response()
+    success()
 }

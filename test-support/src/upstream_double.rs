@@ -435,8 +435,7 @@ async fn post_events(
     body: Bytes,
 ) -> Response {
     let at = Instant::now();
-    if let Some(refusal) = check_auth(&shared, &headers) {
-        shared.record(at, "events", 0, 401);
+    if let Some(refusal) = authorized(&shared, &headers, at, "events") {
         return refusal;
     }
     if let Before::Answer(status, headers, text) = shared.before_events() {
@@ -514,37 +513,9 @@ async fn get_mappings(
     headers: HeaderMap,
     Query(query): Query<MappingQuery>,
 ) -> Response {
-    let at = Instant::now();
-    if let Some(refusal) = check_auth(&shared, &headers) {
-        shared.record(at, "mappings", 0, 401);
-        return refusal;
-    }
-    if query.agent_id.is_empty() || query.limit == 0 {
-        shared.record(at, "mappings", 0, 400);
-        return (StatusCode::BAD_REQUEST, "agent_id and limit are required").into_response();
-    }
-    let start: usize = if query.cursor.is_empty() {
-        0
-    } else {
-        match query.cursor.parse() {
-            Ok(position) => position,
-            Err(_) => {
-                shared.record(at, "mappings", 0, 400);
-                return (StatusCode::BAD_REQUEST, "unknown cursor").into_response();
-            }
-        }
-    };
-    let page = {
-        let ledger = shared.ledger.lock().unwrap();
-        let end = (start + query.limit).min(ledger.mappings.len()).max(start);
-        json!({
-            "mappings": ledger.mappings.get(start..end).unwrap_or_default(),
-            "next_cursor": end.to_string(),
-            "has_more": end < ledger.mappings.len(),
-        })
-    };
-    shared.record(at, "mappings", 0, 200);
-    Json(page).into_response()
+    paged(&shared, &headers, &query, "mappings", |ledger| {
+        &ledger.mappings
+    })
 }
 
 async fn get_esl_articles(
@@ -552,10 +523,27 @@ async fn get_esl_articles(
     headers: HeaderMap,
     Query(query): Query<MappingQuery>,
 ) -> Response {
+    paged(&shared, &headers, &query, "esl_articles", |ledger| {
+        &ledger.esl_articles
+    })
+}
+
+/// One page of a cursor-paged list (`mappings`, `esl_articles`, also the answer's field name):
+/// every list is checked, paged and answered the same way, and recorded under its name.
+fn paged(
+    shared: &Shared,
+    headers: &HeaderMap,
+    query: &MappingQuery,
+    list: &'static str,
+    items: impl FnOnce(&Ledger) -> &Vec<Value>,
+) -> Response {
     let at = Instant::now();
-    if let Some(refusal) = check_auth(&shared, &headers) {
-        shared.record(at, "esl_articles", 0, 401);
+    if let Some(refusal) = authorized(shared, headers, at, list) {
         return refusal;
+    }
+    if query.agent_id.is_empty() || query.limit == 0 {
+        shared.record(at, list, 0, 400);
+        return (StatusCode::BAD_REQUEST, "agent_id and limit are required").into_response();
     }
     let start: usize = if query.cursor.is_empty() {
         0
@@ -563,27 +551,22 @@ async fn get_esl_articles(
         match query.cursor.parse() {
             Ok(position) => position,
             Err(_) => {
-                shared.record(at, "esl_articles", 0, 400);
+                shared.record(at, list, 0, 400);
                 return (StatusCode::BAD_REQUEST, "unknown cursor").into_response();
             }
         }
     };
-    if query.agent_id.is_empty() || query.limit == 0 {
-        shared.record(at, "esl_articles", 0, 400);
-        return (StatusCode::BAD_REQUEST, "agent_id and limit are required").into_response();
-    }
     let page = {
         let ledger = shared.ledger.lock().unwrap();
-        let end = (start + query.limit)
-            .min(ledger.esl_articles.len())
-            .max(start);
+        let items = items(&ledger);
+        let end = (start + query.limit).min(items.len()).max(start);
         json!({
-            "articles": ledger.esl_articles.get(start..end).unwrap_or_default(),
+            list: items.get(start..end).unwrap_or_default(),
             "next_cursor": end.to_string(),
-            "has_more": end < ledger.esl_articles.len(),
+            "has_more": end < items.len(),
         })
     };
-    shared.record(at, "esl_articles", 0, 200);
+    shared.record(at, list, 0, 200);
     Json(page).into_response()
 }
 
@@ -593,8 +576,7 @@ async fn get_person(
     Path(id): Path<String>,
 ) -> Response {
     let at = Instant::now();
-    if let Some(refusal) = check_auth(&shared, &headers) {
-        shared.record(at, "persons", 0, 401);
+    if let Some(refusal) = authorized(&shared, &headers, at, "persons") {
         return refusal;
     }
     {
@@ -619,13 +601,23 @@ async fn get_person(
     }
 }
 
-fn check_auth(shared: &Shared, headers: &HeaderMap) -> Option<Response> {
+/// `Some(401)` (recorded under `endpoint`) unless the request carries the double's bearer
+/// token: the one preamble of every endpoint.
+fn authorized(
+    shared: &Shared,
+    headers: &HeaderMap,
+    at: Instant,
+    endpoint: &'static str,
+) -> Option<Response> {
     let expected = format!("Bearer {}", shared.token);
     let given = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok());
-    (given != Some(expected.as_str()))
-        .then(|| (StatusCode::UNAUTHORIZED, "missing or wrong bearer token").into_response())
+    if given == Some(expected.as_str()) {
+        return None;
+    }
+    shared.record(at, endpoint, 0, 401);
+    Some((StatusCode::UNAUTHORIZED, "missing or wrong bearer token").into_response())
 }
 
 fn router(shared: &Arc<Shared>) -> Router {

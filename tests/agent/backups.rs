@@ -9,25 +9,14 @@ use std::process::Command;
 
 use edge_agent::store::AlarmKind;
 use serde_json::Value;
+use test_support::agent::config_file::one_zk_terminal;
 use test_support::agent::open_store;
 use test_support::agent::running::{local_json, RunningAgent};
 use test_support::{tempdir, Emulator};
 
 /// A config for one ZK terminal at `address`, everything under `dir`.
 fn config(dir: &Path, address: &str) -> std::path::PathBuf {
-    let text = format!(
-        "[agent]\nid = \"gw-backup\"\ndata_dir = \"{data}\"\nshutdown_timeout = \"5s\"\n\
-         [log]\nfile = \"{log}\"\njournald = \"never\"\n\
-         [lock]\ndir = \"{locks}\"\n\
-         [[device]]\nid = \"zk-door\"\ndriver = \"zk\"\naddress = \"{address}\"\n\
-         poll_interval = \"1h\"\ncommand_timeout = \"3s\"\n",
-        data = dir.join("data").display(),
-        log = dir.join("agent.log").display(),
-        locks = dir.join("locks").display(),
-    );
-    let path = dir.join("agent.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    one_zk_terminal(dir, "gw-backup", address, "1h")
 }
 
 fn backup_files(dir: &Path) -> Vec<std::path::PathBuf> {

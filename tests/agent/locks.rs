@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use test_support::agent::config_file::AgentToml;
 use test_support::agent::running::{bin, local_json, RunningAgent};
 use test_support::mosquitto::Broker;
 use test_support::{tempdir, Emulator};
@@ -19,23 +20,17 @@ const DEVICE: &str = "zk-door";
 /// An agent config at site `s1`: lock mode arbiter over the broker on `port`, polling the ZK
 /// terminal at `address` every `poll`. Each agent has its own lock dir, as on separate hosts.
 fn agent_config(dir: &Path, id: &str, port: u16, address: &str, poll: &str, lock: &str) -> PathBuf {
-    std::fs::create_dir_all(dir).unwrap();
-    let text = format!(
-        "[agent]\nid = \"{id}\"\nsite = \"s1\"\ndata_dir = \"{data}\"\nruntime_dir = \"{run}\"\n\
-         shutdown_timeout = \"5s\"\n\
-         [log]\nlevel = \"info\"\nfile = \"{log}\"\njournald = \"never\"\n\
-         [mqtt]\nhost = \"127.0.0.1\"\nport = {port}\ntls = false\nkeep_alive = \"5s\"\n\
-         [lock]\nmode = \"arbiter\"\ndir = \"{locks}\"\n{lock}\n\
-         [[device]]\nid = \"{DEVICE}\"\ndriver = \"zk\"\naddress = \"{address}\"\n\
-         poll_interval = \"{poll}\"\ncommand_timeout = \"20s\"\n",
-        data = dir.join("data").display(),
-        run = dir.join("run").display(),
-        log = dir.join("agent.log").display(),
-        locks = dir.join("locks").display(),
-    );
-    let path = dir.join("agent.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    AgentToml {
+        agent: "site = \"s1\"\nshutdown_timeout = \"5s\"",
+        log: "level = \"info\"",
+        lock: &format!("mode = \"arbiter\"\n{lock}"),
+        rest: &format!(
+            "[mqtt]\nhost = \"127.0.0.1\"\nport = {port}\ntls = false\nkeep_alive = \"5s\"\n\
+             [[device]]\nid = \"{DEVICE}\"\ndriver = \"zk\"\naddress = \"{address}\"\n\
+             poll_interval = \"{poll}\"\ncommand_timeout = \"20s\"\n"
+        ),
+    }
+    .write(dir, id)
 }
 
 /// `edge-agent arbiter --config FILE`, killed when dropped.

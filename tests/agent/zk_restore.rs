@@ -12,26 +12,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
+use test_support::agent::config_file::one_zk_terminal;
 use test_support::agent::running::RunningAgent;
 use test_support::peers::{python, run_peer};
 use test_support::{tempdir, Emulator};
 
 fn config(dir: &Path, address: &str) -> PathBuf {
-    let text = format!(
-        "[agent]\nid = \"gw-zk-restore\"\ndata_dir = \"{data}\"\nshutdown_timeout = \"5s\"\n\
-         runtime_dir = \"{run}\"\n\
-         [log]\nfile = \"{log}\"\njournald = \"never\"\n\
-         [lock]\ndir = \"{locks}\"\n\
-         [[device]]\nid = \"zk-door\"\ndriver = \"zk\"\naddress = \"{address}\"\n\
-         poll_interval = \"1h\"\ncommand_timeout = \"3s\"\n",
-        data = dir.join("data").display(),
-        run = dir.join("run").display(),
-        log = dir.join("agent.log").display(),
-        locks = dir.join("locks").display(),
-    );
-    let path = dir.join("agent.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    one_zk_terminal(dir, "gw-zk-restore", address, "1h")
 }
 
 /// `backup restore` of `backup`, answered by the running agent; its text and exit status.

@@ -8,6 +8,7 @@ use std::path::Path;
 
 use base64::Engine as _;
 use serde_json::Value;
+use test_support::agent::config_file::one_zk_terminal;
 use test_support::agent::running::RunningAgent;
 use test_support::peers::{python, run_peer};
 use test_support::{tempdir, Emulator};
@@ -17,21 +18,7 @@ fn config(dir: &Path, address: &str) -> std::path::PathBuf {
 }
 
 fn config_polling(dir: &Path, address: &str, poll_interval: &str) -> std::path::PathBuf {
-    let text = format!(
-        "[agent]\nid = \"gw-zk-templates\"\ndata_dir = \"{data}\"\nshutdown_timeout = \"5s\"\n\
-         runtime_dir = \"{run}\"\n\
-         [log]\nfile = \"{log}\"\njournald = \"never\"\n\
-         [lock]\ndir = \"{locks}\"\n\
-         [[device]]\nid = \"zk-door\"\ndriver = \"zk\"\naddress = \"{address}\"\n\
-         poll_interval = \"{poll_interval}\"\ncommand_timeout = \"3s\"\n",
-        data = dir.join("data").display(),
-        log = dir.join("agent.log").display(),
-        locks = dir.join("locks").display(),
-        run = dir.join("run").display(),
-    );
-    let path = dir.join("agent.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    one_zk_terminal(dir, "gw-zk-templates", address, poll_interval)
 }
 
 fn backup_lines(dir: &Path) -> Vec<Value> {

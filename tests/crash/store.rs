@@ -116,13 +116,9 @@ fn env_number(name: &str) -> Option<u32> {
     })
 }
 
-/// Starts the child (optionally under another program such as strace) writing to `store`.
-fn spawn_writer(wrapper: &[&str], store: &Path, writers: u32, limit: Option<u32>) -> Child {
-    spawn_writer_with(wrapper, store, writers, limit, &[])
-}
-
-/// [`spawn_writer`] with extra environment variables for the child.
-fn spawn_writer_with(
+/// Starts the child (optionally under another program such as strace) writing to `store`,
+/// with extra environment variables `env`.
+fn spawn_writer(
     wrapper: &[&str],
     store: &Path,
     writers: u32,
@@ -185,7 +181,7 @@ fn every_acknowledged_record_survives_sigkill() {
     let started = Instant::now();
 
     for round in 0..ROUNDS {
-        let mut child = spawn_writer_with(&[], &store_path, 4, None, &[(CREDENTIALS_ENV, "1")]);
+        let mut child = spawn_writer(&[], &store_path, 4, None, &[(CREDENTIALS_ENV, "1")]);
         let acks = acknowledgements(&mut child);
         // Odd rounds: kill at any moment, also during start-up and recovery. Even rounds:
         // kill while records are flowing.
@@ -303,39 +299,45 @@ fn strace_works() -> bool {
         .is_ok_and(|status| status.success())
 }
 
-#[test]
-fn an_fsync_of_the_data_file_lies_between_each_write_and_its_acknowledgement() {
+/// Runs one writer child under `strace -f -y`, tracing the system calls `calls` (a comma
+/// list), until it has acknowledged `records` records, and returns the trace. `None` (the
+/// skip reported under `test`) where strace is missing or may not trace here. The strace
+/// tests share it so that every trace is taken the same way.
+fn traced_writer(test: &str, calls: &str, records: u32, env: &[(&str, &str)]) -> Option<String> {
     if !strace_works() {
         test_support::skip::skipped(
             "strace",
-            "an_fsync_of_the_data_file_lies_between_each_write_and_its_acknowledgement",
+            test,
             "strace is not installed or may not trace here (apt-get install strace)",
         );
-        return;
+        return None;
     }
-    const RECORDS: u32 = 20;
     let dir = tempfile::tempdir().expect("temporary directory");
     let trace_file = dir.path().join("strace.log");
     let trace_arg = trace_file.to_str().expect("utf-8 temp path");
-    let wrapper = [
-        "strace",
-        "-f",
-        "-y",
-        "-qq",
-        "-e",
-        "trace=write,pwrite64,pwritev,pwritev2,fsync,fdatasync,sync_file_range",
-        "-o",
-        trace_arg,
-    ];
-    let mut child = spawn_writer(&wrapper, &dir.path().join("store"), 1, Some(RECORDS));
+    let filter = format!("trace={calls}");
+    let wrapper = ["strace", "-f", "-y", "-qq", "-e", &filter, "-o", trace_arg];
+    let mut child = spawn_writer(&wrapper, &dir.path().join("store"), 1, Some(records), env);
     let acks: Vec<u64> = acknowledgements(&mut child).iter().collect();
     assert!(
         child.wait().expect("wait for strace").success(),
         "traced writer failed"
     );
-    assert_eq!(acks.len(), RECORDS as usize, "the writer did not finish");
+    assert_eq!(acks.len(), records as usize, "the writer did not finish");
+    Some(std::fs::read_to_string(&trace_file).expect("read the strace log"))
+}
 
-    let trace = std::fs::read_to_string(&trace_file).expect("read the strace log");
+#[test]
+fn an_fsync_of_the_data_file_lies_between_each_write_and_its_acknowledgement() {
+    const RECORDS: u32 = 20;
+    let Some(trace) = traced_writer(
+        "an_fsync_of_the_data_file_lies_between_each_write_and_its_acknowledgement",
+        "write,pwrite64,pwritev,pwritev2,fsync,fdatasync,sync_file_range",
+        RECORDS,
+        &[],
+    ) else {
+        return;
+    };
     let events = traced_events(&trace);
     let mut checked = 0;
     let mut last_ack = 0;
@@ -423,43 +425,15 @@ fn value_events(trace: &str) -> Vec<ValueTraced> {
 
 #[test]
 fn a_credential_value_file_is_fsynced_renamed_and_its_directory_fsynced_before_acknowledgement() {
-    if !strace_works() {
-        test_support::skip::skipped(
-            "strace",
-            "a_credential_value_file_is_fsynced_renamed_and_its_directory_fsynced_before_acknowledgement",
-            "strace is not installed or may not trace here (apt-get install strace)",
-        );
-        return;
-    }
     const RECORDS: u32 = 10;
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let trace_file = dir.path().join("strace.log");
-    let trace_arg = trace_file.to_str().expect("utf-8 temp path");
-    let wrapper = [
-        "strace",
-        "-f",
-        "-y",
-        "-qq",
-        "-e",
-        "trace=write,fsync,fdatasync,rename,renameat,renameat2",
-        "-o",
-        trace_arg,
-    ];
-    let mut child = spawn_writer_with(
-        &wrapper,
-        &dir.path().join("store"),
-        1,
-        Some(RECORDS),
+    let Some(trace) = traced_writer(
+        "a_credential_value_file_is_fsynced_renamed_and_its_directory_fsynced_before_acknowledgement",
+        "write,fsync,fdatasync,rename,renameat,renameat2",
+        RECORDS,
         &[(CREDENTIALS_ENV, "1")],
-    );
-    let acks: Vec<u64> = acknowledgements(&mut child).iter().collect();
-    assert!(
-        child.wait().expect("wait for strace").success(),
-        "traced writer failed"
-    );
-    assert_eq!(acks.len(), RECORDS as usize, "the writer did not finish");
-
-    let trace = std::fs::read_to_string(&trace_file).expect("read the strace log");
+    ) else {
+        return;
+    };
     let events = value_events(&trace);
     let mut checked = 0;
     let mut last_ack = 0;

@@ -1,12 +1,15 @@
 use super::*;
+use crate::arbiter::wire::LeaseTerms;
 
 fn request(op: Op, holder: &str, token: Option<u64>) -> LockRequest {
     LockRequest {
         op,
         holder: holder.into(),
-        device: Some("door".into()),
-        token,
-        lease_ms: Some(10_000),
+        terms: LeaseTerms {
+            device: Some("door".into()),
+            token,
+            lease_ms: Some(10_000),
+        },
     }
 }
 
@@ -15,7 +18,7 @@ fn a_held_lock_is_busy_and_after_expiry_waits_the_lock_delay() {
     let mut table = Table::new(5_000);
     let granted = table.decide(&request(Op::Acquire, "a", None), 0);
     assert_eq!(granted.reply.outcome, Outcome::Granted);
-    assert_eq!(granted.reply.token, Some(1));
+    assert_eq!(granted.reply.terms.token, Some(1));
     assert!(
         granted.persist.is_some(),
         "a grant is persisted before it is sent"
@@ -37,7 +40,7 @@ fn a_held_lock_is_busy_and_after_expiry_waits_the_lock_delay() {
     );
     let next = table.decide(&request(Op::Acquire, "b", None), 15_000);
     assert_eq!(next.reply.outcome, Outcome::Granted);
-    assert_eq!(next.reply.token, Some(2));
+    assert_eq!(next.reply.terms.token, Some(2));
 }
 
 #[test]
@@ -68,7 +71,7 @@ fn renew_and_release_must_name_holder_and_token() {
     );
     let next = table.decide(&request(Op::Acquire, "b", None), 9_002);
     assert_eq!(
-        next.reply.token,
+        next.reply.terms.token,
         Some(2),
         "a clean release needs no lock-delay"
     );
@@ -114,7 +117,7 @@ fn after_a_restart_persisted_leases_are_honoured_and_tokens_continue() {
     assert_eq!(delayed.reply.outcome, Outcome::Busy, "then the lock-delay");
     let free = table.decide(&request(Op::Acquire, "b", None), 6_000 + 10_000 + 5_000);
     assert_eq!(free.reply.outcome, Outcome::Granted);
-    assert_eq!(free.reply.token, Some(42));
+    assert_eq!(free.reply.terms.token, Some(42));
 }
 
 /// An exhaustive exploration of every history of two holders and one device up to a bounded
@@ -159,9 +162,11 @@ mod explore {
         let request = LockRequest {
             op,
             holder: HOLDERS[who].into(),
-            device: Some("door".into()),
-            token,
-            lease_ms: Some(LEASE * 1000),
+            terms: LeaseTerms {
+                device: Some("door".into()),
+                token,
+                lease_ms: Some(LEASE * 1000),
+            },
         };
         // The model's time unit is a second; the table counts milliseconds.
         let decision = world.table.decide(&request, world.now * 1000);
@@ -169,7 +174,7 @@ mod explore {
             world.persisted = Some(record);
         }
         if decision.reply.outcome == Outcome::Granted {
-            let token = decision.reply.token.unwrap();
+            let token = decision.reply.terms.token.unwrap();
             if token != world.last_granted {
                 assert!(
                     token > world.last_granted,
@@ -211,7 +216,7 @@ mod explore {
                         let deadline = w.now + LEASE - MARGIN;
                         match reply.outcome {
                             Outcome::Granted => {
-                                w.believes[who] = Some((reply.token.unwrap(), deadline));
+                                w.believes[who] = Some((reply.terms.token.unwrap(), deadline));
                             }
                             Outcome::Renewed => {
                                 if let Some(held) = &mut w.believes[who] {
@@ -288,12 +293,12 @@ mod explore {
 fn a_release_that_arrives_after_its_sender_asked_again_frees_nothing() {
     let mut table = Table::new(5_000);
     let first = table.decide(&request(Op::Acquire, "a", None), 0);
-    assert_eq!(first.reply.token, Some(1));
+    assert_eq!(first.reply.terms.token, Some(1));
     // `a` released token 1, but the network delivers its next acquire first.
     let again = table.decide(&request(Op::Acquire, "a", None), 100);
     assert_eq!(again.reply.outcome, Outcome::Granted);
     assert_eq!(
-        again.reply.token,
+        again.reply.terms.token,
         Some(2),
         "a fresh token, never the old one"
     );

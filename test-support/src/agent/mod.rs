@@ -1,6 +1,7 @@
 //! Helpers built on the agent's own types, for the agent's integration tests (feature
 //! `agent`): one module per test area, plus what several areas share.
 
+pub mod config_file;
 pub mod mqtt;
 pub mod running;
 pub mod sync;
