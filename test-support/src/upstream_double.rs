@@ -513,9 +513,14 @@ async fn get_mappings(
     headers: HeaderMap,
     Query(query): Query<MappingQuery>,
 ) -> Response {
-    paged(&shared, &headers, &query, "mappings", |ledger| {
-        &ledger.mappings
-    })
+    paged(
+        &shared,
+        &headers,
+        &query,
+        "mappings",
+        "mappings",
+        |ledger| &ledger.mappings,
+    )
 }
 
 async fn get_esl_articles(
@@ -523,26 +528,32 @@ async fn get_esl_articles(
     headers: HeaderMap,
     Query(query): Query<MappingQuery>,
 ) -> Response {
-    paged(&shared, &headers, &query, "esl_articles", |ledger| {
-        &ledger.esl_articles
-    })
+    paged(
+        &shared,
+        &headers,
+        &query,
+        "esl_articles",
+        "articles",
+        |ledger| &ledger.esl_articles,
+    )
 }
 
-/// One page of a cursor-paged list (`mappings`, `esl_articles`, also the answer's field name):
-/// every list is checked, paged and answered the same way, and recorded under its name.
+/// One page of a cursor-paged list, its items in the answer's field `field`: every list is
+/// checked, paged and answered the same way, and recorded under `endpoint`.
 fn paged(
     shared: &Shared,
     headers: &HeaderMap,
     query: &MappingQuery,
-    list: &'static str,
+    endpoint: &'static str,
+    field: &str,
     items: impl FnOnce(&Ledger) -> &Vec<Value>,
 ) -> Response {
     let at = Instant::now();
-    if let Some(refusal) = authorized(shared, headers, at, list) {
+    if let Some(refusal) = authorized(shared, headers, at, endpoint) {
         return refusal;
     }
     if query.agent_id.is_empty() || query.limit == 0 {
-        shared.record(at, list, 0, 400);
+        shared.record(at, endpoint, 0, 400);
         return (StatusCode::BAD_REQUEST, "agent_id and limit are required").into_response();
     }
     let start: usize = if query.cursor.is_empty() {
@@ -551,7 +562,7 @@ fn paged(
         match query.cursor.parse() {
             Ok(position) => position,
             Err(_) => {
-                shared.record(at, list, 0, 400);
+                shared.record(at, endpoint, 0, 400);
                 return (StatusCode::BAD_REQUEST, "unknown cursor").into_response();
             }
         }
@@ -561,12 +572,12 @@ fn paged(
         let items = items(&ledger);
         let end = (start + query.limit).min(items.len()).max(start);
         json!({
-            list: items.get(start..end).unwrap_or_default(),
+            field: items.get(start..end).unwrap_or_default(),
             "next_cursor": end.to_string(),
             "has_more": end < items.len(),
         })
     };
-    shared.record(at, list, 0, 200);
+    shared.record(at, endpoint, 0, 200);
     Json(page).into_response()
 }
 

@@ -6,15 +6,16 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use test_support::agent::config_file::AgentToml;
 use test_support::agent::running::RunningAgent;
 
 fn write_config(path: &Path, dir: &Path, level: &str) {
-    let text = format!(
-        "[agent]\nid = \"lifecycle\"\ndata_dir = \"{data}\"\nshutdown_timeout = \"5s\"\n\
-         [log]\nlevel = \"{level}\"\nfile = \"{log}\"\njournald = \"never\"\n",
-        data = dir.join("data").display(),
-        log = dir.join("agent.log").display(),
-    );
+    let text = AgentToml {
+        agent: "shutdown_timeout = \"5s\"",
+        log: &format!("level = \"{level}\""),
+        ..AgentToml::default()
+    }
+    .text(dir, "lifecycle");
     std::fs::write(path, text).unwrap();
 }
 

@@ -69,10 +69,13 @@ fn a_punch_is_acknowledged_only_after_it_is_durable_and_is_stored_once() {
     std::fs::write(
         &config,
         format!(
-            "[agent]\nid = \"punch\"\ndata_dir = \"{data}\"\n[[device]]\nid = \"door\"\n\
+            "[agent]\nid = \"punch\"\ndata_dir = \"{data}\"\nruntime_dir = \"{run}\"\n\
+             [lock]\ndir = \"{locks}\"\n[[device]]\nid = \"door\"\n\
              driver = \"aiface\"\nlisten = \"127.0.0.1:{port}\"\nallowed_sn = [\"SIM00000001\"]\n\
              [log]\nfile = \"{log}\"\njournald = \"never\"\n",
             data = dir.path().join("data").display(),
+            run = dir.path().join("run").display(),
+            locks = dir.path().join("locks").display(),
             log = dir.path().join("agent.log").display()
         ),
     )

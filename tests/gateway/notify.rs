@@ -48,8 +48,11 @@ fn the_running_agent_reports_ready_pings_the_watchdog_and_says_it_is_stopping() 
     std::fs::write(
         &config,
         format!(
-            "[agent]\nid = \"gw-notify\"\ndata_dir = \"{}\"\n[log]\nfile = \"\"\n",
-            dir.path().join("data").display()
+            "[agent]\nid = \"gw-notify\"\ndata_dir = \"{}\"\nruntime_dir = \"{}\"\n\
+             [log]\nfile = \"\"\n[lock]\ndir = \"{}\"\n",
+            dir.path().join("data").display(),
+            dir.path().join("run").display(),
+            dir.path().join("locks").display()
         ),
     )
     .unwrap();

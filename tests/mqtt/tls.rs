@@ -132,11 +132,13 @@ fn tls_broker() -> (Broker, PathBuf) {
 
 fn config(dir: &Path, port: u16, certs: &Path, ca: &str, admin: &str) -> String {
     format!(
-        "[agent]\nid = \"gw1\"\nsite = \"s1\"\ndata_dir = \"{data}\"\n\
-         [log]\nfile = \"{log}\"\njournald = \"never\"\n\
+        "[agent]\nid = \"gw1\"\nsite = \"s1\"\ndata_dir = \"{data}\"\nruntime_dir = \"{run}\"\n\
+         [log]\nfile = \"{log}\"\njournald = \"never\"\n[lock]\ndir = \"{locks}\"\n\
          [mqtt]\nhost = \"127.0.0.1\"\nport = {port}\ntls = true\nca_file = \"{c}/{ca}.pem\"\n\
          client_cert_file = \"{c}/client.pem\"\nclient_key_file = \"{c}/client.key\"\n{admin}\n",
         data = dir.join("data").display(),
+        run = dir.join("run").display(),
+        locks = dir.join("locks").display(),
         log = dir.join("agent.log").display(),
         c = certs.display(),
     )
@@ -244,10 +246,13 @@ fn the_password_comes_from_its_file_and_a_wrong_one_is_refused() {
     let config = |password_file: &Path| {
         format!(
             "[agent]\nid = \"gw1\"\nsite = \"s1\"\ndata_dir = \"{data}\"\n\
-             [log]\nfile = \"{log}\"\njournald = \"never\"\n\
+             runtime_dir = \"{run}\"\n\
+             [log]\nfile = \"{log}\"\njournald = \"never\"\n[lock]\ndir = \"{locks}\"\n\
              [mqtt]\nhost = \"127.0.0.1\"\nport = {port}\ntls = false\nusername = \"gw1\"\n\
              password_file = \"{pw}\"\n{admin}\n",
             data = dir.path().join("data").display(),
+            run = dir.path().join("run").display(),
+            locks = dir.path().join("locks").display(),
             log = dir.path().join("agent.log").display(),
             port = broker.port,
             pw = password_file.display(),

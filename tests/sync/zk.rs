@@ -15,10 +15,11 @@ async fn a_zk_terminal_is_polled_and_its_users_buffered() {
     let address = emulator.tcp.expect("emulator tcp address");
     let dir = tempfile::tempdir().unwrap();
     let config = config::parse(&format!(
-        "[agent]\nid = \"zk-sync\"\ndata_dir = \"{data}\"\n[lock]\ndir = \"{locks}\"\n\
+        "[agent]\nid = \"zk-sync\"\ndata_dir = \"{data}\"\nruntime_dir = \"{run}\"\n[lock]\ndir = \"{locks}\"\n\
          [[device]]\nid = \"zk-door\"\ndriver = \"zk\"\naddress = \"{address}\"\n\
          poll_interval = \"1h\"\ncommand_timeout = \"3s\"\n",
         data = dir.path().join("data").display(),
+        run = dir.path().join("run").display(),
         locks = dir.path().join("locks").display(),
     ))
     .unwrap();

@@ -49,10 +49,12 @@ pub fn agent_config(dir: &Path, broker_port: u16, extra_mqtt: &str, admin: &Admi
         "[agent]\nid = \"gw1\"\nsite = \"s1\"\ndata_dir = \"{data}\"\nshutdown_timeout = \"5s\"\nruntime_dir = \"{run}\"\n\
          [[device]]\nid = \"zk-1\"\ndriver = \"zk\"\naddress = \"127.0.0.1:4370\"\n\
          [log]\nlevel = \"info\"\nfile = \"{log}\"\njournald = \"never\"\n\
+         [lock]\ndir = \"{locks}\"\n\
          [mqtt]\nhost = \"127.0.0.1\"\nport = {broker_port}\ntls = false\nkeep_alive = \"5s\"\n\
          {extra_mqtt}\n{admin}\n",
         data = dir.join("data").display(),
         run = dir.join("run").display(),
+        locks = dir.join("locks").display(),
         log = dir.join("agent.log").display(),
         admin = admin.config_lines,
     )
