@@ -16,6 +16,7 @@ use super::{render, ExitStatus, DEFAULT_CONFIG};
 use crate::audit::{Audit, AuditQuery, Operation as AuditOperation};
 use crate::config::HumanDuration;
 use crate::mqtt::command::lists;
+use crate::mqtt::command::paging::PageRequest;
 use crate::sync::buffer::MappingStatus;
 use crate::sync::tools;
 
@@ -103,6 +104,29 @@ pub enum BufferCommand {
         /// Only this status: unmapped, pending, mapped, conflict or missing.
         #[arg(long)]
         status: Option<MappingStatus>,
+        /// Paging and output.
+        #[command(flatten)]
+        list: ListOptions,
+    },
+    /// The credential values the store last read from a device for one user (which face,
+    /// finger, card or PIN the terminal held), each checked against its digest.
+    Credential {
+        /// The config file.
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// The device.
+        #[arg(long)]
+        device: String,
+        /// The device user id.
+        #[arg(long)]
+        user: String,
+        /// Only this slot (0–9 fingers, 10 PIN, 11 card, 50 photo, …).
+        #[arg(long)]
+        slot: Option<u16>,
+        /// Write the values (the JSON result, every page) to this file instead of printing
+        /// them; the table of what was written is printed.
+        #[arg(long)]
+        out: Option<PathBuf>,
         /// Paging and output.
         #[command(flatten)]
         list: ListOptions,
@@ -200,34 +224,63 @@ pub struct MigrateArgs {
 
 /// `buffer list`.
 pub fn buffer(command: BufferCommand) -> ExitStatus {
-    let BufferCommand::List {
-        config,
-        device,
-        status,
-        list,
-    } = command;
+    let (config, list) = match &command {
+        BufferCommand::List { config, list, .. }
+        | BufferCommand::Credential { config, list, .. } => (config.clone(), list.clone()),
+    };
     oneshot::run(&config, |config| async move {
+        let (name, field, out) = match &command {
+            BufferCommand::List { .. } => ("buffer list", "users", None),
+            BufferCommand::Credential { out, .. } => {
+                ("buffer credential", "credentials", out.clone())
+            }
+        };
+        let local_page = |store: &crate::store::Store, page: &PageRequest| match &command {
+            BufferCommand::List { device, status, .. } => {
+                lists::buffer(store, device.as_deref(), *status, page)
+            }
+            BufferCommand::Credential {
+                device, user, slot, ..
+            } => lists::credential(store, device, user, *slot, page),
+        };
+        let remote_args = |page: &PageRequest| {
+            let [limit, after] = page_args(page);
+            match &command {
+                BufferCommand::List { device, status, .. } => local::args(&[
+                    ("device", json!(device)),
+                    ("status", json!(status.map(|s| s.as_str()))),
+                    limit,
+                    after,
+                ]),
+                BufferCommand::Credential {
+                    device, user, slot, ..
+                } => local::args(&[
+                    ("device", json!(device)),
+                    ("user", json!(user)),
+                    ("slot", json!(slot)),
+                    limit,
+                    after,
+                ]),
+            }
+        };
         let result = match local::reach(&config)? {
             Agent::Running(mut client) => {
-                local::pages("users", list.limit, list.after.clone(), |page| {
-                    let [limit, after] = page_args(page);
-                    let args = local::args(&[
-                        ("device", json!(device)),
-                        ("status", json!(status.map(|s| s.as_str()))),
-                        limit,
-                        after,
-                    ]);
-                    local::call(&mut client, "buffer list", args)
+                local::pages(field, list.limit, list.after.clone(), |page| {
+                    local::call(&mut client, name, remote_args(page))
                 })?
             }
             Agent::Stopped => {
                 let store = tools::open_store(&config)?;
-                local::pages("users", list.limit, list.after.clone(), |page| {
-                    Ok(lists::buffer(&store, device.as_deref(), status, page)?)
+                local::pages(field, list.limit, list.after.clone(), |page| {
+                    Ok(local_page(&store, page)?)
                 })?
             }
         };
-        Ok(done(list.print("buffer list", &result)?))
+        if let Some(out) = out {
+            std::fs::write(&out, serde_json::to_string_pretty(&result)? + "\n")
+                .map_err(|err| anyhow::anyhow!("cannot write {}: {err}", out.display()))?;
+        }
+        Ok(done(list.print(name, &result)?))
     })
 }
 

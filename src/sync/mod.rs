@@ -27,6 +27,7 @@ pub mod diff;
 mod engine;
 mod error;
 pub mod guard;
+pub mod held_values;
 pub mod history;
 pub mod mapping;
 pub mod migrate;

@@ -76,6 +76,21 @@ pub const LISTS: &[ListSpec] = &[
         ],
     },
     ListSpec {
+        command: "buffer credential",
+        field: "credentials",
+        columns: &[
+            col("SLOT", "slot", Kind::Text),
+            col("KIND", "kind", Kind::Text),
+            col("NAME", "name", Kind::Text),
+            col("PRIV", "privilege", Kind::Text),
+            col("STORED", "stored", Kind::Text),
+            col("SIZE", "bytes", Kind::Bytes),
+            col("DIGEST", "digest", Kind::Text),
+            col("VALUE", "value", Kind::Text),
+            col("DAMAGED", "damaged", Kind::Text),
+        ],
+    },
+    ListSpec {
         command: "audit query",
         field: "entries",
         columns: &[

@@ -8,7 +8,7 @@ use super::paging::{self, numeric_key, Order, PageRequest};
 use super::reply::CommandError;
 use crate::store::Store;
 use crate::sync::buffer::{self, MappingStatus};
-use crate::sync::{conflicts, history};
+use crate::sync::{conflicts, held_values, history};
 
 /// Most records a list command returns in one page (`limit`); a page also stops at
 /// [`paging::PAGE_BYTES`], so an MQTT reply always fits the packet cap.
@@ -42,6 +42,28 @@ pub fn buffer(
     let page = paging::page(users, key, Order::Ascending, request);
     let stats = buffer::stats(store, device).map_err(failed)?;
     Ok(json!({ "users": page.items, "stats": stats, "next": page.next }))
+}
+
+/// `buffer credential`: one page of the credential values the store last read from `device`
+/// for `user` (only `slot`, when given), by slot (cursor: the slot). Each value is read back
+/// and checked against its digest; a page stops at [`paging::PAGE_BYTES`], so a user with
+/// several 40 KB photos and templates comes back over several pages, never `too_large`.
+pub fn credential(
+    store: &Store,
+    device: &str,
+    user: &str,
+    slot: Option<u16>,
+    request: &PageRequest,
+) -> Result<Value, CommandError> {
+    let values = held_values::held_values(store, device, user, slot).map_err(failed)?;
+    let key = |value: &held_values::HeldValue| numeric_key(u64::from(value.slot));
+    let page = paging::page(values, key, Order::Ascending, request);
+    Ok(json!({
+        "device": device,
+        "user": user,
+        "credentials": page.items,
+        "next": page.next,
+    }))
 }
 
 /// `conflicts list`: one page of open conflicts ordered by device and user id.

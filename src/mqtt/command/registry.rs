@@ -101,7 +101,7 @@ impl Registry {
                 None => unavailable(sync, changes_state),
             }
         };
-        let commands: [(&'static str, Arc<dyn Command>); 20] = [
+        let commands: [(&'static str, Arc<dyn Command>); 21] = [
             ("status", Arc::new(handlers::Status::new(services))),
             ("locks", Arc::new(handlers::Locks::new(services))),
             ("log-level", Arc::new(handlers::LogLevel::new(services))),
@@ -114,6 +114,10 @@ impl Registry {
             (
                 "buffer list",
                 sync_command(|h| Arc::new(handlers::BufferList(h)), false),
+            ),
+            (
+                "buffer credential",
+                sync_command(|h| Arc::new(handlers::BufferCredential(h)), false),
             ),
             ("map", sync_command(|h| Arc::new(handlers::Map(h)), true)),
             (

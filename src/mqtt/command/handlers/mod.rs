@@ -18,8 +18,8 @@ pub(super) use log_level::LogLevel;
 pub(super) use logs_tail::LogsTail;
 pub(super) use status::Status;
 pub(super) use sync::{
-    BackupsCreate, BackupsList, BackupsRestore, BufferList, ConflictsList, ConflictsResolve,
-    DeadLettersList, DeadLettersRequeue, History, Map, MissingConfirm, SyncNow,
+    BackupsCreate, BackupsList, BackupsRestore, BufferCredential, BufferList, ConflictsList,
+    ConflictsResolve, DeadLettersList, DeadLettersRequeue, History, Map, MissingConfirm, SyncNow,
 };
 
 use super::lists::rfc3339_ms;

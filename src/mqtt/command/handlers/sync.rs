@@ -95,6 +95,33 @@ impl Command for BufferList {
     }
 }
 
+/// `buffer credential device=ID user=ID [slot=N] [limit=N] [after=CURSOR]`: the credential
+/// values the store last read from the device for one user (a technician checking which face
+/// or finger the terminal held for a user who went missing), each checked against its digest.
+pub(crate) struct BufferCredential(pub SyncHandle);
+
+impl Command for BufferCredential {
+    fn changes_state(&self, _args: &Args) -> bool {
+        false
+    }
+
+    fn prepare(&self, mut args: Args, _caller: &Caller) -> Result<Action, CommandError> {
+        let device = device_arg(&mut args, &self.0)?;
+        let user = args
+            .opt_id("user")?
+            .ok_or_else(|| CommandError::bad_argument("user", "required: the device user id"))?;
+        let slot = args
+            .opt_int("slot", 0, i64::from(u16::MAX))?
+            .map(|slot| slot as u16);
+        let request = PageRequest::from_args(&mut args, DEFAULT_PAGE, MAX_PAGE)?;
+        args.finish()?;
+        let store = self.0.engine().store().clone();
+        Ok(Box::pin(blocking(move || {
+            lists::credential(&store, &device, &user, slot, &request)
+        })))
+    }
+}
+
 /// `map device=ID user=ID person=ID`: links a buffered user to an upstream person (pending
 /// until the upstream confirms the person exists).
 pub(crate) struct Map(pub SyncHandle);
