@@ -12,6 +12,7 @@
 //! holder name the arbiter knows), so
 //! lock traffic never queues behind the agent's health, alerts and commands.
 
+use super::requests::{Delivery, Requests};
 use super::wire::{LeaseTerms, LockReply, LockRequest, LockTopics, LockView, Op, Outcome};
 use crate::backoff::{random_fraction, Backoff};
 use crate::config::Config;
@@ -21,11 +22,9 @@ use bytes::Bytes;
 use rumqttc::v5::mqttbytes::v5::{Packet, PublishProperties};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event};
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 /// How long one request waits for its answer (also its MQTT message expiry: a request queued
@@ -40,11 +39,9 @@ struct Requester {
     client: AsyncClient,
     topics: LockTopics,
     holder: String,
-    pending: Mutex<HashMap<Bytes, oneshot::Sender<LockReply>>>,
-    /// Requests given up on (no answer in time), with when: a grant that still comes for one
-    /// of them is released at once. Only these: a second copy of an answered grant (the
-    /// network may duplicate a reply) names the lock in use and must not release it.
-    given_up: Mutex<HashMap<Bytes, Instant>>,
+    /// Requests waiting and given up on: which reply wakes whom, which late grant is released
+    /// (see [`Requests`]).
+    requests: Mutex<Requests>,
     connected: AtomicBool,
     next_id: AtomicU64,
     poller: Mutex<Option<JoinHandle<()>>>,
@@ -58,8 +55,7 @@ impl Requester {
             client,
             topics,
             holder,
-            pending: Mutex::new(HashMap::new()),
-            given_up: Mutex::new(HashMap::new()),
+            requests: Mutex::new(Requests::default()),
             connected: AtomicBool::new(false),
             next_id: AtomicU64::new(random_seed()),
             poller: Mutex::new(None),
@@ -104,33 +100,14 @@ impl Requester {
             tracing::warn!("unreadable reply from the lock arbiter: ignored");
             return;
         };
-        let waiting = self
-            .pending
+        let delivery = self
+            .requests
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(&correlation);
-        match waiting {
-            Some(waiting) => {
-                let _ = waiting.send(reply);
-            }
-            None if reply.outcome == Outcome::Granted => {
-                let given_up = self
-                    .given_up
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&correlation)
-                    .is_some();
-                // Its request was given up on: nobody uses this lock, so give it back. Any
-                // other unawaited grant is a duplicate of one already answered, whose lock
-                // may be in use right now: releasing it would let another agent in.
-                if let (true, Some(device), Some(token)) =
-                    (given_up, reply.terms.device.clone(), reply.terms.token)
-                {
-                    tracing::info!(%device, token, "late lock grant: released at once");
-                    self.release(&device, token);
-                }
-            }
-            None => {}
+            .deliver(&correlation, reply);
+        if let Delivery::Release { device, token } = delivery {
+            tracing::info!(%device, token, "late lock grant: released at once");
+            self.release(&device, token);
         }
     }
 
@@ -141,11 +118,11 @@ impl Requester {
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let correlation = Bytes::copy_from_slice(&id.to_be_bytes());
-        let (tx, rx) = oneshot::channel();
-        self.pending
+        let rx = self
+            .requests
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(correlation.clone(), tx);
+            .wait(correlation.clone());
         let sent = Instant::now();
         let result = self.publish(request, correlation.clone()).await;
         let answer = match result {
@@ -155,16 +132,16 @@ impl Requester {
                 .and_then(|reply| reply.map_err(|_| "the lock client stopped".to_string())),
             Err(err) => Err(err),
         };
-        self.pending
+        // Remembered past the request's expiry in the broker; after that no answer comes.
+        self.requests
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(&correlation);
-        if answer.is_err() {
-            let mut given_up = self.given_up.lock().unwrap_or_else(|p| p.into_inner());
-            // Remembered past the request's expiry in the broker; after that no answer comes.
-            given_up.retain(|_, at| at.elapsed() < REQUEST_TIMEOUT * 10);
-            given_up.insert(correlation, Instant::now());
-        }
+            .finished(
+                correlation,
+                answer.is_ok(),
+                Instant::now(),
+                REQUEST_TIMEOUT * 10,
+            );
         answer.map(|reply| (reply, sent))
     }
 

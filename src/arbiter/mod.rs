@@ -4,6 +4,7 @@
 //! the lock interface and the same-box flock are `crate::lock`.
 
 mod client;
+mod requests;
 pub mod server;
 pub mod table;
 pub mod wire;

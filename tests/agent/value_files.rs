@@ -257,7 +257,7 @@ fn buffer_credential_returns_the_values_last_read_checked_against_their_digests(
     let damaged = socket_credentials(&config, &user, &[]);
     let rows = damaged["credentials"].as_array().unwrap();
     assert_eq!(rows[0], *card);
-    assert!(rows[1]["value"].is_null(), "{damaged}");
+    assert!(rows[1]["value"].is_null(), "a damaged value came back");
     let why = rows[1]["damaged"].as_str().unwrap();
     assert!(why.contains(digest), "{why}");
     agent.stop();
