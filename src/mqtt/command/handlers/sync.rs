@@ -406,16 +406,34 @@ impl Command for ConflictsResolve {
                 .unwrap_or_else(|| "unsigned".to_string()),
             nonce: caller.nonce.clone().unwrap_or_default(),
         };
-        let session = self.0.aiface().connected(&device);
         let engine = std::sync::Arc::clone(self.0.engine());
-        Ok(Box::pin(async move {
-            let result = engine
-                .resolve_conflict(&decision, session.as_ref())
-                .await
-                .map_err(failed)?;
-            Ok(json!({ "device": device, "user": decision.user_id, "result": result }))
-        }))
+        // A ZK terminal is dialled for the writes (under the device lock, which the engine
+        // takes); an AI06 must be connected.
+        match self.0.zk_session(&device) {
+            Some(session) => Ok(resolve_action(engine, decision, Some(session))),
+            None => Ok(resolve_action(
+                engine,
+                decision,
+                self.0.aiface().connected(&device),
+            )),
+        }
     }
+}
+
+/// The work of `conflicts resolve` on one device's session, whatever the protocol (`None`: an
+/// AI06 not connected, refused by the engine only if the resolution writes to the device).
+fn resolve_action<S: crate::device::DeviceSession + Send + Sync + 'static>(
+    engine: std::sync::Arc<crate::sync::Engine>,
+    decision: conflicts::ConflictDecision,
+    session: Option<S>,
+) -> Action {
+    Box::pin(async move {
+        let result = engine
+            .resolve_conflict(&decision, session.as_ref())
+            .await
+            .map_err(failed)?;
+        Ok(json!({ "device": decision.device_id, "user": decision.user_id, "result": result }))
+    })
 }
 
 /// `backups restore device=ID file=NAME [dry_run=true]`: re-adds only what the device lacks
