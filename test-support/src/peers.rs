@@ -68,3 +68,18 @@ fn skipped(script: &str, why: &str) {
         &format!("{why} (install the peer: pip install pyzk / (cd tests/peers && npm install))"),
     );
 }
+
+/// What pyzk reads from the emulated ZK `terminal` without writing anything
+/// (`pyzk_check.py --read-only`, plus `extra` flags such as `--templates`); `None` (a loud
+/// skip) when pyzk is not installed. One call for every test that checks a ZK terminal
+/// through pyzk's eyes.
+pub fn pyzk_read(terminal: &crate::Emulator, extra: &[&str]) -> Option<Value> {
+    let port = terminal
+        .tcp
+        .expect("a ZK emulator listening on TCP")
+        .port()
+        .to_string();
+    let mut args = vec!["--port".to_string(), port, "--read-only".to_string()];
+    args.extend(extra.iter().map(|flag| flag.to_string()));
+    run_peer(&python(), "pyzk_check.py", &args)
+}

@@ -14,7 +14,7 @@ use test_support::agent::mqtt::{ctl, keygen, texts};
 use test_support::agent::running::{local_json, RunningAgent};
 use test_support::agent::upstream::{token_file, TOKEN};
 use test_support::mosquitto::Broker;
-use test_support::peers::{python, run_peer};
+use test_support::peers::pyzk_read;
 use test_support::upstream_double::UpstreamDouble;
 use test_support::{tempdir, wait_until, Emulator};
 
@@ -24,12 +24,7 @@ const NAME: &str = "Database Name";
 
 /// What pyzk reads of `user` on the terminal.
 fn pyzk_user(terminal: &Emulator, user: &str) -> Option<Value> {
-    let port = terminal.tcp.unwrap().port().to_string();
-    let out = run_peer(
-        &python(),
-        "pyzk_check.py",
-        &["--port".into(), port, "--read-only".into()],
-    )?;
+    let out = pyzk_read(terminal, &[])?;
     out["users"]
         .as_array()
         .unwrap()

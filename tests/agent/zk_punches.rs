@@ -14,7 +14,7 @@ use edge_agent::events::EventKey;
 use test_support::agent::open_store;
 use test_support::agent::running::RunningAgent;
 use test_support::agent::upstream::{token_file, TOKEN};
-use test_support::peers::{python, run_peer};
+use test_support::peers::{pyzk_read, run_peer};
 use test_support::upstream_double::UpstreamDouble;
 use test_support::{free_port, tempdir, Emulator};
 
@@ -101,12 +101,7 @@ fn assert_exactly_once(double: &UpstreamDouble, stored: &[StoredPunch]) {
 /// The emulator's log as `(user_id, time, verify, state)`, read by pyzk; `None` when pyzk is
 /// not installed (a loud skip is recorded).
 fn pyzk_attendance(terminal: &Emulator) -> Option<Vec<(String, String, String, String)>> {
-    let port = terminal.tcp.unwrap().port().to_string();
-    let out = run_peer(
-        &python(),
-        "pyzk_check.py",
-        &["--port".into(), port, "--read-only".into()],
-    )?;
+    let out = pyzk_read(terminal, &[])?;
     Some(
         out["attendance"]
             .as_array()

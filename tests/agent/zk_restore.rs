@@ -14,7 +14,7 @@ use std::process::Command;
 use serde_json::Value;
 use test_support::agent::config_file::one_zk_terminal;
 use test_support::agent::running::RunningAgent;
-use test_support::peers::{python, run_peer};
+use test_support::peers::pyzk_read;
 use test_support::{tempdir, Emulator};
 
 fn config(dir: &Path, address: &str) -> PathBuf {
@@ -47,17 +47,7 @@ fn count(terminal: &Emulator, command: &str) -> usize {
 type Picture = (BTreeMap<String, Value>, BTreeMap<(String, u64), Value>);
 
 fn pyzk_picture(terminal: &Emulator) -> Option<Picture> {
-    let port = terminal.tcp.unwrap().port().to_string();
-    let out = run_peer(
-        &python(),
-        "pyzk_check.py",
-        &[
-            "--port".into(),
-            port,
-            "--read-only".into(),
-            "--templates".into(),
-        ],
-    )?;
+    let out = pyzk_read(terminal, &["--templates"])?;
     let mut uid_to_id = BTreeMap::new();
     let mut users = BTreeMap::new();
     for user in out["users"].as_array().unwrap() {

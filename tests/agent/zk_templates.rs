@@ -10,7 +10,7 @@ use base64::Engine as _;
 use serde_json::Value;
 use test_support::agent::config_file::one_zk_terminal;
 use test_support::agent::running::RunningAgent;
-use test_support::peers::{python, run_peer};
+use test_support::peers::pyzk_read;
 use test_support::{tempdir, Emulator};
 
 fn config(dir: &Path, address: &str) -> std::path::PathBuf {
@@ -76,17 +76,7 @@ fn zk_fingerprint_templates_are_read_counted_and_backed_up_as_pyzk_reads_them() 
     assert_eq!(trailer["users"], 9, "{trailer}");
 
     // pyzk reads the same templates, byte for byte.
-    let port = terminal.tcp.unwrap().port().to_string();
-    let Some(out) = run_peer(
-        &python(),
-        "pyzk_check.py",
-        &[
-            "--port".into(),
-            port,
-            "--read-only".into(),
-            "--templates".into(),
-        ],
-    ) else {
+    let Some(out) = pyzk_read(&terminal, &["--templates"]) else {
         return; // recorded as a loud skip
     };
     let uid_to_id: BTreeMap<u64, String> = out["users"]
