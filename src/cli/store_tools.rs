@@ -123,8 +123,8 @@ pub enum BufferCommand {
         /// Only this slot (0–9 fingers, 10 PIN, 11 card, 50 photo, …).
         #[arg(long)]
         slot: Option<u16>,
-        /// Write the values (the JSON result, every page) to this file instead of printing
-        /// them; the table of what was written is printed.
+        /// Also write the values in full (the JSON result, every page) to this file; the
+        /// printed table cuts long values such as a photo's base64 text.
         #[arg(long)]
         out: Option<PathBuf>,
         /// Paging and output.

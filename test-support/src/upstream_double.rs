@@ -30,7 +30,7 @@ use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, MethodRouter};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -508,46 +508,43 @@ struct MappingQuery {
     limit: usize,
 }
 
-async fn get_mappings(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
-    Query(query): Query<MappingQuery>,
-) -> Response {
-    paged(
-        &shared,
-        &headers,
-        &query,
-        "mappings",
-        "mappings",
-        |ledger| &ledger.mappings,
-    )
-}
-
-async fn get_esl_articles(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
-    Query(query): Query<MappingQuery>,
-) -> Response {
-    paged(
-        &shared,
-        &headers,
-        &query,
-        "esl_articles",
-        "articles",
-        |ledger| &ledger.esl_articles,
-    )
-}
-
-/// One page of a cursor-paged list, its items in the answer's field `field`: every list is
-/// checked, paged and answered the same way, and recorded under `endpoint`.
-fn paged(
-    shared: &Shared,
-    headers: &HeaderMap,
-    query: &MappingQuery,
+/// A cursor-paged list the double serves: its name (in the request log), the reply field
+/// holding its items, and where the ledger keeps them.
+struct PagedList {
     endpoint: &'static str,
-    field: &str,
-    items: impl FnOnce(&Ledger) -> &Vec<Value>,
-) -> Response {
+    field: &'static str,
+    items: fn(&Ledger) -> &Vec<Value>,
+}
+
+/// `GET /v1/mappings`.
+const MAPPINGS: PagedList = PagedList {
+    endpoint: "mappings",
+    field: "mappings",
+    items: |ledger| &ledger.mappings,
+};
+
+/// `GET /v1/esl/articles`.
+const ESL_ARTICLES: PagedList = PagedList {
+    endpoint: "esl_articles",
+    field: "articles",
+    items: |ledger| &ledger.esl_articles,
+};
+
+/// The route of one paged list.
+fn paged_route(list: &'static PagedList) -> MethodRouter<Arc<Shared>> {
+    get(
+        move |State(shared): State<Arc<Shared>>,
+              headers: HeaderMap,
+              Query(query): Query<MappingQuery>| async move {
+            paged(&shared, &headers, &query, list)
+        },
+    )
+}
+
+/// One page of a cursor-paged list: every list is checked, paged and answered the same way,
+/// and recorded under its endpoint name.
+fn paged(shared: &Shared, headers: &HeaderMap, query: &MappingQuery, list: &PagedList) -> Response {
+    let endpoint = list.endpoint;
     let at = Instant::now();
     if let Some(refusal) = authorized(shared, headers, at, endpoint) {
         return refusal;
@@ -569,10 +566,10 @@ fn paged(
     };
     let page = {
         let ledger = shared.ledger.lock().unwrap();
-        let items = items(&ledger);
+        let items = (list.items)(&ledger);
         let end = (start + query.limit).min(items.len()).max(start);
         json!({
-            field: items.get(start..end).unwrap_or_default(),
+            (list.field): items.get(start..end).unwrap_or_default(),
             "next_cursor": end.to_string(),
             "has_more": end < items.len(),
         })
@@ -634,9 +631,9 @@ fn authorized(
 fn router(shared: &Arc<Shared>) -> Router {
     Router::new()
         .route("/v1/events", post(post_events))
-        .route("/v1/mappings", get(get_mappings))
+        .route("/v1/mappings", paged_route(&MAPPINGS))
         .route("/v1/persons/{id}", get(get_person))
-        .route("/v1/esl/articles", get(get_esl_articles))
+        .route("/v1/esl/articles", paged_route(&ESL_ARTICLES))
         .with_state(Arc::clone(shared))
 }
 
