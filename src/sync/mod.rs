@@ -13,7 +13,8 @@
 //! - [`diff`] (pure) and [`apply`] (the one transaction); [`poll`]: lock → read → apply;
 //!   [`service`]: the poll loops and their wake-ups; [`migrate`]: B7.
 //! - Records: [`snapshot`], [`buffer`] (B1), [`mapping`] (B2), [`conflicts`] (B3), [`history`]
-//!   and the missing-user warnings in [`apply`] (B4), [`state`], [`credentials`] (value cache).
+//!   and the missing-user warnings in [`apply`] (B4), [`state`], [`credentials`] (value cache)
+//!   and [`held_values`] (its read side for `buffer credential`).
 //! - [`backup`] and [`restore`] (B6); [`retention`]; [`tools`]: the technician's CLI commands.
 
 pub mod apply;
