@@ -184,6 +184,15 @@ fn check_devices(findings: &mut Findings, devices: &[DeviceConfig]) {
                 ),
             ),
         }
+        if device.live_events
+            && (device.driver != Driver::Zk || device.effective_transport() != Transport::Tcp)
+        {
+            findings.error(
+                &key("live_events"),
+                "live events are for zk terminals over tcp (the listener keeps one TCP session \
+                 open); remove it or set transport = \"tcp\"",
+            );
+        }
         if device.rs485_address == Some(0) {
             findings.error(&key("rs485_address"), "RS485 addresses run from 1 to 255");
         }

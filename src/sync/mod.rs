@@ -28,6 +28,7 @@ mod engine;
 mod error;
 pub mod guard;
 pub mod history;
+pub mod listen;
 pub mod mapping;
 pub mod migrate;
 mod monitor;

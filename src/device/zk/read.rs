@@ -300,23 +300,31 @@ fn settle_templates(
     Ok(())
 }
 
-/// The serial number (the `sn` of every punch key; the device id when the firmware will not
-/// tell) and the whole attendance log.
-async fn read_attendance(
+/// The serial number: the `sn` of every punch key (the device id when the firmware will not
+/// tell).
+pub(super) async fn serial_number(
     client: &mut Client,
     settings: &ZkSettings,
-    sizes: &DeviceSizes,
-) -> Result<AttendanceDownload, SessionError> {
+) -> Result<String, SessionError> {
     let reply = client
         .request(&Request::ReadOption("~SerialNumber".into()))
         .await?;
-    let sn = match client.session().option_reply(&reply) {
+    Ok(match client.session().option_reply(&reply) {
         Ok(sn) if !sn.is_empty() => sn,
         _ => {
             tracing::warn!(device = %settings.device_id, "the device does not report ~SerialNumber; punches are keyed with the device id");
             settings.device_id.clone()
         }
-    };
+    })
+}
+
+/// The serial number (see [`serial_number`]) and the whole attendance log.
+async fn read_attendance(
+    client: &mut Client,
+    settings: &ZkSettings,
+    sizes: &DeviceSizes,
+) -> Result<AttendanceDownload, SessionError> {
+    let sn = serial_number(client, settings).await?;
     let dataset = client.bulk_read(BulkDataset::Attendance).await?;
     Ok(AttendanceDownload {
         dataset,
@@ -345,6 +353,9 @@ pub(super) async fn read_users(
         users,
         attendance: download,
     } = outcome?;
+    if let (Some(punches), Ok((table, _))) = (punches, &users) {
+        punches.remember_users(table);
+    }
     if let (Some(punches), Some(download)) = (punches, download) {
         attendance::store_download(
             punches,
