@@ -18,6 +18,7 @@ mod site;
 mod site_day;
 mod socket;
 mod value_files;
+mod zk_live;
 mod zk_punches;
 mod zk_restore;
 mod zk_templates;

@@ -18,7 +18,7 @@ use test_support::peers::{python, run_peer};
 use test_support::upstream_double::UpstreamDouble;
 use test_support::{free_port, tempdir, Emulator};
 
-const DEVICE: &str = "zk-door";
+pub(crate) const DEVICE: &str = "zk-door";
 
 /// `edge-agent run` on one ZK terminal at `address`, polled every `poll`, forwarding to `url`.
 fn config(dir: &Path, address: &str, poll: &str, url: &str) -> (PathBuf, PathBuf) {
@@ -33,6 +33,18 @@ fn config_capped(
     url: &str,
     outbox_max_bytes: &str,
 ) -> (PathBuf, PathBuf) {
+    config_with(dir, address, poll, url, outbox_max_bytes, "")
+}
+
+/// As [`config_capped`], with `device_extra` (TOML lines) added to the device's table.
+pub(crate) fn config_with(
+    dir: &Path,
+    address: &str,
+    poll: &str,
+    url: &str,
+    outbox_max_bytes: &str,
+    device_extra: &str,
+) -> (PathBuf, PathBuf) {
     let token = token_file(dir, TOKEN);
     let log = dir.join("agent.log");
     let text = format!(
@@ -41,7 +53,7 @@ fn config_capped(
          [log]\nfile = \"{log}\"\njournald = \"never\"\n\
          [lock]\ndir = \"{locks}\"\n\
          [[device]]\nid = \"{DEVICE}\"\ndriver = \"zk\"\naddress = \"{address}\"\n\
-         poll_interval = \"{poll}\"\ncommand_timeout = \"3s\"\n\
+         poll_interval = \"{poll}\"\ncommand_timeout = \"3s\"\n{device_extra}\
          [upstream]\nurl = \"{url}\"\ntoken_file = \"{token}\"\nmax_backoff = \"1s\"\n\
          outbox_max_bytes = \"{outbox_max_bytes}\"\n",
         data = dir.join("data").display(),
@@ -55,13 +67,13 @@ fn config_capped(
     (path, log)
 }
 
-fn stored(dir: &Path) -> Vec<StoredPunch> {
+pub(crate) fn stored(dir: &Path) -> Vec<StoredPunch> {
     let store = open_store(&dir.join("data"));
     punches::of_device(&store, DEVICE).unwrap()
 }
 
 /// Waits until the upstream double has received `count` distinct punch keys.
-async fn upstream_punches(double: &UpstreamDouble, count: usize) {
+pub(crate) async fn upstream_punches(double: &UpstreamDouble, count: usize) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let seen = punch_keys(double).len();
@@ -76,7 +88,7 @@ async fn upstream_punches(double: &UpstreamDouble, count: usize) {
     }
 }
 
-fn punch_keys(double: &UpstreamDouble) -> Vec<String> {
+pub(crate) fn punch_keys(double: &UpstreamDouble) -> Vec<String> {
     double
         .application_counts()
         .into_keys()
@@ -85,7 +97,7 @@ fn punch_keys(double: &UpstreamDouble) -> Vec<String> {
 }
 
 /// Every stored punch reached the upstream exactly once, and nothing else did.
-fn assert_exactly_once(double: &UpstreamDouble, stored: &[StoredPunch]) {
+pub(crate) fn assert_exactly_once(double: &UpstreamDouble, stored: &[StoredPunch]) {
     let mut keys: Vec<String> = stored.iter().map(|s| EventKey::punch(&s.punch)).collect();
     for key in &keys {
         assert_eq!(double.applications(key), 1, "{key}");
