@@ -18,6 +18,7 @@
 
 mod attendance;
 mod client;
+mod finger;
 mod identity;
 mod link;
 mod listen;

@@ -113,6 +113,9 @@ pub(crate) struct Options {
     /// Fingerprint templates (fingers 0..N, at most 10) of every user with an odd uid.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=10))]
     fingers: u8,
+    /// Make this finger (0–9) of every user with templates a duress finger (valid flag 3).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=9))]
+    duress_finger: Option<u8>,
     /// Attendance records punched during every attendance read: appended after the client
     /// read the counts, before the dataset is cut (a log that grows during the read).
     #[arg(long, default_value_t = 0)]
@@ -231,6 +234,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         fingers: args.fingers,
     })?;
     store.log_growth = args.log_growth;
+    if let Some(finger) = args.duress_finger {
+        store.mark_duress(finger);
+    }
     let config = Config {
         comm_key: args.comm_key.filter(|&k| k != 0).map(CommKey),
         inline_threshold: args.inline_threshold,

@@ -161,6 +161,14 @@ impl Store {
         self.record_capacity = self.record_capacity.max(self.logs.len() as u32 + 1000);
     }
 
+    /// Makes finger `finger` of every user who has it a duress finger (valid flag 3, pyzk's
+    /// "duress"), as a terminal where users enrolled one.
+    pub fn mark_duress(&mut self, finger: u8) {
+        for template in self.templates.iter_mut().filter(|t| t.finger == finger) {
+            template.valid = 3;
+        }
+    }
+
     /// A punch made at the terminal at `at`: the next user in turn (by log position) punches in
     /// or out with a fingerprint, appended to the log. Returns the record and its user; `None`
     /// on a terminal without users.
