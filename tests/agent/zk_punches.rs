@@ -409,6 +409,62 @@ async fn a_zk_log_cleared_at_the_terminal_is_noticed_re_read_de_duplicated_and_a
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zk_log_refilled_to_the_stored_count_is_noticed_at_the_next_backup() {
+    let dir = tempdir().unwrap();
+    let double = UpstreamDouble::start(TOKEN).await;
+    let listen = format!("127.0.0.1:{}", free_port());
+    let (config, log) = config(dir.path(), &listen, "1s", &double.url());
+    let terminal = terminal_on(&listen, "20", "5");
+    let mut agent = RunningAgent::on(&config, &log);
+    agent.wait_for_log("zk punches stored", 1);
+    upstream_punches(&double, 20).await;
+
+    // Cleared at the terminal and refilled with 20 other punches: the count the cursor holds.
+    // Polls see the same count and download nothing; the next backup reads the log anyway.
+    drop(terminal);
+    let terminal = terminal_on(&listen, "20", "9");
+    let polls = agent.count("complete read applied");
+    agent.wait_for_log("complete read applied", polls + 2);
+    assert_eq!(attendance_reads(&terminal), 0, "polls do not download");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let out = std::process::Command::new(test_support::agent::running::bin())
+        .args(["backup", "create", "--device", DEVICE, "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    agent.wait_for_log("no longer starts with the records stored before", 1);
+    agent.wait_for_log("zk punches stored", 2);
+    // Punches of the two logs may share a key (same user, second, verify and state).
+    let line = agent
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("zk punches stored"))
+        .last()
+        .unwrap()
+        .to_string();
+    let new: usize = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("new="))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(new >= 15, "most refilled punches are new: {line}");
+    upstream_punches(&double, 20 + new).await;
+    agent.stop();
+    assert_eq!(
+        attendance_reads(&terminal),
+        1,
+        "the backup downloaded the log"
+    );
+    let now = stored(dir.path());
+    assert_eq!(now.len(), 20 + new, "the refilled punches are stored too");
+    assert_exactly_once(&double, &now);
+    assert_eq!(rewritten_alarms(dir.path()), [(20, 20)]);
+    terminal.assert_nothing_destructive();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zk_punches_refused_by_a_full_outbox_stay_on_the_terminal_until_room_returns() {
     let dir = tempdir().unwrap();
     let double = UpstreamDouble::start(TOKEN).await;

@@ -13,6 +13,7 @@
 //! The agent never clears the log: the request type cannot express it.
 
 use crate::device::punches::PunchLog;
+use crate::device::FetchMode;
 use crate::events::{EventKey, Punch};
 use crate::store::{Alarm, AlarmKind, Record, Store, StoreError};
 use device_protocols::zk::{
@@ -22,6 +23,7 @@ use device_protocols::zk::{
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Records stored per transaction: bounds one transaction's size on a 100,000-record first
 /// read, and lets the cursor advance in steps so a crash mid-way loses no progress.
@@ -36,7 +38,15 @@ pub struct ZkPunches {
     /// uid → user id of the last user table read, to name the users of small-form live
     /// events (which carry only the uid), as the 8-byte log records are named.
     uids: Arc<Mutex<HashMap<u16, String>>>,
+    /// When this agent last downloaded the log (starts at the agent's start): the log is read
+    /// again at least every [`LOG_CHECK_EVERY`] even when its count stands still.
+    log_read_at: Arc<Mutex<Instant>>,
 }
+
+/// How long a log whose record count stands still goes without a download. The count is the
+/// change signal, and a log cleared and refilled to exactly the stored count keeps it; a
+/// download now and then (and at every backup) compares the log with the cursor's last key.
+pub(super) const LOG_CHECK_EVERY: Duration = Duration::from_secs(3600);
 
 impl ZkPunches {
     /// Punches stored through `log`, cursors kept in `store` (the same store).
@@ -45,7 +55,13 @@ impl ZkPunches {
             log,
             store,
             uids: Arc::default(),
+            log_read_at: Arc::new(Mutex::new(Instant::now())),
         }
+    }
+
+    /// Notes a complete download of the log.
+    pub(super) fn log_read(&self) {
+        *self.log_read_at.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
     }
 
     /// Remembers the uids of a complete user table read.
@@ -110,9 +126,24 @@ fn load_cursor(store: &Store, device_id: &str) -> Option<AttendanceCursor> {
     }
 }
 
-/// Whether this session must download the log: always without a cursor, otherwise only when
-/// the device's record count differs from what is stored.
-pub(super) fn needs_read(punches: &ZkPunches, device_id: &str, sizes: &DeviceSizes) -> bool {
+/// Whether this session must download the log: always without a cursor, for a backup
+/// ([`FetchMode::All`]) and when the last download is [`LOG_CHECK_EVERY`] old; otherwise only
+/// when the device's record count differs from what is stored.
+pub(super) fn needs_read(
+    punches: &ZkPunches,
+    device_id: &str,
+    sizes: &DeviceSizes,
+    mode: FetchMode,
+) -> bool {
+    let stale = punches
+        .log_read_at
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .elapsed()
+        >= LOG_CHECK_EVERY;
+    if mode == FetchMode::All || stale {
+        return true;
+    }
     match load_cursor(&punches.store, device_id) {
         Some(cursor) if cursor.count == u64::from(sizes.records) => {
             tracing::debug!(

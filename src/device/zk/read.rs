@@ -242,9 +242,14 @@ async fn fetch(
         _ => TemplateSource::Downloaded(client.bulk_read(BulkDataset::FingerTemplates).await?),
     };
     let mut download = None;
-    if punches.is_some_and(|p| attendance::needs_read(p, &settings.device_id, &sizes)) {
+    if let Some(punches) =
+        punches.filter(|p| attendance::needs_read(p, &settings.device_id, &sizes, mode))
+    {
         match read_attendance(client, settings, &sizes).await {
-            Ok(read) => download = Some(read),
+            Ok(read) => {
+                punches.log_read();
+                download = Some(read);
+            }
             Err(err) => tracing::warn!(
                 device = %settings.device_id,
                 "attendance log not read ({err}); the punches stay on the device for the next read"
