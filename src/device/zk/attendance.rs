@@ -6,7 +6,9 @@
 //! The protocol has no "records since" read, so each read downloads the whole log. A durable
 //! per-device cursor (how many records of the log are stored, and the key of the last one) lets
 //! a poll skip the download when the device's record count has not moved, and store only the
-//! records past the cursor when it has. When the cursor no longer matches the log (someone
+//! records past the cursor when it has. The count is only a change signal: a backup, and a
+//! poll an hour after the last download, read the log anyway, so a log cleared and refilled
+//! to exactly the stored count is still noticed. When the cursor no longer matches the log (someone
 //! cleared the log with vendor software, the firmware rewrote it), the whole log is offered
 //! again and de-duplicated by punch key, so nothing is stored twice and nothing is skipped.
 //! Every poll is a fresh session, so the backfill after a reconnection is simply the next read.

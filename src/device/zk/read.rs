@@ -2,7 +2,7 @@
 //! auto re-enable timeout) → sizes → users (bulk) → free → fingerprint templates (bulk, when
 //! the device reports any and its counts moved since the last template read, see
 //! [`TemplateCache`]) → free → [serial number → attendance log
-//! (bulk) → free, when punches are wanted and the record count moved] → enable → exit. The close runs on every
+//! (bulk) → free, when punches are wanted and `attendance::needs_read` says so] → enable → exit. The close runs on every
 //! path, errors included, because the part that can fail is awaited as one step *before* it (and
 //! a read cancelled mid-way is closed by the client's `Drop`): firmware keeps a session until
 //! `EXIT`, and a terminal left disabled shows "Working…".
