@@ -326,7 +326,9 @@ enum Wake {
     Stopping,
 }
 
-/// Pause before a listening session that failed is tried again (the poll still runs on time).
+/// Pause before a listening session that failed is tried again (the poll still runs on time);
+/// it doubles with every failure in a row within one wait, so a terminal that is off costs a
+/// handful of attempts (and lock audit entries) per poll interval, not one every few seconds.
 const LISTEN_RETRY: Duration = Duration::from_secs(5);
 
 /// Waits for the next round: until `next_poll`, a wake-up or stop. A device that listens for
@@ -340,6 +342,7 @@ async fn wait_for_round<S: SessionSource>(
     trigger: &Notify,
     stop: &mut StopSignal,
 ) -> Wake {
+    let mut retry = LISTEN_RETRY;
     loop {
         let listener = match source.session(device, Duration::ZERO).await {
             Some(session) if session.listens() => Some(session),
@@ -365,8 +368,10 @@ async fn wait_for_round<S: SessionSource>(
                 continue;
             }
             ListenEnd::Failed(why) => {
-                tracing::warn!(device, "live-event session failed: {why}; trying again in {LISTEN_RETRY:?}, the poll stays on time");
-                LISTEN_RETRY
+                tracing::warn!(device, "live-event session failed: {why}; trying again in {retry:?}, the poll stays on time");
+                let pause = retry;
+                retry = retry.saturating_mul(2);
+                pause
             }
         };
         tokio::select! {

@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::zk_punches::{
-    assert_exactly_once, config_with, punch_keys, stored, upstream_punches, DEVICE,
+    assert_exactly_once, config_with, last_line, punch_keys, stored, upstream_punches, DEVICE,
 };
 use test_support::agent::running::{bin, RunningAgent};
 use test_support::agent::upstream::TOKEN;
@@ -98,13 +98,7 @@ async fn live_punches_reach_the_upstream_once(form: &str) {
     let polled = agent_command(&config, &["sync-now", "--device", DEVICE]);
     assert!(polled.contains("requested"), "{polled}");
     agent.wait_for_log("zk punches stored", stores + 1);
-    let last = agent
-        .log_text()
-        .lines()
-        .filter(|l| l.contains("zk punches stored"))
-        .last()
-        .unwrap()
-        .to_string();
+    let last = last_line(&agent, "zk punches stored");
     assert!(last.contains("new=0"), "{last}");
     agent.stop();
 

@@ -177,6 +177,16 @@ fn as_tuples(stored: &[StoredPunch]) -> Vec<(String, String, String, String)> {
     out
 }
 
+/// The agent's last log line containing `needle`.
+pub(crate) fn last_line(agent: &RunningAgent, needle: &str) -> String {
+    agent
+        .log_text()
+        .lines()
+        .rfind(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("no {needle:?} in the log"))
+        .to_string()
+}
+
 fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
     v.sort();
     v
@@ -436,13 +446,7 @@ async fn a_zk_log_refilled_to_the_stored_count_is_noticed_at_the_next_backup() {
     agent.wait_for_log("no longer starts with the records stored before", 1);
     agent.wait_for_log("zk punches stored", 2);
     // Punches of the two logs may share a key (same user, second, verify and state).
-    let line = agent
-        .log_text()
-        .lines()
-        .filter(|l| l.contains("zk punches stored"))
-        .last()
-        .unwrap()
-        .to_string();
+    let line = last_line(&agent, "zk punches stored");
     let new: usize = line
         .split_whitespace()
         .find_map(|w| w.strip_prefix("new="))
