@@ -282,6 +282,8 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
             sessions: SessionLog::open(args.session_log.as_deref())?,
         },
     )?;
+    // Before the announcement: a test may signal a punch as soon as it has read it.
+    start_punching(terminal.firmware(), args.punch_every_ms);
     if let Some(addr) = terminal.tcp_addr()? {
         announce("tcp", &addr.to_string());
     }
@@ -291,7 +293,6 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     if let Some(path) = terminal.serial_path() {
         announce("serial", &path.display().to_string());
     }
-    start_punching(terminal.firmware(), args.punch_every_ms);
     terminal.serve()
 }
 
