@@ -423,6 +423,26 @@ fn check_lock(findings: &mut Findings, config: &Config) {
     }
 }
 
+/// Settings that work but cost something the operator should know about (printed by
+/// `check-config` and logged at start-up as warnings).
+pub(super) fn trade_offs(config: &Config) -> Vec<String> {
+    config
+        .device
+        .iter()
+        .enumerate()
+        .filter(|(_, device)| device.live_events)
+        .map(|(index, device)| {
+            format!(
+                "device[{index}].live_events: the agent keeps a session with {} open between \
+                 polls and holds its device lock meanwhile; vendor software, `edge-agent probe` \
+                 or another agent get the terminal only at a poll, at lock.max_hold or when the \
+                 session fails (docs/locks.md, \"Live events\")",
+                device.id
+            )
+        })
+        .collect()
+}
+
 /// Checks the secret files the config names; returns warnings (e.g. world-readable secrets).
 pub(super) fn check_files(
     config: &Config,

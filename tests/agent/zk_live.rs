@@ -188,3 +188,45 @@ async fn zk_live_latency() {
     print("stored (agent log line)", to_stored);
     print("upstream double", to_upstream);
 }
+
+/// `check-config` names the trade-off of `live_events` and refuses it off tcp.
+#[test]
+fn check_config_names_the_live_events_trade_off_and_refuses_it_off_tcp() {
+    let dir = tempdir().unwrap();
+    let (config, _) = config_with(
+        dir.path(),
+        "127.0.0.1:4370",
+        "10m",
+        "http://127.0.0.1:9",
+        "64MB",
+        "live_events = true\n",
+    );
+    let out = Command::new(bin())
+        .arg("check-config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("device[0].live_events") && stderr.contains("holds its device lock"),
+        "{stderr}"
+    );
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("live_events", "transport = \"udp\"\nlive_events"),
+    )
+    .unwrap();
+    let out = Command::new(bin())
+        .arg("check-config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("live events are for zk terminals over tcp"),
+        "{stderr}"
+    );
+}
