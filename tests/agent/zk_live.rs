@@ -230,3 +230,42 @@ fn check_config_names_the_live_events_trade_off_and_refuses_it_off_tcp() {
         "{stderr}"
     );
 }
+
+/// A listening session ends before its lock's fence (`lock.max_hold` here) and a new one,
+/// under a new lock, takes over: no session outlives its lock, and punches keep arriving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zk_listening_session_ends_before_its_lock_fence_and_another_takes_over() {
+    let dir = tempdir().unwrap();
+    let double = UpstreamDouble::start(TOKEN).await;
+    let terminal = terminal("36");
+    let address = terminal.tcp.unwrap().to_string();
+    let (config, log) = config_with(
+        dir.path(),
+        &address,
+        "10m",
+        &double.url(),
+        "64MB",
+        "live_events = true\n",
+    );
+    // max_hold 10 s, command timeout 3 s: each listening session ends after about 2 s.
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replacen("[lock]\n", "[lock]\nmax_hold = \"10s\"\n", 1),
+    )
+    .unwrap();
+    let mut agent = RunningAgent::on(&config, &log);
+    agent.wait_for_log("the device lock is about to end", 1);
+    agent.wait_for_log(LISTENING, 2);
+    upstream_punches(&double, 20).await;
+    punch_at(&terminal);
+    upstream_punches(&double, 21).await;
+    agent.stop();
+    let text = agent.log_text();
+    assert!(!text.contains("held longer than lock.max_hold"), "{text}");
+    assert!(!text.contains("no longer held"), "{text}");
+    let all = stored(dir.path());
+    assert_eq!(all.len(), 21);
+    assert_exactly_once(&double, &all);
+    terminal.assert_nothing_destructive();
+}
