@@ -92,7 +92,8 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigErrors> {
     let config = parse(&text).map_err(fail)?;
     let index = KeyIndex::build(&text);
     let mut errors = Vec::new();
-    let warnings = validate::check_files(&config, &index, &mut errors);
+    let mut warnings = validate::check_files(&config, &index, &mut errors);
+    warnings.extend(validate::trade_offs(&config));
     if errors.is_empty() {
         Ok(Loaded { config, warnings })
     } else {

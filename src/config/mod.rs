@@ -166,6 +166,14 @@ pub struct DeviceConfig {
     /// Fall back from TCP to UDP when TCP fails (zk).
     #[serde(default)]
     pub udp_fallback: bool,
+    /// Keep a session open between polls, registered for the terminal's realtime attendance
+    /// events, so punches are stored within a second instead of at the next poll (zk over tcp).
+    /// Opt-in: while it listens the agent holds the device lock, so other programs (vendor
+    /// software, `probe`, a second agent) get the terminal only when the listener yields it at
+    /// a poll, at the lock's `max_hold`, or to the agent's own backups, restores and conflict
+    /// writes. See docs/locks.md ("Live events").
+    #[serde(default)]
+    pub live_events: bool,
     /// Per-command timeout.
     #[serde(default = "defaults::command_timeout")]
     pub command_timeout: HumanDuration,

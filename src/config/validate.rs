@@ -184,6 +184,15 @@ fn check_devices(findings: &mut Findings, devices: &[DeviceConfig]) {
                 ),
             ),
         }
+        if device.live_events
+            && (device.driver != Driver::Zk || device.effective_transport() != Transport::Tcp)
+        {
+            findings.error(
+                &key("live_events"),
+                "live events are for zk terminals over tcp (the listener keeps one TCP session \
+                 open); remove it or set transport = \"tcp\"",
+            );
+        }
         if device.rs485_address == Some(0) {
             findings.error(&key("rs485_address"), "RS485 addresses run from 1 to 255");
         }
@@ -412,6 +421,26 @@ fn check_lock(findings: &mut Findings, config: &Config) {
             "arbiter mode asks the site's lock arbiter over MQTT: set mqtt.host",
         );
     }
+}
+
+/// Settings that work but cost something the operator should know about (printed by
+/// `check-config` and logged at start-up as warnings).
+pub(super) fn trade_offs(config: &Config) -> Vec<String> {
+    config
+        .device
+        .iter()
+        .enumerate()
+        .filter(|(_, device)| device.live_events)
+        .map(|(index, device)| {
+            format!(
+                "device[{index}].live_events: the agent keeps a session with {} open between \
+                 polls and holds its device lock meanwhile; vendor software, `edge-agent probe` \
+                 or another agent get the terminal only at a poll, at lock.max_hold or when the \
+                 session fails (docs/locks.md, \"Live events\")",
+                device.id
+            )
+        })
+        .collect()
 }
 
 /// Checks the secret files the config names; returns warnings (e.g. world-readable secrets).

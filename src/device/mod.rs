@@ -76,6 +76,24 @@ pub trait DeviceSession: Send + Sync {
             )))
         }
     }
+
+    /// Whether the sync loop should keep a listening session open between polls (a ZK terminal
+    /// configured with `live_events`), so punches arrive in about a second instead of at the
+    /// next poll. The default: no.
+    fn listens(&self) -> bool {
+        false
+    }
+
+    /// One listening session: stores the punches the terminal pushes until `end` turns true,
+    /// the device lock runs short or the link fails, then closes the session. The engine runs
+    /// it under the device lock, like a read. A driver without live events returns at once.
+    fn listen<'a>(
+        &'a self,
+        end: &'a tokio::sync::watch::Receiver<bool>,
+    ) -> impl Future<Output = Result<(), ReadError>> + Send + 'a {
+        let _ = end;
+        async { Ok(()) }
+    }
 }
 
 /// A shared session is a session: the sync loop and an operator's command (backup, restore)
@@ -115,5 +133,16 @@ impl<T: DeviceSession> DeviceSession for std::sync::Arc<T> {
         privilege: u32,
     ) -> impl Future<Output = Result<(), ReadError>> + Send + 'a {
         T::add_user(self, user_id, name, privilege)
+    }
+
+    fn listens(&self) -> bool {
+        T::listens(self)
+    }
+
+    fn listen<'a>(
+        &'a self,
+        end: &'a tokio::sync::watch::Receiver<bool>,
+    ) -> impl Future<Output = Result<(), ReadError>> + Send + 'a {
+        T::listen(self, end)
     }
 }

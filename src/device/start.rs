@@ -43,7 +43,8 @@ pub async fn start(
         match ZkSettings::from_config(device) {
             Ok(settings) => {
                 let session = ZkSession::new(settings)
-                    .with_punches(ZkPunches::new(punches.clone(), store.clone()));
+                    .with_punches(ZkPunches::new(punches.clone(), store.clone()))
+                    .with_live_events(device.live_events);
                 zk.insert(device.id.clone(), Arc::new(session));
             }
             Err(err) => {

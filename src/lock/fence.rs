@@ -171,6 +171,12 @@ pub fn check_current() -> Result<(), Fenced> {
     CURRENT.try_with(Fence::check).unwrap_or(Ok(()))
 }
 
+/// How long the lock of the session running in this task is still good for, if there is one:
+/// a session that would otherwise run on (a live-event listener) ends itself before it.
+pub fn current_remaining() -> Option<Duration> {
+    CURRENT.try_with(Fence::remaining).ok()
+}
+
 /// The fencing token of the lock the running task's device session holds, if any: what an
 /// event about a fact observed in that session carries (punches read by a poll or backfill).
 pub fn current_token() -> Option<u64> {

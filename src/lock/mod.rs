@@ -18,10 +18,12 @@
 pub mod fence;
 mod flock;
 mod journal;
+mod yielding;
 
 pub use fence::{Fence, Fenced};
 pub use flock::FlockLock;
 pub use journal::{LockJournal, LockNote};
+pub use yielding::{ListenTurn, YieldingLock};
 
 use std::future::Future;
 use std::path::PathBuf;

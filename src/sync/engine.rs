@@ -7,7 +7,7 @@ use super::clock::{Clock, SystemClock};
 use crate::audit::Audit;
 use crate::config::Config;
 use crate::events::{Event, EventBody};
-use crate::lock::DeviceLock;
+use crate::lock::{DeviceLock, YieldingLock};
 use crate::store::{Store, TreeName};
 use crate::upstream::outbox::Outbox;
 use std::collections::HashMap;
@@ -19,7 +19,8 @@ pub struct Engine {
     store: Store,
     outbox: Outbox,
     audit: Audit,
-    lock: Arc<dyn DeviceLock>,
+    /// The configured lock, wrapped so that a live-event listener yields to everything else.
+    lock: Arc<YieldingLock>,
     clock: Arc<dyn Clock>,
     agent_id: String,
     /// Per device, the registration whose user count was already compared (so a count drop is
@@ -73,7 +74,7 @@ impl Engine {
             outbox,
             audit,
             store,
-            lock,
+            lock: Arc::new(YieldingLock::new(lock)),
             clock: Arc::new(SystemClock),
             agent_id: agent_id.to_string(),
             count_checked: Mutex::new(HashMap::new()),
@@ -158,10 +159,16 @@ impl Engine {
         self.lock.as_ref()
     }
 
+    /// The same lock, for a live-event listener: taken only when nothing else in this agent
+    /// wants the device, and given up as soon as something does.
+    pub(super) fn listen_lock(&self) -> &YieldingLock {
+        &self.lock
+    }
+
     /// The device lock, shared: for the device sessions the drivers start on their own (the
     /// AI06 punch backfill), which must take the same lock as the engine's.
     pub fn lock_handle(&self) -> Arc<dyn DeviceLock> {
-        Arc::clone(&self.lock)
+        Arc::clone(&self.lock) as Arc<dyn DeviceLock>
     }
 
     /// This agent's id (in events and idempotency keys).

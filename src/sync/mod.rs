@@ -30,6 +30,7 @@ mod error;
 pub mod guard;
 pub mod held_values;
 pub mod history;
+pub mod listen;
 pub mod mapping;
 pub mod migrate;
 mod monitor;

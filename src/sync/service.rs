@@ -2,6 +2,7 @@
 //! connecting, by a keypad enrolment it pushed, or on demand (`sync-now`); plus the retention
 //! sweep. [`start`] runs it on devices and an engine the agent hands over.
 
+use super::listen::ListenEnd;
 use super::poll::PollOutcome;
 use super::retention::RetentionPolicy;
 use super::Engine;
@@ -292,15 +293,15 @@ pub async fn run_device<S: SessionSource>(
     let device = schedule.device_id.as_str();
     let mut next_poll = tokio::time::Instant::now();
     loop {
-        tokio::select! {
-            _ = tokio::time::sleep_until(next_poll) => {}
-            _ = trigger.notified() => {
+        match wait_for_round(&engine, &*source, device, next_poll, &trigger, &mut stop).await {
+            Wake::PollDue => {}
+            Wake::Woken => {
                 tokio::select! {
                     _ = tokio::time::sleep(SETTLE) => {}
                     _ = stop.stopped() => return,
                 }
             }
-            _ = stop.stopped() => return,
+            Wake::Stopping => return,
         }
         next_poll = tokio::time::Instant::now() + schedule.poll_interval;
         if crate::lifecycle::test_fault(&format!("device-loop:{device}")) {
@@ -314,6 +315,70 @@ pub async fn run_device<S: SessionSource>(
         tokio::select! {
             _ = work => {}
             _ = stop.stopped() => return,
+        }
+    }
+}
+
+/// What ended the wait between two rounds.
+enum Wake {
+    PollDue,
+    Woken,
+    Stopping,
+}
+
+/// Pause before a listening session that failed is tried again (the poll still runs on time);
+/// it doubles with every failure in a row within one wait, so a terminal that is off costs a
+/// handful of attempts (and lock audit entries) per poll interval, not one every few seconds.
+const LISTEN_RETRY: Duration = Duration::from_secs(5);
+
+/// Waits for the next round: until `next_poll`, a wake-up or stop. A device that listens for
+/// live events (`live_events`) spends the wait in listening sessions under its lock
+/// ([`Engine::listen`]), yielding the device to the agent's own sessions and coming back after.
+async fn wait_for_round<S: SessionSource>(
+    engine: &Engine,
+    source: &S,
+    device: &str,
+    next_poll: tokio::time::Instant,
+    trigger: &Notify,
+    stop: &mut StopSignal,
+) -> Wake {
+    let mut retry = LISTEN_RETRY;
+    loop {
+        let listener = match source.session(device, Duration::ZERO).await {
+            Some(session) if session.listens() => Some(session),
+            _ => None,
+        };
+        let Some(session) = listener else {
+            return tokio::select! {
+                _ = tokio::time::sleep_until(next_poll) => Wake::PollDue,
+                _ = trigger.notified() => Wake::Woken,
+                _ = stop.stopped() => Wake::Stopping,
+            };
+        };
+        let pause = match engine.listen(&session, next_poll, trigger, stop).await {
+            ListenEnd::PollDue => return Wake::PollDue,
+            ListenEnd::Woken => return Wake::Woken,
+            ListenEnd::Stopping => return Wake::Stopping,
+            ListenEnd::Ended => continue,
+            ListenEnd::Yielded => {
+                tokio::select! {
+                    _ = engine.until_device_unwanted(device) => {}
+                    _ = stop.stopped() => return Wake::Stopping,
+                }
+                continue;
+            }
+            ListenEnd::Failed(why) => {
+                tracing::warn!(device, "live-event session failed: {why}; trying again in {retry:?}, the poll stays on time");
+                let pause = retry;
+                retry = retry.saturating_mul(2);
+                pause
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = tokio::time::sleep_until(next_poll) => return Wake::PollDue,
+            _ = trigger.notified() => return Wake::Woken,
+            _ = stop.stopped() => return Wake::Stopping,
         }
     }
 }

@@ -19,6 +19,7 @@ mod site_day;
 mod socket;
 mod value_files;
 mod zk_conflicts;
+mod zk_live;
 mod zk_punches;
 mod zk_restore;
 mod zk_templates;

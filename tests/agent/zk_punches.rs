@@ -18,7 +18,7 @@ use test_support::peers::{pyzk_read, run_peer};
 use test_support::upstream_double::UpstreamDouble;
 use test_support::{free_port, tempdir, Emulator};
 
-const DEVICE: &str = "zk-door";
+pub(crate) const DEVICE: &str = "zk-door";
 
 /// `edge-agent run` on one ZK terminal at `address`, polled every `poll`, forwarding to `url`.
 fn config(dir: &Path, address: &str, poll: &str, url: &str) -> (PathBuf, PathBuf) {
@@ -33,6 +33,18 @@ fn config_capped(
     url: &str,
     outbox_max_bytes: &str,
 ) -> (PathBuf, PathBuf) {
+    config_with(dir, address, poll, url, outbox_max_bytes, "")
+}
+
+/// As [`config_capped`], with `device_extra` (TOML lines) added to the device's table.
+pub(crate) fn config_with(
+    dir: &Path,
+    address: &str,
+    poll: &str,
+    url: &str,
+    outbox_max_bytes: &str,
+    device_extra: &str,
+) -> (PathBuf, PathBuf) {
     let token = token_file(dir, TOKEN);
     let log = dir.join("agent.log");
     let text = format!(
@@ -41,7 +53,7 @@ fn config_capped(
          [log]\nfile = \"{log}\"\njournald = \"never\"\n\
          [lock]\ndir = \"{locks}\"\n\
          [[device]]\nid = \"{DEVICE}\"\ndriver = \"zk\"\naddress = \"{address}\"\n\
-         poll_interval = \"{poll}\"\ncommand_timeout = \"3s\"\n\
+         poll_interval = \"{poll}\"\ncommand_timeout = \"3s\"\n{device_extra}\
          [upstream]\nurl = \"{url}\"\ntoken_file = \"{token}\"\nmax_backoff = \"1s\"\n\
          outbox_max_bytes = \"{outbox_max_bytes}\"\n",
         data = dir.join("data").display(),
@@ -55,13 +67,13 @@ fn config_capped(
     (path, log)
 }
 
-fn stored(dir: &Path) -> Vec<StoredPunch> {
+pub(crate) fn stored(dir: &Path) -> Vec<StoredPunch> {
     let store = open_store(&dir.join("data"));
     punches::of_device(&store, DEVICE).unwrap()
 }
 
 /// Waits until the upstream double has received `count` distinct punch keys.
-async fn upstream_punches(double: &UpstreamDouble, count: usize) {
+pub(crate) async fn upstream_punches(double: &UpstreamDouble, count: usize) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let seen = punch_keys(double).len();
@@ -76,7 +88,7 @@ async fn upstream_punches(double: &UpstreamDouble, count: usize) {
     }
 }
 
-fn punch_keys(double: &UpstreamDouble) -> Vec<String> {
+pub(crate) fn punch_keys(double: &UpstreamDouble) -> Vec<String> {
     double
         .application_counts()
         .into_keys()
@@ -85,7 +97,7 @@ fn punch_keys(double: &UpstreamDouble) -> Vec<String> {
 }
 
 /// Every stored punch reached the upstream exactly once, and nothing else did.
-fn assert_exactly_once(double: &UpstreamDouble, stored: &[StoredPunch]) {
+pub(crate) fn assert_exactly_once(double: &UpstreamDouble, stored: &[StoredPunch]) {
     let mut keys: Vec<String> = stored.iter().map(|s| EventKey::punch(&s.punch)).collect();
     for key in &keys {
         assert_eq!(double.applications(key), 1, "{key}");
@@ -158,6 +170,16 @@ fn as_tuples(stored: &[StoredPunch]) -> Vec<(String, String, String, String)> {
         .collect();
     out.sort();
     out
+}
+
+/// The agent's last log line containing `needle`.
+pub(crate) fn last_line(agent: &RunningAgent, needle: &str) -> String {
+    agent
+        .log_text()
+        .lines()
+        .rfind(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("no {needle:?} in the log"))
+        .to_string()
 }
 
 fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
@@ -388,6 +410,56 @@ async fn a_zk_log_cleared_at_the_terminal_is_noticed_re_read_de_duplicated_and_a
     );
     assert_exactly_once(&double, &now);
     assert_eq!(rewritten_alarms(dir.path()), [(20, 10), (10, 3)]);
+    terminal.assert_nothing_destructive();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zk_log_refilled_to_the_stored_count_is_noticed_at_the_next_backup() {
+    let dir = tempdir().unwrap();
+    let double = UpstreamDouble::start(TOKEN).await;
+    let listen = format!("127.0.0.1:{}", free_port());
+    let (config, log) = config(dir.path(), &listen, "1s", &double.url());
+    let terminal = terminal_on(&listen, "20", "5");
+    let mut agent = RunningAgent::on(&config, &log);
+    agent.wait_for_log("zk punches stored", 1);
+    upstream_punches(&double, 20).await;
+
+    // Cleared at the terminal and refilled with 20 other punches: the count the cursor holds.
+    // Polls see the same count and download nothing; the next backup reads the log anyway.
+    drop(terminal);
+    let terminal = terminal_on(&listen, "20", "9");
+    let polls = agent.count("complete read applied");
+    agent.wait_for_log("complete read applied", polls + 2);
+    assert_eq!(attendance_reads(&terminal), 0, "polls do not download");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let out = std::process::Command::new(test_support::agent::running::bin())
+        .args(["backup", "create", "--device", DEVICE, "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    agent.wait_for_log("no longer starts with the records stored before", 1);
+    agent.wait_for_log("zk punches stored", 2);
+    // Punches of the two logs may share a key (same user, second, verify and state).
+    let line = last_line(&agent, "zk punches stored");
+    let new: usize = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("new="))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(new >= 15, "most refilled punches are new: {line}");
+    upstream_punches(&double, 20 + new).await;
+    agent.stop();
+    assert_eq!(
+        attendance_reads(&terminal),
+        1,
+        "the backup downloaded the log"
+    );
+    let now = stored(dir.path());
+    assert_eq!(now.len(), 20 + new, "the refilled punches are stored too");
+    assert_exactly_once(&double, &now);
+    assert_eq!(rewritten_alarms(dir.path()), [(20, 20)]);
     terminal.assert_nothing_destructive();
 }
 

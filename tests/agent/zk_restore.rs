@@ -130,6 +130,32 @@ fn a_zk_restore_re_adds_card_pin_and_a_user_without_credentials_and_pyzk_reads_i
 }
 
 #[test]
+fn a_zk_restore_writes_a_duress_finger_back_as_a_duress_finger() {
+    // Finger 1 of every user with fingers is a duress finger (valid flag 3): 1007's comes back
+    // with flag 3, which pyzk's read-back (templates with their `valid`) compares.
+    let dir = tempdir().unwrap();
+    let knobs = ["--fingers", "2", "--duress-finger", "1"];
+    let full = Emulator::zk(&[&["--tcp", "127.0.0.1:0", "--users", "7"], &knobs[..]].concat());
+    let config = config(dir.path(), &full.tcp.unwrap().to_string());
+    let mut agent = RunningAgent::on(&config, &dir.path().join("agent.log"));
+    agent.wait_for_log("backup written", 1);
+    agent.stop();
+    drop(full);
+    let backup = std::fs::read_dir(dir.path().join("data").join("backups"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".backup.jsonl"))
+        .unwrap();
+    let text = std::fs::read_to_string(&backup).unwrap();
+    let duress = text.lines().filter(|l| l.contains("\"flag=3;")).count();
+    assert_eq!(
+        duress, 4,
+        "users 1001, 1003, 1005 and 1007 have a duress finger 1 in the backup"
+    );
+    backup_lose_two_and_restore(&knobs, 3, 2);
+}
+
+#[test]
 fn a_zk_restore_uploads_fingerprint_templates_and_pyzk_reads_them_back() {
     // 1006: card and PIN (two record writes); 1007: fingers 0 and 1 only (its record, then two
     // template uploads).

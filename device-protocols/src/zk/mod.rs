@@ -106,6 +106,7 @@ pub mod checksum;
 pub mod code;
 pub mod dataset;
 pub mod device;
+pub mod event;
 pub mod framing;
 pub mod layout;
 pub mod packet;
@@ -123,6 +124,7 @@ pub use attendance::{decode_attendance, AttendanceLayout, AttendanceLog, Attenda
 pub use auth::CommKey;
 pub use bulk::{BulkError, BulkRead, BulkStep, MAX_CHUNK_TCP, MAX_CHUNK_UDP, MAX_DATASET_LEN};
 pub use code::{Code, DestructiveCommand};
+pub use event::{AttendanceEvent, EventForm, EventUser, EF_ATTLOG};
 pub use framing::{frame_tcp, FramingError, TcpReassembler};
 pub use packet::{Incoming, Packet, PacketError, RequestBytes, RequestPacket};
 pub use record::{RecordError, UserId};

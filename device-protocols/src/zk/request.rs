@@ -111,6 +111,12 @@ pub enum Request {
     /// Stores the uploaded buffer as one finger of one uid (`TMP_WRITE`): adds it, or replaces
     /// that same finger; never removes anything.
     WriteTemplate(TemplateHead),
+    /// Asks the terminal to push the events in `mask` over this session (`REG_EVENT`; 0 stops
+    /// them). Only a live-event listener sends it; see [`crate::zk::event`].
+    RegisterEvents {
+        /// Event mask, e.g. [`crate::zk::EF_ATTLOG`].
+        mask: u32,
+    },
 }
 
 impl Request {
@@ -134,6 +140,7 @@ impl Request {
             Request::PrepareUpload { .. } => Code::PREPARE_DATA,
             Request::UploadChunk(_) => Code::DATA,
             Request::WriteTemplate(_) => Code::TMP_WRITE,
+            Request::RegisterEvents { .. } => Code::REG_EVENT,
         }
     }
 
@@ -159,6 +166,7 @@ impl Request {
             Request::PrepareUpload { len } => len.to_le_bytes().to_vec(),
             Request::UploadChunk(chunk) => chunk.bytes().to_vec(),
             Request::WriteTemplate(head) => head.encode().to_vec(),
+            Request::RegisterEvents { mask } => mask.to_le_bytes().to_vec(),
             Request::Connect
             | Request::Exit
             | Request::EnableDevice

@@ -115,6 +115,24 @@ impl ClientSession {
         ))
     }
 
+    /// The event code of a realtime event packet (code 500, the code in the session field),
+    /// `None` for anything else.
+    pub fn event_code(packet: &Packet) -> Option<u16> {
+        (packet.code == Code::REG_EVENT).then_some(packet.session_id)
+    }
+
+    /// The acknowledgement of a realtime event: `ACK_OK` with this session's id and the event's
+    /// reply id (research §3.6: firmware re-sends the oldest event until exactly this arrives).
+    /// It does not advance the reply id: the terminal sends nothing back.
+    pub fn event_ack(&self, event: &Packet) -> RequestPacket {
+        RequestPacket::of(Packet::new(
+            Code::ACK_OK,
+            self.session_id,
+            event.reply_id,
+            Vec::new(),
+        ))
+    }
+
     /// Whether `packet` answers the most recent request (same reply id). Anything else is a stale
     /// duplicate, or a realtime event, and must be skipped, not treated as the answer.
     pub fn is_reply_to_last(&self, packet: &Packet) -> bool {

@@ -49,6 +49,8 @@ fn every_request() -> Vec<Request> {
         Request::FreeData,
         Request::SetUser(UserWrite::new(&user, UserLayout::Extended72).unwrap()),
         Request::RefreshData,
+        Request::RegisterEvents { mask: 1 },
+        Request::RegisterEvents { mask: 0 },
     ];
     for request in &all {
         match request {
@@ -68,7 +70,8 @@ fn every_request() -> Vec<Request> {
             | Request::RefreshData
             | Request::PrepareUpload { .. }
             | Request::UploadChunk(_)
-            | Request::WriteTemplate(_) => {}
+            | Request::WriteTemplate(_)
+            | Request::RegisterEvents { .. } => {}
         }
     }
     all

@@ -6,21 +6,26 @@
 //! The protocol has no "records since" read, so each read downloads the whole log. A durable
 //! per-device cursor (how many records of the log are stored, and the key of the last one) lets
 //! a poll skip the download when the device's record count has not moved, and store only the
-//! records past the cursor when it has. When the cursor no longer matches the log (someone
+//! records past the cursor when it has. The count is only a change signal: a backup, and a
+//! poll an hour after the last download, read the log anyway, so a log cleared and refilled
+//! to exactly the stored count is still noticed. When the cursor no longer matches the log (someone
 //! cleared the log with vendor software, the firmware rewrote it), the whole log is offered
 //! again and de-duplicated by punch key, so nothing is stored twice and nothing is skipped.
 //! Every poll is a fresh session, so the backfill after a reconnection is simply the next read.
 //! The agent never clears the log: the request type cannot express it.
 
 use crate::device::punches::PunchLog;
+use crate::device::FetchMode;
 use crate::events::{EventKey, Punch};
 use crate::store::{Alarm, AlarmKind, Record, Store, StoreError};
 use device_protocols::zk::{
-    decode_attendance, AttendanceLayout, AttendanceRecord, DeviceSizes, TextCodec, UserId,
-    UserTable,
+    decode_attendance, AttendanceEvent, AttendanceLayout, AttendanceRecord, DeviceSizes, EventUser,
+    TextCodec, UserId, UserTable,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Records stored per transaction: bounds one transaction's size on a 100,000-record first
 /// read, and lets the cursor advance in steps so a crash mid-way loses no progress.
@@ -32,12 +37,64 @@ const BATCH: usize = 5_000;
 pub struct ZkPunches {
     log: PunchLog,
     store: Store,
+    /// uid → user id of the last user table read, to name the users of small-form live
+    /// events (which carry only the uid), as the 8-byte log records are named.
+    uids: Arc<Mutex<HashMap<u16, String>>>,
+    /// When this agent last downloaded the log (starts at the agent's start): the log is read
+    /// again at least every [`LOG_CHECK_EVERY`] even when its count stands still.
+    log_read_at: Arc<Mutex<Instant>>,
 }
+
+/// How long a log whose record count stands still goes without a download. The count is the
+/// change signal, and a log cleared and refilled to exactly the stored count keeps it; a
+/// download now and then (and at every backup) compares the log with the cursor's last key.
+pub(super) const LOG_CHECK_EVERY: Duration = Duration::from_secs(3600);
 
 impl ZkPunches {
     /// Punches stored through `log`, cursors kept in `store` (the same store).
     pub fn new(log: PunchLog, store: Store) -> ZkPunches {
-        ZkPunches { log, store }
+        ZkPunches {
+            log,
+            store,
+            uids: Arc::default(),
+            log_read_at: Arc::new(Mutex::new(Instant::now())),
+        }
+    }
+
+    /// Notes a complete download of the log.
+    pub(super) fn log_read(&self) {
+        *self.log_read_at.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+    }
+
+    /// Remembers the uids of a complete user table read.
+    pub(super) fn remember_users(&self, table: &UserTable) {
+        let uids = table
+            .users
+            .iter()
+            .map(|user| (user.uid, user.user_id.display()))
+            .collect();
+        *self.uids.lock().unwrap_or_else(|p| p.into_inner()) = uids;
+    }
+
+    /// The user id of `uid` as of the last user table read.
+    pub(super) fn user_of_uid(&self, uid: u32) -> Option<String> {
+        let uid = u16::try_from(uid).ok()?;
+        self.uids
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&uid)
+            .cloned()
+    }
+
+    /// Stores punches that arrived as live events: the same call, transaction (punch and its
+    /// upstream event) and fsync as the poll's, so the poll's later copy of the same record
+    /// finds the key and is counted as repeated, not stored or sent again.
+    pub(super) async fn store_live(
+        &self,
+        device_id: &str,
+        punches: Vec<Punch>,
+    ) -> Result<crate::device::punches::PunchBatch, crate::upstream::OutboxError> {
+        self.log.record_punches(device_id, punches).await
     }
 }
 
@@ -71,9 +128,24 @@ fn load_cursor(store: &Store, device_id: &str) -> Option<AttendanceCursor> {
     }
 }
 
-/// Whether this session must download the log: always without a cursor, otherwise only when
-/// the device's record count differs from what is stored.
-pub(super) fn needs_read(punches: &ZkPunches, device_id: &str, sizes: &DeviceSizes) -> bool {
+/// Whether this session must download the log: always without a cursor, for a backup
+/// ([`FetchMode::All`]) and when the last download is [`LOG_CHECK_EVERY`] old; otherwise only
+/// when the device's record count differs from what is stored.
+pub(super) fn needs_read(
+    punches: &ZkPunches,
+    device_id: &str,
+    sizes: &DeviceSizes,
+    mode: FetchMode,
+) -> bool {
+    let stale = punches
+        .log_read_at
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .elapsed()
+        >= LOG_CHECK_EVERY;
+    if mode == FetchMode::All || stale {
+        return true;
+    }
     match load_cursor(&punches.store, device_id) {
         Some(cursor) if cursor.count == u64::from(sizes.records) => {
             tracing::debug!(
@@ -159,6 +231,48 @@ fn punch_of(
         inout: record.state.to_string(),
         raw,
     }
+}
+
+/// Converts a live attendance event into the punch the log's record of the same punch gives:
+/// the same `sn`, user id, device time (unshifted), verify (`mode`) and state (`inout`), hence
+/// the same punch key. A small-form event names the user by uid, resolved through `user_of_uid`
+/// (the last user table); `None` when that uid is unknown or the event is a failed
+/// verification: the poll, which stays authoritative, stores it then.
+pub(super) fn punch_of_event(
+    sn: &str,
+    event: &AttendanceEvent,
+    user_of_uid: impl Fn(u32) -> Option<String>,
+) -> Option<Punch> {
+    if !event.is_punch() {
+        return None;
+    }
+    let mut raw = BTreeMap::new();
+    raw.insert("source".to_string(), "live_event".to_string());
+    raw.insert("event_len".to_string(), event.payload_len.to_string());
+    raw.insert("verify".to_string(), event.verify.to_string());
+    raw.insert("state".to_string(), event.state.to_string());
+    if let Some(workcode) = event.workcode {
+        raw.insert("workcode".to_string(), workcode.to_string());
+    }
+    let user_id = match &event.user {
+        EventUser::UserId(id) => id.display(),
+        EventUser::Uid(uid) => {
+            raw.insert("uid".to_string(), uid.to_string());
+            raw.insert("user_id_from_uid".to_string(), "true".to_string());
+            user_of_uid(*uid)?
+        }
+    };
+    if user_id.is_empty() {
+        return None;
+    }
+    Some(Punch {
+        sn: sn.to_string(),
+        user_id,
+        time: event.time.to_string(),
+        mode: event.verify.to_string(),
+        inout: event.state.to_string(),
+        raw,
+    })
 }
 
 /// Decodes a downloaded log and stores every record past the cursor (or, when the cursor does
@@ -337,6 +451,36 @@ mod tests {
         assert_eq!(punch.raw["uid"], "13");
         assert_eq!(punch.raw["time_raw"], 0x2368_B36Bu32.to_string());
         assert_eq!(punch.raw["layout"], "40");
+    }
+
+    #[test]
+    fn a_live_event_gives_the_key_of_its_log_record() {
+        use device_protocols::zk::{EventForm, TextCodec};
+        let id = UserId::Text(DeviceText::utf8("999111333"));
+        let logged = record(13, Some(id.clone()));
+        let polled = punch_of("SN1", AttendanceLayout::Full40, &logged, &HashMap::new());
+        let event = |user| AttendanceEvent {
+            user,
+            verify: logged.verify,
+            state: logged.state,
+            time: logged.time.to_parts(),
+            workcode: None,
+            payload_len: 0,
+        };
+        for (user, form) in [
+            (EventUser::UserId(id), EventForm::UserId32),
+            (EventUser::Uid(13), EventForm::Uid10),
+        ] {
+            let wire = event(user).encode(form).unwrap();
+            let decoded = AttendanceEvent::decode(&wire, &TextCodec::default()).unwrap();
+            let live = punch_of_event("SN1", &decoded, |uid| {
+                (uid == 13).then(|| "999111333".to_string())
+            })
+            .unwrap();
+            assert_eq!(EventKey::punch(&live), EventKey::punch(&polled), "{form:?}");
+        }
+        let unknown = event(EventUser::Uid(14));
+        assert!(punch_of_event("SN1", &unknown, |_| None).is_none());
     }
 
     #[test]

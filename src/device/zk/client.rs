@@ -198,6 +198,39 @@ impl Client {
         }
     }
 
+    /// The next realtime event the terminal pushes (code 500), waiting at most `wait`; `None`
+    /// when none came. Anything else that arrives (a late duplicate reply) is skipped.
+    pub(super) async fn next_event(
+        &mut self,
+        wait: Duration,
+    ) -> Result<Option<Packet>, SessionError> {
+        let deadline = Instant::now() + wait;
+        loop {
+            match self.link_mut().recv(deadline).await {
+                Ok((incoming, wire_len)) => {
+                    self.bytes_received += wire_len as u64;
+                    if ClientSession::event_code(&incoming.packet).is_some() {
+                        return Ok(Some(incoming.packet));
+                    }
+                }
+                Err(LinkError::TimedOut(_)) => return Ok(None),
+                Err(source) => {
+                    return Err(SessionError::Link {
+                        what: "waiting for realtime events".to_string(),
+                        source,
+                    })
+                }
+            }
+        }
+    }
+
+    /// Acknowledges a realtime event (`ACK_OK` with the session id and the event's reply id),
+    /// so the terminal sends the next one; it answers nothing.
+    pub(super) async fn ack_event(&mut self, event: &Packet) -> Result<(), SessionError> {
+        let bytes = self.session.event_ack(event).encode();
+        self.send(&bytes, "ACK_OK of a realtime event").await
+    }
+
     /// Ends the session on every path: re-enables the device if this session disabled it, then
     /// sends `EXIT` (firmware frees sessions only on `EXIT`, and re-enables itself when the last
     /// one goes). When the TCP connection broke, `EXIT` goes out on a fresh connection, since

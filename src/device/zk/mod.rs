@@ -9,14 +9,19 @@
 //! With a punch log attached ([`ZkSession::with_punches`]), every read also downloads the
 //! attendance log when the device's record count moved, and `attendance` stores the new punches.
 //!
+//! With `live_events` ([`ZkSession::with_live_events`]), `listen` keeps a session registered
+//! for the terminal's attendance events between polls and stores each punch as it happens.
+//!
 //! Writes (`write`): a password, a card, a name or a bare user goes to the terminal as one
 //! whole-record `USER_WRQ` built on the record read in the same session, a fingerprint
 //! template through the upload path and `TMP_WRITE`; each is verified by reading back.
 
 mod attendance;
 mod client;
+mod finger;
 mod identity;
 mod link;
+mod listen;
 mod read;
 mod serial;
 mod settings;
@@ -28,6 +33,7 @@ mod write;
 pub use attendance::ZkPunches;
 pub use client::DISABLE_TIMEOUT_SECS;
 pub use identity::Identity;
+pub use listen::{ListenReport, LEAVE_BEFORE_FENCE};
 pub use settings::{Endpoint, SettingsError, ZkSettings};
 pub use tcp::SESSION_OPENED;
 
@@ -43,6 +49,8 @@ pub struct ZkSession {
     turn: tokio::sync::Mutex<read::TemplateCache>,
     prefer_udp: AtomicBool,
     punches: Option<ZkPunches>,
+    /// Keep a session registered for live attendance events between polls.
+    live_events: bool,
 }
 
 impl ZkSession {
@@ -53,7 +61,16 @@ impl ZkSession {
             turn: tokio::sync::Mutex::new(read::TemplateCache::default()),
             prefer_udp: AtomicBool::new(false),
             punches: None,
+            live_events: false,
         }
+    }
+
+    /// The same driver, listening for live attendance events between polls when `on` (the
+    /// device's `live_events`); they are stored through the punch log of
+    /// [`ZkSession::with_punches`], so without one there is nothing to listen for.
+    pub fn with_live_events(mut self, on: bool) -> ZkSession {
+        self.live_events = on;
+        self
     }
 
     /// The same driver, also reading the attendance log into `punches` at every read (the
@@ -95,6 +112,23 @@ impl DeviceSession for ZkSession {
             sink,
         )
         .await
+    }
+
+    fn listens(&self) -> bool {
+        self.live_events && self.punches.is_some()
+    }
+
+    async fn listen<'a>(
+        &'a self,
+        end: &'a tokio::sync::watch::Receiver<bool>,
+    ) -> Result<(), ReadError> {
+        let Some(punches) = self.punches.as_ref().filter(|_| self.live_events) else {
+            return Ok(());
+        };
+        let _turn = self.turn.lock().await;
+        listen::listen(&self.settings, &self.prefer_udp, punches, end)
+            .await
+            .map(drop)
     }
 
     async fn write_credential<'a>(&'a self, credential: &'a Credential) -> Result<(), ReadError> {

@@ -2,7 +2,7 @@
 //! auto re-enable timeout) → sizes → users (bulk) → free → fingerprint templates (bulk, when
 //! the device reports any and its counts moved since the last template read, see
 //! [`TemplateCache`]) → free → [serial number → attendance log
-//! (bulk) → free, when punches are wanted and the record count moved] → enable → exit. The close runs on every
+//! (bulk) → free, when punches are wanted and `attendance::needs_read` says so] → enable → exit. The close runs on every
 //! path, errors included, because the part that can fail is awaited as one step *before* it (and
 //! a read cancelled mid-way is closed by the client's `Drop`): firmware keeps a session until
 //! `EXIT`, and a terminal left disabled shows "Working…".
@@ -242,9 +242,14 @@ async fn fetch(
         _ => TemplateSource::Downloaded(client.bulk_read(BulkDataset::FingerTemplates).await?),
     };
     let mut download = None;
-    if punches.is_some_and(|p| attendance::needs_read(p, &settings.device_id, &sizes)) {
+    if let Some(punches) =
+        punches.filter(|p| attendance::needs_read(p, &settings.device_id, &sizes, mode))
+    {
         match read_attendance(client, settings, &sizes).await {
-            Ok(read) => download = Some(read),
+            Ok(read) => {
+                punches.log_read();
+                download = Some(read);
+            }
             Err(err) => tracing::warn!(
                 device = %settings.device_id,
                 "attendance log not read ({err}); the punches stay on the device for the next read"
@@ -300,23 +305,31 @@ fn settle_templates(
     Ok(())
 }
 
-/// The serial number (the `sn` of every punch key; the device id when the firmware will not
-/// tell) and the whole attendance log.
-async fn read_attendance(
+/// The serial number: the `sn` of every punch key (the device id when the firmware will not
+/// tell).
+pub(super) async fn serial_number(
     client: &mut Client,
     settings: &ZkSettings,
-    sizes: &DeviceSizes,
-) -> Result<AttendanceDownload, SessionError> {
+) -> Result<String, SessionError> {
     let reply = client
         .request(&Request::ReadOption("~SerialNumber".into()))
         .await?;
-    let sn = match client.session().option_reply(&reply) {
+    Ok(match client.session().option_reply(&reply) {
         Ok(sn) if !sn.is_empty() => sn,
         _ => {
             tracing::warn!(device = %settings.device_id, "the device does not report ~SerialNumber; punches are keyed with the device id");
             settings.device_id.clone()
         }
-    };
+    })
+}
+
+/// The serial number (see [`serial_number`]) and the whole attendance log.
+async fn read_attendance(
+    client: &mut Client,
+    settings: &ZkSettings,
+    sizes: &DeviceSizes,
+) -> Result<AttendanceDownload, SessionError> {
+    let sn = serial_number(client, settings).await?;
     let dataset = client.bulk_read(BulkDataset::Attendance).await?;
     Ok(AttendanceDownload {
         dataset,
@@ -345,6 +358,9 @@ pub(super) async fn read_users(
         users,
         attendance: download,
     } = outcome?;
+    if let (Some(punches), Ok((table, _))) = (punches, &users) {
+        punches.remember_users(table);
+    }
     if let (Some(punches), Some(download)) = (punches, download) {
         attendance::store_download(
             punches,

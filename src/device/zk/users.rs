@@ -6,13 +6,14 @@
 //! [`FetchMode::Missing`] only those the sink does not already hold unchanged are handed over.
 //! Fingerprint templates come from a separate template bulk read in the same session; each is
 //! the credential of its finger's slot (0–9), the template bytes as base64 text (as the AI06
-//! carries its templates), and they are counted against the device's own template count.
+//! carries its templates) with a valid flag other than 1 (a duress finger) kept in front
+//! (`super::finger`), and they are counted against the device's own template count.
 
+use super::finger::FingerValue;
 use crate::device::{
     Credential, FetchMode, ReadError, ReadProgress, ReadSink, ReadUser, UserDetails, UserRead,
 };
 use crate::events::DeviceUser;
-use base64::Engine as _;
 use device_protocols::aiface::CredentialValue;
 use device_protocols::zk::{DeviceSizes, FingerTemplate, UserRecord, UserTable};
 use std::collections::HashMap;
@@ -96,8 +97,11 @@ pub(super) fn to_user_read(
         }
         let mut slots = Vec::new();
         let templates = own.into_iter().map(|t| {
-            let text = base64::engine::general_purpose::STANDARD.encode(&t.template);
-            (u16::from(t.finger), CredentialValue::Text(text))
+            let value = FingerValue {
+                valid: t.valid,
+                template: t.template.clone(),
+            };
+            (u16::from(t.finger), CredentialValue::Text(value.to_text()))
         });
         for (slot, value) in templates.chain(record_credentials(record)) {
             slots.push(slot);

@@ -14,11 +14,11 @@
 //! paced terminal with thousands of fingers that is the cost of a verified restore.
 
 use super::client::Client;
+use super::finger::FingerValue;
 use super::read::{open, templates_now, users_now};
 use super::settings::ZkSettings;
 use super::users::privilege;
 use crate::device::{Credential, ReadError};
-use base64::Engine as _;
 use device_protocols::aiface::CredentialValue;
 use device_protocols::zk::{
     DeviceText, FingerTemplate, Request, TemplateUpload, TimeZones, UserId, UserLayout, UserRecord,
@@ -85,14 +85,15 @@ pub(super) fn check_writable(change: &Change<'_>, device: &str) -> Result<(), Re
             )));
         }
         if credential.slot <= LAST_FINGER_SLOT {
-            template_bytes(credential)?;
+            finger_value(credential)?;
         }
     }
     Ok(())
 }
 
-/// The template bytes of a fingerprint credential (kept as base64 text, as it was read).
-fn template_bytes(credential: &Credential) -> Result<Vec<u8>, ReadError> {
+/// The template and valid flag of a fingerprint credential (base64 text as it was read, with
+/// a duress flag in front when it had one; see `super::finger`).
+fn finger_value(credential: &Credential) -> Result<FingerValue, ReadError> {
     let refused = |why: &str| {
         ReadError::Refused(format!(
             "fingerprint {} of user {} {why}; nothing was written",
@@ -102,13 +103,11 @@ fn template_bytes(credential: &Credential) -> Result<Vec<u8>, ReadError> {
     let CredentialValue::Text(text) = &credential.value else {
         return Err(refused("is not a base64 template"));
     };
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(text.trim())
-        .map_err(|_| refused("is not valid base64"))?;
-    if bytes.is_empty() {
+    let value = FingerValue::parse(text).map_err(|why| refused(&why))?;
+    if value.template.is_empty() {
         return Err(refused("is empty"));
     }
-    Ok(bytes)
+    Ok(value)
 }
 
 /// The device's privilege byte for the agent's scale (0 user, 1 admin, 2 super user).
@@ -267,16 +266,20 @@ async fn write_template(
     uid: u16,
 ) -> Result<(), ReadError> {
     let user_id = &credential.user_id;
+    let value = finger_value(credential)?;
     let template = FingerTemplate {
         uid,
         finger: credential.slot as u8,
-        // The valid flag is not kept with the credential: a restored finger is a normal one.
-        valid: 1,
-        template: template_bytes(credential)?,
+        // Kept with the credential, so a restored duress finger stays a duress finger.
+        valid: value.valid,
+        template: value.template,
     };
     let held = |templates: &[FingerTemplate]| {
         templates.iter().any(|t| {
-            t.uid == template.uid && t.finger == template.finger && t.template == template.template
+            t.uid == template.uid
+                && t.finger == template.finger
+                && t.valid == template.valid
+                && t.template == template.template
         })
     };
     if held(&templates_now(client).await?) {

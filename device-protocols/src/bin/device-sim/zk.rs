@@ -6,7 +6,9 @@
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use clap::ValueEnum;
 use device_protocols::sim::session_log::SessionLog;
@@ -14,7 +16,7 @@ use device_protocols::sim::zk::{
     Admission, CommandLog, Config, Faults, Firmware, FrontEnds, Line, Shape, Store, Terminal,
     Timing,
 };
-use device_protocols::zk::{AttendanceLayout, CommKey, TextCodec, UserLayout};
+use device_protocols::zk::{AttendanceLayout, CommKey, EventForm, TextCodec, UserLayout};
 
 /// User record format.
 #[derive(Clone, Copy, ValueEnum)]
@@ -50,6 +52,23 @@ pub(crate) enum SizesFormat {
     /// 80 bytes.
     #[value(name = "80")]
     Basic80,
+}
+
+/// Payload form of the realtime attendance events.
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum EventFormat {
+    /// User id string[24], verify, state, time[6]: 32 bytes.
+    #[value(name = "32")]
+    UserId32,
+    /// The 32-byte form and a u32 work code: 36 bytes.
+    #[value(name = "36")]
+    UserId36,
+    /// u16 uid, verify, state, time[6]: 10 bytes (ZEM560).
+    #[value(name = "10")]
+    Uid10,
+    /// u32 uid, verify, state, time[6]: 12 bytes.
+    #[value(name = "12")]
+    Uid12,
 }
 
 /// A way to make the device misbehave.
@@ -94,6 +113,9 @@ pub(crate) struct Options {
     /// Fingerprint templates (fingers 0..N, at most 10) of every user with an odd uid.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=10))]
     fingers: u8,
+    /// Make this finger (0–9) of every user with templates a duress finger (valid flag 3).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=9))]
+    duress_finger: Option<u8>,
     /// Attendance records punched during every attendance read: appended after the client
     /// read the counts, before the dataset is cut (a log that grows during the read).
     #[arg(long, default_value_t = 0)]
@@ -154,6 +176,17 @@ pub(crate) struct Options {
     /// monotonic clock) as JSON lines to this file.
     #[arg(long, value_name = "FILE")]
     session_log: Option<PathBuf>,
+    /// Payload form of the attendance events pushed to sessions that registered EF_ATTLOG.
+    #[arg(long, value_enum, default_value = "32")]
+    event_format: EventFormat,
+    /// Milliseconds before an unacknowledged event is sent again.
+    #[arg(long, default_value_t = 1000)]
+    event_resend_ms: u64,
+    /// Punch at the terminal every N milliseconds (0: never). A punch is also made for every
+    /// SIGUSR1 the process receives. Each punch joins the log and is pushed as an event to
+    /// registered sessions; a line `zk punch <user id> <time>` goes to stderr.
+    #[arg(long, default_value_t = 0)]
+    punch_every_ms: u64,
     /// Serve every TCP client at once instead of one at a time like firmware, so that two
     /// clients talking to the device together show up as overlapping sessions (lock tests).
     #[arg(long)]
@@ -201,6 +234,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         fingers: args.fingers,
     })?;
     store.log_growth = args.log_growth;
+    if let Some(finger) = args.duress_finger {
+        store.mark_duress(finger);
+    }
     let config = Config {
         comm_key: args.comm_key.filter(|&k| k != 0).map(CommKey),
         inline_threshold: args.inline_threshold,
@@ -209,6 +245,13 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         device_id: args.device_id,
         faults,
         first_session_id: (args.seed as u16).wrapping_mul(7919).max(1),
+        event_form: match args.event_format {
+            EventFormat::UserId32 => EventForm::UserId32,
+            EventFormat::UserId36 => EventForm::UserId36,
+            EventFormat::Uid10 => EventForm::Uid10,
+            EventFormat::Uid12 => EventForm::Uid12,
+        },
+        event_resend: Duration::from_millis(args.event_resend_ms.max(1)),
     };
     let log = CommandLog::open(args.command_log.as_deref())?;
     let timing = Timing {
@@ -239,6 +282,8 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
             sessions: SessionLog::open(args.session_log.as_deref())?,
         },
     )?;
+    // Before the announcement: a test may signal a punch as soon as it has read it.
+    start_punching(terminal.firmware(), args.punch_every_ms);
     if let Some(addr) = terminal.tcp_addr()? {
         announce("tcp", &addr.to_string());
     }
@@ -249,6 +294,54 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         announce("serial", &path.display().to_string());
     }
     terminal.serve()
+}
+
+/// SIGUSR1s received and not yet turned into punches.
+static PUNCH_SIGNALS: AtomicU32 = AtomicU32::new(0);
+
+extern "C" fn on_sigusr1(_: libc::c_int) {
+    PUNCH_SIGNALS.fetch_add(1, Ordering::SeqCst);
+}
+
+/// Punches at the terminal for every SIGUSR1 and, with `every_ms` > 0, on that period: a
+/// thread that checks every 2 ms, so a test's signal becomes a punch (and an event) at once.
+fn start_punching(firmware: Arc<Mutex<Firmware>>, every_ms: u64) {
+    // SAFETY: installs a handler that only increments an atomic (async-signal-safe).
+    unsafe {
+        libc::signal(
+            libc::SIGUSR1,
+            on_sigusr1 as extern "C" fn(libc::c_int) as libc::sighandler_t,
+        );
+    }
+    std::thread::spawn(move || {
+        let period = (every_ms > 0).then(|| Duration::from_millis(every_ms));
+        let mut next = period.map(|p| Instant::now() + p);
+        loop {
+            std::thread::sleep(Duration::from_millis(2));
+            let mut due = PUNCH_SIGNALS.swap(0, Ordering::SeqCst);
+            if let (Some(at), Some(period)) = (next, period) {
+                if Instant::now() >= at {
+                    due += 1;
+                    next = Some(at + period);
+                }
+            }
+            for _ in 0..due {
+                let record = firmware.lock().expect("firmware lock").punch();
+                match record {
+                    Some(record) => eprintln!(
+                        "zk punch {} {}",
+                        record
+                            .user_id
+                            .as_ref()
+                            .map(|id| id.display())
+                            .unwrap_or_default(),
+                        record.time.to_parts()
+                    ),
+                    None => eprintln!("device-sim zk: no users, so no punch"),
+                }
+            }
+        }
+    });
 }
 
 /// Accepts the standard rates the serial front end can configure.

@@ -7,13 +7,17 @@
 //! replies; `USER_WRQ` conflict rules. Fault knobs degrade it in the ways field devices do.
 
 use std::collections::HashMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::sim::clock::DeviceClock;
 use crate::zk::device::{prepare_buffer_reply, read_buffer_replies};
-use crate::zk::{Code, CommKey, FingerTemplate, Packet, TemplateHead, ZkTime, UPLOAD_CHUNK};
+use crate::zk::{
+    AttendanceEvent, AttendanceRecord, Code, CommKey, EventForm, EventUser, FingerTemplate, Packet,
+    TemplateHead, ZkTime, UPLOAD_CHUNK,
+};
 
 use super::enable_state::EnableState;
+use super::events::Events;
 use super::packet_log::{CommandLog, Disposition, Entry};
 use super::store::{Store, WriteRefusal};
 use super::time::{from_zk, to_zk};
@@ -69,6 +73,10 @@ pub struct Config {
     pub faults: Faults,
     /// Session id given to the first CONNECT; later ones count up.
     pub first_session_id: u16,
+    /// Payload form of the attendance events pushed to registered sessions.
+    pub event_form: EventForm,
+    /// How long an unacknowledged event waits before it is sent again.
+    pub event_resend: Duration,
 }
 
 /// What to send back for one packet.
@@ -103,6 +111,7 @@ pub struct Firmware {
     next_session_id: u16,
     options: HashMap<String, String>,
     enable_state: EnableState,
+    events: Events,
 }
 
 impl Firmware {
@@ -135,7 +144,9 @@ impl Firmware {
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .chain([("DeviceID".to_owned(), config.device_id.to_string())])
         .collect();
+        let events = Events::new(config.event_form, config.event_resend);
         Firmware {
+            events,
             next_session_id: config.first_session_id.max(1),
             config,
             store,
@@ -163,6 +174,38 @@ impl Firmware {
                 enabled,
             ));
         }
+    }
+
+    /// A punch made at the terminal now: appended to the attendance log and queued as an
+    /// attendance event for every session that registered for them. `None` without users.
+    pub fn punch(&mut self) -> Option<AttendanceRecord> {
+        let now = to_zk(self.clock.now());
+        let (record, owner) = self.store.punch(now)?;
+        let user = match self.config.event_form {
+            EventForm::UserId32 | EventForm::UserId36 => EventUser::UserId(owner.user_id),
+            EventForm::Uid10 | EventForm::Uid12 => EventUser::Uid(u32::from(owner.uid)),
+        };
+        let event = AttendanceEvent {
+            user,
+            verify: record.verify,
+            state: record.state,
+            time: now.to_parts(),
+            workcode: record.workcode,
+            payload_len: 0,
+        };
+        self.events.attendance(&event);
+        Some(record)
+    }
+
+    /// The realtime event due to `session` now (the oldest unacknowledged one, when it was
+    /// never sent or its resend interval is over), for the front end to send between replies.
+    pub fn due_event(&mut self, session: u16) -> Option<Packet> {
+        self.events.due(session, Instant::now())
+    }
+
+    /// Whether `session` registered for realtime events (the front end then watches for them).
+    pub fn listening(&self, session: u16) -> bool {
+        self.events.registered(session)
     }
 
     /// Handles one received ZK packet.
@@ -195,6 +238,7 @@ impl Firmware {
         }
         if request.code == Code::ACK_OK {
             // A client acknowledging a realtime event: firmware never answers it.
+            self.events.ack(request.session_id, request.reply_id);
             return (Reply::default(), Disposition::NoReply);
         }
         let session = self.sessions.get_mut(&request.session_id).expect("checked");
@@ -272,6 +316,7 @@ impl Firmware {
             }
             Code::EXIT => {
                 self.sessions.remove(&request.session_id);
+                self.events.end(request.session_id);
                 if self.sessions.is_empty() {
                     self.enable_state.enable();
                 }
@@ -379,8 +424,12 @@ impl Firmware {
             Code::REFRESH_DATA
             | Code::REFRESH_OPTION
             | Code::START_VERIFY
-            | Code::CANCEL_CAPTURE
-            | Code::REG_EVENT => ok(),
+            | Code::CANCEL_CAPTURE => ok(),
+            Code::REG_EVENT => {
+                self.events
+                    .register(request.session_id, word(&request.data, 0).unwrap_or(0));
+                ok()
+            }
             Code::GET_PINWIDTH => single(with_data(request, vec![9])),
             _ => single(ack(Code::ACK_UNKNOWN, request)),
         }

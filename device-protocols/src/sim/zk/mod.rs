@@ -10,6 +10,7 @@
 //! single-threaded loop that serves one TCP client at a time, and the front ends mirror that.
 
 mod enable_state;
+mod events;
 mod firmware;
 mod net;
 mod packet_log;
@@ -99,6 +100,12 @@ impl Terminal {
     /// The bound UDP address, when UDP was asked for.
     pub fn udp_addr(&self) -> anyhow::Result<Option<SocketAddr>> {
         Ok(self.udp.as_ref().map(UdpSocket::local_addr).transpose()?)
+    }
+
+    /// The firmware every front end shares: for a driver that acts at the terminal while it
+    /// serves (punches made at the keypad, see `device-sim zk --punch-every-ms` and SIGUSR1).
+    pub fn firmware(&self) -> Arc<Mutex<Firmware>> {
+        Arc::clone(&self.firmware)
     }
 
     /// The served serial device, when one was asked for.

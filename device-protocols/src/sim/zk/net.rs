@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::sim::session_log::{Session, SessionLog};
-use crate::zk::{frame_tcp, Packet, TcpReassembler};
+use crate::zk::{frame_tcp, Code, Packet, TcpReassembler};
 use anyhow::Context;
 
 use super::firmware::{Firmware, Reply, Transport};
@@ -15,6 +15,9 @@ use super::firmware::{Firmware, Reply, Transport};
 /// The firmware's UDP receive buffer; longer datagrams are truncated (and then fail the checksum),
 /// exactly as on the device.
 const UDP_RECEIVE_BUFFER: usize = 1032;
+
+/// How often a TCP connection idle between requests checks for a realtime event to push.
+const EVENT_TICK: Duration = Duration::from_millis(5);
 
 /// Timing knobs shared by the front ends.
 #[derive(Clone, Copy)]
@@ -93,6 +96,8 @@ fn serve_connection(
     let mut reassembler = TcpReassembler::new();
     let mut buffer = vec![0u8; 64 * 1024];
     let mut first = true;
+    // The session this connection opened, for the realtime events it registered.
+    let mut session_id: Option<u16> = None;
     loop {
         let n = match stream.read(&mut buffer) {
             Ok(0) => return Ok(()),
@@ -103,24 +108,35 @@ fn serve_connection(
                 // No session for a client that stays silent (firmware's 8 s first-packet wait).
                 return Ok(());
             }
+            Err(err) if matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                // Between the client's requests: push the realtime event that is due, if any.
+                let due =
+                    session_id.and_then(|id| firmware.lock().expect("firmware lock").due_event(id));
+                if let Some(event) = due {
+                    stream.write_all(&frame_tcp(&event.encode()))?;
+                }
+                continue;
+            }
             Err(err) => return Err(err).context("reading from client"),
         };
         reassembler.push(&buffer[..n]);
         while let Some(packet) = reassembler.next_packet().context("framing client stream")? {
             if first {
                 first = false;
-                stream.set_read_timeout(None)?;
+                // Wake up now and then between requests to push realtime events.
+                stream.set_read_timeout(Some(EVENT_TICK))?;
             }
-            session.command(
-                Packet::decode(&packet)
-                    .ok()
-                    .and_then(|incoming| incoming.packet.code.name())
-                    .unwrap_or("?"),
-            );
+            let code = Packet::decode(&packet)
+                .ok()
+                .map(|incoming| incoming.packet.code);
+            session.command(code.and_then(|code| code.name()).unwrap_or("?"));
             let reply = firmware
                 .lock()
                 .expect("firmware lock")
                 .handle(&packet, Transport::Tcp);
+            if code == Some(Code::CONNECT) {
+                session_id = reply.packets.first().map(|p| p.session_id);
+            }
             let watched = stream.try_clone()?;
             send_paced_with(
                 &reply,

@@ -7,7 +7,7 @@ use crate::zk::dataset::dataset_of;
 use crate::zk::layout::RecordLayout;
 use crate::zk::{
     AttendanceLayout, AttendanceRecord, DeviceSizes, DeviceText, FaceSizes, FingerTemplate,
-    TextCodec, TimeZones, UserId, UserLayout, UserRecord,
+    TextCodec, TimeZones, UserId, UserLayout, UserRecord, ZkTime,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -159,6 +159,36 @@ impl Store {
             self.logs.push(record);
         }
         self.record_capacity = self.record_capacity.max(self.logs.len() as u32 + 1000);
+    }
+
+    /// Makes finger `finger` of every user who has it a duress finger (valid flag 3, pyzk's
+    /// "duress"), as a terminal where users enrolled one.
+    pub fn mark_duress(&mut self, finger: u8) {
+        for template in self.templates.iter_mut().filter(|t| t.finger == finger) {
+            template.valid = 3;
+        }
+    }
+
+    /// A punch made at the terminal at `at`: the next user in turn (by log position) punches in
+    /// or out with a fingerprint, appended to the log. Returns the record and its user; `None`
+    /// on a terminal without users.
+    pub fn punch(&mut self, at: ZkTime) -> Option<(AttendanceRecord, UserRecord)> {
+        let index = self.logs.len();
+        let owner = self.users.get(index % self.users.len().max(1))?.clone();
+        let record = AttendanceRecord {
+            uid: Some(owner.uid),
+            user_id: Some(owner.user_id.clone()),
+            verify: 1,
+            state: (index % 2) as u8,
+            time: at,
+            workcode: match self.log_layout {
+                AttendanceLayout::Compact8 => None,
+                _ => Some(0),
+            },
+        };
+        self.logs.push(record.clone());
+        self.record_capacity = self.record_capacity.max(self.logs.len() as u32 + 1000);
+        Some((record, owner))
     }
 
     /// The counters as firmware reports them; `skew` is added to both counts by the
