@@ -314,10 +314,9 @@ impl Engine {
             user_id: user_id.to_string(),
             fetched: None,
         };
-        session
-            .read_users(FetchMode::Missing, &mut sink)
-            .await
-            .map_err(|source| SyncError::Read {
+        let read = session.read_users(FetchMode::Missing, &mut sink).await;
+        sink.cache.finish()?;
+        read.map_err(|source| SyncError::Read {
                 device: device_id.to_string(),
                 source,
             })?;
