@@ -317,9 +317,9 @@ impl Engine {
         let read = session.read_users(FetchMode::Missing, &mut sink).await;
         sink.cache.finish()?;
         read.map_err(|source| SyncError::Read {
-                device: device_id.to_string(),
-                source,
-            })?;
+            device: device_id.to_string(),
+            source,
+        })?;
         sink.fetched.ok_or_else(|| {
             SyncError::Refused(format!(
                 "user {user_id} has no credential on device {device_id} to carry a privilege \

@@ -287,7 +287,10 @@ impl StoreSink {
         if !stored.value.belongs_in_a_file() {
             return self.store.insert(TreeName::Credentials, key, &stored);
         }
-        let digest = self.store.values().write(text.as_bytes(), &mut self.pending)?;
+        let digest = self
+            .store
+            .values()
+            .write(text.as_bytes(), &mut self.pending)?;
         let record = StoredCredential {
             value: StoredValue::File {
                 digest,
