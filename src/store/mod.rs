@@ -91,7 +91,7 @@ pub use prepared::Prepared;
 pub use salvage::SalvageReport;
 pub use trees::TreeName;
 pub use txn::{Tx, TxError};
-pub use values::{ValueDigest, ValueFiles, ValuesSwept};
+pub use values::{PendingValues, ValueDigest, ValueFiles, ValuesSwept};
 
 use durability::Durability;
 pub use durability::WriteMark;

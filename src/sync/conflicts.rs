@@ -314,13 +314,12 @@ impl Engine {
             user_id: user_id.to_string(),
             fetched: None,
         };
-        session
-            .read_users(FetchMode::Missing, &mut sink)
-            .await
-            .map_err(|source| SyncError::Read {
-                device: device_id.to_string(),
-                source,
-            })?;
+        let read = session.read_users(FetchMode::Missing, &mut sink).await;
+        sink.cache.finish()?;
+        read.map_err(|source| SyncError::Read {
+            device: device_id.to_string(),
+            source,
+        })?;
         sink.fetched.ok_or_else(|| {
             SyncError::Refused(format!(
                 "user {user_id} has no credential on device {device_id} to carry a privilege \

@@ -10,7 +10,11 @@
 //!
 //! Large values (photos, templates: text longer than [`INLINE_LIMIT`] bytes) are not kept in
 //! sled: they go to the store's content-addressed value files ([`crate::store::ValueFiles`]),
-//! fsynced before their record is written, and the record keeps only their digest and size.
+//! and the record keeps only their digest and size. During a read the [`StoreSink`] writes the
+//! files without fsync and keeps their records back; every [`BATCH`] values (and when the read
+//! ends, [`StoreSink::finish`]) it makes the batch durable in one round — each file fsynced,
+//! the directory fsynced once — and only then inserts the records, so a record never names a
+//! value file that is not durable.
 //! Cards and PINs stay inline. This module writes both the records and the files they name,
 //! and is the one that decides which files are still needed ([`sweep`]): only the records of
 //! this tree name value files (snapshots and buffer records hold slot summaries, backups are
@@ -18,7 +22,9 @@
 //! moves the inline values of a store written by an older build out at start-up.
 
 use crate::device::{Credential, HeldCredential, ReadProgress, ReadSink};
-use crate::store::{keys, Record, Store, StoreError, TreeName, ValueDigest, ValuesSwept};
+use crate::store::{
+    keys, PendingValues, Record, Store, StoreError, TreeName, ValueDigest, ValuesSwept,
+};
 use device_protocols::aiface::{BackupNum, CredentialKind, CredentialValue};
 use serde::{Deserialize, Serialize};
 
@@ -223,10 +229,21 @@ pub fn remove_user(store: &Store, device_id: &str, user_id: &str) -> Result<usiz
     Ok(found.len())
 }
 
-/// The read sink of the sync engine: answers `held` from the cache and caches what arrives.
+/// How many large values a [`StoreSink`] writes before making them durable in one round
+/// (then inserting their records): 256 photos of 8 KB are 2 MB of page cache and 256 open
+/// files, and cost 257 fsyncs instead of 512.
+pub const BATCH: usize = 256;
+
+/// The read sink of the sync engine: answers `held` from the cache and caches what arrives,
+/// batching the durability of large values (see the module docs). Call [`StoreSink::finish`]
+/// when the read ends; a sink dropped without it finishes then and logs a failure.
 pub struct StoreSink {
     store: Store,
     device_id: String,
+    /// The value files written since the last round.
+    pending: PendingValues,
+    /// The records naming them, inserted after the round.
+    records: Vec<(Vec<u8>, StoredCredential)>,
 }
 
 impl StoreSink {
@@ -235,6 +252,64 @@ impl StoreSink {
         Self {
             store,
             device_id: device_id.to_string(),
+            pending: PendingValues::default(),
+            records: Vec::new(),
+        }
+    }
+
+    /// Makes the values written so far durable in one round and inserts their records.
+    pub fn finish(&mut self) -> Result<(), StoreError> {
+        if self.records.is_empty() {
+            return Ok(());
+        }
+        let pending = std::mem::take(&mut self.pending);
+        let records = std::mem::take(&mut self.records);
+        // Pinned from the renames to the records, so a concurrent sweep cannot remove a file.
+        let _pin = self.store.values().pin();
+        self.store.values().make_durable(pending)?;
+        for (key, record) in records {
+            if let StoredValue::File { digest, bytes } = &record.value {
+                if !self.store.values().holds(digest, *bytes) {
+                    // A held file swept between the write and this round: not cached, so the
+                    // next read fetches the value again.
+                    continue;
+                }
+            }
+            self.store.insert(TreeName::Credentials, key, &record)?;
+        }
+        Ok(())
+    }
+
+    fn cache(&mut self, key: Vec<u8>, stored: StoredCredential) -> Result<(), StoreError> {
+        let StoredValue::Text(text) = &stored.value else {
+            return self.store.insert(TreeName::Credentials, key, &stored);
+        };
+        if !stored.value.belongs_in_a_file() {
+            return self.store.insert(TreeName::Credentials, key, &stored);
+        }
+        let digest = self
+            .store
+            .values()
+            .write(text.as_bytes(), &mut self.pending)?;
+        let record = StoredCredential {
+            value: StoredValue::File {
+                digest,
+                bytes: text.len() as u64,
+            },
+            ..stored
+        };
+        self.records.push((key, record));
+        if self.records.len() >= BATCH {
+            self.finish()?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for StoreSink {
+    fn drop(&mut self) {
+        if let Err(err) = self.finish() {
+            tracing::warn!(device = %self.device_id, %err, "caching the last credentials of a read failed; the next read fetches them again");
         }
     }
 }
@@ -263,7 +338,7 @@ impl ReadSink for StoreSink {
             value: StoredValue::of(&credential.value),
         };
         key(&self.device_id, &credential.user_id, credential.slot)
-            .and_then(|key| put(&self.store, key, &stored))
+            .and_then(|key| self.cache(key, stored))
             .map_err(|err| err.to_string())
     }
 

@@ -107,7 +107,10 @@ impl Engine {
             live: self.live(),
             device_id,
         };
-        let outcome = match session.read_users(FetchMode::Missing, &mut sink).await {
+        let read = session.read_users(FetchMode::Missing, &mut sink).await;
+        // The read's last value files made durable and their records inserted.
+        sink.inner.finish()?;
+        let outcome = match read {
             Ok(read) => {
                 PollOutcome::Complete(self.apply_read(device_id, &read, fencing_token).await?)
             }

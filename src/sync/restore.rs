@@ -276,6 +276,7 @@ impl Engine {
                 SyncError::Refused(format!("caching a restored credential: {reason}"))
             })?;
         }
+        cache.finish()?;
         reader
             .await
             .map_err(|err| SyncError::Refused(format!("the backup reader failed: {err}")))??;
@@ -290,7 +291,9 @@ impl Engine {
     ) -> Result<UserRead, SyncError> {
         let device_id = session.device_id();
         let mut sink = StoreSink::new(self.store().clone(), device_id);
-        match session.read_users(FetchMode::Missing, &mut sink).await {
+        let read = session.read_users(FetchMode::Missing, &mut sink).await;
+        sink.finish()?;
+        match read {
             Ok(read) => {
                 self.apply_read(device_id, &read, fencing_token).await?;
                 Ok(read)

@@ -28,6 +28,9 @@ const LIMIT_ENV: &str = "EDGE_AGENT_STORE_WRITE_LIMIT";
 const CHILD_TEST: &str = "store::writer_child";
 /// If set, each record also caches a credential value of its own (a value file beside sled).
 const CREDENTIALS_ENV: &str = "EDGE_AGENT_STORE_CREDENTIALS";
+/// If set, each record also caches this many credential values of its own through the sync
+/// engine's read sink, which makes them durable in one round (batched value files).
+const BATCH_ENV: &str = "EDGE_AGENT_STORE_VALUE_BATCH";
 /// Printed before the key of each acknowledged record.
 const ACK: &str = "ACK ";
 
@@ -100,12 +103,35 @@ async fn write_and_acknowledge(store: Store, writer: u32, limit: Option<u32>) {
             let key = credentials::key("door", &sequence.to_string(), 50).expect("key");
             credentials::put(&store, key, &photo).expect("cache the credential");
         }
+        if let Some(batch) = env_number(BATCH_ENV) {
+            cache_a_batch(&store, sequence, batch);
+        }
         store.make_durable().await.expect("durable flush");
         let mut out = std::io::stdout().lock();
         writeln!(out, "{ACK}{sequence}").expect("stdout");
         out.flush().expect("stdout");
         done += 1;
     }
+}
+
+/// Caches `batch` photos of record `sequence` as a read does: through the engine's read sink,
+/// written without fsync and made durable in one round when the read ends.
+fn cache_a_batch(store: &Store, sequence: u64, batch: u32) {
+    use edge_agent::device::{Credential, ReadSink};
+    let mut sink = credentials::StoreSink::new(store.clone(), "door");
+    for user in 0..batch {
+        let photo = Credential {
+            user_id: format!("{sequence}-{user}"),
+            slot: 50,
+            name: format!("user {sequence}-{user}"),
+            privilege: 0,
+            value: device_protocols::aiface::CredentialValue::Text(format!(
+                "{sequence:0>4096}{user:0>4096}"
+            )),
+        };
+        sink.credential(photo).expect("cache the credential");
+    }
+    sink.finish().expect("the batch made durable");
 }
 
 fn env_number(name: &str) -> Option<u32> {
@@ -376,6 +402,8 @@ enum ValueTraced {
     Renamed,
     /// An fsync of the `values` directory returned successfully.
     DirectorySynced,
+    /// An fsync of the store's `db` file (the commit of the records) returned successfully.
+    DbSynced,
     /// The child started printing `ACK <key>`.
     Ack(u64),
 }
@@ -396,6 +424,8 @@ fn value_events(trace: &str) -> Vec<ValueTraced> {
             Some(ValueTraced::TemporarySynced)
         } else if call.contains("/store/values>") {
             Some(ValueTraced::DirectorySynced)
+        } else if call.contains("/store/db>") {
+            Some(ValueTraced::DbSynced)
         } else {
             None
         };
@@ -465,5 +495,99 @@ fn a_credential_value_file_is_fsynced_renamed_and_its_directory_fsynced_before_a
     println!(
         "strace: fsync, rename and directory fsync of a value file preceded each of {checked} \
          acknowledgements"
+    );
+}
+
+#[test]
+fn a_batch_of_value_files_is_fsynced_then_its_directory_once_before_the_commit_fsync() {
+    if !strace_works() {
+        test_support::skip::skipped(
+            "strace",
+            "a_batch_of_value_files_is_fsynced_then_its_directory_once_before_the_commit_fsync",
+            "strace is not installed or may not trace here (apt-get install strace)",
+        );
+        return;
+    }
+    const RECORDS: u32 = 4;
+    const BATCH: u32 = 40;
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let trace_file = dir.path().join("strace.log");
+    let trace_arg = trace_file.to_str().expect("utf-8 temp path");
+    let wrapper = [
+        "strace",
+        "-f",
+        "-y",
+        "-qq",
+        "-e",
+        "trace=write,fsync,fdatasync,rename,renameat,renameat2",
+        "-o",
+        trace_arg,
+    ];
+    let mut child = spawn_writer_with(
+        &wrapper,
+        &dir.path().join("store"),
+        1,
+        Some(RECORDS),
+        &[(BATCH_ENV, &BATCH.to_string())],
+    );
+    let acks: Vec<u64> = acknowledgements(&mut child).iter().collect();
+    assert!(
+        child.wait().expect("wait for strace").success(),
+        "traced writer failed"
+    );
+    assert_eq!(acks.len(), RECORDS as usize, "the writer did not finish");
+
+    let trace = std::fs::read_to_string(&trace_file).expect("read the strace log");
+    let events = value_events(&trace);
+    let mut checked = 0;
+    let mut last_ack = 0;
+    for (position, event) in events.iter().enumerate() {
+        let ValueTraced::Ack(key) = event else {
+            continue;
+        };
+        let window = &events[last_ack..position];
+        let count = |wanted: ValueTraced| window.iter().filter(|e| **e == wanted).count();
+        assert_eq!(
+            count(ValueTraced::TemporarySynced),
+            BATCH as usize,
+            "ACK {key}: one fsync per value file of the batch"
+        );
+        assert_eq!(
+            count(ValueTraced::Renamed),
+            BATCH as usize,
+            "ACK {key}: one rename per value file of the batch"
+        );
+        assert_eq!(
+            count(ValueTraced::DirectorySynced),
+            1,
+            "ACK {key}: the values directory is fsynced once per batch"
+        );
+        let last_file = window
+            .iter()
+            .rposition(|e| matches!(e, ValueTraced::TemporarySynced | ValueTraced::Renamed))
+            .expect("file events");
+        let directory = window
+            .iter()
+            .position(|e| *e == ValueTraced::DirectorySynced)
+            .expect("directory fsync");
+        assert!(
+            directory > last_file,
+            "ACK {key}: the directory was fsynced before the last file of the batch"
+        );
+        assert!(
+            window[directory..].contains(&ValueTraced::DbSynced),
+            "ACK {key}: no fsync of the db file (the commit naming the values) after the \
+             values directory's"
+        );
+        checked += 1;
+        last_ack = position;
+    }
+    assert_eq!(
+        checked, RECORDS,
+        "not every acknowledgement was found in the trace"
+    );
+    println!(
+        "strace: {BATCH} value-file fsyncs and renames, then one directory fsync, then the db \
+         fsync preceded each of {checked} acknowledgements"
     );
 }

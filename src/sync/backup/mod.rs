@@ -63,10 +63,11 @@ impl Engine {
             live: self.live().clone(),
             device_id: device_id.to_string(),
         };
-        let read = match guard
+        let outcome = guard
             .run(session.read_users(FetchMode::All, &mut sink))
-            .await?
-        {
+            .await?;
+        sink.cache.finish()?;
+        let read = match outcome {
             Ok(read) => read,
             Err(source) => {
                 sink.writer.abandon();
