@@ -500,44 +500,16 @@ fn a_credential_value_file_is_fsynced_renamed_and_its_directory_fsynced_before_a
 
 #[test]
 fn a_batch_of_value_files_is_fsynced_then_its_directory_once_before_the_commit_fsync() {
-    if !strace_works() {
-        test_support::skip::skipped(
-            "strace",
-            "a_batch_of_value_files_is_fsynced_then_its_directory_once_before_the_commit_fsync",
-            "strace is not installed or may not trace here (apt-get install strace)",
-        );
-        return;
-    }
     const RECORDS: u32 = 4;
     const BATCH: u32 = 40;
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let trace_file = dir.path().join("strace.log");
-    let trace_arg = trace_file.to_str().expect("utf-8 temp path");
-    let wrapper = [
-        "strace",
-        "-f",
-        "-y",
-        "-qq",
-        "-e",
-        "trace=write,fsync,fdatasync,rename,renameat,renameat2",
-        "-o",
-        trace_arg,
-    ];
-    let mut child = spawn_writer_with(
-        &wrapper,
-        &dir.path().join("store"),
-        1,
-        Some(RECORDS),
+    let Some(trace) = traced_writer(
+        "a_batch_of_value_files_is_fsynced_then_its_directory_once_before_the_commit_fsync",
+        "write,fsync,fdatasync,rename,renameat,renameat2",
+        RECORDS,
         &[(BATCH_ENV, &BATCH.to_string())],
-    );
-    let acks: Vec<u64> = acknowledgements(&mut child).iter().collect();
-    assert!(
-        child.wait().expect("wait for strace").success(),
-        "traced writer failed"
-    );
-    assert_eq!(acks.len(), RECORDS as usize, "the writer did not finish");
-
-    let trace = std::fs::read_to_string(&trace_file).expect("read the strace log");
+    ) else {
+        return;
+    };
     let events = value_events(&trace);
     let mut checked = 0;
     let mut last_ack = 0;
