@@ -365,11 +365,11 @@ fn an_fsync_of_the_data_file_lies_between_each_write_and_its_acknowledgement() {
         return;
     };
     let events = traced_events(&trace);
-    let mut checked = 0;
-    let mut last_ack = 0;
-    for (position, event) in events.iter().enumerate() {
-        let Traced::Ack(key) = event else { continue };
-        let since_last_ack = &events[last_ack..position];
+    let windows = windows_before_acks(&events, |event| match event {
+        Traced::Ack(key) => Some(*key),
+        _ => None,
+    });
+    for (key, since_last_ack) in &windows {
         let last_write = since_last_ack
             .iter()
             .rposition(|e| *e == Traced::DataWrite)
@@ -383,9 +383,8 @@ fn an_fsync_of_the_data_file_lies_between_each_write_and_its_acknowledgement() {
             after_write[sync_started..].contains(&Traced::SyncDone),
             "ACK {key}: the fsync of the db file had not returned before the acknowledgement"
         );
-        checked += 1;
-        last_ack = position;
     }
+    let checked = windows.len() as u32;
     assert_eq!(
         checked, RECORDS,
         "not every acknowledgement was found in the trace"
@@ -453,6 +452,28 @@ fn value_events(trace: &str) -> Vec<ValueTraced> {
     events
 }
 
+/// The traced events between each acknowledgement and the one before it, with the
+/// acknowledged key: what the store did before it could say a record was durable.
+fn windows_before_acks<T>(events: &[T], ack: impl Fn(&T) -> Option<u64>) -> Vec<(u64, &[T])> {
+    let mut windows = Vec::new();
+    let mut last_ack = 0;
+    for (position, event) in events.iter().enumerate() {
+        if let Some(key) = ack(event) {
+            windows.push((key, &events[last_ack..position]));
+            last_ack = position;
+        }
+    }
+    windows
+}
+
+/// The acknowledged key of a value-file trace event.
+fn value_ack(event: &ValueTraced) -> Option<u64> {
+    match event {
+        ValueTraced::Ack(key) => Some(*key),
+        _ => None,
+    }
+}
+
 #[test]
 fn a_credential_value_file_is_fsynced_renamed_and_its_directory_fsynced_before_acknowledgement() {
     const RECORDS: u32 = 10;
@@ -465,13 +486,8 @@ fn a_credential_value_file_is_fsynced_renamed_and_its_directory_fsynced_before_a
         return;
     };
     let events = value_events(&trace);
-    let mut checked = 0;
-    let mut last_ack = 0;
-    for (position, event) in events.iter().enumerate() {
-        let ValueTraced::Ack(key) = event else {
-            continue;
-        };
-        let window = &events[last_ack..position];
+    let windows = windows_before_acks(&events, value_ack);
+    for (key, window) in &windows {
         let synced = window
             .iter()
             .position(|e| *e == ValueTraced::TemporarySynced)
@@ -485,9 +501,8 @@ fn a_credential_value_file_is_fsynced_renamed_and_its_directory_fsynced_before_a
             window[renamed..].contains(&ValueTraced::DirectorySynced),
             "ACK {key}: the values directory was not fsynced after the rename"
         );
-        checked += 1;
-        last_ack = position;
     }
+    let checked = windows.len() as u32;
     assert_eq!(
         checked, RECORDS,
         "not every acknowledgement was found in the trace"
@@ -511,13 +526,8 @@ fn a_batch_of_value_files_is_fsynced_then_its_directory_once_before_the_commit_f
         return;
     };
     let events = value_events(&trace);
-    let mut checked = 0;
-    let mut last_ack = 0;
-    for (position, event) in events.iter().enumerate() {
-        let ValueTraced::Ack(key) = event else {
-            continue;
-        };
-        let window = &events[last_ack..position];
+    let windows = windows_before_acks(&events, value_ack);
+    for (key, window) in &windows {
         let count = |wanted: ValueTraced| window.iter().filter(|e| **e == wanted).count();
         assert_eq!(
             count(ValueTraced::TemporarySynced),
@@ -551,9 +561,8 @@ fn a_batch_of_value_files_is_fsynced_then_its_directory_once_before_the_commit_f
             "ACK {key}: no fsync of the db file (the commit naming the values) after the \
              values directory's"
         );
-        checked += 1;
-        last_ack = position;
     }
+    let checked = windows.len() as u32;
     assert_eq!(
         checked, RECORDS,
         "not every acknowledgement was found in the trace"
