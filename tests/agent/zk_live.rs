@@ -60,22 +60,52 @@ fn terminal(form: &str) -> Emulator {
     ])
 }
 
+/// An agent listening to a terminal that sends events in `form`, with the terminal's 20 logged
+/// punches already at the upstream double; the poll interval is 10 minutes, so anything that
+/// arrives sooner came as a live event.
+struct Listening {
+    dir: test_support::TempDir,
+    double: UpstreamDouble,
+    terminal: Emulator,
+    config: std::path::PathBuf,
+    agent: RunningAgent,
+}
+
+impl Listening {
+    async fn start(form: &str) -> Listening {
+        let dir = tempdir().unwrap();
+        let double = UpstreamDouble::start(TOKEN).await;
+        let terminal = terminal(form);
+        let address = terminal.tcp.unwrap().to_string();
+        let (config, log) = config_with(
+            dir.path(),
+            &address,
+            "10m",
+            &double.url(),
+            "64MB",
+            "live_events = true\n",
+        );
+        let mut agent = RunningAgent::on(&config, &log);
+        agent.wait_for_log(LISTENING, 1);
+        upstream_punches(&double, 20).await;
+        Listening {
+            dir,
+            double,
+            terminal,
+            config,
+            agent,
+        }
+    }
+}
+
 async fn live_punches_reach_the_upstream_once(form: &str) {
-    let dir = tempdir().unwrap();
-    let double = UpstreamDouble::start(TOKEN).await;
-    let terminal = terminal(form);
-    let address = terminal.tcp.unwrap().to_string();
-    let (config, log) = config_with(
-        dir.path(),
-        &address,
-        "10m",
-        &double.url(),
-        "64MB",
-        "live_events = true\n",
-    );
-    let mut agent = RunningAgent::on(&config, &log);
-    agent.wait_for_log(LISTENING, 1);
-    upstream_punches(&double, 20).await;
+    let Listening {
+        dir,
+        double,
+        terminal,
+        config,
+        mut agent,
+    } = Listening::start(form).await;
 
     // A punch while the agent listens arrives without a poll (the next one is 10 min away).
     punch_at(&terminal);
@@ -137,21 +167,12 @@ async fn zk_live_punches_in_the_small_uid_form_reach_the_upstream_before_the_pol
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "measurement; prints figures"]
 async fn zk_live_latency() {
-    let dir = tempdir().unwrap();
-    let double = UpstreamDouble::start(TOKEN).await;
-    let terminal = terminal("32");
-    let address = terminal.tcp.unwrap().to_string();
-    let (config, log) = config_with(
-        dir.path(),
-        &address,
-        "10m",
-        &double.url(),
-        "64MB",
-        "live_events = true\n",
-    );
-    let mut agent = RunningAgent::on(&config, &log);
-    agent.wait_for_log(LISTENING, 1);
-    upstream_punches(&double, 20).await;
+    let Listening {
+        double,
+        terminal,
+        mut agent,
+        ..
+    } = Listening::start("32").await;
     let (mut to_stored, mut to_upstream) = (Vec::new(), Vec::new());
     for n in 1..=40usize {
         // One punch per second at most: the punch key has a one-second time.
