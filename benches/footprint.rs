@@ -17,7 +17,8 @@
 //! `EDGE_AGENT_BIN` (another agent binary, e.g. an older build for a before/after figure),
 //! `DEVICE_SIM_BIN` (another emulator binary),
 //! `FOOTPRINT_CONFIG` (extra TOML tables for the agent's config, e.g.
-//! `[store]\ncache_size = "2MiB"`, to compare settings).
+//! `[store]\ncache_size = "2MiB"`, to compare settings). The agent binary's size is printed
+//! first; docs/footprint.md has the breakdown of the resident set these figures measure.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -236,6 +237,12 @@ fn main() {
     println!(
         "footprint of {} — AI06 emulator with {users} users, {photo_kb} KB photo + card each",
         bin.display()
+    );
+    let bytes = std::fs::metadata(&bin).map_or(0, |meta| meta.len());
+    println!(
+        "binary size {:.1} MB ({bytes} bytes; the release profile strips symbols, the packaged \
+         `deb` build is smaller: docs/footprint.md)",
+        bytes as f64 / 1e6
     );
 
     // Idle: the device configured, no terminal connected; then the same with [mqtt] pointing

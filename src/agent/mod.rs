@@ -110,6 +110,11 @@ async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
     // The shelf-label adapter, when `esl.enabled`: its outcome events go through the one
     // upstream outbox.
     let esl = crate::esl::start(&mut tasks, &config, &store, upstream.outbox());
+    // Hands the heap's free pages back after the store's start-up and after each read.
+    let trimmed = live.clone();
+    tasks.spawn("memory-trim", move |stop| {
+        crate::ops::memory::trim_after_reads(trimmed, stop)
+    });
     let status = StatusSources {
         config: Arc::clone(&config),
         store: store.clone(),
@@ -202,11 +207,11 @@ async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
 }
 
 /// Tasks whose loss leaves the agent doing its job (a stale status file, a retention sweep
-/// that waits for the next start). Every other task is critical: nothing restarts it inside
+/// that waits for the next start, free heap no longer handed back). Every other task is critical: nothing restarts it inside
 /// the agent (device loops restart themselves and never get here), so the service it runs —
 /// the forwarder, the device listener, the MQTT link, the alerts — is gone until the agent
 /// restarts.
-const NOT_CRITICAL: &[&str] = &["status-file", "sync-retention"];
+const NOT_CRITICAL: &[&str] = &["status-file", "sync-retention", "memory-trim"];
 
 /// Whether losing `task` must restart the agent.
 fn is_critical(task: &str) -> bool {

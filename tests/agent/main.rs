@@ -12,6 +12,7 @@ mod lifecycle;
 mod live;
 mod locks;
 mod mappings;
+mod memory;
 mod punches;
 mod salvage;
 mod site;

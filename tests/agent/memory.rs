@@ -1,0 +1,46 @@
+//! Heap trimming in the running agent: `edge-agent run` hands its free heap back to the system
+//! after the store's start-up and again after each read (`ops::memory::trim_after_reads`), which
+//! is what keeps the polling agent's resident set low (README "Performance", footprint row).
+//! The trim logs a debug line with the resident set before and after; this test watches for it.
+
+use std::path::Path;
+
+use test_support::agent::running::RunningAgent as Agent;
+use test_support::agent::sync::{config_text, emulator};
+use test_support::{free_port, tempdir};
+
+const TRIMMED: &str = "free heap returned to the system";
+
+/// One AI06 `door` on `port` polled every second, the memory module's debug lines in the log.
+fn config(dir: &Path, port: u16) -> String {
+    config_text(dir, port, "poll_interval = \"1s\"\n").replace(
+        "[log]\nfile = \"\"",
+        &format!(
+            "[log]\nlevel = \"info,edge_agent::ops::memory=debug\"\nfile = \"{}\"",
+            dir.join("agent.log").display()
+        ),
+    )
+}
+
+#[test]
+fn the_running_agent_returns_free_heap_after_start_up_and_after_each_read() {
+    let dir = tempdir().unwrap();
+    let port = free_port();
+    let mut agent = Agent::spawn(dir.path(), &config(dir.path(), port));
+    agent.wait_for_log(TRIMMED, 1);
+    let _terminal = emulator(
+        port,
+        &dir.path().join("terminal.jsonl"),
+        &["--users", "20", "--photo-kb", "8", "--cards", "true"],
+    );
+    agent.wait_for_log("complete read applied", 2);
+    // One trim at start-up, then one after the reads (a burst of facts shares a trim).
+    agent.wait_for_log(TRIMMED, 3);
+    let log = agent.log_text();
+    let line = log.lines().find(|l| l.contains(TRIMMED)).unwrap();
+    assert!(
+        line.contains("before_kib") && line.contains("after_kib"),
+        "{line}"
+    );
+    agent.stop();
+}
