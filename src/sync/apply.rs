@@ -303,6 +303,9 @@ impl Engine {
             stepped.extend(step.diff.appeared);
         }
         (plan.diff.appeared, plan.appearances) = rest.into_iter().unzip();
+        if stepped.is_empty() {
+            return Ok(stepped);
+        }
         tracing::info!(
             device = plan.device_id.as_str(),
             users = stepped.len(),
