@@ -3,10 +3,13 @@
 //! 1. diff + store update of a 10,000-user device with 1% churn (34 users gone, 33 new, 33
 //!    changed): wall time of `Engine::apply_read` (diff, the one transaction, the durable
 //!    flush) and the peak resident memory while it runs;
-//!    After the first read (10,000 users discovered in one transaction) it prints what that
-//!    transaction wrote, per tree (records, key + value bytes), and the peak a single sled
-//!    transaction of each tree's records alone costs — to show which trees dominate the
-//!    first read's peak;
+//!    Before that, the first read of those 10,000 users on fresh stores: in steps of 100, 250
+//!    and the default `first_read_chunk` users (what the agent does, see
+//!    `edge_agent::sync::apply`), then in one transaction (`first_read_chunk` 0), each with
+//!    its peak. After it,
+//!    what that first read wrote, per tree (records, key + value bytes), and the peak a
+//!    single sled transaction of each tree's records alone costs — to show which trees
+//!    dominate a one-transaction first read's peak;
 //! 2. a backup file of 5,000 users each with a card and a 10 KiB face photo: size, write time
 //!    (streamed, fsynced, renamed) and the time to verify it again.
 //!
@@ -88,25 +91,47 @@ fn open_engine(dir: &std::path::Path) -> Engine {
     Engine::new(store, "bench", Arc::new(lock), outbox, audit)
 }
 
+/// Applies the first read of 10,000 users to a fresh store in `dir`, committing its new users
+/// in steps of `chunk` (0: one transaction), and prints its time and peak.
+fn first_read_figures(runtime: &tokio::runtime::Runtime, dir: &std::path::Path, chunk: usize) {
+    let engine = open_engine(dir).with_first_read_chunk(chunk);
+    let first = read_of((1..=10_000).map(|id| user(id, "")));
+    trim_heap();
+    let (_, rss_before) = memory_kib();
+    let reset = reset_peak_memory();
+    let started = Instant::now();
+    runtime
+        .block_on(engine.apply_read("door", &first, 0))
+        .unwrap();
+    let (peak, _) = memory_kib();
+    let how = match chunk {
+        0 => "40,000 records in one transaction".to_string(),
+        n => format!("new users committed in steps of {n}, then the final commit"),
+    };
+    println!(
+        "first read of 10,000 users (all discovered, {how}): applied in {:.0} ms; RSS \
+         {rss_before} KiB before, peak {peak} KiB{}",
+        started.elapsed().as_secs_f64() * 1e3,
+        if reset { "" } else { " (process-wide peak)" }
+    );
+}
+
 fn churn_figures(runtime: &tokio::runtime::Runtime) {
+    // Smallest steps first, the one-transaction read last: a bigger apply leaves a heap glibc
+    // does not hand back, which would hide a smaller one's peak under it.
+    for chunk in [100, 250] {
+        let scratch = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+        first_read_figures(runtime, scratch.path(), chunk);
+    }
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    first_read_figures(
+        runtime,
+        dir.path(),
+        edge_agent::sync::apply::DEFAULT_FIRST_READ_CHUNK,
+    );
     {
-        let engine = open_engine(dir.path());
-        let first = read_of((1..=10_000).map(|id| user(id, "")));
-        trim_heap();
-        let (_, rss_before) = memory_kib();
-        let reset = reset_peak_memory();
-        let started = Instant::now();
-        runtime
-            .block_on(engine.apply_read("door", &first, 0))
-            .unwrap();
-        let (peak, _) = memory_kib();
-        println!(
-            "first read of 10,000 users (all discovered, 40,000 records in one transaction): \
-             applied in {:.0} ms; RSS {rss_before} KiB before, peak {peak} KiB{}",
-            started.elapsed().as_secs_f64() * 1e3,
-            if reset { "" } else { " (process-wide peak)" }
-        );
+        let one = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+        first_read_figures(runtime, one.path(), 0);
     }
 
     first_read_census(&dir.path().join("store"));

@@ -316,6 +316,10 @@ pub struct MonitorConfig {
     /// This many incomplete reads of a device in a row raise a `reads_incomplete` alarm and
     /// alert.
     pub incomplete_alert_after: u32,
+    /// A device's first complete read with more new users than this commits them in steps of
+    /// this many users (each step a consistent store that knows fewer users), so its memory
+    /// stays bounded; 0 applies the whole read in one transaction.
+    pub first_read_chunk: u32,
 }
 
 /// Whether logs go to journald.
@@ -522,6 +526,7 @@ impl Default for MonitorConfig {
             mass_missing_min: 5,
             unread_alert_after: HumanDuration::from_secs(3600),
             incomplete_alert_after: 3,
+            first_read_chunk: 500,
         }
     }
 }

@@ -7,15 +7,28 @@
 //! An incomplete read goes through [`Engine::record_incomplete`] instead, which writes one
 //! audit entry and nothing else (invariant 2).
 //!
+//! **A big first read is applied in steps.** sled keeps every node version a transaction
+//! replaces until it commits, so one transaction's memory grows faster than its write count:
+//! the first read of 10,000 users (40,000 records) in one transaction peaked near 220 MB. So
+//! when a device's first read (sync generation still 0) finds more new users than
+//! `[monitor] first_read_chunk` (default 500), its new users are committed first in steps of
+//! that many, each a self-consistent transaction: their snapshot entries, buffer records,
+//! mappings, `user_discovered` events and discovery audit, and a sync state whose `users`
+//! equals the snapshot's size — the generation stays 0 and no history entry is written. A
+//! kill between steps leaves a consistent store that simply knows fewer users; the next read
+//! diffs against that snapshot and adds the rest. The final transaction then writes the
+//! remaining users (those with an open conflict or a known buffer record), the history entry,
+//! the generation and `last_complete_read_ms`, as for any read. Event keys carry the
+//! generation the read *will* have (1), and each user is in exactly one step, so every key is
+//! unique and a replay after a kill re-derives the same key for the same fact. A step whose
+//! events the outbox refuses is not taken: the rest of the read goes into the final
+//! transaction, which handles a full outbox as any read does. Later reads stay one
+//! transaction (their diffs are small; a device that grows by thousands at once is rare).
+//! Each tree is still written only through its owner's `put_in` (see `crate::store::TreeName`).
+//!
 //! Cost (`cargo bench --bench sync`, release build on the development box): a 10,000-user
 //! device with 1% churn applies in about 0.25 s and adds ~3 MB to the resident set; a poll
-//! with no change, ~20 ms. The *first* read of 10,000 users (40,000 records in one
-//! transaction) peaks near 200 MB, because sled keeps a transaction's whole write set and its
-//! bookkeeping in memory and that cost grows faster than the write count (measured: four
-//! 10,000-record transactions +63 MB, one 40,000-record transaction +180 MB). Should that
-//! matter on a small box, the way out is per-user atomic chunks that reuse the same
-//! generation (their event keys repeat on replay, so a crash between chunks stays
-//! idempotent); it is not done here because a diff is one transaction by design.
+//! with no change, ~20 ms. The first read's peak is in the README (performance and limits).
 
 use super::buffer::{self, credential_summary, BufferRecord, MappingStatus};
 use super::catch_up;
@@ -34,6 +47,10 @@ use crate::events::{Event, EventBody, EventKey, PersonAttributes};
 use crate::store::{keys, StoreError, TreeName, Tx, TxError};
 use crate::upstream::outbox;
 use std::collections::HashMap;
+
+/// How many new users a big first read commits per step unless `[monitor] first_read_chunk`
+/// says otherwise (a 250-user trial peaked at 43 MB for 10,000 users).
+pub const DEFAULT_FIRST_READ_CHUNK: usize = 500;
 
 /// A user that vanished between two complete reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +105,29 @@ struct Plan {
     appearances: Vec<Appearance>,
     missing: Vec<MissingUser>,
     new_conflicts: HashMap<String, PersonAttributes>,
+    /// Users earlier steps of this same first read put in the snapshot before a restart
+    /// (generation still 0): its history entry counts them as added too.
+    stepped_before: Vec<String>,
+}
+
+impl Plan {
+    /// A plan for one step of a first read: only `users`, all new, nothing else.
+    fn step(&self, users: Vec<SnapshotUser>) -> Plan {
+        Plan {
+            device_id: self.device_id.clone(),
+            epoch: self.epoch.clone(),
+            now_ms: self.now_ms,
+            previous: self.previous.clone(),
+            appearances: users.iter().map(|_| Appearance::New).collect(),
+            diff: Diff {
+                appeared: users,
+                ..Diff::default()
+            },
+            missing: Vec::new(),
+            new_conflicts: HashMap::new(),
+            stepped_before: Vec::new(),
+        }
+    }
 }
 
 impl Engine {
@@ -99,8 +139,11 @@ impl Engine {
         read: &UserRead,
         fencing_token: u64,
     ) -> Result<Applied, SyncError> {
-        let plan = self.plan(device_id, read)?;
+        let mut plan = self.plan(device_id, read)?;
         let generation = plan.previous.generation + 1;
+        let stepped = self
+            .apply_new_users_in_steps(&mut plan, generation, fencing_token)
+            .await?;
         let (events, mut audit) = self.describe(&plan, generation, fencing_token);
         let guarded = self.guard_missing(
             device_id,
@@ -141,10 +184,15 @@ impl Engine {
             users: read.users.len() as u64,
             device_user_count: read.device_user_count,
             added: plan
-                .diff
-                .appeared
+                .stepped_before
                 .iter()
-                .map(|u| u.user.user_id.clone())
+                .cloned()
+                .chain(
+                    stepped
+                        .iter()
+                        .chain(&plan.diff.appeared)
+                        .map(|u| u.user.user_id.clone()),
+                )
                 .collect(),
             missing: plan.missing.iter().map(|u| u.user_id.clone()).collect(),
             changed: plan
@@ -190,12 +238,135 @@ impl Engine {
                 .await?;
         }
 
-        let applied = summarise(&plan, generation, read.users.len());
+        let mut applied = summarise(&plan, generation, read.users.len());
+        if !stepped.is_empty() {
+            let mut discovered: Vec<String> =
+                stepped.iter().map(|u| u.user.user_id.clone()).collect();
+            discovered.append(&mut applied.discovered);
+            applied.discovered = discovered;
+        }
         report(device_id, &applied);
-        if !plan.diff.is_empty() || !applied.conflicts.is_empty() {
+        if !plan.diff.is_empty() || !stepped.is_empty() || !applied.conflicts.is_empty() {
             self.announce(device_id, &applied);
         }
         Ok(applied)
+    }
+
+    /// Commits a big first read's new users in steps of `first_read_chunk` (see the module
+    /// docs), removes them from `plan` and returns them; returns nothing and leaves `plan`
+    /// whole when the read is not a first read, is small, or the device is behind upstream.
+    async fn apply_new_users_in_steps(
+        &self,
+        plan: &mut Plan,
+        generation: u64,
+        fencing_token: u64,
+    ) -> Result<Vec<SnapshotUser>, SyncError> {
+        let chunk = self.first_read_chunk();
+        let steppable = |(user, appearance): &(&SnapshotUser, &Appearance)| {
+            matches!(appearance, Appearance::New)
+                && !plan.new_conflicts.contains_key(&user.user.user_id)
+        };
+        let candidates = plan
+            .diff
+            .appeared
+            .iter()
+            .zip(&plan.appearances)
+            .filter(steppable)
+            .count();
+        if chunk == 0
+            || plan.previous.generation != 0
+            || candidates <= chunk
+            || catch_up::load(self.store(), &plan.device_id)?.is_some()
+        {
+            return Ok(Vec::new());
+        }
+        let mut steps = Vec::new();
+        let mut rest = Vec::new();
+        for pair in plan.diff.appeared.drain(..).zip(plan.appearances.drain(..)) {
+            if steppable(&(&pair.0, &pair.1)) {
+                steps.push(pair.0);
+            } else {
+                rest.push(pair);
+            }
+        }
+        let mut stepped = Vec::with_capacity(steps.len());
+        let mut pending = steps.into_iter().peekable();
+        while pending.peek().is_some() {
+            let users: Vec<SnapshotUser> = pending.by_ref().take(chunk).collect();
+            let step = plan.step(users);
+            if !self.commit_step(&step, generation, fencing_token).await? {
+                // The outbox refused the step: the rest goes into the final transaction.
+                rest.extend(step.diff.appeared.into_iter().map(|u| (u, Appearance::New)));
+                rest.extend(pending.by_ref().map(|u| (u, Appearance::New)));
+                break;
+            }
+            stepped.extend(step.diff.appeared);
+        }
+        (plan.diff.appeared, plan.appearances) = rest.into_iter().unzip();
+        if stepped.is_empty() {
+            return Ok(stepped);
+        }
+        tracing::info!(
+            device = plan.device_id.as_str(),
+            users = stepped.len(),
+            chunk,
+            "first read: new users committed in steps"
+        );
+        Ok(stepped)
+    }
+
+    /// Commits one step of a first read (a plan holding only new users) and makes it durable.
+    /// Returns false, having changed nothing, when the outbox has no room for its events.
+    async fn commit_step(
+        &self,
+        step: &Plan,
+        generation: u64,
+        fencing_token: u64,
+    ) -> Result<bool, SyncError> {
+        let (events, audit) = self.describe(step, generation, fencing_token);
+        let events = match self.outbox().prepare_all(events) {
+            Ok(events) => events,
+            Err(outbox::OutboxError::Full { .. }) => return Ok(false),
+            Err(other) => return Err(other.into()),
+        };
+        let audit = self.audit().prepare(audit)?;
+        let trees = self.trees(&[
+            TreeName::Snapshots,
+            TreeName::Buffer,
+            TreeName::Mappings,
+            TreeName::Conflicts,
+            TreeName::SyncState,
+        ]);
+        let device_id = step.device_id.as_str();
+        let added = step.diff.appeared.len() as u64;
+        self.store().transaction(&trees, |tx| {
+            let current: SyncState = tx
+                .get(TreeName::SyncState, device_id.as_bytes())?
+                .unwrap_or_default();
+            if current.generation != step.previous.generation {
+                return Err(TxError::abort(format!(
+                    "another read of {device_id} was applied meanwhile (generation {} instead \
+                     of {}); this read is dropped and the next poll compares afresh",
+                    current.generation, step.previous.generation
+                )));
+            }
+            write_appeared(tx, step)?;
+            let state = SyncState {
+                users: current.users + added,
+                ..current
+            };
+            state::put_in(tx, device_id.as_bytes(), &state)?;
+            outbox::enqueue_in(tx, &events)?;
+            audit::append_in(tx, &audit)
+        })?;
+        self.outbox().committed(events);
+        self.store().make_durable().await?;
+        tracing::info!(
+            device = device_id,
+            users = added,
+            "first-read step committed"
+        );
+        Ok(true)
     }
 
     /// Records an incomplete read: one audit entry, made durable; nothing else changes.
@@ -284,6 +455,11 @@ impl Engine {
                 last_seen_at_ms: last_seen,
             });
         }
+        let stepped_before = if previous.generation == 0 {
+            previous_snapshot.into_keys().collect()
+        } else {
+            Vec::new()
+        };
         Ok(Plan {
             device_id: device_id.to_string(),
             epoch: store.epoch()?.id,
@@ -293,6 +469,7 @@ impl Engine {
             appearances,
             missing,
             new_conflicts,
+            stepped_before,
         })
     }
 

@@ -33,6 +33,9 @@ pub struct Engine {
     changes: broadcast::Sender<DeviceChange>,
     person_requests: Arc<tokio::sync::Notify>,
     mass_guard: super::guard::MassGuard,
+    /// A first read with more new users than this commits them in steps of this many before
+    /// its final commit (0: one transaction); see `super::apply`.
+    first_read_chunk: usize,
 }
 
 /// A complete read that changed something, announced only after it is durable: the MQTT plane
@@ -82,6 +85,7 @@ impl Engine {
             changes: broadcast::channel(64).0,
             person_requests: Arc::new(tokio::sync::Notify::new()),
             mass_guard: super::guard::MassGuard::default(),
+            first_read_chunk: super::apply::DEFAULT_FIRST_READ_CHUNK,
         }
     }
 
@@ -96,12 +100,12 @@ impl Engine {
         lock: Arc<dyn DeviceLock>,
     ) -> Self {
         let audit = Audit::new(store.clone());
-        Self::new(store.clone(), &config.agent.id, lock, outbox, audit).with_mass_guard(
-            super::guard::MassGuard {
+        Self::new(store.clone(), &config.agent.id, lock, outbox, audit)
+            .with_mass_guard(super::guard::MassGuard {
                 share: config.monitor.mass_missing_share,
                 min_users: config.monitor.mass_missing_min,
-            },
-        )
+            })
+            .with_first_read_chunk(config.monitor.first_read_chunk as usize)
     }
 
     /// Uses another clock. A test hook: the agent runs on the system clock; tests fix the instant
@@ -126,6 +130,18 @@ impl Engine {
     pub fn with_mass_guard(mut self, guard: super::guard::MassGuard) -> Self {
         self.mass_guard = guard;
         self
+    }
+
+    /// Sets how many new users a first read commits per step (0: the whole read in one
+    /// transaction), bounding the memory a big device's first read needs.
+    pub fn with_first_read_chunk(mut self, users: usize) -> Self {
+        self.first_read_chunk = users;
+        self
+    }
+
+    /// How many new users a first read commits per step (0: no steps).
+    pub fn first_read_chunk(&self) -> usize {
+        self.first_read_chunk
     }
 
     /// When a read's `user_missing` events are held for an administrator.

@@ -12,7 +12,8 @@ pub struct SyncState {
     pub generation: u64,
     /// When the last complete read was applied (UTC ms).
     pub last_complete_read_ms: Option<i64>,
-    /// Users in the last complete read.
+    /// Users in the last complete read; while a big first read is applied in steps (generation
+    /// still 0, see `super::apply`), the users its committed steps put in the snapshot.
     pub users: u64,
     /// When the last backup file was written (UTC ms).
     pub last_backup_ms: Option<i64>,

@@ -6,6 +6,7 @@
 //! full name, `store::writer_child` or `upstream::agent_child`) in the new process.
 
 mod exactly_once;
+mod first_read;
 mod store;
 mod sync;
 mod upstream;

@@ -3,6 +3,7 @@
 
 mod backup;
 mod conflicts;
+mod first_read;
 mod migrate;
 mod poll;
 mod retention;
