@@ -177,13 +177,11 @@ impl ValueFiles {
         for file in &pending.files {
             start_writeback(&file.file);
         }
+        let synced = sync_concurrently(&pending.files);
         let mut failed = None;
-        for file in &pending.files {
-            let synced = file
-                .file
-                .sync_all()
-                .and_then(|()| std::fs::rename(&file.temporary, &file.path));
-            if let Err(source) = synced {
+        for (file, synced) in pending.files.iter().zip(synced) {
+            let renamed = synced.and_then(|()| std::fs::rename(&file.temporary, &file.path));
+            if let Err(source) = renamed {
                 let _ = std::fs::remove_file(&file.temporary);
                 failed.get_or_insert_with(|| io(&file.path)(source));
             }
@@ -281,6 +279,42 @@ struct PendingFile {
     file: File,
     temporary: PathBuf,
     path: PathBuf,
+}
+
+/// How many threads fsync a batch's files at once (see [`sync_concurrently`]).
+const SYNC_THREADS: usize = 16;
+
+/// Fsyncs every file of a batch, [`SYNC_THREADS`] at a time, and returns each file's result in
+/// order. Why concurrently: each fsync ends with a disk cache flush, and one after another they
+/// cost a flush each (0.2–4 ms on a busy virtual disk, which made a read of 10,000 photos take
+/// 15–40 s); fsyncs in flight together share their journal commit and the block layer merges
+/// their flushes. Every file is still fsynced before any rename, as before.
+fn sync_concurrently(files: &[PendingFile]) -> Vec<std::io::Result<()>> {
+    if files.len() <= 1 {
+        return files.iter().map(|file| file.file.sync_all()).collect();
+    }
+    let per_thread = files.len().div_ceil(SYNC_THREADS);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = files
+            .chunks(per_thread)
+            .map(|chunk| {
+                scope.spawn(move || {
+                    chunk
+                        .iter()
+                        .map(|file| file.file.sync_all())
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|worker| {
+                worker
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    })
 }
 
 /// Starts writing `file`'s dirty pages back without waiting, so that the fsyncs of a round
