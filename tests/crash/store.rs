@@ -417,31 +417,32 @@ fn value_events(trace: &str) -> Vec<ValueTraced> {
             continue;
         };
         let call = call.trim_start();
-        let sync_of = if !call.starts_with("fsync(") && !call.starts_with("fdatasync(") {
-            None
-        } else if call.contains(".tmp>") && call.contains("/store/values/") {
+        let is_sync = call.starts_with("fsync(") || call.starts_with("fdatasync(");
+        let step = if is_sync && call.contains(".tmp>") && call.contains("/store/values/") {
             Some(ValueTraced::TemporarySynced)
-        } else if call.contains("/store/values>") {
+        } else if is_sync && call.contains("/store/values>") {
             Some(ValueTraced::DirectorySynced)
-        } else if call.contains("/store/db>") {
+        } else if is_sync && call.contains("/store/db>") {
             Some(ValueTraced::DbSynced)
+        } else if call.starts_with("rename") && call.contains(".tmp\"") {
+            Some(ValueTraced::Renamed)
         } else {
             None
         };
-        if call.starts_with("<... fsync resumed>") || call.starts_with("<... fdatasync resumed>") {
+        // Another thread's call can split one call into `<unfinished ...>` and
+        // `<... NAME resumed>` lines (the batch's files are fsynced from several threads).
+        if call.starts_with("<... ") && call.contains(" resumed>") {
             if let Some(event) = pending.remove(pid) {
                 if call.ends_with("= 0") {
                     events.push(event);
                 }
             }
-        } else if let Some(event) = sync_of {
+        } else if let Some(event) = step {
             if call.ends_with("<unfinished ...>") {
                 pending.insert(pid.to_owned(), event);
             } else if call.ends_with("= 0") {
                 events.push(event);
             }
-        } else if call.starts_with("rename") && call.contains(".tmp\"") && call.ends_with("= 0") {
-            events.push(ValueTraced::Renamed);
         } else if let Some(rest) = call.split_once(&format!("\"{ACK}")).map(|(_, r)| r) {
             if call.starts_with("write(1") {
                 let key = rest.split('\\').next().unwrap_or_default();
