@@ -224,7 +224,7 @@ mod tests {
             assert!(second > first);
             second
         };
-        let store = Store::open(&options).unwrap().store;
+        let store = crate::store::test_support::reopen(&options);
         assert!(store.next_sequence().unwrap() > before);
     }
 
@@ -239,7 +239,7 @@ mod tests {
                 .unwrap();
             store.make_durable_blocking().unwrap();
         }
-        let store = Store::open(&options).unwrap().store;
+        let store = crate::store::test_support::reopen(&options);
         assert_eq!(
             store
                 .get::<Item>(TreeName::Outbox, keys::sequence(1))
