@@ -209,16 +209,7 @@ impl Engine {
             ..plan.previous.clone()
         };
         self.store().transaction(&trees, |tx| {
-            let current: SyncState = tx
-                .get(TreeName::SyncState, device_id.as_bytes())?
-                .unwrap_or_default();
-            if current.generation != plan.previous.generation {
-                return Err(TxError::abort(format!(
-                    "another read of {device_id} was applied meanwhile (generation {} instead \
-                     of {}); this read is dropped and the next poll compares afresh",
-                    current.generation, plan.previous.generation
-                )));
-            }
+            state_unchanged_since(tx, device_id, plan.previous.generation)?;
             write_appeared(tx, &plan)?;
             write_changed(tx, &plan)?;
             write_missing(tx, &plan)?;
@@ -340,16 +331,7 @@ impl Engine {
         let device_id = step.device_id.as_str();
         let added = step.diff.appeared.len() as u64;
         self.store().transaction(&trees, |tx| {
-            let current: SyncState = tx
-                .get(TreeName::SyncState, device_id.as_bytes())?
-                .unwrap_or_default();
-            if current.generation != step.previous.generation {
-                return Err(TxError::abort(format!(
-                    "another read of {device_id} was applied meanwhile (generation {} instead \
-                     of {}); this read is dropped and the next poll compares afresh",
-                    current.generation, step.previous.generation
-                )));
-            }
+            let current = state_unchanged_since(tx, device_id, step.previous.generation)?;
             write_appeared(tx, step)?;
             let state = SyncState {
                 users: current.users + added,
@@ -639,6 +621,23 @@ impl Engine {
         }
         (events, audit)
     }
+}
+
+/// The device's sync state inside `tx`, or an abort when another read of the device was applied
+/// after this one was planned against generation `planned`: two reads planned against the same
+/// snapshot never both apply.
+fn state_unchanged_since(tx: &Tx<'_>, device_id: &str, planned: u64) -> Result<SyncState, TxError> {
+    let current: SyncState = tx
+        .get(TreeName::SyncState, device_id.as_bytes())?
+        .unwrap_or_default();
+    if current.generation != planned {
+        return Err(TxError::abort(format!(
+            "another read of {device_id} was applied meanwhile (generation {} instead of \
+             {planned}); this read is dropped and the next poll compares afresh",
+            current.generation
+        )));
+    }
+    Ok(current)
 }
 
 fn write_appeared(tx: &Tx<'_>, plan: &Plan) -> Result<(), TxError> {
