@@ -73,6 +73,11 @@ struct Listening {
 
 impl Listening {
     async fn start(form: &str) -> Listening {
+        Listening::start_with(form, "").await
+    }
+
+    /// As [`Listening::start`], with `lock` added to the config's `[lock]` table.
+    async fn start_with(form: &str, lock: &str) -> Listening {
         let dir = tempdir().unwrap();
         let double = UpstreamDouble::start(TOKEN).await;
         let terminal = terminal(form);
@@ -85,6 +90,12 @@ impl Listening {
             "64MB",
             "live_events = true\n",
         );
+        let text = std::fs::read_to_string(&config).unwrap();
+        std::fs::write(
+            &config,
+            text.replacen("[lock]\n", &format!("[lock]\n{lock}"), 1),
+        )
+        .unwrap();
         let mut agent = RunningAgent::on(&config, &log);
         agent.wait_for_log(LISTENING, 1);
         upstream_punches(&double, 20).await;
@@ -256,29 +267,16 @@ fn check_config_names_the_live_events_trade_off_and_refuses_it_off_tcp() {
 /// under a new lock, takes over: no session outlives its lock, and punches keep arriving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_zk_listening_session_ends_before_its_lock_fence_and_another_takes_over() {
-    let dir = tempdir().unwrap();
-    let double = UpstreamDouble::start(TOKEN).await;
-    let terminal = terminal("36");
-    let address = terminal.tcp.unwrap().to_string();
-    let (config, log) = config_with(
-        dir.path(),
-        &address,
-        "10m",
-        &double.url(),
-        "64MB",
-        "live_events = true\n",
-    );
     // max_hold 10 s, command timeout 3 s: each listening session ends after about 2 s.
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(
-        &config,
-        text.replacen("[lock]\n", "[lock]\nmax_hold = \"10s\"\n", 1),
-    )
-    .unwrap();
-    let mut agent = RunningAgent::on(&config, &log);
+    let Listening {
+        dir,
+        double,
+        terminal,
+        mut agent,
+        ..
+    } = Listening::start_with("36", "max_hold = \"10s\"\n").await;
     agent.wait_for_log("the device lock is about to end", 1);
     agent.wait_for_log(LISTENING, 2);
-    upstream_punches(&double, 20).await;
     punch_at(&terminal);
     upstream_punches(&double, 21).await;
     agent.stop();
