@@ -129,6 +129,7 @@ impl Durability {
         self.db
             .flush()
             .map_err(|error| DurabilityError::Flush(error.to_string()))?;
+        super::retired::release_retired();
         self.data_file.fsync()?;
         self.directory.fsync()
     }

@@ -69,6 +69,7 @@ pub mod keys;
 mod open;
 mod options;
 mod prepared;
+mod retired;
 pub mod salvage;
 pub mod schema;
 mod trees;

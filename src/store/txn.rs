@@ -116,6 +116,8 @@ impl Store {
                 };
                 body(&tx).map_err(|TxError(inner)| inner)
             });
+        // The node versions this commit replaced are in this thread's bag (see `retired`).
+        super::retired::release_retired();
         outcome.map_err(|error| match error {
             TransactionError::Abort(error) => error,
             TransactionError::Storage(source) => StoreError::Sled {
