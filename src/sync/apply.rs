@@ -38,7 +38,7 @@ use super::diff::{self, Diff};
 use super::guard;
 use super::history::{self, HistoryEntry};
 use super::mapping::{self, MappingState};
-use super::snapshot::{self, SnapshotUser};
+use super::snapshot::{self, SnapshotDigest, SnapshotUser};
 use super::state::{self, SyncState};
 use super::{Engine, SyncError};
 use crate::audit::{self, AuditEntry, Operation};
@@ -108,6 +108,9 @@ struct Plan {
     /// Users earlier steps of this same first read put in the snapshot before a restart
     /// (generation still 0): its history entry counts them as added too.
     stepped_before: Vec<String>,
+    /// The digest of the snapshot this read leaves, kept in the sync state by the final
+    /// commit.
+    digest: SnapshotDigest,
 }
 
 impl Plan {
@@ -126,6 +129,7 @@ impl Plan {
             missing: Vec::new(),
             new_conflicts: HashMap::new(),
             stepped_before: Vec::new(),
+            digest: self.digest,
         }
     }
 }
@@ -206,6 +210,7 @@ impl Engine {
             generation,
             last_complete_read_ms: Some(plan.now_ms),
             users: read.users.len() as u64,
+            snapshot_digest: Some(plan.digest),
             ..plan.previous.clone()
         };
         self.store().transaction(&trees, |tx| {
@@ -335,6 +340,8 @@ impl Engine {
             write_appeared(tx, step)?;
             let state = SyncState {
                 users: current.users + added,
+                // The snapshot is part-way: no digest stands for it until the final commit.
+                snapshot_digest: None,
                 ..current
             };
             state::put_in(tx, device_id.as_bytes(), &state)?;
@@ -398,9 +405,22 @@ impl Engine {
 
     fn plan(&self, device_id: &str, read: &UserRead) -> Result<Plan, SyncError> {
         let store = self.store();
-        let previous_snapshot = snapshot::load(store, device_id)?;
         let previous = state::load(store, device_id)?;
-        let diff = diff::diff(&previous_snapshot, &read.users);
+        let digest = SnapshotDigest::of_read(&read.users)?;
+        // Same digest: the read found exactly the last snapshot, so it is not loaded (see
+        // `SnapshotDigest`); a steady poll then never walks the snapshot tree.
+        let previous_snapshot = if previous.snapshot_digest == Some(digest) {
+            None
+        } else {
+            Some(snapshot::load(store, device_id)?)
+        };
+        let diff = match &previous_snapshot {
+            Some(snapshot) => diff::diff(snapshot, &read.users),
+            None => Diff {
+                unchanged: read.users.len(),
+                ..Diff::default()
+            },
+        };
         let now_ms = self.now_ms();
         let mut appearances = Vec::with_capacity(diff.appeared.len());
         let mut new_conflicts = HashMap::new();
@@ -437,10 +457,9 @@ impl Engine {
                 last_seen_at_ms: last_seen,
             });
         }
-        let stepped_before = if previous.generation == 0 {
-            previous_snapshot.into_keys().collect()
-        } else {
-            Vec::new()
+        let stepped_before = match previous_snapshot {
+            Some(snapshot) if previous.generation == 0 => snapshot.into_keys().collect(),
+            _ => Vec::new(),
         };
         Ok(Plan {
             device_id: device_id.to_string(),
@@ -452,6 +471,7 @@ impl Engine {
             missing,
             new_conflicts,
             stepped_before,
+            digest,
         })
     }
 

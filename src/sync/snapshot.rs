@@ -1,9 +1,11 @@
 //! The last complete read of each device (`snapshots` tree): the only thing a new read is
 //! compared with. It changes only in the transaction that applies a complete read (invariant 2).
 
+use crate::device::ReadUser;
 use crate::events::DeviceUser;
-use crate::store::{keys, Record, Store, StoreError, TreeName, Tx, TxError};
+use crate::store::{keys, EnvelopeError, Record, Store, StoreError, TreeName, Tx, TxError};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
 use std::collections::BTreeMap;
 
 /// A user as the last complete read found it.
@@ -18,6 +20,36 @@ pub struct SnapshotUser {
 impl Record for SnapshotUser {
     const KIND: &'static str = "snapshot_user";
     const VERSION: u32 = 1;
+}
+
+/// A digest of a whole snapshot: SHA-256 over each user's stored form (user-id order,
+/// length-prefixed). The sync state keeps the digest of the snapshot the last complete read
+/// left, written in the same transaction, so a read whose digest is the same found exactly
+/// that snapshot and is applied without loading it: a steady poll of 10,000 users then never
+/// walks this tree, whose nodes sled would keep in memory afterwards (`docs/footprint.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotDigest(pub [u8; 32]);
+
+impl SnapshotDigest {
+    /// The digest of the snapshot `users` would leave (each in its stored, slots-sorted form).
+    pub fn of_read(users: &BTreeMap<String, ReadUser>) -> Result<SnapshotDigest, StoreError> {
+        let mut hasher = Sha256::new();
+        let mut bytes = Vec::new();
+        for (user_id, user) in users {
+            bytes.clear();
+            let stored = super::diff::snapshot_of(user);
+            bytes = postcard::to_extend(&stored, bytes).map_err(|source| {
+                let encode = EnvelopeError::Encode {
+                    kind: SnapshotUser::KIND,
+                    source,
+                };
+                StoreError::value(TreeName::Snapshots, user_id.as_bytes(), encode)
+            })?;
+            hasher.update((bytes.len() as u64).to_le_bytes());
+            hasher.update(&bytes);
+        }
+        Ok(SnapshotDigest(hasher.finalize().into()))
+    }
 }
 
 /// A device's last complete snapshot, by user id (empty before the first complete read).

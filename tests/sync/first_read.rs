@@ -2,12 +2,14 @@
 //! `edge_agent::sync::apply`): each step is its own durable transaction, every user is buffered
 //! and announced once, and a step the outbox refuses sends the rest of the read to the final
 //! transaction, which marks the device behind as any read that meets a full outbox does.
+//! The read after it, equal to the snapshot, is applied from the snapshot's digest alone.
 
 use edge_agent::audit::Audit;
 use edge_agent::device::{ReadUser, UserRead};
 use edge_agent::events::{DeviceUser, EventBody};
 use edge_agent::lock::FlockLock;
-use edge_agent::store::{Store, StoreOptions};
+use edge_agent::store::{keys, Store, StoreOptions, TreeName};
+use edge_agent::sync::snapshot::{SnapshotDigest, SnapshotUser};
 use edge_agent::sync::{buffer, catch_up, history, state, Engine};
 use edge_agent::upstream::Outbox;
 use std::collections::BTreeSet;
@@ -122,4 +124,43 @@ async fn a_step_the_outbox_refuses_leaves_the_rest_to_the_final_commit() {
         .unwrap()
         .expect("marked behind");
     assert_eq!(behind.since_generation, 1);
+}
+
+/// The steady poll's saving (`SnapshotDigest`): a read equal to the last snapshot is applied
+/// without loading the snapshot, and a read that differs still finds its change.
+#[tokio::test]
+async fn a_read_equal_to_the_last_snapshot_is_applied_from_its_digest_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, engine) = engine(dir.path(), u64::MAX);
+    let read = read_of(USERS);
+    engine.apply_read(DEVICE, &read, 1).await.unwrap();
+    let digest = SnapshotDigest::of_read(&read.users).unwrap();
+    assert_eq!(
+        state::load(&store, DEVICE).unwrap().snapshot_digest,
+        Some(digest),
+        "the final commit of the stepped first read keeps the snapshot's digest"
+    );
+
+    // Alter one stored snapshot entry behind the engine's back: a poll that loaded the
+    // snapshot would report user 7 as changed.
+    let key = keys::device_user(DEVICE, "7").unwrap();
+    let mut tampered: SnapshotUser = store.get(TreeName::Snapshots, &key).unwrap().unwrap();
+    tampered.user.name = "not what the device says".into();
+    store.insert(TreeName::Snapshots, &key, &tampered).unwrap();
+    let applied = engine.apply_read(DEVICE, &read, 1).await.unwrap();
+    assert_eq!(applied.generation, 2);
+    assert!(
+        applied.changed.is_empty() && applied.discovered.is_empty() && applied.missing.is_empty(),
+        "an unchanged read is applied from the digest, not from the snapshot: {applied:?}"
+    );
+
+    // A real change: the digest differs, the snapshot is loaded and the change found.
+    let mut renamed = read.clone();
+    renamed.users.get_mut("8").unwrap().user.name = "Renamed".into();
+    let applied = engine.apply_read(DEVICE, &renamed, 1).await.unwrap();
+    assert!(applied.changed.contains(&"8".to_string()), "{applied:?}");
+    assert_eq!(
+        state::load(&store, DEVICE).unwrap().snapshot_digest,
+        Some(SnapshotDigest::of_read(&renamed.users).unwrap())
+    );
 }
