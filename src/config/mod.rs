@@ -526,7 +526,7 @@ impl Default for MonitorConfig {
             mass_missing_min: 5,
             unread_alert_after: HumanDuration::from_secs(3600),
             incomplete_alert_after: 3,
-            first_read_chunk: 500,
+            first_read_chunk: crate::sync::apply::DEFAULT_FIRST_READ_CHUNK as u32,
         }
     }
 }

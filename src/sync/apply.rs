@@ -11,7 +11,7 @@
 //! replaces until it commits, so one transaction's memory grows faster than its write count:
 //! the first read of 10,000 users (40,000 records) in one transaction peaked near 220 MB. So
 //! when a device's first read (sync generation still 0) finds more new users than
-//! `[monitor] first_read_chunk` (default 500), its new users are committed first in steps of
+//! `[monitor] first_read_chunk` (default 100), its new users are committed first in steps of
 //! that many, each a self-consistent transaction: their snapshot entries, buffer records,
 //! mappings, `user_discovered` events and discovery audit, and a sync state whose `users`
 //! equals the snapshot's size — the generation stays 0 and no history entry is written. A
@@ -49,8 +49,11 @@ use crate::upstream::outbox;
 use std::collections::HashMap;
 
 /// How many new users a big first read commits per step unless `[monitor] first_read_chunk`
-/// says otherwise (a 250-user trial peaked at 43 MB for 10,000 users).
-pub const DEFAULT_FIRST_READ_CHUNK: usize = 500;
+/// says otherwise. Chosen with `benches/footprint.rs` (release agent, 10,000 users with an
+/// 8 KB photo + card each): steps of 500 peaked at 41.2 MB in 4.3 s, of 200 at 32.2 MB in
+/// 8.9 s, of 100 at 29.1 MB in 7.0 s (the peak is the nodes sled keeps of what each step
+/// wrote, not the step's own data).
+pub const DEFAULT_FIRST_READ_CHUNK: usize = 100;
 
 /// A user that vanished between two complete reads.
 #[derive(Debug, Clone, PartialEq, Eq)]

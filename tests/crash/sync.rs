@@ -106,11 +106,11 @@ fn kill_9_during_polls_leaves_no_half_applied_read() {
             if generation > previous { "applied" } else { "not applied" }
         );
         previous = generation;
-        // The default `first_read_chunk` (500) steps this first read: a kill between two
+        // The default `first_read_chunk` (100) steps this first read: a kill between two
         // steps leaves a consistent store (checked above) that knows a whole number of steps
         // and no complete read yet; the next run adds the rest.
         assert!(
-            users == 0 || users == 1500 || (generation == 0 && users % 500 == 0),
+            users == 0 || users == 1500 || (generation == 0 && users % 100 == 0),
             "a read is applied whole, in whole steps, or not at all: {users} users at \
              generation {generation}"
         );
