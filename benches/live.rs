@@ -108,6 +108,7 @@ fn main() {
         esl: None,
         started_at_ms: 0,
         logging: None,
+        buffer_stats: Default::default(),
     };
     let report = sources.report();
     assert_eq!(report.devices[0].users.total, 10_000);

@@ -124,6 +124,7 @@ async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
         esl,
         started_at_ms,
         logging: Some(Arc::clone(&logging)),
+        buffer_stats: Default::default(),
     };
     if let Some(listen) = config.metrics.listen {
         let metrics = crate::ops::metrics::MetricsServer::bind(listen, status.clone())

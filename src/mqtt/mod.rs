@@ -287,6 +287,7 @@ fn standalone_status(config: &Config, store: &Store) -> crate::ops::status::Stat
         esl: None,
         started_at_ms: chrono::Utc::now().timestamp_millis(),
         logging: None,
+        buffer_stats: Default::default(),
     }
 }
 

@@ -300,6 +300,8 @@ pub struct StatusSources {
     pub started_at_ms: i64,
     /// The agent's logging, whose file health the report shows (`None`: not this process's).
     pub logging: Option<Arc<crate::ops::logging::LoggingHandle>>,
+    /// The buffer counts of the last reports, recounted only after the buffer changed.
+    pub buffer_stats: Arc<buffer::StatsCache>,
 }
 
 impl StatusSources {
@@ -341,7 +343,10 @@ impl StatusSources {
                         .last_read_users
                         .or((state.generation > 0).then_some(state.users)),
                     last_read_lost: live.last_read_lost,
-                    users: buffer::stats(&self.store, Some(&device.id)).unwrap_or_default(),
+                    users: self
+                        .buffer_stats
+                        .stats(&self.store, Some(&device.id))
+                        .unwrap_or_default(),
                     last_error: live.last_error,
                     consecutive_incomplete: live.consecutive_incomplete,
                     reading: live.reading,

@@ -78,6 +78,7 @@ mod typed;
 pub mod values;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -117,6 +118,8 @@ struct Inner {
     db: sled::Db,
     path: PathBuf,
     values: ValueFiles,
+    /// Completed write calls per tree (by [`TreeName::index`]), see [`Store::writes`].
+    writes: Vec<AtomicU64>,
 }
 
 impl Store {
@@ -147,6 +150,7 @@ impl Store {
                 db,
                 path: path.to_path_buf(),
                 values,
+                writes: TreeName::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
             }),
         })
     }
@@ -168,6 +172,19 @@ impl Store {
     /// The large values kept beside sled (credential photos and templates): see [`values`].
     pub fn values(&self) -> &ValueFiles {
         &self.inner.values
+    }
+
+    /// How many write calls (inserts, removes, transactions declaring the tree) have finished
+    /// on `tree` since the store was opened. Something derived from a whole tree (the buffer
+    /// counts `status` shows every 5 s) is recomputed only when this moved: read it *before*
+    /// deriving, and a write that lands meanwhile moves it again, so nothing stale is kept.
+    pub fn writes(&self, tree: TreeName) -> u64 {
+        self.inner.writes[tree.index()].load(Ordering::SeqCst)
+    }
+
+    /// Counts a finished write call on `tree` (after it returned, committed or not).
+    fn wrote(&self, tree: TreeName) {
+        self.inner.writes[tree.index()].fetch_add(1, Ordering::SeqCst);
     }
 
     /// The open handle of one tree.

@@ -118,6 +118,9 @@ impl Store {
             });
         // The node versions this commit replaced are in this thread's bag (see `retired`).
         super::retired::release_retired();
+        for tree in &declared {
+            self.wrote(*tree);
+        }
         outcome.map_err(|error| match error {
             TransactionError::Abort(error) => error,
             TransactionError::Storage(source) => StoreError::Sled {

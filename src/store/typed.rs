@@ -28,9 +28,9 @@ impl Store {
     ) -> Result<(), StoreError> {
         let key = key.as_ref();
         let bytes = encode(tree, key, value)?;
-        self.tree(tree)
-            .insert(key, bytes)
-            .map_err(StoreError::sled("insert"))?;
+        let inserted = self.tree(tree).insert(key, bytes);
+        self.wrote(tree);
+        inserted.map_err(StoreError::sled("insert"))?;
         Ok(())
     }
 
@@ -42,10 +42,9 @@ impl Store {
         key: impl AsRef<[u8]>,
     ) -> Result<Option<R>, StoreError> {
         let key = key.as_ref();
-        let old = self
-            .tree(tree)
-            .remove(key)
-            .map_err(StoreError::sled("remove"))?;
+        let removed = self.tree(tree).remove(key);
+        self.wrote(tree);
+        let old = removed.map_err(StoreError::sled("remove"))?;
         old.map(|bytes| decode(tree, key, &bytes)).transpose()
     }
 

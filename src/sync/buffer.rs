@@ -11,6 +11,7 @@ use super::state::{self, SyncState};
 use crate::events::DeviceUser;
 use crate::store::{keys, Record, Store, StoreError, TreeName, Tx, TxError};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 
 /// Where a buffered user's mapping stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -232,6 +233,36 @@ pub fn stats(store: &Store, device_id: Option<&str>) -> Result<BufferStats, Stor
     Ok(stats)
 }
 
+/// [`stats`] remembered until the buffer tree is written again: the running agent's status
+/// report is rebuilt every 5 s and after every read, and a scan of 10,000 buffer records each
+/// time cost CPU and left sled holding the tree's nodes (about 1.7 MB; `docs/footprint.md`).
+/// A steady poll writes no buffer record, so the counts are computed once per change.
+#[derive(Debug, Default)]
+pub struct StatsCache {
+    /// By device (`None`: every device), with [`Store::writes`] of the buffer tree when
+    /// counted.
+    counted: std::sync::Mutex<HashMap<Option<String>, (u64, BufferStats)>>,
+}
+
+impl StatsCache {
+    /// The counts of [`stats`], scanning only when the buffer tree was written since they
+    /// were last counted.
+    pub fn stats(&self, store: &Store, device_id: Option<&str>) -> Result<BufferStats, StoreError> {
+        // Read before counting: a write landing during the scan moves it past this value.
+        let writes = store.writes(TreeName::Buffer);
+        let key = device_id.map(str::to_string);
+        let mut counted = self.counted.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((seen, stats)) = counted.get(&key) {
+            if *seen == writes {
+                return Ok(stats.clone());
+            }
+        }
+        let fresh = stats(store, device_id)?;
+        counted.insert(key, (writes, fresh.clone()));
+        Ok(fresh)
+    }
+}
+
 /// `card, password, photo, 2 fingerprints` — what a technician wants to know at a glance.
 pub fn credential_summary(user: &DeviceUser) -> String {
     let mut parts = Vec::new();
@@ -270,4 +301,39 @@ pub(crate) fn put_in(
 /// `true` if there was one.
 pub(crate) fn remove_in(tx: &Tx<'_>, key: impl AsRef<[u8]>) -> Result<bool, TxError> {
     tx.remove(TreeName::Buffer, key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::test_support::temp_store;
+
+    fn buffer_user(store: &Store, user_id: &str, status: MappingStatus) {
+        let user = DeviceUser {
+            user_id: user_id.into(),
+            ..DeviceUser::default()
+        };
+        let mut record = BufferRecord::discovered("door", user, Vec::new(), 1);
+        record.status = status;
+        let key = keys::device_user("door", user_id).unwrap();
+        store
+            .transaction(&[TreeName::Buffer], |tx| put_in(tx, &key, &record))
+            .unwrap();
+    }
+
+    #[test]
+    fn cached_counts_follow_every_write_to_the_buffer() {
+        let (_dir, store) = temp_store();
+        let cache = StatsCache::default();
+        buffer_user(&store, "1", MappingStatus::Unmapped);
+        let first = cache.stats(&store, Some("door")).unwrap();
+        assert_eq!((first.total, first.unmapped), (1, 1));
+        assert_eq!(cache.stats(&store, Some("door")).unwrap(), first);
+        buffer_user(&store, "1", MappingStatus::Missing);
+        buffer_user(&store, "2", MappingStatus::Unmapped);
+        let after = cache.stats(&store, Some("door")).unwrap();
+        assert_eq!(after, stats(&store, Some("door")).unwrap());
+        assert_eq!((after.total, after.missing, after.unmapped), (2, 1, 1));
+        assert_eq!(cache.stats(&store, None).unwrap(), after);
+    }
 }
