@@ -84,6 +84,23 @@ fn du_mb(path: &Path) -> f64 {
     walk(path) as f64 / 1e6
 }
 
+/// Bytes of every key and value sled holds in the store at `store_dir` (the small records the
+/// issue's disk target is measured against), in MB; opened directly while no agent runs.
+fn small_records_mb(store_dir: &Path) -> f64 {
+    let Ok(db) = sled::Config::new().path(store_dir).open() else {
+        return f64::NAN;
+    };
+    let mut bytes = 0u64;
+    for name in db.tree_names() {
+        let tree = db.open_tree(&name).unwrap();
+        for entry in tree.iter() {
+            let (key, value) = entry.unwrap();
+            bytes += (key.len() + value.len()) as u64;
+        }
+    }
+    bytes as f64 / 1e6
+}
+
 fn row(what: &str, mb: f64, target: Option<f64>) {
     let target = target
         .map(|t| format!("target < {t:.0} MB"))
@@ -298,6 +315,7 @@ fn main() {
     let store_mb = du_mb(&dir.join("data").join("store"));
     let values_mb = du_mb(&dir.join("data").join("store").join("values"));
     let backups_mb = du_mb(&dir.join("data").join("backups"));
+    let records_mb = small_records_mb(&dir.join("data").join("store"));
 
     // Steady state after a restart: the device polled every 5 s, nothing changing.
     let _ = std::fs::remove_file(&log);
@@ -330,6 +348,8 @@ fn main() {
     let restore_wall = started.elapsed().as_secs_f64();
     let restore_peak = status_mb(agent.pid(), "VmHWM");
     agent.stop();
+    let store_end_mb = du_mb(&dir.join("data").join("store"));
+    let records_end_mb = small_records_mb(&dir.join("data").join("store"));
     let _ = emulator.kill();
     let _ = emulator.wait();
 
@@ -371,5 +391,16 @@ fn main() {
          read's backup file: {backups_mb:.1} MB)",
         "store on disk (data/store) after the first read",
         store_mb - values_mb
+    );
+    println!(
+        "{:<58} {records_mb:>7.1} MB  (target: sled < 2 × this = {:.1} MB; sled holds {:.1})",
+        "  small records in sled (keys + values)",
+        2.0 * records_mb,
+        store_mb - values_mb
+    );
+    println!(
+        "{:<58} {store_end_mb:>7.1} MB  (sled {:.1} MB, small records {records_end_mb:.1} MB)",
+        "store on disk at the end (after the polls, backup, restore)",
+        store_end_mb - values_mb
     );
 }
