@@ -74,8 +74,30 @@ fn phase(name: &str, path: &Path, records: usize, value_bytes: usize) {
         "scan" => {
             report("reopened");
             for round in 1..=5 {
+                let started = std::time::Instant::now();
                 assert_eq!(tree.iter().count(), records);
-                report(&format!("after full scan {round}"));
+                let ms = started.elapsed().as_secs_f64() * 1e3;
+                report(&format!("after full scan {round} ({ms:.0} ms)"));
+            }
+        }
+        "walk" => {
+            report("reopened");
+            for round in 1..=5 {
+                let started = std::time::Instant::now();
+                let mut seen = 0;
+                let mut after: Option<sled::IVec> = None;
+                loop {
+                    let next = match &after {
+                        None => tree.first().unwrap(),
+                        Some(key) => tree.get_gt(key).unwrap(),
+                    };
+                    let Some((key, _)) = next else { break };
+                    seen += 1;
+                    after = Some(key);
+                }
+                assert_eq!(seen, records);
+                let ms = started.elapsed().as_secs_f64() * 1e3;
+                report(&format!("after a key-by-key walk {round} ({ms:.0} ms)"));
             }
         }
         _ => {
@@ -103,7 +125,7 @@ fn main() {
     let path = dir.path().join("store");
     println!("sled 0.34 with a 1 MiB cache: {records} records of {value_bytes} bytes");
     let me = std::env::current_exe().unwrap();
-    for name in ["fill", "scan", "get"] {
+    for name in ["fill", "scan", "walk", "get"] {
         let status = std::process::Command::new(&me)
             .arg("--phase")
             .arg(name)

@@ -127,7 +127,7 @@ fn churn_figures(runtime: &tokio::runtime::Runtime) {
     first_read_figures(
         runtime,
         dir.path(),
-        edge_agent::sync::apply::DEFAULT_FIRST_READ_CHUNK,
+        edge_agent::config::DEFAULT_FIRST_READ_CHUNK as usize,
     );
     {
         let one = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();

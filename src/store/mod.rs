@@ -76,6 +76,7 @@ mod trees;
 mod txn;
 mod typed;
 pub mod values;
+mod walk;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -185,6 +186,12 @@ impl Store {
     /// Counts a finished write call on `tree` (after it returned, committed or not).
     fn wrote(&self, tree: TreeName) {
         self.inner.writes[tree.index()].fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The raw entries of `tree` under `prefix`, read key by key (see [`walk`]): how the
+    /// store's owners read a whole tree without sled keeping it in memory.
+    pub(crate) fn walk(&self, tree: TreeName, prefix: &[u8]) -> walk::Walk {
+        walk::Walk::new(self.tree(tree), prefix)
     }
 
     /// The open handle of one tree.

@@ -50,12 +50,13 @@ impl Store {
 
     /// Every entry whose key starts with `prefix`, in key order (an empty prefix visits the
     /// whole tree). Each item fails on its own, so one damaged value does not hide the rest.
+    /// Read key by key (see [`super::walk`]), so a full scan does not leave the tree in memory.
     pub fn scan_prefix<R: Record>(
         &self,
         tree: TreeName,
         prefix: impl AsRef<[u8]>,
     ) -> impl Iterator<Item = Result<(Vec<u8>, R), StoreError>> {
-        self.tree(tree).scan_prefix(prefix).map(move |entry| {
+        self.walk(tree, prefix.as_ref()).map(move |entry| {
             let (key, bytes) = entry.map_err(StoreError::sled("scan"))?;
             let value = decode(tree, &key, &bytes)?;
             Ok((key.to_vec(), value))

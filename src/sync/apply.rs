@@ -48,13 +48,6 @@ use crate::store::{keys, StoreError, TreeName, Tx, TxError};
 use crate::upstream::outbox;
 use std::collections::HashMap;
 
-/// How many new users a big first read commits per step unless `[monitor] first_read_chunk`
-/// says otherwise. Chosen with `benches/footprint.rs` (release agent, 10,000 users with an
-/// 8 KB photo + card each): steps of 500 peaked at 41.2 MB in 4.3 s, of 200 at 32.2 MB in
-/// 8.9 s, of 100 at 29.1 MB in 7.0 s (the peak is the nodes sled keeps of what each step
-/// wrote, not the step's own data).
-pub const DEFAULT_FIRST_READ_CHUNK: usize = 100;
-
 /// A user that vanished between two complete reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MissingUser {

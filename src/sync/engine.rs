@@ -85,7 +85,7 @@ impl Engine {
             changes: broadcast::channel(64).0,
             person_requests: Arc::new(tokio::sync::Notify::new()),
             mass_guard: super::guard::MassGuard::default(),
-            first_read_chunk: super::apply::DEFAULT_FIRST_READ_CHUNK,
+            first_read_chunk: crate::config::DEFAULT_FIRST_READ_CHUNK as usize,
         }
     }
 

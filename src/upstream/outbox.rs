@@ -190,7 +190,7 @@ impl Outbox {
     /// sizes; this is the outbox's share of start-up time).
     pub fn open(store: &Store, max_bytes: u64) -> Result<Outbox, OutboxError> {
         let mut tally = Tally::default();
-        for entry in store.tree(TreeName::Outbox).iter() {
+        for entry in store.walk(TreeName::Outbox, b"") {
             let (_, value) = entry.map_err(StoreError::sled("count the outbox"))?;
             tally.depth += 1;
             tally.bytes += KEY_BYTES + value.len() as u64;
