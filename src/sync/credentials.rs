@@ -484,11 +484,7 @@ mod tests {
 
     #[test]
     fn a_store_migrated_once_is_not_scanned_again() {
-        let dir = tempfile::tempdir().unwrap();
-        let store =
-            crate::store::Store::open(&crate::store::StoreOptions::at(dir.path().join("s")))
-                .unwrap()
-                .store;
+        let (_dir, store) = crate::store::test_support::temp_store();
         assert_eq!(migrate_values(&store).unwrap(), 0);
         assert!(store.meta::<ValuesMoved>(VALUES_MOVED).unwrap().is_some());
         // An inline value written after the note (only an older build could) stays inline:
