@@ -107,6 +107,8 @@ struct Plan {
     /// The digest of the snapshot this read leaves, kept in the sync state by the final
     /// commit.
     digest: SnapshotDigest,
+    /// Whether the last snapshot was loaded to diff against (false: the digests matched).
+    snapshot_loaded: bool,
 }
 
 impl Plan {
@@ -126,6 +128,7 @@ impl Plan {
             new_conflicts: HashMap::new(),
             stepped_before: Vec::new(),
             digest: self.digest,
+            snapshot_loaded: self.snapshot_loaded,
         }
     }
 }
@@ -237,7 +240,7 @@ impl Engine {
             discovered.append(&mut applied.discovered);
             applied.discovered = discovered;
         }
-        report(device_id, &applied);
+        report(device_id, &applied, plan.snapshot_loaded);
         if !plan.diff.is_empty() || !stepped.is_empty() || !applied.conflicts.is_empty() {
             self.announce(device_id, &applied);
         }
@@ -453,6 +456,7 @@ impl Engine {
                 last_seen_at_ms: last_seen,
             });
         }
+        let snapshot_loaded = previous_snapshot.is_some();
         let stepped_before = match previous_snapshot {
             Some(snapshot) if previous.generation == 0 => snapshot.into_keys().collect(),
             _ => Vec::new(),
@@ -468,6 +472,7 @@ impl Engine {
             new_conflicts,
             stepped_before,
             digest,
+            snapshot_loaded,
         })
     }
 
@@ -812,7 +817,9 @@ fn summarise(plan: &Plan, generation: u64, users: usize) -> Applied {
 
 /// Logs what a durable read changed; the missing-user warning names every id with its
 /// last-seen time (B4).
-fn report(device_id: &str, applied: &Applied) {
+/// Logs what a read changed; `snapshot_loaded` false says the read was recognised as unchanged
+/// by its digest (what keeps a steady poll from walking the snapshot tree).
+fn report(device_id: &str, applied: &Applied, snapshot_loaded: bool) {
     if !applied.missing.is_empty() {
         let named: Vec<String> = applied
             .missing
@@ -839,6 +846,7 @@ fn report(device_id: &str, applied: &Applied) {
         changed = applied.changed.len(),
         missing = applied.missing.len(),
         reappeared = applied.reappeared.len(),
+        snapshot_loaded,
         "complete read applied"
     );
 }

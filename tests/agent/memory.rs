@@ -2,6 +2,8 @@
 //! after the store's start-up and again after each read (`ops::memory::trim_after_reads`), which
 //! is what keeps the polling agent's resident set low (README "Performance", footprint row).
 //! The trim logs a debug line with the resident set before and after; this test watches for it.
+//! A read that finds the device unchanged is applied from the snapshot's digest without
+//! loading the snapshot (`sync::snapshot::SnapshotDigest`); the read's log line says which.
 
 use std::path::Path;
 
@@ -34,6 +36,21 @@ fn the_running_agent_returns_free_heap_after_start_up_and_after_each_read() {
         &["--users", "20", "--photo-kb", "8", "--cards", "true"],
     );
     agent.wait_for_log("complete read applied", 2);
+    let log = agent.log_text();
+    let applied: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("complete read applied"))
+        .collect();
+    assert!(
+        applied[0].contains("snapshot_loaded=true"),
+        "the first read diffs against the (empty) snapshot: {}",
+        applied[0]
+    );
+    assert!(
+        applied[1].contains("snapshot_loaded=false"),
+        "an unchanged read is applied from the digest, not by loading the snapshot: {}",
+        applied[1]
+    );
     // One trim at start-up, then one after the reads (a burst of facts shares a trim).
     agent.wait_for_log(TRIMMED, 3);
     let log = agent.log_text();
