@@ -5,8 +5,8 @@
 //! The read after it, equal to the snapshot, is applied from the snapshot's digest alone.
 
 use edge_agent::audit::Audit;
-use edge_agent::device::{ReadUser, UserRead};
-use edge_agent::events::{DeviceUser, EventBody};
+use edge_agent::device::UserRead;
+use edge_agent::events::EventBody;
 use edge_agent::lock::FlockLock;
 use edge_agent::store::{keys, Store, StoreOptions, TreeName};
 use edge_agent::sync::snapshot::{SnapshotDigest, SnapshotUser};
@@ -21,28 +21,7 @@ const USERS: u64 = 1_000;
 const CHUNK: usize = 200;
 
 fn read_of(users: u64) -> UserRead {
-    let users: std::collections::BTreeMap<_, _> = (1..=users)
-        .map(|id| {
-            let user = DeviceUser {
-                user_id: id.to_string(),
-                name: format!("Employee {id}"),
-                card: Some((3_000_000_000 + id).to_string()),
-                ..DeviceUser::default()
-            };
-            (
-                id.to_string(),
-                ReadUser {
-                    user,
-                    slots: vec![11],
-                },
-            )
-        })
-        .collect();
-    UserRead {
-        device_user_count: users.len() as u64,
-        users,
-        ..UserRead::default()
-    }
+    test_support::agent::sync::card_read((1..=users).map(|id| id.to_string()))
 }
 
 fn engine(dir: &std::path::Path, outbox_cap: u64) -> (Store, Engine) {

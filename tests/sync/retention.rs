@@ -3,8 +3,7 @@
 //! history entries go after their retention, and old backups go but never a device's newest.
 
 use edge_agent::audit::{Audit, AuditQuery, Operation};
-use edge_agent::device::{ReadUser, UserRead};
-use edge_agent::events::DeviceUser;
+use edge_agent::device::UserRead;
 use edge_agent::lock::FlockLock;
 use edge_agent::store::{Store, StoreOptions, TreeName};
 use edge_agent::sync::backup;
@@ -23,29 +22,7 @@ const DAY_MS: i64 = 86_400_000;
 const T0: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
 
 fn read_of(ids: &[&str]) -> UserRead {
-    let users = ids
-        .iter()
-        .map(|id| {
-            let user = DeviceUser {
-                user_id: id.to_string(),
-                name: format!("user{id}"),
-                card: Some(format!("300000000{id}")),
-                ..DeviceUser::default()
-            };
-            (
-                id.to_string(),
-                ReadUser {
-                    user,
-                    slots: vec![11],
-                },
-            )
-        })
-        .collect();
-    UserRead {
-        users,
-        device_user_count: ids.len() as u64,
-        ..UserRead::default()
-    }
+    test_support::agent::sync::card_read(ids.iter().copied())
 }
 
 fn statuses(store: &Store) -> Vec<(String, &'static str)> {

@@ -240,3 +240,36 @@ pub fn assert_consistent(store: &Store, device: &str) {
         "one discovery event per buffered user"
     );
 }
+
+/// A complete read of users with the given ids, each with a name (`user<id>`) and a card
+/// (`300000000<id>`, slot 11): the read the engine-level tests apply without a device.
+pub fn card_read<I, S>(ids: I) -> edge_agent::device::UserRead
+where
+    I: IntoIterator<Item = S>,
+    S: Into<String>,
+{
+    use edge_agent::device::{ReadUser, UserRead};
+    use edge_agent::events::DeviceUser;
+    let users: std::collections::BTreeMap<String, ReadUser> = ids
+        .into_iter()
+        .map(|id| {
+            let id = id.into();
+            let user = DeviceUser {
+                user_id: id.clone(),
+                name: format!("user{id}"),
+                card: Some(format!("300000000{id}")),
+                ..DeviceUser::default()
+            };
+            let read = ReadUser {
+                user,
+                slots: vec![11],
+            };
+            (id, read)
+        })
+        .collect();
+    UserRead {
+        device_user_count: users.len() as u64,
+        users,
+        ..UserRead::default()
+    }
+}
