@@ -323,6 +323,8 @@ fn main() {
     agent.wait_for("complete read applied", 1, Duration::from_secs(300));
     let steady = agent.wait_for("complete read applied", 4, Duration::from_secs(300));
     let steady_peak = status_mb(agent.pid(), "VmHWM");
+    // Between polls: what the agent keeps, without the poll's own working set.
+    let between_polls = agent.settled_rss(Duration::from_secs(1));
 
     // A backup and a restore through the control socket of the running agent.
     reset_peak(agent.pid());
@@ -376,6 +378,7 @@ fn main() {
         Some(20.0),
     );
     row("  its peak (VmHWM) since start", steady_peak, None);
+    row("  1 s after the 4th poll (between polls)", between_polls, None);
     row(
         &format!("peak RSS during `backup create` ({backup_wall:.1} s)"),
         backup_peak,
