@@ -378,7 +378,11 @@ fn main() {
         Some(20.0),
     );
     row("  its peak (VmHWM) since start", steady_peak, None);
-    row("  1 s after the 4th poll (between polls)", between_polls, None);
+    row(
+        "  1 s after the 4th poll (between polls)",
+        between_polls,
+        None,
+    );
     row(
         &format!("peak RSS during `backup create` ({backup_wall:.1} s)"),
         backup_peak,

@@ -30,13 +30,18 @@ impl Diff {
 /// The snapshot form of a read user (slots sorted, so their order on the wire never counts as
 /// a change).
 pub fn snapshot_of(read: &ReadUser) -> SnapshotUser {
-    let mut slots = read.slots.clone();
-    slots.sort_unstable();
-    slots.dedup();
     SnapshotUser {
         user: read.user.clone(),
-        slots,
+        slots: sorted_slots(&read.slots),
     }
+}
+
+/// A read user's slots as the snapshot keeps them: sorted, each once.
+pub fn sorted_slots(slots: &[u16]) -> Vec<u16> {
+    let mut slots = slots.to_vec();
+    slots.sort_unstable();
+    slots.dedup();
+    slots
 }
 
 /// Compares `previous` (the last complete snapshot) with `current` (a new complete read).

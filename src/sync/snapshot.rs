@@ -37,7 +37,9 @@ impl SnapshotDigest {
         let mut bytes = Vec::new();
         for (user_id, user) in users {
             bytes.clear();
-            let stored = super::diff::snapshot_of(user);
+            // The bytes of the user's `SnapshotUser` (postcard writes a struct as the tuple of
+            // its fields), without cloning the user on every poll.
+            let stored = (&user.user, super::diff::sorted_slots(&user.slots));
             bytes = postcard::to_extend(&stored, bytes).map_err(|source| {
                 let encode = EnvelopeError::Encode {
                     kind: SnapshotUser::KIND,
@@ -75,4 +77,30 @@ pub(crate) fn put_in(
 /// `true` if there was one.
 pub(crate) fn remove_in(tx: &Tx<'_>, key: impl AsRef<[u8]>) -> Result<bool, TxError> {
     tx.remove(TreeName::Snapshots, key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_digest_is_over_each_users_stored_form() {
+        let user = ReadUser {
+            user: DeviceUser {
+                user_id: "7".into(),
+                name: "Ann".into(),
+                ..DeviceUser::default()
+            },
+            slots: vec![50, 11, 50],
+        };
+        let users = BTreeMap::from([("7".to_string(), user.clone())]);
+        let stored = postcard::to_stdvec(&super::super::diff::snapshot_of(&user)).unwrap();
+        let mut hasher = Sha256::new();
+        hasher.update((stored.len() as u64).to_le_bytes());
+        hasher.update(&stored);
+        assert_eq!(
+            SnapshotDigest::of_read(&users).unwrap(),
+            SnapshotDigest(hasher.finalize().into())
+        );
+    }
 }
