@@ -15,7 +15,8 @@
 //! ```
 //! Knobs: `FOOTPRINT_USERS` (default 10000), `FOOTPRINT_PHOTO_KB` (default 8),
 //! `EDGE_AGENT_BIN` (another agent binary, e.g. an older build for a before/after figure),
-//! `DEVICE_SIM_BIN` (another emulator binary),
+//! `DEVICE_SIM_BIN` (another emulator binary), `FOOTPRINT_KEEP` (keep the scratch directory with
+//! the store and logs, to inspect them),
 //! `FOOTPRINT_CONFIG` (extra TOML tables for the agent's config, e.g.
 //! `[store]\ncache_size = "2MiB"`, to compare settings). The agent binary's size is printed
 //! first; docs/footprint.md has the breakdown of the resident set these figures measure.
@@ -249,6 +250,9 @@ fn main() {
     }
     let scratch = tempfile::tempdir().unwrap();
     let dir = scratch.path();
+    if std::env::var_os("FOOTPRINT_KEEP").is_some() {
+        println!("keeping the bench's directory {}", dir.display());
+    }
     let port = free_port();
     let log = dir.join("agent.log");
     println!(
@@ -354,6 +358,9 @@ fn main() {
     let records_end_mb = small_records_mb(&dir.join("data").join("store"));
     let _ = emulator.kill();
     let _ = emulator.wait();
+    if std::env::var_os("FOOTPRINT_KEEP").is_some() {
+        let _ = scratch.keep();
+    }
 
     println!();
     row(

@@ -4,6 +4,8 @@
 //! The trim logs a debug line with the resident set before and after; this test watches for it.
 //! A read that finds the device unchanged is applied from the snapshot's digest without
 //! loading the snapshot (`sync::snapshot::SnapshotDigest`); the read's log line says which.
+//! A first read of more than `first_read_chunk` new users (default 100, the size that keeps its
+//! peak under 32 MB in `benches/footprint.rs`) is committed in steps of that many users.
 
 use std::path::Path;
 
@@ -58,6 +60,29 @@ fn the_running_agent_returns_free_heap_after_start_up_and_after_each_read() {
     assert!(
         line.contains("before_kib") && line.contains("after_kib"),
         "{line}"
+    );
+    agent.stop();
+}
+
+#[test]
+fn the_running_agent_commits_a_big_first_read_in_steps_of_the_default_size() {
+    let dir = tempdir().unwrap();
+    let port = free_port();
+    let mut agent = Agent::spawn(dir.path(), &config(dir.path(), port));
+    let _terminal = emulator(
+        port,
+        &dir.path().join("terminal.jsonl"),
+        &["--users", "250", "--photo-kb", "1", "--cards", "true"],
+    );
+    agent.wait_for_log("complete read applied", 1);
+    let log = agent.log_text();
+    let stepped = log
+        .lines()
+        .find(|l| l.contains("first read: new users committed in steps"))
+        .unwrap_or_else(|| panic!("the 250-user first read was not stepped:\n{log}"));
+    assert!(
+        stepped.contains("chunk=100") && stepped.contains("users=250"),
+        "all 250 new users in steps of the default 100: {stepped}"
     );
     agent.stop();
 }

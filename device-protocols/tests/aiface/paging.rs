@@ -641,3 +641,23 @@ fn a_page_after_one_ending_at_u64_max_is_discontinuous() {
         .unwrap_err();
     assert!(matches!(err, PagingError::Discontinuous { .. }), "{err}");
 }
+
+#[test]
+fn an_announced_total_sizes_the_list_once() {
+    // 2,000 entries in pages of 40: grown by doubling the list would end with room for 2,048.
+    let (records, _) = read_users(2_000, 40, CountMeans::Total);
+    assert_eq!(records.len(), 2_000);
+    assert_eq!(records.capacity(), 2_000);
+}
+
+#[test]
+fn an_absurd_announced_total_does_not_size_the_list() {
+    // Reserving for a trillion entries would abort the process; the read must go on instead.
+    let mut read = PagedRead::users(100);
+    let first = decode(json!({
+        "ret": "getuserlist", "result": true, "count": 1_000_000_000_000u64, "from": 0, "to": 0,
+        "record": [{"enrollid": 1, "admin": 0, "backupnum": 50}]
+    }));
+    assert!(matches!(read.on_reply(first), Ok(Step::Request(_))));
+    assert_eq!(read.records_so_far(), 1);
+}
