@@ -250,7 +250,8 @@ fn main() {
     }
     let scratch = tempfile::tempdir().unwrap();
     let dir = scratch.path();
-    if std::env::var_os("FOOTPRINT_KEEP").is_some() {
+    let keep = std::env::var_os("FOOTPRINT_KEEP").is_some();
+    if keep {
         println!("keeping the bench's directory {}", dir.display());
     }
     let port = free_port();
@@ -358,7 +359,7 @@ fn main() {
     let records_end_mb = small_records_mb(&dir.join("data").join("store"));
     let _ = emulator.kill();
     let _ = emulator.wait();
-    if std::env::var_os("FOOTPRINT_KEEP").is_some() {
+    if keep {
         let _ = scratch.keep();
     }
 

@@ -190,7 +190,7 @@ pub fn page_cap(capacity: u64, records_per_item: u64, page_size: u64) -> u32 {
 }
 
 /// The most records [`PagedRead`] reserves room for on a device's announcement alone (about
-/// 2 MB of user-list entries); a longer list still arrives whole, growing as it comes.
+/// 3.7 MB of 56-byte user-list entries); a longer list still arrives whole, growing as it comes.
 const MAX_RESERVED_RECORDS: u64 = 65_536;
 
 /// One paged read in progress. Create it, send [`PagedRead::first_request`], then feed every
@@ -399,8 +399,8 @@ impl<T: PagedRecord> PagedRead<T> {
     }
 
     /// Makes room for the whole list once the device has announced its total, so the records
-    /// are not copied through doubling buffers (a 20,000-entry user list held 1.15 MB at the
-    /// poll's peak instead of 0.64 MB). The announcement is the device's word: beyond
+    /// are not copied from buffer to buffer as the list doubles (the saving is those copies,
+    /// not the list: 20,000 entries take 1.12 MB either way). The announcement is the device's word: beyond
     /// [`MAX_RESERVED_RECORDS`] the list grows as it arrives, so a device announcing an absurd
     /// total cannot make the agent allocate for it.
     fn reserve_for(&mut self, announced: u64) {
