@@ -400,9 +400,9 @@ impl<T: PagedRecord> PagedRead<T> {
 
     /// Makes room for the whole list once the device has announced its total, so the records
     /// are not copied from buffer to buffer as the list doubles (the saving is those copies,
-    /// not the list: 20,000 entries take 1.12 MB either way). The announcement is the device's word: beyond
-    /// [`MAX_RESERVED_RECORDS`] the list grows as it arrives, so a device announcing an absurd
-    /// total cannot make the agent allocate for it.
+    /// not the list: 20,000 entries take 1.12 MB either way). The announcement is the device's
+    /// word: beyond [`MAX_RESERVED_RECORDS`] the list grows as it arrives, so a device
+    /// announcing an absurd total cannot make the agent allocate for it.
     fn reserve_for(&mut self, announced: u64) {
         let wanted = announced.min(MAX_RESERVED_RECORDS) as usize;
         self.records
