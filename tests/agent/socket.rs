@@ -180,6 +180,12 @@ async fn a_peer_outside_the_service_group_may_read_but_not_change_state() {
     let site = Site::start().await;
     let agent = Agent::start(site.dir.path(), &site.text);
     let socket = socket_path(&site);
+    // The agent binds its socket beside, not before, its MQTT connection: wait for it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !socket.exists() {
+        assert!(Instant::now() < deadline, "no socket: {}", agent.log_text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
     // Open the file modes up, so that only the agent's own credential check stands between
     // `nobody` and a state-changing command.
     for dir in [site.dir.path(), &site.dir.path().join("run")] {
