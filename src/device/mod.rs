@@ -19,8 +19,9 @@ mod start;
 pub mod zk;
 
 pub use read::{
-    card_of, slot_kind_name, Credential, FetchMode, HeldCredential, MemorySink, ReadError,
-    ReadProgress, ReadSink, ReadUser, SummarySink, UserDetails, UserRead,
+    card_of, slot_kind_name, Credential, FetchMode, HeldCredential, ListDigest, ListedAsBefore,
+    MemorySink, PolledUsers, ReadError, ReadProgress, ReadSink, ReadUser, SummarySink, UserDetails,
+    UserRead,
 };
 pub use start::{listen_aiface, start, AifaceListener, Devices};
 
@@ -42,6 +43,23 @@ pub trait DeviceSession: Send + Sync {
         mode: FetchMode,
         sink: &'a mut (dyn ReadSink + Send),
     ) -> impl Future<Output = Result<UserRead, ReadError>> + Send + 'a;
+
+    /// A poll's read: [`FetchMode::Missing`], except that when `last_list` is the digest of
+    /// the list the device lists now, the driver stops after the checked list and answers
+    /// [`PolledUsers::ListedAsBefore`] without asking the sink about any credential. The
+    /// default (a driver that cannot digest its list) always reads.
+    fn poll_users<'a>(
+        &'a self,
+        last_list: Option<ListDigest>,
+        sink: &'a mut (dyn ReadSink + Send),
+    ) -> impl Future<Output = Result<PolledUsers, ReadError>> + Send + 'a {
+        let _ = last_list;
+        async move {
+            self.read_users(FetchMode::Missing, sink)
+                .await
+                .map(PolledUsers::Read)
+        }
+    }
 
     /// Writes one credential of one user (adds it, or replaces that credential). This is how a
     /// backup restores a lost user; there is no operation that removes anything.
@@ -109,6 +127,14 @@ impl<T: DeviceSession> DeviceSession for std::sync::Arc<T> {
         sink: &'a mut (dyn ReadSink + Send),
     ) -> impl Future<Output = Result<UserRead, ReadError>> + Send + 'a {
         T::read_users(self, mode, sink)
+    }
+
+    fn poll_users<'a>(
+        &'a self,
+        last_list: Option<ListDigest>,
+        sink: &'a mut (dyn ReadSink + Send),
+    ) -> impl Future<Output = Result<PolledUsers, ReadError>> + Send + 'a {
+        T::poll_users(self, last_list, sink)
     }
 
     fn write_credential<'a>(

@@ -117,6 +117,46 @@ pub struct UserRead {
     /// the enabled flag), by user id; kept in backups so a restore can put them back. Empty
     /// for drivers whose list carries none (the AI06).
     pub details: BTreeMap<String, UserDetails>,
+    /// The digest of the device's user list this read was built from, for drivers that can
+    /// tell an unchanged list cheaply (see [`PolledUsers`]); `None` for the others.
+    pub list_digest: Option<ListDigest>,
+}
+
+/// A digest of a device's whole user list as it came off the wire (AI06: every
+/// `(enrollid, backupnum, admin, other fields)` line, in the device's order). Two equal
+/// digests mean the device listed exactly the same credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListDigest(pub [u8; 32]);
+
+/// What a poll's read found: either a complete read, or — when the poll named the list behind
+/// the last complete read and the device listed exactly that again — only the fact that it did.
+///
+/// Why the second exists: a read's users are built from the list and the credential cache
+/// (the list carries no names or card numbers; those come from the cached credentials). With
+/// the same list and a credential cache nobody wrote since, the read would come out exactly as
+/// the last one, so the poll can skip looking up every cached credential and building the
+/// users (about 5 MB of a 10,000-user poll's peak, `docs/footprint.md`). The sync engine
+/// decides when a list may be named (see `crate::sync`); a driver only compares digests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolledUsers {
+    /// A complete, checked read.
+    Read(UserRead),
+    /// The device listed exactly the named list again; the read is complete and checked, and
+    /// its users are those of the last complete read.
+    ListedAsBefore(ListedAsBefore),
+}
+
+/// The facts of a complete read whose list equalled the one the poll named.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedAsBefore {
+    /// The device's own user count, which the list was checked against.
+    pub device_user_count: u64,
+    /// Credentials the device listed.
+    pub credentials_listed: usize,
+    /// Commands sent and answered during the read.
+    pub round_trips: u64,
+    /// Bytes of reply frames received during the read.
+    pub bytes_received: u64,
 }
 
 /// Per-user attributes of the device's own user record that are not forwarded upstream but

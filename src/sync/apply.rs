@@ -37,12 +37,13 @@ use super::conflicts::{self, ConflictRecord};
 use super::diff::{self, Diff};
 use super::guard;
 use super::history::{self, HistoryEntry};
+use super::listed::NamedList;
 use super::mapping::{self, MappingState};
 use super::snapshot::{self, SnapshotDigest, SnapshotUser};
 use super::state::{self, SyncState};
 use super::{Engine, SyncError};
 use crate::audit::{self, AuditEntry, Operation};
-use crate::device::{ReadError, UserRead};
+use crate::device::{ListedAsBefore, ReadError, UserRead};
 use crate::events::{Event, EventBody, EventKey, PersonAttributes};
 use crate::store::{keys, StoreError, TreeName, Tx, TxError};
 use crate::upstream::outbox;
@@ -109,6 +110,9 @@ struct Plan {
     digest: SnapshotDigest,
     /// Whether the last snapshot was loaded to diff against (false: the digests matched).
     snapshot_loaded: bool,
+    /// Whether the device listed exactly the last read's list and the read was applied
+    /// without its users (see [`Engine::apply_listed_as_before`]).
+    listed_as_before: bool,
 }
 
 impl Plan {
@@ -129,6 +133,7 @@ impl Plan {
             stepped_before: Vec::new(),
             digest: self.digest,
             snapshot_loaded: self.snapshot_loaded,
+            listed_as_before: self.listed_as_before,
         }
     }
 }
@@ -142,7 +147,71 @@ impl Engine {
         read: &UserRead,
         fencing_token: u64,
     ) -> Result<Applied, SyncError> {
-        let mut plan = self.plan(device_id, read)?;
+        let plan = self.plan(device_id, read)?;
+        self.apply_plan(plan, read, read.users.len(), fencing_token)
+            .await
+    }
+
+    /// Applies a poll whose device listed exactly `named`'s list again (see
+    /// [`crate::device::PolledUsers`]): a complete read whose users are the snapshot `named`
+    /// stands for, so it is applied as a read equal to that snapshot — a new generation, its
+    /// history entry and `last_complete_read_ms`, no user change — without the users in
+    /// memory. Refused, changing nothing, when the snapshot or the upstream moved since the
+    /// poll named the list (it cannot under the device lock; checked all the same).
+    pub(super) async fn apply_listed_as_before(
+        &self,
+        device_id: &str,
+        named: NamedList,
+        listed: &ListedAsBefore,
+        fencing_token: u64,
+    ) -> Result<Applied, SyncError> {
+        let store = self.store();
+        let previous = state::load(store, device_id)?;
+        if previous.snapshot_digest != Some(named.snapshot)
+            || catch_up::load(store, device_id)?.is_some()
+        {
+            return Err(SyncError::Refused(format!(
+                "{device_id}: the snapshot or the upstream moved since the poll named the last                  list; the next poll reads in full"
+            )));
+        }
+        let users = previous.users as usize;
+        let plan = Plan {
+            device_id: device_id.to_string(),
+            epoch: store.epoch()?.id,
+            now_ms: self.now_ms(),
+            previous,
+            diff: Diff {
+                unchanged: users,
+                ..Diff::default()
+            },
+            appearances: Vec::new(),
+            missing: Vec::new(),
+            new_conflicts: HashMap::new(),
+            stepped_before: Vec::new(),
+            digest: named.snapshot,
+            snapshot_loaded: false,
+            listed_as_before: true,
+        };
+        // Only its counts: with no catch-up pending (checked above) nothing reads its users.
+        let read = UserRead {
+            device_user_count: listed.device_user_count,
+            credentials_listed: listed.credentials_listed,
+            ..UserRead::default()
+        };
+        self.apply_plan(plan, &read, users, fencing_token).await
+    }
+
+    /// The transaction of a complete read (see the module docs) for a plan already made;
+    /// `users` is how many users the read found.
+    async fn apply_plan(
+        &self,
+        mut plan: Plan,
+        read: &UserRead,
+        users: usize,
+        fencing_token: u64,
+    ) -> Result<Applied, SyncError> {
+        let device_id = plan.device_id.clone();
+        let device_id = device_id.as_str();
         let generation = plan.previous.generation + 1;
         let stepped = self
             .apply_new_users_in_steps(&mut plan, generation, fencing_token)
@@ -151,7 +220,7 @@ impl Engine {
         let guarded = self.guard_missing(
             device_id,
             plan.previous.users,
-            read.users.len() as u64,
+            users as u64,
             events,
             &mut audit,
             plan.now_ms,
@@ -184,7 +253,7 @@ impl Engine {
         let entry = HistoryEntry {
             generation,
             read_at_ms: plan.now_ms,
-            users: read.users.len() as u64,
+            users: users as u64,
             device_user_count: read.device_user_count,
             added: plan
                 .stepped_before
@@ -208,7 +277,7 @@ impl Engine {
         let new_state = SyncState {
             generation,
             last_complete_read_ms: Some(plan.now_ms),
-            users: read.users.len() as u64,
+            users: users as u64,
             snapshot_digest: Some(plan.digest),
             ..plan.previous.clone()
         };
@@ -233,14 +302,14 @@ impl Engine {
                 .await?;
         }
 
-        let mut applied = summarise(&plan, generation, read.users.len());
+        let mut applied = summarise(&plan, generation, users);
         if !stepped.is_empty() {
             let mut discovered: Vec<String> =
                 stepped.iter().map(|u| u.user.user_id.clone()).collect();
             discovered.append(&mut applied.discovered);
             applied.discovered = discovered;
         }
-        report(device_id, &applied, plan.snapshot_loaded);
+        report(device_id, &applied, &plan);
         if !plan.diff.is_empty() || !stepped.is_empty() || !applied.conflicts.is_empty() {
             self.announce(device_id, &applied);
         }
@@ -473,6 +542,7 @@ impl Engine {
             stepped_before,
             digest,
             snapshot_loaded,
+            listed_as_before: false,
         })
     }
 
@@ -819,7 +889,7 @@ fn summarise(plan: &Plan, generation: u64, users: usize) -> Applied {
 /// last-seen time (B4).
 /// Logs what a read changed; `snapshot_loaded` false says the read was recognised as unchanged
 /// by its digest (what keeps a steady poll from walking the snapshot tree).
-fn report(device_id: &str, applied: &Applied, snapshot_loaded: bool) {
+fn report(device_id: &str, applied: &Applied, plan: &Plan) {
     if !applied.missing.is_empty() {
         let named: Vec<String> = applied
             .missing
@@ -846,7 +916,8 @@ fn report(device_id: &str, applied: &Applied, snapshot_loaded: bool) {
         changed = applied.changed.len(),
         missing = applied.missing.len(),
         reappeared = applied.reappeared.len(),
-        snapshot_loaded,
+        snapshot_loaded = plan.snapshot_loaded,
+        listed_as_before = plan.listed_as_before,
         "complete read applied"
     );
 }

@@ -280,6 +280,8 @@ pub struct StoreSink {
     pending: PendingValues,
     /// The records naming them, inserted after the round.
     records: Vec<(Vec<u8>, StoredCredential)>,
+    /// Values fetched but not cached (their file was swept before its record went in).
+    uncached: usize,
 }
 
 impl StoreSink {
@@ -290,7 +292,14 @@ impl StoreSink {
             device_id: device_id.to_string(),
             pending: PendingValues::default(),
             records: Vec::new(),
+            uncached: 0,
         }
+    }
+
+    /// Whether every value this sink was given is cached, as far as [`StoreSink::finish`] has
+    /// gone: a poll lets the next one skip its credential lookups only then (`super::listed`).
+    pub fn all_cached(&self) -> bool {
+        self.uncached == 0 && self.records.is_empty()
     }
 
     /// Makes the values written so far durable in one round and inserts their records.
@@ -308,6 +317,7 @@ impl StoreSink {
                 if !self.store.values().holds(digest, *bytes) {
                     // A held file swept between the write and this round: not cached, so the
                     // next read fetches the value again.
+                    self.uncached += 1;
                     continue;
                 }
             }

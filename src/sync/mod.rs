@@ -11,6 +11,7 @@
 //!   in the same transaction as the change they describe); [`lock`]: the device lock
 //!   interface and its flock implementation; [`clock`]: injectable wall time.
 //! - [`diff`] (pure) and [`apply`] (the one transaction); [`poll`]: lock → read → apply;
+//!   `listed`: when a poll may name the last list so an unchanged device costs only its list;
 //!   [`service`]: the poll loops and their wake-ups; [`migrate`]: B7.
 //! - Records: [`snapshot`], [`buffer`] (B1), [`mapping`] (B2), [`conflicts`] (B3), [`history`]
 //!   and the missing-user warnings in [`apply`] (B4), [`state`], [`credentials`] (value cache)
@@ -30,6 +31,7 @@ mod error;
 pub mod guard;
 pub mod held_values;
 pub mod history;
+mod listed;
 pub mod listen;
 pub mod mapping;
 pub mod migrate;

@@ -7,7 +7,8 @@ use super::{Engine, SyncError};
 use crate::audit::Operation;
 use crate::device::registry;
 use crate::device::{
-    Credential, DeviceSession, FetchMode, HeldCredential, ReadError, ReadProgress, ReadSink,
+    Credential, DeviceSession, HeldCredential, PolledUsers, ReadError, ReadProgress, ReadSink,
+    UserRead,
 };
 use crate::live::{Live, ReadEnd};
 
@@ -107,12 +108,30 @@ impl Engine {
             live: self.live(),
             device_id,
         };
-        let read = session.read_users(FetchMode::Missing, &mut sink).await;
+        let named = self.last_lists.nameable(self.store(), device_id)?;
+        let read = session
+            .poll_users(named.map(|named| named.list), &mut sink)
+            .await;
         // The read's last value files made durable and their records inserted.
         sink.inner.finish()?;
         let outcome = match read {
-            Ok(read) => {
-                PollOutcome::Complete(self.apply_read(device_id, &read, fencing_token).await?)
+            Ok(PolledUsers::Read(read)) => {
+                let applied = self.apply_read(device_id, &read, fencing_token).await?;
+                self.remember_list(device_id, &read, &sink.inner)?;
+                PollOutcome::Complete(applied)
+            }
+            Ok(PolledUsers::ListedAsBefore(listed)) => {
+                let Some(named) = named else {
+                    // A driver answers this only to a named list; never apply it otherwise.
+                    return Err(SyncError::Refused(format!(
+                        "{device_id}: the driver answered \"listed as before\" to a poll that \
+                         named no list"
+                    )));
+                };
+                PollOutcome::Complete(
+                    self.apply_listed_as_before(device_id, named, &listed, fencing_token)
+                        .await?,
+                )
             }
             Err(error) => {
                 self.record_incomplete(device_id, &error).await?;
@@ -120,6 +139,25 @@ impl Engine {
             }
         };
         Ok(outcome)
+    }
+
+    /// Lets the next poll of `device_id` name the list of `read`, just applied, when the
+    /// driver digested it and every credential the read fetched was cached (see `listed`).
+    fn remember_list(
+        &self,
+        device_id: &str,
+        read: &UserRead,
+        sink: &StoreSink,
+    ) -> Result<(), SyncError> {
+        let snapshot = state::load(self.store(), device_id)?.snapshot_digest;
+        match (read.list_digest, snapshot, sink.all_cached()) {
+            (Some(list), Some(snapshot), true) => {
+                self.last_lists
+                    .remember(self.store(), device_id, list, snapshot);
+            }
+            _ => self.last_lists.forget(device_id),
+        }
+        Ok(())
     }
 
     /// B4's cheap signal: the device announced fewer users at registration than the last

@@ -6,10 +6,14 @@
 //! loading the snapshot (`sync::snapshot::SnapshotDigest`); the read's log line says which.
 //! A first read of more than `first_read_chunk` new users (default 100, the size that keeps its
 //! peak under 32 MB in `benches/footprint.rs`) is committed in steps of that many users.
+//! A poll whose device lists exactly what the last complete read listed is applied without
+//! looking up a cached credential (`listed_as_before=true` in its log line), until the device's
+//! list or the credential cache moves (`device::PolledUsers`, `sync::listed`).
 
 use std::path::Path;
+use std::process::Command;
 
-use test_support::agent::running::RunningAgent as Agent;
+use test_support::agent::running::{bin, local_json, RunningAgent as Agent};
 use test_support::agent::sync::{config_text, emulator};
 use test_support::{free_port, tempdir};
 
@@ -83,6 +87,154 @@ fn the_running_agent_commits_a_big_first_read_in_steps_of_the_default_size() {
     assert!(
         stepped.contains("chunk=100") && stepped.contains("users=250"),
         "all 250 new users in steps of the default 100: {stepped}"
+    );
+    agent.stop();
+}
+
+const APPLIED: &str = "complete read applied";
+
+/// The agent's "complete read applied" lines so far.
+fn applied_lines(agent: &Agent) -> Vec<String> {
+    agent
+        .log_text()
+        .lines()
+        .filter(|line| line.contains(APPLIED))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The user names the buffer holds, in user-id order (read from the store, agent stopped).
+fn buffered_names(config: &Path) -> Vec<String> {
+    let listing = local_json(config, &["buffer", "list"]);
+    let mut users: Vec<(String, String)> = listing["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| {
+            (
+                u["user_id"].as_str().unwrap().to_string(),
+                u["name"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    users.sort();
+    users.into_iter().map(|(_, name)| name).collect()
+}
+
+#[test]
+fn an_unchanged_list_skips_the_credential_lookups_until_the_credential_cache_moves() {
+    let dir = tempdir().unwrap();
+    let port = free_port();
+    let mut agent = Agent::spawn(dir.path(), &config(dir.path(), port));
+    let knobs = ["--users", "3", "--photo-kb", "1", "--cards", "true"];
+    let first = emulator(
+        port,
+        &dir.path().join("terminal-1.jsonl"),
+        &[&knobs[..], &["--names", "Ann,Bob,Cid"]].concat(),
+    );
+    // The first read is the first backup (due at once), the next a full poll; the one after
+    // finds the same list.
+    agent.wait_for_log_where("a poll that found the same list", |log| {
+        log.lines()
+            .any(|line| line.contains(APPLIED) && line.contains("listed_as_before=true"))
+    });
+    let lines = applied_lines(&agent);
+    let cheap = lines
+        .iter()
+        .position(|line| line.contains("listed_as_before=true"))
+        .unwrap();
+    assert!(
+        cheap >= 2 && lines[cheap].contains("changed=0"),
+        "{lines:#?}"
+    );
+    first.stop();
+    // The same terminal with its users renamed: the list (ids, slots, privileges) is the same,
+    // and it refuses the second credential fetch it is asked for.
+    let _second = emulator(
+        port,
+        &dir.path().join("terminal-2.jsonl"),
+        &[
+            &knobs[..],
+            &[
+                "--names",
+                "Ann2,Bob2,Cid2",
+                "--fault",
+                "refuse:getuserinfo:2",
+            ],
+        ]
+        .concat(),
+    );
+    let seen = applied_lines(&agent).len();
+    agent.wait_for_log(APPLIED, seen + 1);
+    let line = applied_lines(&agent)[seen].clone();
+    assert!(
+        line.contains("listed_as_before=true") && line.contains("changed=0"),
+        "a poll fetches no held credential, so it cannot see a rename: {line}"
+    );
+    // A backup fetches every credential: the first comes back with the new name and is
+    // cached, the second is refused, so the backup fails and applies nothing.
+    let backup = Command::new(bin())
+        .args(["backup", "create", "--device", "door", "--config"])
+        .arg(dir.path().join("agent.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        !backup.status.success(),
+        "the backup was refused: {backup:?}"
+    );
+    let seen = applied_lines(&agent).len();
+    agent.wait_for_log(APPLIED, seen + 1);
+    let line = applied_lines(&agent)[seen].clone();
+    assert!(
+        line.contains("listed_as_before=false") && line.contains("changed=1"),
+        "the credential cache moved, so the poll read in full and found the rename: {line}"
+    );
+    agent.wait_for_log(APPLIED, seen + 2);
+    let line = applied_lines(&agent)[seen + 1].clone();
+    assert!(line.contains("listed_as_before=true"), "{line}");
+    agent.stop();
+    let config = dir.path().join("agent.toml");
+    assert_eq!(buffered_names(&config), ["Ann2", "Bob", "Cid"]);
+}
+
+#[test]
+fn a_user_deleted_at_the_terminal_ends_the_cheap_polls_and_is_reported_missing() {
+    let dir = tempdir().unwrap();
+    let port = free_port();
+    let mut agent = Agent::spawn(dir.path(), &config(dir.path(), port));
+    let _terminal = emulator(
+        port,
+        &dir.path().join("terminal.jsonl"),
+        &[
+            "--users",
+            "3",
+            "--photo-kb",
+            "1",
+            "--delete-users",
+            "2",
+            "--delete-after-ms",
+            "4500",
+        ],
+    );
+    agent.wait_for_log_where("a read that found user 2 missing", |log| {
+        log.lines()
+            .any(|line| line.contains(APPLIED) && line.contains("missing=1"))
+    });
+    let lines = applied_lines(&agent);
+    let missing = lines
+        .iter()
+        .position(|line| line.contains("missing=1"))
+        .unwrap();
+    assert!(
+        lines[..missing]
+            .iter()
+            .any(|line| line.contains("listed_as_before=true")),
+        "a cheap poll came before the deletion: {lines:#?}"
+    );
+    assert!(
+        lines[missing].contains("listed_as_before=false"),
+        "the changed list was read in full: {}",
+        lines[missing]
     );
     agent.stop();
 }

@@ -13,7 +13,9 @@ pub use hub::AifaceHub;
 pub use server::{AifaceServer, Notice};
 pub use session::{AifaceSession, ExchangeError, Timeouts, MAX_ATTEMPTS};
 
-use super::{Credential, DeviceSession, FetchMode, ReadError, ReadSink, UserRead};
+use super::{
+    Credential, DeviceSession, FetchMode, ListDigest, PolledUsers, ReadError, ReadSink, UserRead,
+};
 use std::future::Future;
 
 impl DeviceSession for AifaceSession {
@@ -27,6 +29,14 @@ impl DeviceSession for AifaceSession {
         sink: &'a mut (dyn ReadSink + Send),
     ) -> impl Future<Output = Result<UserRead, ReadError>> + Send + 'a {
         read::read_users(self, mode, sink)
+    }
+
+    fn poll_users<'a>(
+        &'a self,
+        last_list: Option<ListDigest>,
+        sink: &'a mut (dyn ReadSink + Send),
+    ) -> impl Future<Output = Result<PolledUsers, ReadError>> + Send + 'a {
+        read::poll_users(self, last_list, sink)
     }
 
     fn write_credential<'a>(

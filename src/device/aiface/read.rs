@@ -4,11 +4,15 @@
 
 use super::session::{AifaceSession, ExchangeError};
 use crate::device::read::card_of;
-use crate::device::{Credential, FetchMode, ReadError, ReadProgress, ReadSink, UserRead};
+use crate::device::{
+    Credential, FetchMode, ListDigest, ListedAsBefore, PolledUsers, ReadError, ReadProgress,
+    ReadSink, UserRead,
+};
 use device_protocols::aiface::{
     check_complete, page_cap, Capacity, Command, CredentialFetch, CredentialValue, DeviceReply,
     FetchError, PagedRead, ReplyBody, ReplyOutcome, SetUserInfo, Step, UserListEntry, UserName,
 };
+use sha2::{Digest as _, Sha256};
 
 /// Page size the AI06 firmware uses for `getuserlist` (the page cap allows for larger ones).
 const ASSUMED_PAGE_SIZE: u64 = 40;
@@ -37,20 +41,113 @@ pub(super) async fn read_users(
     mode: FetchMode,
     sink: &mut (dyn ReadSink + Send),
 ) -> Result<UserRead, ReadError> {
-    let (trips_before, bytes_before) = session.traffic();
+    let list = read_checked_list(session, sink).await?;
+    read_credentials(session, list, mode, sink).await
+}
+
+/// A poll's read (see [`crate::device::DeviceSession::poll_users`]): the checked list, then
+/// either the answer that it is `last_list` again or the rest of a [`FetchMode::Missing`] read.
+pub(super) async fn poll_users(
+    session: &AifaceSession,
+    last_list: Option<ListDigest>,
+    sink: &mut (dyn ReadSink + Send),
+) -> Result<PolledUsers, ReadError> {
+    let list = read_checked_list(session, sink).await?;
+    if last_list == Some(list.digest) {
+        let (round_trips, bytes_received) = list.traffic(session);
+        return Ok(PolledUsers::ListedAsBefore(ListedAsBefore {
+            device_user_count: list.users,
+            credentials_listed: list.entries.len(),
+            round_trips,
+            bytes_received,
+        }));
+    }
+    read_credentials(session, list, FetchMode::Missing, sink)
+        .await
+        .map(PolledUsers::Read)
+}
+
+/// The device's user list, complete and checked against its counters.
+struct CheckedList {
+    /// Every list line, in the device's order.
+    entries: Vec<UserListEntry>,
+    /// Distinct users, as checked against `useduser`.
+    users: u64,
+    /// The digest of `entries`.
+    digest: ListDigest,
+    /// The session's traffic counters when the read began.
+    traffic_before: (u64, u64),
+}
+
+impl CheckedList {
+    /// Round trips and bytes received since the read began.
+    fn traffic(&self, session: &AifaceSession) -> (u64, u64) {
+        let (trips, bytes) = session.traffic();
+        (trips - self.traffic_before.0, bytes - self.traffic_before.1)
+    }
+}
+
+/// The counters, the whole paged list, the counters again, and the check of one against the
+/// other: the part of every read that fetches no credential.
+async fn read_checked_list(
+    session: &AifaceSession,
+    sink: &mut (dyn ReadSink + Send),
+) -> Result<CheckedList, ReadError> {
+    let traffic_before = session.traffic();
     let before = device_capacity(session).await?;
     let entries = read_list(session, &before, sink).await?;
     let after = device_capacity(session).await?;
     let summary = check_complete(&entries, &before, &after)
         .map_err(|err| ReadError::Incomplete(err.to_string()))?;
+    Ok(CheckedList {
+        digest: list_digest(&entries),
+        entries,
+        users: summary.users,
+        traffic_before,
+    })
+}
 
+/// SHA-256 over every line of the list in the device's order: its ids, its privilege and the
+/// fields this crate does not interpret (as JSON text, whose object keys serde_json keeps
+/// sorted), each length-prefixed, so that any change the device shows in its list changes the
+/// digest. A device that reorders its list only costs the cheap path, never a wrong answer.
+fn list_digest(entries: &[UserListEntry]) -> ListDigest {
+    let mut hasher = Sha256::new();
+    hasher.update((entries.len() as u64).to_le_bytes());
+    for entry in entries {
+        hasher.update(entry.enrollid.to_le_bytes());
+        hasher.update(entry.backupnum.0.to_le_bytes());
+        match entry.admin {
+            Some(admin) => {
+                hasher.update([1]);
+                hasher.update(admin.to_le_bytes());
+            }
+            None => hasher.update([0]),
+        }
+        let extras = serde_json::to_string(&entry.extras).unwrap_or_default();
+        hasher.update((extras.len() as u64).to_le_bytes());
+        hasher.update(extras.as_bytes());
+    }
+    ListDigest(hasher.finalize().into())
+}
+
+/// Builds the read's users from a checked list: each credential from the sink when it holds
+/// it (in [`FetchMode::Missing`]), fetched from the device otherwise.
+async fn read_credentials(
+    session: &AifaceSession,
+    list: CheckedList,
+    mode: FetchMode,
+    sink: &mut (dyn ReadSink + Send),
+) -> Result<UserRead, ReadError> {
+    let entries = &list.entries;
     let mut read = UserRead {
-        device_user_count: summary.users,
+        device_user_count: list.users,
         credentials_listed: entries.len(),
+        list_digest: Some(list.digest),
         ..UserRead::default()
     };
     let mut to_fetch = Vec::new();
-    for entry in &entries {
+    for entry in entries {
         let user_id = entry.enrollid.to_string();
         let held = match mode {
             FetchMode::Missing => sink.held(&user_id, entry.backupnum.0),
@@ -71,7 +168,7 @@ pub(super) async fn read_users(
         }
     }
     sink.progress(ReadProgress::ListComplete {
-        users: summary.users,
+        users: list.users,
         credentials: entries.len(),
         to_fetch: to_fetch.len(),
     });
@@ -92,9 +189,7 @@ pub(super) async fn read_users(
             sink.progress(ReadProgress::Credentials { fetched, total });
         }
     }
-    let (trips_after, bytes_after) = session.traffic();
-    read.round_trips = trips_after - trips_before;
-    read.bytes_received = bytes_after - bytes_before;
+    (read.round_trips, read.bytes_received) = list.traffic(session);
     Ok(read)
 }
 
