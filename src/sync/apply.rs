@@ -171,7 +171,8 @@ impl Engine {
             || catch_up::load(store, device_id)?.is_some()
         {
             return Err(SyncError::Refused(format!(
-                "{device_id}: the snapshot or the upstream moved since the poll named the last                  list; the next poll reads in full"
+                "{device_id}: the snapshot or the upstream moved since the poll named the last \
+                 list; the next poll reads in full"
             )));
         }
         let users = previous.users as usize;
