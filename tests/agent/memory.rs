@@ -103,6 +103,18 @@ fn applied_lines(agent: &Agent) -> Vec<String> {
         .collect()
 }
 
+/// Waits for a "complete read applied" line holding `needle`; returns the lines so far and
+/// the index of the first such line.
+fn wait_for_applied(agent: &mut Agent, needle: &str) -> (Vec<String>, usize) {
+    agent.wait_for_log_where(needle, |log| {
+        log.lines()
+            .any(|line| line.contains(APPLIED) && line.contains(needle))
+    });
+    let lines = applied_lines(agent);
+    let found = lines.iter().position(|line| line.contains(needle)).unwrap();
+    (lines, found)
+}
+
 /// The user names the buffer holds, in user-id order (read from the store, agent stopped).
 fn buffered_names(config: &Path) -> Vec<String> {
     let listing = local_json(config, &["buffer", "list"]);
@@ -134,15 +146,7 @@ fn an_unchanged_list_skips_the_credential_lookups_until_the_credential_cache_mov
     );
     // The first read is the first backup (due at once), the next a full poll; the one after
     // finds the same list.
-    agent.wait_for_log_where("a poll that found the same list", |log| {
-        log.lines()
-            .any(|line| line.contains(APPLIED) && line.contains("listed_as_before=true"))
-    });
-    let lines = applied_lines(&agent);
-    let cheap = lines
-        .iter()
-        .position(|line| line.contains("listed_as_before=true"))
-        .unwrap();
+    let (lines, cheap) = wait_for_applied(&mut agent, "listed_as_before=true");
     assert!(
         cheap >= 2 && lines[cheap].contains("changed=0"),
         "{lines:#?}"
@@ -216,15 +220,7 @@ fn a_user_deleted_at_the_terminal_ends_the_cheap_polls_and_is_reported_missing()
             "4500",
         ],
     );
-    agent.wait_for_log_where("a read that found user 2 missing", |log| {
-        log.lines()
-            .any(|line| line.contains(APPLIED) && line.contains("missing=1"))
-    });
-    let lines = applied_lines(&agent);
-    let missing = lines
-        .iter()
-        .position(|line| line.contains("missing=1"))
-        .unwrap();
+    let (lines, missing) = wait_for_applied(&mut agent, "missing=1");
     assert!(
         lines[..missing]
             .iter()
