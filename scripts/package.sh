@@ -8,7 +8,7 @@
 #   bash scripts/package.sh aarch64-unknown-linux-gnu
 #
 # Packages land in target/packages/edge-agent_<version>_<arch>.deb; the binaries are built with
-# the `deb` cargo profile (Cargo.toml).
+# the `release` cargo profile (Cargo.toml), the one the footprint bench measures.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,7 +19,7 @@ all_targets=(x86_64-unknown-linux-gnu aarch64-unknown-linux-gnu armv7-unknown-li
 targets=("$@")
 ((${#targets[@]})) || targets=("${all_targets[@]}")
 host=$(rustc -vV | sed -n 's/^host: //p')
-profile=deb
+profile=release
 
 # The Debian cross toolchain per target: gcc package, linker, strip.
 cross_gcc() {
