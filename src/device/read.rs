@@ -125,7 +125,7 @@ pub struct UserRead {
 /// A digest of a device's whole user list as it came off the wire (AI06: every
 /// `(enrollid, backupnum, admin, other fields)` line, in the device's order). Two equal
 /// digests mean the device listed exactly the same credentials.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ListDigest(pub [u8; 32]);
 
 /// What a poll's read found: either a complete read, or — when the poll named the list behind

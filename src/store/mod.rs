@@ -46,6 +46,7 @@
 //! | `esl_owned`    | `article_id`                         | ownership ledger: articles the agent created or adopted |
 //! | `esl_outbox`   | sequence (u64 BE)                    | pending shelf-label push intent (a re-key saga is one) |
 //! | `esl_pool`     | person id                            | the person's persistent `POOL-` article id |
+//! | `listed_reads` | `device_id`                          | digest of the last complete read's list, while a poll may name it (`crate::sync`) |
 //!
 //! Every value except `meta/schema_version` is an [`envelope`] around a type implementing
 //! [`Record`]; the modules that own those types declare them next to their logic. Each tree

@@ -83,12 +83,16 @@ pub enum TreeName {
     /// Each person's persistent `POOL-` article id, never reused. Key person id. Written only
     /// by `crate::esl::pool`.
     EslPool,
+    /// Per device, the digest of the last complete read's list while a poll may name it to
+    /// the driver instead of looking up every cached credential. Key device id. Written only
+    /// by `crate::sync::listed`.
+    ListedReads,
 }
 
 impl TreeName {
     /// Every tree, in a fixed order; the store opens them all at start-up so that the
     /// typed accessors never fail on a missing tree.
-    pub const ALL: [TreeName; 23] = [
+    pub const ALL: [TreeName; 24] = [
         TreeName::Meta,
         TreeName::Alarms,
         TreeName::Devices,
@@ -112,6 +116,7 @@ impl TreeName {
         TreeName::EslOwned,
         TreeName::EslOutbox,
         TreeName::EslPool,
+        TreeName::ListedReads,
     ];
 
     /// The tree's name on disk. Changing one of these strings orphans the old tree's data,
@@ -141,6 +146,7 @@ impl TreeName {
             TreeName::EslOwned => "esl_owned",
             TreeName::EslOutbox => "esl_outbox",
             TreeName::EslPool => "esl_pool",
+            TreeName::ListedReads => "listed_reads",
         }
     }
 
@@ -193,6 +199,7 @@ mod tests {
             TreeName::EslOwned => "src/esl/ledger.rs",
             TreeName::EslOutbox => "src/esl/outbox.rs",
             TreeName::EslPool => "src/esl/pool.rs",
+            TreeName::ListedReads => "src/sync/listed.rs",
         }
     }
 

@@ -138,6 +138,7 @@ pub fn put(
     key: impl AsRef<[u8]>,
     stored: &StoredCredential,
 ) -> Result<(), StoreError> {
+    forget_list_of(store, key.as_ref())?;
     let StoredValue::Text(text) = &stored.value else {
         return store.insert(TreeName::Credentials, key, stored);
     };
@@ -156,6 +157,21 @@ pub fn put(
         },
     };
     store.insert(TreeName::Credentials, key, &record)
+}
+
+/// Ends the cheap polls of the device whose credential `key` names, before that credential is
+/// written: its users must come out of a full read again (`super::listed`).
+fn forget_list_of(store: &Store, key: &[u8]) -> Result<(), StoreError> {
+    let device = key
+        .split(|byte| *byte == keys::SEPARATOR)
+        .next()
+        .unwrap_or_default();
+    let device = std::str::from_utf8(device).map_err(|_| StoreError::BadKey {
+        tree: TreeName::Credentials,
+        key: String::from_utf8_lossy(key).into_owned(),
+        expected: "a UTF-8 device id, then \\0",
+    })?;
+    super::listed::forget(store, device)
 }
 
 /// Removes the value files no cached credential names any more (a photo retaken, a user
@@ -259,6 +275,9 @@ pub fn remove_user(store: &Store, device_id: &str, user_id: &str) -> Result<usiz
         .scan_prefix::<StoredCredential>(TreeName::Credentials, &prefix)
         .map(|entry| entry.map(|(key, _)| key))
         .collect::<Result<_, _>>()?;
+    if !found.is_empty() {
+        super::listed::forget(store, device_id)?;
+    }
     for key in &found {
         store.remove::<StoredCredential>(TreeName::Credentials, key)?;
     }
@@ -282,6 +301,8 @@ pub struct StoreSink {
     records: Vec<(Vec<u8>, StoredCredential)>,
     /// Values fetched but not cached (their file was swept before its record went in).
     uncached: usize,
+    /// Whether the device's listed read was forgotten before this sink's first write.
+    list_forgotten: bool,
 }
 
 impl StoreSink {
@@ -293,6 +314,7 @@ impl StoreSink {
             pending: PendingValues::default(),
             records: Vec::new(),
             uncached: 0,
+            list_forgotten: false,
         }
     }
 
@@ -327,6 +349,10 @@ impl StoreSink {
     }
 
     fn cache(&mut self, key: Vec<u8>, stored: StoredCredential) -> Result<(), StoreError> {
+        if !self.list_forgotten {
+            super::listed::forget(&self.store, &self.device_id)?;
+            self.list_forgotten = true;
+        }
         let StoredValue::Text(text) = &stored.value else {
             return self.store.insert(TreeName::Credentials, key, &stored);
         };

@@ -26,8 +26,6 @@ pub struct Engine {
     /// Per device, the registration whose user count was already compared (so a count drop is
     /// warned about once per registration, not at every poll).
     pub(super) count_checked: Mutex<HashMap<String, i64>>,
-    /// Per device, the list of the last complete poll, while a poll may name it.
-    pub(super) last_lists: super::listed::LastLists,
     /// Where reads, their progress and the lock held are reported (the agent's live picture;
     /// a private one unless [`Engine::with_live`] shares the agent's).
     live: crate::live::Live,
@@ -83,7 +81,6 @@ impl Engine {
             clock: Arc::new(SystemClock),
             agent_id: agent_id.to_string(),
             count_checked: Mutex::new(HashMap::new()),
-            last_lists: super::listed::LastLists::default(),
             live: crate::live::Live::default(),
             changes: broadcast::channel(64).0,
             person_requests: Arc::new(tokio::sync::Notify::new()),

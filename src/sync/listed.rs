@@ -5,42 +5,31 @@
 //! of looking up every cached credential — only while nothing those users were built from or
 //! compared with has moved since:
 //!
-//! - the credential cache: no write to the `credentials` tree since that read (a backup or a
-//!   restore re-fetches values, and a retaken photo or a new card number must reach the
-//!   snapshot through a full read). The store's write counter for the tree is global, so a
-//!   write for another device also costs the cheap path once; it never grants it wrongly;
+//! - the credential cache: no write to the device's cached credentials since that read (a
+//!   backup or a restore re-fetches values, a conflict resolution writes a name, retention
+//!   removes a user, and a retaken photo or a new card number must reach the snapshot through a
+//!   full read). `super::credentials`, the cache's only writer, calls [`forget`] before it
+//!   writes a device's first credential;
 //! - the snapshot: the sync state still carries the digest that read left (another complete
 //!   read of the device in between, from a restore or a conflict resolution, changes it);
 //! - the upstream: no catch-up is pending, since a catch-up sends every user of the read.
 //!
-//! The record is in memory only: after a restart the first poll reads in full and the next
-//! one may be cheap. It is per process and per device, never written to the store.
+//! The record is kept in the store (`listed_reads` tree, this module its only writer), so the
+//! first poll after a restart is as cheap as the others. Crash safety rests on order: the
+//! record is removed before the credential write that ends it, and sled recovers its log in
+//! order, so a recovered credential write never comes back with the record that predates it.
+
+use serde::{Deserialize, Serialize};
 
 use super::catch_up;
 use super::snapshot::SnapshotDigest;
 use super::state;
 use super::SyncError;
 use crate::device::ListDigest;
-use crate::store::{Store, TreeName};
-use std::collections::HashMap;
-use std::sync::Mutex;
+use crate::store::{Record, Store, StoreError, TreeName};
 
-/// The list of a device's last complete read and what its users depended on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct LastList {
-    list: ListDigest,
-    snapshot: SnapshotDigest,
-    credential_writes: u64,
-}
-
-/// Per device, the last complete read's list, while it may still be named.
-#[derive(Debug, Default)]
-pub(super) struct LastLists {
-    devices: Mutex<HashMap<String, LastList>>,
-}
-
-/// A list a poll named, with the snapshot its users are.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The list of a device's last complete read, with the snapshot its users are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct NamedList {
     /// The list the driver compares with.
     pub(super) list: ListDigest,
@@ -48,56 +37,63 @@ pub(super) struct NamedList {
     pub(super) snapshot: SnapshotDigest,
 }
 
-impl LastLists {
-    /// The list the next poll of `device_id` may name, if any (see the module docs). Call it
-    /// under the device lock, before the read.
-    pub(super) fn nameable(
-        &self,
-        store: &Store,
-        device_id: &str,
-    ) -> Result<Option<NamedList>, SyncError> {
-        let Some(last) = self.devices().get(device_id).copied() else {
-            return Ok(None);
+impl Record for NamedList {
+    const KIND: &'static str = "listed_read";
+    const VERSION: u32 = 1;
+}
+
+/// The list the next poll of `device_id` may name, if any (see the module docs). Call it under
+/// the device lock, before the read.
+pub(super) fn nameable(store: &Store, device_id: &str) -> Result<Option<NamedList>, SyncError> {
+    let Some(last) = store.get::<NamedList>(TreeName::ListedReads, device_id.as_bytes())? else {
+        return Ok(None);
+    };
+    let unchanged = state::load(store, device_id)?.snapshot_digest == Some(last.snapshot)
+        && catch_up::load(store, device_id)?.is_none();
+    if !unchanged {
+        forget(store, device_id)?;
+        return Ok(None);
+    }
+    Ok(Some(last))
+}
+
+/// Records the list of a complete read of `device_id` just applied, with the snapshot digest
+/// it left; call it under the device lock, after the read's credentials are cached and the
+/// read applied.
+pub(super) fn remember(
+    store: &Store,
+    device_id: &str,
+    list: ListDigest,
+    snapshot: SnapshotDigest,
+) -> Result<(), StoreError> {
+    let named = NamedList { list, snapshot };
+    store.insert(TreeName::ListedReads, device_id.as_bytes(), &named)
+}
+
+/// Forgets `device_id`'s list: its next poll reads in full.
+pub(crate) fn forget(store: &Store, device_id: &str) -> Result<(), StoreError> {
+    store.remove::<NamedList>(TreeName::ListedReads, device_id.as_bytes())?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::envelope;
+
+    #[test]
+    fn golden_bytes_of_the_listed_read_version_1() {
+        let named = NamedList {
+            list: ListDigest([1; 32]),
+            snapshot: SnapshotDigest([2; 32]),
         };
-        let unchanged = store.writes(TreeName::Credentials) == last.credential_writes
-            && state::load(store, device_id)?.snapshot_digest == Some(last.snapshot)
-            && catch_up::load(store, device_id)?.is_none();
-        if !unchanged {
-            self.devices().remove(device_id);
-            return Ok(None);
-        }
-        Ok(Some(NamedList {
-            list: last.list,
-            snapshot: last.snapshot,
-        }))
-    }
-
-    /// Records the list of a complete read of `device_id` just applied, with the snapshot
-    /// digest it left; call it under the device lock, after the read's credentials are cached
-    /// and the read applied, so that the write counter includes the read's own writes.
-    pub(super) fn remember(
-        &self,
-        store: &Store,
-        device_id: &str,
-        list: ListDigest,
-        snapshot: SnapshotDigest,
-    ) {
-        let last = LastList {
-            list,
-            snapshot,
-            credential_writes: store.writes(TreeName::Credentials),
-        };
-        self.devices().insert(device_id.to_string(), last);
-    }
-
-    /// Forgets `device_id`'s list: its next poll reads in full.
-    pub(super) fn forget(&self, device_id: &str) {
-        self.devices().remove(device_id);
-    }
-
-    fn devices(&self) -> std::sync::MutexGuard<'_, HashMap<String, LastList>> {
-        self.devices
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        // tag 0 | kind "listed_read" | version 1 | 32 list bytes | 32 snapshot bytes.
+        let mut bytes = vec![0, 11];
+        bytes.extend_from_slice(b"listed_read");
+        bytes.push(1);
+        bytes.extend_from_slice(&[1; 32]);
+        bytes.extend_from_slice(&[2; 32]);
+        assert_eq!(envelope::encode(&named).unwrap(), bytes);
+        assert_eq!(envelope::decode::<NamedList>(&bytes).unwrap(), named);
     }
 }

@@ -2,7 +2,7 @@
 
 use super::apply::Applied;
 use super::credentials::StoreSink;
-use super::state;
+use super::{listed, state};
 use super::{Engine, SyncError};
 use crate::audit::Operation;
 use crate::device::registry;
@@ -108,7 +108,7 @@ impl Engine {
             live: self.live(),
             device_id,
         };
-        let named = self.last_lists.nameable(self.store(), device_id)?;
+        let named = listed::nameable(self.store(), device_id)?;
         let read = session
             .poll_users(named.map(|named| named.list), &mut sink)
             .await;
@@ -152,10 +152,9 @@ impl Engine {
         let snapshot = state::load(self.store(), device_id)?.snapshot_digest;
         match (read.list_digest, snapshot, sink.all_cached()) {
             (Some(list), Some(snapshot), true) => {
-                self.last_lists
-                    .remember(self.store(), device_id, list, snapshot);
+                listed::remember(self.store(), device_id, list, snapshot)?
             }
-            _ => self.last_lists.forget(device_id),
+            _ => listed::forget(self.store(), device_id)?,
         }
         Ok(())
     }

@@ -8,7 +8,8 @@
 //! peak under 32 MB in `benches/footprint.rs`) is committed in steps of that many users.
 //! A poll whose device lists exactly what the last complete read listed is applied without
 //! looking up a cached credential (`listed_as_before=true` in its log line), until the device's
-//! list or the credential cache moves (`device::PolledUsers`, `sync::listed`).
+//! list or the credential cache moves (`device::PolledUsers`, `sync::listed`), and across a
+//! restart, since the named list is kept in the store.
 
 use std::path::Path;
 use std::process::Command;
@@ -231,6 +232,31 @@ fn a_user_deleted_at_the_terminal_ends_the_cheap_polls_and_is_reported_missing()
         lines[missing].contains("listed_as_before=false"),
         "the changed list was read in full: {}",
         lines[missing]
+    );
+    agent.stop();
+}
+
+#[test]
+fn the_first_poll_after_a_restart_is_cheap_when_nothing_moved_meanwhile() {
+    let dir = tempdir().unwrap();
+    let port = free_port();
+    let config_text = config(dir.path(), port);
+    let mut agent = Agent::spawn(dir.path(), &config_text);
+    let _terminal = emulator(
+        port,
+        &dir.path().join("terminal.jsonl"),
+        &["--users", "3", "--photo-kb", "1", "--cards", "true"],
+    );
+    wait_for_applied(&mut agent, "listed_as_before=true");
+    agent.stop();
+    let before = applied_lines(&agent).len();
+    // The same store and terminal: the list named by the last poll is kept in the store.
+    let mut agent = Agent::spawn(dir.path(), &config_text);
+    agent.wait_for_log(APPLIED, before + 1);
+    let line = applied_lines(&agent)[before].clone();
+    assert!(
+        line.contains("listed_as_before=true") && line.contains("changed=0"),
+        "the first poll after the restart named the list kept in the store: {line}"
     );
     agent.stop();
 }
