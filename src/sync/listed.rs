@@ -25,7 +25,7 @@ use super::catch_up;
 use super::snapshot::SnapshotDigest;
 use super::state;
 use super::SyncError;
-use crate::device::ListDigest;
+use crate::device::{ListDigest, UserRead};
 use crate::store::{Record, Store, StoreError, TreeName};
 
 /// The list of a device's last complete read, with the snapshot its users are.
@@ -57,17 +57,26 @@ pub(super) fn nameable(store: &Store, device_id: &str) -> Result<Option<NamedLis
     Ok(Some(last))
 }
 
-/// Records the list of a complete read of `device_id` just applied, with the snapshot digest
-/// it left; call it under the device lock, after the read's credentials are cached and the
-/// read applied.
-pub(super) fn remember(
+/// After a complete read of `device_id` was applied (a poll's or a backup's): lets the next
+/// poll name its list when the driver digested it and every credential the read fetched is
+/// cached (`all_cached`, from the read's `super::credentials::StoreSink`), so the users a
+/// "listed as before" stands for are the ones this read applied; forgets it otherwise. Call
+/// it under the device lock, after the sink finished and the read was applied.
+pub(super) fn after_complete_read(
     store: &Store,
     device_id: &str,
-    list: ListDigest,
-    snapshot: SnapshotDigest,
-) -> Result<(), StoreError> {
-    let named = NamedList { list, snapshot };
-    store.insert(TreeName::ListedReads, device_id.as_bytes(), &named)
+    read: &UserRead,
+    all_cached: bool,
+) -> Result<(), SyncError> {
+    let snapshot = state::load(store, device_id)?.snapshot_digest;
+    match (read.list_digest, snapshot, all_cached) {
+        (Some(list), Some(snapshot), true) => {
+            let named = NamedList { list, snapshot };
+            store.insert(TreeName::ListedReads, device_id.as_bytes(), &named)?
+        }
+        _ => forget(store, device_id)?,
+    }
+    Ok(())
 }
 
 /// Forgets `device_id`'s list: its next poll reads in full.

@@ -8,7 +8,6 @@ use crate::audit::Operation;
 use crate::device::registry;
 use crate::device::{
     Credential, DeviceSession, HeldCredential, PolledUsers, ReadError, ReadProgress, ReadSink,
-    UserRead,
 };
 use crate::live::{Live, ReadEnd};
 
@@ -117,7 +116,12 @@ impl Engine {
         let outcome = match read {
             Ok(PolledUsers::Read(read)) => {
                 let applied = self.apply_read(device_id, &read, fencing_token).await?;
-                self.remember_list(device_id, &read, &sink.inner)?;
+                listed::after_complete_read(
+                    self.store(),
+                    device_id,
+                    &read,
+                    sink.inner.all_cached(),
+                )?;
                 PollOutcome::Complete(applied)
             }
             Ok(PolledUsers::ListedAsBefore(listed)) => {
@@ -139,24 +143,6 @@ impl Engine {
             }
         };
         Ok(outcome)
-    }
-
-    /// Lets the next poll of `device_id` name the list of `read`, just applied, when the
-    /// driver digested it and every credential the read fetched was cached (see `listed`).
-    fn remember_list(
-        &self,
-        device_id: &str,
-        read: &UserRead,
-        sink: &StoreSink,
-    ) -> Result<(), SyncError> {
-        let snapshot = state::load(self.store(), device_id)?.snapshot_digest;
-        match (read.list_digest, snapshot, sink.all_cached()) {
-            (Some(list), Some(snapshot), true) => {
-                listed::remember(self.store(), device_id, list, snapshot)?
-            }
-            _ => listed::forget(self.store(), device_id)?,
-        }
-        Ok(())
     }
 
     /// B4's cheap signal: the device announced fewer users at registration than the last

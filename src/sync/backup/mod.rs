@@ -139,6 +139,13 @@ impl Engine {
         };
         self.apply_read(device_id, &read, guard.fencing_token())
             .await?;
+        // Every credential was fetched and cached: the next poll may name this list.
+        super::listed::after_complete_read(
+            self.store(),
+            device_id,
+            &read,
+            sink.cache.all_cached(),
+        )?;
         self.backup_done(device_id, &info).await?;
         drop(guard);
         Ok(info)
