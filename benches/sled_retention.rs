@@ -45,7 +45,7 @@ fn open(path: &Path) -> sled::Db {
     sled::Config::new()
         .path(path)
         .cache_capacity(1024 * 1024)
-        .flush_every_ms(Some(500))
+        .flush_every_ms(Some(5_000))
         .open()
         .expect("open sled")
 }
