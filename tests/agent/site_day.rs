@@ -54,6 +54,14 @@ fn lines_with(text: &str, needles: &[&str]) -> usize {
         .count()
 }
 
+/// How many complete reads of `device` the log shows.
+fn read_lines(log: &str, device: &str) -> usize {
+    lines_with(
+        log,
+        &["complete read applied", &format!("device=\"{device}\"")],
+    )
+}
+
 /// Waits until the log holds a line with all of `needles`, more than `before` times.
 fn wait_for_line(agent: &mut Agent, needles: &[&str], before: usize) {
     agent.wait_for_log_where(&format!("{needles:?} ×{}", before + 1), |text| {
@@ -269,6 +277,10 @@ async fn a_day_at_the_site_ends_with_upstream_buffer_and_terminals_agreeing() {
     );
 
     // The agent is killed during the outage and started again.
+    let reads_before: Vec<usize> = [DEVICE, ZK]
+        .iter()
+        .map(|device| read_lines(&agent.log_text(), device))
+        .collect();
     agent.kill();
     let mut agent = Agent::start(dir.path(), &text).with_patience(PATIENCE);
     double.set_outage(false);
@@ -282,6 +294,13 @@ async fn a_day_at_the_site_ends_with_upstream_buffer_and_terminals_agreeing() {
             && door.contains_key(&enrolled)
             && double.applied_of_kind("punch") == 6 + ZK_PUNCHES
     });
+    // The upstream may converge from the outbox alone, before the terminals are back: the
+    // backups below need each one connected again, which a complete read since the restart
+    // shows (the AI06 terminal redials with its own backoff).
+    for (device, before) in [DEVICE, ZK].into_iter().zip(reads_before) {
+        let needle = format!("device=\"{device}\"");
+        wait_for_line(&mut agent, &["complete read applied", &needle], before);
+    }
     let catch_ups = lines_with(&agent.log_text(), &["catch-up queued"]);
     let refusals = lines_with(&agent.log_text(), &["the outbox is full"]);
     for device in [DEVICE, ZK] {
