@@ -358,6 +358,9 @@ pub struct LogConfig {
 pub struct StoreConfig {
     /// Page cache size (sled's own default of 1 GiB is far too big for a gateway box).
     pub cache_size: ByteSize,
+    /// Whether sled compresses the store (zstd, cheapest level). Changing it rewrites the
+    /// store once at the next start (see `StoreOptions::compression`).
+    pub compression: bool,
     /// How long the group committer lingers before a flush and fsync so that writers arriving
     /// close together share it (see `StoreOptions::group_commit_window`). `0s`, the default,
     /// suits a disk with a fast fsync; a slow SD card may gain from a few ms. Events reach the
@@ -432,6 +435,7 @@ impl Config {
         crate::store::StoreOptions {
             cache_capacity: self.store.cache_size.bytes(),
             group_commit_window: self.store.group_commit_window.get(),
+            compression: self.store.compression,
             ..crate::store::StoreOptions::at(self.store_dir())
         }
     }
@@ -553,7 +557,8 @@ impl Default for LogConfig {
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
-            cache_size: ByteSize(1 << 20),
+            cache_size: ByteSize(256 << 10),
+            compression: true,
             group_commit_window: HumanDuration(std::time::Duration::ZERO),
         }
     }

@@ -267,8 +267,8 @@ fn check_intervals(findings: &mut Findings, config: &Config) {
         config.agent.shutdown_timeout.get(),
         1,
     );
-    if config.store.cache_size.bytes() < 1 << 20 {
-        findings.error("store.cache_size", "must be at least 1MiB");
+    if config.store.cache_size.bytes() < 64 << 10 {
+        findings.error("store.cache_size", "must be at least 64KiB");
     }
     if config.store.group_commit_window.get() > std::time::Duration::from_secs(1) {
         findings.error(

@@ -85,6 +85,20 @@ pub enum StoreError {
         /// Why the rename failed.
         source: std::io::Error,
     },
+    /// Rewriting the store for a changed compression setting failed (see
+    /// `store::recompress`). The store itself is left as it was, or, past the point where
+    /// the copy became the store, the next start finishes the switch.
+    #[error(
+        "could not rewrite store {path} for its new compression setting: {reason}. Check free \
+         space (the rewrite needs room for a second copy of the store) and permissions on the \
+         store's parent directory, then start the agent again; nothing was lost"
+    )]
+    RewriteFailed {
+        /// The store directory.
+        path: PathBuf,
+        /// Which step failed and why.
+        reason: String,
+    },
     /// After salvage, even a brand-new store could not be opened.
     #[error(
         "a fresh store at {path} could not be opened after moving the damaged one aside: \

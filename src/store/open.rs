@@ -7,7 +7,8 @@ use std::path::Path;
 
 use super::epoch::{self, EpochCause};
 use super::error::StoreError;
-use super::options::StoreOptions;
+use super::options::{StoreOptions, COMPRESSION_LEVEL};
+use super::recompress;
 use super::salvage::{self, SalvageReport};
 use super::schema::{self, StoredSchema, CURRENT_SCHEMA};
 use super::Store;
@@ -88,12 +89,17 @@ impl Store {
     }
 }
 
-/// One attempt to open the store and bring its schema up to date. sled 0.34 panics on some
-/// damage instead of returning an error (while writing its start-up snapshot, or "cannot find
-/// pid" on reads, sled issue #1443), so a panic anywhere in the attempt counts as damage; the
+/// One attempt to open the store (rewriting it first when its compression setting changed,
+/// see [`recompress`]) and bring its schema up to date. sled 0.34 panics on some damage
+/// instead of returning an error (while writing its start-up snapshot, or "cannot find pid"
+/// on reads, sled issue #1443), so a panic anywhere in the attempt counts as damage; the
 /// store's own code on this path does not panic.
 fn attempt(options: &StoreOptions) -> Result<Store, OpenFailure> {
-    match catch_unwind(AssertUnwindSafe(|| open_and_check(options))) {
+    let rewrite_and_open = || {
+        recompress::ensure(options).map_err(OpenFailure::Fatal)?;
+        open_and_check(options)
+    };
+    match catch_unwind(AssertUnwindSafe(rewrite_and_open)) {
         Ok(outcome) => outcome,
         Err(panic) => Err(OpenFailure::Damaged(format!(
             "sled panicked while opening it: {}",
@@ -139,6 +145,8 @@ fn open_sled(options: &StoreOptions) -> Result<sled::Db, OpenFailure> {
     sled::Config::new()
         .path(&options.path)
         .cache_capacity(options.cache_capacity)
+        .use_compression(options.compression)
+        .compression_factor(COMPRESSION_LEVEL)
         .flush_every_ms(Some(options.flush_every_ms).filter(|ms| *ms > 0))
         .open()
         .map_err(|error| classify(&options.path, error))

@@ -11,9 +11,10 @@ pub struct StoreOptions {
     /// salvaged store is moved to a sibling `<path>.corrupt-<UTC time>`.
     pub path: PathBuf,
     /// sled's page cache in bytes. sled defaults to 1 GiB, far too much for a small gateway.
-    /// 1 MiB, the default (and the config's minimum), was chosen by measurement
-    /// (`benches/footprint.rs`, 10,000 users with photos in value files): against 8 MiB it cut
-    /// the resident set while polling from 38 to 29–30 MB and during a backup from 40 to 30 MB.
+    /// 256 KiB, the default, was chosen by measurement (`benches/footprint.rs`, 10,000 users
+    /// with photos in value files, compression on): the steady resident set was 16.9–17.2 MB
+    /// against 19.9 MB at 1 MiB; earlier, without compression, 8 MiB against 1 MiB had cost
+    /// 38 against 29–30 MB while polling (`docs/footprint.md`).
     pub cache_capacity: u64,
     /// How often sled's background thread makes writes durable on its own (milliseconds).
     /// This only bounds loss for writes nobody waited for; acknowledged writes always go
@@ -32,7 +33,17 @@ pub struct StoreOptions {
     /// halved their throughput and tripled a lone writer's latency (see `benches/store.rs`);
     /// raise it only where fsync is much cheaper than the gap between arrivals.
     pub group_commit_window: Duration,
+    /// Whether sled compresses what it writes (zstd at [`COMPRESSION_LEVEL`]). On by default:
+    /// with 10,000 users the store after the first read took 7.1–7.3 MB on disk against
+    /// 13.0–13.1 MB without, for about 1 MB more binary (`docs/footprint.md`). sled cannot
+    /// open a store with the other setting, so a change is applied by rewriting the store at
+    /// start-up ([`crate::store::recompress`]).
+    pub compression: bool,
 }
+
+/// sled's zstd level: the cheapest. Higher levels gained little on these small records
+/// (`docs/footprint.md`) and cost CPU on every write of a small ARM box.
+pub const COMPRESSION_LEVEL: i32 = 1;
 
 impl StoreOptions {
     /// Default options for a store at `path`.
@@ -48,9 +59,10 @@ impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
             path: PathBuf::from("/var/lib/edge-agent/store"),
-            cache_capacity: 1024 * 1024,
+            cache_capacity: 256 * 1024,
             flush_every_ms: 5_000,
             group_commit_window: Duration::ZERO,
+            compression: true,
         }
     }
 }

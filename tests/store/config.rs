@@ -190,7 +190,8 @@ fn a_minimal_config_gets_documented_defaults() {
     assert_eq!(config.backup.interval.to_string(), "6h");
     assert_eq!(config.buffer.retention.to_string(), "90d");
     assert_eq!(config.log.max_file_size.to_string(), "5MB");
-    assert_eq!(config.store.cache_size.to_string(), "1MiB");
+    assert_eq!(config.store.cache_size.to_string(), "256KiB");
+    assert!(config.store.compression);
     assert_eq!(config.device[0].effective_listen().port(), 7788);
 }
 
