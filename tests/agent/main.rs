@@ -14,6 +14,7 @@ mod locks;
 mod mappings;
 mod memory;
 mod punches;
+mod recompress;
 mod salvage;
 mod site;
 mod site_day;
