@@ -108,7 +108,10 @@ fn du_mb(path: &Path) -> f64 {
 /// Bytes of every key and value sled holds in the store at `store_dir` (the small records the
 /// issue's disk target is measured against), in MB; opened directly while no agent runs.
 fn small_records_mb(store_dir: &Path) -> f64 {
-    let Ok(db) = sled::Config::new().path(store_dir).open() else {
+    let Ok(db) = edge_agent::store::StoreOptions::at(store_dir)
+        .sled_config()
+        .open()
+    else {
         return f64::NAN;
     };
     let mut bytes = 0u64;

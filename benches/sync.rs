@@ -193,7 +193,10 @@ fn churn_figures(runtime: &tokio::runtime::Runtime) {
 /// into a scratch tree, tree by tree (sled keeps a transaction's write set and every node
 /// version it replaced until the commit ends; this shows which trees that cost comes from).
 fn first_read_census(store_dir: &std::path::Path) {
-    let db = match sled::Config::new().path(store_dir).open() {
+    let db = match edge_agent::store::StoreOptions::at(store_dir)
+        .sled_config()
+        .open()
+    {
         Ok(db) => db,
         Err(err) => {
             println!("first-read census skipped: {err}");

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use super::epoch::{self, EpochCause};
 use super::error::StoreError;
-use super::options::{StoreOptions, COMPRESSION_LEVEL};
+use super::options::StoreOptions;
 use super::recompress;
 use super::salvage::{self, SalvageReport};
 use super::schema::{self, StoredSchema, CURRENT_SCHEMA};
@@ -142,12 +142,8 @@ fn open_and_check(options: &StoreOptions) -> Result<Store, OpenFailure> {
 
 /// Starts sled with the store's settings, sorting its errors.
 fn open_sled(options: &StoreOptions) -> Result<sled::Db, OpenFailure> {
-    sled::Config::new()
-        .path(&options.path)
-        .cache_capacity(options.cache_capacity)
-        .use_compression(options.compression)
-        .compression_factor(COMPRESSION_LEVEL)
-        .flush_every_ms(Some(options.flush_every_ms).filter(|ms| *ms > 0))
+    options
+        .sled_config()
         .open()
         .map_err(|error| classify(&options.path, error))
 }

@@ -53,6 +53,18 @@ impl StoreOptions {
             ..StoreOptions::default()
         }
     }
+
+    /// sled's settings for this store: the one place they are spelled out, so that the
+    /// store's open, its rewrite and the tools and benches that read a stopped store's sled
+    /// directly all open it the way it was written (sled refuses another compression).
+    pub fn sled_config(&self) -> sled::Config {
+        sled::Config::new()
+            .path(&self.path)
+            .cache_capacity(self.cache_capacity)
+            .use_compression(self.compression)
+            .compression_factor(COMPRESSION_LEVEL)
+            .flush_every_ms(Some(self.flush_every_ms).filter(|ms| *ms > 0))
+    }
 }
 
 impl Default for StoreOptions {

@@ -145,13 +145,14 @@ fn rewrite(places: &Places, options: &StoreOptions) -> Result<(), StoreError> {
 fn copy(places: &Places, options: &StoreOptions) -> Result<u64, StoreError> {
     let sled_error = |what: &str, error: sled::Error| failed(places, format!("{what}: {error}"));
     let open = |path: &Path, compression: bool| {
-        sled::Config::new()
-            .path(path)
-            .cache_capacity(options.cache_capacity)
-            .use_compression(compression)
-            .compression_factor(super::options::COMPRESSION_LEVEL)
-            .flush_every_ms(None)
-            .open()
+        StoreOptions {
+            path: path.to_path_buf(),
+            compression,
+            flush_every_ms: 0,
+            ..options.clone()
+        }
+        .sled_config()
+        .open()
     };
     let source = open(&places.store, !options.compression)
         .map_err(|error| sled_error("opening the store to copy it", error))?;
@@ -337,9 +338,9 @@ mod tests {
         assert_eq!(recorded_compression(&options.path), Some(true));
         for n in 0..ITEMS {
             let key = n.to_be_bytes();
-            let user: Option<Item> = store.get(TreeName::Buffer, &key).unwrap();
+            let user: Option<Item> = store.get(TreeName::Buffer, key).unwrap();
             assert_eq!(user, Some(item("user", n)), "user {n}");
-            let event: Option<Item> = store.get(TreeName::Outbox, &key).unwrap();
+            let event: Option<Item> = store.get(TreeName::Outbox, key).unwrap();
             assert_eq!(event, Some(item("event", n)), "event {n}");
         }
         assert_eq!(
@@ -381,11 +382,7 @@ mod tests {
             let places = Places::of(&options.path);
             if steps == 0 {
                 // Killed mid-copy: a partial copy without the mark.
-                let partial = sled::Config::new()
-                    .path(&places.copy)
-                    .use_compression(true)
-                    .open()
-                    .unwrap();
+                let partial = StoreOptions::at(&places.copy).sled_config().open().unwrap();
                 partial.insert(b"half", b"done").unwrap();
                 partial.flush().unwrap();
             }

@@ -162,11 +162,13 @@ fn a_garbage_snapshot_file_is_moved_aside() {
 #[test]
 fn a_panic_inside_sled_at_open_is_caught_and_salvaged() {
     let dir = tempfile::tempdir().unwrap();
-    // With an 8 MiB page cache sled lays these records out the same way every time, and
-    // garbage over the first 4 KiB makes it panic at open. With the 1 MiB default the layout
-    // varies between runs and the same damage sometimes lands where sled does not look.
+    // With an 8 MiB page cache and no compression sled lays these records out the same way
+    // every time, and garbage over the first 4 KiB makes it panic at open. With the smaller
+    // default cache the layout varies between runs, and compressed the records fill so little
+    // of the file that the same damage reads as a lost file instead (the case below).
     let mut options = StoreOptions::at(dir.path().join("store"));
     options.cache_capacity = 8 * 1024 * 1024;
+    options.compression = false;
     let options = populate(options, 3000);
     overwrite(&options.path.join("db"), 0, &[0xA7; 4096]);
     assert_salvaged(&options, "sled panicked");
@@ -237,13 +239,14 @@ fn a_schema_newer_than_this_build_is_refused_and_left_untouched() {
     let dir = tempfile::tempdir().unwrap();
     let options = populated_store(dir.path(), 1);
     {
-        let raw = sled::open(&options.path).unwrap();
+        let raw = options.sled_config().open().unwrap();
         raw.open_tree(TreeName::Meta.as_str())
             .unwrap()
             .insert(SCHEMA_KEY, &(CURRENT_SCHEMA + 1).to_be_bytes())
             .unwrap();
         raw.flush().unwrap();
     }
+    wait_until_released(&options.path.join("db"));
     let err = Store::open(&options).err().expect("newer schema refused");
     match &err {
         StoreError::SchemaTooNew {
@@ -255,7 +258,7 @@ fn a_schema_newer_than_this_build_is_refused_and_left_untouched() {
     }
     assert!(err.to_string().contains("newer edge-agent"), "{err}");
     assert!(moved_aside(dir.path()).is_empty());
-    let raw = sled::open(&options.path).unwrap();
+    let raw = options.sled_config().open().unwrap();
     assert_eq!(
         raw.open_tree("buffer").unwrap().len(),
         1,
