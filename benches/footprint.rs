@@ -3,7 +3,10 @@
 //! complete read of an AI06 terminal with 10,000 users (8 KB face photo + card each), the
 //! resident set while polling that device after a restart, the peak during a backup and a
 //! restore through the control socket, and the store's size on disk — each printed beside the
-//! anchor figure a user would compare with (ThingsBoard IoT Gateway idles at 62.7 MB).
+//! anchor figure a user would compare with (ThingsBoard IoT Gateway idles at 62.7 MB). Last,
+//! the peak and duration of two starts that rewrite that store for a changed
+//! `[store] compression` (off, then on again: what an upgrade from a build without
+//! compression does once).
 //!
 //! It runs the real binaries as separate processes (the agent as the packages ship it, see
 //! below, and `target/release/device-sim aiface`) and reads the agent's `/proc/PID/status`
@@ -108,10 +111,16 @@ fn du_mb(path: &Path) -> f64 {
 /// Bytes of every key and value sled holds in the store at `store_dir` (the small records the
 /// issue's disk target is measured against), in MB; opened directly while no agent runs.
 fn small_records_mb(store_dir: &Path) -> f64 {
-    let Ok(db) = edge_agent::store::StoreOptions::at(store_dir)
+    // Opened the way it was written: sled refuses the other compression setting.
+    let open = |compression| {
+        edge_agent::store::StoreOptions {
+            compression,
+            ..edge_agent::store::StoreOptions::at(store_dir)
+        }
         .sled_config()
         .open()
-    else {
+    };
+    let Ok(db) = open(true).or_else(|_| open(false)) else {
         return f64::NAN;
     };
     let mut bytes = 0u64;
@@ -123,6 +132,17 @@ fn small_records_mb(store_dir: &Path) -> f64 {
         }
     }
     bytes as f64 / 1e6
+}
+
+/// The `seconds=` field of the first log line containing `needle` (NaN when there is none).
+fn logged_seconds(log: &Path, needle: &str) -> f64 {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    text.lines()
+        .find(|line| line.contains(needle))
+        .and_then(|line| line.split("seconds=").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|number| number.parse().ok())
+        .unwrap_or(f64::NAN)
 }
 
 fn row(what: &str, mb: f64, target: Option<f64>) {
@@ -382,6 +402,25 @@ fn main() {
     let records_end_mb = small_records_mb(&dir.join("data").join("store"));
     let _ = emulator.kill();
     let _ = emulator.wait();
+    // A start that rewrites the store (an upgrade from a build without compression, or a
+    // change of `[store] compression`): to uncompressed, then back. Skipped when the tuning
+    // has its own `[store]` table.
+    let rewrites = (!std::env::var("FOOTPRINT_CONFIG")
+        .unwrap_or_default()
+        .contains("[store]"))
+    .then(|| {
+        [false, true].map(|compression| {
+            let _ = std::fs::remove_file(&log);
+            let config = config(dir, port, &format!("[store]\ncompression = {compression}"));
+            let mut agent = Agent::start(&bin, &config, &log);
+            agent.wait_for("agent started", 1, Duration::from_secs(600));
+            let peak = status_mb(agent.pid(), "VmHWM");
+            let seconds = logged_seconds(&log, "store rewritten");
+            agent.stop();
+            let sled_mb = du_mb(&dir.join("data").join("store")) - values_mb;
+            (compression, peak, seconds, sled_mb)
+        })
+    });
     if keep {
         let _ = scratch.keep();
     }
@@ -441,4 +480,13 @@ fn main() {
         "store on disk at the end (after the polls, backup, restore)",
         store_end_mb - values_mb
     );
+    for (compression, peak, seconds, sled_mb) in rewrites.into_iter().flatten() {
+        let setting = if compression { "on" } else { "off" };
+        row(
+            &format!("peak RSS of a start rewriting it, compression {setting} ({seconds:.1} s)"),
+            peak,
+            None,
+        );
+        println!("{:<58} {sled_mb:>7.1} MB", "  sled after that rewrite");
+    }
 }
