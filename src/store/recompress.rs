@@ -21,11 +21,14 @@
 //! `export`/`import` is not used because its import panics on errors and keeps no progress.
 
 use std::fs::{self, File};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use super::error::StoreError;
 use super::options::StoreOptions;
+use super::retired::release_retired;
+use super::walk::Walk;
 use super::VALUES_DIR;
 
 /// The file that says the copy is complete and is now the store (step 2).
@@ -125,6 +128,8 @@ fn rewrite(places: &Places, options: &StoreOptions) -> Result<(), StoreError> {
         "the store was written with the other compression setting: rewriting it (a copy is \
          made beside it first, so an interruption loses nothing)"
     );
+    let database = before.saturating_sub(dir_size(&places.store.join(VALUES_DIR)));
+    ensure_room(places, database)?;
     let records = copy(places, options)?;
     mark_complete(places)?;
     switch(places)?;
@@ -140,8 +145,69 @@ fn rewrite(places: &Places, options: &StoreOptions) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Refuses to start a copy the disk cannot hold: a full disk halfway through would only cost
+/// time, but sled may panic on a failed write, and the error names what to free.
+fn ensure_room(places: &Places, database: u64) -> Result<(), StoreError> {
+    let parent = parent_of(&places.store);
+    let available = available_bytes(&parent)
+        .map_err(|error| io_failed(places, "reading the free space", error))?;
+    match room_for_copy(database, available) {
+        Ok(()) => Ok(()),
+        Err(needed) => Err(failed(
+            places,
+            format!(
+                "the copy needs about {} MB free in {} and {} MB are available",
+                needed / 1_000_000 + 1,
+                parent.display(),
+                available / 1_000_000
+            ),
+        )),
+    }
+}
+
+/// The copy of a sled database of `database` bytes needs at most twice that (an uncompressed
+/// copy of a compressed store grows; sled's file holds up to twice its live pages), plus
+/// 16 MiB of slack for sled's segments. `Err` carries the bytes needed.
+fn room_for_copy(database: u64, available: u64) -> Result<(), u64> {
+    let needed = database.saturating_mul(2).saturating_add(16 << 20);
+    if available >= needed {
+        Ok(())
+    } else {
+        Err(needed)
+    }
+}
+
+/// Bytes an unprivileged writer may still use on the file system holding `dir`.
+fn available_bytes(dir: &Path) -> std::io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|error| std::io::Error::new(std::io::ErrorKind::InvalidInput, error))?;
+    // SAFETY: statvfs(3) fills the zeroed struct it is given; the path is NUL-terminated.
+    let mut stats: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(path.as_ptr(), &mut stats) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    #[allow(clippy::useless_conversion)] // the field widths differ between targets
+    Ok(u64::from(stats.f_bavail).saturating_mul(u64::from(stats.f_frsize)))
+}
+
+/// Runs one write to the copy. A panic inside sled there (it panics on some failed writes)
+/// is a failed rewrite, not a damaged store: the store itself was only read.
+fn writing<T>(
+    places: &Places,
+    what: &str,
+    write: impl FnOnce() -> sled::Result<T>,
+) -> Result<T, StoreError> {
+    match catch_unwind(AssertUnwindSafe(write)) {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err(failed(places, format!("{what}: {error}"))),
+        Err(_) => Err(failed(places, format!("{what}: sled panicked"))),
+    }
+}
+
 /// Step 1: copies every tree into a new sled store at `places.copy` and makes it durable.
-/// Returns the number of records copied.
+/// Returns the number of records copied. Reading the store may panic on damage (sled does):
+/// that reaches the open, which moves a damaged store aside.
 fn copy(places: &Places, options: &StoreOptions) -> Result<u64, StoreError> {
     let sled_error = |what: &str, error: sled::Error| failed(places, format!("{what}: {error}"));
     let open = |path: &Path, compression: bool| {
@@ -156,35 +222,35 @@ fn copy(places: &Places, options: &StoreOptions) -> Result<u64, StoreError> {
     };
     let source = open(&places.store, !options.compression)
         .map_err(|error| sled_error("opening the store to copy it", error))?;
-    let target = open(&places.copy, options.compression)
-        .map_err(|error| sled_error("creating the copy", error))?;
+    let target = writing(places, "creating the copy", || {
+        open(&places.copy, options.compression)
+    })?;
     let mut records = 0u64;
     for name in source.tree_names() {
         let from = source
             .open_tree(&name)
             .map_err(|error| sled_error("opening a tree", error))?;
-        let to = target
-            .open_tree(&name)
-            .map_err(|error| sled_error("creating a tree in the copy", error))?;
+        let to = writing(places, "creating a tree in the copy", || {
+            target.open_tree(&name)
+        })?;
         let mut batch = sled::Batch::default();
         let mut in_batch = 0;
-        for entry in from.iter() {
+        // Key by key: sled's iterator would keep every node it passed (`store::walk`).
+        for entry in Walk::new(&from, b"") {
             let (key, value) = entry.map_err(|error| sled_error("reading the store", error))?;
             batch.insert(key, value);
             in_batch += 1;
             records += 1;
             if in_batch == BATCH_RECORDS {
-                to.apply_batch(std::mem::take(&mut batch))
-                    .map_err(|error| sled_error("writing the copy", error))?;
+                let full = std::mem::take(&mut batch);
+                writing(places, "writing the copy", || to.apply_batch(full))?;
+                release_retired();
                 in_batch = 0;
             }
         }
-        to.apply_batch(batch)
-            .map_err(|error| sled_error("writing the copy", error))?;
+        writing(places, "writing the copy", || to.apply_batch(batch))?;
     }
-    target
-        .flush()
-        .map_err(|error| sled_error("flushing the copy", error))?;
+    writing(places, "flushing the copy", || target.flush())?;
     drop(target);
     drop(source);
     // sled does not fsync its `conf` file, nor every file it leaves: fsync the whole copy.
@@ -403,6 +469,15 @@ mod tests {
             }
             assert_intact(&options, &digest);
         }
+    }
+
+    #[test]
+    fn a_copy_needs_twice_the_database_and_some_slack() {
+        let database = 15_000_000;
+        let needed = 2 * database + (16 << 20);
+        assert_eq!(room_for_copy(database, needed), Ok(()));
+        assert_eq!(room_for_copy(database, needed - 1), Err(needed));
+        assert!(available_bytes(Path::new("/")).unwrap() > 0);
     }
 
     #[test]
