@@ -12,9 +12,9 @@ pub struct StoreOptions {
     pub path: PathBuf,
     /// sled's page cache in bytes. sled defaults to 1 GiB, far too much for a small gateway.
     /// 256 KiB, the default, was chosen by measurement (`benches/footprint.rs`, 10,000 users
-    /// with photos in value files, compression on): the steady resident set was 16.9–17.2 MB
-    /// against 19.9 MB at 1 MiB; earlier, without compression, 8 MiB against 1 MiB had cost
-    /// 38 against 29–30 MB while polling (`docs/footprint.md`).
+    /// with photos in value files, compression on): the steady resident set was 16.7–17.3 MB
+    /// against 19.9 MB at 1 MiB (one trial run); earlier, without compression, 8 MiB against
+    /// 1 MiB had cost 38 against 29–30 MB while polling (`docs/footprint.md`).
     pub cache_capacity: u64,
     /// How often sled's background thread makes writes durable on its own (milliseconds).
     /// This only bounds loss for writes nobody waited for; acknowledged writes always go
@@ -34,15 +34,15 @@ pub struct StoreOptions {
     /// raise it only where fsync is much cheaper than the gap between arrivals.
     pub group_commit_window: Duration,
     /// Whether sled compresses what it writes (zstd at [`COMPRESSION_LEVEL`]). On by default:
-    /// with 10,000 users the store after the first read took 7.1–7.3 MB on disk against
+    /// with 10,000 users the store after the first read took 7.0–7.8 MB on disk against
     /// 13.0–13.1 MB without, for about 1 MB more binary (`docs/footprint.md`). sled cannot
     /// open a store with the other setting, so a change is applied by rewriting the store at
-    /// start-up ([`crate::store::recompress`]).
+    /// start-up (`store::recompress`).
     pub compression: bool,
 }
 
-/// sled's zstd level: the cheapest. Higher levels gained little on these small records
-/// (`docs/footprint.md`) and cost CPU on every write of a small ARM box.
+/// sled's zstd level: the cheapest. Level 3 stored the 10,000-user store in the same 6.8 MB in
+/// a trial (`docs/footprint.md`) and costs more CPU on every write of a small ARM box.
 pub const COMPRESSION_LEVEL: i32 = 1;
 
 impl StoreOptions {
