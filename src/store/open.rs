@@ -154,8 +154,7 @@ fn classify(path: &Path, error: sled::Error) -> OpenFailure {
         sled::Error::Corruption { .. } | sled::Error::ReportableBug(_) => {
             OpenFailure::Damaged(format!("sled could not open it: {error}"))
         }
-        // sled reports its lock conflict as a generic I/O error; the text is the only marker.
-        sled::Error::Io(source) if source.to_string().contains("could not acquire lock") => {
+        sled::Error::Io(_) if is_lock_conflict(&error) => {
             OpenFailure::Fatal(StoreError::AlreadyInUse {
                 path: path.to_path_buf(),
             })
@@ -173,6 +172,12 @@ fn classify(path: &Path, error: sled::Error) -> OpenFailure {
             source: other,
         }),
     }
+}
+
+/// Whether sled failed because another handle holds the store's lock. sled reports its lock
+/// conflict as a generic I/O error; the text is the only marker.
+pub(super) fn is_lock_conflict(error: &sled::Error) -> bool {
+    matches!(error, sled::Error::Io(source) if source.to_string().contains("could not acquire lock"))
 }
 
 /// The text of a caught panic, when it has one.

@@ -26,6 +26,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use super::error::StoreError;
+use super::open::is_lock_conflict;
 use super::options::StoreOptions;
 use super::retired::release_retired;
 use super::walk::Walk;
@@ -220,8 +221,15 @@ fn copy(places: &Places, options: &StoreOptions) -> Result<u64, StoreError> {
         .sled_config()
         .open()
     };
-    let source = open(&places.store, !options.compression)
-        .map_err(|error| sled_error("opening the store to copy it", error))?;
+    let source = open(&places.store, !options.compression).map_err(|error| {
+        if is_lock_conflict(&error) {
+            StoreError::AlreadyInUse {
+                path: places.store.clone(),
+            }
+        } else {
+            sled_error("opening the store to copy it", error)
+        }
+    })?;
     let target = writing(places, "creating the copy", || {
         open(&places.copy, options.compression)
     })?;
@@ -389,8 +397,28 @@ mod tests {
         let digest = store.values().put(b"an 8 KB photo, in short").unwrap();
         store.make_durable_blocking().unwrap();
         drop(store);
+        wait_until_released(&options.path);
         assert_eq!(recorded_compression(&options.path), Some(false));
         (options, digest)
+    }
+
+    /// Waits until sled's background threads have released the store's lock after the last
+    /// handle was dropped (a moment later), so that the steps below, which open sled
+    /// directly, do not find it held: sled takes an exclusive `flock` on `db`; so does this
+    /// probe, without blocking.
+    fn wait_until_released(store: &Path) {
+        use std::os::fd::AsRawFd;
+        let db = File::open(store.join("db")).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        // SAFETY: flock(2) on a descriptor this function owns; the lock is released at once.
+        while unsafe { libc::flock(db.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the lock was never released"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        unsafe { libc::flock(db.as_raw_fd(), libc::LOCK_UN) };
     }
 
     /// The store opened with compression holds everything the uncompressed one held, and no
