@@ -68,23 +68,19 @@ impl Places {
 }
 
 /// Before sled opens the store: finishes a rewrite a crash interrupted, then rewrites the
-/// store if its recorded compression differs from `options.compression`. Returns whether a
-/// rewrite (started now or earlier) was completed.
-pub(crate) fn ensure(options: &StoreOptions) -> Result<bool, StoreError> {
+/// store if its recorded compression differs from `options.compression`.
+pub(crate) fn ensure(options: &StoreOptions) -> Result<(), StoreError> {
     let places = Places::of(&options.path);
-    let resumed = resume(&places)?;
+    resume(&places)?;
     match recorded_compression(&places.store) {
-        Some(recorded) if recorded != options.compression => {
-            rewrite(&places, options)?;
-            Ok(true)
-        }
-        _ => Ok(resumed),
+        Some(recorded) if recorded != options.compression => rewrite(&places, options),
+        _ => Ok(()),
     }
 }
 
 /// Brings an interrupted rewrite to its end (or back to its start, when the copy was not
-/// complete). Returns whether a complete copy was switched in.
-fn resume(places: &Places) -> Result<bool, StoreError> {
+/// complete).
+fn resume(places: &Places) -> Result<(), StoreError> {
     let copy_complete = places.copy.join(COMPLETE_MARK).exists();
     if places.copy.exists() && !copy_complete {
         if places.retired.exists() && !places.store.exists() {
@@ -104,8 +100,7 @@ fn resume(places: &Places) -> Result<bool, StoreError> {
             "a store rewrite was interrupted during its copy: discarding the partial copy; the \
              store itself was never touched"
         );
-        remove_dir(places, &places.copy)?;
-        return Ok(false);
+        return remove_dir(places, &places.copy);
     }
     if copy_complete {
         tracing::warn!(
@@ -116,7 +111,7 @@ fn resume(places: &Places) -> Result<bool, StoreError> {
     if copy_complete || places.retired.exists() || places.store.join(COMPLETE_MARK).exists() {
         switch(places)?;
     }
-    Ok(copy_complete)
+    Ok(())
 }
 
 /// Steps 1 to 6 for a store that exists and has the other compression setting.
